@@ -1,0 +1,1 @@
+"""One subpackage per agent, each with its train.py."""

@@ -1,0 +1,82 @@
+"""Throughput of the environments and of video export. Prints a markdown table.
+
+    python bench/envs_and_video.py [--task reach-v3] [--steps 2000] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+
+import envs  # noqa: F401
+from embodied.video import caption, write_mp4
+
+
+def steps_per_second(env_id: str, steps: int, **kwargs) -> float:
+    env = gym.make(env_id, **kwargs)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())  # first render creates the GL context: not timed
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def vector_steps_per_second(env_id: str, steps: int, workers: int) -> float:
+    vec = gym.vector.AsyncVectorEnv([lambda: gym.make(env_id) for _ in range(workers)])
+    vec.reset(seed=0)
+    vec.step(vec.action_space.sample())
+    start = time.perf_counter()
+    for _ in range(steps // workers):
+        vec.step(vec.action_space.sample())
+    rate = (steps // workers) * workers / (time.perf_counter() - start)
+    vec.close()
+    return rate
+
+
+def video_export_fps(frames: int, size: int, path: str) -> float:
+    env = gym.make("embodied/reach-v3", render_mode="rgb_array", render_width=size, render_height=size)
+    env.reset(seed=0)
+    start = time.perf_counter()
+    out = []
+    for t in range(frames):
+        env.step(env.action_space.sample())
+        out.append(caption(env.render(), f"t={t}"))
+    write_mp4(path, out, fps=30)
+    rate = frames / (time.perf_counter() - start)
+    os.remove(path)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--task", default="reach-v3")
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    base = f"embodied/{args.task}"
+    rows = [
+        ("state env, 1 process", "env steps/s", steps_per_second(base, args.steps)),
+        (f"state env, AsyncVectorEnv x{args.workers}", "env steps/s", vector_steps_per_second(base, args.steps, args.workers)),
+        ("pixel env 64x64, 1 process", "frames/s", steps_per_second(base + "-pixels", args.steps // 4)),
+        ("distractor env 64x64, 1 process", "frames/s", steps_per_second(base + "-distractor", args.steps // 4)),
+        ("video export 256x256 (render+caption+H.264)", "frames/s", video_export_fps(args.steps // 10, 256, "/tmp/_bench.mp4")),
+    ]
+    print(f"| what ({args.task}, {os.cpu_count()} CPU cores) | unit | rate |")
+    print("| --- | --- | ---: |")
+    for name, unit, rate in rows:
+        print(f"| {name} | {unit} | {rate:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from embodied.cli import main
+
+sys.exit(main())

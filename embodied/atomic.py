@@ -1,0 +1,45 @@
+"""Write files so that a crash never leaves a partial file behind: temp file + rename."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from embodied.errors import EmbodiedError
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create the parent directory of ``path`` and check it is writable, with a clear error."""
+    parent = Path(path).expanduser().resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise EmbodiedError(f"cannot create directory {parent}: {err.strerror}") from err
+    if not os.access(parent, os.W_OK):
+        raise EmbodiedError(f"output directory {parent} is not writable")
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+
+    On any exception the temporary file is removed and ``path`` is untouched. The temporary
+    name keeps the suffix, so writers that choose a format by extension (ffmpeg) still work.
+    """
+    target = Path(path).expanduser()
+    parent = ensure_writable_dir(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,96 @@
+"""Typed configs: dataclasses, overridable from the command line, saved with every run.
+
+``parse_config(MyConfig, ["--lr", "1e-3", "--no-use-gpu"])`` turns each field into a flag
+(underscores become dashes), converting by the field's type; booleans get ``--x/--no-x``;
+tuples and lists take comma-separated values. Unknown flags are an error that names them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from embodied.errors import EmbodiedError
+
+T = TypeVar("T")
+
+
+def _converter(tp: Any):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        inner = [a for a in args if a is not type(None)]
+        base = _converter(inner[0])
+        return lambda s: None if s.lower() in ("none", "null") else base(s)
+    if origin in (tuple, list):
+        elem = _converter(args[0]) if args else str
+        return lambda s: origin(elem(x) for x in s.split(",") if x != "")
+    if tp in (int, float, str):
+        return tp
+    if tp is Path:
+        return Path
+    return str
+
+
+def build_parser(cls: type, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        tp = hints[field.name]
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
+        helptext = field.metadata.get("help", " ")
+        if tp is bool:
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=default, help=helptext)
+        else:
+            parser.add_argument(flag, dest=field.name, type=_converter(tp), default=default, help=helptext)
+    return parser
+
+
+def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> T:
+    """An instance of dataclass ``cls`` from command-line flags."""
+    parser = build_parser(cls, prog=prog)
+    namespace, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        raise EmbodiedError(f"unknown option(s) for {prog or cls.__name__}: {' '.join(unknown)} (see --help)")
+    try:
+        return cls(**vars(namespace))
+    except (TypeError, ValueError) as err:
+        raise EmbodiedError(f"invalid configuration: {err}") from err
+
+
+def config_to_dict(config: Any) -> dict:
+    def convert(value):
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+    return {k: convert(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def config_from_dict(cls: type[T], data: dict) -> T:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name in data:
+            value, hint = data[field.name], hints[field.name]
+            if typing.get_origin(hint) is tuple:
+                value = tuple(value)
+            elif hint is Path or (typing.get_origin(hint) in (typing.Union, types.UnionType) and Path in typing.get_args(hint)):
+                value = None if value is None else Path(value)
+            kwargs[field.name] = value
+    return cls(**kwargs)
+
+
+def save_config(config: Any, path: Path) -> None:
+    from embodied.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True))

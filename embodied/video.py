@@ -1,0 +1,83 @@
+"""Rollout videos: H.264 mp4 through imageio-ffmpeg, with captions and an optional grid."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+import gymnasium as gym
+import imageio.v2 as imageio
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from embodied.atomic import atomic_path
+from embodied.policies import Policy
+
+_FONT = ImageFont.load_default()
+
+
+def caption(frame: np.ndarray, text: str) -> np.ndarray:
+    """Write ``text`` on a dark band at the top of ``frame`` ``(H, W, 3)`` uint8."""
+    image = Image.fromarray(frame)
+    draw = ImageDraw.Draw(image)
+    band = max(12, frame.shape[0] // 14)
+    draw.rectangle([0, 0, frame.shape[1], band], fill=(0, 0, 0))
+    draw.text((2, 0), text, fill=(255, 255, 255), font=_FONT)
+    return np.asarray(image)
+
+
+def record_episode(env: gym.Env, policy: Policy, seed: int, max_steps: int | None = None,
+                   annotate: bool = True) -> tuple[list[np.ndarray], float, bool]:
+    """Frames of one episode (``env`` needs ``render_mode="rgb_array"``), its return and success."""
+    obs, _ = env.reset(seed=seed)
+    frames = [env.render()]
+    total, success, t, done = 0.0, False, 0, False
+    if annotate:
+        frames[0] = caption(frames[0], "t=0")
+    while not done:
+        obs, reward, terminated, truncated, info = env.step(policy(obs))
+        t += 1
+        total += float(reward)
+        success = success or bool(info.get("success", False))
+        done = terminated or truncated or (max_steps is not None and t >= max_steps)
+        frame = env.render()
+        if annotate:
+            frame = caption(frame, f"t={t} r={reward:.2f} R={total:.0f}{' success' if success else ''}")
+        frames.append(frame)
+    return frames, total, success
+
+
+def tile(episodes: Sequence[Sequence[np.ndarray]], columns: int | None = None) -> list[np.ndarray]:
+    """Lay several episodes out in a grid; shorter ones hold their last frame."""
+    n = len(episodes)
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    length = max(len(e) for e in episodes)
+    h, w, c = episodes[0][0].shape
+    out = []
+    for t in range(length):
+        canvas = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
+        for i, ep in enumerate(episodes):
+            r, col = divmod(i, columns)
+            canvas[r * h:(r + 1) * h, col * w:(col + 1) * w] = ep[min(t, len(ep) - 1)]
+        out.append(canvas)
+    return out
+
+
+def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int = 30) -> Path:
+    """Encode ``frames`` ``(H, W, 3)`` uint8 as H.264 (yuv420p, plays everywhere), atomically."""
+    if not frames:
+        raise ValueError("no frames to write")
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    with atomic_path(path) as tmp:
+        writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7,
+                                    pixelformat="yuv420p", macro_block_size=16)
+        try:
+            for frame in frames:
+                writer.append_data(np.ascontiguousarray(frame))
+        finally:
+            writer.close()
+    return Path(path)

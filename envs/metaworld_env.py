@@ -1,0 +1,205 @@
+"""Meta-World v3 tasks as well-behaved Gymnasium environments: state, pixels, distractors.
+
+Fixes what the raw Meta-World env gets wrong for learning code: ``reset(seed=...)`` is honoured
+(object and goal positions are re-sampled from the seeded generator at every reset),
+observations lie inside their declared spaces, ``info["success"]`` and ``info["is_success"]``
+are both set, and pixel observations are rendered fast (no shadows, no multisampling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from PIL import Image
+from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+from envs.backgrounds import NoiseVideo
+from envs.rendering import CAMERAS, FastRenderer
+
+TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
+OBS_TYPES = ("state", "pixels", "pixels+state")
+STATE_DIM = 39
+STATE_BOUND = 10.0  # metres / unit quaternions / gripper in [-1, 1]: nothing real leaves +-10
+MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length for every v3 task
+BACKGROUND_BODIES = ("world", "tablelink", "RetainingWall")  # what the distractor video replaces
+
+
+def observation_space(obs_type: str = "state", width: int = 64, height: int = 64) -> spaces.Space:
+    """The observation space of a variant, known without building the simulator."""
+    state_space = spaces.Box(-STATE_BOUND, STATE_BOUND, shape=(STATE_DIM,), dtype=np.float32)
+    pixel_space = spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)
+    if obs_type == "state":
+        return state_space
+    if obs_type == "pixels":
+        return pixel_space
+    return spaces.Dict({"pixels": pixel_space, "state": state_space})
+
+
+def action_space() -> spaces.Box:
+    """End-effector xyz displacement and gripper effort, each in [-1, 1]."""
+    return spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+
+
+class MetaWorldEnv(gym.Env):
+    """One Meta-World v3 task.
+
+    Args:
+        task: Meta-World task name, e.g. ``"reach-v3"``.
+        obs_type: ``"state"`` (39-d float32), ``"pixels"`` (uint8 ``(H, W, 3)``), or
+            ``"pixels+state"`` (Dict with keys ``pixels`` and ``state``).
+        width, height: pixel observation size.
+        camera: one of ``envs.rendering.CAMERAS``.
+        distractor: replace the background (floor, table, walls) with a moving procedural video,
+            a new one every episode, drawn from the env's seeded generator. Task and reward are unchanged.
+        render_mode: ``"rgb_array"`` for ``render()`` (videos), at ``render_width x render_height``.
+        terminate_on_success: end the episode (``terminated=True``) once the task succeeds.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(
+        self,
+        task: str,
+        obs_type: str = "state",
+        width: int = 64,
+        height: int = 64,
+        camera: str = "corner2",
+        distractor: bool = False,
+        render_mode: str | None = None,
+        render_width: int = 256,
+        render_height: int = 256,
+        terminate_on_success: bool = False,
+    ):
+        if task not in ALL_V3_ENVIRONMENTS:
+            raise ValueError(f"unknown Meta-World task {task!r}; known: {', '.join(TASKS)}")
+        if obs_type not in OBS_TYPES:
+            raise ValueError(f"unknown obs_type {obs_type!r}; choose one of {', '.join(OBS_TYPES)}")
+        if camera not in CAMERAS:
+            raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(CAMERAS)}")
+        for name, value in (("width", width), ("height", height), ("render_width", render_width), ("render_height", render_height)):
+            if int(value) != value or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"unsupported render_mode {render_mode!r}; only 'rgb_array'")
+        if distractor and obs_type == "state":
+            raise ValueError("distractor=True needs a pixel obs_type ('pixels' or 'pixels+state')")
+
+        self.task = task
+        self.obs_type = obs_type
+        self.width, self.height, self.camera = int(width), int(height), camera
+        self.distractor = distractor
+        self.render_mode = render_mode
+        self.render_width, self.render_height = int(render_width), int(render_height)
+        self.terminate_on_success = terminate_on_success
+
+        self._mw = self._make_inner(task)
+        self._step_count = 0
+        self.last_state = np.zeros(STATE_DIM, dtype=np.float32)
+        self._obs_renderer: FastRenderer | None = None
+        self._video_renderer: FastRenderer | None = None
+        self._background: NoiseVideo | None = None
+        self._background_bodies = np.array(
+            [self._mw.model.body(name).id for name in BACKGROUND_BODIES if _has_body(self._mw.model, name)] + [-1]
+        )
+
+        self.observation_space = observation_space(obs_type, self.width, self.height)
+        self.action_space = action_space()
+
+    @staticmethod
+    def _make_inner(task: str):
+        env = ALL_V3_ENVIRONMENTS[task]()
+        env._partially_observable = False  # the goal is part of the 39-d observation (as in MT1)
+        env._freeze_rand_vec = False
+        env.seeded_rand_vec = True  # object/goal positions come from env.np_random, which we seed
+        env._set_task_called = True
+        env.max_path_length = 10**9  # the TimeLimit wrapper truncates; Meta-World would raise past 500
+        if "sawyer_observation_space" in env.__dict__:
+            del env.sawyer_observation_space  # cached while partially observable
+        return env
+
+    # ----------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self._mw.np_random = self.np_random  # object/goal sampling follows our seed
+        state, _ = self._mw.reset()
+        self._step_count = 0
+        if self.distractor:
+            self._background = NoiseVideo(self.height, self.width, self.np_random)
+        return self._observation(state), {"success": False, "is_success": False}
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float32)
+        if action.shape != (4,):
+            raise ValueError(f"action must have shape (4,), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action contains NaN or inf: {action}")
+        state, reward, _, _, mw_info = self._mw.step(np.clip(action, -1.0, 1.0))
+        self._step_count += 1
+        success = bool(mw_info.get("success", 0.0))
+        info = {k: float(v) for k, v in mw_info.items() if k != "success"}
+        info["success"] = info["is_success"] = success
+        terminated = self.terminate_on_success and success
+        return self._observation(state), float(reward), terminated, False, info
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._video_renderer is None:
+            self._video_renderer = FastRenderer(self._mw.model, self.render_width, self.render_height, self.camera)
+        frame = self._video_renderer.rgb(self._mw.data)
+        if self.distractor and self._background is not None:
+            background = _resize(self._background.frame(self._step_count), self.render_height, self.render_width)
+            frame = self._composite(frame, self._video_renderer, background)
+        return frame
+
+    def close(self):
+        for renderer in (self._obs_renderer, self._video_renderer):
+            if renderer is not None:
+                renderer.close()
+        self._obs_renderer = self._video_renderer = None
+
+    # ----------------------------------------------------------------- internals
+    @property
+    def unwrapped_metaworld(self):
+        """The underlying Meta-World env (for scripted experts and the symbolic layer)."""
+        return self._mw
+
+    def _observation(self, state: np.ndarray):
+        state = np.clip(state, -STATE_BOUND, STATE_BOUND).astype(np.float32)  # inside the declared space
+        self.last_state = state  # what scripted experts read, whatever the observation type
+        if self.obs_type == "state":
+            return state
+        pixels = self._pixels()
+        if self.obs_type == "pixels":
+            return pixels
+        return {"pixels": pixels, "state": state}
+
+    def _pixels(self) -> np.ndarray:
+        if self._obs_renderer is None:
+            self._obs_renderer = FastRenderer(self._mw.model, self.width, self.height, self.camera)
+        frame = self._obs_renderer.rgb(self._mw.data)
+        if self.distractor:
+            frame = self._composite(frame, self._obs_renderer, self._background.frame(self._step_count))
+        return frame
+
+    def _composite(self, frame: np.ndarray, renderer: FastRenderer, background: np.ndarray) -> np.ndarray:
+        mask = np.isin(renderer.body_ids(self._mw.data), self._background_bodies)
+        frame[mask] = background[mask]
+        return frame
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def _has_body(model, name: str) -> bool:
+    try:
+        model.body(name)
+        return True
+    except KeyError:
+        return False

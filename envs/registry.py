@@ -1,0 +1,42 @@
+"""Gymnasium ids for every environment of the project.
+
+``embodied/<task>``             Meta-World v3 task, 39-d state observations
+``embodied/<task>-pixels``      the same task, uint8 64x64x3 images (kwargs: width, height, camera, obs_type)
+``embodied/<task>-distractor``  pixels with a moving procedural background (for RePo)
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from envs.metaworld_env import MAX_EPISODE_STEPS, TASKS
+
+NAMESPACE = "embodied"
+VARIANTS = {
+    "": dict(obs_type="state"),
+    "-pixels": dict(obs_type="pixels"),
+    "-distractor": dict(obs_type="pixels", distractor=True),
+}
+
+
+def metaworld_ids() -> list[str]:
+    return [f"{NAMESPACE}/{task}{suffix}" for task in TASKS for suffix in VARIANTS]
+
+
+def register_all() -> None:
+    """Register every id (idempotent: safe to call on every import)."""
+    for task in TASKS:
+        for suffix, kwargs in VARIANTS.items():
+            env_id = f"{NAMESPACE}/{task}{suffix}"
+            if env_id in gym.registry:
+                continue
+            gym.register(
+                id=env_id,
+                entry_point="envs.metaworld_env:MetaWorldEnv",
+                kwargs=dict(task=task, **kwargs),
+                max_episode_steps=MAX_EPISODE_STEPS,
+            )
+
+
+def registered_ids() -> list[str]:
+    return sorted(env_id for env_id in gym.registry if env_id.startswith(NAMESPACE + "/"))

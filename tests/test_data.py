@@ -1,0 +1,104 @@
+import h5py
+import numpy as np
+import pytest
+
+from embodied.data import Dataset, Episode, NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
+from embodied.errors import EmbodiedError
+from embodied.make import make_env
+from envs.experts import scripted_expert
+
+
+def _episode(T=20, dim=39, seed=0):
+    r = np.random.default_rng(seed)
+    return Episode(r.normal(size=(T + 1, dim)).astype(np.float32), r.uniform(-1, 1, (T, 4)).astype(np.float32),
+                   r.normal(size=T).astype(np.float32), np.zeros(T, bool), np.eye(1, T, T - 1, dtype=bool)[0],
+                   {"success": r.random(T) > 0.5}, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def reach_episodes():
+    env = make_env("embodied/reach-v3")
+    return collect(env, scripted_expert(env), 4, NoiseSchedule((0.0, 1.0), (0.0, 0.5)), seed=0, max_steps=80)
+
+
+def test_roundtrip_lazy_and_in_memory(tmp_path, reach_episodes):
+    env = make_env("embodied/reach-v3")
+    path = write_dataset(tmp_path / "d.hdf5", reach_episodes, "embodied/reach-v3", env.observation_space, env.action_space)
+    with Dataset(path) as ds:
+        assert len(ds) == 4 and ds.total_steps == 320 and ds.env_id == "embodied/reach-v3"
+        ep = ds[2]
+        np.testing.assert_array_equal(ep.observations, reach_episodes[2].observations)
+        np.testing.assert_array_equal(ep.infos["success"], reach_episodes[2].infos["success"])
+        assert ep.seed == 2
+    loaded = load_episodes(path, env_id="embodied/reach-v3")
+    assert [len(e) for e in loaded] == [80] * 4
+
+
+def test_noise_lowers_quality(reach_episodes):
+    clean, noisy = reach_episodes[0], reach_episodes[1]
+    assert clean.success
+    assert clean.episode_return > noisy.episode_return
+
+
+def test_dict_observations_roundtrip(tmp_path):
+    env = make_env("embodied/reach-v3-pixels", obs_type="pixels+state", width=16, height=16)
+    eps = collect(env, scripted_expert(env), 1, NoiseSchedule(), max_steps=5)
+    path = write_dataset(tmp_path / "p.hdf5", eps, "x", env.observation_space, env.action_space)
+    ep = load_episodes(path)[0]
+    assert ep.observations["pixels"].shape == (6, 16, 16, 3) and ep.observations["state"].shape == (6, 39)
+
+
+def test_missing_corrupt_and_mismatched_files_give_clear_errors(tmp_path):
+    with pytest.raises(EmbodiedError, match="not found"):
+        Dataset(tmp_path / "nope.hdf5")
+    bad = tmp_path / "bad.hdf5"
+    bad.write_bytes(b"definitely not hdf5")
+    with pytest.raises(EmbodiedError, match="not a readable HDF5"):
+        Dataset(bad)
+    other = tmp_path / "other.hdf5"
+    with h5py.File(other, "w") as f:
+        f.attrs["format"] = "something-else"
+    with pytest.raises(EmbodiedError, match="not an embodied dataset"):
+        Dataset(other)
+    good = write_dataset(tmp_path / "g.hdf5", [_episode()], "embodied/reach-v3", _space(), _space())
+    with pytest.raises(EmbodiedError, match="recorded on"):
+        Dataset(good, env_id="embodied/door-open-v3")
+    truncated = tmp_path / "t.hdf5"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(EmbodiedError):
+        load_episodes(truncated)
+
+
+def _space():
+    import gymnasium as gym
+    return gym.spaces.Box(-1, 1, (4,), np.float32)
+
+
+def test_write_is_atomic_and_rejects_bad_episodes(tmp_path):
+    bad = _episode()
+    bad.rewards[3] = np.nan
+    with pytest.raises(EmbodiedError, match="NaN"):
+        write_dataset(tmp_path / "x.hdf5", [bad], "e", _space(), _space())
+    short = _episode()
+    short.actions = short.actions[:-2]
+    with pytest.raises(EmbodiedError, match="rows"):
+        write_dataset(tmp_path / "x.hdf5", [short], "e", _space(), _space())
+    with pytest.raises(EmbodiedError, match="empty"):
+        write_dataset(tmp_path / "x.hdf5", [], "e", _space(), _space())
+    assert list(tmp_path.iterdir()) == [], "no partial or temp file is left"
+
+
+def test_segments_are_windows_of_the_episodes(rng):
+    eps = [_episode(T=30, seed=0), _episode(T=10, seed=1), _episode(T=3, seed=2)]
+    seg = sample_segments(eps, length=5, count=200, rng=rng)
+    assert seg.observations.shape == (200, 5, 39) and seg.actions.shape == (200, 5, 4) and seg.rewards.shape == (200, 5)
+    assert set(seg.episode) <= {0, 1}, "an episode shorter than the segment is never used"
+    for i in range(0, 200, 17):
+        e, s = seg.episode[i], seg.start[i]
+        np.testing.assert_array_equal(seg.observations[i], eps[e].observations[s:s + 5])
+        np.testing.assert_array_equal(seg.rewards[i], eps[e].rewards[s:s + 5])
+    assert seg.start[seg.episode == 0].max() <= 25
+    # starts are uniform over all valid windows: episode 0 has 26 of the 32
+    assert 0.7 < np.mean(seg.episode == 0) < 0.92
+    with pytest.raises(ValueError, match="at least 50"):
+        sample_segments(eps, length=50, count=3, rng=rng)

@@ -1,0 +1,132 @@
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import envs
+from envs.experts import scripted_expert
+from envs.metaworld_env import TASKS
+
+
+@pytest.mark.parametrize("env_id", envs.registered_ids())
+def test_every_id_passes_gymnasium_and_sb3_checkers(env_id):
+    env = gym.make(env_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checker warning is a failure too
+        check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped, warn=True)
+    env.close()
+
+
+def test_all_fifty_tasks_in_three_variants():
+    assert len(TASKS) == 50
+    assert len(envs.registered_ids()) == 150
+    assert gym.spec("embodied/reach-v3").max_episode_steps == 500
+
+
+def test_module_prefix_make_works():
+    env = gym.make("envs:embodied/reach-v3")
+    assert env.observation_space.shape == (39,)
+
+
+def test_seeded_reset_is_reproducible_and_seeds_differ():
+    env = gym.make("embodied/pick-place-v3")
+    a, _ = env.reset(seed=5)
+    b, _ = env.reset(seed=5)
+    c, _ = env.reset(seed=6)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a[36:], c[36:]), "goal should be re-sampled with another seed"
+
+
+def test_truncates_at_max_episode_steps_and_reports_success():
+    env = gym.make("embodied/reach-v3")
+    expert = scripted_expert(env)
+    obs, info = env.reset(seed=0)
+    assert info["success"] is False
+    successes, steps, truncated = [], 0, False
+    while not truncated:
+        obs, reward, terminated, truncated, info = env.step(expert(obs))
+        assert not terminated
+        successes.append(info["success"])
+        assert info["is_success"] == info["success"]
+        steps += 1
+    assert steps == 500
+    assert any(successes), "the scripted expert solves reach"
+
+
+def test_terminate_on_success_option():
+    env = gym.make("embodied/reach-v3", terminate_on_success=True)
+    expert = scripted_expert(env)
+    obs, _ = env.reset(seed=0)
+    for t in range(500):
+        obs, _, terminated, truncated, info = env.step(expert(obs))
+        if terminated:
+            break
+    assert terminated and info["success"] and t < 499
+
+
+def test_pixel_observation_shape_size_and_camera():
+    env = gym.make("embodied/reach-v3-pixels", width=32, height=48, camera="topview")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (48, 32, 3) and obs.dtype == np.uint8
+    assert obs.std() > 10, "frame is not blank"
+    other = gym.make("embodied/reach-v3-pixels", width=32, height=48, camera="corner2")
+    assert not np.array_equal(other.reset(seed=0)[0], obs)
+
+
+def test_pixels_with_state_dict_observation():
+    env = gym.make("embodied/reach-v3-pixels", obs_type="pixels+state")
+    obs, _ = env.reset(seed=0)
+    assert set(obs) == {"pixels", "state"} and obs["state"].shape == (39,)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(width=0), "width"),
+    (dict(height=-3), "height"),
+    (dict(camera="ceiling"), "unknown camera"),
+    (dict(obs_type="depth"), "unknown obs_type"),
+])
+def test_bad_kwargs_name_the_problem(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        gym.make("embodied/reach-v3-pixels", **kwargs)
+
+
+def test_distractor_moves_changes_per_episode_is_seeded_and_keeps_reward():
+    clean = gym.make("embodied/button-press-v3-pixels")
+    dist = gym.make("embodied/button-press-v3-distractor")
+    f0, _ = dist.reset(seed=1)
+    c0, _ = clean.reset(seed=1)
+    actions = [dist.action_space.sample() for _ in range(5)]
+    frames, rewards_d, rewards_c = [f0], [], []
+    for a in actions:
+        f, rd, *_ = dist.step(a)
+        _, rc, *_ = clean.step(a)
+        frames.append(f)
+        rewards_d.append(rd)
+        rewards_c.append(rc)
+    assert rewards_d == rewards_c, "the distractor must not change the task"
+    assert (frames[0] != c0).mean() > 0.3, "most of the background is replaced"
+    assert (frames[1] != frames[0]).mean() > 0.2, "the background moves over time"
+    again, _ = dist.reset(seed=1)
+    np.testing.assert_array_equal(again, f0)
+    other, _ = dist.reset(seed=2)
+    assert (other != f0).mean() > 0.3, "a new episode gets a new background"
+
+
+def test_expert_works_on_pixel_variant():
+    env = gym.make("embodied/reach-v3-pixels", width=16, height=16)
+    expert = scripted_expert(env)
+    obs, _ = env.reset(seed=0)
+    for _ in range(150):
+        obs, _, _, _, info = env.step(expert(obs))
+    assert info["success"]
+
+
+def test_render_rgb_array_for_video():
+    env = gym.make("embodied/reach-v3", render_mode="rgb_array", render_width=96, render_height=80)
+    env.reset(seed=0)
+    frame = env.render()
+    assert frame.shape == (80, 96, 3) and frame.std() > 10

@@ -1,0 +1,85 @@
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from embodied.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from embodied.config import config_from_dict, config_to_dict, parse_config
+from embodied.device import resolve_device
+from embodied.errors import EmbodiedError
+from embodied.runs import Run, read_metrics
+
+
+@dataclass
+class Cfg:
+    lr: float = 3e-4
+    steps: int = 10
+    name: str = "x"
+    use_thing: bool = True
+    levels: tuple[float, ...] = (0.0, 0.5)
+    limit: int | None = None
+    out: Path = Path("o")
+
+
+def test_config_parses_types_and_roundtrips():
+    cfg = parse_config(Cfg, ["--lr", "0.1", "--no-use-thing", "--levels", "1,2.5", "--limit", "7", "--out", "a/b"])
+    assert cfg == Cfg(lr=0.1, use_thing=False, levels=(1.0, 2.5), limit=7, out=Path("a/b"))
+    assert parse_config(Cfg, ["--limit", "none"]).limit is None
+    assert config_from_dict(Cfg, json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+
+
+def test_unknown_option_is_a_clear_error():
+    with pytest.raises(EmbodiedError, match="--bogus"):
+        parse_config(Cfg, ["--bogus", "1"])
+
+
+def test_checkpoint_is_atomic_and_corruption_is_reported(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(3)})
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(3))
+    with pytest.raises(RuntimeError):
+        save_checkpoint(tmp_path / "c.pt", {"bad": _Unpicklable()})
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(3)), "a failed save leaves the old checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]
+    (tmp_path / "broken.pt").write_bytes(b"garbage")
+    with pytest.raises(EmbodiedError, match="unreadable"):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle")
+
+
+def test_rng_state_restores_the_same_draws():
+    state = rng_state()
+    a = torch.rand(3)
+    set_rng_state(state)
+    assert torch.equal(torch.rand(3), a)
+
+
+def test_run_dir_logs_metrics_and_refuses_to_clobber(tmp_path):
+    run = Run(tmp_path, "r1", config=Cfg())
+    run.logger.log(1, {"loss": 2.0})
+    run.logger.log(2, {"loss": 1.0, "acc": 0.5})
+    run.save({"step": 2})
+    run.close()
+    assert json.loads((run.dir / "config.json").read_text())["lr"] == 3e-4
+    assert [r["loss"] for r in read_metrics(run.dir / "metrics.jsonl")] == [2.0, 1.0]
+    assert any((run.dir / "tb").iterdir())
+    with pytest.raises(EmbodiedError, match="--resume"):
+        Run(tmp_path, "r1", config=Cfg())
+    resumed = Run(tmp_path, "r1", config=Cfg(), resume=True)
+    assert resumed.load() == {"step": 2}
+    resumed.close()
+
+
+def test_device_auto_and_errors():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(EmbodiedError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(EmbodiedError, match="unknown device"):
+        resolve_device("tpu9")

@@ -1,0 +1,36 @@
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from embodied.make import make_env
+from embodied.policies import make_policy
+from embodied.video import caption, record_episode, tile, write_mp4
+
+
+def test_recorded_mp4_decodes_to_the_expected_frames(tmp_path):
+    env = make_env("embodied/reach-v3", render_mode="rgb_array", render_width=64, render_height=64)
+    policy = make_policy("scripted", env)
+    episodes = [record_episode(env, policy, seed=s, max_steps=n)[0] for s, n in ((0, 12), (1, 7))]
+    assert [len(e) for e in episodes] == [13, 8]
+    frames = tile(episodes)
+    assert frames[0].shape == (64, 128, 3) and len(frames) == 13
+    path = write_mp4(tmp_path / "v.mp4", frames, fps=10)
+    video = iio.imread(path)
+    assert video.shape == (13, 64, 128, 3)
+    assert video.std() > 20, "video is not blank"
+    assert np.abs(video[5].astype(int) - frames[5]).mean() < 12, "decoded frames match what was written"
+
+
+def test_caption_draws_text():
+    frame = np.full((64, 64, 3), 128, np.uint8)
+    out = caption(frame, "t=3")
+    assert (out[:4] == 0).any() and (out[:12] > 200).any()
+    assert (out[20:] == 128).all(), "only the top band changes"
+
+
+def test_write_mp4_bad_input_leaves_nothing(tmp_path):
+    with pytest.raises(ValueError):
+        write_mp4(tmp_path / "v.mp4", [], fps=10)
+    with pytest.raises(ValueError):
+        write_mp4(tmp_path / "v.mp4", [np.zeros((16, 16, 3), np.uint8)], fps=0)
+    assert list(tmp_path.iterdir()) == []
