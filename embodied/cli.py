@@ -12,7 +12,9 @@ from embodied.atomic import ensure_writable_dir
 from embodied.config import parse_config
 from embodied.errors import EmbodiedError
 
-AGENTS: dict[str, str] = {}  # name -> "module:function(argv)"; filled as agents land
+AGENTS: dict[str, str] = {  # name -> "module:function(argv)"
+    "pearl": "agents.pearl.train:main",
+}
 
 
 @dataclass

@@ -1,0 +1,2 @@
+"""PEARL (Liu et al., ICML 2024): cross-task preference alignment by Gromov-Wasserstein (cpa),
+robust Gaussian reward learning (reward), offline RL with IQL (iql), the pipeline (train)."""

@@ -1,0 +1,140 @@
+"""Reward models learned from (soft) preference labels with the Bradley-Terry model.
+
+``RewardModel``: deterministic per-step reward, the usual baseline (B-Pref, PEBBLE).
+``GaussianRewardModel``: RRL (PEARL Sec. 4.2): each step's reward is N(mean, std^2); segment
+returns use reparameterised samples, and a KL term to a fixed N(0, 1) prior keeps the variance
+from collapsing, so noisy transferred labels are absorbed as uncertainty instead of being fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embodied.teacher import Preferences
+
+
+def mlp(inp: int, out: int, hidden: int = 256, layers: int = 3, act=nn.ReLU) -> nn.Sequential:
+    dims = [inp] + [hidden] * (layers - 1)
+    mods: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        mods += [nn.Linear(a, b), act()]
+    mods.append(nn.Linear(dims[-1], out))
+    return nn.Sequential(*mods)
+
+
+class RewardModel(nn.Module):
+    """r(s, a): ``(..., D), (..., A) -> (...)``."""
+
+    gaussian = False
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        self.net = mlp(obs_dim + act_dim, 1, hidden)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, act], -1)).squeeze(-1)
+
+    def segment_logits(self, obs_a, act_a, obs_b, act_b) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bradley-Terry logit ``R(a) - R(b)`` for segments ``(B, L, ...)``, and a regulariser (0)."""
+        return self(obs_a, act_a).sum(-1) - self(obs_b, act_b).sum(-1), torch.zeros((), device=obs_a.device)
+
+    @torch.no_grad()
+    def mean_reward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self(obs, act)
+
+
+class GaussianRewardModel(nn.Module):
+    """r(s, a) ~ N(mean, std^2): ``(..., D), (..., A) -> mean (...), std (...)``."""
+
+    gaussian = True
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, min_std: float = 1e-3):
+        super().__init__()
+        self.net = mlp(obs_dim + act_dim, 2, hidden)
+        self.min_std = min_std
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, raw = self.net(torch.cat([obs, act], -1)).unbind(-1)
+        return mean, F.softplus(raw) + self.min_std
+
+    def segment_logits(self, obs_a, act_a, obs_b, act_b) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logit from reparameterised segment-return samples, and the mean per-step KL to N(0, 1)."""
+        mean_a, std_a = self(obs_a, act_a)
+        mean_b, std_b = self(obs_b, act_b)
+        ret_a = (mean_a + std_a * torch.randn_like(std_a)).sum(-1)
+        ret_b = (mean_b + std_b * torch.randn_like(std_b)).sum(-1)
+        mean, std = torch.cat([mean_a, mean_b]), torch.cat([std_a, std_b])
+        kl = (0.5 * (std**2 + mean**2 - 1.0) - torch.log(std)).mean()
+        return ret_a - ret_b, kl
+
+    @torch.no_grad()
+    def mean_reward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return self(obs, act)[0]
+
+
+@dataclass
+class RewardTrainConfig:
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 3e-4
+    kl_weight: float = 0.01  # weight of the KL-to-prior term (Gaussian model only)
+    weight_decay: float = 1e-4
+
+
+def preference_loss(model: nn.Module, obs: torch.Tensor, act: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
+                    label: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
+    """Soft-label Bradley-Terry cross-entropy (+ KL term); ``obs (N, L, D)``, indices/labels ``(B,)``."""
+    logits, kl = model.segment_logits(obs[first], act[first], obs[second], act[second])
+    ce = F.binary_cross_entropy_with_logits(logits, label)
+    return ce + kl_weight * kl, {"ce": ce.item(), "kl": kl.item()}
+
+
+def train_reward_model(model: nn.Module, obs: np.ndarray, act: np.ndarray, prefs: Preferences,
+                       cfg: RewardTrainConfig = RewardTrainConfig(), device: torch.device | str = "cpu",
+                       seed: int = 0, log=None) -> list[float]:
+    """Fit ``model`` to ``prefs`` over segments ``obs (N, L, D)``, ``act (N, L, A)``; returns loss per epoch."""
+    if len(prefs) == 0:
+        raise ValueError("empty preference set: nothing to learn a reward from")
+    if not (np.all(np.isfinite(obs)) and np.all(np.isfinite(act)) and np.all(np.isfinite(prefs.label))):
+        raise ValueError("segments or labels contain NaN or inf")
+    gen = torch.Generator().manual_seed(seed)
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+    act_t = torch.as_tensor(act, dtype=torch.float32, device=device)
+    first = torch.as_tensor(prefs.first, device=device)
+    second = torch.as_tensor(prefs.second, device=device)
+    label = torch.as_tensor(prefs.label, dtype=torch.float32, device=device)
+    history = []
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(prefs), generator=gen).to(device)
+        total = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            b = order[start:start + cfg.batch_size]
+            loss, parts = preference_loss(model, obs_t, act_t, first[b], second[b], label[b], cfg.kl_weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(b)
+        history.append(total / len(prefs))
+        if log is not None:
+            log(epoch, {"reward/loss": history[-1], **{f"reward/{k}": v for k, v in parts.items()}})
+    return history
+
+
+@torch.no_grad()
+def preference_accuracy(model: nn.Module, obs: np.ndarray, act: np.ndarray, prefs: Preferences,
+                        device: torch.device | str = "cpu") -> float:
+    """How often the model's mean segment return orders a pair as the labels do (ties skipped)."""
+    model.to(device).eval()
+    obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+    act_t = torch.as_tensor(act, dtype=torch.float32, device=device)
+    ret = model.mean_reward(obs_t, act_t).sum(-1).cpu().numpy()
+    decided = prefs.label != 0.5
+    pred = ret[prefs.first] > ret[prefs.second]
+    return float(np.mean(pred[decided] == (prefs.label[decided] > 0.5)))
