@@ -1,0 +1,165 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from agents.pearl.cpa import (GWConfig, cost_matrix, cross_task_transfer, gw_coupling, label_accuracy,
+                              nearest_neighbour_coupling, segment_features, transfer_labels)
+from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer
+from agents.pearl.reward import GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
+from embodied.cli import main as cli_main
+from embodied.data import NoiseSchedule, collect, sample_segments
+from embodied.make import make_env
+from embodied.policies import load_policy_module
+from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
+from envs.experts import scripted_expert
+
+NOISE = NoiseSchedule((0.0, 0.3, 1.0, 3.0), (0.0, 0.1, 0.5, 1.0))
+
+
+def _episodes(task, n, seed, steps=100):
+    env = make_env(f"embodied/{task}")
+    return collect(env, scripted_expert(env), n, NOISE, seed=seed, max_steps=steps)
+
+
+@pytest.fixture(scope="module")
+def button_pair():
+    return _episodes("button-press-v3", 12, 0), _episodes("button-press-wall-v3", 12, 100)
+
+
+def test_same_data_reproduces_labels_exactly(rng):
+    env = make_env("embodied/reach-v3")
+    episodes = collect(env, scripted_expert(env), 4, NoiseSchedule((0.5,), (0.5,)), max_steps=60)
+    seg = sample_segments(episodes, 10, 60, rng)
+    _, unique = np.unique(np.stack([seg.episode, seg.start]), axis=1, return_index=True)
+    seg = seg.subset(unique[:40])  # distinct windows: GW's optimum on identical data is then the identity
+    first, second = sample_pairs(40, 300, rng)
+    prefs = ScriptedTeacher().label(seg.rewards, first, second)
+    result = cross_task_transfer(seg, prefs, seg, first, second, GWConfig(method="exact"))
+    np.testing.assert_allclose(result.labels, prefs.label, atol=1e-9)
+    # with T = I/n the normalised formula is the identity on labelled pairs
+    identity = torch.eye(40, dtype=torch.float64) / 40
+    labels, mass = transfer_labels(identity, prefs, first, second)
+    np.testing.assert_allclose(labels, prefs.label)
+    np.testing.assert_allclose(mass, 1 / 40**2 * np.ones(300) * _multiplicity(first, second), rtol=1e-9)
+
+
+def _multiplicity(first, second):
+    pairs = list(zip(first, second))
+    both = pairs + [(b, a) for a, b in pairs]
+    return np.array([both.count(p) for p in pairs])
+
+
+def test_cpa_accuracy_well_above_chance_on_a_real_pair(button_pair, rng):
+    src_eps, tgt_eps = button_pair
+    src = sample_segments(src_eps, 25, 250, rng)
+    tgt = sample_segments(tgt_eps, 25, 250, rng)
+    teacher = ScriptedTeacher()
+    s_first, s_second = sample_pairs(250, 2000, rng)
+    t_first, t_second = sample_pairs(250, 1000, rng)
+    truth = teacher.label(tgt.rewards, t_first, t_second).label
+    result = cross_task_transfer(src, teacher.label(src.rewards, s_first, s_second), tgt, t_first, t_second)
+    accuracy = label_accuracy(result.labels, truth)
+    assert accuracy > 0.65, accuracy
+    assert np.all((result.labels >= 0) & (result.labels <= 1))
+
+
+def test_bad_input_is_rejected(button_pair, rng):
+    src_eps, tgt_eps = button_pair
+    src = sample_segments(src_eps, 10, 20, rng)
+    tgt = sample_segments(tgt_eps, 12, 20, rng)
+    prefs = ScriptedTeacher().label(src.rewards, *sample_pairs(20, 30, rng))
+    with pytest.raises(ValueError, match="length"):
+        cross_task_transfer(src, prefs, tgt, np.array([0]), np.array([1]))
+    with pytest.raises(ValueError, match="no source preference"):
+        transfer_labels(torch.eye(20, dtype=torch.float64), prefs.subset(slice(0, 0)), np.array([0]), np.array([1]))
+    bad = segment_features(src)
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        cost_matrix(bad)
+    with pytest.raises(ValueError, match="unknown GW method"):
+        gw_coupling(cost_matrix(segment_features(src)), cost_matrix(segment_features(src)), GWConfig(method="magic"))
+
+
+def test_label_accuracy_counts_coin_flips_as_half():
+    assert label_accuracy(np.array([0.9, 0.1, 0.5, 0.7]), np.array([1.0, 1.0, 0.0, 0.5])) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("model_cls", [GaussianRewardModel, RewardModel])
+def test_reward_model_loss_falls_and_ranks_held_out_segments(model_cls, button_pair, rng):
+    _, episodes = button_pair
+    train = sample_segments(episodes, 25, 300, rng)
+    held = sample_segments(episodes, 25, 200, np.random.default_rng(99))
+    teacher = ScriptedTeacher()
+    prefs = teacher.label(train.rewards, *sample_pairs(300, 1500, rng))
+    held_prefs = teacher.label(held.rewards, *sample_pairs(200, 800, rng))
+    torch.manual_seed(0)
+    model = model_cls(39, 4, hidden=64)
+    before = preference_accuracy(model, held.observations, held.actions, held_prefs)
+    losses = train_reward_model(model, train.observations, train.actions, prefs, RewardTrainConfig(epochs=15))
+    after = preference_accuracy(model, held.observations, held.actions, held_prefs)
+    assert losses[-1] < 0.7 * losses[0]
+    assert after > 0.75 and after > before
+    with pytest.raises(ValueError, match="empty"):
+        train_reward_model(model, train.observations, train.actions, prefs.subset(slice(0, 0)))
+
+
+def test_gaussian_model_keeps_uncertainty_under_noisy_labels(button_pair, rng):
+    _, episodes = button_pair
+    seg = sample_segments(episodes, 25, 200, rng)
+    first, second = sample_pairs(200, 1000, rng)
+    noisy = Preferences(first, second, np.full(1000, 0.5))  # uninformative labels
+    torch.manual_seed(0)
+    model = GaussianRewardModel(39, 4, hidden=64)
+    train_reward_model(model, seg.observations, seg.actions, noisy, RewardTrainConfig(epochs=10, kl_weight=0.1))
+    _, std = model(torch.as_tensor(seg.observations), torch.as_tensor(seg.actions))
+    assert std.mean() > 0.3, "the KL term keeps per-step std near the prior instead of collapsing"
+
+
+def test_iql_improves_on_a_tiny_offline_problem():
+    """A one-step problem: reward -||a - tanh(W s)||^2, data from a uniformly random behaviour policy."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, generator=gen)
+    obs = torch.randn(5000, 3, generator=gen)
+    best = torch.tanh(obs @ w.T)
+    act = torch.rand(5000, 4, generator=gen) * 2 - 1
+    rew = -((act - best) ** 2).sum(-1)
+    buffer = TransitionBuffer(obs, act, rew, obs, torch.ones(5000), "cpu")
+    agent = IQL(3, 4, IQLConfig(hidden=64, batch_size=256))
+    for _ in range(1500):
+        agent.update(*buffer.sample(256, gen))
+    test_obs = torch.randn(500, 3, generator=gen)
+    policy_reward = -((torch.as_tensor(agent.policy.act(test_obs.numpy())) - torch.tanh(test_obs @ w.T)) ** 2).sum(-1)
+    assert policy_reward.mean() > rew.mean() + 0.8, (policy_reward.mean(), rew.mean())
+
+
+TOY = ["--source-task", "reach-v3", "--target-task", "reach-wall-v3", "--episodes", "4", "--max-steps", "40",
+       "--segment-length", "10", "--segments", "60", "--source-queries", "200", "--target-queries", "200",
+       "--reward-epochs", "3", "--eval-every", "1000", "--eval-episodes", "1", "--checkpoint-every", "50",
+       "--no-video"]
+
+
+def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path):
+    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "100", "--run-dir", str(tmp_path), "--run-name", "full",
+                     "--video"]) == 0
+    run = tmp_path / "full"
+    for name in ("config.json", "metrics.jsonl", "labels.npz", "reward.pt", "policy.pt", "summary.json",
+                 "source.hdf5", "target.hdf5", "videos/eval.mp4"):
+        assert (run / name).exists(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0 <= summary["label_accuracy"] <= 1 and summary["iql_steps"] == 100
+
+    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "50", "--run-dir", str(tmp_path), "--run-name", "cut"]) == 0
+    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "100", "--run-dir", str(tmp_path), "--run-name", "cut",
+                     "--resume"]) == 0
+    a = load_policy_module(run / "policy.pt").state_dict()
+    b = load_policy_module(tmp_path / "cut" / "policy.pt").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_pipeline_rejects_bad_config(tmp_path, capsys):
+    assert cli_main(["train", "pearl", "--labels", "telepathy", "--run-dir", str(tmp_path)]) == 2
+    assert "labels must be one of" in capsys.readouterr().err
