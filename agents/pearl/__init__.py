@@ -1,2 +1,2 @@
 """PEARL (Liu et al., ICML 2024): cross-task preference alignment by Gromov-Wasserstein (cpa),
-robust Gaussian reward learning (reward), offline RL with IQL (iql), the pipeline (train)."""
+robust Gaussian reward learning (embodied.reward_models), offline RL with IQL (iql), the pipeline (train)."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agents.pearl.reward import mlp
+from embodied.nets import mlp
 
 
 @dataclass

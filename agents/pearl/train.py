@@ -20,7 +20,7 @@ import torch
 from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
                               segment_features, transfer_labels)
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
-from agents.pearl.reward import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
+from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
                                  train_reward_model)
 from embodied.checkpoint import seed_everything
 from embodied.config import parse_config

@@ -1,4 +1,4 @@
-"""Reward models learned from (soft) preference labels with the Bradley-Terry model.
+"""Reward models learned from (soft) preference labels with the Bradley-Terry model (PEARL, PARL).
 
 ``RewardModel``: deterministic per-step reward, the usual baseline (B-Pref, PEBBLE).
 ``GaussianRewardModel``: RRL (PEARL Sec. 4.2): each step's reward is N(mean, std^2); segment
@@ -15,16 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embodied.nets import mlp
 from embodied.teacher import Preferences
-
-
-def mlp(inp: int, out: int, hidden: int = 256, layers: int = 3, act=nn.ReLU) -> nn.Sequential:
-    dims = [inp] + [hidden] * (layers - 1)
-    mods: list[nn.Module] = []
-    for a, b in zip(dims[:-1], dims[1:]):
-        mods += [nn.Linear(a, b), act()]
-    mods.append(nn.Linear(dims[-1], out))
-    return nn.Sequential(*mods)
 
 
 class RewardModel(nn.Module):

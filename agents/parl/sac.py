@@ -1,0 +1,174 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018), the lower level of PARL and PEBBLE.
+
+Our own rather than Stable-Baselines3's: PARL needs the actor as a differentiable function of its
+parameters (log-probabilities of logged actions, Hessian-vector products), and the replay buffer
+must be relabelled in place whenever the learned reward changes. Twin Q, target networks,
+tanh-Gaussian actor, automatic entropy tuning (target -|A|).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embodied.nets import mlp
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+@dataclass
+class SACConfig:
+    hidden: int = 256
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    alpha_lr: float = 3e-4
+    gamma: float = 0.99
+    tau: float = 0.005
+    batch_size: int = 256
+    init_alpha: float = 0.1
+
+
+class TanhGaussianActor(nn.Module):
+    """pi(a|s): tanh of a Gaussian; ``act(obs)`` returns the deterministic (mean) action."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        self.net = mlp(obs_dim, 2 * act_dim, hidden, layers=3)
+
+    def _dist(self, obs):
+        mean, log_std = self.net(obs).chunk(2, -1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1)
+        return mean, log_std.exp()
+
+    def sample(self, obs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised action and its log-probability ``(B, A), (B,)``."""
+        mean, std = self._dist(obs)
+        u = mean + std * torch.randn_like(mean)
+        action = torch.tanh(u)
+        log_prob = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
+        log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+        return action, log_prob
+
+    def log_prob(self, obs, action) -> torch.Tensor:
+        """log pi(action|obs) of given (logged) actions, differentiable in the actor's parameters."""
+        action = action.clamp(-0.999999, 0.999999)
+        u = torch.atanh(action)
+        mean, std = self._dist(obs)
+        log_prob = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
+        return log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
+
+    @torch.no_grad()
+    def act(self, obs, deterministic: bool = True) -> np.ndarray:
+        device = next(self.parameters()).device
+        x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
+        if deterministic:
+            return torch.tanh(self._dist(x)[0]).cpu().numpy()
+        return self.sample(x)[0].cpu().numpy()
+
+
+class TwinQ(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+        super().__init__()
+        self.q1 = mlp(obs_dim + act_dim, 1, hidden, layers=3)
+        self.q2 = mlp(obs_dim + act_dim, 1, hidden, layers=3)
+
+    def forward(self, obs, act):
+        x = torch.cat([obs, act], -1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class ReplayBuffer:
+    """Transitions in preallocated arrays; rewards can be rewritten (relabelled) at any time."""
+
+    def __init__(self, obs_dim: int, act_dim: int, capacity: int):
+        self.obs = np.zeros((capacity, obs_dim), np.float32)
+        self.next_obs = np.zeros((capacity, obs_dim), np.float32)
+        self.act = np.zeros((capacity, act_dim), np.float32)
+        self.rew = np.zeros(capacity, np.float32)
+        self.true_rew = np.zeros(capacity, np.float32)
+        self.done = np.zeros(capacity, np.float32)
+        self.capacity, self.size, self.pos = capacity, 0, 0
+
+    def add(self, obs, act, true_rew, next_obs, done) -> None:
+        i = self.pos
+        self.obs[i], self.act[i], self.true_rew[i], self.next_obs[i], self.done[i] = obs, act, true_rew, next_obs, done
+        self.rew[i] = true_rew
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, n: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, ...]:
+        idx = rng.integers(0, self.size, size=n)
+        return tuple(torch.as_tensor(x[idx], device=device) for x in (self.obs, self.act, self.rew, self.next_obs, self.done))
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "size", "pos")}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+class SAC:
+    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig = SACConfig(), device="cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.actor = TanhGaussianActor(obs_dim, act_dim, cfg.hidden).to(self.device)
+        self.critic = TwinQ(obs_dim, act_dim, cfg.hidden).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device, requires_grad=True)
+        self.target_entropy = -float(act_dim)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.actor_kwargs = dict(obs_dim=obs_dim, act_dim=act_dim, hidden=cfg.hidden)
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        return self.log_alpha.exp().detach()
+
+    def update(self, obs, act, rew, next_obs, done) -> dict[str, float]:
+        cfg = self.cfg
+        with torch.no_grad():
+            next_act, next_logp = self.actor.sample(next_obs)
+            target_q = torch.min(*self.critic_target(next_obs, next_act)) - self.alpha * next_logp
+            target = rew + cfg.gamma * (1 - done) * target_q
+        q1, q2 = self.critic(obs, act)
+        critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        self.critic_opt.step()
+
+        new_act, logp = self.actor.sample(obs)
+        actor_loss = (self.alpha * logp - torch.min(*self.critic(obs, new_act))).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+
+        alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
+        self.alpha_opt.zero_grad()
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        with torch.no_grad():
+            for p, pt in zip(self.critic.parameters(), self.critic_target.parameters()):
+                pt.lerp_(p, cfg.tau)
+        return {"sac/critic_loss": critic_loss.item(), "sac/actor_loss": actor_loss.item(),
+                "sac/alpha": self.alpha.item(), "sac/entropy": -logp.mean().item()}
+
+    def state_dict(self) -> dict:
+        state = {k: getattr(self, k).state_dict() for k in
+                 ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt")}
+        state["log_alpha"] = self.log_alpha.detach().cpu()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            if k == "log_alpha":
+                with torch.no_grad():
+                    self.log_alpha.copy_(v)
+            else:
+                getattr(self, k).load_state_dict(v)

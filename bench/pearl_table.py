@@ -1,0 +1,90 @@
+"""PEARL comparison table: transferred-label accuracy and IQL success per source -> target pair.
+
+    python bench/pearl_table.py --pair button-press-v3:button-press-wall-v3 --out runs/pearl_table.jsonl
+    python bench/pearl_table.py --report runs/pearl_table.jsonl
+
+For each pair, one dataset per task is collected once and shared by every arm:
+(a) oracle: scripted target labels + Gaussian reward (RRL); (b) CPA labels + RRL;
+(c) CPA labels + plain reward model. Label accuracy is also given for the nearest-neighbour
+transfer baseline and chance (0.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.pearl.train import PearlConfig, run_pearl, target_labels
+from embodied.data import load_episodes, sample_segments
+from embodied.teacher import ScriptedTeacher
+
+ARMS = [("oracle", "gaussian"), ("cpa", "gaussian"), ("cpa", "plain")]
+
+
+def run_pair(source: str, target: str, base: PearlConfig, out: Path) -> None:
+    rows = {}
+    for labels, reward in ARMS:
+        name = f"table-{source}-to-{target}-{labels}-{reward}-s{base.seed}"
+        cfg = dataclasses.replace(base, source_task=source, target_task=target, labels=labels, reward_model=reward,
+                                  run_name=name, resume=True)
+        if rows:  # every arm uses the datasets collected by the first
+            first = base.run_dir / next(iter(rows))
+            cfg = dataclasses.replace(cfg, source_data=first / "source.hdf5", target_data=first / "target.hdf5")
+        rows[name] = run_pearl(cfg)
+    first = base.run_dir / next(iter(rows))
+    cfg = dataclasses.replace(base, source_task=source, target_task=target, labels="nn")
+    rng = np.random.default_rng(cfg.seed)  # the same segments and pairs as the runs drew
+    src = sample_segments(load_episodes(first / "source.hdf5"), cfg.segment_length, cfg.segments, rng)
+    tgt = sample_segments(load_episodes(first / "target.hdf5"), cfg.segment_length, cfg.segments, rng)
+    nn = target_labels(cfg, src, tgt, ScriptedTeacher(), rng, torch.device("cpu"))
+    summaries = list(rows.values())
+    record = {"source": source, "target": target, "seed": base.seed, "cpa_accuracy": summaries[1]["label_accuracy"],
+              "nn_accuracy": nn["accuracy"], "cpa_seconds": summaries[1]["label_seconds"],
+              "success_oracle": summaries[0]["success_rate"], "success_cpa_rrl": summaries[1]["success_rate"],
+              "success_cpa_plain": summaries[2]["success_rate"],
+              "reward_acc_oracle": summaries[0]["reward_heldout_accuracy"],
+              "reward_acc_cpa_rrl": summaries[1]["reward_heldout_accuracy"],
+              "reward_acc_cpa_plain": summaries[2]["reward_heldout_accuracy"]}
+    with open(out, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    print(json.dumps(record))
+
+
+def report(path: Path) -> None:
+    records = [json.loads(line) for line in open(path) if line.strip()]
+    print("| source -> target | seed | label acc: CPA | NN | chance | reward acc (oracle / CPA+RRL / CPA+plain) "
+          "| IQL success: oracle | CPA + RRL | CPA + plain |")
+    print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+    for r in records:
+        print(f"| {r['source']} -> {r['target']} | {r['seed']} | {r['cpa_accuracy']:.3f} | {r['nn_accuracy']:.3f} | 0.500 "
+              f"| {r['reward_acc_oracle']:.2f} / {r['reward_acc_cpa_rrl']:.2f} / {r['reward_acc_cpa_plain']:.2f} "
+              f"| {r['success_oracle']:.2f} | {r['success_cpa_rrl']:.2f} | {r['success_cpa_plain']:.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pair", action="append", default=[], help="source:target Meta-World task names")
+    parser.add_argument("--out", type=Path, default=Path("runs/pearl_table.jsonl"))
+    parser.add_argument("--report", type=Path)
+    parser.add_argument("--iql-steps", type=int, default=10000)
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs"))
+    args = parser.parse_args()
+    if args.report:
+        report(args.report)
+        return
+    base = PearlConfig(iql_steps=args.iql_steps, eval_every=args.iql_steps, eval_episodes=args.eval_episodes,
+                       seed=args.seed, run_dir=args.run_dir)
+    for pair in args.pair:
+        source, target = pair.split(":")
+        run_pair(source, target, base, args.out)
+
+
+if __name__ == "__main__":
+    main()
