@@ -14,6 +14,7 @@ from embodied.errors import EmbodiedError
 
 AGENTS: dict[str, str] = {  # name -> "module:function(argv)"
     "pearl": "agents.pearl.train:main",
+    "parl": "agents.parl.train:main",
 }
 
 

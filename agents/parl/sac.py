@@ -63,6 +63,15 @@ class TanhGaussianActor(nn.Module):
         log_prob = torch.distributions.Normal(mean, std).log_prob(u).sum(-1)
         return log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
 
+    def kl_from(self, obs, mean_old: torch.Tensor, std_old: torch.Tensor) -> torch.Tensor:
+        """Mean KL(pi_old || pi) over ``obs`` (in pre-tanh space; tanh is a bijection, so it is the same).
+
+        Its Hessian at pi = pi_old is the Fisher information of the policy.
+        """
+        mean, std = self._dist(obs)
+        old = torch.distributions.Normal(mean_old, std_old)
+        return torch.distributions.kl_divergence(old, torch.distributions.Normal(mean, std)).sum(-1).mean()
+
     @torch.no_grad()
     def act(self, obs, deterministic: bool = True) -> np.ndarray:
         device = next(self.parameters()).device
@@ -110,8 +119,15 @@ class ReplayBuffer:
         return {k: getattr(self, k) for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "size", "pos")}
 
     def load_state_dict(self, state: dict) -> None:
-        for k, v in state.items():
-            setattr(self, k, v)
+        """Restore into this buffer's arrays (its capacity may be larger, e.g. a resumed run made longer)."""
+        if state["size"] > self.capacity:
+            raise ValueError(f"checkpointed buffer holds {state['size']} transitions, more than capacity {self.capacity}")
+        for k in ("obs", "next_obs", "act", "rew", "true_rew", "done"):
+            getattr(self, k)[: state["size"]] = state[k][: state["size"]]
+        self.size = state["size"]
+        # sampling is uniform, so order does not matter: keep writing after the restored data, or
+        # where the checkpointed ring buffer would have written next when it is just as large
+        self.pos = state["pos"] if self.size == self.capacity else self.size
 
 
 class SAC:

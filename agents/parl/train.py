@@ -1,0 +1,323 @@
+"""PARL / A-PARL (Chakraborty et al., ICLR 2024) with PEBBLE and a SAC oracle in the same loop.
+
+    embodied train parl --task button-press-v3 --method parl     # bilevel: direct + implicit term
+    embodied train parl --method pebble                           # implicit term off
+    embodied train parl --method sac                              # oracle: SAC on the true reward
+
+Loop (A-PARL): SAC steps on the learned reward, warm-started throughout; every ``query_every``
+steps, preferences on fresh segment pairs from the *current* policy's recent episodes; the reward
+ensemble is fit to all labels by Bradley-Terry (the direct term, = PEBBLE); PARL then adds the
+term through the policy's trajectory distribution,
+
+    -(grad^2_{nu theta} g) H^-1 grad_theta U,
+
+with U the BT loss on the fresh pairs (its theta-gradient by the score function, since the pairs
+are sampled from pi_theta), g the lower-level policy-gradient surrogate -E[log pi(a|s) A_nu(s,a)]
+on recent on-policy data (A_nu: reward-to-go under r_nu, minus its mean), and H^-1 by conjugate
+gradient / Neumann series on Hessian-vector products, or I/damping. H defaults to the policy's
+Fisher matrix (Hessian of the KL to the current policy, as natural-gradient methods use): the
+surrogate's own Hessian, estimated from a few thousand samples, is indefinite and CG then stops
+at its first step (measured). That step is clipped and smaller than the BT steps. Then the replay buffer is relabelled with the new reward.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.parl.feedback import RecentEpisodes, merge, query
+from agents.parl.hypergrad import SOLVERS, flat, implicit_term
+from agents.parl.sac import SAC, ReplayBuffer, SACConfig
+from embodied.checkpoint import seed_everything
+from embodied.config import parse_config
+from embodied.device import resolve_device
+from embodied.evaluation import evaluate
+from embodied.make import make_env
+from embodied.policies import save_policy
+from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
+from embodied.runs import Run, progress
+from embodied.teacher import ScriptedTeacher
+from embodied.video import record_episode, tile, write_mp4
+
+METHODS = ("parl", "pebble", "sac")
+
+
+@dataclass
+class ParlConfig:
+    """PARL: bilevel preference-based policy alignment on top of SAC (PEBBLE and SAC oracle as baselines)."""
+
+    task: str = "button-press-v3"
+    method: str = field(default="parl", metadata={"help": "parl, pebble, or sac (oracle on the true reward)"})
+    total_steps: int = 100_000
+    max_episode_steps: int = 500
+    seed_steps: int = 1000
+    feedback_budget: int = 1000
+    queries_per_session: int = 50
+    query_every: int = 5000
+    segment_length: int = 50
+    selection: str = field(default="disagreement", metadata={"help": "uniform or disagreement"})
+    ensemble_size: int = 3
+    reward_epochs: int = 50
+    reward_lr: float = 3e-4
+    recent_episodes: int = 10
+    hypergrad_solver: str = field(default="cg", metadata={"help": "cg, neumann or identity"})
+    hypergrad_curvature: str = field(default="fisher", metadata={"help": "H for the inverse: fisher (PSD, Gauss-Newton) or surrogate (exact Hessian of g, often indefinite)"})
+    hypergrad_damping: float = 0.1
+    hypergrad_iters: int = 10
+    hypergrad_samples: int = 2048
+    upper_lr: float = 1e-3
+    upper_clip: float = 1.0
+    teacher_flip_prob: float = 0.0
+    teacher_gamma: float = 1.0
+    teacher_equal_threshold: float = 0.0
+    sac_hidden: int = 256
+    batch_size: int = 256
+    eval_every: int = 10_000
+    eval_episodes: int = 10
+    checkpoint_every: int = 10_000
+    video: bool = True
+    device: str = "auto"
+    seed: int = 0
+    run_dir: Path = Path("runs")
+    run_name: str | None = None
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.hypergrad_solver not in SOLVERS:
+            raise ValueError(f"hypergrad_solver must be one of {SOLVERS}, got {self.hypergrad_solver!r}")
+        if self.hypergrad_curvature not in ("fisher", "surrogate"):
+            raise ValueError(f"hypergrad_curvature must be fisher or surrogate, got {self.hypergrad_curvature!r}")
+        if self.selection not in ("uniform", "disagreement"):
+            raise ValueError(f"selection must be uniform or disagreement, got {self.selection!r}")
+        for name in ("total_steps", "max_episode_steps", "queries_per_session", "query_every", "segment_length",
+                     "ensemble_size", "reward_epochs", "eval_every", "eval_episodes", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.segment_length > self.max_episode_steps:
+            raise ValueError(f"segment_length {self.segment_length} exceeds max_episode_steps {self.max_episode_steps}")
+
+
+class LearnedReward:
+    """The reward ensemble with a running standardisation, as SAC sees it."""
+
+    def __init__(self, obs_dim: int, act_dim: int, size: int, device):
+        self.members = [RewardModel(obs_dim, act_dim).to(device) for _ in range(size)]
+        self.device = device
+        self.mean, self.std = 0.0, 1.0
+
+    def params(self) -> list[torch.Tensor]:
+        return [p for m in self.members for p in m.parameters()]
+
+    def raw(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """Ensemble-mean reward, differentiable in the members' parameters."""
+        return torch.stack([m(obs, act) for m in self.members]).mean(0)
+
+    @torch.no_grad()
+    def __call__(self, obs: np.ndarray, act: np.ndarray) -> np.ndarray:
+        out = self.raw(torch.as_tensor(obs, device=self.device), torch.as_tensor(act, device=self.device))
+        return ((out - self.mean) / self.std).cpu().numpy()
+
+    @torch.no_grad()
+    def relabel(self, buffer: ReplayBuffer, chunk: int = 8192) -> None:
+        """Recompute the standardisation on the buffer and rewrite every stored reward."""
+        n = buffer.size
+        raw = np.concatenate([self.raw(torch.as_tensor(buffer.obs[i:min(i + chunk, n)], device=self.device),
+                                       torch.as_tensor(buffer.act[i:min(i + chunk, n)], device=self.device)).cpu().numpy()
+                              for i in range(0, n, chunk)])
+        self.mean, self.std = float(raw.mean()), float(raw.std() + 1e-6)
+        buffer.rew[:n] = (raw - self.mean) / self.std
+
+    def state_dict(self) -> dict:
+        return {"members": [m.state_dict() for m in self.members], "mean": self.mean, "std": self.std}
+
+    def load_state_dict(self, state: dict) -> None:
+        for m, s in zip(self.members, state["members"]):
+            m.load_state_dict(s)
+        self.mean, self.std = state["mean"], state["std"]
+
+
+def bt_losses(reward: LearnedReward, obs: torch.Tensor, act: torch.Tensor, prefs) -> torch.Tensor:
+    """Per-pair Bradley-Terry loss of the ensemble mean reward ``(Q,)``."""
+    first, second = torch.as_tensor(prefs.first), torch.as_tensor(prefs.second)
+    ret = reward.raw(obs, act).sum(-1)
+    logits = ret[first] - ret[second]
+    label = torch.as_tensor(prefs.label, dtype=torch.float32, device=logits.device)
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, label, reduction="none")
+
+
+def implicit_step(cfg: ParlConfig, sac: SAC, reward: LearnedReward, recent: RecentEpisodes, obs_q: np.ndarray,
+                  act_q: np.ndarray, prefs, rng: np.random.Generator) -> dict[str, float]:
+    """PARL's extra upper-level step: the hypergradient term through the policy's trajectory distribution."""
+    device = sac.device
+    theta = list(sac.actor.parameters())
+    nu = reward.params()
+    obs_t = torch.as_tensor(obs_q, device=device)
+    act_t = torch.as_tensor(act_q, device=device)
+
+    # grad_theta U by the score function: the query pairs were sampled from pi_theta
+    with torch.no_grad():
+        losses = bt_losses(reward, obs_t, act_t, prefs)
+    weight = losses - losses.mean()
+    n, length = obs_t.shape[:2]
+    seg_logp = sac.actor.log_prob(obs_t.reshape(n * length, -1), act_t.reshape(n * length, -1)).view(n, length).sum(-1)
+    pair_logp = seg_logp[torch.as_tensor(prefs.first)] + seg_logp[torch.as_tensor(prefs.second)]
+    upper_grad_theta = flat(torch.autograd.grad((weight * pair_logp).mean(), theta), theta).detach()
+
+    # lower-level surrogate on recent on-policy data: -E[log pi(a|s) * A_nu(s, a)]
+    obs_l, act_l, discount = [], [], []
+    for obs, act, _ in recent.episodes:
+        obs_l.append(obs[: len(act)])
+        act_l.append(act)
+        t = np.arange(len(act))
+        discount.append(np.triu(0.99 ** (t[None, :] - t[:, None]).clip(min=0)))
+    pick = [rng.choice(len(a), size=min(len(a), max(1, cfg.hypergrad_samples // len(act_l))), replace=False) for a in act_l]
+
+    def lower() -> torch.Tensor:
+        terms = []
+        for obs, act, disc, idx in zip(obs_l, act_l, discount, pick):
+            o, a = torch.as_tensor(obs, device=device), torch.as_tensor(act, device=device)
+            r = reward.raw(o, a)
+            to_go = torch.as_tensor(disc, dtype=r.dtype, device=device)[idx] @ r  # reward-to-go at sampled steps
+            terms.append((sac.actor.log_prob(o[idx], a[idx]), to_go))
+        logp = torch.cat([t[0] for t in terms])
+        adv = torch.cat([t[1] for t in terms])
+        adv = (adv - adv.mean()) / (adv.detach().std() + 1e-6)
+        return -(logp * adv).mean()
+
+    curvature = None
+    if cfg.hypergrad_curvature == "fisher":
+        states = torch.as_tensor(np.concatenate([o[i] for o, i in zip(obs_l, pick)]), device=device)
+        with torch.no_grad():
+            mean_old, std_old = sac.actor._dist(states)
+        curvature = lambda: sac.actor.kl_from(states, mean_old, std_old)  # noqa: E731
+    indirect = implicit_term(lower, theta, nu, upper_grad_theta, cfg.hypergrad_solver, cfg.hypergrad_damping,
+                             cfg.hypergrad_iters, curvature_loss=curvature)
+    norm = torch.sqrt(sum((g**2).sum() for g in indirect)).item()
+    scale = min(1.0, cfg.upper_clip / (norm + 1e-12))
+    with torch.no_grad():
+        for p, g in zip(nu, indirect):
+            p.sub_(cfg.upper_lr * scale * g)
+    return {"parl/indirect_norm": norm, "parl/upper_grad_theta_norm": upper_grad_theta.norm().item()}
+
+
+def run_parl(cfg: ParlConfig) -> dict:
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    name = cfg.run_name or f"parl-{cfg.task}-{cfg.method}-s{cfg.seed}"
+    run = Run(cfg.run_dir, name, config=cfg, resume=cfg.resume)
+    print(f"run directory: {run.dir} (device {device})")
+    env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
+    eval_env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
+    env.action_space.seed(cfg.seed)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    sac = SAC(obs_dim, act_dim, SACConfig(hidden=cfg.sac_hidden, batch_size=cfg.batch_size), device)
+    reward = LearnedReward(obs_dim, act_dim, cfg.ensemble_size, device)
+    buffer = ReplayBuffer(obs_dim, act_dim, cfg.total_steps)
+    recent = RecentEpisodes(cfg.recent_episodes)
+    teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
+    rng = np.random.default_rng(cfg.seed)
+    step, episode, feedback, store, curve = 0, 0, 0, None, []
+
+    state = run.load()
+    if state is not None:
+        sac.load_state_dict(state["sac"])
+        reward.load_state_dict(state["reward"])
+        buffer.load_state_dict(state["buffer"])
+        recent.load_state_dict(state["recent"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, episode, feedback, store, curve = (state[k] for k in ("step", "episode", "feedback", "store", "curve"))
+        print(f"resuming at env step {step} (episode {episode}, {feedback} labels used)")
+
+    def checkpoint() -> None:
+        run.save({"sac": sac.state_dict(), "reward": reward.state_dict(), "buffer": buffer.state_dict(),
+                  "recent": recent.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                  "step": step, "episode": episode, "feedback": feedback, "store": store, "curve": curve})
+
+    learned = cfg.method != "sac"
+    obs, _ = env.reset(seed=cfg.seed * 100_000 + episode)
+    ep_obs, ep_act, ep_rew = [obs], [], []
+    next_checkpoint = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+    bar = progress(total=cfg.total_steps, initial=step, desc=f"{cfg.method} {cfg.task}")
+    while step < cfg.total_steps:
+        action = env.action_space.sample() if step < cfg.seed_steps else sac.actor.act(obs, deterministic=False)
+        next_obs, true_r, terminated, truncated, info = env.step(action)
+        buffer.add(obs, action, true_r, next_obs, float(terminated))
+        if learned:
+            buffer.rew[(buffer.pos - 1) % buffer.capacity] = reward(obs[None], np.asarray(action, np.float32)[None])[0]
+        ep_obs.append(next_obs)
+        ep_act.append(action)
+        ep_rew.append(true_r)
+        obs = next_obs
+        step += 1
+        bar.update(1)
+
+        if learned and feedback < cfg.feedback_budget and step >= cfg.seed_steps and len(recent.episodes) > 0 \
+                and (step - cfg.seed_steps) % cfg.query_every == 0:
+            num = min(cfg.queries_per_session, cfg.feedback_budget - feedback)
+            obs_q, act_q, prefs = query(recent, teacher, reward.members, num, cfg.segment_length, cfg.selection, rng, device)
+            feedback += num
+            store = merge(store, obs_q, act_q, prefs)
+            for i, member in enumerate(reward.members):
+                train_reward_model(member, store["obs"], store["act"], store["prefs"],
+                                   RewardTrainConfig(epochs=cfg.reward_epochs, lr=cfg.reward_lr), device,
+                                   seed=cfg.seed * 100 + i + feedback)
+            metrics = {"feedback/labels": feedback}
+            if cfg.method == "parl":
+                metrics.update(implicit_step(cfg, sac, reward, recent, obs_q, act_q, prefs, rng))
+            reward.relabel(buffer)
+            run.logger.log(step, metrics)
+
+        if step >= cfg.seed_steps:
+            metrics = sac.update(*buffer.sample(cfg.batch_size, rng, device))
+            if step % 1000 == 0:
+                run.logger.log(step, metrics)
+
+        if step % cfg.eval_every == 0 or step == cfg.total_steps:
+            result = evaluate(eval_env, sac.actor.act, cfg.eval_episodes, seed=10_000_000 + cfg.seed, max_steps=cfg.max_episode_steps)
+            curve.append((step, result["success_rate"], result["return_mean"]))
+            run.logger.log(step, {"eval/success_rate": result["success_rate"], "eval/return": result["return_mean"]})
+            bar.write(f"step {step}: success {result['success_rate']:.2f} true return {result['return_mean']:.1f} labels {feedback}")
+
+        if terminated or truncated:
+            recent.add(np.stack(ep_obs), np.stack(ep_act), np.asarray(ep_rew))
+            run.logger.log(step, {"train/episode_true_return": float(np.sum(ep_rew)), "train/success": float(info["success"])})
+            episode += 1
+            if step >= next_checkpoint:
+                checkpoint()
+                next_checkpoint += cfg.checkpoint_every
+            obs, _ = env.reset(seed=cfg.seed * 100_000 + episode)
+            ep_obs, ep_act, ep_rew = [obs], [], []
+    bar.close()
+    checkpoint()
+    save_policy(run.path("policy.pt"), sac.actor, sac.actor_kwargs)
+    if cfg.video:
+        venv = make_env(f"embodied/{cfg.task}", render_mode="rgb_array", render_width=128, render_height=128,
+                        max_episode_steps=cfg.max_episode_steps)
+        frames = [record_episode(venv, sac.actor.act, seed=20_000_000 + i)[0] for i in range(4)]
+        write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
+    summary = {"task": cfg.task, "method": cfg.method, "seed": cfg.seed, "feedback": feedback,
+               "final_success_rate": curve[-1][1], "curve": curve}
+    run.path("summary.json").write_text(json.dumps(summary, indent=2))
+    run.close()
+    print(json.dumps({k: v for k, v in summary.items() if k != "curve"}))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_config(ParlConfig, sys.argv[1:] if argv is None else argv, prog="embodied train parl")
+    run_parl(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    from embodied.cli import main as cli_main
+
+    sys.exit(cli_main(["train", "parl", *sys.argv[1:]]))
