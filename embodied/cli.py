@@ -15,6 +15,7 @@ from embodied.errors import EmbodiedError
 AGENTS: dict[str, str] = {  # name -> "module:function(argv)"
     "pearl": "agents.pearl.train:main",
     "parl": "agents.parl.train:main",
+    "repo": "agents.repo.train:main",
 }
 
 

@@ -1,0 +1,82 @@
+"""RePo agent: world model + behaviour, acting by filtering its latent state online."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agents.repo.behavior import Behavior, BehaviorConfig
+from agents.repo.networks import preprocess
+from agents.repo.world_model import WorldModel, WorldModelConfig
+
+
+class RePoAgent:
+    def __init__(self, act_dim: int, wm_cfg: WorldModelConfig = WorldModelConfig(),
+                 beh_cfg: BehaviorConfig = BehaviorConfig(), device="cpu"):
+        self.device = torch.device(device)
+        self.act_dim = act_dim
+        self.model = WorldModel(act_dim, wm_cfg).to(self.device)
+        self.behavior = Behavior(self.model.rssm.feat_dim, act_dim, beh_cfg).to(self.device)
+
+    def initial_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, z = self.model.rssm.initial(1, self.device)
+        return h, z, torch.zeros(1, self.act_dim, device=self.device)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, state, explore: bool = False) -> tuple[np.ndarray, tuple]:
+        """One step: update the latent state with ``obs`` (uint8 HWC), pick an action."""
+        h, z, prev_action = state
+        embed = self.model.encoder(preprocess(torch.as_tensor(obs, device=self.device)[None]))
+        h, z = self.model.rssm.filter_step(h, z, prev_action, embed)
+        action, _ = self.behavior.actor(torch.cat([h, z], -1), deterministic=not explore)
+        return action[0].cpu().numpy(), (h, z, action)
+
+    def train_step(self, obs: np.ndarray, act: np.ndarray, rew: np.ndarray) -> dict[str, float]:
+        t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
+        metrics, states = self.model.train_step(t(obs), t(act), t(rew))
+        metrics.update(self.behavior.train_step(self.model, states))
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "behavior": self.behavior.state_dict(),
+                "model_opt": self.model.opt.state_dict(), "beta_opt": self.model.beta_opt.state_dict(),
+                "probe_opt": self.model.probe_opt.state_dict() if self.model.probe_opt else None,
+                "actor_opt": self.behavior.actor_opt.state_dict(), "critic_opt": self.behavior.critic_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.behavior.load_state_dict(state["behavior"])
+        self.model.opt.load_state_dict(state["model_opt"])
+        self.model.beta_opt.load_state_dict(state["beta_opt"])
+        if state.get("probe_opt") and self.model.probe_opt:
+            self.model.probe_opt.load_state_dict(state["probe_opt"])
+        self.behavior.actor_opt.load_state_dict(state["actor_opt"])
+        self.behavior.critic_opt.load_state_dict(state["critic_opt"])
+
+
+def run_episode(env, agent: RePoAgent, seed: int, explore: bool, rng: np.random.Generator | None = None,
+                random_policy: bool = False, frames: list | None = None):
+    """One episode; returns (obs (T+1,...), act (T, A), rew (T,), success)."""
+    obs, _ = env.reset(seed=seed)
+    state = agent.initial_state()
+    observations, actions, rewards, success, done = [obs], [], [], False, False
+    while not done:
+        if random_policy:
+            action = rng.uniform(-1, 1, agent.act_dim).astype(np.float32)
+        else:
+            action, state = agent.act(obs, state, explore)
+        obs, reward, terminated, truncated, info = env.step(action)
+        if frames is not None:
+            frames.append(env.render())
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        success = success or bool(info.get("success", False))
+        done = terminated or truncated
+    return np.stack(observations), np.stack(actions).astype(np.float32), np.asarray(rewards, np.float32), success
+
+
+def evaluate_agent(env, agent: RePoAgent, episodes: int, seed: int) -> dict[str, float]:
+    runs = [run_episode(env, agent, seed + i, explore=False) for i in range(episodes)]
+    returns = [float(r[2].sum()) for r in runs]
+    return {"return_mean": float(np.mean(returns)), "success_rate": float(np.mean([r[3] for r in runs]))}

@@ -1,0 +1,95 @@
+"""Dreamer-style actor-critic in imagination: rollouts from every posterior state, lambda-returns,
+actor gradients through the learned dynamics (the world model is frozen for this step)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from agents.repo.networks import Actor
+from agents.repo.world_model import WorldModel
+from embodied.nets import mlp
+
+
+@dataclass
+class BehaviorConfig:
+    horizon: int = 15
+    gamma: float = 0.99
+    lam: float = 0.95
+    actor_lr: float = 8e-5
+    critic_lr: float = 8e-5
+    entropy_coef: float = 3e-4
+    grad_clip: float = 100.0
+    hidden: int = 200
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module):
+    """Parameters of ``modules`` get no gradient inside the block (they still pass gradients through)."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, gamma: float, lam: float) -> torch.Tensor:
+    """TD(lambda) targets ``(H, N)`` from rewards ``(H, N)`` and values ``(H+1, N)`` (last one bootstraps)."""
+    out = []
+    next_return = values[-1]
+    for t in reversed(range(rewards.shape[0])):
+        next_return = rewards[t] + gamma * ((1 - lam) * values[t + 1] + lam * next_return)
+        out.append(next_return)
+    return torch.stack(out[::-1])
+
+
+class Behavior(nn.Module):
+    def __init__(self, feat_dim: int, act_dim: int, cfg: BehaviorConfig = BehaviorConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.actor = Actor(feat_dim, act_dim, cfg.hidden)
+        self.critic = mlp(feat_dim, 1, cfg.hidden, layers=4, act=nn.ELU)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+
+    def imagine(self, model: WorldModel, h: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Roll the actor through the prior for ``horizon`` steps: features ``(H+1, N, F)``, entropies ``(H, N)``."""
+        feats, entropies = [torch.cat([h, z], -1)], []
+        for _ in range(self.cfg.horizon):
+            action, entropy = self.actor(feats[-1])
+            h, z, _, _ = model.rssm.img_step(h, z, action)
+            feats.append(torch.cat([h, z], -1))
+            entropies.append(entropy)
+        return torch.stack(feats), torch.stack(entropies)
+
+    def train_step(self, model: WorldModel, states: dict[str, torch.Tensor]) -> dict[str, float]:
+        cfg = self.cfg
+        h = states["h"].reshape(-1, states["h"].shape[-1]).detach()
+        z = states["z"].reshape(-1, states["z"].shape[-1]).detach()
+        with frozen(model, self.critic):
+            feats, entropy = self.imagine(model, h, z)
+            rewards = model.reward_head(feats[1:]).squeeze(-1)
+            values = self.critic(feats).squeeze(-1)
+            returns = lambda_returns(rewards, values, cfg.gamma, cfg.lam)
+            discount = cfg.gamma ** torch.arange(cfg.horizon, device=h.device, dtype=h.dtype)[:, None]
+            actor_loss = -(discount * (returns + cfg.entropy_coef * entropy)).mean()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
+        self.actor_opt.step()
+
+        value_pred = self.critic(feats[:-1].detach()).squeeze(-1)
+        critic_loss = (discount * (value_pred - returns.detach()) ** 2).mean() / 2
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
+        self.critic_opt.step()
+        return {"behavior/actor_loss": actor_loss.item(), "behavior/critic_loss": critic_loss.item(),
+                "behavior/imagined_return": returns.mean().item(), "behavior/entropy": entropy.mean().item()}

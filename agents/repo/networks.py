@@ -1,0 +1,118 @@
+"""RePo's networks (sizes from Zhu et al. 2023 / Dreamer): conv encoder and decoder, RSSM, heads."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embodied.nets import mlp
+
+
+def preprocess(obs: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(..., H, W, 3)`` -> float ``(..., 3, H, W)`` in [-1, 1]."""
+    return obs.float().movedim(-1, -3) / 127.5 - 1.0
+
+
+class ConvEncoder(nn.Module):
+    """4 conv layers (32-64-128-256, kernel 4, stride 2) on 64x64 images: ``(..., 3, 64, 64) -> (..., 1024)``."""
+
+    def __init__(self, depth: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, depth, 4, 2), nn.ELU(), nn.Conv2d(depth, 2 * depth, 4, 2), nn.ELU(),
+            nn.Conv2d(2 * depth, 4 * depth, 4, 2), nn.ELU(), nn.Conv2d(4 * depth, 8 * depth, 4, 2), nn.ELU(),
+            nn.Flatten())
+        self.out_dim = 8 * depth * 2 * 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]
+        return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """Features ``(..., F)`` -> image mean ``(..., 3, 64, 64)`` (Dreamer's transposed convs)."""
+
+    def __init__(self, feat_dim: int, depth: int = 32):
+        super().__init__()
+        self.fc = nn.Linear(feat_dim, 32 * depth)
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(32 * depth, 4 * depth, 5, 2), nn.ELU(), nn.ConvTranspose2d(4 * depth, 2 * depth, 5, 2),
+            nn.ELU(), nn.ConvTranspose2d(2 * depth, depth, 6, 2), nn.ELU(), nn.ConvTranspose2d(depth, 3, 6, 2))
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        lead = feat.shape[:-1]
+        x = self.fc(feat.reshape(-1, feat.shape[-1]))[:, :, None, None]
+        return self.net(x).reshape(*lead, 3, 64, 64)
+
+
+class RSSM(nn.Module):
+    """Recurrent state-space model: deterministic GRU state ``h`` (200) and Gaussian stochastic ``z`` (30)."""
+
+    def __init__(self, embed_dim: int, act_dim: int, deter: int = 200, stoch: int = 30, hidden: int = 200,
+                 min_std: float = 0.1):
+        super().__init__()
+        self.deter, self.stoch, self.min_std = deter, stoch, min_std
+        self.inp = nn.Sequential(nn.Linear(stoch + act_dim, hidden), nn.ELU())
+        self.gru = nn.GRUCell(hidden, deter)
+        self.prior_net = nn.Sequential(nn.Linear(deter, hidden), nn.ELU(), nn.Linear(hidden, 2 * stoch))
+        self.post_net = nn.Sequential(nn.Linear(deter + embed_dim, hidden), nn.ELU(), nn.Linear(hidden, 2 * stoch))
+
+    @property
+    def feat_dim(self) -> int:
+        return self.deter + self.stoch
+
+    def initial(self, batch: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(batch, self.deter, device=device), torch.zeros(batch, self.stoch, device=device)
+
+    def _gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, std = x.chunk(2, -1)
+        return mean, F.softplus(std) + self.min_std
+
+    def img_step(self, h, z, action):
+        """Prior transition: ``h' = GRU(h, [z, a])``, ``z' ~ p(z'|h')``. Returns h', z', mean, std."""
+        h = self.gru(self.inp(torch.cat([z, action], -1)), h)
+        mean, std = self._gaussian(self.prior_net(h))
+        return h, mean + std * torch.randn_like(std), mean, std
+
+    def observe(self, embeds: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Filter a sequence: ``embeds (B, L+1, E)``, ``actions (B, L, A)`` -> states for steps 1..L.
+
+        Returns ``h, z`` (posterior samples) and prior/posterior ``mean, std``, each ``(B, L, .)``.
+        """
+        h, z = self.initial(embeds.shape[0], embeds.device)
+        out = {k: [] for k in ("h", "z", "prior_mean", "prior_std", "post_mean", "post_std")}
+        for t in range(actions.shape[1]):
+            h, _, prior_mean, prior_std = self.img_step(h, z, actions[:, t])
+            post_mean, post_std = self._gaussian(self.post_net(torch.cat([h, embeds[:, t + 1]], -1)))
+            z = post_mean + post_std * torch.randn_like(post_std)
+            for k, v in zip(out, (h, z, prior_mean, prior_std, post_mean, post_std)):
+                out[k].append(v)
+        return {k: torch.stack(v, 1) for k, v in out.items()}
+
+    def filter_step(self, h, z, action, embed):
+        """One online posterior update (acting in the environment)."""
+        h, _, _, _ = self.img_step(h, z, action)
+        mean, std = self._gaussian(self.post_net(torch.cat([h, embed], -1)))
+        return h, mean + std * torch.randn_like(std)
+
+
+class Actor(nn.Module):
+    """tanh-Normal policy on latent features (4 x 200 ELU)."""
+
+    def __init__(self, feat_dim: int, act_dim: int, hidden: int = 200, min_std: float = 1e-4, init_std: float = 5.0):
+        super().__init__()
+        self.net = mlp(feat_dim, 2 * act_dim, hidden, layers=5, act=nn.ELU)
+        self.min_std = min_std
+        self.raw_init_std = math.log(math.exp(init_std) - 1)
+
+    def forward(self, feat: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action ``(..., A)`` (reparameterised) and the Gaussian's entropy ``(...)`` (a tanh-free proxy)."""
+        mean, std = self.net(feat).chunk(2, -1)
+        mean = 5 * torch.tanh(mean / 5)
+        std = F.softplus(std + self.raw_init_std) + self.min_std
+        dist = torch.distributions.Normal(mean, std)
+        u = mean if deterministic else dist.rsample()
+        return torch.tanh(u), dist.entropy().sum(-1)

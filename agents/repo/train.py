@@ -1,0 +1,165 @@
+"""Train RePo (or the Dreamer baseline) from pixels on Meta-World.
+
+    embodied train repo --task reach-v3 --variant pixels
+    embodied train repo --task reach-v3 --variant distractor --mode dreamer
+
+Random prefill, then every ``train_every`` env steps ``train_steps`` gradient updates on
+``batch_size`` x ``seq_len`` sequences. Checkpoints hold the agent, its optimisers and the replay,
+so ``--resume`` continues a killed run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
+from agents.repo.behavior import BehaviorConfig
+from agents.repo.world_model import MODES, WorldModelConfig
+from embodied.checkpoint import seed_everything
+from embodied.config import parse_config
+from embodied.device import resolve_device
+from embodied.make import make_env
+from embodied.replay import SequenceReplay
+from embodied.runs import Run, progress
+from embodied.video import tile, write_mp4
+from envs.wrappers import ActionRepeat
+
+
+@dataclass
+class RePoConfig:
+    """RePo: resilient model-based RL from pixels (Dreamer baseline with --mode dreamer)."""
+
+    task: str = "reach-v3"
+    variant: str = field(default="pixels", metadata={"help": "pixels or distractor"})
+    mode: str = field(default="repo", metadata={"help": "repo or dreamer"})
+    total_steps: int = 500_000  # environment steps (before action repeat)
+    max_episode_steps: int = 500
+    action_repeat: int = 2
+    prefill: int = 5000
+    train_every: int = 500
+    train_steps: int = 100
+    batch_size: int = 50
+    seq_len: int = 50
+    target_kl: float = 3.0
+    eval_every: int = 10_000
+    eval_episodes: int = 5
+    checkpoint_every: int = 10_000
+    video: bool = True
+    compile: bool = field(default=False, metadata={"help": "torch.compile the networks (GPU)"})
+    device: str = "auto"
+    seed: int = 0
+    run_dir: Path = Path("runs")
+    run_name: str | None = None
+    resume: bool = False
+
+    def __post_init__(self):
+        if self.variant not in ("pixels", "distractor"):
+            raise ValueError(f"variant must be pixels or distractor, got {self.variant!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("total_steps", "max_episode_steps", "action_repeat", "train_every", "train_steps", "batch_size",
+                     "seq_len", "eval_every", "eval_episodes", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.seq_len > self.max_episode_steps // self.action_repeat:
+            raise ValueError(f"seq_len {self.seq_len} exceeds the episode length in agent steps "
+                             f"({self.max_episode_steps // self.action_repeat})")
+
+
+def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repeat: int, **kwargs):
+    env = make_env(f"embodied/{task}-{variant}", max_episode_steps=max_episode_steps, **kwargs)
+    return ActionRepeat(env, action_repeat)
+
+
+def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
+    return RePoAgent(act_dim, WorldModelConfig(mode=cfg.mode, target_kl=cfg.target_kl), BehaviorConfig(), device)
+
+
+def run_repo(cfg: RePoConfig) -> dict:
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    name = cfg.run_name or f"repo-{cfg.task}-{cfg.variant}-{cfg.mode}-s{cfg.seed}"
+    run = Run(cfg.run_dir, name, config=cfg, resume=cfg.resume)
+    print(f"run directory: {run.dir} (device {device})")
+    env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
+    eval_env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
+    agent = build_agent(cfg, env.action_space.shape[0], device)
+    if cfg.compile:
+        agent.model.encoder = torch.compile(agent.model.encoder)
+    replay = SequenceReplay()
+    rng = np.random.default_rng(cfg.seed)
+    step, episode, updates, curve = 0, 0, 0, []
+    state = run.load()
+    if state is not None:
+        agent.load_state_dict(state["agent"])
+        replay.load_state_dict(state["replay"])
+        rng.bit_generator.state = state["rng"]
+        step, episode, updates, curve = state["step"], state["episode"], state["updates"], state["curve"]
+        print(f"resuming at env step {step}")
+    next_train = max(cfg.prefill, (step // cfg.train_every + 1) * cfg.train_every)
+    next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
+    next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+    bar = progress(total=cfg.total_steps, initial=step, desc=f"{cfg.mode} {cfg.task}-{cfg.variant}")
+    update_seconds = 0.0
+    while step < cfg.total_steps:
+        obs, act, rew, success = run_episode(env, agent, seed=cfg.seed * 1_000_000 + episode, explore=True, rng=rng,
+                                             random_policy=step < cfg.prefill)
+        replay.add_episode(obs, act, rew)
+        episode += 1
+        step += len(act) * cfg.action_repeat
+        bar.update(len(act) * cfg.action_repeat)
+        run.logger.log(step, {"train/return": float(rew.sum()), "train/success": float(success)})
+        while step >= next_train:
+            start = time.perf_counter()
+            for _ in range(cfg.train_steps):
+                metrics = agent.train_step(*replay.sample(cfg.batch_size, cfg.seq_len, rng))
+                updates += 1
+            update_seconds += time.perf_counter() - start
+            metrics["perf/updates_per_second"] = cfg.train_steps / (time.perf_counter() - start)
+            run.logger.log(step, metrics)
+            next_train += cfg.train_every
+        if step >= next_eval or step >= cfg.total_steps:
+            result = evaluate_agent(eval_env, agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
+            curve.append((step, result["return_mean"], result["success_rate"]))
+            run.logger.log(step, {"eval/return": result["return_mean"], "eval/success_rate": result["success_rate"]})
+            bar.write(f"step {step}: return {result['return_mean']:.1f} success {result['success_rate']:.2f} "
+                      f"updates {updates} beta {agent.model.beta:.2e}")
+            next_eval += cfg.eval_every
+        if step >= next_ckpt or step >= cfg.total_steps:
+            run.save({"agent": agent.state_dict(), "replay": replay.state_dict(), "rng": rng.bit_generator.state,
+                      "step": step, "episode": episode, "updates": updates, "curve": curve, "config": vars(cfg)})
+            next_ckpt += cfg.checkpoint_every
+    bar.close()
+    if cfg.video:
+        venv = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, render_mode="rgb_array",
+                              render_width=128, render_height=128)
+        episodes = []
+        for i in range(2):
+            frames: list = []
+            run_episode(venv, agent, seed=20_000_000 + i, explore=False, frames=frames)
+            episodes.append(frames)
+        write_mp4(run.path("videos", "eval.mp4"), tile(episodes), fps=30)
+    summary = {"task": cfg.task, "variant": cfg.variant, "mode": cfg.mode, "steps": step, "updates": updates,
+               "curve": curve, "final_return": curve[-1][1] if curve else None}
+    run.path("summary.json").write_text(json.dumps(summary, indent=2))
+    run.close()
+    print(json.dumps({k: v for k, v in summary.items() if k != "curve"}))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    run_repo(parse_config(RePoConfig, sys.argv[1:] if argv is None else argv, prog="embodied train repo"))
+    return 0
+
+
+if __name__ == "__main__":
+    from embodied.cli import main as cli_main
+
+    sys.exit(cli_main(["train", "repo", *sys.argv[1:]]))

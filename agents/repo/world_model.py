@@ -1,0 +1,120 @@
+"""The latent world model, trained as RePo (no reconstruction; KL held to a budget by a dual
+variable) or as Dreamer (pixel reconstruction; KL with free nats), selected by ``mode``.
+
+RePo's objective (Zhu et al. 2023): reward NLL + beta * (KL - target_kl), with KL balanced
+5/6 toward the prior (training the prior to predict the posterior) and 1/6 toward the posterior;
+beta = exp(log_beta) rises by dual ascent while KL exceeds its budget and falls below it.
+A decoder, if any, is a probe on detached features: no reconstruction gradient reaches the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Normal, kl_divergence
+
+from agents.repo.networks import RSSM, ConvDecoder, ConvEncoder, preprocess
+from embodied.nets import mlp
+
+MODES = ("repo", "dreamer")
+
+
+@dataclass
+class WorldModelConfig:
+    mode: str = "repo"
+    deter: int = 200
+    stoch: int = 30
+    hidden: int = 200
+    model_lr: float = 3e-4
+    grad_clip: float = 100.0
+    target_kl: float = 3.0  # RePo: the KL budget in nats
+    init_beta: float = 1e-5
+    beta_lr: float = 1e-4
+    kl_balance: float = 5 / 6  # weight of KL(sg(post) || prior)
+    free_nats: float = 3.0  # Dreamer baseline
+    kl_scale: float = 1.0  # Dreamer baseline
+    probe_decoder: bool = True  # RePo: a reconstruction probe on detached features (for inspection)
+
+
+class WorldModel(nn.Module):
+    def __init__(self, act_dim: int, cfg: WorldModelConfig = WorldModelConfig()):
+        super().__init__()
+        if cfg.mode not in MODES:
+            raise ValueError(f"world model mode must be one of {MODES}, got {cfg.mode!r}")
+        self.cfg = cfg
+        self.encoder = ConvEncoder()
+        self.rssm = RSSM(self.encoder.out_dim, act_dim, cfg.deter, cfg.stoch, cfg.hidden)
+        self.reward_head = mlp(self.rssm.feat_dim, 1, cfg.hidden, layers=3, act=nn.ELU)
+        use_decoder = cfg.mode == "dreamer" or cfg.probe_decoder
+        self.decoder = ConvDecoder(self.rssm.feat_dim) if use_decoder else None
+        self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.init_beta)), requires_grad=cfg.mode == "repo")
+        model_params = [p for n, p in self.named_parameters() if n != "log_beta" and not n.startswith("decoder.")]
+        if cfg.mode == "dreamer" and self.decoder is not None:
+            model_params += list(self.decoder.parameters())
+        self.model_params = model_params
+        self.opt = torch.optim.Adam(model_params, lr=cfg.model_lr)
+        self.beta_opt = torch.optim.Adam([self.log_beta], lr=cfg.beta_lr)
+        self.probe_opt = (torch.optim.Adam(self.decoder.parameters(), lr=cfg.model_lr)
+                          if cfg.mode == "repo" and self.decoder is not None else None)
+
+    @property
+    def beta(self) -> float:
+        return self.log_beta.exp().item()
+
+    def features(self, states: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([states["h"], states["z"]], -1)
+
+    def losses(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor) -> tuple[dict, dict]:
+        """``obs (B, L+1, H, W, 3)`` uint8, ``act (B, L, A)``, ``rew (B, L)`` -> (loss terms, states)."""
+        images = preprocess(obs)
+        states = self.rssm.observe(self.encoder(images), act)
+        feat = self.features(states)
+        reward_nll = -Normal(self.reward_head(feat).squeeze(-1), 1.0).log_prob(rew).mean()
+        post = Normal(states["post_mean"], states["post_std"])
+        prior = Normal(states["prior_mean"], states["prior_std"])
+        sg_post = Normal(states["post_mean"].detach(), states["post_std"].detach())
+        sg_prior = Normal(states["prior_mean"].detach(), states["prior_std"].detach())
+        kl_prior = kl_divergence(sg_post, prior).sum(-1).mean()
+        kl_post = kl_divergence(post, sg_prior).sum(-1).mean()
+        kl = self.cfg.kl_balance * kl_prior + (1 - self.cfg.kl_balance) * kl_post
+        terms = {"reward_nll": reward_nll, "kl": kl}
+        if self.decoder is not None:
+            target = images[:, 1:]
+            source = feat if self.cfg.mode == "dreamer" else feat.detach()  # RePo: probe only
+            terms["recon"] = ((self.decoder(source) - target) ** 2).sum((-3, -2, -1)).mean() / 2
+        return terms, states
+
+    def model_loss(self, terms: dict) -> torch.Tensor:
+        if self.cfg.mode == "repo":
+            return terms["reward_nll"] + self.log_beta.exp().detach() * (terms["kl"] - self.cfg.target_kl)
+        kl = torch.clamp(terms["kl"], min=self.cfg.free_nats)
+        return terms["reward_nll"] + terms["recon"] + self.cfg.kl_scale * kl
+
+    def dual_update(self, kl: float) -> None:
+        """Dual ascent on log_beta: up while KL > target, down while below."""
+        if self.cfg.mode != "repo":
+            return
+        loss = -self.log_beta * (kl - self.cfg.target_kl)
+        self.beta_opt.zero_grad()
+        loss.backward()
+        self.beta_opt.step()
+
+    def train_step(self, obs, act, rew) -> tuple[dict[str, float], dict]:
+        terms, states = self.losses(obs, act, rew)
+        loss = self.model_loss(terms)
+        self.opt.zero_grad()
+        if self.probe_opt is not None:
+            self.probe_opt.zero_grad()
+            loss = loss + terms["recon"]  # only the probe's parameters receive this gradient (detached input)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model_params, self.cfg.grad_clip)
+        self.opt.step()
+        if self.probe_opt is not None:
+            self.probe_opt.step()
+        self.dual_update(terms["kl"].item())
+        metrics = {f"model/{k}": v.item() for k, v in terms.items()}
+        metrics["model/beta"] = self.beta
+        return metrics, {k: v.detach() for k, v in states.items()}

@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import torch
+
+from agents.repo.adapt import AdaptConfig, adapt_encoder
+from agents.repo.agent import RePoAgent, run_episode
+from agents.repo.behavior import BehaviorConfig, lambda_returns
+from agents.repo.world_model import WorldModel, WorldModelConfig
+from embodied.cli import main as cli_main
+from embodied.make import make_env
+from embodied.replay import SequenceReplay
+from envs.wrappers import ActionRepeat
+
+
+def test_dual_variable_rises_above_budget_and_falls_below():
+    model = WorldModel(4, WorldModelConfig(target_kl=3.0))
+    start = model.log_beta.item()
+    for _ in range(20):
+        model.dual_update(kl=5.0)
+    assert model.log_beta.item() > start
+    high = model.log_beta.item()
+    for _ in range(40):
+        model.dual_update(kl=1.0)
+    assert model.log_beta.item() < high
+
+
+def _batch(rng, batch=3, length=6):
+    obs = rng.integers(0, 255, size=(batch, length + 1, 64, 64, 3), dtype=np.uint8)
+    return torch.as_tensor(obs), torch.as_tensor(rng.uniform(-1, 1, (batch, length, 4)).astype(np.float32)), \
+        torch.as_tensor(rng.normal(size=(batch, length)).astype(np.float32))
+
+
+@pytest.mark.parametrize("mode, reaches", [("repo", False), ("dreamer", True)])
+def test_reconstruction_gradient_reaches_encoder_only_in_dreamer_mode(mode, reaches, rng):
+    torch.manual_seed(0)
+    model = WorldModel(4, WorldModelConfig(mode=mode, probe_decoder=True))
+    terms, _ = model.losses(*_batch(rng))
+    terms["recon"].backward()
+    grads = [p.grad for p in model.encoder.parameters()]
+    reached = any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert reached == reaches
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.decoder.parameters())
+
+
+def test_repo_train_step_never_feeds_the_probe_loss_to_the_model(rng):
+    torch.manual_seed(0)
+    model = WorldModel(4, WorldModelConfig(mode="repo"))
+    encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
+    obs, act, rew = _batch(rng)
+    # with a reward of zero and KL weight ~1e-5 the only large gradient would be reconstruction
+    model.train_step(obs, act, torch.zeros_like(rew))
+    change = sum((p - q).abs().max().item() for p, q in zip(model.encoder.parameters(), encoder_before))
+    assert change < 1e-2
+
+
+def test_lambda_returns_match_a_hand_computation():
+    rewards = torch.tensor([[1.0], [2.0]])
+    values = torch.tensor([[0.5], [1.0], [3.0]])
+    out = lambda_returns(rewards, values, gamma=0.9, lam=0.5)
+    last = 2.0 + 0.9 * (0.5 * 3.0 + 0.5 * 3.0)
+    first = 1.0 + 0.9 * (0.5 * 1.0 + 0.5 * last)
+    torch.testing.assert_close(out[:, 0], torch.tensor([first, last]))
+
+
+@pytest.fixture(scope="module")
+def reach_replay():
+    env = ActionRepeat(make_env("embodied/reach-v3-pixels", max_episode_steps=120), 2)
+    agent = RePoAgent(4)
+    replay = SequenceReplay()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        replay.add_episode(*run_episode(env, agent, seed=i, explore=True, rng=rng, random_policy=True)[:3])
+    return replay
+
+
+def test_short_training_lowers_the_reward_loss(reach_replay):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    agent = RePoAgent(4, WorldModelConfig(probe_decoder=False), BehaviorConfig(horizon=5))
+    batch = reach_replay.sample(8, 16, rng)
+    t = lambda x: torch.as_tensor(x)  # noqa: E731
+    first = agent.model.losses(t(batch[0]), t(batch[1]), t(batch[2]))[0]["reward_nll"].item()
+    for _ in range(60):
+        agent.train_step(*reach_replay.sample(8, 16, rng))
+    last = agent.model.losses(t(batch[0]), t(batch[1]), t(batch[2]))[0]["reward_nll"].item()
+    assert last < 0.5 * first, (first, last)
+
+
+def test_adaptation_changes_only_the_encoder(reach_replay):
+    torch.manual_seed(0)
+    agent = RePoAgent(4, WorldModelConfig(probe_decoder=True), BehaviorConfig(horizon=5))
+    before = {name: p.detach().clone() for name, p in
+              list(agent.model.named_parameters()) + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()]}
+    target = SequenceReplay()
+    env = ActionRepeat(make_env("embodied/reach-v3-distractor", max_episode_steps=80), 2)
+    for i in range(2):
+        obs, act, _, _ = run_episode(env, agent, seed=100 + i, explore=True)
+        target.add_episode(obs, act, np.zeros(len(act), np.float32))
+    adapt_encoder(agent, reach_replay, target, AdaptConfig(steps=5, batch_size=4, seq_len=8), np.random.default_rng(0))
+    after = dict(list(agent.model.named_parameters()) + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()])
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("encoder.") for name in changed), changed
+
+
+def test_sequence_replay_samples_windows_inside_episodes(rng):
+    replay = SequenceReplay()
+    for length in (5, 20):
+        obs = np.arange(length + 1)[:, None].repeat(2, 1)
+        replay.add_episode(obs, np.zeros((length, 1)), np.arange(length, dtype=np.float32))
+    obs, act, rew = replay.sample(50, 8, rng)
+    assert obs.shape == (50, 9, 2) and act.shape == (50, 8, 1)
+    assert np.all(np.diff(obs[:, :, 0], axis=1) == 1), "windows are contiguous and from the long episode only"
+    np.testing.assert_array_equal(obs[:, :-1, 0], rew)
+    with pytest.raises(ValueError, match="disagree"):
+        replay.add_episode(np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3))
+
+
+def test_train_loop_and_resume(tmp_path):
+    args = ["train", "repo", "--total-steps", "240", "--max-episode-steps", "80", "--prefill", "80", "--train-every", "80",
+            "--train-steps", "1", "--batch-size", "2", "--seq-len", "8", "--eval-every", "160", "--eval-episodes", "1",
+            "--checkpoint-every", "80", "--no-video", "--run-dir", str(tmp_path), "--run-name", "r"]
+    assert cli_main(args[:3] + ["160"] + args[4:]) == 0
+    state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 160 and state["updates"] == 2 and len(state["replay"]["episodes"]) == 2
+    assert cli_main(args + ["--resume"]) == 0
+    state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    assert state["step"] == 240 and state["updates"] == 3
