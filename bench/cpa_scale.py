@@ -43,7 +43,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     src_eps, tgt_eps = episodes(args.source, 80, 0), episodes(args.target, 80, 10_000)
     teacher = ScriptedTeacher()
-    print(f"| n | solver | device | seconds | label accuracy |")
+    print("| n | solver | device | seconds | label accuracy |")
     print("| ---: | --- | --- | ---: | ---: |")
     for n in sizes:
         rng = np.random.default_rng(n)

@@ -12,7 +12,6 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym
-import numpy as np
 
 import envs  # noqa: F401
 from embodied.video import caption, write_mp4

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from agents.pearl.cpa import (GWConfig, cost_matrix, cross_task_transfer, gw_coupling, label_accuracy,
-                              nearest_neighbour_coupling, segment_features, transfer_labels)
+                              segment_features, transfer_labels)
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer
 from embodied.reward_models import GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
 from embodied.cli import main as cli_main

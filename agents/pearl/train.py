@@ -22,11 +22,10 @@ from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nea
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
 from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
                                  train_reward_model)
-from embodied.checkpoint import seed_everything
+from embodied.checkpoint import save_checkpoint, seed_everything
 from embodied.config import parse_config
-from embodied.data import Dataset, NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
+from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.device import resolve_device
-from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from embodied.policies import save_policy
@@ -163,8 +162,6 @@ def run_pearl(cfg: PearlConfig) -> dict:
         train_reward_model(reward, tgt.observations, tgt.actions, prefs,
                            RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight), device, cfg.seed,
                            log=lambda e, m: run.logger.log(e, m))
-        from embodied.checkpoint import save_checkpoint
-
         save_checkpoint(reward_path, reward.state_dict())
     # held-out check against the scripted target teacher, on fresh segments and pairs
     held = sample_segments(tgt_eps, cfg.segment_length, 500, np.random.default_rng(cfg.seed + 1))
