@@ -44,7 +44,7 @@ def test_reconstruction_gradient_reaches_encoder_only_in_dreamer_mode(mode, reac
 
 def test_repo_train_step_never_feeds_the_probe_loss_to_the_model(rng):
     torch.manual_seed(0)
-    model = WorldModel(4, WorldModelConfig(mode="repo"))
+    model = WorldModel(4, WorldModelConfig(mode="repo", probe_decoder=True))
     encoder_before = [p.detach().clone() for p in model.encoder.parameters()]
     obs, act, rew = _batch(rng)
     # with a reward of zero and KL weight ~1e-5 the only large gradient would be reconstruction

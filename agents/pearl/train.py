@@ -226,8 +226,7 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
     policy.to(device)
     if cfg.video:
         venv = make_env(f"embodied/{cfg.target_task}", render_mode="rgb_array", render_width=128, render_height=128)
-        policy_cpu = agent.policy
-        frames = [record_episode(venv, policy_cpu.act, seed=20_000 + i, max_steps=cfg.max_steps)[0] for i in range(4)]
+        frames = [record_episode(venv, policy.act, seed=20_000 + i, max_steps=cfg.max_steps)[0] for i in range(4)]
         write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
     return {"success_rate": last_eval["success_rate"], "return_mean": last_eval["return_mean"], "iql_steps": step}
 

@@ -48,6 +48,7 @@ class RePoConfig:
     batch_size: int = 50
     seq_len: int = 50
     target_kl: float = 3.0
+    probe_decoder: bool = field(default=False, metadata={"help": "RePo: train a reconstruction probe on detached features"})
     eval_every: int = 10_000
     eval_episodes: int = 5
     checkpoint_every: int = 10_000
@@ -79,7 +80,7 @@ def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repea
 
 
 def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
-    return RePoAgent(act_dim, WorldModelConfig(mode=cfg.mode, target_kl=cfg.target_kl), BehaviorConfig(), device)
+    return RePoAgent(act_dim, WorldModelConfig(mode=cfg.mode, target_kl=cfg.target_kl, probe_decoder=cfg.probe_decoder), BehaviorConfig(), device)
 
 
 def run_repo(cfg: RePoConfig) -> dict:

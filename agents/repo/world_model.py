@@ -36,7 +36,7 @@ class WorldModelConfig:
     kl_balance: float = 5 / 6  # weight of KL(sg(post) || prior)
     free_nats: float = 3.0  # Dreamer baseline
     kl_scale: float = 1.0  # Dreamer baseline
-    probe_decoder: bool = True  # RePo: a reconstruction probe on detached features (for inspection)
+    probe_decoder: bool = False  # RePo: a reconstruction probe on detached features (for inspection; costs time)
 
 
 class WorldModel(nn.Module):
