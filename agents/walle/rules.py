@@ -1,0 +1,136 @@
+"""Action rules of WALL-E's neurosymbolic world model, learned from logged transitions.
+
+A rule is code ``rule(state, action, graphs) -> (feedback, success, suggestion)`` that says when
+an action *fails*; it runs only through ``embodied.sandbox``. Learning (WALL-E 2.0, Sec. 3):
+find transitions the current rules mispredict, propose candidate rules for them, drop candidates
+that crash or predict failure on a transition that actually succeeded, and keep the smallest set
+that explains the failures by greedy maximum coverage.
+
+Candidates come from ``propose_precondition_rules``: every "skill S fails when predicate P is
+(not) v" over the logged predicates, rendered as readable code. A large LLM could also write
+rules freely (``from_source``); a 135M model cannot write code reliably, but it can rank
+candidates by log-likelihood, which ``rank_with_llm`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from embodied.sandbox import RuleRuntimeError, RuleTimeout, UnsafeCodeError, compile_function
+
+
+@dataclass
+class Transition:
+    """``state``: predicate name -> bool; ``action``: {"skill": name, "args": [...]}; ``success``: what happened."""
+
+    state: dict[str, Any]
+    action: dict[str, Any]
+    success: bool
+
+
+@dataclass
+class Rule:
+    name: str
+    source: str
+    description: str = ""
+    function: Any = field(default=None, repr=False)
+
+    @classmethod
+    def from_source(cls, name: str, source: str, description: str = "") -> "Rule":
+        """Check and compile; raises ``UnsafeCodeError`` for code outside the sandbox's whitelist."""
+        return cls(name, source, description, compile_function(source))
+
+    def predict(self, transition: Transition, graphs: dict | None = None) -> tuple[str, bool, str]:
+        """(feedback, success, suggestion); raises ``RuleRuntimeError`` / ``RuleTimeout`` if the code misbehaves."""
+        out = self.function(transition.state, transition.action, graphs or {})
+        if not (isinstance(out, tuple) and len(out) == 3 and isinstance(out[1], bool)):
+            raise RuleRuntimeError(f"rule {self.name} returned {out!r}, not (feedback, success, suggestion)")
+        return out
+
+
+def predicts_failure(rule: Rule, transition: Transition) -> bool | None:
+    """True/False, or None when the rule crashed or ran too long (such a rule is dropped)."""
+    try:
+        return not rule.predict(transition)[1]
+    except (RuleRuntimeError, RuleTimeout):
+        return None
+
+
+def world_model_predicts_success(rules: Sequence[Rule], transition: Transition) -> bool:
+    """The action succeeds unless some rule says it fails."""
+    return not any(predicts_failure(r, transition) for r in rules)
+
+
+def mispredicted(rules: Sequence[Rule], transitions: Sequence[Transition]) -> list[Transition]:
+    return [t for t in transitions if world_model_predicts_success(rules, t) != t.success]
+
+
+def propose_precondition_rules(transitions: Sequence[Transition]) -> list[Rule]:
+    """One candidate per (skill, predicate, value): "skill fails when predicate == value"."""
+    skills = sorted({t.action["skill"] for t in transitions})
+    predicates = sorted({k for t in transitions for k, v in t.state.items() if isinstance(v, bool)})
+    rules = []
+    for skill in skills:
+        for pred in predicates:
+            for value in (True, False):
+                name = f"{skill}_fails_when_{'' if value else 'not_'}{pred}"
+                need = "not " if value else ""
+                source = (f"def {name}(state, action, graphs):\n"
+                          f"    if action.get('skill') == {skill!r} and state.get({pred!r}) == {value!r}:\n"
+                          f"        return ('{skill} failed because {pred} is {value}', False, "
+                          f"'make {need}{pred} hold before {skill}')\n"
+                          f"    return ('', True, '')\n")
+                rules.append(Rule.from_source(name, source, f"{skill} requires {pred} == {not value}"))
+    return rules
+
+
+def consistent(rule: Rule, transitions: Sequence[Transition]) -> bool:
+    """A rule survives if it never crashes and never predicts failure for an observed success."""
+    for t in transitions:
+        verdict = predicts_failure(rule, t)
+        if verdict is None or (verdict and t.success):
+            return False
+    return True
+
+
+def greedy_cover(rules: Sequence[Rule], failures: Sequence[Transition]) -> list[Rule]:
+    """Smallest set (greedy maximum coverage) of rules whose failure predictions cover ``failures``."""
+    covers = {r.name: {i for i, t in enumerate(failures) if predicts_failure(r, t)} for r in rules}
+    remaining, chosen = set(range(len(failures))), []
+    by_name = {r.name: r for r in rules}
+    while remaining:
+        best = max(covers, key=lambda n: (len(covers[n] & remaining), -len(by_name[n].source)), default=None)
+        if best is None or not covers[best] & remaining:
+            break  # what is left no candidate explains
+        chosen.append(by_name[best])
+        remaining -= covers.pop(best)
+    return chosen
+
+
+def learn_rules(current: Sequence[Rule], transitions: Sequence[Transition],
+                candidates: Sequence[Rule] | None = None) -> list[Rule]:
+    """One learning iteration: keep consistent current rules, add the fewest new ones that explain
+    the failures still mispredicted."""
+    kept = [r for r in current if consistent(r, transitions)]
+    failures = [t for t in mispredicted(kept, transitions) if not t.success]
+    if not failures:
+        return kept
+    pool = [r for r in (candidates if candidates is not None else propose_precondition_rules(transitions))
+            if consistent(r, transitions) and r.name not in {k.name for k in kept}]
+    return kept + greedy_cover(pool, failures)
+
+
+def rank_with_llm(llm, rules: Sequence[Rule], context: str) -> list[Rule]:
+    """Order candidate rules by how likely the LLM finds their description (deterministic)."""
+    if not rules:
+        return []
+    messages = [{"role": "system", "content": "You know how robot manipulation skills can fail."},
+                {"role": "user", "content": f"{context}\nWhich statement is true?"}]
+    scores = llm.score(messages, [r.description for r in rules])
+    order = sorted(range(len(rules)), key=lambda i: -scores[i] / max(len(rules[i].description), 1))
+    return [rules[i] for i in order]
+
+
+__all__ = ["Rule", "Transition", "UnsafeCodeError", "consistent", "greedy_cover", "learn_rules", "mispredicted",
+           "propose_precondition_rules", "rank_with_llm", "world_model_predicts_success"]
