@@ -16,6 +16,7 @@ AGENTS: dict[str, str] = {  # name -> "module:function(argv)"
     "pearl": "agents.pearl.train:main",
     "parl": "agents.parl.train:main",
     "repo": "agents.repo.train:main",
+    "walle": "agents.walle.train:main",
 }
 
 
@@ -62,6 +63,7 @@ class EvalConfig:
 
 
 def cmd_envs(argv: list[str]) -> int:
+    from envs.drawer_block import DrawerBlockEnv
     from envs.metaworld_env import action_space, observation_space
     from envs.registry import registered_ids
 
@@ -73,7 +75,10 @@ def cmd_envs(argv: list[str]) -> int:
         if pattern not in env_id:
             continue
         spec = gym.spec(env_id)
-        obs = observation_space(spec.kwargs.get("obs_type", "state"))
+        if spec.entry_point.endswith("DrawerBlockEnv"):
+            obs = DrawerBlockEnv(**spec.kwargs).observation_space
+        else:
+            obs = observation_space(spec.kwargs.get("obs_type", "state"))
         shape = {k: v.shape for k, v in obs.spaces.items()} if hasattr(obs, "spaces") else obs.shape
         dtype = "" if hasattr(obs, "spaces") else str(obs.dtype)
         print(f"{env_id:46s} {f'{dtype}{list(shape)}':32s} {f'float32{list(action_space().shape)}':22s} {spec.max_episode_steps}")

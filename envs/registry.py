@@ -3,12 +3,14 @@
 ``embodied/<task>``             Meta-World v3 task, 39-d state observations
 ``embodied/<task>-pixels``      the same task, uint8 64x64x3 images (kwargs: width, height, camera, obs_type)
 ``embodied/<task>-distractor``  pixels with a moving procedural background (for RePo)
+``embodied/drawer-block-<stow|retrieve|tidy>-v0``  long-horizon tasks in a scene of ours (WALL-E)
 """
 
 from __future__ import annotations
 
 import gymnasium as gym
 
+from envs.drawer_block import TASKS as DRAWER_BLOCK_TASKS
 from envs.metaworld_env import MAX_EPISODE_STEPS, TASKS
 
 NAMESPACE = "embodied"
@@ -23,8 +25,16 @@ def metaworld_ids() -> list[str]:
     return [f"{NAMESPACE}/{task}{suffix}" for task in TASKS for suffix in VARIANTS]
 
 
+def drawer_block_ids() -> list[str]:
+    return [f"{NAMESPACE}/drawer-block-{task}-v0" for task in DRAWER_BLOCK_TASKS]
+
+
 def register_all() -> None:
     """Register every id (idempotent: safe to call on every import)."""
+    for task, env_id in zip(DRAWER_BLOCK_TASKS, drawer_block_ids()):
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="envs.drawer_block:DrawerBlockEnv", kwargs=dict(task=task),
+                         max_episode_steps=3000)
     for task in TASKS:
         for suffix, kwargs in VARIANTS.items():
             env_id = f"{NAMESPACE}/{task}{suffix}"

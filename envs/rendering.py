@@ -39,9 +39,10 @@ class FastRenderer:
     ``rgb()`` returns ``(H, W, 3)`` uint8; ``body_ids()`` returns ``(H, W)`` int32, -1 where no geom.
     """
 
-    def __init__(self, model: mujoco.MjModel, width: int, height: int, camera: str):
-        if camera not in CAMERAS:
-            raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(CAMERAS)}")
+    def __init__(self, model: mujoco.MjModel, width: int, height: int, camera: str, flip: bool = True):
+        names = [model.camera(i).name for i in range(model.ncam)]
+        if camera not in names:
+            raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(names)}")
         if width <= 0 or height <= 0:
             raise ValueError(f"image size must be positive, got width={width} height={height}")
         make_model_fast(model)
@@ -50,6 +51,7 @@ class FastRenderer:
         self.model = model
         self.camera = camera
         self.width, self.height = width, height
+        self._flip = flip  # Meta-World's cameras are mounted upside down; scenes of ours are not
         self._renderer = mujoco.Renderer(model, height=height, width=width)
         if not _LIVE:
             atexit.register(_close_all)
@@ -62,14 +64,16 @@ class FastRenderer:
 
     def rgb(self, data: mujoco.MjData) -> np.ndarray:
         self._update(data)
-        return self._renderer.render()[::-1].copy()
+        frame = self._renderer.render()
+        return frame[::-1].copy() if self._flip else frame
 
     def body_ids(self, data: mujoco.MjData) -> np.ndarray:
         """Body id seen at each pixel (-1 for empty space), from segmentation rendering."""
         self._renderer.enable_segmentation_rendering()
         try:
             self._update(data)
-            seg = self._renderer.render()[::-1]
+            seg = self._renderer.render()
+            seg = seg[::-1] if self._flip else seg
         finally:
             self._renderer.disable_segmentation_rendering()
         geom = seg[..., 0]

@@ -23,7 +23,8 @@ def test_every_id_passes_gymnasium_and_sb3_checkers(env_id):
 
 def test_all_fifty_tasks_in_three_variants():
     assert len(TASKS) == 50
-    assert len(envs.registered_ids()) == 150
+    assert len(envs.metaworld_ids()) == 150
+    assert set(envs.registered_ids()) == set(envs.metaworld_ids()) | set(envs.drawer_block_ids())
     assert gym.spec("embodied/reach-v3").max_episode_steps == 500
 
 

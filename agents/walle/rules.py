@@ -14,6 +14,7 @@ candidates by log-likelihood, which ``rank_with_llm`` does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -74,7 +75,7 @@ def propose_precondition_rules(transitions: Sequence[Transition]) -> list[Rule]:
     for skill in skills:
         for pred in predicates:
             for value in (True, False):
-                name = f"{skill}_fails_when_{'' if value else 'not_'}{pred}"
+                name = re.sub(r"\W+", "_", f"{skill}_fails_when_{'' if value else 'not_'}{pred}").replace("__", "_")
                 need = "not " if value else ""
                 source = (f"def {name}(state, action, graphs):\n"
                           f"    if action.get('skill') == {skill!r} and state.get({pred!r}) == {value!r}:\n"

@@ -1,0 +1,74 @@
+"""Model-predictive control with an LLM proposer and the world model as the checker (WALL-E).
+
+At each decision the LLM chooses the next skill among the candidates by log-likelihood given the
+goal, the scene and the history; the world model accepts or rejects it with feedback and a
+suggestion, which go back into the prompt; after ``replan_limit`` rejections the last proposal is
+executed anyway. Without a world model this is the "LLM alone" baseline.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from agents.walle.rules import Transition
+from agents.walle.world_model import NeuroSymbolicWorldModel, scene_graph
+from embodied.llm import choose
+from envs.symbolic import GOALS, SKILLS, SkillExecutor, describe, predicates
+
+
+@dataclass
+class EpisodeLog:
+    success: bool
+    transitions: list[Transition] = field(default_factory=list)
+    decisions: int = 0
+    rejections: int = 0
+    decision_seconds: list[float] = field(default_factory=list)
+    frames: list = field(default_factory=list)
+
+
+def prompt(task: str, state: dict[str, bool], history: list[tuple[str, bool]], notes: list[str]) -> list[dict]:
+    lines = [f"Goal: {GOALS[task]}.", f"Scene: {'; '.join(' '.join(t) for t in scene_graph(state))}.",
+             f"Facts: {describe(state)}."]
+    if history:
+        lines.append("Done so far: " + ", ".join(f"{s} ({'ok' if ok else 'failed'})" for s, ok in history[-6:]) + ".")
+    lines += [f"Warning: {n}" for n in notes]
+    lines.append(f"Skills: {', '.join(SKILLS)}. Answer with the next skill.")
+    return [{"role": "system", "content": "You control a robot gripper with skills."},
+            {"role": "user", "content": "\n".join(lines)}]
+
+
+def run_episode(env, llm, task: str, world_model: NeuroSymbolicWorldModel | None, seed: int, max_decisions: int = 20,
+                replan_limit: int = 5, record: bool = False) -> EpisodeLog:
+    """One episode on the raw ``DrawerBlockEnv`` ``env``; logs every executed transition."""
+    env.reset(seed=seed)
+    executor = SkillExecutor(env, record=record)
+    log, history = EpisodeLog(False), []
+    for _ in range(max_decisions):
+        state = predicates(env)
+        start = time.perf_counter()
+        notes, rejected, skill = [], set(), None
+        for _ in range(replan_limit + 1):
+            candidates = [s for s in SKILLS if s not in rejected] or list(SKILLS)
+            skill = candidates[choose(llm, prompt(task, state, history, notes), candidates)[0]]
+            if world_model is None:
+                break
+            ok, feedback, suggestion = world_model.check(state, skill)
+            if ok:
+                break
+            log.rejections += 1
+            rejected.add(skill)
+            notes.append(f"{skill} would fail: {feedback}. {suggestion}.")
+        log.decision_seconds.append(time.perf_counter() - start)
+        result = executor.execute(skill)
+        log.frames += result.frames
+        after = predicates(env)
+        log.transitions.append(Transition(state, {"skill": skill, "args": []}, result.success))
+        if world_model is not None:
+            world_model.knowledge.update(state, skill, after, result.success)
+        history.append((skill, result.success))
+        log.decisions += 1
+        if env.solved():
+            log.success = True
+            break
+    return log
