@@ -110,3 +110,19 @@ def test_embedded_model_scores_deterministically_and_sensibly(smollm):
     assert candidates[index] == "Paris", scores
     assert smollm.score(messages, candidates) == scores, "scoring is deterministic"
     assert isinstance(smollm.generate(messages, max_tokens=8), str)
+
+
+def test_embedded_cached_scores_equal_full_sequence_scores(smollm):
+    import torch
+
+    messages = [{"role": "user", "content": "Pick a skill."}]
+    candidates = ["grasp(block)", "release()"]
+    prompt = smollm._prompt_ids(messages)
+    reference = []
+    for candidate in candidates:
+        ids = smollm.tokenizer(candidate, add_special_tokens=False, return_tensors="pt").input_ids
+        full = torch.cat([prompt, ids], 1)
+        with torch.no_grad():
+            logp = torch.log_softmax(smollm.model(full).logits[0, :-1].float(), -1)
+        reference.append(float(logp[prompt.shape[1] - 1:].gather(1, full[0, prompt.shape[1]:, None]).sum()))
+    assert smollm.score(messages, candidates) == pytest.approx(reference, abs=1e-3)

@@ -52,22 +52,30 @@ class EmbeddedLLM:
 
     @torch.no_grad()
     def score(self, messages: Messages, candidates: Sequence[str]) -> list[float]:
-        """One batched forward pass: sum of log p(candidate tokens | prompt)."""
-        prompt = self._prompt_ids(messages)[0]
+        """Sum of log p(candidate tokens | prompt). The prompt is run once and its key/value cache is
+        shared by all candidates, which then go through in one batch."""
+        prompt = self._prompt_ids(messages)
+        out = self.model(prompt, use_cache=True)
+        cache = getattr(out, "cache", None) or out.past_key_values
+        first_logp = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each candidate's first token
         pieces = [self.tokenizer(c, add_special_tokens=False, return_tensors="pt").input_ids[0].to(self.device)
                   for c in candidates]
-        length = len(prompt) + max(len(p) for p in pieces)
+        length = max(len(p) for p in pieces)
         pad = self.tokenizer.eos_token_id or 0
         batch = torch.full((len(pieces), length), pad, dtype=torch.long, device=self.device)
-        mask = torch.zeros_like(batch)
         for i, piece in enumerate(pieces):
-            seq = torch.cat([prompt, piece])
-            batch[i, : len(seq)] = seq
-            mask[i, : len(seq)] = 1
-        logp = torch.log_softmax(self.model(batch, attention_mask=mask).logits[:, :-1].float(), -1)
-        token_logp = logp.gather(-1, batch[:, 1:, None]).squeeze(-1)
+            batch[i, : len(piece)] = piece
+        cache.batch_repeat_interleave(len(pieces))
+        mask = torch.ones(len(pieces), prompt.shape[1] + length, dtype=torch.long, device=self.device)
+        try:  # transformers >= 5 names it `cache`; older releases `past_key_values`
+            logits = self.model(batch, cache=cache, attention_mask=mask, use_cache=False).logits.float()
+        except TypeError:
+            logits = self.model(batch, past_key_values=cache, attention_mask=mask, use_cache=False).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], -1)  # position t predicts candidate token t+1
         scores = []
         for i, piece in enumerate(pieces):
-            start = len(prompt) - 1  # logits at position t predict token t+1
-            scores.append(float(token_logp[i, start:start + len(piece)].sum()))
+            total = first_logp[piece[0]]
+            if len(piece) > 1:
+                total = total + logp[i, : len(piece) - 1].gather(-1, piece[1:, None]).sum()
+            scores.append(float(total))
         return scores
