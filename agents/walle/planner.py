@@ -63,10 +63,12 @@ def run_episode(env, llm, task: str, world_model: NeuroSymbolicWorldModel | None
         result = executor.execute(skill)
         log.frames += result.frames
         after = predicates(env)
-        log.transitions.append(Transition(state, {"skill": skill, "args": []}, result.success))
+        # as in text games ("nothing happens"), a skill that changed nothing symbolic did not succeed
+        effective = result.success and after != state
+        log.transitions.append(Transition(state, {"skill": skill, "args": []}, effective))
         if world_model is not None:
-            world_model.knowledge.update(state, skill, after, result.success)
-        history.append((skill, result.success))
+            world_model.knowledge.update(state, skill, after, effective)
+        history.append((skill, effective))
         log.decisions += 1
         if env.solved():
             log.success = True
