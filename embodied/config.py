@@ -65,6 +65,31 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
         raise EmbodiedError(f"invalid configuration: {err}") from err
 
 
+@dataclasses.dataclass
+class RunOptions:
+    """Options every training run has: where it runs and where it writes."""
+
+    device: str = dataclasses.field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda, cuda:N"})
+    seed: int = 0
+    run_dir: Path = Path("runs")
+    run_name: str | None = dataclasses.field(default=None, metadata={"help": "default: derived from the config"})
+    resume: bool = dataclasses.field(default=False, metadata={"help": "continue the run from its last checkpoint"})
+    video: bool = dataclasses.field(default=True, metadata={"help": "export evaluation videos"})
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """``ValueError`` naming the option unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_positive(config: Any, *names: str) -> None:
+    """``ValueError`` naming the first of ``names`` that is not > 0 on ``config``."""
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise ValueError(f"{name} must be positive, got {getattr(config, name)}")
+
+
 def config_to_dict(config: Any) -> dict:
     def convert(value):
         if isinstance(value, Path):

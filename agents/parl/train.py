@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -34,7 +33,7 @@ from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
 from embodied.checkpoint import seed_everything
-from embodied.config import parse_config
+from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.device import resolve_device
 from embodied.evaluation import evaluate
 from embodied.make import make_env
@@ -48,7 +47,7 @@ METHODS = ("parl", "pebble", "sac")
 
 
 @dataclass
-class ParlConfig:
+class ParlConfig(RunOptions):
     """PARL: bilevel preference-based policy alignment on top of SAC (PEBBLE and SAC oracle as baselines)."""
 
     task: str = "button-press-v3"
@@ -80,26 +79,14 @@ class ParlConfig:
     eval_every: int = 10_000
     eval_episodes: int = 10
     checkpoint_every: int = 10_000
-    video: bool = True
-    device: str = "auto"
-    seed: int = 0
-    run_dir: Path = Path("runs")
-    run_name: str | None = None
-    resume: bool = False
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.hypergrad_solver not in SOLVERS:
-            raise ValueError(f"hypergrad_solver must be one of {SOLVERS}, got {self.hypergrad_solver!r}")
-        if self.hypergrad_curvature not in ("fisher", "surrogate"):
-            raise ValueError(f"hypergrad_curvature must be fisher or surrogate, got {self.hypergrad_curvature!r}")
-        if self.selection not in ("uniform", "disagreement"):
-            raise ValueError(f"selection must be uniform or disagreement, got {self.selection!r}")
-        for name in ("total_steps", "max_episode_steps", "queries_per_session", "query_every", "segment_length",
-                     "ensemble_size", "reward_epochs", "eval_every", "eval_episodes", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_choice("method", self.method, METHODS)
+        check_choice("hypergrad_solver", self.hypergrad_solver, SOLVERS)
+        check_choice("hypergrad_curvature", self.hypergrad_curvature, ("fisher", "surrogate"))
+        check_choice("selection", self.selection, ("uniform", "disagreement"))
+        check_positive(self, "total_steps", "max_episode_steps", "queries_per_session", "query_every", "segment_length",
+                       "ensemble_size", "reward_epochs", "eval_every", "eval_episodes", "checkpoint_every")
         if self.segment_length > self.max_episode_steps:
             raise ValueError(f"segment_length {self.segment_length} exceeds max_episode_steps {self.max_episode_steps}")
 

@@ -23,7 +23,7 @@ from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_
 from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
                                  train_reward_model)
 from embodied.checkpoint import save_checkpoint, seed_everything
-from embodied.config import parse_config
+from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.device import resolve_device
 from embodied.evaluation import evaluate
@@ -38,7 +38,7 @@ REWARD_MODELS = ("gaussian", "plain")
 
 
 @dataclass
-class PearlConfig:
+class PearlConfig(RunOptions):
     """PEARL: zero-shot cross-task preference transfer + robust reward learning + IQL."""
 
     source_task: str = "button-press-v3"
@@ -66,22 +66,12 @@ class PearlConfig:
     eval_every: int = 10000
     eval_episodes: int = 10
     checkpoint_every: int = 5000
-    video: bool = True
-    device: str = "auto"
-    seed: int = 0
-    run_dir: Path = Path("runs")
-    run_name: str | None = None
-    resume: bool = False
 
     def __post_init__(self):
-        if self.labels not in LABEL_SOURCES:
-            raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
-        if self.reward_model not in REWARD_MODELS:
-            raise ValueError(f"reward_model must be one of {REWARD_MODELS}, got {self.reward_model!r}")
-        for name in ("episodes", "max_steps", "segment_length", "segments", "source_queries", "target_queries",
-                     "reward_epochs", "eval_episodes", "checkpoint_every", "eval_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_choice("labels", self.labels, LABEL_SOURCES)
+        check_choice("reward_model", self.reward_model, REWARD_MODELS)
+        check_positive(self, "episodes", "max_steps", "segment_length", "segments", "source_queries", "target_queries",
+                       "reward_epochs", "eval_episodes", "checkpoint_every", "eval_every")
         if self.iql_steps < 0:
             raise ValueError(f"iql_steps must be >= 0, got {self.iql_steps}")
         if self.segment_length > self.max_steps:

@@ -14,7 +14,6 @@ import json
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import BehaviorConfig
 from agents.repo.world_model import MODES, WorldModelConfig
 from embodied.checkpoint import seed_everything
-from embodied.config import parse_config
+from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.device import resolve_device
 from embodied.make import make_env
 from embodied.replay import SequenceReplay
@@ -33,7 +32,7 @@ from envs.wrappers import ActionRepeat
 
 
 @dataclass
-class RePoConfig:
+class RePoConfig(RunOptions):
     """RePo: resilient model-based RL from pixels (Dreamer baseline with --mode dreamer)."""
 
     task: str = "reach-v3"
@@ -52,23 +51,13 @@ class RePoConfig:
     eval_every: int = 10_000
     eval_episodes: int = 5
     checkpoint_every: int = 10_000
-    video: bool = True
     compile: bool = field(default=False, metadata={"help": "torch.compile the networks (GPU)"})
-    device: str = "auto"
-    seed: int = 0
-    run_dir: Path = Path("runs")
-    run_name: str | None = None
-    resume: bool = False
 
     def __post_init__(self):
-        if self.variant not in ("pixels", "distractor"):
-            raise ValueError(f"variant must be pixels or distractor, got {self.variant!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        for name in ("total_steps", "max_episode_steps", "action_repeat", "train_every", "train_steps", "batch_size",
-                     "seq_len", "eval_every", "eval_episodes", "checkpoint_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_choice("variant", self.variant, ("pixels", "distractor"))
+        check_choice("mode", self.mode, MODES)
+        check_positive(self, "total_steps", "max_episode_steps", "action_repeat", "train_every", "train_steps",
+                       "batch_size", "seq_len", "eval_every", "eval_episodes", "checkpoint_every")
         if self.seq_len > self.max_episode_steps // self.action_repeat:
             raise ValueError(f"seq_len {self.seq_len} exceeds the episode length in agent steps "
                              f"({self.max_episode_steps // self.action_repeat})")

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from agents.walle.planner import run_episode
 from agents.walle.rules import learn_rules, mispredicted
 from agents.walle.world_model import NeuroSymbolicWorldModel
-from embodied.config import parse_config
+from embodied.config import RunOptions, parse_config
 from embodied.llm import make_llm
 from embodied.runs import Run
 from embodied.video import write_mp4
@@ -30,7 +29,7 @@ from envs.drawer_block import TASKS, DrawerBlockEnv
 
 
 @dataclass
-class WalleConfig:
+class WalleConfig(RunOptions):
     """WALL-E: LLM + learned neurosymbolic world model, MPC over manipulation skills."""
 
     tasks: tuple[str, ...] = TASKS
@@ -40,12 +39,7 @@ class WalleConfig:
     episodes_per_task: int = 2
     max_decisions: int = 16
     replan_limit: int = 5
-    video: bool = True
-    device: str = "auto"
-    seed: int = 0
-    run_dir: Path = Path("runs")
     run_name: str = "walle"
-    resume: bool = False
 
     def __post_init__(self):
         unknown = set(self.tasks) - set(TASKS)
