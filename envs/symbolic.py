@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.drawer_block import DRAWER_CLOSED, DRAWER_OPEN, DrawerBlockEnv
+from envs.drawer_block import DRAWER_CLOSED, DRAWER_OPEN, REACH, DrawerBlockEnv
 
 SAFE_Z = 0.28
 SKILLS: tuple[str, ...] = ("move_to(block)", "move_to(handle)", "move_to(drawer)", "move_to(goal)",
@@ -117,9 +117,11 @@ class SkillExecutor:
             success = bool(np.linalg.norm(env.tip() - self._target(arg)) < 0.03)
         elif name == "grasp":
             was_empty = grip < 0
-            for _ in range(5):
-                self._step(np.array([0, 0, 0, 1.0]))
-                steps += 1
+            point = env.block() + [0, 0, 0.025] if arg == "block" else env.handle()
+            if np.linalg.norm(point - env.tip()) < REACH:  # the suction cup is put on the named object only
+                for _ in range(5):
+                    self._step(np.array([0, 0, 0, 1.0]))
+                    steps += 1
             success = was_empty and env.holding(arg)  # grasping while already holding achieves nothing
         elif name == "release":
             was_holding = grip > 0

@@ -96,12 +96,16 @@ def consistent(rule: Rule, transitions: Sequence[Transition]) -> bool:
 
 
 def greedy_cover(rules: Sequence[Rule], failures: Sequence[Transition]) -> list[Rule]:
-    """Smallest set (greedy maximum coverage) of rules whose failure predictions cover ``failures``."""
+    """Smallest set (greedy maximum coverage) of rules whose failure predictions cover ``failures``.
+
+    Among rules covering equally many, the one earlier in ``rules`` wins, so an LLM's ranking of
+    the candidates (``rank_with_llm``) decides between explanations the data cannot tell apart.
+    """
     covers = {r.name: {i for i, t in enumerate(failures) if predicts_failure(r, t)} for r in rules}
     remaining, chosen = set(range(len(failures))), []
     by_name = {r.name: r for r in rules}
     while remaining:
-        best = max(covers, key=lambda n: (len(covers[n] & remaining), -len(by_name[n].source)), default=None)
+        best = max(covers, key=lambda n: len(covers[n] & remaining), default=None)  # ties: the earlier candidate
         if best is None or not covers[best] & remaining:
             break  # what is left no candidate explains
         chosen.append(by_name[best])

@@ -4,8 +4,9 @@
     embodied train walle --llm http://127.0.0.1:8000 --llm-model NAME
 
 Iteration 0 runs the LLM with an empty rule set (= the LLM alone). After each iteration, the
-transitions logged so far are used to learn rules (mispredictions -> candidates -> drop the
-inconsistent -> greedy maximum coverage); the next iteration plans with them. Rules are saved
+transitions logged so far are used to learn rules (mispredictions -> candidates, ordered by the
+LLM's likelihood of their statements -> drop the inconsistent -> greedy maximum coverage, ties
+going to the LLM's preference); the next iteration plans with them. Rules are saved
 as readable .py files under ``rules/iter_<k>/``; ``results.json`` holds success per task and
 iteration and the latency per decision.
 """
@@ -19,13 +20,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.walle.planner import run_episode
-from agents.walle.rules import learn_rules, mispredicted
+from agents.walle.rules import learn_rules, mispredicted, propose_precondition_rules, rank_with_llm
 from agents.walle.world_model import NeuroSymbolicWorldModel
 from embodied.config import RunOptions, parse_config
 from embodied.llm import make_llm
 from embodied.runs import Run
 from embodied.video import write_mp4
 from envs.drawer_block import TASKS, DrawerBlockEnv
+from envs.symbolic import GOALS
 
 
 @dataclass
@@ -78,7 +80,9 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
                                    "walle/rules": row["rules"], "walle/decision_seconds": row["mean_decision_seconds"]})
         world_model.save(run.path("rules", f"iter_{iteration}"))
         if iteration < cfg.iterations:
-            world_model.rules = learn_rules(world_model.rules, transitions)
+            context = f"A robot gripper works on a drawer and a block. Goal: {', '.join(GOALS[t] for t in cfg.tasks)}."
+            candidates = rank_with_llm(llm, propose_precondition_rules(transitions), context)
+            world_model.rules = learn_rules(world_model.rules, transitions, candidates)
     run.path("results.json").write_text(json.dumps(results, indent=2))
     run.close()
     return {"results": results}
