@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -12,3 +13,23 @@ def mlp(inp: int, out: int, hidden: int = 256, layers: int = 3, act=nn.ReLU) -> 
         mods += [nn.Linear(a, b), act()]
     mods.append(nn.Linear(dims[-1], out))
     return nn.Sequential(*mods)
+
+
+class TwinQ(nn.Module):
+    """Two Q-networks on (s, a) (clipped double-Q, as SAC and IQL use): ``(B, D), (B, A) -> (B,), (B,)``."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
+        super().__init__()
+        self.q1 = mlp(obs_dim + act_dim, 1, hidden, layers=3)
+        self.q2 = mlp(obs_dim + act_dim, 1, hidden, layers=3)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.cat([obs, act], -1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging of target-network parameters toward ``source``."""
+    for p, pt in zip(source.parameters(), target.parameters()):
+        pt.lerp_(p, tau)

@@ -19,8 +19,11 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from tqdm.auto import tqdm
 
-from embodied.checkpoint import load_checkpoint, save_checkpoint
+import torch
+
+from embodied.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from embodied.config import save_config
+from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
 
 
@@ -53,6 +56,18 @@ class Run:
 
     def close(self) -> None:
         self.logger.close()
+
+
+def start_run(cfg: Any, default_name: str) -> tuple[Run, torch.device]:
+    """What every training script does first: pick the device, seed, open the run directory.
+
+    ``cfg`` carries ``device``, ``seed``, ``run_dir``, ``run_name``, ``resume`` (``RunOptions``).
+    """
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    run = Run(cfg.run_dir, cfg.run_name or default_name, config=cfg, resume=cfg.resume)
+    print(f"run directory: {run.dir} (device {device})")
+    return run, device
 
 
 class MetricLogger:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embodied.nets import mlp
+from embodied.nets import TwinQ, mlp, soft_update
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -80,16 +80,6 @@ class TanhGaussianActor(nn.Module):
             return torch.tanh(self._dist(x)[0]).cpu().numpy()
         return self.sample(x)[0].cpu().numpy()
 
-
-class TwinQ(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
-        super().__init__()
-        self.q1 = mlp(obs_dim + act_dim, 1, hidden, layers=3)
-        self.q2 = mlp(obs_dim + act_dim, 1, hidden, layers=3)
-
-    def forward(self, obs, act):
-        x = torch.cat([obs, act], -1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
 
 class ReplayBuffer:
@@ -169,9 +159,7 @@ class SAC:
         self.alpha_opt.zero_grad()
         alpha_loss.backward()
         self.alpha_opt.step()
-        with torch.no_grad():
-            for p, pt in zip(self.critic.parameters(), self.critic_target.parameters()):
-                pt.lerp_(p, cfg.tau)
+        soft_update(self.critic_target, self.critic, cfg.tau)
         return {"sac/critic_loss": critic_loss.item(), "sac/actor_loss": actor_loss.item(),
                 "sac/alpha": self.alpha.item(), "sac/entropy": -logp.mean().item()}
 

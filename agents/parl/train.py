@@ -32,14 +32,12 @@ import torch
 from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
-from embodied.checkpoint import seed_everything
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
-from embodied.device import resolve_device
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from embodied.policies import save_policy
 from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
-from embodied.runs import Run, progress
+from embodied.runs import progress, start_run
 from embodied.teacher import ScriptedTeacher
 from embodied.video import record_episode, tile, write_mp4
 
@@ -195,11 +193,7 @@ def implicit_step(cfg: ParlConfig, sac: SAC, reward: LearnedReward, recent: Rece
 
 
 def run_parl(cfg: ParlConfig) -> dict:
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    name = cfg.run_name or f"parl-{cfg.task}-{cfg.method}-s{cfg.seed}"
-    run = Run(cfg.run_dir, name, config=cfg, resume=cfg.resume)
-    print(f"run directory: {run.dir} (device {device})")
+    run, device = start_run(cfg, f"parl-{cfg.task}-{cfg.method}-s{cfg.seed}")
     env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
     eval_env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
     env.action_space.seed(cfg.seed)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embodied.nets import mlp
+from embodied.nets import TwinQ, mlp, soft_update
 
 
 @dataclass
@@ -48,16 +48,6 @@ class IQLPolicy(nn.Module):
         x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
         return torch.tanh(self.net(x)).cpu().numpy()
 
-
-class TwinQ(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int):
-        super().__init__()
-        self.q1 = mlp(obs_dim + act_dim, 1, hidden, layers=3)
-        self.q2 = mlp(obs_dim + act_dim, 1, hidden, layers=3)
-
-    def forward(self, obs, act) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.cat([obs, act], -1)
-        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -97,9 +87,7 @@ class IQL:
         self.q_opt.zero_grad()
         q_loss.backward()
         self.q_opt.step()
-        with torch.no_grad():
-            for p, pt in zip(self.q.parameters(), self.q_target.parameters()):
-                pt.lerp_(p, cfg.tau)
+        soft_update(self.q_target, self.q, cfg.tau)
 
         with torch.no_grad():
             weight = torch.exp(cfg.temperature * (q_t - v.detach())).clamp(max=cfg.max_weight)

@@ -22,14 +22,13 @@ from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nea
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
 from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
                                  train_reward_model)
-from embodied.checkpoint import save_checkpoint, seed_everything
+from embodied.checkpoint import save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
-from embodied.device import resolve_device
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from embodied.policies import save_policy
-from embodied.runs import Run, progress
+from embodied.runs import Run, progress, start_run
 from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
 from embodied.video import record_episode, tile, write_mp4
 
@@ -117,11 +116,7 @@ def target_labels(cfg: PearlConfig, src, tgt, teacher: ScriptedTeacher, rng: np.
 
 
 def run_pearl(cfg: PearlConfig) -> dict:
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    name = cfg.run_name or f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}-{cfg.reward_model}-s{cfg.seed}"
-    run = Run(cfg.run_dir, name, config=cfg, resume=cfg.resume)
-    print(f"run directory: {run.dir} (device {device})")
+    run, device = start_run(cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}-{cfg.reward_model}-s{cfg.seed}")
     rng = np.random.default_rng(cfg.seed)
     teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
 

@@ -21,12 +21,10 @@ import torch
 from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import BehaviorConfig
 from agents.repo.world_model import MODES, WorldModelConfig
-from embodied.checkpoint import seed_everything
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
-from embodied.device import resolve_device
 from embodied.make import make_env
 from embodied.replay import SequenceReplay
-from embodied.runs import Run, progress
+from embodied.runs import progress, start_run
 from embodied.video import tile, write_mp4
 from envs.wrappers import ActionRepeat
 
@@ -73,11 +71,7 @@ def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
 
 
 def run_repo(cfg: RePoConfig) -> dict:
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    name = cfg.run_name or f"repo-{cfg.task}-{cfg.variant}-{cfg.mode}-s{cfg.seed}"
-    run = Run(cfg.run_dir, name, config=cfg, resume=cfg.resume)
-    print(f"run directory: {run.dir} (device {device})")
+    run, device = start_run(cfg, f"repo-{cfg.task}-{cfg.variant}-{cfg.mode}-s{cfg.seed}")
     env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
     eval_env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
     agent = build_agent(cfg, env.action_space.shape[0], device)

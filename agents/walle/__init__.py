@@ -1,2 +1,3 @@
-"""WALL-E 2.0 (Zhou et al., 2025) for manipulation: rule learning so far (rules); the symbolic
-manipulation layer, skills, long-horizon tasks and the LLM-driven MPC are still to come."""
+"""WALL-E 2.0 (Zhou et al., 2025) for manipulation: rules (sandboxed action rules and their
+learning), world_model (rules + knowledge graph + scene graph), planner (LLM-proposer MPC),
+train (the learning loop and its evaluation)."""
