@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 from gymnasium import spaces
 from PIL import Image
@@ -24,6 +25,7 @@ OBS_TYPES = ("state", "pixels", "pixels+state")
 STATE_DIM = 39
 STATE_BOUND = 10.0  # metres / unit quaternions / gripper in [-1, 1]: nothing real leaves +-10
 MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length for every v3 task
+CORNER2_CLOSE_POS = (0.75, 0.075, 0.7)  # Meta-World's is (1.3, -0.2, 1.1): the arm would be ~15 pixels tall
 BACKGROUND_BODIES = ("world", "tablelink", "RetainingWall")  # what the distractor video replaces
 
 
@@ -96,6 +98,8 @@ class MetaWorldEnv(gym.Env):
         self.terminate_on_success = terminate_on_success
 
         self._mw = self._make_inner(task)
+        if camera == "corner2":  # moved closer, as TD-MPC(2) and MWM do: the arm and goal fill a 64x64 frame
+            self._mw.model.cam_pos[self._mw.model.camera("corner2").id] = CORNER2_CLOSE_POS
         self._step_count = 0
         self.last_state = np.zeros(STATE_DIM, dtype=np.float32)
         self._obs_renderer: FastRenderer | None = None
@@ -125,6 +129,8 @@ class MetaWorldEnv(gym.Env):
         super().reset(seed=seed)
         self._mw.np_random = self.np_random  # object/goal sampling follows our seed
         state, _ = self._mw.reset()
+        if self.obs_type != "state":
+            mujoco.mj_forward(self._mw.model, self._mw.data)  # Meta-World moves goal sites without it: stale first frame
         self._step_count = 0
         if self.distractor:
             self._background = NoiseVideo(self.height, self.width, self.np_random)
