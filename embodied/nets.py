@@ -28,6 +28,15 @@ class TwinQ(nn.Module):
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
 
+def mixed_precision(module: nn.Module, enabled: bool):
+    """bfloat16 autocast on the device of ``module``'s parameters (no loss scaling needed, unlike float16).
+
+    Wrap forward passes only; backward runs outside. Disabled, it is a no-op context.
+    """
+    device_type = next(module.parameters()).device.type
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging of target-network parameters toward ``source``."""

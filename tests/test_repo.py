@@ -8,6 +8,7 @@ from agents.repo.behavior import BehaviorConfig, lambda_returns
 from agents.repo.world_model import WorldModel, WorldModelConfig
 from embodied.cli import main as cli_main
 from embodied.make import make_env
+from embodied.nets import mixed_precision
 from embodied.replay import SequenceReplay
 from envs.wrappers import ActionRepeat
 
@@ -133,3 +134,35 @@ def test_train_loop_and_resume(tmp_path):
     assert cli_main(args + ["--resume"]) == 0
     state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
     assert state["step"] == 240 and state["updates"] == 3
+
+
+def test_mixed_precision_step_keeps_losses_finite_and_in_float32(rng):
+    """bfloat16 autocast (the GPU option) runs the same code; distributions and losses stay float32."""
+    torch.manual_seed(0)
+    agent = RePoAgent(4, WorldModelConfig(amp=True), BehaviorConfig(horizon=3))
+    obs, act, rew = _batch(rng, batch=2, length=4)
+    with mixed_precision(agent.model, True):
+        terms, _ = agent.model.losses(obs, act, rew)
+    assert all(v.dtype == torch.float32 for v in terms.values())
+    metrics = agent.train_step(obs.numpy(), act.numpy(), rew.numpy())
+    assert all(np.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_reward_scale_is_what_the_reward_head_learns(rng):
+    obs, act, rew = _batch(rng)
+    losses = []
+    for scale, target in ((0.5, rew), (1.0, 0.5 * rew)):
+        torch.manual_seed(0)
+        model = WorldModel(4, WorldModelConfig(reward_scale=scale))
+        torch.manual_seed(1)
+        losses.append(model.losses(obs, act, target)[0]["reward_nll"])
+    torch.testing.assert_close(losses[0], losses[1])
+
+
+def test_exploration_noise_is_validated():
+    from agents.repo.train import RePoConfig
+
+    with pytest.raises(ValueError, match="expl_noise"):
+        RePoConfig(expl_noise=-0.1)
+    with pytest.raises(ValueError, match="reward_scale"):
+        RePoConfig(reward_scale=0.0)

@@ -12,8 +12,9 @@ from agents.repo.world_model import WorldModel, WorldModelConfig
 
 class RePoAgent:
     def __init__(self, act_dim: int, wm_cfg: WorldModelConfig = WorldModelConfig(),
-                 beh_cfg: BehaviorConfig = BehaviorConfig(), device="cpu"):
+                 beh_cfg: BehaviorConfig = BehaviorConfig(), device="cpu", expl_noise: float = 0.0):
         self.device = torch.device(device)
+        self.expl_noise = expl_noise  # Gaussian noise on exploring actions (Dreamer's 0.3), on top of the actor's own
         self.act_dim = act_dim
         self.model = WorldModel(act_dim, wm_cfg).to(self.device)
         self.behavior = Behavior(self.model.rssm.feat_dim, act_dim, beh_cfg).to(self.device)
@@ -29,6 +30,8 @@ class RePoAgent:
         embed = self.model.encoder(preprocess(torch.as_tensor(obs, device=self.device)[None]))
         h, z = self.model.rssm.filter_step(h, z, prev_action, embed)
         action, _ = self.behavior.actor(torch.cat([h, z], -1), deterministic=not explore)
+        if explore and self.expl_noise > 0:
+            action = (action + self.expl_noise * torch.randn_like(action)).clamp(-1, 1)
         return action[0].cpu().numpy(), (h, z, action)
 
     def train_step(self, obs: np.ndarray, act: np.ndarray, rew: np.ndarray) -> dict[str, float]:

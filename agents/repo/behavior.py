@@ -11,7 +11,7 @@ from torch import nn
 
 from agents.repo.networks import Actor
 from agents.repo.world_model import WorldModel
-from embodied.nets import mlp
+from embodied.nets import mixed_precision, mlp
 
 
 @dataclass
@@ -73,10 +73,10 @@ class Behavior(nn.Module):
         cfg = self.cfg
         h = states["h"].reshape(-1, states["h"].shape[-1]).detach()
         z = states["z"].reshape(-1, states["z"].shape[-1]).detach()
-        with frozen(model, self.critic):
+        with frozen(model, self.critic), mixed_precision(self, model.cfg.amp):
             feats, entropy = self.imagine(model, h, z)
-            rewards = model.reward_head(feats[1:]).squeeze(-1)
-            values = self.critic(feats).squeeze(-1)
+            rewards = model.reward_head(feats[1:]).squeeze(-1).float()
+            values = self.critic(feats).squeeze(-1).float()
             returns = lambda_returns(rewards, values, cfg.gamma, cfg.lam)
             discount = cfg.gamma ** torch.arange(cfg.horizon, device=h.device, dtype=h.dtype)[:, None]
             actor_loss = -(discount * (returns + cfg.entropy_coef * entropy)).mean()
@@ -85,7 +85,8 @@ class Behavior(nn.Module):
         nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
         self.actor_opt.step()
 
-        value_pred = self.critic(feats[:-1].detach()).squeeze(-1)
+        with mixed_precision(self, model.cfg.amp):
+            value_pred = self.critic(feats[:-1].detach()).squeeze(-1).float()
         critic_loss = (discount * (value_pred - returns.detach()) ** 2).mean() / 2
         self.critic_opt.zero_grad()
         critic_loss.backward()

@@ -68,7 +68,7 @@ class RSSM(nn.Module):
         return torch.zeros(batch, self.deter, device=device), torch.zeros(batch, self.stoch, device=device)
 
     def _gaussian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std = x.chunk(2, -1)
+        mean, std = x.float().chunk(2, -1)  # distributions in float32 under mixed precision
         return mean, F.softplus(std) + self.min_std
 
     def img_step(self, h, z, action):
@@ -110,7 +110,7 @@ class Actor(nn.Module):
 
     def forward(self, feat: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Action ``(..., A)`` (reparameterised) and the Gaussian's entropy ``(...)`` (a tanh-free proxy)."""
-        mean, std = self.net(feat).chunk(2, -1)
+        mean, std = self.net(feat).float().chunk(2, -1)
         mean = 5 * torch.tanh(mean / 5)
         std = F.softplus(std + self.raw_init_std) + self.min_std
         dist = torch.distributions.Normal(mean, std)

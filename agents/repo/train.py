@@ -45,17 +45,28 @@ class RePoConfig(RunOptions):
     batch_size: int = 50
     seq_len: int = 50
     target_kl: float = 3.0
+    init_beta: float = 1e-5
+    beta_lr: float = field(default=1e-4, metadata={"help": "dual ascent step on log beta (Adam); the authors' 1e-4 "
+                                                          "suits ~1e5 updates, a short run needs ~1e-2"})
+    reward_scale: float = field(default=0.1, metadata={"help": "rewards as the model sees them; Meta-World's "
+                                                                "per-step [0, 10] to the [0, 1] of the DMC tasks the "
+                                                                "hyperparameters were tuned on"})
+    expl_noise: float = field(default=0.3, metadata={"help": "Gaussian action noise while collecting (Dreamer)"})
     probe_decoder: bool = field(default=False, metadata={"help": "RePo: train a reconstruction probe on detached features"})
     eval_every: int = 10_000
     eval_episodes: int = 5
     checkpoint_every: int = 10_000
-    compile: bool = field(default=False, metadata={"help": "torch.compile the networks (GPU)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the encoder (GPU)"})
+    amp: bool = field(default=False, metadata={"help": "bfloat16 mixed precision for the forward passes (GPU)"})
 
     def __post_init__(self):
         check_choice("variant", self.variant, ("pixels", "distractor"))
         check_choice("mode", self.mode, MODES)
-        check_positive(self, "total_steps", "max_episode_steps", "action_repeat", "train_every", "train_steps",
-                       "batch_size", "seq_len", "eval_every", "eval_episodes", "checkpoint_every")
+        check_positive(self, "init_beta", "beta_lr", "reward_scale", "total_steps", "max_episode_steps",
+                       "action_repeat", "train_every", "train_steps", "batch_size", "seq_len", "eval_every",
+                       "eval_episodes", "checkpoint_every")
+        if self.expl_noise < 0:
+            raise ValueError(f"expl_noise must be >= 0, got {self.expl_noise}")
         if self.seq_len > self.max_episode_steps // self.action_repeat:
             raise ValueError(f"seq_len {self.seq_len} exceeds the episode length in agent steps "
                              f"({self.max_episode_steps // self.action_repeat})")
@@ -67,7 +78,9 @@ def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repea
 
 
 def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
-    return RePoAgent(act_dim, WorldModelConfig(mode=cfg.mode, target_kl=cfg.target_kl, probe_decoder=cfg.probe_decoder), BehaviorConfig(), device)
+    wm_cfg = WorldModelConfig(mode=cfg.mode, target_kl=cfg.target_kl, init_beta=cfg.init_beta, beta_lr=cfg.beta_lr,
+                              probe_decoder=cfg.probe_decoder, amp=cfg.amp, reward_scale=cfg.reward_scale)
+    return RePoAgent(act_dim, wm_cfg, BehaviorConfig(), device, expl_noise=cfg.expl_noise)
 
 
 def run_repo(cfg: RePoConfig) -> dict:
@@ -91,7 +104,6 @@ def run_repo(cfg: RePoConfig) -> dict:
     next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
     next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
     bar = progress(total=cfg.total_steps, initial=step, desc=f"{cfg.mode} {cfg.task}-{cfg.variant}")
-    update_seconds = 0.0
     while step < cfg.total_steps:
         obs, act, rew, success = run_episode(env, agent, seed=cfg.seed * 1_000_000 + episode, explore=True, rng=rng,
                                              random_policy=step < cfg.prefill)
@@ -102,10 +114,9 @@ def run_repo(cfg: RePoConfig) -> dict:
         run.logger.log(step, {"train/return": float(rew.sum()), "train/success": float(success)})
         while step >= next_train:
             start = time.perf_counter()
-            for _ in range(cfg.train_steps):
-                metrics = agent.train_step(*replay.sample(cfg.batch_size, cfg.seq_len, rng))
-                updates += 1
-            update_seconds += time.perf_counter() - start
+            burst = [agent.train_step(*replay.sample(cfg.batch_size, cfg.seq_len, rng)) for _ in range(cfg.train_steps)]
+            updates += cfg.train_steps
+            metrics = {k: float(np.mean([m[k] for m in burst])) for k in burst[0]}  # mean over the burst
             metrics["perf/updates_per_second"] = cfg.train_steps / (time.perf_counter() - start)
             run.logger.log(step, metrics)
             next_train += cfg.train_every

@@ -17,7 +17,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from agents.repo.networks import RSSM, ConvDecoder, ConvEncoder, preprocess
-from embodied.nets import mlp
+from embodied.nets import mixed_precision, mlp
 
 MODES = ("repo", "dreamer")
 
@@ -37,6 +37,8 @@ class WorldModelConfig:
     free_nats: float = 3.0  # Dreamer baseline
     kl_scale: float = 1.0  # Dreamer baseline
     probe_decoder: bool = False  # RePo: a reconstruction probe on detached features (for inspection; costs time)
+    amp: bool = False  # bfloat16 autocast for the forward passes (GPU)
+    reward_scale: float = 1.0  # the model learns reward * scale (Meta-World's [0, 10] -> DMC's [0, 1] with 0.1)
 
 
 class WorldModel(nn.Module):
@@ -70,9 +72,11 @@ class WorldModel(nn.Module):
     def losses(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor) -> tuple[dict, dict]:
         """``obs (B, L+1, H, W, 3)`` uint8, ``act (B, L, A)``, ``rew (B, L)`` -> (loss terms, states)."""
         images = preprocess(obs)
+        rew = rew * self.cfg.reward_scale
         states = self.rssm.observe(self.encoder(images), act)
         feat = self.features(states)
-        reward_nll = -Normal(self.reward_head(feat).squeeze(-1), 1.0).log_prob(rew).mean()
+        reward_pred = self.reward_head(feat).squeeze(-1).float()
+        reward_nll = -Normal(reward_pred, 1.0).log_prob(rew).mean()
         post = Normal(states["post_mean"], states["post_std"])
         prior = Normal(states["prior_mean"], states["prior_std"])
         sg_post = Normal(states["post_mean"].detach(), states["post_std"].detach())
@@ -80,11 +84,12 @@ class WorldModel(nn.Module):
         kl_prior = kl_divergence(sg_post, prior).sum(-1).mean()
         kl_post = kl_divergence(post, sg_prior).sum(-1).mean()
         kl = self.cfg.kl_balance * kl_prior + (1 - self.cfg.kl_balance) * kl_post
-        terms = {"reward_nll": reward_nll, "kl": kl}
+        terms = {"reward_nll": reward_nll, "kl": kl,
+                 "reward_mse": ((reward_pred.detach() - rew) ** 2).mean()}  # logged only: the reward error
         if self.decoder is not None:
             target = images[:, 1:]
             source = feat if self.cfg.mode == "dreamer" else feat.detach()  # RePo: probe only
-            terms["recon"] = ((self.decoder(source) - target) ** 2).sum((-3, -2, -1)).mean() / 2
+            terms["recon"] = ((self.decoder(source).float() - target) ** 2).sum((-3, -2, -1)).mean() / 2
         return terms, states
 
     def model_loss(self, terms: dict) -> torch.Tensor:
@@ -103,8 +108,9 @@ class WorldModel(nn.Module):
         self.beta_opt.step()
 
     def train_step(self, obs, act, rew) -> tuple[dict[str, float], dict]:
-        terms, states = self.losses(obs, act, rew)
-        loss = self.model_loss(terms)
+        with mixed_precision(self, self.cfg.amp):
+            terms, states = self.losses(obs, act, rew)
+            loss = self.model_loss(terms)
         self.opt.zero_grad()
         if self.probe_opt is not None:
             self.probe_opt.zero_grad()
