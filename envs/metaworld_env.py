@@ -18,7 +18,7 @@ from PIL import Image
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
 from envs.backgrounds import NoiseVideo
-from envs.rendering import CAMERAS, FastRenderer
+from envs.rendering import CAMERAS, EMPTY, FastRenderer
 
 TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
 OBS_TYPES = ("state", "pixels", "pixels+state")
@@ -27,6 +27,11 @@ STATE_BOUND = 10.0  # metres / unit quaternions / gripper in [-1, 1]: nothing re
 MAX_EPISODE_STEPS = 500  # Meta-World's max_path_length for every v3 task
 CORNER2_CLOSE_POS = (0.75, 0.075, 0.7)  # Meta-World's is (1.3, -0.2, 1.1): the arm would be ~15 pixels tall
 BACKGROUND_BODIES = ("world", "tablelink", "RetainingWall")  # what the distractor video replaces
+# Meta-World draws the goal as a red sphere of radius 0.01-0.02 m: 1-3 pixels of a 64x64 frame, next to a
+# red arm, so a pixel agent can hardly see where to go. Drawn with the 0.05 m success radius of reach and
+# push, in green, it covers 15-21 pixels. A site is only drawn: the state, physics and reward are unchanged.
+GOAL_MARKER_RADIUS = 0.05
+GOAL_MARKER_RGBA = (0.1, 0.85, 0.1, 1.0)
 
 
 def observation_space(obs_type: str = "state", width: int = 64, height: int = 64) -> spaces.Space:
@@ -100,13 +105,14 @@ class MetaWorldEnv(gym.Env):
         self._mw = self._make_inner(task)
         if camera == "corner2":  # moved closer, as TD-MPC(2) and MWM do: the arm and goal fill a 64x64 frame
             self._mw.model.cam_pos[self._mw.model.camera("corner2").id] = CORNER2_CLOSE_POS
+        _enlarge_goal_marker(self._mw.model)
         self._step_count = 0
         self.last_state = np.zeros(STATE_DIM, dtype=np.float32)
         self._obs_renderer: FastRenderer | None = None
         self._video_renderer: FastRenderer | None = None
         self._background: NoiseVideo | None = None
         self._background_bodies = np.array(
-            [self._mw.model.body(name).id for name in BACKGROUND_BODIES if _has_body(self._mw.model, name)] + [-1]
+            [self._mw.model.body(name).id for name in BACKGROUND_BODIES if _has_body(self._mw.model, name)] + [EMPTY]
         )
 
         self.observation_space = observation_space(obs_type, self.width, self.height)
@@ -195,6 +201,17 @@ class MetaWorldEnv(gym.Env):
         mask = np.isin(renderer.body_ids(self._mw.data), self._background_bodies)
         frame[mask] = background[mask]
         return frame
+
+
+def _enlarge_goal_marker(model: mujoco.MjModel) -> None:
+    """Draw a visible goal site at ``GOAL_MARKER_RADIUS`` in ``GOAL_MARKER_RGBA`` (tasks that hide it keep it hidden)."""
+    try:
+        site = model.site("goal").id
+    except KeyError:
+        return
+    if model.site_rgba[site][3] > 0:
+        model.site_size[site][0] = max(model.site_size[site][0], GOAL_MARKER_RADIUS)
+        model.site_rgba[site] = GOAL_MARKER_RGBA
 
 
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

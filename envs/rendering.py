@@ -14,6 +14,7 @@ import mujoco
 import numpy as np
 
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+EMPTY, SITE = -1, -2  # body_ids() at pixels that show no geom: nothing at all, or a site (marker)
 _SLOW_FLAGS = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX)
 
 
@@ -36,7 +37,8 @@ def make_model_fast(model: mujoco.MjModel) -> None:
 class FastRenderer:
     """RGB (and optionally per-pixel body ids) of one camera at a fixed size.
 
-    ``rgb()`` returns ``(H, W, 3)`` uint8; ``body_ids()`` returns ``(H, W)`` int32, -1 where no geom.
+    ``rgb()`` returns ``(H, W, 3)`` uint8; ``body_ids()`` returns ``(H, W)`` int32: the body of the geom seen, ``SITE`` where a site
+    (a marker such as the goal) is seen, ``EMPTY`` where nothing is.
     """
 
     def __init__(self, model: mujoco.MjModel, width: int, height: int, camera: str, flip: bool = True):
@@ -68,7 +70,7 @@ class FastRenderer:
         return frame[::-1].copy() if self._flip else frame
 
     def body_ids(self, data: mujoco.MjData) -> np.ndarray:
-        """Body id seen at each pixel (-1 for empty space), from segmentation rendering."""
+        """Body id seen at each pixel (``SITE`` for a site, ``EMPTY`` for nothing), from segmentation rendering."""
         self._renderer.enable_segmentation_rendering()
         try:
             self._update(data)
@@ -78,8 +80,9 @@ class FastRenderer:
             self._renderer.disable_segmentation_rendering()
         geom = seg[..., 0]
         is_geom = (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM) & (geom >= 0)
-        bodies = np.full(geom.shape, -1, dtype=np.int32)
+        bodies = np.full(geom.shape, EMPTY, dtype=np.int32)
         bodies[is_geom] = self.model.geom_bodyid[geom[is_geom]]
+        bodies[seg[..., 1] == mujoco.mjtObj.mjOBJ_SITE] = SITE
         return bodies
 
     def close(self) -> None:

@@ -117,6 +117,26 @@ def test_distractor_moves_changes_per_episode_is_seeded_and_keeps_reward():
     assert (other != f0).mean() > 0.3, "a new episode gets a new background"
 
 
+def _goal_pixels(env, seed: int) -> int:
+    """Pixels of the first frame that change when the goal marker is hidden."""
+    inner = env.unwrapped
+    model = inner.unwrapped_metaworld.model
+    shown, _ = inner.reset(seed=seed)
+    site = model.site("goal").id
+    alpha = model.site_rgba[site][3]
+    model.site_rgba[site][3] = 0.0
+    hidden = inner._pixels()
+    model.site_rgba[site][3] = alpha
+    return int((shown != hidden).any(-1).sum())
+
+
+@pytest.mark.parametrize("variant", ["pixels", "distractor"])
+def test_goal_marker_is_visible_in_64x64_frames(variant):
+    # Meta-World's 0.02 m red goal covers 1-3 pixels; a pixel agent must see where to reach
+    env = gym.make(f"embodied/reach-v3-{variant}")
+    assert min(_goal_pixels(env, seed) for seed in range(5)) >= 10, "the distractor must not paint over the goal"
+
+
 def test_expert_works_on_pixel_variant():
     env = gym.make("embodied/reach-v3-pixels", width=16, height=16)
     expert = scripted_expert(env)
