@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from agents.repo.adapt import AdaptConfig, adapt_encoder
 from agents.repo.agent import RePoAgent, run_episode
@@ -166,3 +167,25 @@ def test_exploration_noise_is_validated():
         RePoConfig(expl_noise=-0.1)
     with pytest.raises(ValueError, match="reward_scale"):
         RePoConfig(reward_scale=0.0)
+
+
+def test_actor_entropy_is_the_tanh_normals_and_falls_when_actions_saturate():
+    from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
+    from agents.repo.networks import Actor
+
+    torch.manual_seed(0)
+    actor = Actor(8, 3)
+    feat = torch.randn(256, 8)
+    action, entropy = actor(feat)
+    mean, std = actor.net(feat).chunk(2, -1)
+    dist = TransformedDistribution(Normal(5 * torch.tanh(mean / 5), F.softplus(std + actor.raw_init_std) + 0.1),
+                                   TanhTransform())
+    torch.testing.assert_close(entropy, -dist.log_prob(action.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1),
+                               rtol=1e-3, atol=1e-3)
+    assert 0.7 < (F.softplus(torch.zeros(()) + actor.raw_init_std) + 0.1).item() < 0.9, "initial std 0.8"
+    with torch.no_grad():  # push every mean to saturation: the tanh-Normal's entropy must drop
+        actor.net[-1].bias[:3] = 20.0
+    assert actor(feat)[1].mean() < entropy.mean() - 3
+    with pytest.raises(ValueError, match="min_std"):
+        Actor(8, 3, min_std=0.5, init_std=0.4)

@@ -100,19 +100,27 @@ class RSSM(nn.Module):
 
 
 class Actor(nn.Module):
-    """tanh-Normal policy on latent features (4 x 200 ELU)."""
+    """tanh-Normal policy on latent features (4 x 200 ELU), as in the authors' code: std floor 0.1 and
+    std 0.8 at initialisation keep it stochastic (Dreamer v1's floor 1e-4 let it collapse to bang-bang)."""
 
-    def __init__(self, feat_dim: int, act_dim: int, hidden: int = 200, min_std: float = 1e-4, init_std: float = 5.0):
+    def __init__(self, feat_dim: int, act_dim: int, hidden: int = 200, min_std: float = 0.1, init_std: float = 0.8):
         super().__init__()
+        if not 0 < min_std < init_std:
+            raise ValueError(f"need 0 < min_std < init_std, got min_std {min_std}, init_std {init_std}")
         self.net = mlp(feat_dim, 2 * act_dim, hidden, layers=5, act=nn.ELU)
         self.min_std = min_std
-        self.raw_init_std = math.log(math.exp(init_std) - 1)
+        self.raw_init_std = math.log(math.expm1(init_std - min_std))  # softplus(raw) + min_std = init_std
 
     def forward(self, feat: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Action ``(..., A)`` (reparameterised) and the Gaussian's entropy ``(...)`` (a tanh-free proxy)."""
+        """Action ``(..., A)`` (reparameterised) and a one-sample estimate of its entropy ``(...)``.
+
+        The entropy is the tanh-Normal's, -log pi(a): the Gaussian's plus log|d tanh(u)/du|, so
+        saturating the action lowers it.
+        """
         mean, std = self.net(feat).float().chunk(2, -1)
         mean = 5 * torch.tanh(mean / 5)
         std = F.softplus(std + self.raw_init_std) + self.min_std
         dist = torch.distributions.Normal(mean, std)
         u = mean if deterministic else dist.rsample()
-        return torch.tanh(u), dist.entropy().sum(-1)
+        log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))  # log(1 - tanh(u)^2), stable
+        return torch.tanh(u), -(dist.log_prob(u) - log_det).sum(-1)

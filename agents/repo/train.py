@@ -51,7 +51,8 @@ class RePoConfig(RunOptions):
     reward_scale: float = field(default=0.1, metadata={"help": "rewards as the model sees them; Meta-World's "
                                                                 "per-step [0, 10] to the [0, 1] of the DMC tasks the "
                                                                 "hyperparameters were tuned on"})
-    expl_noise: float = field(default=0.3, metadata={"help": "Gaussian action noise while collecting (Dreamer)"})
+    expl_noise: float = field(default=0.0, metadata={"help": "Gaussian action noise while collecting, on top of the "
+                                                              "stochastic actor (the authors use 0, Dreamer v1 0.3)"})
     probe_decoder: bool = field(default=False, metadata={"help": "RePo: train a reconstruction probe on detached features"})
     eval_every: int = 10_000
     eval_episodes: int = 5
