@@ -189,3 +189,16 @@ def test_actor_entropy_is_the_tanh_normals_and_falls_when_actions_saturate():
     assert actor(feat)[1].mean() < entropy.mean() - 3
     with pytest.raises(ValueError, match="min_std"):
         Actor(8, 3, min_std=0.5, init_std=0.4)
+
+
+def test_return_scale_tracks_the_percentile_range_and_never_amplifies():
+    from agents.repo.behavior import Behavior
+
+    beh = Behavior(8, 2, BehaviorConfig(return_norm_decay=0.5))
+    wide = torch.linspace(0, 100, 1001)
+    assert beh.return_scale(wide).item() == pytest.approx(90.0, rel=1e-3)  # P95 - P5 of 0..100
+    assert beh.return_scale(wide * 0).item() == pytest.approx(45.0, rel=1e-3)  # moving average, halfway
+    for _ in range(30):
+        scale = beh.return_scale(wide * 0.001)
+    assert scale.item() == 1.0, "small returns are not scaled up"
+    assert Behavior(8, 2, BehaviorConfig(return_norm=False)).return_scale(wide).item() == 1.0

@@ -1,9 +1,16 @@
 """Dreamer-style actor-critic in imagination: rollouts from every posterior state, lambda-returns,
-actor gradients through the learned dynamics (the world model is frozen for this step)."""
+actor gradients through the learned dynamics (the world model is frozen for this step).
+
+Two stabilisers from DreamerV2/V3 on top of the authors' Dreamer v1 recipe: the lambda-returns
+bootstrap from a slow (Polyak) copy of the critic, and the actor sees returns divided by their
+5-95 percentile range (running, at least 1), so the entropy bonus keeps the same weight whatever
+the reward scale. Without them the actor on reach saturated to constant bang-bang actions.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +18,7 @@ from torch import nn
 
 from agents.repo.networks import Actor
 from agents.repo.world_model import WorldModel
-from embodied.nets import mixed_precision, mlp
+from embodied.nets import mixed_precision, mlp, soft_update
 
 
 @dataclass
@@ -24,6 +31,9 @@ class BehaviorConfig:
     entropy_coef: float = 3e-4
     grad_clip: float = 100.0
     hidden: int = 200
+    slow_critic_tau: float = 0.02  # Polyak step of the bootstrapping critic (DreamerV3); 1 = no slow critic
+    return_norm: bool = True  # divide returns by their running 5-95 percentile range (DreamerV3)
+    return_norm_decay: float = 0.99
 
 
 @contextlib.contextmanager
@@ -56,6 +66,9 @@ class Behavior(nn.Module):
         self.cfg = cfg
         self.actor = Actor(feat_dim, act_dim, cfg.hidden)
         self.critic = mlp(feat_dim, 1, cfg.hidden, layers=4, act=nn.ELU)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.register_buffer("return_range", torch.zeros(2))  # running 5th and 95th percentiles
+        self.register_buffer("return_range_init", torch.zeros((), dtype=torch.bool))
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
 
@@ -69,6 +82,19 @@ class Behavior(nn.Module):
             entropies.append(entropy)
         return torch.stack(feats), torch.stack(entropies)
 
+    def return_scale(self, returns: torch.Tensor) -> torch.Tensor:
+        """max(1, P95 - P5) of the returns seen so far (exponential moving average of the percentiles)."""
+        if not self.cfg.return_norm:
+            return torch.ones((), device=returns.device)
+        flat = returns.detach().flatten().float()
+        quantiles = torch.quantile(flat[:100_000], torch.tensor([0.05, 0.95], device=flat.device))
+        if not bool(self.return_range_init):
+            self.return_range.copy_(quantiles)
+            self.return_range_init.fill_(True)
+        else:
+            self.return_range.lerp_(quantiles, 1 - self.cfg.return_norm_decay)
+        return torch.clamp(self.return_range[1] - self.return_range[0], min=1.0)
+
     def train_step(self, model: WorldModel, states: dict[str, torch.Tensor]) -> dict[str, float]:
         cfg = self.cfg
         h = states["h"].reshape(-1, states["h"].shape[-1]).detach()
@@ -76,10 +102,11 @@ class Behavior(nn.Module):
         with frozen(model, self.critic), mixed_precision(self, model.cfg.amp):
             feats, entropy = self.imagine(model, h, z)
             rewards = model.reward_head(feats[1:]).squeeze(-1).float()
-            values = self.critic(feats).squeeze(-1).float()
+            values = self.slow_critic(feats).squeeze(-1).float()
             returns = lambda_returns(rewards, values, cfg.gamma, cfg.lam)
             discount = cfg.gamma ** torch.arange(cfg.horizon, device=h.device, dtype=h.dtype)[:, None]
-            actor_loss = -(discount * (returns + cfg.entropy_coef * entropy)).mean()
+            scale = self.return_scale(returns)
+            actor_loss = -(discount * (returns / scale + cfg.entropy_coef * entropy)).mean()
         self.actor_opt.zero_grad()
         actor_loss.backward()
         nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip)
@@ -92,5 +119,6 @@ class Behavior(nn.Module):
         critic_loss.backward()
         nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
         self.critic_opt.step()
-        return {"behavior/actor_loss": actor_loss.item(), "behavior/critic_loss": critic_loss.item(),
+        soft_update(self.slow_critic, self.critic, cfg.slow_critic_tau)
+        return {"behavior/return_scale": scale.item(), "behavior/actor_loss": actor_loss.item(), "behavior/critic_loss": critic_loss.item(),
                 "behavior/imagined_return": returns.mean().item(), "behavior/entropy": entropy.mean().item()}
