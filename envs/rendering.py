@@ -37,8 +37,8 @@ def make_model_fast(model: mujoco.MjModel) -> None:
 class FastRenderer:
     """RGB (and optionally per-pixel body ids) of one camera at a fixed size.
 
-    ``rgb()`` returns ``(H, W, 3)`` uint8; ``body_ids()`` returns ``(H, W)`` int32: the body of the geom seen, ``SITE`` where a site
-    (a marker such as the goal) is seen, ``EMPTY`` where nothing is.
+    ``rgb()`` returns ``(H, W, 3)`` uint8; ``body_ids()`` returns ``(H, W)`` int32: the body of the
+    geom seen, ``SITE`` where a site (a marker such as the goal) is seen, ``EMPTY`` where nothing is.
     """
 
     def __init__(self, model: mujoco.MjModel, width: int, height: int, camera: str, flip: bool = True):

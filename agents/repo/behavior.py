@@ -87,7 +87,7 @@ class Behavior(nn.Module):
         if not self.cfg.return_norm:
             return torch.ones((), device=returns.device)
         flat = returns.detach().flatten().float()
-        quantiles = torch.quantile(flat[:100_000], torch.tensor([0.05, 0.95], device=flat.device))
+        quantiles = torch.quantile(flat, torch.tensor([0.05, 0.95], device=flat.device))
         if not bool(self.return_range_init):
             self.return_range.copy_(quantiles)
             self.return_range_init.fill_(True)
@@ -120,5 +120,6 @@ class Behavior(nn.Module):
         nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
         self.critic_opt.step()
         soft_update(self.slow_critic, self.critic, cfg.slow_critic_tau)
-        return {"behavior/return_scale": scale.item(), "behavior/actor_loss": actor_loss.item(), "behavior/critic_loss": critic_loss.item(),
-                "behavior/imagined_return": returns.mean().item(), "behavior/entropy": entropy.mean().item()}
+        return {"behavior/actor_loss": actor_loss.item(), "behavior/critic_loss": critic_loss.item(),
+                "behavior/imagined_return": returns.mean().item(), "behavior/entropy": entropy.mean().item(),
+                "behavior/return_scale": scale.item()}
