@@ -160,7 +160,7 @@ def test_reward_scale_is_what_the_reward_head_learns(rng):
     torch.testing.assert_close(losses[0], losses[1])
 
 
-def test_exploration_noise_is_validated():
+def test_repo_config_rejects_negative_noise_and_zero_reward_scale():
     from agents.repo.train import RePoConfig
 
     with pytest.raises(ValueError, match="expl_noise"):
