@@ -68,9 +68,10 @@ def rule(state, action, graphs):
         n = n + 1
     return n
 '''
-    rule = compile_function(source, max_ops=10**12, seconds=0.05)
+    rule = compile_function(source.replace("        n = n + 1", "        for y in state:\n            n = n + 1"),
+                            max_ops=10**12, seconds=0.05)
     with pytest.raises(RuleTimeout):
-        rule(range(10**9), {}, {})
+        rule(list(range(10**4)), {}, {})
 
 
 def test_errors_inside_the_rule_are_wrapped():
@@ -79,7 +80,124 @@ def test_errors_inside_the_rule_are_wrapped():
         rule({}, {}, {})
 
 
-def test_builtins_are_not_reachable():
+def test_only_safe_builtins_exist_in_the_worker():
     rule = compile_function("def rule(s, a, g):\n    return len(s)")
     assert rule([1, 2], {}, {}) == 2
-    assert "open" not in rule.__closure__[0].cell_contents.__globals__["__builtins__"]
+    probe = compile_function("def rule(s, a, g):\n    return open")  # passes the check (a name), fails at run time
+    with pytest.raises(RuleRuntimeError, match="NameError"):
+        probe({}, {}, {})
+
+
+# --- the worker process: what an in-process checker cannot stop -------------------------------
+
+import os  # noqa: E402
+
+from embodied.sandbox import (RuleMemoryError, SandboxBadResult, SandboxError, WorkerPool,  # noqa: E402
+                              run_batch)
+from embodied.sandbox.policy import RejectedCode, parse_checked  # noqa: E402
+
+EIGHTY = "[" + ",".join(["0"] * 80) + "]"
+
+
+def doubling(tail: str) -> str:
+    """Nested lists that share references: 2^80 paths, built in 80 steps."""
+    return (f"def rule(s, a, g):\n    x = [1]\n    y = [1]\n    for i in {EIGHTY}:\n"
+            f"        x = [x, x]\n        y = [y, y]\n    {tail}\n")
+
+
+@pytest.mark.parametrize("tail", ["return x == y", "return len(str(x))", "return (x == y, True, '')"])
+def test_exponential_c_work_is_killed_by_the_deadline_and_the_host_goes_on(tail):
+    rule = compile_function(doubling(tail), seconds=0.3)
+    start = time.perf_counter()
+    with pytest.raises(RuleTimeout):
+        rule({}, {}, {})
+    assert time.perf_counter() - start < 5
+    assert compile_function("def rule(s, a, g):\n    return 7")({}, {}, {}) == 7  # a fresh worker took over
+
+
+@pytest.mark.parametrize("expr", ["'%2000000000d' % 1", "f'{1:>2000000000}'", "'%0999999999d' % 7"])
+def test_huge_allocations_hit_the_memory_cap(expr):
+    rule = compile_function(f"def rule(s, a, g):\n    return {expr}")
+    with pytest.raises(RuleMemoryError):
+        rule({}, {}, {})
+
+
+def test_rules_cannot_change_the_callers_objects():
+    rule = compile_function("def rule(s, a, g):\n    s['moved'] = True\n    a['args'][0] = 9\n    return s")
+    state, action = {"x": 1}, {"args": [0]}
+    assert rule(state, action, {}) == {"x": 1, "moved": True}
+    assert state == {"x": 1} and action == {"args": [0]}
+
+
+@pytest.mark.parametrize("tail, kind", [
+    ("return x", SandboxBadResult),  # 2^80 leaves: refused by depth before it is ever walked
+    ("return [1, 2] == [1, 2] and {1: 2}.keys()", SandboxBadResult),  # not plain data
+])
+def test_results_are_validated_in_the_worker(tail, kind):
+    rule = compile_function(doubling(tail))
+    with pytest.raises(kind):
+        rule({}, {}, {})
+
+
+def test_default_arguments_and_annotations_are_refused_without_running_them():
+    for source in ["def rule(s, a, g=print('ran')):\n    return 1",
+                   "def rule(s, a, g=[0] * 10):\n    return 1",
+                   "def rule(s, a, g: print('ran')):\n    return 1",
+                   "def rule(s, a, *, g=1):\n    return 1"]:
+        with pytest.raises(UnsafeCodeError):
+            compile_function(source)
+
+
+@pytest.mark.parametrize("source", ["def rule(s, a, g):\n    return " + "(" * 5000 + "1" + ")" * 5000,
+                                    "def rule(s, a, g):\n    return " + "-" * 100_000 + "1",
+                                    "def rule(s, a, g):\n    return 1 / 0",
+                                    "x" * 30_000])
+def test_compile_problems_are_the_sandboxs_error_not_raw_builtins(source):
+    try:
+        compile_function(source)({}, {}, {})
+    except SandboxError:
+        pass  # UnsafeCodeError at the check, or RuleRuntimeError for 1/0 at run time
+
+
+def test_every_failure_is_one_exception_family():
+    for cls in (UnsafeCodeError, RuleTimeout, RuleMemoryError, RuleRuntimeError, SandboxBadResult):
+        assert issubclass(cls, SandboxError)
+
+
+def test_arguments_must_be_plain_data():
+    rule = compile_function("def rule(s, a, g):\n    return 1")
+    with pytest.raises(TypeError, match="plain data"):
+        rule(object(), {}, {})
+
+
+def test_a_batch_runs_in_one_worker_and_one_bad_call_does_not_spoil_the_rest():
+    good = compile_function("def rule(s, a, g):\n    return s.get('n')")
+    bad = compile_function(doubling("return x == y"), seconds=0.2)
+    outcomes = run_batch([(good, ({"n": 1}, {}, {})), (bad, ({}, {}, {})), (good, ({"n": 3}, {}, {}))])
+    assert [o.error for o in outcomes] == [None, "timeout", None]
+    assert outcomes[0].value == 1 and outcomes[2].value == 3
+
+
+def test_the_host_parses_but_never_runs_rule_code(tmp_path):
+    from agents.walle.world_model import NeuroSymbolicWorldModel
+
+    marker = tmp_path / "ran"
+    with pytest.raises(RejectedCode):
+        parse_checked(f"def rule(s, a, g=open({str(marker)!r}, 'w')):\n    return 1")
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "evil.py").write_text(f"def evil(s, a, g=open({str(marker)!r}, 'w')):\n    return 1\n")
+    with pytest.raises(UnsafeCodeError, match="evil.py"):
+        NeuroSymbolicWorldModel.load(tmp_path / "rules")
+    assert not marker.exists()
+
+
+def test_workers_have_an_address_space_limit():
+    pool = WorkerPool(size=1, memory_mb=64)
+    from embodied.sandbox import SandboxedFunction
+
+    rule = SandboxedFunction("def rule(s, a, g):\n    return len(str(s))", pool=pool)
+    big = SandboxedFunction("def rule(s, a, g):\n    return len('%0100000000d' % 1)", pool=pool)  # 100 MB > 64 MB
+    assert rule([1], {}, {}) == 3
+    with pytest.raises(RuleMemoryError):
+        big({}, {}, {})
+    pool.close()

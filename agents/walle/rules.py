@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from embodied.sandbox import RuleRuntimeError, RuleTimeout, UnsafeCodeError, compile_function
+from embodied.sandbox import SandboxBadResult, SandboxError, UnsafeCodeError, compile_function, raise_for, run_batch
 
 
 @dataclass
@@ -39,32 +39,63 @@ class Rule:
 
     @classmethod
     def from_source(cls, name: str, source: str, description: str = "") -> "Rule":
-        """Check and compile; raises ``UnsafeCodeError`` for code outside the sandbox's whitelist."""
+        """Check (in this process, without running it); raises ``UnsafeCodeError`` outside the whitelist.
+
+        The code itself only ever runs in a sandbox worker process.
+        """
         return cls(name, source, description, compile_function(source))
 
     def predict(self, transition: Transition, graphs: dict | None = None) -> tuple[str, bool, str]:
-        """(feedback, success, suggestion); raises ``RuleRuntimeError`` / ``RuleTimeout`` if the code misbehaves."""
-        out = self.function(transition.state, transition.action, graphs or {})
-        if not (isinstance(out, tuple) and len(out) == 3 and isinstance(out[1], bool)):
-            raise RuleRuntimeError(f"rule {self.name} returned {out!r}, not (feedback, success, suggestion)")
-        return out
+        """(feedback, success, suggestion); raises a ``SandboxError`` if the code misbehaves."""
+        return checked_prediction(self, run_batch([(self.function, rule_args(transition, graphs))])[0])
+
+
+def rule_args(transition: Transition, graphs: dict | None = None) -> tuple:
+    return (transition.state, transition.action, graphs or {})
+
+
+def checked_prediction(rule: Rule, outcome) -> tuple[str, bool, str]:
+    out = raise_for(outcome)
+    if not (isinstance(out, tuple) and len(out) == 3 and isinstance(out[1], bool)
+            and isinstance(out[0], str) and isinstance(out[2], str)):
+        raise SandboxBadResult(f"rule {rule.name} returned {str(out)[:100]}, not (feedback, success, suggestion)")
+    return out
+
+
+def failure_matrix(rules: Sequence[Rule], transitions: Sequence[Transition],
+                   graphs: dict | None = None) -> list[list[bool | None]]:
+    """``[r][t]``: True when rule r predicts that transition t fails, None when it misbehaved.
+
+    All rules on all transitions in one sandbox round trip.
+    """
+    if not rules or not transitions:
+        return [[] for _ in rules]
+    outcomes = run_batch([(r.function, rule_args(t, graphs)) for r in rules for t in transitions])
+    matrix = []
+    for i, rule in enumerate(rules):
+        row = []
+        for j in range(len(transitions)):
+            try:
+                row.append(not checked_prediction(rule, outcomes[i * len(transitions) + j])[1])
+            except SandboxError:
+                row.append(None)
+        matrix.append(row)
+    return matrix
 
 
 def predicts_failure(rule: Rule, transition: Transition) -> bool | None:
     """True/False, or None when the rule crashed or ran too long (such a rule is dropped)."""
-    try:
-        return not rule.predict(transition)[1]
-    except (RuleRuntimeError, RuleTimeout):
-        return None
+    return failure_matrix([rule], [transition])[0][0]
 
 
 def world_model_predicts_success(rules: Sequence[Rule], transition: Transition) -> bool:
     """The action succeeds unless some rule says it fails."""
-    return not any(predicts_failure(r, transition) for r in rules)
+    return not any(row[0] for row in failure_matrix(rules, [transition]))
 
 
 def mispredicted(rules: Sequence[Rule], transitions: Sequence[Transition]) -> list[Transition]:
-    return [t for t in transitions if world_model_predicts_success(rules, t) != t.success]
+    matrix = failure_matrix(rules, transitions)
+    return [t for j, t in enumerate(transitions) if (not any(row[j] for row in matrix)) != t.success]
 
 
 def propose_precondition_rules(transitions: Sequence[Transition]) -> list[Rule]:
@@ -88,11 +119,11 @@ def propose_precondition_rules(transitions: Sequence[Transition]) -> list[Rule]:
 
 def consistent(rule: Rule, transitions: Sequence[Transition]) -> bool:
     """A rule survives if it never crashes and never predicts failure for an observed success."""
-    for t in transitions:
-        verdict = predicts_failure(rule, t)
-        if verdict is None or (verdict and t.success):
-            return False
-    return True
+    return consistent_row(failure_matrix([rule], transitions)[0], transitions)
+
+
+def consistent_row(row: Sequence[bool | None], transitions: Sequence[Transition]) -> bool:
+    return all(verdict is not None and not (verdict and t.success) for verdict, t in zip(row, transitions))
 
 
 def greedy_cover(rules: Sequence[Rule], failures: Sequence[Transition]) -> list[Rule]:
@@ -101,7 +132,8 @@ def greedy_cover(rules: Sequence[Rule], failures: Sequence[Transition]) -> list[
     Among rules covering equally many, the one earlier in ``rules`` wins, so an LLM's ranking of
     the candidates (``rank_with_llm``) decides between explanations the data cannot tell apart.
     """
-    covers = {r.name: {i for i, t in enumerate(failures) if predicts_failure(r, t)} for r in rules}
+    matrix = failure_matrix(rules, failures)
+    covers = {r.name: {i for i, v in enumerate(row) if v} for r, row in zip(rules, matrix)}
     remaining, chosen = set(range(len(failures))), []
     by_name = {r.name: r for r in rules}
     while remaining:
@@ -117,12 +149,13 @@ def learn_rules(current: Sequence[Rule], transitions: Sequence[Transition],
                 candidates: Sequence[Rule] | None = None) -> list[Rule]:
     """One learning iteration: keep consistent current rules, add the fewest new ones that explain
     the failures still mispredicted."""
-    kept = [r for r in current if consistent(r, transitions)]
+    kept = [r for r, row in zip(current, failure_matrix(current, transitions)) if consistent_row(row, transitions)]
     failures = [t for t in mispredicted(kept, transitions) if not t.success]
     if not failures:
         return kept
     pool = [r for r in (candidates if candidates is not None else propose_precondition_rules(transitions))
-            if consistent(r, transitions) and r.name not in {k.name for k in kept}]
+            if r.name not in {k.name for k in kept}]
+    pool = [r for r, row in zip(pool, failure_matrix(pool, transitions)) if consistent_row(row, transitions)]
     return kept + greedy_cover(pool, failures)
 
 
@@ -137,5 +170,6 @@ def rank_with_llm(llm, rules: Sequence[Rule], context: str) -> list[Rule]:
     return [rules[i] for i in order]
 
 
-__all__ = ["Rule", "Transition", "UnsafeCodeError", "consistent", "greedy_cover", "learn_rules", "mispredicted",
+__all__ = ["Rule", "Transition", "UnsafeCodeError", "consistent", "failure_matrix", "greedy_cover", "learn_rules",
+           "mispredicted",
            "propose_precondition_rules", "rank_with_llm", "world_model_predicts_success"]

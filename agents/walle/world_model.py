@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from agents.walle.rules import Rule, Transition, predicts_failure
+from agents.walle.rules import Rule, Transition, checked_prediction, rule_args
 from embodied.atomic import atomic_path
+from embodied.sandbox import SandboxError, UnsafeCodeError, run_batch
 
 
 def scene_graph(state: dict[str, bool]) -> list[tuple[str, str, str]]:
@@ -58,9 +59,15 @@ class NeuroSymbolicWorldModel:
     def check(self, state: dict[str, bool], skill: str) -> tuple[bool, str, str]:
         """(predicted success, feedback, suggestion) for executing ``skill`` in ``state``."""
         transition = Transition(state, {"skill": skill, "args": []}, True)
-        for rule in self.rules:
-            if predicts_failure(rule, transition):
-                feedback, _, suggestion = rule.predict(transition)
+        if not self.rules:
+            return True, "", ""
+        outcomes = run_batch([(rule.function, rule_args(transition)) for rule in self.rules])  # one round trip
+        for rule, outcome in zip(self.rules, outcomes):
+            try:
+                feedback, success, suggestion = checked_prediction(rule, outcome)
+            except SandboxError:
+                continue  # a misbehaving rule says nothing
+            if not success:
                 return False, feedback, self._concrete(suggestion)
         return True, "", ""
 
@@ -92,5 +99,8 @@ class NeuroSymbolicWorldModel:
             text = path.read_text()
             description = text.splitlines()[0].lstrip("# ") if text.startswith("#") else ""
             source = "\n".join(line for line in text.splitlines() if not line.startswith("#")) + "\n"
-            rules.append(Rule.from_source(path.stem, source, description))
+            try:
+                rules.append(Rule.from_source(path.stem, source, description))  # checked here, never run here
+            except UnsafeCodeError as err:
+                raise UnsafeCodeError(f"rule file {path} refused: {err}") from None
         return cls(rules)
