@@ -16,6 +16,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from embodied.checkpoint import load_checkpoint
+
 from embodied.atomic import atomic_path
 from embodied.errors import EmbodiedError
 
@@ -38,10 +40,7 @@ def load_policy_module(path: str | os.PathLike) -> torch.nn.Module:
     path = Path(path)
     if not path.exists():
         raise EmbodiedError(f"policy file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file
-        raise EmbodiedError(f"{path} is not a readable policy checkpoint: {err}") from err
+    payload = load_checkpoint(path)  # weights_only: a forged pickle is refused before anything runs
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
         raise EmbodiedError(f"{path} is not an embodied policy file (expected format {POLICY_FORMAT})")
     module_name, _, qualname = payload["target"].partition(":")

@@ -38,7 +38,7 @@ def test_unknown_option_is_a_clear_error():
 def test_checkpoint_is_atomic_and_corruption_is_reported(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(3)})
     assert torch.equal(load_checkpoint(path)["w"], torch.ones(3))
-    with pytest.raises(RuntimeError):
+    with pytest.raises(TypeError, match="_Unpicklable"):
         save_checkpoint(tmp_path / "c.pt", {"bad": _Unpicklable()})
     assert torch.equal(load_checkpoint(path)["w"], torch.ones(3)), "a failed save leaves the old checkpoint"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt"]

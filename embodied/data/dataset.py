@@ -81,6 +81,48 @@ def _write_episode(group: h5py.Group, index: int, episode: Episode) -> None:
         infos.create_dataset(key, data=np.asarray(value))
 
 
+MAX_STEPS = 100_000_000  # steps a dataset may declare
+MAX_ARRAY_BYTES = 2 * 1024**3  # one array read from disk
+
+
+def declared_shapes(space: dict, what: str):
+    """Per-step shape of a serialised Box space, or a dict of them for a Dict space."""
+    if not isinstance(space, dict):
+        raise ValueError(f"{what} space is not a JSON object")
+    if space.get("type") == "Box":
+        shape = space.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and 0 < d <= 1_000_000 for d in shape) or len(shape) > 4:
+            raise ValueError(f"{what} space has an invalid shape {shape!r}")
+        return tuple(shape)
+    if space.get("type") == "Dict" and isinstance(space.get("subspaces"), dict):
+        return {k: declared_shapes(v, what) for k, v in space["subspaces"].items()}
+    raise ValueError(f"{what} space has an unsupported type {space.get('type')!r}")
+
+
+def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | None):
+    """``group[name]`` after refusing links to other files, external storage, virtual datasets,
+    non-numeric types and shapes other than ``(length, *per_step)``; nothing is read here."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        raise KeyError(f"{name!r} is missing")
+    if not isinstance(link, h5py.HardLink):
+        raise ValueError(f"{name!r} is a link ({type(link).__name__}); links are refused")
+    node = group[name]
+    if isinstance(node, h5py.Group):
+        return node
+    if node.is_virtual or node.external:
+        raise ValueError(f"{name!r} uses external or virtual storage, which is refused")
+    if node.dtype.kind not in "biuf":
+        raise ValueError(f"{name!r} has non-numeric dtype {node.dtype}")
+    if length is not None and (len(node.shape) == 0 or node.shape[0] != length):
+        raise ValueError(f"{name!r} has shape {node.shape}, expected {length} rows")
+    if per_step is not None and tuple(node.shape[1:]) != tuple(per_step):
+        raise ValueError(f"{name!r} has shape {node.shape}, expected (T, *{tuple(per_step)})")
+    if node.size * node.dtype.itemsize > MAX_ARRAY_BYTES:
+        raise ValueError(f"{name!r} would need {node.size * node.dtype.itemsize} bytes")
+    return node
+
+
 class Dataset:
     """A dataset file, read lazily: ``len(ds)``, ``ds[i]`` -> Episode, iteration, ``ds.load()``.
 
@@ -96,25 +138,38 @@ class Dataset:
             self._file = h5py.File(self.path, "r")
         except OSError as err:
             raise EmbodiedError(f"{self.path} is not a readable HDF5 dataset (corrupt or truncated?): {err}") from err
+        try:
+            self._read_header(env_id)
+        except EmbodiedError:
+            self.close()
+            raise
+        except (KeyError, TypeError, ValueError, OSError) as err:  # missing or ill-typed attributes
+            self.close()
+            raise EmbodiedError(f"{self.path} has a malformed header ({type(err).__name__}: {err})") from None
+
+    def _read_header(self, env_id: str | None) -> None:
         attrs = self._file.attrs
         if attrs.get("format") != FORMAT:
-            self.close()
             raise EmbodiedError(f"{self.path} is not an embodied dataset (format attribute {attrs.get('format')!r})")
         if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
-            self.close()
             raise EmbodiedError(f"{self.path} has format version {attrs.get('format_version')}, expected {FORMAT_VERSION}")
         self.env_id: str = str(attrs["env_id"])
         if env_id is not None and env_id != self.env_id:
-            self.close()
             raise EmbodiedError(f"{self.path} was recorded on {self.env_id!r}, not {env_id!r}")
         self.metadata: dict = json.loads(attrs["metadata"])
         self.observation_space: dict = json.loads(attrs["observation_space"])
         self.action_space: dict = json.loads(attrs["action_space"])
         self.total_steps = int(attrs["total_steps"])
         self._n = int(attrs["total_episodes"])
+        groups = len(self._file)
+        if not 0 < self._n <= groups:  # checked before anything is allocated or iterated
+            raise EmbodiedError(f"{self.path} declares {self._n} episodes but holds {groups} groups")
+        if not 0 <= self.total_steps <= MAX_STEPS:
+            raise EmbodiedError(f"{self.path} declares {self.total_steps} steps (at most {MAX_STEPS} are accepted)")
+        self._obs_shape = declared_shapes(self.observation_space, "observation")
+        self._act_shape = declared_shapes(self.action_space, "action")
         missing = [i for i in range(self._n) if f"episode_{i}" not in self._file]
         if missing:
-            self.close()
             raise EmbodiedError(f"{self.path} is corrupt: episodes {missing[:5]} are missing")
 
     def __len__(self) -> int:
@@ -123,22 +178,35 @@ class Dataset:
     def __getitem__(self, index: int) -> Episode:
         if not -self._n <= index < self._n:
             raise IndexError(f"episode {index} out of range (dataset has {self._n})")
-        group = self._file[f"episode_{index % self._n}"]
+        name = f"episode_{index % self._n}"
         try:
-            obs = group["observations"]
-            observations = {k: v[()] for k, v in obs.items()} if isinstance(obs, h5py.Group) else obs[()]
+            group = self._file[name]
+            steps = checked(self._file, name, None, None).attrs["total_steps"]
+            steps = int(steps)
+            if not 0 < steps <= self.total_steps:
+                raise ValueError(f"declares {steps} steps")
+            obs = checked(group, "observations", None, None)
+            if isinstance(obs, h5py.Group):
+                if not isinstance(self._obs_shape, dict) or set(obs) != set(self._obs_shape):
+                    raise ValueError("observation keys differ from the declared observation space")
+                observations = {k: checked(obs, k, steps + 1, self._obs_shape[k])[()] for k in obs}
+            else:
+                observations = checked(group, "observations", steps + 1, self._obs_shape)[()]
+            infos_group = checked(group, "infos", None, None)
+            if not isinstance(infos_group, h5py.Group) or len(infos_group) > 64:
+                raise ValueError("infos is not a small group")
             episode = Episode(
                 observations=observations,
-                actions=group["actions"][()],
-                rewards=group["rewards"][()],
-                terminations=group["terminations"][()],
-                truncations=group["truncations"][()],
-                infos={k: v[()] for k, v in group["infos"].items()},
-                seed=None if group.attrs["seed"] < 0 else int(group.attrs["seed"]),
+                actions=checked(group, "actions", steps, self._act_shape)[()],
+                rewards=checked(group, "rewards", steps, ())[()],
+                terminations=checked(group, "terminations", steps, ())[()],
+                truncations=checked(group, "truncations", steps, ())[()],
+                infos={k: checked(infos_group, k, steps, None)[()] for k in infos_group},
+                seed=None if int(group.attrs["seed"]) < 0 else int(group.attrs["seed"]),
             )
             episode.validate()
-        except (KeyError, OSError, ValueError) as err:
-            raise EmbodiedError(f"{self.path}: episode {index} is corrupt: {err}") from err
+        except (KeyError, OSError, ValueError, TypeError) as err:
+            raise EmbodiedError(f"{self.path}: episode {index} is corrupt or unsafe: {err}") from None
         return episode
 
     def __iter__(self) -> Iterator[Episode]:
