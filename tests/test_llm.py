@@ -126,3 +126,90 @@ def test_embedded_cached_scores_equal_full_sequence_scores(smollm):
             logp = torch.log_softmax(smollm.model(full).logits[0, :-1].float(), -1)
         reference.append(float(logp[prompt.shape[1] - 1:].gather(1, full[0, prompt.shape[1]:, None]).sum()))
     assert smollm.score(messages, candidates) == pytest.approx(reference, abs=1e-3)
+
+
+# --- hostile servers -------------------------------------------------------------------------
+
+class Hostile(BaseHTTPRequestHandler):
+    """Loopback server whose behaviour is chosen per test: ``Hostile.mode``."""
+
+    mode = "drip"
+    seen_auth: list = []
+    other_port = 0
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers["Content-Length"]))
+        Hostile.seen_auth.append((self.path, self.headers.get("Authorization")))
+        mode = Hostile.mode
+        if mode == "redirect-away" and self.path.startswith("/v1"):
+            self.send_response(307)
+            self.send_header("Location", f"http://localhost:{Hostile.other_port}/steal/chat/completions")
+            self.end_headers()
+            return
+        bodies = {"html": b"<html><body>502 Bad Gateway</body></html>", "empty": b"",
+                  "wrong-type": json.dumps({"choices": [{"message": {"content": 42}}]}).encode(),
+                  "list": b"[1, 2, 3]",
+                  "nan": b'{"choices": [{"logprobs": {"text_offset": [0, 1000], "token_logprobs": [null, NaN]}}]}',
+                  "huge": b'{"x": "' + b"a" * (3 * 1024 * 1024) + b'"}'}
+        if mode == "drip":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            for _ in range(100):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.25)
+            return
+        body = bodies.get(mode, b"{}")
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile():
+    Hostile.seen_auth = []
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Hostile) for _ in range(2)]
+    for s in servers:
+        s.daemon_threads = True
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    Hostile.other_port = servers[1].server_address[1]
+    yield f"http://127.0.0.1:{servers[0].server_address[1]}"
+    for s in servers:
+        s.shutdown()
+        s.server_close()
+
+
+def test_a_dripping_server_cannot_extend_the_deadline(hostile):
+    Hostile.mode = "drip"
+    llm = OpenAICompatibleLLM(hostile, timeout=1.0, retries=0)
+    start = time.monotonic()
+    with pytest.raises(LLMUnavailable, match="within 1.0 s"):
+        llm.generate(MESSAGES)
+    assert time.monotonic() - start < 2.5
+
+
+def test_credentials_do_not_follow_a_redirect_to_another_host(hostile):
+    Hostile.mode = "redirect-away"
+    llm = OpenAICompatibleLLM(hostile, api_key="sekrit", retries=0)
+    with pytest.raises(LLMUnavailable, match="another host"):
+        llm.generate(MESSAGES)
+    assert all(path.startswith("/v1") for path, _ in Hostile.seen_auth), Hostile.seen_auth
+
+
+@pytest.mark.parametrize("mode", ["html", "empty", "wrong-type", "list", "huge"])
+def test_malformed_answers_give_one_clear_error(hostile, mode):
+    Hostile.mode = mode
+    llm = OpenAICompatibleLLM(hostile, retries=0, max_response_bytes=1024 * 1024)
+    with pytest.raises(LLMUnavailable):
+        llm.generate(MESSAGES)
+
+
+def test_nan_logprobs_are_refused_not_used(hostile):
+    Hostile.mode = "nan"
+    with pytest.raises(LLMUnavailable):
+        OpenAICompatibleLLM(hostile, retries=0).score(MESSAGES, ["good"])
