@@ -155,7 +155,20 @@ def cmd_train(argv: list[str]) -> int:
     return getattr(importlib.import_module(module_name), func)(argv[1:]) or 0
 
 
-COMMANDS = {"envs": cmd_envs, "collect": cmd_collect, "video": cmd_video, "eval": cmd_eval, "train": cmd_train}
+def cmd_sweep(argv: list[str]) -> int:
+    from embodied.sweep import main as sweep_main
+
+    return sweep_main(argv)
+
+
+def cmd_report(argv: list[str]) -> int:
+    from embodied.report import main as report_main
+
+    return report_main(argv)
+
+
+COMMANDS = {"envs": cmd_envs, "collect": cmd_collect, "video": cmd_video, "eval": cmd_eval, "train": cmd_train,
+            "sweep": cmd_sweep, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,11 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: embodied {" + ",".join(COMMANDS) + "} [options]   (embodied <command> --help for options)",
               file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    from embodied.runs import RunInterrupted
+
     try:
         return COMMANDS[argv[0]](argv[1:])
     except EmbodiedError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunInterrupted as err:
+        print(str(err), file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -75,6 +75,8 @@ class RunOptions:
     run_name: str | None = dataclasses.field(default=None, metadata={"help": "default: derived from the config"})
     resume: bool = dataclasses.field(default=False, metadata={"help": "continue the run from its last checkpoint"})
     video: bool = dataclasses.field(default=True, metadata={"help": "export evaluation videos"})
+    threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: one per core); "
+                                                                   "embodied sweep sets its CPU share"})
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:

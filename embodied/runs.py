@@ -7,12 +7,23 @@ Layout::
     <root>/<name>/tb/                TensorBoard event files
     <root>/<name>/checkpoints/       last.pt (atomic), used by --resume
     <root>/<name>/videos/            evaluation videos
+    <root>/<name>/.lock              held (flock) by the one process writing the run
+
+One process writes a run at a time (an OS lock; a second one is refused). ``Run.save`` stores,
+beside the agent's state, the global random generators and how many metric rows were written;
+``Run.load`` restores both, dropping metric rows logged after the checkpoint, so a killed run
+resumes to the same result and logs every step once. ``Run.stop_requested`` turns the first
+Ctrl-C into a request the training loop answers by saving and raising ``RunInterrupted``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -21,10 +32,19 @@ from tqdm.auto import tqdm
 
 import torch
 
-from embodied.checkpoint import load_checkpoint, save_checkpoint, seed_everything
+from embodied.atomic import atomic_path
+from embodied.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from embodied.config import save_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
+
+
+class RunInterrupted(Exception):
+    """The user pressed Ctrl-C; the run saved a checkpoint at ``step`` and stopped."""
+
+    def __init__(self, step: int, directory: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint saved in {directory}; resume with --resume")
+        self.step, self.directory = step, directory
 
 
 class Run:
@@ -32,30 +52,109 @@ class Run:
 
     def __init__(self, root: str | Path, name: str, config: Any = None, resume: bool = False, tensorboard: bool = True):
         self.dir = Path(root).expanduser() / name
-        if self.dir.exists() and not resume and any(self.dir.iterdir()):
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise EmbodiedError(f"cannot create run directory {self.dir}: {err.strerror}") from None
+        self._lock = lock_run_dir(self.dir)
+        if not resume and any(p.name != ".lock" for p in self.dir.iterdir()):
+            self._release()
             raise EmbodiedError(f"run directory {self.dir} already exists; pass --resume to continue it or choose another --run-name")
         for sub in ("checkpoints", "videos"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         if config is not None:
             save_config(config, self.dir / "config.json")
         self.logger = MetricLogger(self.dir, tensorboard=tensorboard)
+        self._stop = threading.Event()
+        self._previous_handler = None
 
     @property
     def checkpoint_path(self) -> Path:
         return self.dir / "checkpoints" / "last.pt"
 
     def save(self, state: dict[str, Any]) -> None:
-        save_checkpoint(self.checkpoint_path, state)
+        """Checkpoint ``state`` plus the global RNG states and the metric rows written so far."""
+        save_checkpoint(self.checkpoint_path, {**state, "_run": {"rng": rng_state(), "metrics_rows": self.logger.rows}})
 
     def load(self) -> dict[str, Any] | None:
-        """The last checkpoint, or None when the run has none yet."""
-        return load_checkpoint(self.checkpoint_path) if self.checkpoint_path.exists() else None
+        """The last checkpoint (global RNGs restored, later metric rows dropped), or None when there is none."""
+        if not self.checkpoint_path.exists():
+            self.logger.truncate(0)  # a run that never checkpointed starts again from nothing
+            return None
+        state = load_checkpoint(self.checkpoint_path)
+        meta = state.pop("_run", None)
+        if meta is not None:
+            set_rng_state(meta["rng"])
+            self.logger.truncate(int(meta["metrics_rows"]))
+        return state
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
 
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """``summary.json``, atomically: its presence marks a finished run (``embodied sweep`` skips it)."""
+        with atomic_path(self.dir / "summary.json") as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+
+    def catch_interrupts(self) -> None:
+        """Make the first Ctrl-C a stop request (see ``stop_requested``); a second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def request_stop(signum, frame):
+            self._stop.set()
+            signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
+            print("\nstopping: saving a checkpoint (Ctrl-C again to stop without one)", flush=True)
+
+        self._previous_handler = signal.signal(signal.SIGINT, request_stop)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self, step: int, checkpoint) -> None:
+        """If a stop was requested: ``checkpoint()``, then raise ``RunInterrupted``."""
+        if self._stop.is_set():
+            checkpoint()
+            self.close()
+            raise RunInterrupted(step, self.dir)
+
     def close(self) -> None:
-        self.logger.close()
+        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+        if not self.logger.closed:
+            self.logger.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def lock_run_dir(directory: Path) -> int:
+    """An exclusive ``flock`` on ``directory/.lock``, held until the fd is closed or the process dies."""
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise EmbodiedError(f"run directory {directory} is in use by another process"
+                            f"{f' (pid {holder})' if holder else ''}; wait for it to finish or choose another --run-name") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
+def set_threads(threads: int) -> int:
+    """Set torch's CPU threads deliberately (0: one per core); oversubscribed cores slow training ~50x."""
+    if threads < 0:
+        raise EmbodiedError(f"--threads must be >= 0, got {threads}")
+    count = threads or os.cpu_count() or 1
+    torch.set_num_threads(count)
+    return count
 
 
 def start_run(cfg: Any, default_name: str) -> tuple[Run, torch.device]:
@@ -64,8 +163,10 @@ def start_run(cfg: Any, default_name: str) -> tuple[Run, torch.device]:
     ``cfg`` carries ``device``, ``seed``, ``run_dir``, ``run_name``, ``resume`` (``RunOptions``).
     """
     device = resolve_device(cfg.device)
+    set_threads(cfg.threads)
     seed_everything(cfg.seed)
     run = Run(cfg.run_dir, cfg.run_name or default_name, config=cfg, resume=cfg.resume)
+    run.catch_interrupts()
     print(f"run directory: {run.dir} (device {device})")
     return run, device
 
@@ -74,7 +175,12 @@ class MetricLogger:
     """Scalars to TensorBoard and to ``metrics.jsonl`` (machine-readable, appended, flushed each call)."""
 
     def __init__(self, directory: Path, tensorboard: bool = True):
-        self._jsonl = open(directory / "metrics.jsonl", "a", buffering=1)
+        self.path = directory / "metrics.jsonl"
+        self.rows = len(read_metrics(self.path)) if self.path.exists() else 0
+        self._jsonl = open(self.path, "a", buffering=1)
+        self.closed = False
+        if self.path.exists() and sum(1 for line in open(self.path) if line.strip()) > self.rows:
+            self.truncate(self.rows, force=True)  # drop a line cut off by a kill
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -87,12 +193,26 @@ class MetricLogger:
         record = {"step": int(step), "time": round(time.time() - self._start, 3)}
         record.update({k: (v if math.isfinite(v) else None) for k, v in clean.items()})
         self._jsonl.write(json.dumps(record) + "\n")
+        self.rows += 1
         if self._tb is not None:
             for key, value in clean.items():
                 self._tb.add_scalar(key, value, step)
 
+    def truncate(self, rows: int, force: bool = False) -> None:
+        """Keep only the first ``rows`` rows (those a checkpoint has seen), atomically."""
+        if rows >= self.rows and not force:
+            return
+        self._jsonl.close()
+        with open(self.path) as f:
+            kept = [line if line.endswith("\n") else line + "\n" for line in f if line.strip()][:rows]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(kept))
+        self.rows = len(kept)
+        self._jsonl = open(self.path, "a", buffering=1)
+
     def close(self) -> None:
         self._jsonl.close()
+        self.closed = True
         if self._tb is not None:
             self._tb.close()
 
@@ -100,7 +220,14 @@ class MetricLogger:
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a ``metrics.jsonl`` file."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = []
+        for line in f:
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    break  # a line cut off by a kill: it and anything after it are not data
+        return rows
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", initial: int = 0) -> Iterator:

@@ -1,6 +1,11 @@
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # pytest -n auto runs one worker per core: one thread each
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 import numpy as np
 import pytest

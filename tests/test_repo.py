@@ -7,6 +7,7 @@ from agents.repo.adapt import AdaptConfig, adapt_encoder
 from agents.repo.agent import RePoAgent, run_episode
 from agents.repo.behavior import BehaviorConfig, lambda_returns
 from agents.repo.world_model import WorldModel, WorldModelConfig
+from embodied.checkpoint import load_checkpoint
 from embodied.cli import main as cli_main
 from embodied.make import make_env
 from embodied.nets import mixed_precision
@@ -130,10 +131,10 @@ def test_train_loop_and_resume(tmp_path):
             "--train-steps", "1", "--batch-size", "2", "--seq-len", "8", "--eval-every", "160", "--eval-episodes", "1",
             "--checkpoint-every", "80", "--no-video", "--run-dir", str(tmp_path), "--run-name", "r"]
     assert cli_main(args[:3] + ["160"] + args[4:]) == 0
-    state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["step"] == 160 and state["updates"] == 2 and len(state["replay"]["episodes"]) == 2
     assert cli_main(args + ["--resume"]) == 0
-    state = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=False)
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["step"] == 240 and state["updates"] == 3
 
 

@@ -1,3 +1,4 @@
+import json
 import re
 
 from agents.walle.planner import run_episode
@@ -123,3 +124,17 @@ def test_llm_ranking_breaks_ties_the_data_cannot():
                            ("over_goal", "grasp_block_fails_when_not_over_goal")):
         chosen = greedy_cover(rank_with_llm(Prefers(word), candidates, "context"), failures)
         assert [r.name for r in chosen] == [expected]
+
+
+def test_resume_after_an_iteration_equals_an_uninterrupted_run(tmp_path):
+    def config(name, iterations, resume=False):
+        return WalleConfig(tasks=("retrieve",), iterations=iterations, episodes_per_task=1, max_decisions=8,
+                           video=False, run_dir=tmp_path, run_name=name, resume=resume)
+
+    full = run_walle(config("full", 2), llm=DistractedLLM())["results"]
+    run_walle(config("cut", 1), llm=DistractedLLM())
+    resumed = run_walle(config("cut", 2, resume=True), llm=DistractedLLM())["results"]
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k} for r in rows]  # noqa: E731
+    assert strip(resumed) == strip(full)
+    rows = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [0, 1, 2]

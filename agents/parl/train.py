@@ -228,6 +228,7 @@ def run_parl(cfg: ParlConfig) -> dict:
     next_checkpoint = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
     bar = progress(total=cfg.total_steps, initial=step, desc=f"{cfg.method} {cfg.task}")
     while step < cfg.total_steps:
+        run.stop(step, checkpoint)  # Ctrl-C: save and stop here
         action = env.action_space.sample() if step < cfg.seed_steps else sac.actor.act(obs, deterministic=False)
         next_obs, true_r, terminated, truncated, info = env.step(action)
         buffer.add(obs, action, true_r, next_obs, float(terminated))
@@ -286,7 +287,7 @@ def run_parl(cfg: ParlConfig) -> dict:
         write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
     summary = {"task": cfg.task, "method": cfg.method, "seed": cfg.seed, "feedback": feedback,
                "final_success_rate": curve[-1][1], "curve": curve}
-    run.path("summary.json").write_text(json.dumps(summary, indent=2))
+    run.write_summary(summary)
     run.close()
     print(json.dumps({k: v for k, v in summary.items() if k != "curve"}))
     return summary

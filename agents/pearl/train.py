@@ -22,7 +22,7 @@ from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nea
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
 from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
                                  train_reward_model)
-from embodied.checkpoint import save_checkpoint
+from embodied.checkpoint import load_arrays, load_checkpoint, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.evaluation import evaluate
@@ -125,23 +125,32 @@ def run_pearl(cfg: PearlConfig) -> dict:
     src = sample_segments(src_eps, cfg.segment_length, cfg.segments, rng)
     tgt = sample_segments(tgt_eps, cfg.segment_length, cfg.segments, rng)
 
+    resumed = run.load() or {}  # global RNGs and metric rows as at the last checkpoint
+    stages = list(resumed.get("stages", []))  # finished stages; their outputs are trusted, the others are redone
+
+    def stage_done(name: str) -> None:
+        stages.append(name)
+        run.save({"stages": stages})
+
     labels_path = run.path("labels.npz")
-    if labels_path.exists():
-        lab = dict(np.load(labels_path))
+    if labels_path.exists() and "labels" in stages:
+        lab = load_arrays(labels_path, ("first", "second", "label", "accuracy", "seconds"))
     else:
         print(f"labelling target pairs with {cfg.labels} ...")
         lab = target_labels(cfg, src, tgt, teacher, rng, device)
-        np.savez(labels_path, **lab)
+        save_arrays(labels_path, lab)
     print(f"target label accuracy ({cfg.labels}): {float(lab['accuracy']):.3f} over {len(lab['label'])} pairs")
-    run.logger.log(0, {"labels/accuracy": float(lab["accuracy"]), "labels/seconds": float(lab["seconds"])})
+    if "labels" not in stages:
+        run.logger.log(0, {"labels/accuracy": float(lab["accuracy"]), "labels/seconds": float(lab["seconds"])})
+        stage_done("labels")
     prefs = Preferences(lab["first"], lab["second"], lab["label"])
 
     obs_dim, act_dim = tgt.observations.shape[-1], tgt.actions.shape[-1]
     reward_cls = GaussianRewardModel if cfg.reward_model == "gaussian" else RewardModel
     reward = reward_cls(obs_dim, act_dim)
     reward_path = run.path("reward.pt")
-    if reward_path.exists():
-        reward.load_state_dict(torch.load(reward_path, map_location="cpu"))
+    if reward_path.exists() and "reward" in stages:
+        reward.load_state_dict(load_checkpoint(reward_path))
     else:
         print(f"training {cfg.reward_model} reward model ...")
         train_reward_model(reward, tgt.observations, tgt.actions, prefs,
@@ -154,12 +163,15 @@ def run_pearl(cfg: PearlConfig) -> dict:
     reward_acc = preference_accuracy(reward, held.observations, held.actions, teacher.label(held.rewards, h_first, h_second),
                                      device)
     print(f"reward model held-out preference accuracy vs target teacher: {reward_acc:.3f}")
-    run.logger.log(0, {"reward/heldout_accuracy": reward_acc})
+    if "reward" not in stages:
+        run.logger.log(0, {"reward/heldout_accuracy": reward_acc})
+        stage_done("reward")
 
-    policy_stats = train_iql(cfg, run, reward, tgt_eps, obs_dim, act_dim, device)
+    policy_stats = train_iql(cfg, run, reward, tgt_eps, obs_dim, act_dim, device, resumed if "iql" in resumed else None,
+                             stages)
     summary = {"label_accuracy": float(lab["accuracy"]), "label_seconds": float(lab["seconds"]),
                "reward_heldout_accuracy": reward_acc, **policy_stats}
-    (run.path("summary.json")).write_text(json.dumps(summary, indent=2))
+    run.write_summary(summary)
     run.close()
     print(json.dumps(summary))
     return summary
@@ -177,12 +189,13 @@ def relabel(reward: torch.nn.Module, episodes, device) -> list[np.ndarray]:
     return [(r - flat.mean()) / (flat.std() + 1e-8) for r in out]
 
 
-def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_dim: int, device) -> dict:
+def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_dim: int, device,
+              state: dict | None, stages: list[str]) -> dict:
+    """IQL on the relabelled target data; ``state``: the checkpoint to continue from (None: start)."""
     buffer = TransitionBuffer(*transitions_from_episodes(episodes, relabel(reward, episodes, device)), device)
     agent = IQL(obs_dim, act_dim, IQLConfig(), device)
     gen = torch.Generator().manual_seed(cfg.seed)
     step = 0
-    state = run.load()
     if state is not None:
         agent.load_state_dict(state["iql"])
         gen.set_state(state["generator"])
@@ -193,6 +206,8 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
     last_eval: dict = {}
     bar = progress(total=cfg.iql_steps, initial=step, desc="IQL")
     while step < cfg.iql_steps:
+        run.stop(step, lambda: run.save({"iql": agent.state_dict(), "generator": gen.get_state(), "step": step,
+                                         "stages": stages}))
         metrics = agent.update(*buffer.sample(agent.cfg.batch_size, gen))
         step += 1
         bar.update(1)
@@ -203,7 +218,7 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
             run.logger.log(step, {"eval/success_rate": last_eval["success_rate"], "eval/return": last_eval["return_mean"]})
             bar.write(f"step {step}: success {last_eval['success_rate']:.2f} return {last_eval['return_mean']:.1f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.iql_steps:
-            run.save({"iql": agent.state_dict(), "generator": gen.get_state(), "step": step})
+            run.save({"iql": agent.state_dict(), "generator": gen.get_state(), "step": step, "stages": stages})
     bar.close()
     if not last_eval:
         last_eval = evaluate(env, policy.act, cfg.eval_episodes, seed=10_000 + cfg.seed, max_steps=cfg.max_steps)

@@ -101,6 +101,11 @@ def run_repo(cfg: RePoConfig) -> dict:
         rng.bit_generator.state = state["rng"]
         step, episode, updates, curve = state["step"], state["episode"], state["updates"], state["curve"]
         print(f"resuming at env step {step}")
+
+    def checkpoint() -> None:
+        run.save({"agent": agent.state_dict(), "replay": replay.state_dict(), "rng": rng.bit_generator.state,
+                  "step": step, "episode": episode, "updates": updates, "curve": curve, "config": vars(cfg)})
+
     next_train = max(cfg.prefill, (step // cfg.train_every + 1) * cfg.train_every)
     next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
     next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
@@ -129,9 +134,9 @@ def run_repo(cfg: RePoConfig) -> dict:
                       f"updates {updates} beta {agent.model.beta:.2e}")
             next_eval += cfg.eval_every
         if step >= next_ckpt or step >= cfg.total_steps:
-            run.save({"agent": agent.state_dict(), "replay": replay.state_dict(), "rng": rng.bit_generator.state,
-                      "step": step, "episode": episode, "updates": updates, "curve": curve, "config": vars(cfg)})
+            checkpoint()
             next_ckpt += cfg.checkpoint_every
+        run.stop(step, checkpoint)  # Ctrl-C: save and stop after this episode
     bar.close()
     if cfg.video:
         venv = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, render_mode="rgb_array",
@@ -144,7 +149,7 @@ def run_repo(cfg: RePoConfig) -> dict:
         write_mp4(run.path("videos", "eval.mp4"), tile(episodes), fps=30)
     summary = {"task": cfg.task, "variant": cfg.variant, "mode": cfg.mode, "steps": step, "updates": updates,
                "curve": curve, "final_return": curve[-1][1] if curve else None}
-    run.path("summary.json").write_text(json.dumps(summary, indent=2))
+    run.write_summary(summary)
     run.close()
     print(json.dumps({k: v for k, v in summary.items() if k != "curve"}))
     return summary

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.walle.planner import run_episode
-from agents.walle.rules import learn_rules, mispredicted, propose_precondition_rules, rank_with_llm
+from agents.walle.rules import Rule, Transition, learn_rules, mispredicted, propose_precondition_rules, rank_with_llm
 from agents.walle.world_model import NeuroSymbolicWorldModel
 from embodied.config import RunOptions, parse_config
 from embodied.llm import make_llm
-from embodied.runs import Run
+from embodied.runs import Run, set_threads
 from embodied.video import write_mp4
 from envs.drawer_block import TASKS, DrawerBlockEnv
 from envs.symbolic import GOALS
@@ -51,14 +51,41 @@ class WalleConfig(RunOptions):
             raise ValueError("iterations must be >= 0; episodes_per_task and max_decisions positive")
 
 
+def learn(llm, cfg: WalleConfig, world_model: NeuroSymbolicWorldModel, transitions: list) -> list:
+    """One learning step: candidates ranked by the LLM, then consistency and greedy coverage."""
+    context = f"A robot gripper works on a drawer and a block. Goal: {', '.join(GOALS[t] for t in cfg.tasks)}."
+    candidates = rank_with_llm(llm, propose_precondition_rules(transitions), context)
+    return learn_rules(world_model.rules, transitions, candidates)
+
+
 def run_walle(cfg: WalleConfig, llm=None) -> dict:
     run = Run(cfg.run_dir, cfg.run_name, config=cfg, resume=cfg.resume)
+    run.catch_interrupts()
+    set_threads(cfg.threads)
     if llm is None:
         llm = make_llm(cfg.llm, device=cfg.device) if cfg.llm == "embedded" else make_llm(cfg.llm, model=cfg.llm_model)
     world_model = NeuroSymbolicWorldModel()
     transitions, results = [], []
+    start = 0
+    state = run.load()
+    if state is not None:  # iterations are deterministic: continue after the last finished one
+        world_model.rules = [Rule.from_source(r["name"], r["source"], r["description"]) for r in state["rules"]]
+        transitions = [Transition(t["state"], t["action"], t["success"]) for t in state["transitions"]]
+        for skill, effects in state["knowledge"].items():
+            world_model.knowledge.achieves[skill].update(effects)
+        results, start = state["results"], state["iteration"] + 1
+        print(f"resuming after iteration {state['iteration']}")
+        if not state["learned"] and start <= cfg.iterations:  # the cut run ended there without learning
+            world_model.rules = learn(llm, cfg, world_model, transitions)
+
+    def checkpoint(iteration: int) -> None:
+        run.save({"iteration": iteration, "results": results, "learned": iteration < cfg.iterations,
+                  "knowledge": {k: dict(v) for k, v in world_model.knowledge.achieves.items()},
+                  "rules": [{"name": r.name, "source": r.source, "description": r.description} for r in world_model.rules],
+                  "transitions": [{"state": t.state, "action": t.action, "success": t.success} for t in transitions]})
+
     envs = {task: DrawerBlockEnv(task, render_mode="rgb_array", render_width=160, render_height=120) for task in cfg.tasks}
-    for iteration in range(cfg.iterations + 1):
+    for iteration in range(start, cfg.iterations + 1):
         row = {"iteration": iteration, "rules": len(world_model.rules), "success": {}, "decision_seconds": []}
         for task in cfg.tasks:
             logs = [run_episode(envs[task], llm, task, world_model, seed=cfg.seed * 1000 + e,
@@ -80,10 +107,14 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
                                    "walle/rules": row["rules"], "walle/decision_seconds": row["mean_decision_seconds"]})
         world_model.save(run.path("rules", f"iter_{iteration}"))
         if iteration < cfg.iterations:
-            context = f"A robot gripper works on a drawer and a block. Goal: {', '.join(GOALS[t] for t in cfg.tasks)}."
-            candidates = rank_with_llm(llm, propose_precondition_rules(transitions), context)
-            world_model.rules = learn_rules(world_model.rules, transitions, candidates)
+            world_model.rules = learn(llm, cfg, world_model, transitions)
+        checkpoint(iteration)
+        run.stop(iteration, lambda: None)  # Ctrl-C: the checkpoint of this iteration is saved
     run.path("results.json").write_text(json.dumps(results, indent=2))
+    last = results[-1]
+    run.write_summary({"tasks": list(cfg.tasks), "seed": cfg.seed, "iterations": cfg.iterations,
+                       "success": last["success"], "final_success_rate": float(np.mean(list(last["success"].values()))),
+                       "rules": last["rules"]})
     run.close()
     return {"results": results}
 

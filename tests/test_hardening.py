@@ -1,0 +1,199 @@
+"""Untrusted files and careless use: forged checkpoints, hostile datasets, two writers, Ctrl-C."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from embodied.checkpoint import load_arrays, load_checkpoint, save_arrays, save_checkpoint
+from embodied.cli import main as cli_main
+from embodied.data import Dataset, Episode, write_dataset
+from embodied.errors import EmbodiedError
+from embodied.runs import Run, read_metrics
+from embodied.make import make_env
+
+
+class _Payload:
+    """A pickle that would create a file when loaded."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_forged_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    marker = tmp_path / "pwned"
+    forged = tmp_path / "run" / "checkpoints" / "last.pt"
+    forged.parent.mkdir(parents=True)
+    torch.save({"step": 1, "x": _Payload(str(marker))}, forged)
+    with pytest.raises(EmbodiedError, match="refusing to load"):
+        load_checkpoint(forged)
+    assert not marker.exists()
+
+
+def test_forged_policy_and_reward_files_are_refused_by_the_cli(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    torch.save({"format": "x", "state_dict": _Payload(str(marker))}, tmp_path / "policy.pt")
+    assert cli_main(["eval", "--policy", str(tmp_path / "policy.pt"), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    assert not marker.exists()
+
+
+def test_checkpoints_keep_numpy_paths_and_allowlisted_dataclasses(tmp_path):
+    from embodied.teacher import Preferences
+
+    state = {"buf": np.arange(6, dtype=np.float32).reshape(2, 3), "rng": np.random.default_rng(1).bit_generator.state,
+             "prefs": Preferences(np.arange(3), np.arange(3), np.ones(3)), "dir": tmp_path, "t": (1, "a")}
+    back = load_checkpoint(save_checkpoint(tmp_path / "c.pt", state))
+    np.testing.assert_array_equal(back["buf"], state["buf"])
+    assert back["rng"] == state["rng"] and back["t"] == (1, "a") and back["dir"] == str(tmp_path)
+    np.testing.assert_array_equal(back["prefs"].label, np.ones(3))
+
+
+def test_npz_stage_outputs_are_atomic_and_never_unpickled(tmp_path):
+    save_arrays(tmp_path / "labels.npz", {"label": np.ones(3)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.npz"]
+    np.save(tmp_path / "evil.npy", np.array([_Payload(str(tmp_path / "pwned"))], dtype=object), allow_pickle=True)
+    os.rename(tmp_path / "evil.npy", tmp_path / "evil.npz")
+    with pytest.raises(EmbodiedError):
+        load_arrays(tmp_path / "evil.npz")
+    with pytest.raises(EmbodiedError, match="lacks"):
+        load_arrays(tmp_path / "labels.npz", ("label", "first"))
+    assert not (tmp_path / "pwned").exists()
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+def _good(tmp_path):
+    env = make_env("embodied/reach-v3")
+    r = np.random.default_rng(0)
+    ep = Episode(r.normal(size=(11, 39)).astype(np.float32), r.uniform(-1, 1, (10, 4)).astype(np.float32),
+                 np.zeros(10, np.float32), np.zeros(10, bool), np.eye(1, 10, 9, dtype=bool)[0], {"success": np.zeros(10, bool)})
+    return write_dataset(tmp_path / "d.hdf5", [ep], "embodied/reach-v3", env.observation_space, env.action_space)
+
+
+@pytest.mark.parametrize("attack, message", [
+    (lambda f, d: f.attrs.__setitem__("total_episodes", 10**15), "declares"),
+    (lambda f, d: f.attrs.__delitem__("env_id"), "malformed header"),
+    (lambda f, d: f.attrs.__setitem__("observation_space", "[1, 2]"), "malformed header"),
+    (lambda f, d: f.attrs.__setitem__("total_steps", 10**15), "declares"),
+])
+def test_hostile_headers_give_one_clear_error_before_allocating(tmp_path, attack, message):
+    path = _good(tmp_path)
+    with h5py.File(path, "r+") as f:
+        attack(f, tmp_path)
+    with pytest.raises(EmbodiedError, match=message):
+        Dataset(path)
+
+
+def _replace(group, name, data=None, **kwargs):
+    del group[name]
+    return group.create_dataset(name, data=data, **kwargs)
+
+
+@pytest.mark.parametrize("attack", ["external", "external-link", "virtual", "shape", "dtype", "steps"])
+def test_hostile_episodes_are_refused(tmp_path, attack):
+    path = _good(tmp_path)
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(40, dtype=np.float32).tobytes())
+    with h5py.File(path, "r+") as f:
+        ep = f["episode_0"]
+        if attack == "external":
+            _replace(ep, "rewards", shape=(10,), dtype=np.float32, external=[(str(secret), 0, 40)])
+        elif attack == "external-link":
+            del ep["rewards"]
+            ep["rewards"] = h5py.ExternalLink(str(tmp_path / "other.hdf5"), "/x")
+        elif attack == "virtual":
+            layout = h5py.VirtualLayout(shape=(10,), dtype=np.float32)
+            layout[:] = h5py.VirtualSource(str(tmp_path / "other.hdf5"), "x", shape=(10,))
+            del ep["rewards"]
+            ep.create_virtual_dataset("rewards", layout)
+        elif attack == "shape":
+            _replace(ep, "actions", np.zeros((10, 4000), np.float32))
+        elif attack == "dtype":
+            _replace(ep, "rewards", np.array([b"x"] * 10))
+        elif attack == "steps":
+            ep.attrs["total_steps"] = 10**12
+    with Dataset(path) as ds, pytest.raises(EmbodiedError, match="corrupt or unsafe"):
+        ds[0]
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+def test_one_writer_per_run_directory(tmp_path):
+    first = Run(tmp_path, "r")
+    for resume in (False, True):
+        with pytest.raises(EmbodiedError, match="in use by another process"):
+            Run(tmp_path, "r", resume=resume)
+    first.close()
+    Run(tmp_path, "r", resume=True).close()
+
+
+def test_the_lock_holds_across_processes(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", f"from embodied.runs import Run; import time; "
+                               f"r = Run({str(tmp_path)!r}, 'r', tensorboard=False); print('ok', flush=True); time.sleep(30)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "ok"
+    try:
+        with pytest.raises(EmbodiedError, match=f"pid {holder.pid}"):
+            Run(tmp_path, "r", resume=True, tensorboard=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    Run(tmp_path, "r", resume=True, tensorboard=False).close()  # a dead holder releases it
+
+
+def test_resume_drops_metric_rows_logged_after_the_checkpoint(tmp_path):
+    run = Run(tmp_path, "r", tensorboard=False)
+    for step in range(3):
+        run.logger.log(step, {"x": step})
+    run.save({"step": 2})
+    for step in range(3, 6):
+        run.logger.log(step, {"x": step})
+    run.logger._jsonl.write('{"step": 6, "x"')  # a row cut off by a kill
+    run.logger._jsonl.flush()
+    os.close(run._lock)  # the process "dies" without closing anything else
+    run._lock = None
+    resumed = Run(tmp_path, "r", resume=True, tensorboard=False)
+    assert resumed.load() == {"step": 2}
+    resumed.logger.log(3, {"x": 3})
+    resumed.close()
+    assert [r["step"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [0, 1, 2, 3]
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
+    args = ["parl", "--task", "reach-v3", "--method", "pebble", "--total-steps", "100000", "--max-episode-steps", "100",
+            "--seed-steps", "100", "--batch-size", "32", "--sac-hidden", "32", "--no-video", "--eval-every", "100000"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "embodied.cli", "train", *args, "--device", "cpu", "--run-dir",
+                             str(tmp_path), "--run-name", "r"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while (not metrics.exists() or not metrics.read_text()) and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-1000:]
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:") or "interrupted at step" in line]
+    assert len(lines) == 1 and "resume with --resume" in lines[0], err[-1000:]
+    step = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"]
+    assert f"interrupted at step {step}" in lines[0]
+
+
+def test_outputs_get_the_normal_file_mode(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(1)})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
