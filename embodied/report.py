@@ -1,0 +1,242 @@
+"""``embodied report``: tables and plots with confidence intervals from run directories (rliable).
+
+    embodied report runs/study [--metric eval/success_rate] [--group-by method task] [--compare A B]
+                               [--threshold 0.8 --cost-key feedback/labels] [--out runs/study/report.md]
+
+Reads every run directory under DIR (any directory holding ``metrics.jsonl``: a sweep, a set of
+runs, or one run). Per group: the final value of ``--metric`` (its last logged value) as IQM and
+mean with 95 % stratified-bootstrap confidence intervals; learning curves (IQM per evaluation
+step, with CI bands) as PNG; the probability that one group improves on another; and, with
+``--threshold``, the steps (and ``--cost-key`` units, e.g. labels) each run needed to first
+reach it. All statistics come from ``rliable`` (Agarwal et al., 2021), the field's standard;
+bootstrap draws use a fixed random state so a report is reproducible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from embodied.errors import EmbodiedError
+from embodied.runs import read_metrics
+
+warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)  # arch, via rliable
+IGNORED_KEYS = {"seed", "run_dir", "run_name", "resume", "threads", "device", "video"}
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    config: dict
+    rows: list[dict] = field(repr=False)
+
+    def series(self, key: str) -> list[tuple[int, float]]:
+        """(step, value) of every row that logged ``key`` (a later row at the same step wins)."""
+        points: dict[int, float] = {}
+        for row in self.rows:
+            if row.get(key) is not None:
+                points[int(row["step"])] = float(row[key])
+        return sorted(points.items())
+
+
+def find_runs(root: Path) -> list[RunRecord]:
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise EmbodiedError(f"no such directory: {root}")
+    paths = sorted({p.parent for p in root.rglob("metrics.jsonl")})
+    if not paths:
+        raise EmbodiedError(f"no run directories (with metrics.jsonl) under {root}")
+    runs = []
+    for path in paths:
+        try:
+            config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
+        except ValueError:
+            raise EmbodiedError(f"{path / 'config.json'} is not valid JSON") from None
+        runs.append(RunRecord(path, config if isinstance(config, dict) else {}, read_metrics(path / "metrics.jsonl")))
+    return runs
+
+
+def default_group_keys(runs: list[RunRecord]) -> list[str]:
+    """Config keys whose values differ between runs (seeds and bookkeeping excluded)."""
+    keys = sorted({k for r in runs for k in r.config} - IGNORED_KEYS)
+    return [k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1]
+
+
+def group_label(run: RunRecord, keys: list[str]) -> str:
+    return ",".join(f"{k}={run.config.get(k)}" for k in keys) if keys else "all"
+
+
+def group_runs(runs: list[RunRecord], keys: list[str]) -> dict[str, list[RunRecord]]:
+    groups: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(group_label(run, keys), []).append(run)
+    return dict(sorted(groups.items()))
+
+
+def final_scores(groups: dict[str, list[RunRecord]], metric: str) -> dict[str, np.ndarray]:
+    """Per group, ``(runs, 1)``: each run's last logged value of ``metric`` (runs without it are left out)."""
+    scores = {}
+    for label, members in groups.items():
+        values = [r.series(metric)[-1][1] for r in members if r.series(metric)]
+        if values:
+            scores[label] = np.asarray(values, dtype=np.float64)[:, None]
+    if not scores:
+        raise EmbodiedError(f"no run logged {metric!r}; pass --metric (e.g. eval/success_rate, eval/return)")
+    return scores
+
+
+def _iqm_and_mean(x: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)])
+
+
+def aggregate(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """IQM and mean with 95 % stratified-bootstrap CIs per group (``rliable.get_interval_estimates``)."""
+    from rliable import library as rly
+
+    point, interval = rly.get_interval_estimates(scores, _iqm_and_mean, reps=reps,
+                                                 random_state=np.random.RandomState(seed))
+    return {g: {"iqm": float(point[g][0]), "iqm_low": float(interval[g][0, 0]), "iqm_high": float(interval[g][1, 0]),
+                "mean": float(point[g][1]), "mean_low": float(interval[g][0, 1]), "mean_high": float(interval[g][1, 1]),
+                "runs": int(scores[g].shape[0])} for g in scores}
+
+
+def improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """P(X > Y) with its 95 % CI (``rliable.metrics.probability_of_improvement``)."""
+    from rliable import library as rly, metrics
+
+    point, interval = rly.get_interval_estimates({"pair": [x, y]}, metrics.probability_of_improvement, reps=reps,
+                                                 random_state=np.random.RandomState(seed))
+    low, high = np.ravel(interval["pair"])[:2]
+    return float(np.ravel(point["pair"])[0]), float(low), float(high)
+
+
+def curves(groups: dict[str, list[RunRecord]], metric: str, reps: int = 2000, seed: int = 0):
+    """Per group: steps logged by all its runs, IQM per step and its CI, ``(steps, point, (low, high))``."""
+    from rliable import library as rly, metrics
+
+    out = {}
+    for label, members in groups.items():
+        series = [dict(r.series(metric)) for r in members if r.series(metric)]
+        if not series:
+            continue
+        steps = sorted(set.intersection(*(set(s) for s in series)))
+        if not steps:
+            continue
+        data = np.array([[s[t] for t in steps] for s in series], dtype=np.float64)[:, None, :]  # (runs, 1, steps)
+        iqm = lambda x: np.array([metrics.aggregate_iqm(x[..., t]) for t in range(x.shape[-1])])  # noqa: E731
+        point, interval = rly.get_interval_estimates({label: data}, iqm, reps=reps, random_state=np.random.RandomState(seed))
+        out[label] = (np.asarray(steps), point[label], interval[label])
+    return out
+
+
+def steps_to_threshold(run: RunRecord, metric: str, threshold: float, cost_key: str | None) -> tuple[int | None, float | None]:
+    """First step at which ``metric`` >= ``threshold``, and the ``cost_key`` value logged by then."""
+    hit = next((step for step, value in run.series(metric) if value >= threshold), None)
+    if hit is None:
+        return None, None
+    cost = None
+    if cost_key and run.series(cost_key):  # a run that never logs it (e.g. an oracle) has no cost
+        before = [v for s, v in run.series(cost_key) if s <= hit]
+        cost = before[-1] if before else 0.0
+    return hit, cost
+
+
+def plot_curves(curve_data, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, (steps, point, interval) in curve_data.items():
+        line, = ax.plot(steps, point, marker="o", markersize=3, label=label)
+        ax.fill_between(steps, interval[0], interval[1], color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"{metric} (IQM, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_report(root: Path, metric: str, group_by: list[str] | None, compare: list[tuple[str, str]],
+                 threshold: float | None, cost_key: str | None, reps: int, plot_path: Path | None) -> str:
+    runs = find_runs(root)
+    keys = default_group_keys(runs) if group_by is None else group_by
+    unknown = [k for k in keys if not any(k in r.config for r in runs)]
+    if unknown:
+        raise EmbodiedError(f"--group-by {', '.join(unknown)}: not in any run's config.json")
+    groups = group_runs(runs, keys)
+    scores = final_scores(groups, metric)
+    stats = aggregate(scores, reps)
+    lines = [f"# Report: {root}", "",
+             f"{len(runs)} runs, metric `{metric}` (final value per run), grouped by {', '.join(keys) or 'nothing'}; "
+             f"IQM and mean with 95 % stratified-bootstrap CIs ({reps} resamples, rliable).", "",
+             "| group | runs | IQM [95% CI] | mean [95% CI] |", "| --- | ---: | --- | --- |"]
+    for g, s in stats.items():
+        lines.append(f"| {g} | {s['runs']} | {s['iqm']:.3f} [{s['iqm_low']:.3f}, {s['iqm_high']:.3f}] | "
+                     f"{s['mean']:.3f} [{s['mean_low']:.3f}, {s['mean_high']:.3f}] |")
+    if compare:
+        lines += ["", "| comparison | P(X > Y) [95% CI] |", "| --- | --- |"]
+        for x, y in compare:
+            missing = [g for g in (x, y) if g not in scores]
+            if missing:
+                raise EmbodiedError(f"--compare: no group {missing[0]!r}; groups: {', '.join(scores)}")
+            p, low, high = improvement(scores[x], scores[y], reps)
+            lines.append(f"| {x} > {y} | {p:.3f} [{low:.3f}, {high:.3f}] |")
+    if threshold is not None:
+        unit = f" and `{cost_key}`" if cost_key else ""
+        lines += ["", f"Steps{unit} to first reach {metric} >= {threshold} (median over the runs that reached it):", "",
+                  "| group | reached | median steps | median " + (cost_key or "cost") + " |", "| --- | ---: | ---: | ---: |"]
+        for g, members in groups.items():
+            hits = [steps_to_threshold(r, metric, threshold, cost_key) for r in members]
+            reached = [h for h in hits if h[0] is not None]
+            med_steps = f"{np.median([h[0] for h in reached]):.0f}" if reached else "-"
+            costs = [h[1] for h in reached if h[1] is not None]
+            med_cost = f"{np.median(costs):.0f}" if costs else "-"
+            lines.append(f"| {g} | {len(reached)}/{len(members)} | {med_steps} | {med_cost} |")
+    curve_data = curves(groups, metric, reps)
+    if plot_path is not None and curve_data:
+        plot_curves(curve_data, metric, plot_path)
+        lines += ["", f"![{metric} curves]({plot_path.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="embodied report", description="Tables and curves with confidence intervals "
+                                     "from run directories (rliable).", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("dir", type=Path, help="a sweep's output, any directory of runs, or one run directory")
+    parser.add_argument("--metric", default="eval/success_rate", help="metric key in metrics.jsonl")
+    parser.add_argument("--group-by", nargs="*", default=None, help="config keys to group by (default: those that vary)")
+    parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("X", "Y"),
+                        help="report P(X > Y) between two group labels (repeatable)")
+    parser.add_argument("--threshold", type=float, default=None, help="report steps needed to reach this metric value")
+    parser.add_argument("--cost-key", default=None, help="with --threshold: a cumulative metric to report at that step "
+                        "(e.g. feedback/labels)")
+    parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    parser.add_argument("--out", type=Path, default=None, help="markdown file (default: DIR/report.md); PNG beside it")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code == 0:
+            return 0
+        raise EmbodiedError("bad report options (see embodied report --help)") from None
+    if args.reps < 100:
+        raise EmbodiedError("--reps must be at least 100")
+    out = args.out or Path(args.dir) / "report.md"
+    plot = out.with_name(out.stem + "_curves.png")
+    text = build_report(args.dir, args.metric, args.group_by, [tuple(c) for c in args.compare], args.threshold,
+                        args.cost_key, args.reps, plot)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    print(f"wrote {out}" + (f" and {plot}" if plot.exists() else ""))
+    return 0

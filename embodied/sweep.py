@@ -1,0 +1,285 @@
+"""``embodied sweep``: seeds x grid values of one agent, each trial a run directory, run as Ray tasks.
+
+    embodied sweep --agent parl --seeds 0,1,2,3,4 --grid method=parl,pebble,sac --out runs/study \\
+        [--address ADDR] [--cpus-per-trial 1] [--max-retries 3] -- --task button-press-v3 --total-steps 30000
+
+- Every trial is ``embodied train AGENT ... --seed S --run-dir OUT --run-name NAME --threads C`` in a
+  child process of a Ray task that reserves C CPUs, so Ray never runs more trials than cores and
+  each trial's torch uses exactly its share: oversubscription is impossible by construction.
+- Idempotent: a trial whose ``summary.json`` exists is skipped; one whose directory exists
+  otherwise is continued with ``--resume`` (from its last checkpoint).
+- Robust: a trial whose Ray worker dies is retried by Ray (``--max-retries``); the child process
+  dies with its worker (``PR_SET_PDEATHSIG``) so the retry can take the run's lock and resume.
+- Without ``--address`` a local Ray with all cores starts and stops with the sweep; with it the
+  sweep joins a cluster. ``OUT`` should then be a shared path; if it is not, each trial's small
+  files (config, metrics, summary) are copied back to ``OUT`` on the head, so that ``embodied
+  report OUT`` works there (checkpoints and videos stay on the node that ran the trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import dataclasses
+import importlib
+import itertools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import typing
+from pathlib import Path
+
+from embodied.config import parse_config
+from embodied.errors import EmbodiedError
+
+CONFIGS: dict[str, str] = {  # agent -> its config dataclass
+    "pearl": "agents.pearl.train:PearlConfig",
+    "parl": "agents.parl.train:ParlConfig",
+    "repo": "agents.repo.train:RePoConfig",
+    "walle": "agents.walle.train:WalleConfig",
+}
+RESERVED = {"seed", "run_dir", "run_name", "resume", "threads"}  # the sweep sets these itself
+SMALL_FILES = ("config.json", "metrics.jsonl", "summary.json")
+FINAL_KEYS = ("final_success_rate", "success_rate", "final_return")
+
+
+@dataclasses.dataclass
+class Trial:
+    name: str
+    argv: list[str]  # options for `embodied train AGENT` without run dir/name/resume/threads
+    settings: dict
+
+
+def config_class(agent: str) -> type:
+    if agent not in CONFIGS:
+        raise EmbodiedError(f"unknown agent {agent!r}; agents: {', '.join(sorted(CONFIGS))}")
+    module, _, name = CONFIGS[agent].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def parse_grid(items: list[str], cls: type) -> dict[str, list[str]]:
+    """``["method=parl,pebble", ...]`` -> {"method": ["parl", "pebble"]}, checked against ``cls``'s fields."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")
+        if not sep or not key or not values:
+            raise EmbodiedError(f"--grid {item!r}: expected KEY=V1,V2,...")
+        if key not in fields:
+            raise EmbodiedError(f"--grid {item!r}: {key!r} is not an option of this agent (see embodied train AGENT --help)")
+        if key in RESERVED:
+            raise EmbodiedError(f"--grid {item!r}: {key} is set by the sweep itself (use --seeds for seeds)")
+        if key in grid:
+            raise EmbodiedError(f"--grid names {key!r} twice")
+        hint = typing.get_type_hints(cls)[key]
+        # tuples take comma-separated values themselves: separate grid values with ';' for those
+        split = ";" if typing.get_origin(hint) in (tuple, list) else ","
+        grid[key] = [v for v in values.split(split) if v != ""]
+        if len(set(grid[key])) != len(grid[key]):
+            raise EmbodiedError(f"--grid {item!r} repeats a value")
+    return grid
+
+
+def option_args(key: str, value: str, cls: type) -> list[str]:
+    flag = "--" + key.replace("_", "-")
+    if typing.get_type_hints(cls)[key] is bool:
+        if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise EmbodiedError(f"--grid {key}: {value!r} is not a boolean")
+        return [flag if value.lower() in ("true", "1", "yes") else "--no-" + flag[2:]]
+    return [flag, value]
+
+
+def trial_name(agent: str, settings: dict, seed: int) -> str:
+    parts = [agent] + [f"{k}={v}" for k, v in settings.items()] + [f"s{seed}"]
+    return re.sub(r"[^A-Za-z0-9=.,_+-]+", "_", "-".join(parts))[:200]
+
+
+def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: list[str]) -> list[Trial]:
+    """Every trial of the sweep, each config checked (``__post_init__`` too) before anything starts."""
+    cls = config_class(agent)
+    for key in RESERVED:
+        if "--" + key.replace("_", "-") in passthrough:
+            raise EmbodiedError(f"--{key.replace('_', '-')} is set by the sweep; do not pass it after --")
+    trials = []
+    # seeds outermost: trials start in this order, so a sweep cut short has whole seeds of every setting
+    for seed, values in itertools.product(seeds, list(itertools.product(*grid.values())) if grid else [()]):
+        settings = dict(zip(grid, values))
+        extra = [a for k, v in settings.items() for a in option_args(k, v, cls)]
+        argv = passthrough + extra + ["--seed", str(seed)]
+        try:
+            parse_config(cls, argv, prog=f"embodied train {agent}")  # bad options fail here, before Ray starts
+        except SystemExit:  # argparse already printed why (a value of the wrong type)
+            raise EmbodiedError(f"invalid options for {agent}: {' '.join(argv)}") from None
+        trials.append(Trial(trial_name(agent, settings, seed), argv, {**settings, "seed": seed}))
+    names = [t.name for t in trials]
+    if len(set(names)) != len(names):
+        raise EmbodiedError("two trials would share a run directory name; make grid values distinct")
+    return trials
+
+
+def is_finished(run_dir: Path) -> bool:
+    try:
+        json.loads((run_dir / "summary.json").read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def final_metric(summary: dict) -> tuple[str, float | None]:
+    for key in FINAL_KEYS:
+        if isinstance(summary.get(key), (int, float)):
+            return key, float(summary[key])
+    return "", None
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the Ray worker that started it dies (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def run_trial(agent: str, argv: list[str], out: str, name: str, threads: int) -> dict:
+    """Body of one Ray task: the training run in a child process; returns its small files."""
+    run_dir = Path(out) / name
+    if is_finished(run_dir):
+        return {"name": name, "skipped": True, "files": {}}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "OPENBLAS_NUM_THREADS": str(threads)}
+    start = time.time()
+    for attempt in range(20):  # a killed predecessor releases the run's lock a moment after it dies
+        resume = ["--resume"] if run_dir.exists() else []
+        cmd = [sys.executable, "-m", "embodied.cli", "train", agent, *argv, "--run-dir", out, "--run-name", name,
+               "--threads", str(threads), *resume]
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_die_with_parent)
+        if proc.returncode == 0:
+            break
+        if "in use by another process" in proc.stderr and attempt < 19:
+            time.sleep(1.0)
+            continue
+        raise RuntimeError(f"trial {name} failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
+    files = {f: (run_dir / f).read_text() for f in SMALL_FILES if (run_dir / f).exists()}
+    return {"name": name, "skipped": False, "seconds": time.time() - start, "files": files}
+
+
+def sync_back(out: Path, result: dict) -> None:
+    """Write a trial's small files on this (head) machine if its run directory is not here."""
+    run_dir = out / result["name"]
+    if result["files"] and not is_finished(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in result["files"].items():
+            (run_dir / name).write_text(text)
+
+
+def sweep(agent: str, seeds: list[int], grid: dict[str, list[str]], out: Path, passthrough: list[str],
+          address: str | None = None, cpus_per_trial: int = 1, max_retries: int = 3) -> list[dict]:
+    trials = plan(agent, seeds, grid, passthrough)
+    out = out.expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [t for t in trials if not is_finished(out / t.name)]
+    print(f"sweep: {len(trials)} trials ({len(trials) - len(todo)} finished already), {cpus_per_trial} CPU each, out {out}")
+    rows = [{"name": t.name, "status": "done before", **_summary_fields(out / t.name)} for t in trials if t not in todo]
+    if todo:
+        rows += _run_on_ray(agent, todo, out, address, cpus_per_trial, max_retries)
+    rows.sort(key=lambda r: r["name"])
+    print_table(rows)
+    (out / "sweep.json").write_text(json.dumps({"agent": agent, "seeds": seeds, "grid": grid, "passthrough": passthrough,
+                                                "trials": rows}, indent=2))
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:
+        raise EmbodiedError(f"{len(failed)} of {len(rows)} trials failed: {', '.join(r['name'] for r in failed)}")
+    return rows
+
+
+def _summary_fields(run_dir: Path) -> dict:
+    try:
+        key, value = final_metric(json.loads((run_dir / "summary.json").read_text()))
+    except (OSError, ValueError):
+        key, value = "", None
+    return {"metric": key, "value": value}
+
+
+def _run_on_ray(agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise EmbodiedError("embodied sweep needs Ray: pip install -e '.[sweep]'") from None
+    started_here = address is None
+    if started_here:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    else:
+        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+    try:
+        total = int(ray.cluster_resources().get("CPU", 0))
+        if cpus > total:
+            raise EmbodiedError(f"--cpus-per-trial {cpus} is more than the cluster's {total} CPUs")
+        task = ray.remote(num_cpus=cpus, max_retries=retries, retry_exceptions=False)(run_trial)
+        pending = {task.remote(agent, t.argv, str(out), t.name, cpus): t for t in trials}
+        rows = []
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            trial = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+                sync_back(out, result)
+                row = {"name": trial.name, "status": "skipped" if result["skipped"] else "finished",
+                       "seconds": round(result.get("seconds", 0.0), 1), **_summary_fields(out / trial.name)}
+            except Exception as err:  # the trial's own failure (after Ray's retries for worker deaths)
+                row = {"name": trial.name, "status": "failed", "error": str(err).strip().splitlines()[-1][:300]}
+            rows.append(row)
+            value = "" if row.get("value") is None else f" {row['metric']} {row['value']:.3f}"
+            print(f"[{len(rows)}/{len(trials)}] {row['status']:8s} {trial.name} {row.get('seconds', '')}s{value}"
+                  + (f" ({row['error']})" if "error" in row else ""), flush=True)
+        return rows
+    finally:
+        ray.shutdown()
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"\n| trial | status | seconds | final metric |\n| --- | --- | ---: | ---: |")
+    for r in rows:
+        value = "" if r.get("value") is None else f"{r['metric']} = {r['value']:.3f}"
+        print(f"| {r['name']} | {r['status']} | {r.get('seconds', '')} | {value} |")
+
+
+def main(argv: list[str]) -> int:
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
+    else:
+        passthrough = []
+    parser = argparse.ArgumentParser(prog="embodied sweep", description="Run seeds x grid values of one agent as Ray tasks.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     epilog="Options after -- go to every trial (embodied train AGENT --help lists them).")
+    parser.add_argument("--agent", required=True, help=f"one of {', '.join(sorted(CONFIGS))}")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="an agent option and its values (repeat for a cross product; ';' separates tuple values)")
+    parser.add_argument("--out", type=Path, required=True, help="directory that holds one run directory per trial")
+    parser.add_argument("--address", default=None, help="join this Ray cluster (default: start a local one on all cores)")
+    parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) reserved per trial")
+    parser.add_argument("--max-retries", type=int, default=3, help="Ray retries of a trial whose worker died")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        if exit_.code == 0:
+            return 0
+        raise EmbodiedError("bad sweep options (see embodied sweep --help)") from None
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip() != ""]
+    except ValueError:
+        raise EmbodiedError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise EmbodiedError(f"--seeds {args.seeds!r}: expected distinct non-negative integers")
+    if args.cpus_per_trial <= 0 or args.max_retries < 0:
+        raise EmbodiedError("--cpus-per-trial must be positive and --max-retries >= 0")
+    grid = parse_grid(args.grid, config_class(args.agent))
+    sweep(args.agent, seeds, grid, args.out, passthrough, args.address, args.cpus_per_trial, args.max_retries)
+    return 0

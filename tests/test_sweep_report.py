@@ -1,0 +1,138 @@
+"""embodied sweep (Ray) and embodied report (rliable)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embodied.cli import main as cli_main
+from embodied.report import aggregate, build_report, find_runs, final_scores, group_runs, improvement
+
+TINY = ["--task", "reach-v3", "--method", "sac", "--max-episode-steps", "100", "--seed-steps", "100",
+        "--batch-size", "32", "--sac-hidden", "32", "--eval-every", "300", "--eval-episodes", "1", "--no-video"]
+
+
+def ray_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--agent", "nope", "--out", "x"], "unknown agent"),
+    (["--agent", "parl", "--out", "x", "--grid", "bogus=1,2"], "not an option"),
+    (["--agent", "parl", "--out", "x", "--grid", "method"], "KEY=V1,V2"),
+    (["--agent", "parl", "--out", "x", "--grid", "method=parl,telepathy"], "method must be one of"),
+    (["--agent", "parl", "--out", "x", "--seeds", "a,b"], "integers"),
+    (["--agent", "parl", "--out", "x", "--", "--seed", "3"], "set by the sweep"),
+    (["--agent", "parl", "--out", "x", "--", "--bogus", "1"], "unknown option"),
+])
+def test_bad_sweeps_fail_with_one_line_before_starting(tmp_path, capsys, argv, message):
+    before = ray_pids()
+    assert cli_main(["sweep", *[a if a != "x" else str(tmp_path / "out") for a in argv]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert ray_pids() == before and not (tmp_path / "out").exists()
+
+
+def sweep_cmd(out: Path, seeds: str, steps: int) -> list[str]:
+    return [sys.executable, "-m", "embodied.cli", "sweep", "--agent", "parl", "--seeds", seeds, "--out", str(out),
+            "--grid", "queries_per_session=10,20", "--", *TINY, "--total-steps", str(steps)]
+
+
+def test_sweep_runs_skips_finished_trials_and_retries_a_killed_worker(tmp_path):
+    before = ray_pids()
+    out = tmp_path / "sweep"
+    first = subprocess.run(sweep_cmd(out, "0", 300), capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == ["parl-queries_per_session=10-s0", "parl-queries_per_session=20-s0"]
+    for name in names:
+        assert json.loads((out / name / "config.json").read_text())["threads"] == 1  # its CPU share
+        assert json.loads((out / name / "summary.json").read_text())["curve"][-1][0] == 300
+    assert sum(line.startswith("[") and "finished" in line for line in first.stdout.splitlines()) == 2
+
+    again = subprocess.run(sweep_cmd(out, "0", 300), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "2 finished already" in again.stdout
+    assert not any(line.startswith("[") for line in again.stdout.splitlines())
+
+    # a new seed: kill the Ray worker that runs one of its trials mid-run; Ray retries, the trial resumes
+    proc = subprocess.Popen(sweep_cmd(out, "0,1", 3000), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    target = out / "parl-queries_per_session=10-s1"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (target / "checkpoints" / "last.pt").exists():
+        time.sleep(0.2)
+    child = int((target / ".lock").read_text())
+    worker = int(Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[1])  # the Ray worker (parent)
+    os.kill(worker, signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-2000:]
+    summary = json.loads((target / "summary.json").read_text())
+    assert summary["curve"][-1][0] == 3000
+    steps = [json.loads(line)["step"] for line in (target / "metrics.jsonl").read_text().splitlines()
+             if "eval/success_rate" in line]
+    assert steps == sorted(set(steps)), "every evaluation logged once after the resume"
+    time.sleep(1.0)
+    assert ray_pids() <= before, "the sweep stopped its local Ray"
+
+
+def synthetic_runs(root: Path, groups: dict[str, list[list[float]]]) -> None:
+    for method, runs in groups.items():
+        for seed, values in enumerate(runs):
+            d = root / f"{method}-s{seed}"
+            d.mkdir(parents=True)
+            (d / "config.json").write_text(json.dumps({"method": method, "seed": seed, "task": "t"}))
+            rows = [{"step": 1000 * (i + 1), "eval/success_rate": v, "feedback/labels": 50 * (i + 1)}
+                    for i, v in enumerate(values)]
+            (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_numbers_are_rliables(tmp_path):
+    from rliable import library as rly, metrics
+
+    rng = np.random.default_rng(0)
+    groups = {"a": [list(rng.uniform(0, 1, 4)) for _ in range(6)], "b": [list(rng.uniform(0.3, 1, 4)) for _ in range(6)]}
+    synthetic_runs(tmp_path, groups)
+    runs = find_runs(tmp_path)
+    scores = final_scores(group_runs(runs, ["method"]), "eval/success_rate")
+    expected = {k: np.array([[v[-1]] for v in runs_]) for k, runs_ in
+                (("method=a", groups["a"]), ("method=b", groups["b"]))}
+    for k in expected:
+        np.testing.assert_allclose(scores[k], expected[k])
+    ours = aggregate(scores, reps=500, seed=3)
+    point, interval = rly.get_interval_estimates(
+        expected, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]), reps=500,
+        random_state=np.random.RandomState(3))
+    for k in expected:
+        assert ours[k]["iqm"] == pytest.approx(point[k][0]) and ours[k]["mean"] == pytest.approx(point[k][1])
+        # rliable's bootstrap (through arch) is not bit-reproducible across calls even with the same
+        # RandomState, so the CI ends agree to resampling noise, not exactly
+        for ours_key, (row, col) in {"iqm_low": (0, 0), "iqm_high": (1, 0), "mean_low": (0, 1), "mean_high": (1, 1)}.items():
+            assert ours[k][ours_key] == pytest.approx(interval[k][row, col], abs=0.03)
+        assert ours[k]["iqm_low"] <= ours[k]["iqm"] <= ours[k]["iqm_high"]
+    p, low, high = improvement(expected["method=b"], expected["method=a"], reps=500, seed=1)
+    assert p == pytest.approx(metrics.probability_of_improvement(expected["method=b"], expected["method=a"]))
+    assert low <= p <= high
+
+    text = build_report(tmp_path, "eval/success_rate", None, [("method=b", "method=a")], 0.5, "feedback/labels", 500,
+                        tmp_path / "curves.png")
+    assert "| method=a | 6 |" in text and f"{ours['method=a']['iqm']:.3f}" in text and "method=b > method=a" in text
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_report_on_one_run_and_bad_input(tmp_path, capsys):
+    synthetic_runs(tmp_path, {"a": [[0.1, 0.5, 0.9]]})
+    assert cli_main(["report", str(tmp_path / "a-s0"), "--threshold", "0.5", "--cost-key", "feedback/labels"]) == 0
+    text = (tmp_path / "a-s0" / "report.md").read_text()
+    assert "| all | 1 |" in text and "| all | 1/1 | 2000 | 100 |" in text
+    capsys.readouterr()
+    assert cli_main(["report", str(tmp_path / "missing")]) == 2
+    assert cli_main(["report", str(tmp_path), "--metric", "eval/nothing"]) == 2
+    assert cli_main(["report", str(tmp_path), "--compare", "x", "y"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error:") for line in err), err
