@@ -24,69 +24,80 @@ AGENTS: dict[str, str] = {  # name -> "module:function(argv)"
 class CollectConfig:
     """Collect trajectories with a (noisy) policy into a dataset file."""
 
-    env: str = "embodied/reach-v3"
-    episodes: int = 10
-    out: Path = Path("data/dataset.hdf5")
+    env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
+    episodes: int = 10  # number of episodes
+    out: Path = Path("data/dataset")  # a Minari dataset folder (a path ending in .hdf5: our single-file format)  # output file
     policy: str = field(default="scripted", metadata={"help": "scripted, random, or a policy file"})
     noise: tuple[float, ...] = field(default=(0.0,), metadata={"help": "Gaussian action-noise stds, cycled over episodes"})
     epsilon: tuple[float, ...] = field(default=(0.0,), metadata={"help": "random-action probabilities, cycled over episodes"})
     max_steps: int | None = field(default=None, metadata={"help": "cut episodes at this many steps"})
-    seed: int = 0
+    seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
 
 @dataclass
 class VideoConfig:
     """Record episodes of a policy to an H.264 mp4."""
 
-    env: str = "embodied/reach-v3"
+    env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
     policy: str = field(default="scripted", metadata={"help": "scripted, random, or a policy file"})
-    episodes: int = 1
-    out: Path = Path("videos/rollout.mp4")
-    size: int = 256
-    camera: str = "corner2"
-    fps: int = 30
+    episodes: int = 1  # number of episodes
+    out: Path = Path("videos/rollout.mp4")  # output file
+    size: int = 256  # frame width and height in pixels (rounded up to a multiple of 16)
+    camera: str | None = None  # camera name (None: the env's own default; embodied envs lists each env's cameras)
+    fps: int = 30  # frames per second of the video
     grid: bool = field(default=True, metadata={"help": "tile episodes side by side (else one after another)"})
-    captions: bool = True
-    max_steps: int | None = None
-    seed: int = 0
+    captions: bool = True  # write return and success on each frame
+    max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
+    seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
 
 @dataclass
 class EvalConfig:
     """Evaluate a policy: success rate and return over seeded episodes."""
 
-    env: str = "embodied/reach-v3"
-    policy: str = "scripted"
-    episodes: int = 10
-    max_steps: int | None = None
-    seed: int = 1000
+    env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
+    policy: str = "scripted"  # scripted, random, or a policy file saved by an agent
+    episodes: int = 10  # number of episodes
+    max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
+    seed: int = 1000  # seed of the first episode (episode i uses seed + i)
 
 
 def cmd_envs(argv: list[str]) -> int:
-    from envs.drawer_block import DrawerBlockEnv
+    import re
+
+    from envs.drawer_block import ASSET, DrawerBlockEnv
     from envs.metaworld_env import action_space, observation_space
     from envs.registry import registered_ids
+    from envs.rendering import CAMERAS
 
     import gymnasium as gym
 
+    drawer_cameras = re.findall(r'<camera name="([^"]+)"', Path(ASSET).read_text())
     pattern = argv[0] if argv else ""
-    print(f"{'id':46s} {'observation':32s} {'action':22s} max_steps")
+    print(f"{'id':40s} {'observation':20s} {'action':12s} {'steps':>5s}  {'policies':26s} cameras (first: default)")
+    shown = 0
     for env_id in registered_ids():
         if pattern not in env_id:
             continue
         spec = gym.spec(env_id)
         if spec.entry_point.endswith("DrawerBlockEnv"):
             obs = DrawerBlockEnv(**spec.kwargs).observation_space
+            policies, cameras = "scripted (skill plan), random", drawer_cameras
         else:
             obs = observation_space(spec.kwargs.get("obs_type", "state"))
+            policies, cameras = "scripted (expert), random", ["corner2"] + [c for c in CAMERAS if c != "corner2"]
         shape = {k: v.shape for k, v in obs.spaces.items()} if hasattr(obs, "spaces") else obs.shape
         dtype = "" if hasattr(obs, "spaces") else str(obs.dtype)
-        print(f"{env_id:46s} {f'{dtype}{list(shape)}':32s} {f'float32{list(action_space().shape)}':22s} {spec.max_episode_steps}")
+        print(f"{env_id:40s} {f'{dtype}{list(shape)}':20s} {f'{list(action_space().shape)}':12s} "
+              f"{spec.max_episode_steps:>5d}  {policies:26s} {','.join(cameras)}")
+        shown += 1
+    print(f"{shown} environments; every one also takes --policy FILE (a policy saved by an agent)")
     return 0
 
 
 def cmd_collect(argv: list[str]) -> int:
     from embodied.data import NoiseSchedule, collect, write_dataset
+    from embodied.data.minari_format import write_minari
     from embodied.make import make_env
     from embodied.policies import make_policy
     from embodied.runs import progress
@@ -105,8 +116,11 @@ def cmd_collect(argv: list[str]) -> int:
     episodes = collect(env, policy, cfg.episodes, noise, seed=cfg.seed, max_steps=cfg.max_steps,
                        progress=lambda ep: bar.update(1))
     bar.close()
-    write_dataset(cfg.out, episodes, cfg.env, env.observation_space, env.action_space,
-                  metadata={"policy": cfg.policy, "noise": list(cfg.noise), "epsilon": list(cfg.epsilon), "seed": cfg.seed})
+    metadata = {"policy": cfg.policy, "noise": list(cfg.noise), "epsilon": list(cfg.epsilon), "seed": cfg.seed}
+    if cfg.out.suffix == ".hdf5":
+        write_dataset(cfg.out, episodes, cfg.env, env.observation_space, env.action_space, metadata=metadata)
+    else:
+        write_minari(cfg.out, episodes, env, metadata)
     rate = sum(e.success for e in episodes) / len(episodes)
     print(f"wrote {cfg.out}: {len(episodes)} episodes, {sum(len(e) for e in episodes)} steps, success rate {rate:.2f}")
     return 0
@@ -121,7 +135,9 @@ def cmd_video(argv: list[str]) -> int:
     if cfg.episodes <= 0 or cfg.size <= 0 or cfg.fps <= 0:
         raise EmbodiedError("--episodes, --size and --fps must be positive")
     ensure_writable_dir(cfg.out)
-    env = make_env(cfg.env, render_mode="rgb_array", render_width=cfg.size, render_height=cfg.size, camera=cfg.camera)
+    size = -(-cfg.size // 16) * 16
+    camera = {} if cfg.camera is None else {"camera": cfg.camera}
+    env = make_env(cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera)
     policy = make_policy(cfg.policy, env)
     episodes, successes = [], []
     for i in range(cfg.episodes):
@@ -141,16 +157,47 @@ def cmd_eval(argv: list[str]) -> int:
     from embodied.policies import make_policy
 
     cfg = parse_config(EvalConfig, argv, prog="embodied eval")
+    if cfg.episodes <= 0:
+        raise EmbodiedError(f"--episodes must be positive, got {cfg.episodes}")
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise EmbodiedError(f"--max-steps must be positive, got {cfg.max_steps}")
     env = make_env(cfg.env)
     result = evaluate(env, make_policy(cfg.policy, env), cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps)
     print(json.dumps({"env": cfg.env, "policy": cfg.policy, **result}))
     return 0
 
 
+AGENT_SUMMARIES = {
+    "pearl": "zero-shot cross-task preference transfer (Gromov-Wasserstein), Gaussian reward model, IQL",
+    "parl": "bilevel preference alignment on the current policy's behaviour, SAC lower level (PEBBLE, SAC baselines)",
+    "repo": "pixel world model without reconstruction, KL budget by dual ascent, actor-critic in imagination",
+    "walle": "LLM agent planning with a learned neurosymbolic world model (rules as sandboxed code)",
+}
+COMMAND_SUMMARIES = {
+    "envs": "list the registered environments with their spaces, policies and cameras",
+    "collect": "collect episodes of a (noisy) policy into a Minari dataset",
+    "video": "record episodes of a policy to an H.264 mp4",
+    "eval": "success rate and return of a policy over seeded episodes",
+    "train": "train an agent (embodied train --help lists them)",
+    "sweep": "run seeds x grid values of an agent as Ray tasks",
+    "report": "tables and curves with confidence intervals from run directories",
+}
+
+
+def usage_train() -> str:
+    lines = ["usage: embodied train <agent> [options]   (embodied train <agent> --help for its options)", "", "agents:"]
+    lines += [f"  {name:8s} {AGENT_SUMMARIES[name]}" for name in sorted(AGENTS)]
+    return "\n".join(lines)
+
+
 def cmd_train(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage_train())
+        return 0
     if not argv or argv[0] not in AGENTS:
-        known = ", ".join(sorted(AGENTS)) or "none yet"
-        raise EmbodiedError(f"usage: embodied train <agent> [options]; agents: {known}")
+        known = ", ".join(sorted(AGENTS))
+        raise EmbodiedError(f"{'unknown agent ' + repr(argv[0]) if argv else 'no agent given'}; agents: {known} "
+                            "(embodied train --help)")
     module_name, _, func = AGENTS[argv[0]].partition(":")
     return getattr(importlib.import_module(module_name), func)(argv[1:]) or 0
 
@@ -174,9 +221,13 @@ COMMANDS = {"envs": cmd_envs, "collect": cmd_collect, "video": cmd_video, "eval"
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: embodied {" + ",".join(COMMANDS) + "} [options]   (embodied <command> --help for options)",
-              file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+        text = "usage: embodied <command> [options]   (embodied <command> --help for its options)\n\ncommands:\n"
+        text += "\n".join(f"  {name:8s} {COMMAND_SUMMARIES[name]}" for name in COMMANDS)
+        helped = bool(argv) and argv[0] in ("-h", "--help")
+        if argv and not helped:
+            text = f"error: unknown command {argv[0]!r}\n" + text
+        print(text, file=sys.stdout if helped else sys.stderr)
+        return 0 if helped else 2
     from embodied.runs import RunInterrupted
 
     try:
@@ -187,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as err:
         print(str(err), file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `embodied envs | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

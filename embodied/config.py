@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import io
 import json
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -37,15 +41,52 @@ def _converter(tp: Any):
     return str
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """``name -> comment`` for fields written ``name: type = default  # comment`` in ``cls`` and its bases.
+
+    Field comments are the help text of each option (as tyro and simple-parsing read them), so
+    a config's documentation sits beside its defaults.
+    """
+    comments: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            source = textwrap.dedent(inspect.getsource(klass))
+        except (OSError, TypeError):
+            continue
+        pending_name = None
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type == tokenize.NAME and token.start[1] == 4 and pending_name is None:
+                pending_name = (token.string, token.start[0])
+            elif token.type == tokenize.COMMENT and pending_name and token.start[0] == pending_name[1]:
+                comments[pending_name[0]] = token.string.lstrip("#").strip()
+            if token.type in (tokenize.NEWLINE, tokenize.NL):
+                pending_name = None
+    return comments
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says what the default means."""
+
+    def _get_help_string(self, action):
+        if "default:" in (action.help or "") or "None:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser(cls: type, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     hints = typing.get_type_hints(cls)
+    comments = field_comments(cls)
     for field in dataclasses.fields(cls):
         tp = hints[field.name]
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
-        helptext = field.metadata.get("help", " ")
+        helptext = field.metadata.get("help") or comments.get(field.name, "")
+        if isinstance(default, tuple):
+            default = ",".join(str(v) for v in default)  # shown as it is typed
         if tp is bool:
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=default, help=helptext)
         else:
@@ -59,10 +100,13 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
     namespace, unknown = parser.parse_known_args(list(argv))
     if unknown:
         raise EmbodiedError(f"unknown option(s) for {prog or cls.__name__}: {' '.join(unknown)} (see --help)")
+    values = vars(namespace)
+    if isinstance(values.get("seed"), int) and values["seed"] < 0:
+        raise EmbodiedError(f"--seed must be >= 0, got {values['seed']} (NumPy's seeding takes non-negative integers)")
     try:
-        return cls(**vars(namespace))
+        return cls(**values)
     except (TypeError, ValueError) as err:
-        raise EmbodiedError(f"invalid configuration: {err}") from err
+        raise EmbodiedError(f"invalid configuration: {err}") from None
 
 
 @dataclasses.dataclass
@@ -70,9 +114,10 @@ class RunOptions:
     """Options every training run has: where it runs and where it writes."""
 
     device: str = dataclasses.field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda, cuda:N"})
-    seed: int = 0
-    run_dir: Path = Path("runs")
-    run_name: str | None = dataclasses.field(default=None, metadata={"help": "default: derived from the config"})
+    seed: int = 0  # random seed (env resets, networks, sampling)
+    run_dir: Path = Path("runs")  # directory that holds the run directories
+    run_name: str | None = dataclasses.field(default=None, metadata={"help": "run directory name under --run-dir "
+                                                                          "(None: derived from agent, task and seed)"})
     resume: bool = dataclasses.field(default=False, metadata={"help": "continue the run from its last checkpoint"})
     video: bool = dataclasses.field(default=True, metadata={"help": "export evaluation videos"})
     threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: one per core); "

@@ -55,12 +55,13 @@ def load_policy_module(path: str | os.PathLike) -> torch.nn.Module:
 
 
 def make_policy(spec: str, env: gym.Env) -> Policy:
-    """``"random"``, ``"scripted"`` (Meta-World expert) or the path of a saved policy file."""
+    """``"random"``, ``"scripted"`` (Meta-World's expert, or a drawer-block task's skill plan) or a policy file."""
     if spec == "random":
         return lambda _obs: env.action_space.sample()
     if spec == "scripted":
-        from envs.experts import scripted_expert
+        from envs.drawer_block import DrawerBlockEnv
+        from envs.experts import scripted_expert, scripted_plan
 
-        return scripted_expert(env)
+        return scripted_plan(env) if isinstance(env.unwrapped, DrawerBlockEnv) else scripted_expert(env)
     module = load_policy_module(spec)
     return module.act

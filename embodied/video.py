@@ -15,17 +15,36 @@ from PIL import Image, ImageDraw, ImageFont
 from embodied.atomic import atomic_path
 from embodied.policies import Policy
 
-_FONT = ImageFont.load_default()
+_FONTS: dict[int, ImageFont.ImageFont] = {}
+
+
+def _font(size: int):
+    if size not in _FONTS:
+        _FONTS[size] = ImageFont.load_default(size=size)
+    return _FONTS[size]
 
 
 def caption(frame: np.ndarray, text: str) -> np.ndarray:
-    """Write ``text`` on a dark band at the top of ``frame`` ``(H, W, 3)`` uint8."""
+    """Write ``text`` on a dark band at the top of ``frame`` ``(H, W, 3)`` uint8, shrunk to fit its width."""
     image = Image.fromarray(frame)
     draw = ImageDraw.Draw(image)
-    band = max(12, frame.shape[0] // 14)
-    draw.rectangle([0, 0, frame.shape[1], band], fill=(0, 0, 0))
-    draw.text((2, 0), text, fill=(255, 255, 255), font=_FONT)
+    width = frame.shape[1] - 4
+    size = max(8, frame.shape[0] // 16)
+    while size > 6 and draw.textlength(text, font=_font(size)) > width:
+        size -= 1
+    while len(text) > 1 and draw.textlength(text, font=_font(size)) > width:
+        text = text[:-1]  # a frame too narrow even for the smallest font: cut, never overflow
+    left, top, right, bottom = draw.textbbox((2, 1), text, font=_font(size))
+    draw.rectangle([0, 0, frame.shape[1], bottom + 2], fill=(0, 0, 0))
+    draw.text((2, 1), text, fill=(255, 255, 255), font=_font(size))
     return np.asarray(image)
+
+
+def pad_to_16(frame: np.ndarray) -> np.ndarray:
+    """Pad ``(H, W, 3)`` with black to multiples of 16 (H.264 macroblocks), so no encoder resizes it."""
+    h, w = frame.shape[:2]
+    ph, pw = -h % 16, -w % 16
+    return np.pad(frame, ((0, ph), (0, pw), (0, 0))) if ph or pw else frame
 
 
 def record_episode(env: gym.Env, policy: Policy, seed: int, max_steps: int | None = None,
@@ -77,7 +96,7 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int = 
                                     pixelformat="yuv420p", macro_block_size=16)
         try:
             for frame in frames:
-                writer.append_data(np.ascontiguousarray(frame))
+                writer.append_data(np.ascontiguousarray(pad_to_16(frame)))
         finally:
             writer.close()
     return Path(path)

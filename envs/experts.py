@@ -30,3 +30,55 @@ def scripted_expert(env: gym.Env) -> Callable[[object], np.ndarray]:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     return act
+
+
+def scripted_plan(env: gym.Env) -> Callable[[object], np.ndarray]:
+    """A policy ``obs -> action`` for the drawer-block tasks: the task's scripted skill plan.
+
+    The skills are closed-loop controllers that step an env themselves, so the plan runs on a
+    private copy of the live simulator state and its low-level actions are replayed one per call.
+    MuJoCo is deterministic, so the live env follows the copy; if an observation ever differs from
+    the one the copy predicted (a reset, or anything else), the plan is made again from the live
+    state.
+    """
+    import copy
+
+    from envs.drawer_block import DrawerBlockEnv
+    from envs.symbolic import SCRIPTED_PLANS, SkillExecutor
+
+    base = env.unwrapped
+    if not isinstance(base, DrawerBlockEnv):
+        raise ValueError(f"no scripted plan for env {env.spec.id if env.spec else env!r}")
+    shadow = DrawerBlockEnv(base.task)
+    queue: list[tuple[np.ndarray, np.ndarray]] = []  # (action, observation it leads to)
+    expected: list[np.ndarray | None] = [None]
+
+    def plan() -> None:
+        shadow.data = copy.copy(base.data)  # MjData's copy is mj_copyData: the complete simulator state
+        recorded: list[tuple[np.ndarray, np.ndarray]] = []
+        step = shadow.step
+
+        def recording_step(action):
+            out = step(action)
+            recorded.append((np.asarray(action, np.float32), out[0]))
+            return out
+
+        shadow.step = recording_step
+        try:
+            executor = SkillExecutor(shadow)
+            for skill in SCRIPTED_PLANS[base.task]:
+                executor.execute(skill)
+        finally:
+            del shadow.step
+        queue[:] = recorded
+
+    def act(obs) -> np.ndarray:
+        if expected[0] is None or not np.allclose(obs, expected[0], atol=1e-5):
+            plan()
+        if not queue:
+            expected[0] = None  # the plan is done: hold still
+            return np.zeros(4, np.float32)
+        action, expected[0] = queue.pop(0)
+        return action
+
+    return act

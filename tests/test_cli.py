@@ -45,3 +45,112 @@ def test_bad_input_gives_one_error_line_and_no_file(tmp_path):
         lines = [l for l in result.stderr.splitlines() if l.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- what a new user meets ----------------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from embodied.cli import AGENTS, CollectConfig, EvalConfig, VideoConfig  # noqa: E402
+from embodied.config import build_parser  # noqa: E402
+from embodied.sweep import config_class  # noqa: E402
+
+
+@pytest.mark.parametrize("cls", [CollectConfig, VideoConfig, EvalConfig] + [config_class(a) for a in AGENTS],
+                         ids=lambda c: c.__name__)
+def test_every_option_explains_itself_and_shows_its_default(cls):
+    text = " ".join(build_parser(cls).format_help().split())
+    for f in dataclasses.fields(cls):
+        action = next(a for a in build_parser(cls)._actions if a.dest == f.name)
+        assert action.help and action.help.strip(), f"--{f.name} has no description"
+        assert "default" in action.help or "(default:" in text.split(f"--{f.name.replace('_', '-')}")[-1][:400], f.name
+
+
+def test_train_help_lists_the_agents(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in AGENTS)
+    assert main(["--help"]) == 0 and "sweep" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "--episodes", "-3"], "--episodes must be positive"),
+    (["eval", "--seed", "-1"], "--seed must be >= 0"),
+    (["collect", "--seed", "-1", "--episodes", "1"], "--seed must be >= 0"),
+    (["train", "parl", "--seed", "-1"], "--seed must be >= 0"),
+])
+def test_negative_numbers_give_one_line(capsys, args, message):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_a_missing_dataset_leaves_no_run_directory(tmp_path, capsys):
+    assert main(["train", "pearl", "--source-data", str(tmp_path / "nope.hdf5"), "--run-dir", str(tmp_path / "runs")]) == 2
+    assert "no such dataset" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("task", ["stow", "tidy"])
+def test_drawer_block_envs_work_with_video_and_eval(tmp_path, capsys, task):
+    env = f"embodied/drawer-block-{task}-v0"
+    assert main(["eval", "--env", env, "--episodes", "1"]) == 0
+    assert '"success_rate": 1.0' in capsys.readouterr().out  # the scripted skill plan solves it
+    assert main(["video", "--env", env, "--episodes", "1", "--max-steps", "20", "--size", "100",
+                 "--out", str(tmp_path / "v.mp4")]) == 0
+    assert iio.imread(tmp_path / "v.mp4").shape[1:] == (112, 112, 3)  # rounded up to a multiple of 16
+
+
+def test_collect_writes_a_dataset_that_minari_opens(tmp_path):
+    import minari
+
+    out = tmp_path / "reach"
+    assert main(["collect", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "20", "--out", str(out)]) == 0
+    ds = minari.MinariDataset(out / "data")
+    assert ds.total_episodes == 2 and ds.total_steps == 40
+    episode = next(iter(ds.iterate_episodes()))
+    ours = load_episodes(out, env_id="embodied/reach-v3")
+    np.testing.assert_array_equal(ours[0].actions, episode.actions)
+    np.testing.assert_array_equal(ours[0].observations, episode.observations)
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path)
+    try:
+        assert minari.load_dataset("reach").total_episodes == 2
+    finally:
+        del os.environ["MINARI_DATASETS_PATH"]
+    assert (out.stat().st_mode & 0o077) != 0, "shared with the usual mode, not 0700"
+
+
+def test_minari_datasets_get_the_same_safety_checks(tmp_path):
+    import h5py
+
+    from embodied.data import Dataset
+    from embodied.errors import EmbodiedError
+
+    out = tmp_path / "reach"
+    assert main(["collect", "--env", "embodied/reach-v3", "--episodes", "1", "--max-steps", "10", "--out", str(out)]) == 0
+    meta = json.loads((out / "data" / "metadata.json").read_text())
+    meta["total_episodes"] = 10**15
+    (out / "data" / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(EmbodiedError, match="declares"):
+        Dataset(out)
+    meta["total_episodes"] = 1
+    (out / "data" / "metadata.json").write_text(json.dumps(meta))
+    with h5py.File(out / "data" / "main_data.hdf5", "r+") as f:
+        del f["episode_0/rewards"]
+        f["episode_0/rewards"] = h5py.ExternalLink("/etc/passwd", "/x")
+    with Dataset(out) as ds, pytest.raises(EmbodiedError, match="link"):
+        ds[0]
+
+
+def test_captions_fit_and_odd_sizes_are_padded(tmp_path):
+    from embodied.video import caption, write_mp4
+
+    frame = caption(np.zeros((128, 128, 3), np.uint8), "t=500 r=10.00 R=1005 success")
+    band = frame[:12]
+    assert band.max() > 0 and band[:, -2:].max() < 128, "text stops before the right edge"
+    write_mp4(tmp_path / "w.mp4", [np.zeros((120, 160, 3), np.uint8)] * 3, fps=10)
+    assert iio.imread(tmp_path / "w.mp4").shape == (3, 128, 160, 3)

@@ -48,35 +48,35 @@ METHODS = ("parl", "pebble", "sac")
 class ParlConfig(RunOptions):
     """PARL: bilevel preference-based policy alignment on top of SAC (PEBBLE and SAC oracle as baselines)."""
 
-    task: str = "button-press-v3"
+    task: str = "button-press-v3"  # Meta-World task (without the embodied/ prefix)
     method: str = field(default="parl", metadata={"help": "parl, pebble, or sac (oracle on the true reward)"})
-    total_steps: int = 100_000
-    max_episode_steps: int = 500
-    seed_steps: int = 1000
-    feedback_budget: int = 1000
-    queries_per_session: int = 50
-    query_every: int = 5000
-    segment_length: int = 50
+    total_steps: int = 100_000  # environment steps of the whole run
+    max_episode_steps: int = 500  # steps per episode (Meta-World's limit is 500)
+    seed_steps: int = 1000  # random-action steps before learning starts
+    feedback_budget: int = 1000  # total preference labels the teacher gives
+    queries_per_session: int = 50  # labels asked per feedback session
+    query_every: int = 5000  # environment steps between feedback sessions
+    segment_length: int = 50  # steps per segment that the teacher compares
     selection: str = field(default="disagreement", metadata={"help": "uniform or disagreement"})
-    ensemble_size: int = 3
-    reward_epochs: int = 50
-    reward_lr: float = 3e-4
-    recent_episodes: int = 10
+    ensemble_size: int = 3  # reward models in the ensemble
+    reward_epochs: int = 50  # epochs of reward training per session
+    reward_lr: float = 3e-4  # reward-model learning rate
+    recent_episodes: int = 10  # latest episodes of the current policy that queries are cut from
     hypergrad_solver: str = field(default="cg", metadata={"help": "cg, neumann or identity"})
     hypergrad_curvature: str = field(default="fisher", metadata={"help": "H for the inverse: fisher (PSD, Gauss-Newton) or surrogate (exact Hessian of g, often indefinite)"})
-    hypergrad_damping: float = 0.1
-    hypergrad_iters: int = 10
-    hypergrad_samples: int = 2048
-    upper_lr: float = 1e-3
-    upper_clip: float = 1.0
-    teacher_flip_prob: float = 0.0
-    teacher_gamma: float = 1.0
-    teacher_equal_threshold: float = 0.0
-    sac_hidden: int = 256
-    batch_size: int = 256
-    eval_every: int = 10_000
-    eval_episodes: int = 10
-    checkpoint_every: int = 10_000
+    hypergrad_damping: float = 0.1  # damping added to the curvature before inversion
+    hypergrad_iters: int = 10  # CG or Neumann iterations of the inverse-HVP
+    hypergrad_samples: int = 2048  # on-policy samples for the lower-level surrogate
+    upper_lr: float = 1e-3  # step size of the implicit (hypergradient) term
+    upper_clip: float = 1.0  # norm clip of the implicit term
+    teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
+    teacher_gamma: float = 1.0  # scripted teacher's discount over a segment (1: plain return)
+    teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal'
+    sac_hidden: int = 256  # hidden units per layer of SAC's actor and critics
+    batch_size: int = 256  # SAC minibatch size
+    eval_every: int = 10_000  # evaluate every this many environment steps
+    eval_episodes: int = 10  # episodes per evaluation
+    checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps (at episode ends)
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)

@@ -40,33 +40,37 @@ REWARD_MODELS = ("gaussian", "plain")
 class PearlConfig(RunOptions):
     """PEARL: zero-shot cross-task preference transfer + robust reward learning + IQL."""
 
-    source_task: str = "button-press-v3"
-    target_task: str = "button-press-wall-v3"
+    source_task: str = "button-press-v3"  # Meta-World task with scripted (source) preference labels
+    target_task: str = "button-press-wall-v3"  # Meta-World task whose labels are transferred (zero-shot)
     source_data: Path | None = field(default=None, metadata={"help": "dataset file for the source task (else collected)"})
     target_data: Path | None = field(default=None, metadata={"help": "dataset file for the target task (else collected)"})
-    episodes: int = 60
-    max_steps: int = 200
-    noise: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)
-    epsilon: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
-    segment_length: int = 25
-    segments: int = 1000
-    source_queries: int = 5000
-    target_queries: int = 5000
-    teacher_gamma: float = 1.0
-    teacher_flip_prob: float = 0.0
-    teacher_equal_threshold: float = 0.0
+    episodes: int = 60  # episodes collected per task when no dataset is given
+    max_steps: int = 200  # steps per collected episode
+    noise: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)  # Gaussian action-noise stds of the data collector, cycled over episodes
+    epsilon: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)  # random-action probabilities of the data collector, cycled over episodes
+    segment_length: int = 25  # steps per trajectory segment that the teacher compares
+    segments: int = 1000  # segments cut per task
+    source_queries: int = 5000  # labelled source segment pairs
+    target_queries: int = 5000  # target segment pairs that receive transferred labels
+    teacher_gamma: float = 1.0  # scripted teacher's discount over a segment (1: plain return; <1: myopic)
+    teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
+    teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal' (0.5 label)
     labels: str = field(default="cpa", metadata={"help": "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target teacher)"})
-    gw_method: str = "entropic"
-    gw_epsilon: float = 5e-3
+    gw_method: str = "entropic"  # Gromov-Wasserstein solver: entropic or exact
+    gw_epsilon: float = 5e-3  # final entropic regularisation of the GW solver
     reward_model: str = field(default="gaussian", metadata={"help": "gaussian (RRL) or plain"})
-    reward_epochs: int = 30
-    kl_weight: float = 0.01
-    iql_steps: int = 30000
-    eval_every: int = 10000
-    eval_episodes: int = 10
-    checkpoint_every: int = 5000
+    reward_epochs: int = 30  # epochs of reward-model training
+    kl_weight: float = 0.01  # weight of the Gaussian reward model's KL term (RRL)
+    iql_steps: int = 30000  # IQL gradient steps on the relabelled target data
+    eval_every: int = 10000  # evaluate the policy every this many steps
+    eval_episodes: int = 10  # episodes per evaluation
+    checkpoint_every: int = 5000  # save a checkpoint every this many steps
 
     def __post_init__(self):
+        for name in ("source_data", "target_data"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).expanduser().exists():
+                raise ValueError(f"--{name.replace('_', '-')} {path}: no such dataset file")  # before a run dir exists
         check_choice("labels", self.labels, LABEL_SOURCES)
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
         check_positive(self, "episodes", "max_steps", "segment_length", "segments", "source_queries", "target_queries",

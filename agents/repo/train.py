@@ -33,19 +33,19 @@ from envs.wrappers import ActionRepeat
 class RePoConfig(RunOptions):
     """RePo: resilient model-based RL from pixels (Dreamer baseline with --mode dreamer)."""
 
-    task: str = "reach-v3"
+    task: str = "reach-v3"  # Meta-World task, rendered from pixels
     variant: str = field(default="pixels", metadata={"help": "pixels or distractor"})
     mode: str = field(default="repo", metadata={"help": "repo or dreamer"})
     total_steps: int = 500_000  # environment steps (before action repeat)
-    max_episode_steps: int = 500
-    action_repeat: int = 2
-    prefill: int = 5000
-    train_every: int = 500
-    train_steps: int = 100
-    batch_size: int = 50
-    seq_len: int = 50
-    target_kl: float = 3.0
-    init_beta: float = 1e-5
+    max_episode_steps: int = 500  # steps per episode (before action repeat)
+    action_repeat: int = 2  # environment steps per agent action
+    prefill: int = 5000  # random-policy steps before training
+    train_every: int = 500  # environment steps between training bursts
+    train_steps: int = 100  # gradient updates per burst
+    batch_size: int = 50  # sequences per batch
+    seq_len: int = 50  # steps per training sequence
+    target_kl: float = 3.0  # KL budget (nats) that the dual variable beta enforces
+    init_beta: float = 1e-5  # initial value of the dual variable beta
     beta_lr: float = field(default=1e-4, metadata={"help": "dual ascent step on log beta (Adam); the authors' 1e-4 "
                                                           "suits ~1e5 updates, a short run needs ~1e-2"})
     reward_scale: float = field(default=0.1, metadata={"help": "rewards as the model sees them; Meta-World's "
@@ -54,9 +54,9 @@ class RePoConfig(RunOptions):
     expl_noise: float = field(default=0.0, metadata={"help": "Gaussian action noise while collecting, on top of the "
                                                               "stochastic actor (the authors use 0, Dreamer v1 0.3)"})
     probe_decoder: bool = field(default=False, metadata={"help": "RePo: train a reconstruction probe on detached features"})
-    eval_every: int = 10_000
-    eval_episodes: int = 5
-    checkpoint_every: int = 10_000
+    eval_every: int = 10_000  # evaluate every this many environment steps
+    eval_episodes: int = 5  # episodes per evaluation
+    checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps
     compile: bool = field(default=False, metadata={"help": "torch.compile the encoder (GPU)"})
     amp: bool = field(default=False, metadata={"help": "bfloat16 mixed precision for the forward passes (GPU)"})
 

@@ -34,14 +34,14 @@ from envs.symbolic import GOALS
 class WalleConfig(RunOptions):
     """WALL-E: LLM + learned neurosymbolic world model, MPC over manipulation skills."""
 
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] = TASKS  # task names (stow, retrieve, tidy), comma-separated
     llm: str = field(default="embedded", metadata={"help": "embedded or the http(s) URL of an OpenAI-compatible server"})
-    llm_model: str = "default"
-    iterations: int = 4
-    episodes_per_task: int = 2
-    max_decisions: int = 16
-    replan_limit: int = 5
-    run_name: str = "walle"
+    llm_model: str = "default"  # model name sent to an HTTP server
+    iterations: int = 4  # learning iterations after the LLM-alone iteration 0 (0: only evaluate)
+    episodes_per_task: int = 2  # episodes per task and iteration
+    max_decisions: int = 16  # skill decisions per episode
+    replan_limit: int = 5  # proposals the world model may reject per decision
+    run_name: str = "walle"  # run directory name under --run-dir
 
     def __post_init__(self):
         unknown = set(self.tasks) - set(TASKS)
@@ -84,7 +84,8 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
                   "rules": [{"name": r.name, "source": r.source, "description": r.description} for r in world_model.rules],
                   "transitions": [{"state": t.state, "action": t.action, "success": t.success} for t in transitions]})
 
-    envs = {task: DrawerBlockEnv(task, render_mode="rgb_array", render_width=160, render_height=120) for task in cfg.tasks}
+    envs = {task: DrawerBlockEnv(task, render_mode="rgb_array", render_width=192, render_height=144)  # H.264: 16n
+            for task in cfg.tasks}
     for iteration in range(start, cfg.iterations + 1):
         row = {"iteration": iteration, "rules": len(world_model.rules), "success": {}, "decision_seconds": []}
         for task in cfg.tasks:

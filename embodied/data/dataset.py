@@ -20,6 +20,7 @@ import numpy as np
 
 from embodied.atomic import atomic_path
 from embodied.data.episode import Episode
+from embodied.data.minari_format import is_minari_dir, minari_data_dir, read_minari_header
 from embodied.errors import EmbodiedError
 
 FORMAT = "embodied-minari-hdf5"
@@ -133,9 +134,15 @@ class Dataset:
     def __init__(self, path: str | os.PathLike, env_id: str | None = None):
         self.path = Path(path).expanduser()
         if not self.path.exists():
-            raise EmbodiedError(f"dataset file not found: {self.path}")
+            raise EmbodiedError(f"dataset not found: {self.path}")
+        self._minari = None
+        if self.path.is_dir():
+            if not is_minari_dir(self.path):
+                raise EmbodiedError(f"{self.path} is a folder but not a Minari dataset (no data/metadata.json)")
+            self._minari = read_minari_header(self.path)
+        data_file = minari_data_dir(self.path) / "main_data.hdf5" if self._minari else self.path
         try:
-            self._file = h5py.File(self.path, "r")
+            self._file = h5py.File(data_file, "r")
         except OSError as err:
             raise EmbodiedError(f"{self.path} is not a readable HDF5 dataset (corrupt or truncated?): {err}") from err
         try:
@@ -148,7 +155,9 @@ class Dataset:
             raise EmbodiedError(f"{self.path} has a malformed header ({type(err).__name__}: {err})") from None
 
     def _read_header(self, env_id: str | None) -> None:
-        attrs = self._file.attrs
+        attrs = dict(self._file.attrs) if self._minari is None else {"format": FORMAT, "format_version": FORMAT_VERSION,
+                                                                     **{k: (json.dumps(v) if isinstance(v, dict) else v)
+                                                                        for k, v in self._minari.items()}}
         if attrs.get("format") != FORMAT:
             raise EmbodiedError(f"{self.path} is not an embodied dataset (format attribute {attrs.get('format')!r})")
         if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
@@ -195,14 +204,15 @@ class Dataset:
             infos_group = checked(group, "infos", None, None)
             if not isinstance(infos_group, h5py.Group) or len(infos_group) > 64:
                 raise ValueError("infos is not a small group")
+            info_rows, skip = (steps + 1, 1) if self._minari else (steps, 0)  # Minari keeps the reset's info first
             episode = Episode(
                 observations=observations,
                 actions=checked(group, "actions", steps, self._act_shape)[()],
                 rewards=checked(group, "rewards", steps, ())[()],
                 terminations=checked(group, "terminations", steps, ())[()],
                 truncations=checked(group, "truncations", steps, ())[()],
-                infos={k: checked(infos_group, k, steps, None)[()] for k in infos_group},
-                seed=None if int(group.attrs["seed"]) < 0 else int(group.attrs["seed"]),
+                infos={k: checked(infos_group, k, info_rows, None)[()][skip:] for k in infos_group},
+                seed=None if group.attrs.get("seed") is None or int(group.attrs["seed"]) < 0 else int(group.attrs["seed"]),
             )
             episode.validate()
         except (KeyError, OSError, ValueError, TypeError) as err:

@@ -1,0 +1,111 @@
+"""Datasets as real Minari datasets: written through Minari's own storage API, read with our checks.
+
+A Minari dataset is a folder: ``<dir>/data/main_data.hdf5`` (one group per episode) and
+``<dir>/data/metadata.json`` (spaces, env spec, totals). ``write_minari`` builds it with
+``minari.dataset.minari_storage.MinariStorage`` (so ``minari.MinariDataset(<dir>/data)`` and
+``minari.load_dataset`` open it) in a temporary folder and renames it into place. Reading goes
+through ``embodied.data.Dataset``, which validates every attribute, shape and link before it
+allocates anything (Minari's own loader does not).
+
+Minari's infos have T + 1 rows (the reset's info first); ``Episode.infos`` have T (the steps'),
+so the reset row is added on writing (zeros) and dropped on reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from embodied.atomic import current_umask, ensure_writable_dir
+from embodied.data.episode import Episode
+from embodied.errors import EmbodiedError
+
+
+def is_minari_dir(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return (path / "data" / "metadata.json").is_file() or (path / "metadata.json").is_file()
+
+
+def minari_data_dir(path: str | os.PathLike) -> Path:
+    """The folder holding ``main_data.hdf5`` and ``metadata.json`` (the dataset folder or its ``data/``)."""
+    path = Path(path)
+    return path / "data" if (path / "data" / "metadata.json").is_file() else path
+
+
+def write_minari(path: str | os.PathLike, episodes: Sequence[Episode], env: gym.Env, metadata: dict | None = None) -> Path:
+    """Write ``episodes`` recorded on ``env`` as a Minari dataset folder at ``path`` (replacing one there)."""
+    import minari
+    from minari.data_collector import EpisodeBuffer
+    from minari.dataset.minari_storage import MinariStorage
+
+    if not episodes:
+        raise EmbodiedError("refusing to write an empty dataset (0 episodes)")
+    for i, episode in enumerate(episodes):
+        try:
+            episode.validate()
+        except ValueError as err:
+            raise EmbodiedError(f"episode {i} is malformed: {err}") from err
+    target = Path(path).expanduser()
+    if target.exists() and not is_minari_dir(target) and (target.is_file() or any(target.iterdir())):
+        raise EmbodiedError(f"{target} exists and is not a Minari dataset; refusing to replace it")
+    parent = ensure_writable_dir(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+    try:
+        storage = MinariStorage.new(tmp / "data", observation_space=env.observation_space,
+                                    action_space=env.action_space, env_spec=env.spec)
+        name = re.sub(r"[^A-Za-z0-9_-]+", "-", env.spec.id.split("/")[-1] if env.spec else "env").strip("-")
+        storage.update_metadata({"dataset_id": f"embodied/{name}-v0", "minari_version": minari.__version__,
+                                 "algorithm_name": str((metadata or {}).get("policy", "unknown")),
+                                 "author": {"embodied collect"}, "description": json.dumps(metadata or {})})
+        buffers = []
+        for i, e in enumerate(episodes):
+            infos = {k: np.concatenate([np.zeros((1, *np.shape(v)[1:]), np.asarray(v).dtype), np.asarray(v)])
+                     for k, v in e.infos.items()}
+            buffers.append(EpisodeBuffer(id=i, seed=e.seed, observations=list(e.observations),
+                                         actions=list(np.asarray(e.actions, np.float32)),
+                                         rewards=list(np.asarray(e.rewards, np.float64)),
+                                         terminations=list(np.asarray(e.terminations, bool)),
+                                         truncations=list(np.asarray(e.truncations, bool)), infos=infos))
+        storage.update_episodes(buffers)
+        mode = 0o777 & ~current_umask()
+        os.chmod(tmp, mode)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=parent))
+            os.replace(target, old / "d")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_minari_header(path: Path) -> dict:
+    """Minari's ``metadata.json``, with types checked: env id, spaces (our JSON form), totals."""
+    data_dir = minari_data_dir(path)
+    try:
+        meta = json.loads((data_dir / "metadata.json").read_text())
+        spec = json.loads(meta["env_spec"]) if isinstance(meta.get("env_spec"), str) else meta.get("env_spec") or {}
+        header = {
+            "env_id": str(spec.get("id", "")),
+            "observation_space": json.loads(meta["observation_space"]),
+            "action_space": json.loads(meta["action_space"]),
+            "total_episodes": int(meta["total_episodes"]),
+            "total_steps": int(meta["total_steps"]),
+            "metadata": json.loads(meta.get("description") or "{}") if str(meta.get("description", "")).startswith("{") else {},
+        }
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise EmbodiedError(f"{path} is not a readable Minari dataset (metadata.json: {type(err).__name__}: {err})") from None
+    if meta.get("data_format", "hdf5") != "hdf5":
+        raise EmbodiedError(f"{path}: only Minari's hdf5 data format is supported, not {meta.get('data_format')!r}")
+    return header
