@@ -98,8 +98,8 @@ def test_rules_are_saved_as_readable_files_and_load_back(tmp_path):
 
 
 def test_learning_loop_end_to_end(tmp_path):
-    cfg = WalleConfig(tasks=("retrieve",), iterations=1, episodes_per_task=1, max_decisions=8, video=False,
-                      run_dir=tmp_path)
+    cfg = WalleConfig(tasks=("retrieve",), planner="rules", iterations=1, episodes_per_task=1, max_decisions=8,
+                      video=False, run_dir=tmp_path, run_name="walle")
     results = run_walle(cfg, llm=DistractedLLM())["results"]
     assert [r["rules"] for r in results][0] == 0 and results[1]["rules"] > 0
     assert results[1]["success"]["retrieve"] >= results[0]["success"]["retrieve"]
@@ -128,8 +128,8 @@ def test_llm_ranking_breaks_ties_the_data_cannot():
 
 def test_resume_after_an_iteration_equals_an_uninterrupted_run(tmp_path):
     def config(name, iterations, resume=False):
-        return WalleConfig(tasks=("retrieve",), iterations=iterations, episodes_per_task=1, max_decisions=8,
-                           video=False, run_dir=tmp_path, run_name=name, resume=resume)
+        return WalleConfig(tasks=("retrieve",), planner="rules", iterations=iterations, episodes_per_task=1,
+                           max_decisions=8, video=False, run_dir=tmp_path, run_name=name, resume=resume)
 
     full = run_walle(config("full", 2), llm=DistractedLLM())["results"]
     run_walle(config("cut", 1), llm=DistractedLLM())

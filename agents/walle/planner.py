@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from agents.walle.goals import Goal, parse_goal
 from agents.walle.rules import Transition
 from agents.walle.world_model import NeuroSymbolicWorldModel, scene_graph
 from embodied.llm import choose
@@ -25,10 +26,11 @@ class EpisodeLog:
     rejections: int = 0
     decision_seconds: list[float] = field(default_factory=list)
     frames: list = field(default_factory=list)
+    triples: list[tuple[dict, str, dict]] = field(default_factory=list)  # (state, skill, next state)
 
 
-def prompt(task: str, state: dict[str, bool], history: list[tuple[str, bool]], notes: list[str]) -> list[dict]:
-    lines = [f"Goal: {GOALS[task]}.", f"Scene: {'; '.join(' '.join(t) for t in scene_graph(state))}.",
+def prompt(goal: Goal, state: dict[str, bool], history: list[tuple[str, bool]], notes: list[str]) -> list[dict]:
+    lines = [f"Goal: {GOALS.get(goal.name, goal.text())}.", f"Scene: {'; '.join(' '.join(t) for t in scene_graph(state))}.",
              f"Facts: {describe(state)}."]
     if history:
         lines.append("Done so far: " + ", ".join(f"{s} ({'ok' if ok else 'failed'})" for s, ok in history[-6:]) + ".")
@@ -38,9 +40,13 @@ def prompt(task: str, state: dict[str, bool], history: list[tuple[str, bool]], n
             {"role": "user", "content": "\n".join(lines)}]
 
 
-def run_episode(env, llm, task: str, world_model: NeuroSymbolicWorldModel | None, seed: int, max_decisions: int = 20,
-                replan_limit: int = 5, record: bool = False) -> EpisodeLog:
-    """One episode on the raw ``DrawerBlockEnv`` ``env``; logs every executed transition."""
+def run_episode(env, llm, task: str | Goal, world_model: NeuroSymbolicWorldModel | None, seed: int,
+                max_decisions: int = 20, replan_limit: int = 5, record: bool = False) -> EpisodeLog:
+    """One episode on the raw ``DrawerBlockEnv`` ``env``; logs every executed transition.
+
+    ``task``: a task name or goal spec (``agents/walle/goals.py``), or a parsed ``Goal``.
+    """
+    goal = task if isinstance(task, Goal) else parse_goal(task)
     env.reset(seed=seed)
     executor = SkillExecutor(env, record=record)
     log, history = EpisodeLog(False), []
@@ -50,7 +56,7 @@ def run_episode(env, llm, task: str, world_model: NeuroSymbolicWorldModel | None
         notes, rejected, skill = [], set(), None
         for _ in range(replan_limit + 1):
             candidates = [s for s in SKILLS if s not in rejected] or list(SKILLS)
-            skill = candidates[choose(llm, prompt(task, state, history, notes), candidates)[0]]
+            skill = candidates[choose(llm, prompt(goal, state, history, notes), candidates)[0]]
             if world_model is None:
                 break
             ok, feedback, suggestion = world_model.check(state, skill)
@@ -66,11 +72,12 @@ def run_episode(env, llm, task: str, world_model: NeuroSymbolicWorldModel | None
         # as in text games ("nothing happens"), a skill that changed nothing symbolic did not succeed
         effective = result.success and after != state
         log.transitions.append(Transition(state, {"skill": skill, "args": []}, effective))
+        log.triples.append((state, skill, after))
         if world_model is not None:
             world_model.knowledge.update(state, skill, after, effective)
         history.append((skill, effective))
         log.decisions += 1
-        if env.solved():
+        if goal.satisfied(after):
             log.success = True
             break
     return log

@@ -1,122 +1,198 @@
-"""WALL-E on the drawer-block tasks: learn action rules from experience, compare with the LLM alone.
+"""WALL-E on the drawer-block tasks: learn a world model from experience, plan with it.
 
-    embodied train walle                       # embedded SmolLM2, 4 learning iterations
+    embodied train walle                                   # lookahead MPC, embedded SmolLM2
+    embodied train walle --planner rules                   # one-step MPC with failure rules (WALL-E 2.0's)
+    embodied train walle --planner llm                     # the LLM alone
+    embodied train walle --tasks "block-in-drawer-drawer-open:block_on_goal+drawer_closed" \\
+        --world-model runs/walle-lookahead-stow+retrieve+tidy-s0 --iterations 0     # a new goal, no learning
     embodied train walle --llm http://127.0.0.1:8000 --llm-model NAME
 
-Iteration 0 runs the LLM with an empty rule set (= the LLM alone). After each iteration, the
-transitions logged so far are used to learn rules (mispredictions -> candidates, ordered by the
-LLM's likelihood of their statements -> drop the inconsistent -> greedy maximum coverage, ties
-going to the LLM's preference); the next iteration plans with them. Rules are saved
-as readable .py files under ``rules/iter_<k>/``; ``results.json`` holds success per task and
-iteration and the latency per decision.
+Tasks are goals as data (``agents/walle/goals.py``): ``stow``, ``retrieve``, ``tidy`` or
+``START:GOAL``. Iteration 0 plans with the model given (empty, or ``--world-model``); after each
+iteration everything logged so far is learned from: the transition model (``lookahead``: effect
+rules as sandboxed code + observed outcomes) or failure rules (``rules``: WALL-E 2.0's, ranked by
+the LLM). ``model/iter_<k>/`` and ``rules/iter_<k>/`` hold them as readable files;
+``results.json`` success per task and iteration and the decision latency split into LLM
+scoring, search and sandbox calls; ``summary.json`` the last iteration's per-task success.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from agents.walle.planner import run_episode
+from agents.walle import lookahead, planner
+from agents.walle.goals import Goal, parse_goal
 from agents.walle.rules import Rule, Transition, learn_rules, mispredicted, propose_precondition_rules, rank_with_llm
+from agents.walle.transition_model import TransitionModel
 from agents.walle.world_model import NeuroSymbolicWorldModel
-from embodied.config import RunOptions, parse_config
+from embodied.config import RunOptions, check_choice, parse_config
+from embodied.errors import EmbodiedError
 from embodied.llm import make_llm
-from embodied.runs import Run, set_threads
+from embodied.runs import Run, progress, set_threads
 from embodied.video import write_mp4
 from envs.drawer_block import TASKS, DrawerBlockEnv
-from envs.symbolic import GOALS
+
+PLANNERS = ("lookahead", "rules", "llm")
 
 
 @dataclass
 class WalleConfig(RunOptions):
     """WALL-E: LLM + learned neurosymbolic world model, MPC over manipulation skills."""
 
-    tasks: tuple[str, ...] = TASKS  # task names (stow, retrieve, tidy), comma-separated
+    tasks: tuple[str, ...] = TASKS  # stow, retrieve, tidy or START:GOAL specs, comma-separated
+    planner: str = field(default="lookahead", metadata={"help": "lookahead (search in the learned transition model), "
+                                                                "rules (one-step MPC with failure rules), llm (alone)"})
     llm: str = field(default="embedded", metadata={"help": "embedded or the http(s) URL of an OpenAI-compatible server"})
     llm_model: str = "default"  # model name sent to an HTTP server
-    iterations: int = 4  # learning iterations after the LLM-alone iteration 0 (0: only evaluate)
+    world_model: Path | None = None  # run directory whose last learned model to start from (None: empty)
+    iterations: int = 4  # learning iterations after iteration 0 (0: only plan with the model given)
     episodes_per_task: int = 2  # episodes per task and iteration
-    max_decisions: int = 16  # skill decisions per episode
-    replan_limit: int = 5  # proposals the world model may reject per decision
-    run_name: str = "walle"  # run directory name under --run-dir
+    max_decisions: int = 40  # skill decisions per episode
+    replan_limit: int = 5  # proposals the world model may reject per decision (rules planner)
+    explore: bool = True  # lookahead: where no plan exists, go try the nearest untried skill
 
     def __post_init__(self):
-        unknown = set(self.tasks) - set(TASKS)
-        if unknown:
-            raise ValueError(f"unknown tasks {sorted(unknown)}; choose from {TASKS}")
+        check_choice("planner", self.planner, PLANNERS)
+        if not self.tasks:
+            raise ValueError("--tasks is empty")
+        for task in self.tasks:
+            parse_goal(task)  # raises ValueError naming what is wrong
         if self.iterations < 0 or self.episodes_per_task <= 0 or self.max_decisions <= 0:
             raise ValueError("iterations must be >= 0; episodes_per_task and max_decisions positive")
+        if self.world_model is not None and not Path(self.world_model).expanduser().is_dir():
+            raise ValueError(f"--world-model {self.world_model}: no such run directory")
 
 
-def learn(llm, cfg: WalleConfig, world_model: NeuroSymbolicWorldModel, transitions: list) -> list:
-    """One learning step: candidates ranked by the LLM, then consistency and greedy coverage."""
-    context = f"A robot gripper works on a drawer and a block. Goal: {', '.join(GOALS[t] for t in cfg.tasks)}."
+def learn_failure_rules(llm, goals: list[Goal], world_model: NeuroSymbolicWorldModel, transitions: list) -> list:
+    """WALL-E 2.0's learning step: candidates ranked by the LLM, then consistency and greedy coverage."""
+    context = f"A robot gripper works on a drawer and a block. Goal: {'; '.join(g.text() for g in goals)}."
     candidates = rank_with_llm(llm, propose_precondition_rules(transitions), context)
     return learn_rules(world_model.rules, transitions, candidates)
 
 
+def latest(directory: Path) -> Path | None:
+    iters = sorted(directory.glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
+    return iters[-1] if iters else None
+
+
+def load_models(run_dir: Path) -> tuple[TransitionModel, NeuroSymbolicWorldModel]:
+    """The last transition model and failure rules a WALL-E run saved."""
+    run_dir = Path(run_dir).expanduser()
+    model_dir, rules_dir = latest(run_dir / "model"), latest(run_dir / "rules")
+    if model_dir is None and rules_dir is None:
+        raise EmbodiedError(f"{run_dir} holds no learned WALL-E model (model/iter_*/ or rules/iter_*/)")
+    transition = TransitionModel.load(model_dir) if model_dir else TransitionModel()
+    rules = NeuroSymbolicWorldModel.load(rules_dir) if rules_dir else NeuroSymbolicWorldModel()
+    return transition, rules
+
+
+def default_run_name(cfg: WalleConfig) -> str:
+    tasks = "+".join(re.sub(r"[^A-Za-z0-9_+-]+", "-", t) for t in cfg.tasks)[:120]
+    return f"walle-{cfg.planner}-{tasks}-s{cfg.seed}"
+
+
 def run_walle(cfg: WalleConfig, llm=None) -> dict:
-    run = Run(cfg.run_dir, cfg.run_name, config=cfg, resume=cfg.resume)
+    goals = [parse_goal(t) for t in cfg.tasks]
+    run = Run(cfg.run_dir, cfg.run_name or default_run_name(cfg), config=cfg, resume=cfg.resume)
     run.catch_interrupts()
     set_threads(cfg.threads)
+    print(f"run directory: {run.dir}")
     if llm is None:
         llm = make_llm(cfg.llm, device=cfg.device) if cfg.llm == "embedded" else make_llm(cfg.llm, model=cfg.llm_model)
-    world_model = NeuroSymbolicWorldModel()
-    transitions, results = [], []
+    transition_model, world_model = (load_models(cfg.world_model) if cfg.world_model is not None
+                                     else (TransitionModel(), NeuroSymbolicWorldModel()))
+    transitions: list[Transition] = []
+    triples: list[tuple[dict, str, dict]] = []
+    results: list[dict] = []
     start = 0
     state = run.load()
     if state is not None:  # iterations are deterministic: continue after the last finished one
         world_model.rules = [Rule.from_source(r["name"], r["source"], r["description"]) for r in state["rules"]]
-        transitions = [Transition(t["state"], t["action"], t["success"]) for t in state["transitions"]]
         for skill, effects in state["knowledge"].items():
             world_model.knowledge.achieves[skill].update(effects)
+        transitions = [Transition(t["state"], t["action"], t["success"]) for t in state["transitions"]]
+        triples = [(t["before"], t["skill"], t["after"]) for t in state["triples"]]
+        transition_model = TransitionModel.learn(triples) if triples else transition_model
         results, start = state["results"], state["iteration"] + 1
         print(f"resuming after iteration {state['iteration']}")
-        if not state["learned"] and start <= cfg.iterations:  # the cut run ended there without learning
-            world_model.rules = learn(llm, cfg, world_model, transitions)
 
     def checkpoint(iteration: int) -> None:
-        run.save({"iteration": iteration, "results": results, "learned": iteration < cfg.iterations,
+        run.save({"iteration": iteration, "results": results,
                   "knowledge": {k: dict(v) for k, v in world_model.knowledge.achieves.items()},
                   "rules": [{"name": r.name, "source": r.source, "description": r.description} for r in world_model.rules],
-                  "transitions": [{"state": t.state, "action": t.action, "success": t.success} for t in transitions]})
+                  "transitions": [{"state": t.state, "action": t.action, "success": t.success} for t in transitions],
+                  "triples": [{"before": b, "skill": s, "after": a} for b, s, a in triples]})
 
-    envs = {task: DrawerBlockEnv(task, render_mode="rgb_array", render_width=192, render_height=144)  # H.264: 16n
-            for task in cfg.tasks}
+    envs = {g.name: DrawerBlockEnv(g.base_task, layout=g.layout, render_mode="rgb_array", render_width=192,
+                                   render_height=144) for g in goals}  # frames: multiples of 16 for H.264
+    bar = progress(total=(cfg.iterations + 1 - start) * len(goals) * cfg.episodes_per_task, desc="walle episodes")
     for iteration in range(start, cfg.iterations + 1):
-        row = {"iteration": iteration, "rules": len(world_model.rules), "success": {}, "decision_seconds": []}
-        for task in cfg.tasks:
-            logs = [run_episode(envs[task], llm, task, world_model, seed=cfg.seed * 1000 + e,
-                                max_decisions=cfg.max_decisions, replan_limit=cfg.replan_limit,
-                                record=cfg.video and iteration == cfg.iterations and e == 0)
-                    for e in range(cfg.episodes_per_task)]
-            row["success"][task] = float(np.mean([log.success for log in logs]))
-            row["decision_seconds"] += [s for log in logs for s in log.decision_seconds]
-            for log in logs:
+        row = {"iteration": iteration, "planner": cfg.planner, "rules": len(world_model.rules),
+               "effect_rules": len(transition_model.rules), "success": {}, "decisions": {}}
+        seconds, split = [], {"llm": [], "search": [], "sandbox": []}
+        for goal in goals:
+            logs = []
+            for e in range(cfg.episodes_per_task):
+                record = cfg.video and iteration == cfg.iterations and e == 0
+                env = envs[goal.name]
+                if cfg.planner == "lookahead":
+                    log = lookahead.run_episode(env, llm, goal, transition_model, seed=cfg.seed * 1000 + e,
+                                                max_decisions=cfg.max_decisions, explore=cfg.explore, record=record)
+                    for t in log.timings:
+                        split["llm"].append(t.llm)
+                        split["search"].append(t.search)
+                        split["sandbox"].append(t.sandbox)
+                    triples += log.triples
+                else:
+                    log = planner.run_episode(env, llm, goal, world_model if cfg.planner == "rules" else None,
+                                              seed=cfg.seed * 1000 + e, max_decisions=cfg.max_decisions,
+                                              replan_limit=cfg.replan_limit, record=record)
+                    triples += log.triples
+                logs.append(log)
                 transitions += log.transitions
+                seconds += log.decision_seconds
                 if log.frames:
-                    write_mp4(run.path("videos", f"{task}-iter{iteration}.mp4"), log.frames, fps=30)
-        row["mean_decision_seconds"] = float(np.mean(row["decision_seconds"]))
+                    write_mp4(run.path("videos", f"{re.sub(r'[^A-Za-z0-9_+-]+', '-', goal.name)}-iter{iteration}.mp4"),
+                              log.frames, fps=30)
+                bar.update(1)
+                bar.set_postfix(iteration=iteration, success=f"{np.mean([l.success for l in logs]):.2f}")
+            row["success"][goal.name] = float(np.mean([log.success for log in logs]))
+            row["decisions"][goal.name] = float(np.mean([log.decisions for log in logs]))
+        row["decision_ms_mean"] = 1000 * float(np.mean(seconds)) if seconds else 0.0
+        row["decision_ms_p95"] = 1000 * float(np.percentile(seconds, 95)) if seconds else 0.0
+        row["split_ms_mean"] = {k: 1000 * float(np.mean(v)) if v else 0.0 for k, v in split.items()}
         row["mispredicted_before_learning"] = len(mispredicted(world_model.rules, transitions))
-        del row["decision_seconds"]
+        if triples and transition_model.rules:
+            row["model_accuracy_rules_only"] = transition_model.accuracy(triples, rules_only=True)
         results.append(row)
-        print(json.dumps(row))
+        bar.write(json.dumps(row))
         run.logger.log(iteration, {"walle/success": float(np.mean(list(row["success"].values()))),
-                                   "walle/rules": row["rules"], "walle/decision_seconds": row["mean_decision_seconds"]})
+                                   "walle/rules": row["rules"], "walle/effect_rules": row["effect_rules"],
+                                   "walle/decision_ms": row["decision_ms_mean"]})
         world_model.save(run.path("rules", f"iter_{iteration}"))
+        transition_model.save(run.path("model", f"iter_{iteration}"))
         if iteration < cfg.iterations:
-            world_model.rules = learn(llm, cfg, world_model, transitions)
+            if cfg.planner == "lookahead":
+                transition_model = TransitionModel.learn(triples)
+            elif cfg.planner == "rules":
+                world_model.rules = learn_failure_rules(llm, goals, world_model, transitions)
         checkpoint(iteration)
         run.stop(iteration, lambda: None)  # Ctrl-C: the checkpoint of this iteration is saved
-    run.path("results.json").write_text(json.dumps(results, indent=2))
+    bar.close()
+    with open(run.path("results.json"), "w") as f:
+        json.dump(results, f, indent=2)
     last = results[-1]
-    run.write_summary({"tasks": list(cfg.tasks), "seed": cfg.seed, "iterations": cfg.iterations,
+    run.write_summary({"tasks": list(cfg.tasks), "planner": cfg.planner, "seed": cfg.seed, "iterations": cfg.iterations,
                        "success": last["success"], "final_success_rate": float(np.mean(list(last["success"].values()))),
-                       "rules": last["rules"]})
+                       "decision_ms_mean": last["decision_ms_mean"], "decision_ms_p95": last["decision_ms_p95"]})
     run.close()
+    print(json.dumps({"run": str(run.dir), "success": last["success"]}))
     return {"results": results}
 
 
