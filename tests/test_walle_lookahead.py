@@ -115,3 +115,72 @@ def test_lookahead_learns_to_solve_tasks_and_new_goals_need_no_learning(tmp_path
     new = WalleConfig(tasks=("block-on-table-drawer-open:block_on_goal",), iterations=0, episodes_per_task=1,
                       max_decisions=20, video=False, run_dir=tmp_path, run_name="new", world_model=tmp_path / "learn")
     assert run_walle(new, llm=Flat())["results"][0]["success"] == {"block-on-table-drawer-open:block_on_goal": 1.0}
+
+
+class RuleWriter:
+    """A stand-in for a capable served model: returns the code it was given."""
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def generate(self, messages, max_tokens=64):
+        return self.reply
+
+
+GOOD_RELEASE = '''```python
+def effects(state, action, graphs):
+    new = dict(state)
+    if state.get("holding_block") and state.get("over_goal"):
+        new["block_on_goal"] = True
+    new["holding_block"] = False
+    new["holding_handle"] = False
+    new["gripper_empty"] = True
+    new["near_block"] = False
+    new["near_handle"] = False
+    return new
+```'''
+
+
+def test_llm_written_rules_go_through_the_same_checks(tmp_path):
+    from agents.walle.transition_model import rule_from_llm
+
+    triples = [t for t in scripted_triples("retrieve", [0, 1]) + scripted_triples("tidy", [0])]
+    rule = rule_from_llm(RuleWriter(GOOD_RELEASE), "release()", triples)
+    assert rule is not None and rule.name == "effects_release"
+    marker = tmp_path / "ran"
+    hostile = f"```python\ndef effects(state, action, graphs=open({str(marker)!r}, 'w')):\n    return state\n```"
+    assert rule_from_llm(RuleWriter(hostile), "release()", triples) is None and not marker.exists()
+    wrong = "def effects(state, action, graphs):\n    return dict(state)\n"  # predicts nothing changes: worse than fitted
+    assert rule_from_llm(RuleWriter(wrong), "release()", triples) is None
+    assert rule_from_llm(RuleWriter("I cannot write code."), "release()", triples) is None
+
+
+def test_llm_written_rules_through_the_http_backend(tmp_path):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from agents.walle.transition_model import rule_from_llm
+    from embodied.llm.http import OpenAICompatibleLLM
+
+    class Server(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"choices": [{"message": {"content": GOOD_RELEASE}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        llm = OpenAICompatibleLLM(f"http://127.0.0.1:{httpd.server_address[1]}", retries=0, timeout=5)
+        triples = scripted_triples("retrieve", [0, 1])
+        assert rule_from_llm(llm, "release()", triples) is not None
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -29,7 +29,7 @@ import numpy as np
 from agents.walle import lookahead, planner
 from agents.walle.goals import Goal, parse_goal
 from agents.walle.rules import Rule, Transition, learn_rules, mispredicted, propose_precondition_rules, rank_with_llm
-from agents.walle.transition_model import TransitionModel
+from agents.walle.transition_model import TransitionModel, rule_from_llm
 from agents.walle.world_model import NeuroSymbolicWorldModel
 from embodied.config import RunOptions, check_choice, parse_config
 from embodied.errors import EmbodiedError
@@ -56,6 +56,7 @@ class WalleConfig(RunOptions):
     max_decisions: int = 40  # skill decisions per episode
     replan_limit: int = 5  # proposals the world model may reject per decision (rules planner)
     explore: bool = True  # lookahead: where no plan exists, go try the nearest untried skill
+    llm_rules: bool = False  # lookahead: ask the LLM to write effect rules (for a capable served model); each is checked, sandboxed and kept only if it fits the data as well as the fitted one
 
     def __post_init__(self):
         check_choice("planner", self.planner, PLANNERS)
@@ -180,6 +181,10 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
         if iteration < cfg.iterations:
             if cfg.planner == "lookahead":
                 transition_model = TransitionModel.learn(triples)
+                if cfg.llm_rules:
+                    written = {s: rule_from_llm(llm, s, triples) for s in sorted(transition_model.rules)}
+                    transition_model.rules.update({s: r for s, r in written.items() if r is not None})
+                    row["llm_rules_kept"] = sorted(s for s, r in written.items() if r is not None)
             elif cfg.planner == "rules":
                 world_model.rules = learn_failure_rules(llm, goals, world_model, transitions)
         checkpoint(iteration)

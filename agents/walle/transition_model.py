@@ -208,3 +208,38 @@ def observe(model: TransitionModel, before: dict, skill: str, after: dict, predi
     model.triples.append((before, skill, after))
     if predicted != after:
         model.refit(skill)
+
+
+def rule_from_llm(llm, skill: str, triples: Sequence[tuple[dict, str, dict]], max_examples: int = 12) -> Rule | None:
+    """Ask a (capable, served) LLM to write the effect rule of ``skill`` from logged examples.
+
+    The reply's code goes through the same checks as every rule (whitelist in this process,
+    execution only in the sandbox) and is kept only if it predicts the logged transitions of
+    ``skill`` at least as well as the fitted rule would. Returns None when the LLM cannot
+    (no code, refused code, or worse predictions).
+    """
+    examples = [(b, a) for b, s, a in triples if s == skill][:max_examples]
+    if not examples:
+        return None
+    lines = [f"Write a Python function effects(state, action, graphs) that returns the predicates after the "
+             f"robot skill {skill}, as a new dict. Use only dict(state), if, comparisons and assignments.",
+             "Examples (before -> after, true predicates listed):"]
+    lines += [f"- {state_key(b) or 'nothing'} -> {state_key(a) or 'nothing'}" for b, a in examples]
+    try:
+        reply = llm.generate([{"role": "user", "content": "\n".join(lines)}], max_tokens=400)
+    except Exception:  # an unreachable or broken server: fall back to the fitted rule
+        return None
+    match = re.search(r"```(?:python)?\n(.*?)```", reply, re.S)
+    source = (match.group(1) if match else reply).strip() + "\n"
+    name = "effects_" + re.sub(r"\W+", "_", skill).strip("_")
+    source = re.sub(r"^def \w+\(", f"def {name}(", source, count=1)
+    try:
+        rule = Rule.from_source(name, source, f"what {skill} does (written by the LLM)")
+    except UnsafeCodeError:
+        return None
+    skill_triples = [t for t in triples if t[1] == skill]
+    fitted = TransitionModel.learn(skill_triples)
+    written = TransitionModel({skill: rule})
+    if written.accuracy(skill_triples) < fitted.accuracy(skill_triples, rules_only=True):
+        return None
+    return rule
