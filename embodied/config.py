@@ -166,3 +166,13 @@ def save_config(config: Any, path: Path) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
+
+
+def parse_command_args(parser: argparse.ArgumentParser, argv: Sequence[str], command: str) -> argparse.Namespace | None:
+    """``parser.parse_args`` for a subcommand: None after ``--help``; bad options become one ``EmbodiedError``."""
+    try:
+        return parser.parse_args(list(argv))
+    except SystemExit as exit_:
+        if exit_.code == 0:
+            return None
+        raise EmbodiedError(f"bad {command} options (see {command} --help)") from None

@@ -15,6 +15,7 @@ bootstrap draws use a fixed random state so a report is reproducible.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embodied.config import parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.runs import read_metrics
 
@@ -90,6 +92,18 @@ def final_scores(groups: dict[str, list[RunRecord]], metric: str) -> dict[str, n
     return scores
 
 
+@contextlib.contextmanager
+def seeded_numpy(seed: int):
+    """rliable's bootstrap draws its indices from NumPy's *global* generator (``np.random.choice``),
+    whatever ``random_state`` says; seed it for the call and put it back, so reports reproduce."""
+    saved = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield np.random.RandomState(seed)
+    finally:
+        np.random.set_state(saved)
+
+
 def _iqm_and_mean(x: np.ndarray) -> np.ndarray:
     from rliable import metrics
 
@@ -100,8 +114,8 @@ def aggregate(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) ->
     """IQM and mean with 95 % stratified-bootstrap CIs per group (``rliable.get_interval_estimates``)."""
     from rliable import library as rly
 
-    point, interval = rly.get_interval_estimates(scores, _iqm_and_mean, reps=reps,
-                                                 random_state=np.random.RandomState(seed))
+    with seeded_numpy(seed) as state:
+        point, interval = rly.get_interval_estimates(scores, _iqm_and_mean, reps=reps, random_state=state)
     return {g: {"iqm": float(point[g][0]), "iqm_low": float(interval[g][0, 0]), "iqm_high": float(interval[g][1, 0]),
                 "mean": float(point[g][1]), "mean_low": float(interval[g][0, 1]), "mean_high": float(interval[g][1, 1]),
                 "runs": int(scores[g].shape[0])} for g in scores}
@@ -111,8 +125,9 @@ def improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -
     """P(X > Y) with its 95 % CI (``rliable.metrics.probability_of_improvement``)."""
     from rliable import library as rly, metrics
 
-    point, interval = rly.get_interval_estimates({"pair": [x, y]}, metrics.probability_of_improvement, reps=reps,
-                                                 random_state=np.random.RandomState(seed))
+    with seeded_numpy(seed) as state:
+        point, interval = rly.get_interval_estimates({"pair": [x, y]}, metrics.probability_of_improvement, reps=reps,
+                                                     random_state=state)
     low, high = np.ravel(interval["pair"])[:2]
     return float(np.ravel(point["pair"])[0]), float(low), float(high)
 
@@ -131,7 +146,8 @@ def curves(groups: dict[str, list[RunRecord]], metric: str, reps: int = 2000, se
             continue
         data = np.array([[s[t] for t in steps] for s in series], dtype=np.float64)[:, None, :]  # (runs, 1, steps)
         iqm = lambda x: np.array([metrics.aggregate_iqm(x[..., t]) for t in range(x.shape[-1])])  # noqa: E731
-        point, interval = rly.get_interval_estimates({label: data}, iqm, reps=reps, random_state=np.random.RandomState(seed))
+        with seeded_numpy(seed) as state:
+            point, interval = rly.get_interval_estimates({label: data}, iqm, reps=reps, random_state=state)
         out[label] = (np.asarray(steps), point[label], interval[label])
     return out
 
@@ -223,12 +239,9 @@ def main(argv: list[str]) -> int:
                         "(e.g. feedback/labels)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default: DIR/report.md); PNG beside it")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        if exit_.code == 0:
-            return 0
-        raise EmbodiedError("bad report options (see embodied report --help)") from None
+    args = parse_command_args(parser, argv, "embodied report")
+    if args is None:
+        return 0
     if args.reps < 100:
         raise EmbodiedError("--reps must be at least 100")
     out = args.out or Path(args.dir) / "report.md"

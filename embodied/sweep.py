@@ -33,7 +33,7 @@ import time
 import typing
 from pathlib import Path
 
-from embodied.config import parse_config
+from embodied.config import parse_command_args, parse_config
 from embodied.errors import EmbodiedError
 
 CONFIGS: dict[str, str] = {  # agent -> its config dataclass
@@ -266,12 +266,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--address", default=None, help="join this Ray cluster (default: start a local one on all cores)")
     parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) reserved per trial")
     parser.add_argument("--max-retries", type=int, default=3, help="Ray retries of a trial whose worker died")
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        if exit_.code == 0:
-            return 0
-        raise EmbodiedError("bad sweep options (see embodied sweep --help)") from None
+    args = parse_command_args(parser, argv, "embodied sweep")
+    if args is None:
+        return 0
     try:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip() != ""]
     except ValueError:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from agents.walle.goals import Goal
+from agents.walle.planner import execute_logged
 from agents.walle.rules import Transition
 from agents.walle.transition_model import TransitionModel, observe, state_key
 from agents.walle.world_model import scene_graph
@@ -151,15 +152,8 @@ def run_episode(env, llm, goal: Goal, model: TransitionModel, seed: int, max_dec
         log.decision_seconds.append(time.perf_counter() - start)
         log.timings.append(timing)
         predicted = model.predict_many([(state, skill)])[0]
-        result = executor.execute(skill)
-        log.frames += result.frames
-        after = predicates(env)
-        effective = result.success and after != state
-        log.transitions.append(Transition(state, {"skill": skill, "args": []}, effective))
-        log.triples.append((state, skill, after))
+        after, _ = execute_logged(env, executor, log, state, skill, history)
         observe(model, state, skill, after, predicted)
-        history.append((skill, effective))
-        log.decisions += 1
     else:
         log.success = goal.satisfied(predicates(env))
     return log

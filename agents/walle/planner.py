@@ -40,6 +40,23 @@ def prompt(goal: Goal, state: dict[str, bool], history: list[tuple[str, bool]], 
             {"role": "user", "content": "\n".join(lines)}]
 
 
+def execute_logged(env, executor: SkillExecutor, log, state: dict[str, bool], skill: str,
+                   history: list[tuple[str, bool]]) -> tuple[dict[str, bool], bool]:
+    """Run ``skill``, log the transition (``log.transitions``, ``triples``, ``frames``, ``decisions``).
+
+    As in text games ("nothing happens"), a skill that changed nothing symbolic did not succeed.
+    """
+    result = executor.execute(skill)
+    log.frames += result.frames
+    after = predicates(env)
+    effective = result.success and after != state
+    log.transitions.append(Transition(state, {"skill": skill, "args": []}, effective))
+    log.triples.append((state, skill, after))
+    history.append((skill, effective))
+    log.decisions += 1
+    return after, effective
+
+
 def run_episode(env, llm, task: str | Goal, world_model: NeuroSymbolicWorldModel | None, seed: int,
                 max_decisions: int = 20, replan_limit: int = 5, record: bool = False) -> EpisodeLog:
     """One episode on the raw ``DrawerBlockEnv`` ``env``; logs every executed transition.
@@ -66,17 +83,9 @@ def run_episode(env, llm, task: str | Goal, world_model: NeuroSymbolicWorldModel
             rejected.add(skill)
             notes.append(f"{skill} would fail: {feedback}. {suggestion}.")
         log.decision_seconds.append(time.perf_counter() - start)
-        result = executor.execute(skill)
-        log.frames += result.frames
-        after = predicates(env)
-        # as in text games ("nothing happens"), a skill that changed nothing symbolic did not succeed
-        effective = result.success and after != state
-        log.transitions.append(Transition(state, {"skill": skill, "args": []}, effective))
-        log.triples.append((state, skill, after))
+        after, effective = execute_logged(env, executor, log, state, skill, history)
         if world_model is not None:
             world_model.knowledge.update(state, skill, after, effective)
-        history.append((skill, effective))
-        log.decisions += 1
         if goal.satisfied(after):
             log.success = True
             break

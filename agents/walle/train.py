@@ -119,7 +119,8 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
             world_model.knowledge.achieves[skill].update(effects)
         transitions = [Transition(t["state"], t["action"], t["success"]) for t in state["transitions"]]
         triples = [(t["before"], t["skill"], t["after"]) for t in state["triples"]]
-        transition_model = TransitionModel.learn(triples) if triples else transition_model
+        if cfg.planner == "lookahead" and triples:
+            transition_model = TransitionModel.learn(triples)  # as learned after that iteration
         results, start = state["results"], state["iteration"] + 1
         print(f"resuming after iteration {state['iteration']}")
 

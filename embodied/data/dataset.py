@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from embodied.atomic import atomic_path
-from embodied.data.episode import Episode
+from embodied.data.episode import Episode, validate_episodes
 from embodied.data.minari_format import is_minari_dir, minari_data_dir, read_minari_header
 from embodied.errors import EmbodiedError
 
@@ -40,13 +40,7 @@ def space_to_json(space: gym.Space) -> dict:
 def write_dataset(path: str | os.PathLike, episodes: Sequence[Episode], env_id: str,
                   observation_space: gym.Space, action_space: gym.Space, metadata: dict | None = None) -> Path:
     """Write ``episodes`` to ``path`` atomically (a crash leaves no partial file)."""
-    if not episodes:
-        raise EmbodiedError("refusing to write an empty dataset (0 episodes)")
-    for i, episode in enumerate(episodes):
-        try:
-            episode.validate()
-        except ValueError as err:
-            raise EmbodiedError(f"episode {i} is malformed: {err}") from err
+    validate_episodes(episodes)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT

@@ -52,3 +52,16 @@ class Episode:
         for name, value in [("actions", self.actions), ("rewards", self.rewards), *obs.items()]:
             if np.issubdtype(np.asarray(value).dtype, np.floating) and not np.all(np.isfinite(value)):
                 raise ValueError(f"{name} contains NaN or inf")
+
+
+def validate_episodes(episodes) -> None:
+    """``EmbodiedError`` naming the first malformed episode, or the emptiness of the list."""
+    from embodied.errors import EmbodiedError
+
+    if not episodes:
+        raise EmbodiedError("refusing to write an empty dataset (0 episodes)")
+    for i, episode in enumerate(episodes):
+        try:
+            episode.validate()
+        except ValueError as err:
+            raise EmbodiedError(f"episode {i} is malformed: {err}") from err

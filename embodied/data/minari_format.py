@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 
 from embodied.atomic import current_umask, ensure_writable_dir
-from embodied.data.episode import Episode
+from embodied.data.episode import Episode, validate_episodes
 from embodied.errors import EmbodiedError
 
 
@@ -46,13 +46,7 @@ def write_minari(path: str | os.PathLike, episodes: Sequence[Episode], env: gym.
     from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_storage import MinariStorage
 
-    if not episodes:
-        raise EmbodiedError("refusing to write an empty dataset (0 episodes)")
-    for i, episode in enumerate(episodes):
-        try:
-            episode.validate()
-        except ValueError as err:
-            raise EmbodiedError(f"episode {i} is malformed: {err}") from err
+    validate_episodes(episodes)
     target = Path(path).expanduser()
     if target.exists() and not is_minari_dir(target) and (target.is_file() or any(target.iterdir())):
         raise EmbodiedError(f"{target} exists and is not a Minari dataset; refusing to replace it")
