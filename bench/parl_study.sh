@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The PARL study of issue #12: PARL vs PEBBLE vs the SAC oracle, 5 seeds each, on button-press-v3 and
+# reach-v3, with `embodied sweep` (one CPU and one torch thread per trial), then `embodied report`.
+# Re-running continues where it stopped (finished trials are skipped, killed ones resume).
+#   bash bench/parl_study.sh [OUT]        # default OUT: runs/parl_study
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/parl_study}
+COMMON="--total-steps 20000 --max-episode-steps 200 --seed-steps 1000 --query-every 1000 --queries-per-session 50
+        --feedback-budget 600 --reward-epochs 20 --batch-size 128 --eval-every 2500 --eval-episodes 10
+        --checkpoint-every 2500 --no-video"
+for task in button-press-v3 reach-v3; do
+  embodied sweep --agent parl --seeds 0,1,2,3,4 --grid method=parl,pebble,sac --grid task=$task --out "$OUT" -- $COMMON
+done
+for task in button-press-v3 reach-v3; do
+  embodied report "$OUT" --metric eval/success_rate --group-by method task \
+    --compare "method=parl,task=$task" "method=pebble,task=$task" \
+    --threshold 0.8 --cost-key feedback/labels --out "$OUT/report-$task.md" || true
+done
