@@ -13,7 +13,7 @@ for task in button-press-v3 reach-v3; do
   embodied sweep --agent parl --seeds 0,1,2,3,4 --grid method=parl,pebble,sac --grid task=$task --out "$OUT" -- $COMMON
 done
 for task in button-press-v3 reach-v3; do
-  embodied report "$OUT" --metric eval/success_rate --group-by method task \
+  embodied report "$OUT" --where task=$task --metric eval/success_rate --group-by method task \
     --compare "method=parl,task=$task" "method=pebble,task=$task" \
     --threshold 0.8 --cost-key feedback/labels --out "$OUT/report-$task.md" || true
 done

@@ -36,6 +36,7 @@ class RunRecord:
     path: Path
     config: dict
     rows: list[dict] = field(repr=False)
+    finished: bool = True  # it wrote summary.json (a run still going, or killed, has not)
 
     def series(self, key: str) -> list[tuple[int, float]]:
         """(step, value) of every row that logged ``key`` (a later row at the same step wins)."""
@@ -59,7 +60,8 @@ def find_runs(root: Path) -> list[RunRecord]:
             config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
         except ValueError:
             raise EmbodiedError(f"{path / 'config.json'} is not valid JSON") from None
-        runs.append(RunRecord(path, config if isinstance(config, dict) else {}, read_metrics(path / "metrics.jsonl")))
+        runs.append(RunRecord(path, config if isinstance(config, dict) else {}, read_metrics(path / "metrics.jsonl"),
+                              (path / "summary.json").exists()))
     return runs
 
 
@@ -183,9 +185,26 @@ def plot_curves(curve_data, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
+def select(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
+    """Runs whose config matches every ``KEY=VALUE`` (compared as text)."""
+    for item in where:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise EmbodiedError(f"--where {item!r}: expected KEY=VALUE")
+        runs = [r for r in runs if str(r.config.get(key)) == value]
+    if not runs:
+        raise EmbodiedError(f"no run matches --where {' '.join(where)}")
+    return runs
+
+
 def build_report(root: Path, metric: str, group_by: list[str] | None, compare: list[tuple[str, str]],
-                 threshold: float | None, cost_key: str | None, reps: int, plot_path: Path | None) -> str:
-    runs = find_runs(root)
+                 threshold: float | None, cost_key: str | None, reps: int, plot_path: Path | None,
+                 where: list[str] = (), unfinished: bool = False) -> str:
+    found = select(find_runs(root), list(where))
+    runs = found if unfinished else [r for r in found if r.finished]
+    if not runs:
+        raise EmbodiedError(f"none of the {len(found)} runs under {root} has finished (no summary.json); "
+                            "pass --unfinished to report them as they are")
     keys = default_group_keys(runs) if group_by is None else group_by
     unknown = [k for k in keys if not any(k in r.config for r in runs)]
     if unknown:
@@ -194,7 +213,8 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
     scores = final_scores(groups, metric)
     stats = aggregate(scores, reps)
     lines = [f"# Report: {root}", "",
-             f"{len(runs)} runs, metric `{metric}` (final value per run), grouped by {', '.join(keys) or 'nothing'}; "
+             f"{len(runs)} runs{'' if len(runs) == len(found) else f' ({len(found) - len(runs)} unfinished left out)'}, "
+             f"metric `{metric}` (final value per run), grouped by {', '.join(keys) or 'nothing'}; "
              f"IQM and mean with 95 % stratified-bootstrap CIs ({reps} resamples, rliable).", "",
              "| group | runs | IQM [95% CI] | mean [95% CI] |", "| --- | ---: | --- | --- |"]
     for g, s in stats.items():
@@ -237,6 +257,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threshold", type=float, default=None, help="report steps needed to reach this metric value")
     parser.add_argument("--cost-key", default=None, help="with --threshold: a cumulative metric to report at that step "
                         "(e.g. feedback/labels)")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                        help="only runs whose config has this value (repeatable)")
+    parser.add_argument("--unfinished", action="store_true", help="include runs without summary.json (their last value)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default: DIR/report.md); PNG beside it")
     args = parse_command_args(parser, argv, "embodied report")
@@ -247,7 +270,7 @@ def main(argv: list[str]) -> int:
     out = args.out or Path(args.dir) / "report.md"
     plot = out.with_name(out.stem + "_curves.png")
     text = build_report(args.dir, args.metric, args.group_by, [tuple(c) for c in args.compare], args.threshold,
-                        args.cost_key, args.reps, plot)
+                        args.cost_key, args.reps, plot, args.where, args.unfinished)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

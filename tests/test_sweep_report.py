@@ -95,6 +95,7 @@ def synthetic_runs(root: Path, groups: dict[str, list[list[float]]]) -> None:
             rows = [{"step": 1000 * (i + 1), "eval/success_rate": v, "feedback/labels": 50 * (i + 1)}
                     for i, v in enumerate(values)]
             (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (d / "summary.json").write_text(json.dumps({"final_success_rate": values[-1]}))
 
 
 def test_report_numbers_are_rliables(tmp_path):
@@ -139,5 +140,8 @@ def test_report_on_one_run_and_bad_input(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path / "missing")]) == 2
     assert cli_main(["report", str(tmp_path), "--metric", "eval/nothing"]) == 2
     assert cli_main(["report", str(tmp_path), "--compare", "x", "y"]) == 2
+    (tmp_path / "a-s0" / "summary.json").unlink()  # a run still going is left out unless asked for
+    assert cli_main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 3 and all(line.startswith("error:") for line in err), err
+    assert len(err) == 4 and all(line.startswith("error:") for line in err), err
+    assert cli_main(["report", str(tmp_path), "--unfinished"]) == 0
