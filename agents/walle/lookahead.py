@@ -13,6 +13,7 @@ model lacks instead of repeating itself.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from agents.walle.goals import Goal
@@ -84,6 +85,8 @@ def search_novel(model: TransitionModel, state: dict[str, bool], order: list[str
     Exploration with lookahead: the agent goes to the nearest gap in its experience and fills
     it, rather than repeating moves whose outcome it already knows.
     """
+    uses = Counter(skill for _, skill, _ in model.triples)
+    order = sorted(order, key=lambda s: (uses[s], order.index(s)))  # rarely used skills first, then the LLM's order
     parents: dict[str, tuple[str, str] | None] = {state_key(state): None}
     frontier = [state]
     for _ in range(max_depth):
