@@ -12,8 +12,8 @@ Layout::
 One process writes a run at a time (an OS lock; a second one is refused). ``Run.save`` stores,
 beside the agent's state, the global random generators and how many metric rows were written;
 ``Run.load`` restores both, dropping metric rows logged after the checkpoint, so a killed run
-resumes to the same result and logs every step once. ``Run.stop_requested`` turns the first
-Ctrl-C into a request the training loop answers by saving and raising ``RunInterrupted``.
+resumes to the same result and logs every step once. ``Run.catch_interrupts`` turns the first
+Ctrl-C into a request the training loop answers at ``Run.stop`` by saving and raising ``RunInterrupted``.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Run:
             tmp.write_text(json.dumps(summary, indent=2))
 
     def catch_interrupts(self) -> None:
-        """Make the first Ctrl-C a stop request (see ``stop_requested``); a second one stops at once."""
+        """Make the first Ctrl-C a stop request (answered at ``stop``); a second one stops at once."""
         if threading.current_thread() is not threading.main_thread():
             return
 
@@ -107,10 +107,6 @@ class Run:
             print("\nstopping: saving a checkpoint (Ctrl-C again to stop without one)", flush=True)
 
         self._previous_handler = signal.signal(signal.SIGINT, request_stop)
-
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop.is_set()
 
     def stop(self, step: int, checkpoint) -> None:
         """If a stop was requested: ``checkpoint()``, then raise ``RunInterrupted``."""
@@ -176,10 +172,11 @@ class MetricLogger:
 
     def __init__(self, directory: Path, tensorboard: bool = True):
         self.path = directory / "metrics.jsonl"
-        self.rows = len(read_metrics(self.path)) if self.path.exists() else 0
+        lines = [line for line in open(self.path) if line.strip()] if self.path.exists() else []
+        self.rows = len(parse_metric_lines(lines))
         self._jsonl = open(self.path, "a", buffering=1)
         self.closed = False
-        if self.path.exists() and sum(1 for line in open(self.path) if line.strip()) > self.rows:
+        if len(lines) > self.rows:
             self.truncate(self.rows, force=True)  # drop a line cut off by a kill
         self._tb = None
         if tensorboard:
@@ -220,14 +217,20 @@ class MetricLogger:
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a ``metrics.jsonl`` file."""
     with open(path) as f:
-        rows = []
-        for line in f:
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    break  # a line cut off by a kill: it and anything after it are not data
-        return rows
+        return parse_metric_lines(f)
+
+
+def parse_metric_lines(lines: Iterable[str]) -> list[dict]:
+    """JSON records of non-blank lines, up to the first that does not parse (a line cut off by a
+    kill: it and anything after it are not data)."""
+    rows = []
+    for line in lines:
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                break
+    return rows
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", initial: int = 0) -> Iterator:
