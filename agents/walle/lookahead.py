@@ -5,9 +5,9 @@ current predicate state to any state that satisfies the goal (each search layer 
 round trip); execute the first skill of the shortest plan; observe; add the outcome to the
 model; search again. The LLM is the proposal prior: its ranking of the skills orders the
 search, so among equally short plans its favourite wins, and it decides where the model knows
-nothing. When no plan exists in the model, the agent explores: it takes the skill it has tried
-least often in this exact state (LLM order breaks ties), so it gathers the transitions the
-model lacks instead of repeating itself.
+nothing. When no plan exists in the model, the agent explores: it goes (in the model) to the
+nearest state with a skill never tried there, rarely used skills first and the LLM's order
+breaking ties, so it gathers the transitions the model lacks instead of repeating itself.
 """
 
 from __future__ import annotations
@@ -44,6 +44,15 @@ class LookaheadLog:
     frames: list = field(default_factory=list)
 
 
+def path_to(parents: dict[str, tuple[str, str] | None], key: str) -> list[str]:
+    """The skills from the search's root to state ``key``, following the parent links back."""
+    plan = []
+    while parents[key] is not None:
+        key, step = parents[key]
+        plan.append(step)
+    return plan[::-1]
+
+
 def search(model: TransitionModel, state: dict[str, bool], goal: Goal, order: list[str], max_depth: int = 16,
            max_states: int = 4096, timing: Timing | None = None) -> list[str] | None:
     """Shortest skill sequence that the model predicts reaches ``goal`` (None: none within the limits)."""
@@ -66,11 +75,7 @@ def search(model: TransitionModel, state: dict[str, bool], goal: Goal, order: li
                 continue
             parents[key] = (state_key(s), skill)
             if goal.satisfied(nxt):
-                plan, k = [], key
-                while parents[k] is not None:
-                    k, step = parents[k]
-                    plan.append(step)
-                return plan[::-1]
+                return path_to(parents, key)
             new_frontier.append(nxt)
         if not new_frontier or len(parents) > max_states:
             return None
@@ -93,11 +98,7 @@ def search_novel(model: TransitionModel, state: dict[str, bool], order: list[str
         for s in frontier:
             for skill in order:
                 if model.tried(s, skill) == 0:
-                    plan, k = [skill], state_key(s)
-                    while parents[k] is not None:
-                        k, step = parents[k]
-                        plan.append(step)
-                    return plan[::-1]
+                    return path_to(parents, state_key(s)) + [skill]
         queries = [(s, skill) for s in frontier for skill in order]
         new_frontier = []
         for (s, skill), nxt in zip(queries, model.predict_many(queries)):
