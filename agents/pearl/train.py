@@ -32,7 +32,8 @@ from embodied.runs import Run, progress, start_run
 from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
 from embodied.video import record_episode, tile, write_mp4
 
-LABEL_SOURCES = ("cpa", "nn", "oracle")
+LABEL_SOURCES = ("cpa", "nn", "oracle", "shots")
+CONFIDENCE_KEYS = ("starts_agreement", "structure_agreement", "shot_agreement")
 REWARD_MODELS = ("gaussian", "plain")
 
 
@@ -55,9 +56,12 @@ class PearlConfig(RunOptions):
     teacher_gamma: float = 1.0  # scripted teacher's discount over a segment (1: plain return; <1: myopic)
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal' (0.5 label)
-    labels: str = field(default="cpa", metadata={"help": "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target teacher)"})
-    gw_method: str = "entropic"  # Gromov-Wasserstein solver: entropic or exact
-    gw_epsilon: float = 5e-3  # final entropic regularisation of the GW solver
+    labels: str = field(default="cpa", metadata={"help": "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target teacher), shots (the --few-shot-labels alone: the few-shot baseline)"})
+    few_shot_labels: int = 0  # K scripted target labels: they orient and calibrate the transfer and join the training set (0: zero-shot)
+    gw_method: str = "lowrank"  # Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)
+    gw_epsilon: float = 5e-3  # entropic regularisation of the GW solver
+    gw_alpha: float = 0.9  # weight of the structure (GW) term; the rest on the shared arm features (1: plain GW)
+    gw_rank: int = 32  # rank of the factored cost matrices (lowrank solver)
     reward_model: str = field(default="gaussian", metadata={"help": "gaussian (RRL) or plain"})
     reward_epochs: int = 30  # epochs of reward-model training
     kl_weight: float = 0.01  # weight of the Gaussian reward model's KL term (RRL)
@@ -75,6 +79,12 @@ class PearlConfig(RunOptions):
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
         check_positive(self, "episodes", "max_steps", "segment_length", "segments", "source_queries", "target_queries",
                        "reward_epochs", "eval_episodes", "checkpoint_every", "eval_every")
+        if self.few_shot_labels < 0:
+            raise ValueError(f"few_shot_labels must be >= 0, got {self.few_shot_labels}")
+        if self.labels == "shots" and self.few_shot_labels < 1:
+            raise ValueError("--labels shots learns from the few-shot labels alone: give --few-shot-labels K > 0")
+        if not 0 < self.gw_alpha <= 1:
+            raise ValueError(f"gw_alpha must be in (0, 1], got {self.gw_alpha}")
         if self.iql_steps < 0:
             raise ValueError(f"iql_steps must be >= 0, got {self.iql_steps}")
         if self.segment_length > self.max_steps:
@@ -101,26 +111,57 @@ def _episodes(cfg: PearlConfig, task: str, data: Path | None, run: Run, name: st
 
 
 def target_labels(cfg: PearlConfig, src, tgt, teacher: ScriptedTeacher, rng: np.random.Generator, device) -> dict:
-    """Source labels, then target labels by the chosen method, with their accuracy against the teacher."""
+    """Source labels, then target labels by the chosen method, with their accuracy against the teacher.
+
+    With ``few_shot_labels = K``, K target pairs get scripted labels (the same teacher, noise
+    included); they calibrate the transfer and are appended to the returned pairs. ``accuracy`` is
+    measured on the transferred pairs only, so it compares across K.
+    """
     s_first, s_second = sample_pairs(len(src), cfg.source_queries, rng)
     source = teacher.label(src.rewards, s_first, s_second, rng)
     t_first, t_second = sample_pairs(len(tgt), cfg.target_queries, rng)
-    truth = teacher.label(tgt.rewards, t_first, t_second, rng).label  # for reporting only, except for the oracle
+    truth = ScriptedTeacher(teacher.gamma, teacher.equal_threshold).label(tgt.rewards, t_first, t_second).label  # reporting only
+    shots = None
+    if cfg.few_shot_labels:
+        shots = teacher.label(tgt.rewards, *sample_pairs(len(tgt), cfg.few_shot_labels, rng), rng)
     seconds = 0.0
+    confidence = {key: float("nan") for key in CONFIDENCE_KEYS}
     if cfg.labels == "oracle":
-        labels = truth.copy()
+        labels = teacher.label(tgt.rewards, t_first, t_second, rng).label
+    elif cfg.labels == "shots":
+        t_first, t_second, labels, truth = t_first[:0], t_second[:0], np.zeros(0), np.zeros(0)
     elif cfg.labels == "nn":
         plan = nearest_neighbour_coupling(segment_features(src, False), segment_features(tgt, False))
         labels, _ = transfer_labels(plan, source, t_first, t_second)
     else:
-        result = cross_task_transfer(src, source, tgt, t_first, t_second, GWConfig(cfg.gw_method, cfg.gw_epsilon), device)
+        gw = GWConfig(cfg.gw_method, cfg.gw_epsilon, cfg.gw_alpha, cfg.gw_rank)
+        result = cross_task_transfer(src, source, tgt, t_first, t_second, gw, device, shots)
         labels, seconds = result.labels, result.seconds
-    return {"first": t_first, "second": t_second, "label": labels, "truth": truth,
-            "accuracy": label_accuracy(labels, truth), "seconds": seconds}
+        confidence.update({k: v for k, v in result.confidence.items() if k in CONFIDENCE_KEYS})
+    accuracy = label_accuracy(labels, truth) if len(truth) else float("nan")
+    if shots is not None:
+        t_first, t_second = np.concatenate([t_first, shots.first]), np.concatenate([t_second, shots.second])
+        labels = np.concatenate([labels, shots.label])
+    return {"first": t_first, "second": t_second, "label": labels, "accuracy": accuracy, "seconds": seconds,
+            **{k: np.float64(v) for k, v in confidence.items()}}
+
+
+def report_confidence(lab: dict) -> None:
+    """One line on how far the transfer can be trusted (see ``cross_task_transfer``)."""
+    starts, structure, shots = (float(lab[k]) for k in CONFIDENCE_KEYS)
+    if np.isnan(starts):
+        return
+    line = f"transfer confidence: GW starts agree on {starts:.0%} of target pairs, plain GW on {structure:.0%}"
+    if not np.isnan(shots):
+        line += f"; transfer agrees with {shots:.0%} of the few-shot labels"
+    if min(starts, structure) < 0.6:
+        line += " (low: the tasks' structure alone is ambiguous here, the arm features decided the orientation)"
+    print(line)
 
 
 def run_pearl(cfg: PearlConfig) -> dict:
-    run, device = start_run(cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}-{cfg.reward_model}-s{cfg.seed}")
+    shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
+    run, device = start_run(cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}")
     rng = np.random.default_rng(cfg.seed)
     teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
 
@@ -138,14 +179,17 @@ def run_pearl(cfg: PearlConfig) -> dict:
 
     labels_path = run.path("labels.npz")
     if labels_path.exists() and "labels" in stages:
-        lab = load_arrays(labels_path, ("first", "second", "label", "accuracy", "seconds"))
+        lab = load_arrays(labels_path, ("first", "second", "label", "accuracy", "seconds", *CONFIDENCE_KEYS))
     else:
         print(f"labelling target pairs with {cfg.labels} ...")
         lab = target_labels(cfg, src, tgt, teacher, rng, device)
         save_arrays(labels_path, lab)
-    print(f"target label accuracy ({cfg.labels}): {float(lab['accuracy']):.3f} over {len(lab['label'])} pairs")
+    print(f"target label accuracy ({cfg.labels}): {float(lab['accuracy']):.3f}; {len(lab['label'])} labelled pairs "
+          f"({cfg.few_shot_labels} few-shot)")
+    report_confidence(lab)
     if "labels" not in stages:
-        run.logger.log(0, {"labels/accuracy": float(lab["accuracy"]), "labels/seconds": float(lab["seconds"])})
+        run.logger.log(0, {"labels/accuracy": float(lab["accuracy"]), "labels/seconds": float(lab["seconds"]),
+                           **{f"labels/{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])}})
         stage_done("labels")
     prefs = Preferences(lab["first"], lab["second"], lab["label"])
 
@@ -164,7 +208,8 @@ def run_pearl(cfg: PearlConfig) -> dict:
     # held-out check against the scripted target teacher, on fresh segments and pairs
     held = sample_segments(tgt_eps, cfg.segment_length, 500, np.random.default_rng(cfg.seed + 1))
     h_first, h_second = sample_pairs(len(held), 2000, np.random.default_rng(cfg.seed + 2))
-    reward_acc = preference_accuracy(reward, held.observations, held.actions, teacher.label(held.rewards, h_first, h_second),
+    noise_free = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold)  # true preferences, no flips
+    reward_acc = preference_accuracy(reward, held.observations, held.actions, noise_free.label(held.rewards, h_first, h_second),
                                      device)
     print(f"reward model held-out preference accuracy vs target teacher: {reward_acc:.3f}")
     if "reward" not in stages:
@@ -174,6 +219,7 @@ def run_pearl(cfg: PearlConfig) -> dict:
     policy_stats = train_iql(cfg, run, reward, tgt_eps, obs_dim, act_dim, device, resumed if "iql" in resumed else None,
                              stages)
     summary = {"label_accuracy": float(lab["accuracy"]), "label_seconds": float(lab["seconds"]),
+               **{f"transfer_{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
                "reward_heldout_accuracy": reward_acc, **policy_stats}
     run.write_summary(summary)
     run.close()

@@ -1,0 +1,132 @@
+"""CPA's solver and orientation: the factored GW matches dense solvers, the arm term breaks the
+mirror ambiguity that fools plain GW, and few-shot labels never make the transfer worse."""
+
+import numpy as np
+import ot
+import pytest
+import torch
+
+from agents.pearl.cpa import (GWConfig, agreement, calibrate, cost_matrix, cross_task_transfer, factored, gw_coupling,
+                              label_accuracy)
+from agents.pearl.gw import FactoredCost, fused_gw, gw_loss, sinkhorn
+from embodied.data.segments import Segments
+from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
+from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
+
+
+def test_sinkhorn_matches_pot(rng):
+    cost = torch.as_tensor(rng.random((40, 30)))
+    p, q = torch.full((40,), 1 / 40, dtype=torch.float64), torch.full((30,), 1 / 30, dtype=torch.float64)
+    ours, state = sinkhorn(cost, p, q, 0.05)
+    ref = ot.sinkhorn(p, q, cost, 0.05, numItermax=10_000, stopThr=1e-12)
+    assert float((ours.double() - ref).abs().sum()) < 1e-4
+    warm, _ = sinkhorn(cost + 0.01 * torch.as_tensor(rng.random((40, 30))), p, q, 0.05, state)  # warm start, new cost
+    np.testing.assert_allclose(warm.sum(0).double().numpy(), q.numpy(), rtol=1e-3)
+
+
+def test_factored_gw_matches_pot_dense_solver(rng):
+    x, y = torch.as_tensor(rng.normal(size=(50, 3))), torch.as_tensor(rng.normal(size=(45, 2)))
+    raw1, raw2 = FactoredCost.squared_euclidean(x), FactoredCost.squared_euclidean(y)
+    c1, c2 = raw1.scaled(1 / raw1.mean()), raw2.scaled(1 / raw2.mean())
+    d1, d2 = c1.dense(), c2.dense()
+    np.testing.assert_allclose(d1.numpy(), (torch.cdist(x, x) ** 2 / raw1.mean()).numpy(), atol=1e-9)
+    p, q = torch.full((50,), 1 / 50, dtype=torch.float64), torch.full((45,), 1 / 45, dtype=torch.float64)
+    ours = fused_gw(c1, c2, eps=0.05, tol=1e-7, max_iter=300)
+    ref = ot.gromov.entropic_gromov_wasserstein(d1, d2, p, q, "square_loss", epsilon=0.05, solver="PGD", max_iter=300,
+                                                tol=1e-10)
+    assert float((ours.plan - ref).abs().sum()) < 1e-2
+    assert ours.gw_loss == pytest.approx(float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ours.plan)), rel=1e-6)
+    assert gw_loss(c1, c2, ref) == pytest.approx(float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ref)), rel=1e-6)
+
+
+def test_svd_factors_of_a_distance_matrix_give_the_dense_labels(rng):
+    """Rank-32 factors of Euclidean segment costs: the same transferred labels as the dense POT solve."""
+    src, tgt = mirror_pair(rng, n=150)
+    c_src, c_tgt = cost_matrix(features(src)), cost_matrix(features(tgt))
+    dense = gw_coupling(c_src, c_tgt, GWConfig(method="entropic", epsilon=5e-3))
+    fast = fused_gw(factored(c_src, 32), factored(c_tgt, 32), 5e-3).plan
+    first, second = sample_pairs(150, 500, rng)
+    prefs = ScriptedTeacher().label(src.rewards, *sample_pairs(150, 800, rng))
+    from agents.pearl.cpa import transfer_labels
+    assert agreement(transfer_labels(dense, prefs, first, second)[0], transfer_labels(fast, prefs, first, second)[0]) > 0.95
+
+
+def features(seg):
+    from agents.pearl.cpa import segment_features
+    return segment_features(seg)
+
+
+def mirror_pair(rng, n=200, length=5, skew=(3, 4)):
+    """Two Meta-World-shaped tasks whose object trajectories are a mirror image of each other's quality.
+
+    Quality u in [0, 1] per segment; the object position moves along a line at ``u`` in the source
+    and at ``1 - u`` in the target; quality is skewed low in the source and high in the target, so
+    the position *distributions* coincide: plain GW's optimum maps position to position, which
+    maps good source segments onto bad target ones. The arm, as in every task, moves calmly when
+    the segment is good and flails when it is bad.
+    """
+    def task(quality, position):
+        obs = np.zeros((n, length, 39), np.float32)
+        obs[:, :, 4:18] = position[:, None, None] + 0.01 * rng.normal(size=(n, length, 14))
+        flail = 1.0 - quality
+        act = (rng.choice([-1.0, 1.0], size=(n, length, 4)) * flail[:, None, None]
+               + 0.05 * rng.normal(size=(n, length, 4))).astype(np.float32)
+        rewards = np.repeat(quality[:, None], length, 1).astype(np.float32)
+        return Segments(obs, act, rewards, np.zeros((n, length), bool), np.arange(n), np.zeros(n, int))
+
+    q_src = rng.beta(*skew, size=n)
+    q_tgt = rng.beta(*skew[::-1], size=n)
+    return task(q_src, q_src), task(q_tgt, 1.0 - q_tgt)
+
+
+@pytest.fixture
+def mirrored(rng):
+    src, tgt = mirror_pair(rng)
+    teacher = ScriptedTeacher()
+    source = teacher.label(src.rewards, *sample_pairs(len(src), 2000, rng))
+    first, second = sample_pairs(len(tgt), 1000, rng)
+    return src, tgt, source, first, second, teacher.label(tgt.rewards, first, second).label
+
+
+def test_plain_gw_mirrors_the_constructed_pair_and_the_arm_term_orients_it(mirrored):
+    src, tgt, source, first, second, truth = mirrored
+    old = cross_task_transfer(src, source, tgt, first, second, GWConfig(method="entropic"))  # the previous default
+    plain = cross_task_transfer(src, source, tgt, first, second, GWConfig(alpha=1.0))
+    fused = cross_task_transfer(src, source, tgt, first, second)  # the default: fused GW, several starts
+    assert label_accuracy(old.labels, truth) < 0.25
+    assert label_accuracy(plain.labels, truth) < 0.25
+    assert label_accuracy(fused.labels, truth) > 0.75
+    assert fused.confidence["structure_agreement"] < 0.5  # reported: plain GW would have mirrored it
+
+
+def test_calibration_keeps_flips_or_flattens_transferred_labels(rng):
+    truth = rng.integers(0, 2, 500).astype(float)
+    shots = Preferences(np.arange(40), np.arange(40) + 1, truth[:40])
+    right, a = calibrate(truth.copy(), truth[:40], shots)
+    assert a > 0.9 and label_accuracy(right, truth) == 1.0
+    flipped, a = calibrate(1 - truth, 1 - truth[:40], shots)
+    assert a < 0.1 and label_accuracy(flipped, truth) == 1.0  # a mirrored transfer is turned round
+    noise = rng.integers(0, 2, 500).astype(float)
+    flat, a = calibrate(noise, noise[:40], shots)
+    assert np.all(np.abs(flat - 0.5) <= abs(2 * a - 1) / 2 + 1e-12)  # a coin-flip transfer carries ~no weight
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.9], ids=["mirrored-transfer", "good-transfer"])
+def test_few_shot_never_worse_than_its_labels_alone(mirrored, rng, alpha):
+    src, tgt, source, first, second, truth = mirrored
+    teacher = ScriptedTeacher()
+    shots = teacher.label(tgt.rewards, *sample_pairs(len(tgt), 10, rng))
+    held_first, held_second = sample_pairs(len(tgt), 1000, np.random.default_rng(7))
+    held = teacher.label(tgt.rewards, held_first, held_second)
+
+    def reward_accuracy(prefs):
+        torch.manual_seed(0)
+        model = RewardModel(39, 4, hidden=32)
+        train_reward_model(model, tgt.observations, tgt.actions, prefs, RewardTrainConfig(epochs=30))
+        return preference_accuracy(model, tgt.observations, tgt.actions, held)
+
+    result = cross_task_transfer(src, source, tgt, first, second, GWConfig(alpha=alpha), shots=shots)
+    combined = Preferences(np.concatenate([first, shots.first]), np.concatenate([second, shots.second]),
+                           np.concatenate([result.labels, shots.label]))
+    alone = reward_accuracy(shots)
+    assert reward_accuracy(combined) >= alone - 0.02, (alone, result.confidence)
