@@ -8,6 +8,7 @@ import torch
 
 from agents.pearl.cpa import (GWConfig, agreement, calibrate, cost_matrix, cross_task_transfer, factored, gw_coupling,
                               label_accuracy)
+from agents.pearl.few_shot import fit_few_shot
 from agents.pearl.gw import FactoredCost, fused_gw, gw_loss, sinkhorn
 from embodied.data.segments import Segments
 from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
@@ -126,7 +127,8 @@ def test_few_shot_never_worse_than_its_labels_alone(mirrored, rng, alpha):
         return preference_accuracy(model, tgt.observations, tgt.actions, held)
 
     result = cross_task_transfer(src, source, tgt, first, second, GWConfig(alpha=alpha), shots=shots)
-    combined = Preferences(np.concatenate([first, shots.first]), np.concatenate([second, shots.second]),
-                           np.concatenate([result.labels, shots.label]))
+    model, choice = fit_few_shot(lambda: RewardModel(39, 4, hidden=32), tgt.observations, tgt.actions,
+                                 Preferences(first, second, result.labels), shots, RewardTrainConfig(epochs=10),
+                                 shot_epochs=30)
     alone = reward_accuracy(shots)
-    assert reward_accuracy(combined) >= alone - 0.02, (alone, result.confidence)
+    assert preference_accuracy(model, tgt.observations, tgt.actions, held) >= alone - 0.02, (alone, choice)

@@ -152,13 +152,15 @@ def fused_gw(c1: FactoredCost, c2: FactoredCost, eps: float, alpha: float = 1.0,
     fixed = ((1 - alpha) * cross.dense()).to(work) if alpha < 1 else None
     state = None
     it = 0
+    inner_tol = 1e-2  # early plans are rough anyway: solve them loosely, tighten as the plan settles
     for it in range(1, max_iter + 1):
         u, v = gw_gradient_factors(f1, f2, plan)
         cost = (alpha * u) @ v.T
         if fixed is not None:
             cost += fixed
-        new, state = sinkhorn(cost, p, q, eps, state)
+        new, state = sinkhorn(cost, p, q, eps, state, tol=inner_tol)
         change = float((new - plan).abs().sum())
+        inner_tol = max(1e-5, min(inner_tol, 0.1 * change))
         plan = new
         if change < tol:
             break

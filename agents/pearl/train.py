@@ -19,6 +19,7 @@ import torch
 
 from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
                               segment_features, transfer_labels)
+from agents.pearl.few_shot import fit_few_shot
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
 from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
                                  train_reward_model)
@@ -57,7 +58,8 @@ class PearlConfig(RunOptions):
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal' (0.5 label)
     labels: str = field(default="cpa", metadata={"help": "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target teacher), shots (the --few-shot-labels alone: the few-shot baseline)"})
-    few_shot_labels: int = 0  # K scripted target labels: they orient and calibrate the transfer and join the training set (0: zero-shot)
+    few_shot_labels: int = 0  # K scripted target labels: they orient the transfer and pick the reward model by cross-validation (0: zero-shot)
+    shot_epochs: int = 200  # reward-model epochs over the few-shot labels (fine-tuning, or the shots alone)
     gw_method: str = "lowrank"  # Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)
     gw_epsilon: float = 5e-3  # entropic regularisation of the GW solver
     gw_alpha: float = 0.9  # weight of the structure (GW) term; the rest on the shared arm features (1: plain GW)
@@ -77,7 +79,7 @@ class PearlConfig(RunOptions):
                 raise ValueError(f"--{name.replace('_', '-')} {path}: no such dataset file")  # before a run dir exists
         check_choice("labels", self.labels, LABEL_SOURCES)
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
-        check_positive(self, "episodes", "max_steps", "segment_length", "segments", "source_queries", "target_queries",
+        check_positive(self, "shot_epochs", "episodes", "max_steps", "segment_length", "segments", "source_queries", "target_queries",
                        "reward_epochs", "eval_episodes", "checkpoint_every", "eval_every")
         if self.few_shot_labels < 0:
             raise ValueError(f"few_shot_labels must be >= 0, got {self.few_shot_labels}")
@@ -201,9 +203,19 @@ def run_pearl(cfg: PearlConfig) -> dict:
         reward.load_state_dict(load_checkpoint(reward_path))
     else:
         print(f"training {cfg.reward_model} reward model ...")
-        train_reward_model(reward, tgt.observations, tgt.actions, prefs,
-                           RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight), device, cfg.seed,
-                           log=lambda e, m: run.logger.log(e, m))
+        train_cfg = RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight)
+        log = lambda e, m: run.logger.log(e, m)  # noqa: E731
+        k = cfg.few_shot_labels
+        if k and cfg.labels in ("cpa", "nn"):
+            reward, choice = fit_few_shot(lambda: reward_cls(obs_dim, act_dim), tgt.observations, tgt.actions,
+                                          prefs.subset(slice(0, len(prefs) - k)), prefs.subset(slice(len(prefs) - k, None)),
+                                          train_cfg, cfg.shot_epochs, device=device, seed=cfg.seed, log=log)
+            print(f"few-shot reward model: {choice['choice']} (cross-validated accuracy on the {k} labels: "
+                  + ", ".join(f"{name[3:]} {v:.2f}" for name, v in choice.items() if name.startswith("cv_")) + ")")
+        else:
+            if cfg.labels == "shots":
+                train_cfg.epochs = cfg.shot_epochs
+            train_reward_model(reward, tgt.observations, tgt.actions, prefs, train_cfg, device, cfg.seed, log=log)
         save_checkpoint(reward_path, reward.state_dict())
     # held-out check against the scripted target teacher, on fresh segments and pairs
     held = sample_segments(tgt_eps, cfg.segment_length, 500, np.random.default_rng(cfg.seed + 1))

@@ -1,0 +1,143 @@
+"""PEARL's labels across many task pairs: zero-shot and few-shot accuracy, and RRL under label noise.
+
+    python bench/pearl_labels.py --pairs bench/pearl_pairs.txt --seeds 0,1,2 --out runs/pearl_labels.jsonl
+    python bench/pearl_labels.py --report runs/pearl_labels.jsonl
+
+Per pair and seed (datasets as ``embodied train pearl`` collects them: 60 episodes of 200 steps,
+1000 segments of 25 steps, 5000 source and 5000 target pairs), accuracy against the noise-free
+target teacher of:
+- zero-shot labels: CPA (fused GW, the default), plain GW (``alpha=1``), nearest-neighbour transfer;
+- few-shot, K in --shots: the reward model ``--few-shot-labels K`` picks (``agents/pearl/few_shot.py``)
+  against a reward model fit to the K labels alone (both judged on the same 5000 target pairs);
+- label noise (--noise, the source teacher's flip probability): held-out accuracy of the Gaussian
+  (RRL) and the plain reward model fit to CPA labels transferred from the noisy source labels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.pearl.few_shot import fit_few_shot
+from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
+                              segment_features, transfer_labels)
+from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
+from embodied.make import make_env
+from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
+                                    train_reward_model)
+from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
+from envs.experts import scripted_expert
+
+
+def dataset(task: str, seed: int, cache: Path):
+    path = cache / f"{task}-s{seed}.hdf5"
+    if not path.exists():
+        env = make_env(f"embodied/{task}")
+        episodes = collect(env, scripted_expert(env), 60, NoiseSchedule((0.0, 0.3, 1.0, 3.0), (0.0, 0.1, 0.5, 1.0)),
+                           seed=seed, max_steps=200)
+        write_dataset(path, episodes, f"embodied/{task}", env.observation_space, env.action_space, metadata={})
+    return load_episodes(path)
+
+
+def reward_accuracy(model_cls, segments, prefs: Preferences, truth: Preferences, epochs: int, seed: int) -> float:
+    torch.manual_seed(seed)
+    model = model_cls(segments.observations.shape[-1], segments.actions.shape[-1])
+    train_reward_model(model, segments.observations, segments.actions, prefs, RewardTrainConfig(epochs=epochs), seed=seed)
+    return preference_accuracy(model, segments.observations, segments.actions, truth)
+
+
+def run_pair(source: str, target: str, seed: int, args) -> dict:
+    rng = np.random.default_rng(seed)
+    src = sample_segments(dataset(source, seed * 10_000, args.cache), 25, 1000, rng)
+    tgt = sample_segments(dataset(target, seed * 10_000 + 5_000, args.cache), 25, 1000, rng)
+    teacher = ScriptedTeacher()
+    s_first, s_second = sample_pairs(len(src), 5000, rng)
+    source_labels = teacher.label(src.rewards, s_first, s_second)
+    first, second = sample_pairs(len(tgt), 5000, rng)
+    truth = teacher.label(tgt.rewards, first, second)
+    row: dict = {"source": source, "target": target, "seed": seed}
+    start = time.perf_counter()
+    cpa = cross_task_transfer(src, source_labels, tgt, first, second)
+    row["seconds"] = time.perf_counter() - start
+    row["cpa"] = label_accuracy(cpa.labels, truth.label)
+    row.update({f"confidence_{k}": v for k, v in cpa.confidence.items() if k.endswith("agreement")})
+    plain = cross_task_transfer(src, source_labels, tgt, first, second, GWConfig(alpha=1.0))
+    row["plain_gw"] = label_accuracy(plain.labels, truth.label)
+    nn = nearest_neighbour_coupling(segment_features(src, False), segment_features(tgt, False))
+    row["nn"] = label_accuracy(transfer_labels(nn, source_labels, first, second)[0], truth.label)
+    for k in args.shots:
+        shots = teacher.label(tgt.rewards, *sample_pairs(len(tgt), k, np.random.default_rng(seed * 100 + k)))
+        calibrated = cross_task_transfer(src, source_labels, tgt, first, second, shots=shots)
+        model, choice = fit_few_shot(lambda: GaussianRewardModel(39, 4), tgt.observations, tgt.actions,
+                                     Preferences(first, second, calibrated.labels), shots,
+                                     RewardTrainConfig(epochs=args.epochs), shot_epochs=200, seed=seed)
+        row[f"k{k}_cpa_reward"] = preference_accuracy(model, tgt.observations, tgt.actions, truth)
+        row[f"k{k}_choice"] = choice["choice"]
+        row[f"k{k}_alone_reward"] = reward_accuracy(GaussianRewardModel, tgt, shots, truth, 200, seed)
+    for flip in args.noise:
+        noisy = ScriptedTeacher(flip_prob=flip).label(src.rewards, s_first, s_second, np.random.default_rng(seed + 1))
+        labels = Preferences(first, second, cross_task_transfer(src, noisy, tgt, first, second).labels)
+        row[f"noise{flip}_label"] = label_accuracy(labels.label, truth.label)
+        for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
+            row[f"noise{flip}_{name}"] = reward_accuracy(cls, tgt, labels, truth, args.epochs, seed)
+    return row
+
+
+def report(path: Path) -> None:
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    pairs = list(dict.fromkeys((r["source"], r["target"]) for r in rows))
+    keys = [k for k in rows[0] if k not in ("source", "target", "seed") and not isinstance(rows[0][k], str)]
+
+    def cell(values):
+        values = np.array(values, float)
+        return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"
+
+    print("mean [min, max] over seeds; label / reward accuracy against the noise-free target teacher\n")
+    print("| source -> target | seeds | " + " | ".join(keys) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in keys) + " |")
+    for pair in pairs + [("all pairs", "")]:
+        sel = [r for r in rows if (r["source"], r["target"]) == pair or pair[0] == "all pairs"]
+        name = f"{pair[0]} -> {pair[1]}" if pair[1] else "**all pairs**"
+        print(f"| {name} | {len(sel)} | " + " | ".join(cell([r[k] for r in sel if k in r]) for k in keys) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=Path, default=Path("bench/pearl_pairs.txt"), help="lines SOURCE:TARGET")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--shots", default="5,20,100", help="few-shot K values ('' for none)")
+    parser.add_argument("--noise", default="", help="source-teacher flip probabilities, e.g. 0.1,0.2,0.3")
+    parser.add_argument("--epochs", type=int, default=10, help="reward-model epochs (x20 for the K-alone models)")
+    parser.add_argument("--cache", type=Path, default=Path("runs/pearl_data"))
+    parser.add_argument("--out", type=Path, default=Path("runs/pearl_labels.jsonl"))
+    parser.add_argument("--report", type=Path)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    if args.report:
+        report(args.report)
+        return
+    torch.set_num_threads(args.threads)
+    args.shots = [int(k) for k in args.shots.split(",") if k]
+    args.noise = [float(x) for x in args.noise.split(",") if x]
+    args.cache.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.out.exists():
+        done = {(r["source"], r["target"], r["seed"]) for r in map(json.loads, open(args.out)) if r}
+    for line in args.pairs.read_text().split():
+        source, target = line.split(":")
+        for seed in (int(s) for s in args.seeds.split(",")):
+            if (source, target, seed) in done:
+                continue
+            row = run_pair(source, target, seed, args)
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
