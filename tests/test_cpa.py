@@ -36,7 +36,7 @@ def test_factored_gw_matches_pot_dense_solver(rng):
     ref = ot.gromov.entropic_gromov_wasserstein(d1, d2, p, q, "square_loss", epsilon=0.05, solver="PGD", max_iter=300,
                                                 tol=1e-10)
     assert float((ours.plan - ref).abs().sum()) < 1e-2
-    assert ours.gw_loss == pytest.approx(float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ours.plan)), rel=1e-6)
+    assert ours.gw_loss == pytest.approx(float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ours.plan)), rel=1e-4)
     assert gw_loss(c1, c2, ref) == pytest.approx(float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ref)), rel=1e-6)
 
 
