@@ -75,12 +75,13 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     args = parser.parse_args()
     if args.report:
         report(args.report)
         return
     base = PearlConfig(iql_steps=args.iql_steps, eval_every=args.iql_steps, eval_episodes=args.eval_episodes,
-                       seed=args.seed, run_dir=args.run_dir)
+                       seed=args.seed, run_dir=args.run_dir, threads=args.threads, video=False)
     for pair in args.pair:
         source, target = pair.split(":")
         run_pair(source, target, base, args.out)

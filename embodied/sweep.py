@@ -213,6 +213,9 @@ def _run_on_ray(agent: str, trials: list[Trial], out: Path, address: str | None,
         raise EmbodiedError("embodied sweep needs Ray: pip install -e '.[sweep]'") from None
     started_here = address is None
     if started_here:
+        # Ray runs its workers at nice 15 by default, so any other job on the machine starved the
+        # trials (measured: a PARL trial 3-4x slower beside one unrelated process); trials are the work here.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     else:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
