@@ -101,17 +101,6 @@ class GWConfig:
     tol: float = 1e-3  # stop when the plan changes less than this (L1; measured: labels settle by 1e-2)
 
 
-@dataclass
-class Coupling:
-    """A CPA plan with what it cost and how much to trust it."""
-
-    plan: torch.Tensor
-    objective: float  # fused objective of the chosen start
-    starts: dict  # start name -> objective
-    agreement: float  # share of target pairs on which every start gives the chosen plan's side (1: unambiguous)
-    structure_agreement: float  # the same between the chosen plan and plain GW (low: GW alone would mirror)
-
-
 def solve_fused(c_src: FactoredCost, c_tgt: FactoredCost, cross: FactoredCost | None, cfg: GWConfig) -> dict:
     """Fused GW from two starts, plain GW's optimum and the OT plan of the arm cost alone.
 

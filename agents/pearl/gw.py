@@ -1,7 +1,8 @@
 """Entropic (fused) Gromov-Wasserstein on factored costs: O(n m r) per iteration instead of O(n^2 m).
 
-A squared-Euclidean cost on r-dimensional features is ``C = L R^T`` with ``L, R`` of width r + 2
-(``|x_i|^2 + |x_k|^2 - 2 x_i.x_k``). The square-loss GW gradient is ``constC - 2 C1 T C2^T``, and
+A cost matrix given as ``C = L R^T`` (``L, R`` of width r: randomised-SVD factors of a distance
+matrix, as CPA uses, or the exact rank-(d + 2) factors of a squared-Euclidean cost on
+d-dimensional features, ``FactoredCost.squared_euclidean``). The square-loss GW gradient is ``constC - 2 C1 T C2^T``, and
 ``constC`` is a row term plus a column term, which entropic OT absorbs into its dual potentials;
 so each outer iteration needs only ``C1 T C2^T = L1 (R1^T T R2) L2^T``, never an n x n x m product.
 The fused term ``<M, T>`` (a cross-task cost, also factored) is added to the same linearisation.
