@@ -2,8 +2,8 @@
 
 A cost matrix given as ``C = L R^T`` (``L, R`` of width r: randomised-SVD factors of a distance
 matrix, as CPA uses, or the exact rank-(d + 2) factors of a squared-Euclidean cost on
-d-dimensional features, ``FactoredCost.squared_euclidean``). The square-loss GW gradient is ``constC - 2 C1 T C2^T``, and
-``constC`` is a row term plus a column term, which entropic OT absorbs into its dual potentials;
+d-dimensional features, ``FactoredCost.squared_euclidean``). The square-loss GW gradient is
+``constC - 2 C1 T C2^T``, and ``constC`` is a row term plus a column term, which entropic OT absorbs into its dual potentials;
 so each outer iteration needs only ``C1 T C2^T = L1 (R1^T T R2) L2^T``, never an n x n x m product.
 The fused term ``<M, T>`` (a cross-task cost, also factored) is added to the same linearisation.
 
