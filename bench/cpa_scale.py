@@ -22,7 +22,7 @@ import ot
 import torch
 
 from agents.pearl.cpa import (GWConfig, arm_cost, cost_matrix, factored, label_accuracy, segment_features, solve_fused,
-                              transfer_labels)
+                              transfer_labels, zero_shot_start)
 from agents.pearl.gw import fused_gw
 from embodied.data import NoiseSchedule, collect, sample_segments
 from embodied.make import make_env
@@ -71,7 +71,7 @@ def main() -> None:
         def ours_cpa():
             cross = factored(arm_cost(src, tgt), cfg.rank)
             results = solve_fused(factored(c_src, cfg.rank), factored(c_tgt, cfg.rank), cross, cfg)
-            return min((r for k, r in results.items() if k != "structure"), key=lambda r: r.objective).plan
+            return results[zero_shot_start({name: r.objective for name, r in results.items()})].plan
 
         solvers = [("ours: factored entropic GW, 1 start (incl. rank-32 factoring)", ours_plain),
                    ("ours: CPA = plain + fused GW from 2 starts, best objective", ours_cpa)]

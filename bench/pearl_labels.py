@@ -23,9 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.few_shot import fit_few_shot
 from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
                               segment_features, transfer_labels)
+from agents.pearl.few_shot import fit_few_shot
+from agents.pearl.train import PearlConfig
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.make import make_env
 from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
@@ -34,12 +35,15 @@ from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
 from envs.experts import scripted_expert
 
 
+DEFAULTS = PearlConfig()  # the data recipe of `embodied train pearl`
+
+
 def dataset(task: str, seed: int, cache: Path):
     path = cache / f"{task}-s{seed}.hdf5"
     if not path.exists():
         env = make_env(f"embodied/{task}")
-        episodes = collect(env, scripted_expert(env), 60, NoiseSchedule((0.0, 0.3, 1.0, 3.0), (0.0, 0.1, 0.5, 1.0)),
-                           seed=seed, max_steps=200)
+        episodes = collect(env, scripted_expert(env), DEFAULTS.episodes, NoiseSchedule(DEFAULTS.noise, DEFAULTS.epsilon),
+                           seed=seed, max_steps=DEFAULTS.max_steps)
         write_dataset(path, episodes, f"embodied/{task}", env.observation_space, env.action_space, metadata={})
     return load_episodes(path)
 
@@ -53,12 +57,13 @@ def reward_accuracy(model_cls, segments, prefs: Preferences, truth: Preferences,
 
 def run_pair(source: str, target: str, seed: int, args) -> dict:
     rng = np.random.default_rng(seed)
-    src = sample_segments(dataset(source, seed * 10_000, args.cache), 25, 1000, rng)
-    tgt = sample_segments(dataset(target, seed * 10_000 + 5_000, args.cache), 25, 1000, rng)
+    length, count = DEFAULTS.segment_length, DEFAULTS.segments
+    src = sample_segments(dataset(source, seed * 10_000, args.cache), length, count, rng)
+    tgt = sample_segments(dataset(target, seed * 10_000 + 5_000, args.cache), length, count, rng)
     teacher = ScriptedTeacher()
-    s_first, s_second = sample_pairs(len(src), 5000, rng)
+    s_first, s_second = sample_pairs(len(src), DEFAULTS.source_queries, rng)
     source_labels = teacher.label(src.rewards, s_first, s_second)
-    first, second = sample_pairs(len(tgt), 5000, rng)
+    first, second = sample_pairs(len(tgt), DEFAULTS.target_queries, rng)
     truth = teacher.label(tgt.rewards, first, second)
     row: dict = {"source": source, "target": target, "seed": seed}
     start = time.perf_counter()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from agents.pearl.cpa import (GWConfig, agreement, calibrate, cost_matrix, cross_task_transfer, factored, gw_coupling,
-                              label_accuracy)
+                              label_accuracy, segment_features, transfer_labels)
 from agents.pearl.few_shot import fit_few_shot
 from agents.pearl.gw import FactoredCost, fused_gw, gw_loss, sinkhorn
 from embodied.data.segments import Segments
@@ -43,18 +43,12 @@ def test_factored_gw_matches_pot_dense_solver(rng):
 def test_svd_factors_of_a_distance_matrix_give_the_dense_labels(rng):
     """Rank-32 factors of Euclidean segment costs: the same transferred labels as the dense POT solve."""
     src, tgt = mirror_pair(rng, n=150)
-    c_src, c_tgt = cost_matrix(features(src)), cost_matrix(features(tgt))
+    c_src, c_tgt = cost_matrix(segment_features(src)), cost_matrix(segment_features(tgt))
     dense = gw_coupling(c_src, c_tgt, GWConfig(method="entropic", epsilon=5e-3))
     fast = fused_gw(factored(c_src, 32), factored(c_tgt, 32), 5e-3).plan
     first, second = sample_pairs(150, 500, rng)
     prefs = ScriptedTeacher().label(src.rewards, *sample_pairs(150, 800, rng))
-    from agents.pearl.cpa import transfer_labels
     assert agreement(transfer_labels(dense, prefs, first, second)[0], transfer_labels(fast, prefs, first, second)[0]) > 0.95
-
-
-def features(seg):
-    from agents.pearl.cpa import segment_features
-    return segment_features(seg)
 
 
 def mirror_pair(rng, n=200, length=5, skew=(3, 4)):
@@ -132,3 +126,18 @@ def test_few_shot_never_worse_than_its_labels_alone(mirrored, rng, alpha):
                                  shot_epochs=30)
     alone = reward_accuracy(shots)
     assert preference_accuracy(model, tgt.observations, tgt.actions, held) >= alone - 0.02, (alone, choice)
+
+
+def test_few_shot_selection_rejects_an_inverted_transfer_and_keeps_a_right_one(mirrored, rng):
+    """The cross-validation itself: shots expose a transfer model trained on mirrored labels."""
+    src, tgt, source, first, second, truth = mirrored
+    shots = ScriptedTeacher().label(tgt.rewards, *sample_pairs(len(tgt), 20, rng))
+
+    def choose(labels):
+        return fit_few_shot(lambda: RewardModel(39, 4, hidden=32), tgt.observations, tgt.actions,
+                            Preferences(first, second, labels), shots, RewardTrainConfig(epochs=10), shot_epochs=30)[1]
+
+    inverted = choose(1.0 - truth)
+    assert inverted["cv_transfer"] < 0.2 and inverted["choice"] != "transfer", inverted
+    right = choose(truth)
+    assert right["cv_transfer"] > 0.8 and right["choice"] in ("transfer", "transfer+finetune"), right

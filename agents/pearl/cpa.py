@@ -34,7 +34,7 @@ import torch
 from embodied.data.segments import Segments
 from embodied.teacher import Preferences
 
-from agents.pearl.gw import FactoredCost, fused_gw
+from agents.pearl.gw import FactoredCost, entropic_ot, fused_gw
 
 GW_METHODS = ("lowrank", "entropic", "exact")
 
@@ -114,9 +114,14 @@ def solve_fused(c_src: FactoredCost, c_tgt: FactoredCost, cross: FactoredCost | 
     if cross is None or cfg.alpha >= 1:
         return out
     out["from-structure"] = fused_gw(c_src, c_tgt, alpha=cfg.alpha, cross=cross, init=out["structure"].plan, **kwargs)
-    anchor = fused_gw(c_src, c_tgt, alpha=1e-9, cross=cross, max_iter=1, eps=cfg.epsilon)  # OT on the arm cost alone
-    out["from-arm"] = fused_gw(c_src, c_tgt, alpha=cfg.alpha, cross=cross, init=anchor.plan, **kwargs)
+    out["from-arm"] = fused_gw(c_src, c_tgt, alpha=cfg.alpha, cross=cross, init=entropic_ot(cross, cfg.epsilon), **kwargs)
     return out
+
+
+def zero_shot_start(objectives: dict) -> str:
+    """The start CPA keeps without target labels: the lowest fused objective (plain GW if it is alone)."""
+    candidates = [name for name in objectives if name != "structure"] or ["structure"]
+    return min(candidates, key=objectives.__getitem__)
 
 
 def gw_coupling(c_src: torch.Tensor, c_tgt: torch.Tensor, cfg: GWConfig = GWConfig()) -> torch.Tensor:
@@ -182,17 +187,19 @@ def transfer_labels(plan: torch.Tensor, source: Preferences, first: np.ndarray, 
     return np.concatenate(labels), np.concatenate(masses)
 
 
+def agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of pairs on which two soft label sets pick the same side (0.5 against anything: half)."""
+    same = np.where((a == 0.5) | (b == 0.5), 0.5, ((a > 0.5) == (b > 0.5)).astype(float))
+    return float(same.mean()) if len(same) else float("nan")
+
+
 def label_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
     """Agreement of soft labels with teacher labels on pairs the teacher did not call equal.
 
     A predicted 0.5 counts as half right (it is a coin flip).
     """
     decided = truth != 0.5
-    if not np.any(decided):
-        return float("nan")
-    p, t = predicted[decided], truth[decided]
-    correct = np.where(p == 0.5, 0.5, ((p > 0.5) == (t > 0.5)).astype(float))
-    return float(correct.mean())
+    return agreement(predicted[decided], truth[decided])
 
 
 @dataclass
@@ -211,12 +218,6 @@ def arm_cost(src_segments: Segments, tgt_segments: Segments, device: torch.devic
     cost = torch.cdist(torch.as_tensor((xs - mu) / sd, dtype=torch.float64, device=device),
                        torch.as_tensor((xt - mu) / sd, dtype=torch.float64, device=device))
     return cost / cost.max().clamp_min(1e-12)
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of pairs on which two soft label sets pick the same side (0.5 against anything: half)."""
-    same = np.where((a == 0.5) | (b == 0.5), 0.5, ((a > 0.5) == (b > 0.5)).astype(float))
-    return float(same.mean()) if len(same) else float("nan")
 
 
 def calibrate(labels: np.ndarray, predicted_on_shots: np.ndarray, shots: Preferences) -> tuple[np.ndarray, float]:
@@ -249,8 +250,9 @@ def cross_task_transfer(src_segments: Segments, source: Preferences, tgt_segment
     start = time.perf_counter()
     c_src = cost_matrix(segment_features(src_segments), device)
     c_tgt = cost_matrix(segment_features(tgt_segments), device)
+    has_shots = shots is not None and len(shots) > 0
     q_first, q_second = first, second
-    if shots is not None and len(shots):
+    if has_shots:
         q_first, q_second = np.concatenate([first, shots.first]), np.concatenate([second, shots.second])
     if cfg.method != "lowrank":
         plans = {"structure": gw_coupling(c_src, c_tgt, cfg)}
@@ -263,14 +265,14 @@ def cross_task_transfer(src_segments: Segments, source: Preferences, tgt_segment
     labelled = {name: transfer_labels(plan, source, q_first, q_second) for name, plan in plans.items()}
     candidates = [n for n in plans if n != "structure"] or ["structure"]
     q = len(first)
-    if shots is not None and len(shots):
+    if has_shots:
         chosen = max(candidates, key=lambda n: (agreement(labelled[n][0][q:], shots.label), -objectives[n]))
     else:
-        chosen = min(candidates, key=lambda n: objectives[n])
+        chosen = zero_shot_start(objectives)
     labels, mass = labelled[chosen][0][:q], labelled[chosen][1][:q]
     confidence = {"chosen_start": chosen, "objective": objectives,
                   "starts_agreement": min(agreement(labels, labelled[n][0][:q]) for n in candidates),
                   "structure_agreement": agreement(labels, labelled["structure"][0][:q])}
-    if shots is not None and len(shots):
+    if has_shots:
         labels, confidence["shot_agreement"] = calibrate(labels, labelled[chosen][0][q:], shots)
     return TransferResult(labels, mass, time.perf_counter() - start, confidence)

@@ -122,6 +122,15 @@ def sinkhorn(cost: torch.Tensor, p: torch.Tensor, q: torch.Tensor, eps: float, s
     return k.mul_(u[:, None]).mul_(v[None, :]), SinkhornState(f + eps * u.log(), g + eps * v.log())
 
 
+def entropic_ot(cost: FactoredCost, eps: float) -> torch.Tensor:
+    """Entropic OT plan of a linear cost alone, uniform marginals (float64 ``(n, m)``)."""
+    dense = cost.left.to(torch.float32) @ cost.right.to(torch.float32).T
+    n, m = dense.shape
+    p = torch.full((n,), 1.0 / n, dtype=torch.float32, device=dense.device)
+    q = torch.full((m,), 1.0 / m, dtype=torch.float32, device=dense.device)
+    return sinkhorn(dense, p, q, eps)[0].to(cost.left.dtype)
+
+
 @dataclass
 class FusedGWResult:
     plan: torch.Tensor
@@ -150,7 +159,7 @@ def fused_gw(c1: FactoredCost, c2: FactoredCost, eps: float, alpha: float = 1.0,
     plan = torch.outer(p, q) if init is None else init.to(work)
     f1 = FactoredCost(c1.left.to(work), c1.right.to(work))
     f2 = FactoredCost(c2.left.to(work), c2.right.to(work))
-    fixed = ((1 - alpha) * cross.dense()).to(work) if alpha < 1 else None
+    fixed = (1 - alpha) * (cross.left.to(work) @ cross.right.to(work).T) if alpha < 1 else None
     state = None
     it = 0
     inner_tol = 1e-2  # early plans are rough anyway: solve them loosely, tighten as the plan settles
