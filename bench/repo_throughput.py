@@ -1,37 +1,51 @@
 """RePo training throughput: gradient updates/s (world model + actor-critic) and env steps/s.
 
-    python bench/repo_throughput.py [--batch 50 --seq-len 50] [--device auto] [--compile]
+    python bench/repo_throughput.py [--batch 50 --seq-len 50] [--device auto] [--amp] [--compile]
+    python bench/repo_throughput.py --batch 16 --seq-len 32 --against a2efaf1   # side by side with a revision
+
+Every row trains on the same fixed random batch from the same seed, so its loss columns (the world
+model's KL, the actor's and the critic's loss after the timed updates) must agree between rows of
+one mode: a speed-up that changes them changed the maths. ``--against REV`` runs this benchmark's
+counterpart in a temporary git worktree of REV, in a separate process, right after this code's rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
-import torch
+ROOT = Path(__file__).resolve().parents[1]
+# The packages measured: this checkout's, or with --code-root (set by --against) another revision's.
+CODE = Path(sys.argv[sys.argv.index("--code-root") + 1]) if "--code-root" in sys.argv else ROOT
+sys.path.insert(0, str(CODE))
 
-from agents.repo.agent import RePoAgent, run_episode
-from agents.repo.world_model import WorldModelConfig
-from embodied.device import resolve_device
-from embodied.make import make_env
-from envs.wrappers import ActionRepeat
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from agents.repo.agent import RePoAgent, run_episode  # noqa: E402
+from agents.repo.world_model import WorldModelConfig  # noqa: E402
+from embodied.device import resolve_device  # noqa: E402
+from embodied.make import make_env  # noqa: E402
+from embodied.runs import set_threads  # noqa: E402
+from envs.wrappers import ActionRepeat  # noqa: E402
+
+try:  # training calls it (start_run); revisions before it existed did not
+    from embodied.allocator import keep_freed_memory  # noqa: E402
+except ImportError:
+    keep_freed_memory = None
+
+HEADER = ("| code | device | threads | mode | amp | batch x seq | updates/s | losses: kl / actor / critic "
+          "| env steps/s (acting, 64x64 pixels, repeat 2) |\n| --- | --- | ---: | --- | --- | --- | ---: | --- | ---: |")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=50)
-    parser.add_argument("--seq-len", type=int, default=50)
-    parser.add_argument("--updates", type=int, default=5)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU)")
-    parser.add_argument("--compile", action="store_true")
-    args = parser.parse_args()
-    device = resolve_device(args.device)
+def measure(args, device, label: str) -> None:
     rng = np.random.default_rng(0)
-    print("| device | mode | amp | batch x seq | updates/s | env steps/s (acting, 64x64 pixels, repeat 2) |")
-    print("| --- | --- | --- | --- | ---: | ---: |")
     for mode in ("repo", "dreamer"):
+        torch.manual_seed(0)
         agent = RePoAgent(4, WorldModelConfig(mode=mode, amp=args.amp), device=device)
         if args.compile:
             agent.model.encoder = torch.compile(agent.model.encoder)
@@ -39,19 +53,65 @@ def main() -> None:
         act = rng.uniform(-1, 1, (args.batch, args.seq_len, 4)).astype(np.float32)
         rew = rng.normal(size=(args.batch, args.seq_len)).astype(np.float32)
         agent.train_step(obs, act, rew)  # warm-up (and compilation)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+        times = []
         for _ in range(args.updates):
-            agent.train_step(obs, act, rew)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        ups = args.updates / (time.perf_counter() - start)
-        env = ActionRepeat(make_env("embodied/reach-v3-pixels", max_episode_steps=200), 2)
-        start = time.perf_counter()
-        obs_ep, _, _, _ = run_episode(env, agent, seed=0, explore=True)
-        sps = (len(obs_ep) - 1) * 2 / (time.perf_counter() - start)
-        print(f"| {device} | {mode} | {'bf16' if args.amp else 'fp32'} | {args.batch} x {args.seq_len} | {ups:.2f} | {sps:.0f} |", flush=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            metrics = agent.train_step(obs, act, rew)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        ups = 1 / float(np.median(times))
+        losses = " / ".join(f"{metrics[k]:.4f}" for k in ("model/kl", "behavior/actor_loss", "behavior/critic_loss"))
+        sps = ""
+        if not args.no_env:
+            env = ActionRepeat(make_env("embodied/reach-v3-pixels", max_episode_steps=200), 2)
+            start = time.perf_counter()
+            obs_ep, _, _, _ = run_episode(env, agent, seed=0, explore=True)
+            sps = f"{(len(obs_ep) - 1) * 2 / (time.perf_counter() - start):.0f}"
+        print(f"| {label} | {device} | {torch.get_num_threads()} | {mode} | {'bf16' if args.amp else 'fp32'} "
+              f"| {args.batch} x {args.seq_len} | {ups:.2f} | {losses} | {sps} |", flush=True)
+
+
+def run_against(rev: str, args) -> None:
+    """This benchmark, unchanged, on the packages of revision ``rev`` (a detached worktree, removed after)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
+        try:
+            cmd = [sys.executable, str(ROOT / "bench" / "repo_throughput.py"), "--code-root", str(tree),
+                   "--label", rev, "--no-header", "--batch", str(args.batch), "--seq-len", str(args.seq_len),
+                   "--updates", str(args.updates), "--device", args.device, "--threads", str(args.threads)]
+            cmd += ["--amp"] * args.amp + ["--compile"] * args.compile + ["--no-env"] * args.no_env
+            subprocess.run(cmd, check=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--seq-len", type=int, default=50)
+    parser.add_argument("--updates", type=int, default=5, help="timed updates; the median is reported")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU)")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--no-env", action="store_true", help="skip the env-steps/s column")
+    parser.add_argument("--against", metavar="REV", help="also run the same benchmark on git revision REV")
+    parser.add_argument("--code-root", help=argparse.SUPPRESS)  # set by --against: measure that tree's packages
+    parser.add_argument("--label", default="this checkout", help=argparse.SUPPRESS)
+    parser.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    set_threads(args.threads)
+    if keep_freed_memory is not None:
+        keep_freed_memory()
+    if not args.no_header:
+        print(HEADER)
+    measure(args, resolve_device(args.device), args.label)
+    if args.against:
+        run_against(args.against, args)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 import torch
 
+from embodied.allocator import keep_freed_memory
 from embodied.atomic import atomic_path
 from embodied.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
 from embodied.config import save_config
@@ -160,6 +161,7 @@ def start_run(cfg: Any, default_name: str) -> tuple[Run, torch.device]:
     """
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
+    keep_freed_memory()
     seed_everything(cfg.seed)
     run = Run(cfg.run_dir, cfg.run_name or default_name, config=cfg, resume=cfg.resume)
     run.catch_interrupts()

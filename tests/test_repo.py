@@ -203,3 +203,76 @@ def test_return_scale_tracks_the_percentile_range_and_never_amplifies():
         scale = beh.return_scale(wide * 0.001)
     assert scale.item() == 1.0, "small returns are not scaled up"
     assert Behavior(8, 2, BehaviorConfig(return_norm=False)).return_scale(wide).item() == 1.0
+
+
+def _reference_losses(model: WorldModel, obs, act, rew):
+    """RePo's loss terms as the code computed them before the CPU speed-ups (a2efaf1): NCHW convolutions
+    with out-of-place ELUs on every frame, the posterior layer on ``cat([h, embed])`` step by step."""
+    from torch.distributions import Normal, kl_divergence
+
+    rssm = model.rssm
+    images = obs.float().movedim(-1, -3) / 127.5 - 1.0
+    x = images.reshape(-1, 3, 64, 64).contiguous()
+    for layer in model.encoder.net:
+        if isinstance(layer, torch.nn.Conv2d):
+            x = F.conv2d(x, layer.weight.contiguous(), layer.bias, stride=2)
+        elif isinstance(layer, torch.nn.ELU):
+            x = F.elu(x)
+    embeds = x.flatten(1).reshape(*images.shape[:2], -1)
+    h, z = rssm.initial(embeds.shape[0], embeds.device)
+    out = {k: [] for k in ("h", "z", "prior_mean", "prior_std", "post_mean", "post_std")}
+    for t in range(act.shape[1]):
+        h, _, prior_mean, prior_std = rssm.img_step(h, z, act[:, t])
+        post_mean, post_std = rssm._gaussian(rssm.post_net(torch.cat([h, embeds[:, t + 1]], -1)))
+        z = post_mean + post_std * torch.randn_like(post_std)
+        for k, v in zip(out, (h, z, prior_mean, prior_std, post_mean, post_std)):
+            out[k].append(v)
+    states = {k: torch.stack(v, 1) for k, v in out.items()}
+    rew = rew * model.cfg.reward_scale
+    reward_pred = model.reward_head(torch.cat([states["h"], states["z"]], -1)).squeeze(-1)
+    sg = lambda d: Normal(d.loc.detach(), d.scale.detach())  # noqa: E731
+    post = Normal(states["post_mean"], states["post_std"])
+    prior = Normal(states["prior_mean"], states["prior_std"])
+    kl = (model.cfg.kl_balance * kl_divergence(sg(post), prior).sum(-1).mean()
+          + (1 - model.cfg.kl_balance) * kl_divergence(post, sg(prior)).sum(-1).mean())
+    return {"reward_nll": -Normal(reward_pred, 1.0).log_prob(rew).mean(), "kl": kl}, states
+
+
+def test_fast_world_model_matches_the_reference_losses_and_gradients(rng):
+    """The channels-last encoder, skipping frame 0 and the split posterior layer change no number:
+    same loss terms, same states and the same gradient on every parameter, to float tolerance."""
+    import copy
+
+    torch.manual_seed(0)
+    model = WorldModel(4, WorldModelConfig(mode="repo", init_beta=0.5))
+    reference = copy.deepcopy(model)
+    obs, act, rew = _batch(rng, batch=4, length=8)
+    torch.manual_seed(1)
+    terms, states = model.losses(obs, act, rew)
+    torch.manual_seed(1)
+    ref_terms, ref_states = _reference_losses(reference, obs, act, rew)
+    for key in ("reward_nll", "kl"):
+        torch.testing.assert_close(terms[key], ref_terms[key], rtol=1e-5, atol=1e-6)
+    for key in ref_states:
+        torch.testing.assert_close(states[key], ref_states[key], rtol=1e-5, atol=1e-5)
+    model.model_loss(terms).backward()
+    (ref_terms["reward_nll"] + reference.log_beta.exp().detach() * (ref_terms["kl"] - 3.0)).backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        if p.requires_grad and name != "log_beta":
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert all(p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.encoder.parameters() if p.dim() == 4)
+
+
+def test_fast_decoder_equals_its_transposed_convolutions():
+    """The decoder's first layer runs as a matrix product; the output is that of the layers themselves."""
+    from agents.repo.networks import ConvDecoder
+
+    torch.manual_seed(0)
+    decoder = ConvDecoder(230)
+    feat = torch.randn(2, 3, 230)
+    x = decoder.fc(feat.reshape(6, 230))[:, :, None, None].contiguous()
+    for layer in decoder.net:
+        x = (F.conv_transpose2d(x, layer.weight.contiguous(), layer.bias, stride=2)
+             if isinstance(layer, torch.nn.ConvTranspose2d) else F.elu(x))
+    torch.testing.assert_close(decoder(feat), x.reshape(2, 3, 3, 64, 64), rtol=1e-5, atol=1e-5)

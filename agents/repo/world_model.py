@@ -71,7 +71,7 @@ class WorldModel(nn.Module):
 
     def losses(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor) -> tuple[dict, dict]:
         """``obs (B, L+1, H, W, 3)`` uint8, ``act (B, L, A)``, ``rew (B, L)`` -> (loss terms, states)."""
-        images = preprocess(obs)
+        images = preprocess(obs[:, 1:])  # frame 0 only starts the sequence: no loss term looks at it
         rew = rew * self.cfg.reward_scale
         states = self.rssm.observe(self.encoder(images), act)
         feat = self.features(states)
@@ -87,7 +87,7 @@ class WorldModel(nn.Module):
         terms = {"reward_nll": reward_nll, "kl": kl,
                  "reward_mse": ((reward_pred.detach() - rew) ** 2).mean()}  # logged only: the reward error
         if self.decoder is not None:
-            target = images[:, 1:]
+            target = images
             source = feat if self.cfg.mode == "dreamer" else feat.detach()  # RePo: probe only
             terms["recon"] = ((self.decoder(source).float() - target) ** 2).sum((-3, -2, -1)).mean() / 2
         return terms, states
