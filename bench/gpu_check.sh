@@ -54,5 +54,6 @@ echo
 for flags in "" "--amp" "--compile" "--amp --compile"; do
   timeout 240 python bench/repo_throughput.py --device "$DEVICE" --updates 10 $flags 2>/dev/null | tail -n +3 \
     | sed "s/^/| ${flags:-fp32, eager} /" || echo "| ${flags:-fp32, eager} | failed or past 240 s |"
-done | { echo "| flags | device | mode | amp | batch x seq | updates/s | env steps/s |"; echo "| --- | --- | --- | --- | --- | ---: | ---: |"; cat; }
+done | { echo "| flags | code | device | threads | mode | amp | batch x seq | updates/s | losses: kl / actor / critic | env steps/s |"
+         echo "| --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: |"; cat; }
 echo "logs and runs in $OUT"
