@@ -12,11 +12,11 @@ from embodied.atomic import ensure_writable_dir
 from embodied.config import parse_config
 from embodied.errors import EmbodiedError
 
-AGENTS: dict[str, str] = {  # name -> "module:function(argv)"
-    "pearl": "agents.pearl.train:main",
-    "parl": "agents.parl.train:main",
-    "repo": "agents.repo.train:main",
-    "walle": "agents.walle.train:main",
+AGENTS: dict[str, tuple[str, str]] = {  # name -> (training module with main(argv), its config dataclass)
+    "pearl": ("agents.pearl.train", "PearlConfig"),
+    "parl": ("agents.parl.train", "ParlConfig"),
+    "repo": ("agents.repo.train", "RePoConfig"),
+    "walle": ("agents.walle.train", "WalleConfig"),
 }
 
 
@@ -198,8 +198,7 @@ def cmd_train(argv: list[str]) -> int:
         known = ", ".join(sorted(AGENTS))
         raise EmbodiedError(f"{'unknown agent ' + repr(argv[0]) if argv else 'no agent given'}; agents: {known} "
                             "(embodied train --help)")
-    module_name, _, func = AGENTS[argv[0]].partition(":")
-    return getattr(importlib.import_module(module_name), func)(argv[1:]) or 0
+    return importlib.import_module(AGENTS[argv[0]][0]).main(argv[1:]) or 0
 
 
 def cmd_sweep(argv: list[str]) -> int:

@@ -33,15 +33,10 @@ import time
 import typing
 from pathlib import Path
 
+from embodied.cli import AGENTS
 from embodied.config import parse_command_args, parse_config
 from embodied.errors import EmbodiedError
 
-CONFIGS: dict[str, str] = {  # agent -> its config dataclass
-    "pearl": "agents.pearl.train:PearlConfig",
-    "parl": "agents.parl.train:ParlConfig",
-    "repo": "agents.repo.train:RePoConfig",
-    "walle": "agents.walle.train:WalleConfig",
-}
 RESERVED = {"seed", "run_dir", "run_name", "resume", "threads"}  # the sweep sets these itself
 SMALL_FILES = ("config.json", "metrics.jsonl", "summary.json")
 FINAL_KEYS = ("final_success_rate", "success_rate", "final_return")
@@ -55,9 +50,9 @@ class Trial:
 
 
 def config_class(agent: str) -> type:
-    if agent not in CONFIGS:
-        raise EmbodiedError(f"unknown agent {agent!r}; agents: {', '.join(sorted(CONFIGS))}")
-    module, _, name = CONFIGS[agent].partition(":")
+    if agent not in AGENTS:
+        raise EmbodiedError(f"unknown agent {agent!r}; agents: {', '.join(sorted(AGENTS))}")
+    module, name = AGENTS[agent]
     return getattr(importlib.import_module(module), name)
 
 
@@ -261,7 +256,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="embodied sweep", description="Run seeds x grid values of one agent as Ray tasks.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      epilog="Options after -- go to every trial (embodied train AGENT --help lists them).")
-    parser.add_argument("--agent", required=True, help=f"one of {', '.join(sorted(CONFIGS))}")
+    parser.add_argument("--agent", required=True, help=f"one of {', '.join(sorted(AGENTS))}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="an agent option and its values (repeat for a cross product; ';' separates tuple values)")

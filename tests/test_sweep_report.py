@@ -73,7 +73,9 @@ def test_sweep_runs_skips_finished_trials_and_retries_a_killed_worker(tmp_path):
     while time.time() < deadline and not (target / "checkpoints" / "last.pt").exists():
         time.sleep(0.2)
     child = int((target / ".lock").read_text())
-    worker = int(Path(f"/proc/{child}/stat").read_text().split(")")[1].split()[1])  # the Ray worker (parent)
+    stat = Path(f"/proc/{child}/stat").read_text().split(")")[1].split()  # fields from the 3rd on
+    assert int(stat[16]) == os.nice(0), "trials run at the sweep's own priority (Ray's default worker nice is 15)"
+    worker = int(stat[1])  # the Ray worker (parent)
     os.kill(worker, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
