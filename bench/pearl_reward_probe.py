@@ -1,0 +1,95 @@
+"""Where is a PEARL reward model wrong? Per-transition diagnosis of the rewards IQL is trained on.
+
+    python bench/pearl_reward_probe.py runs/pearl_table2/table-A-to-B-{oracle,cpa}-*-s0 [...]
+
+For each run directory (a PEARL run with ``reward.pt`` and its target dataset), over every transition
+of the target data (the rewards IQL sees, standardised as ``relabel`` does):
+- ``rank corr``: Spearman correlation of the learned reward with the task's true dense reward;
+- ``near-success corr``: the same on the transitions of the top 10 % true reward (where the policy
+  must be told apart from almost-right behaviour);
+- ``success gap``: mean learned reward on steps where the task is solved minus on the others, in
+  standard deviations (how much the reward pulls toward success); with ``success steps`` the
+  fraction of steps in the data that are successes;
+- ``std/error corr`` (Gaussian models): Spearman correlation of the predicted std with the rank
+  error |rank(learned) - rank(true)|: does RRL's uncertainty flag the transitions it gets wrong?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from embodied.checkpoint import load_checkpoint
+from embodied.data import load_episodes
+from embodied.reward_models import GaussianRewardModel, RewardModel
+
+
+def ranks(x: np.ndarray) -> np.ndarray:
+    out = np.empty(len(x))
+    out[np.argsort(x, kind="stable")] = np.arange(len(x))
+    return out / max(len(x) - 1, 1)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def probe(run_dir: Path) -> dict:
+    cfg = json.loads((run_dir / "config.json").read_text())
+    target = Path(cfg["target_data"]) if cfg.get("target_data") else run_dir / "target.hdf5"
+    episodes = load_episodes(target)
+    obs = torch.as_tensor(np.concatenate([ep.observations[:-1] for ep in episodes]), dtype=torch.float32)
+    act = torch.as_tensor(np.concatenate([ep.actions for ep in episodes]), dtype=torch.float32)
+    true = np.concatenate([ep.rewards for ep in episodes])
+    success = np.concatenate([np.asarray(ep.infos["success"], dtype=bool) for ep in episodes])
+    gaussian = cfg["reward_model"] == "gaussian"
+    model = (GaussianRewardModel if gaussian else RewardModel)(obs.shape[-1], act.shape[-1])
+    model.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
+    model.eval()
+    with torch.no_grad():
+        out = model(obs, act)
+    mean, std = (out[0].numpy(), out[1].numpy()) if gaussian else (out.numpy(), None)
+    learned = (mean - mean.mean()) / (mean.std() + 1e-8)
+    top = true >= np.quantile(true, 0.9)
+    row = {"run": run_dir.name, "labels": cfg["labels"], "reward_model": cfg["reward_model"],
+           "rank_corr": spearman(learned, true), "near_success_corr": spearman(learned[top], true[top]),
+           "success_steps": float(success.mean()),
+           "success_gap": float(learned[success].mean() - learned[~success].mean()) if success.any() else float("nan")}
+    if std is not None:
+        row["std_error_corr"] = spearman(std, np.abs(ranks(learned) - ranks(true)))
+    summary = run_dir / "summary.json"
+    if summary.exists():
+        s = json.loads(summary.read_text())
+        row.update(success_rate=s.get("success_rate"), reward_heldout_accuracy=s.get("reward_heldout_accuracy"))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    missing = [r for r in args.runs if not (r / "reward.pt").exists()]
+    for r in missing:
+        print(f"skipped {r}: no reward.pt (the run has not trained its reward model yet)")
+    rows = [probe(r) for r in args.runs if r not in missing]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    print("| run | reward acc | IQL success | rank corr | near-success corr | success steps | success gap | std/error corr |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in rows:
+        print(f"| {r['run']} | {fmt(r.get('reward_heldout_accuracy'))} | {fmt(r.get('success_rate'))} | {r['rank_corr']:.2f} "
+              f"| {r['near_success_corr']:.2f} | {r['success_steps']:.3f} | {r['success_gap']:.2f} "
+              f"| {fmt(r.get('std_error_corr'))} |")
+
+
+if __name__ == "__main__":
+    main()
