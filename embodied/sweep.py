@@ -33,6 +33,7 @@ import time
 import typing
 from pathlib import Path
 
+from embodied.atomic import atomic_path
 from embodied.cli import AGENTS
 from embodied.config import parse_command_args, parse_config
 from embodied.errors import EmbodiedError
@@ -185,8 +186,9 @@ def sweep(agent: str, seeds: list[int], grid: dict[str, list[str]], out: Path, p
         rows += _run_on_ray(agent, todo, out, address, cpus_per_trial, max_retries)
     rows.sort(key=lambda r: r["name"])
     print_table(rows)
-    (out / "sweep.json").write_text(json.dumps({"agent": agent, "seeds": seeds, "grid": grid, "passthrough": passthrough,
-                                                "trials": rows}, indent=2))
+    with atomic_path(out / "sweep.json") as tmp:
+        tmp.write_text(json.dumps({"agent": agent, "seeds": seeds, "grid": grid, "passthrough": passthrough,
+                                   "trials": rows}, indent=2))
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         raise EmbodiedError(f"{len(failed)} of {len(rows)} trials failed: {', '.join(r['name'] for r in failed)}")

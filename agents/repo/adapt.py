@@ -15,7 +15,6 @@ target posteriors (the KL term of RePo's objective, which needs no reward).
 from __future__ import annotations
 
 import copy
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import frozen
 from agents.repo.networks import preprocess
 from agents.repo.train import RePoConfig, build_agent, make_pixel_env
-from embodied.checkpoint import load_checkpoint, seed_everything
+from embodied.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from embodied.config import config_from_dict, parse_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
@@ -157,8 +156,8 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     print(f"after adaptation: return {after['return_mean']:.1f} success {after['success_rate']:.2f}")
     summary = {"source_run": str(cfg.source_run), "target_variant": cfg.target_variant,
                "before": before, "after": after, "steps": cfg.steps}
-    run.path("summary.json").write_text(json.dumps(summary, indent=2))
-    torch.save(agent.model.encoder.state_dict(), run.path("encoder.pt"))
+    run.write_summary(summary)
+    save_checkpoint(run.path("encoder.pt"), agent.model.encoder.state_dict())  # atomic, loads with weights_only
     run.close()
     return summary
 
