@@ -12,6 +12,8 @@ of the target data (the rewards IQL sees, standardised as ``relabel`` does):
   fraction of steps in the data that are successes;
 - ``std/error corr`` (Gaussian models): Spearman correlation of the predicted std with the rank
   error |rank(learned) - rank(true)|: does RRL's uncertainty flag the transitions it gets wrong?
+- ``corr with next``: Spearman correlation with the next run's learned reward on the same data
+  (e.g. CPA+RRL next to CPA+plain: near 1 means IQL saw the same reward from both).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
 
 
-def probe(run_dir: Path) -> dict:
+def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
+    """The row of ``run_dir``, its target data's path and its standardised learned reward per transition."""
     cfg = json.loads((run_dir / "config.json").read_text())
     target = Path(cfg["target_data"]) if cfg.get("target_data") else run_dir / "target.hdf5"
     episodes = load_episodes(target)
@@ -65,7 +68,7 @@ def probe(run_dir: Path) -> dict:
     if summary.exists():
         s = json.loads(summary.read_text())
         row.update(success_rate=s.get("success_rate"), reward_heldout_accuracy=s.get("reward_heldout_accuracy"))
-    return row
+    return row, str(target), learned
 
 
 def main() -> None:
@@ -77,18 +80,25 @@ def main() -> None:
     missing = [r for r in args.runs if not (r / "reward.pt").exists()]
     for r in missing:
         print(f"skipped {r}: no reward.pt (the run has not trained its reward model yet)")
-    rows = [probe(r) for r in args.runs if r not in missing]
+    rows, previous = [], None
+    for run in (r for r in args.runs if r not in missing):
+        row, target, learned = probe(run)
+        if previous is not None and previous[0] == target:  # the same data: compare the two rewards
+            rows[-1]["corr_with_next"] = spearman(previous[1], learned)
+        rows.append(row)
+        previous = (target, learned)
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return
-    print("| run | reward acc | IQL success | rank corr | near-success corr | success steps | success gap | std/error corr |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| run | reward acc | IQL success | rank corr | near-success corr | success steps | success gap | std/error corr "
+          "| corr with next |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
     for r in rows:
         print(f"| {r['run']} | {fmt(r.get('reward_heldout_accuracy'))} | {fmt(r.get('success_rate'))} | {r['rank_corr']:.2f} "
               f"| {r['near_success_corr']:.2f} | {r['success_steps']:.3f} | {r['success_gap']:.2f} "
-              f"| {fmt(r.get('std_error_corr'))} |")
+              f"| {fmt(r.get('std_error_corr'))} | {fmt(r.get('corr_with_next'))} |")
 
 
 if __name__ == "__main__":
