@@ -7,7 +7,8 @@
 # ~3.3 h per Dreamer trial on one core each: a many-core machine (--address of a Ray cluster) or a GPU
 # (DEVICE=cuda) is what this needs; on 2 cores it is ~14 h. Re-running continues where it stopped.
 #   bash bench/repo_study.sh [OUT]   # env: SEEDS (0,1,2), DEVICE (auto), ADDRESS (Ray cluster), STEPS (30000),
-#                                    # PREFILL (2000): a smoke test is STEPS=600 PREFILL=400 SEEDS=0
+#                                    # PREFILL (2000): a smoke test is STEPS=600 PREFILL=400 SEEDS=0 (run once
+#                                    # on the 2-core CPU: 3 trials and both reports, 26 min beside other jobs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || bash .ci/setup
