@@ -21,20 +21,15 @@ import torch
 
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
 from agents.pearl.train import relabel
-from embodied.checkpoint import load_checkpoint
-from embodied.data import load_episodes
 from embodied.evaluation import evaluate
 from embodied.make import make_env
-from embodied.reward_models import GaussianRewardModel, RewardModel
+from pearl_reward_probe import load_run  # bench/, beside this script
 
 
 def retrain(run_dir: Path, seed: int, eval_every: int, steps: int | None = None) -> dict:
-    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg, episodes, reward = load_run(run_dir)
     cfg["iql_steps"] = steps or cfg["iql_steps"]
-    episodes = load_episodes(Path(cfg["target_data"]) if cfg.get("target_data") else run_dir / "target.hdf5")
     obs_dim, act_dim = episodes[0].observations.shape[-1], episodes[0].actions.shape[-1]
-    reward = (GaussianRewardModel if cfg["reward_model"] == "gaussian" else RewardModel)(obs_dim, act_dim)
-    reward.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
     buffer = TransitionBuffer(*transitions_from_episodes(episodes, relabel(reward, episodes, "cpu")), "cpu")
     torch.manual_seed(seed)
     agent = IQL(obs_dim, act_dim, IQLConfig(), "cpu")

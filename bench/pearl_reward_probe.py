@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.pearl.train import REWARD_MODELS, relabel
 from embodied.checkpoint import load_checkpoint
 from embodied.data import load_episodes
-from embodied.reward_models import GaussianRewardModel, RewardModel
 
 
 def ranks(x: np.ndarray) -> np.ndarray:
@@ -40,23 +40,28 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
 
 
+def load_run(run_dir: Path) -> tuple[dict, list, torch.nn.Module]:
+    """A finished PEARL run's config, its target episodes and its trained reward model (eval mode)."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    cfg["target_data"] = cfg.get("target_data") or str(run_dir / "target.hdf5")  # shared data, else the run's own
+    episodes = load_episodes(cfg["target_data"])
+    reward = REWARD_MODELS[cfg["reward_model"]](episodes[0].observations.shape[-1], episodes[0].actions.shape[-1])
+    reward.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
+    return cfg, episodes, reward.eval()
+
+
 def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
     """The row of ``run_dir``, its target data's path and its standardised learned reward per transition."""
-    cfg = json.loads((run_dir / "config.json").read_text())
-    target = Path(cfg["target_data"]) if cfg.get("target_data") else run_dir / "target.hdf5"
-    episodes = load_episodes(target)
-    obs = torch.as_tensor(np.concatenate([ep.observations[:-1] for ep in episodes]), dtype=torch.float32)
-    act = torch.as_tensor(np.concatenate([ep.actions for ep in episodes]), dtype=torch.float32)
+    cfg, episodes, model = load_run(run_dir)
+    learned = np.concatenate(relabel(model, episodes, "cpu"))  # exactly the rewards IQL trains on
     true = np.concatenate([ep.rewards for ep in episodes])
     success = np.concatenate([np.asarray(ep.infos["success"], dtype=bool) for ep in episodes])
-    gaussian = cfg["reward_model"] == "gaussian"
-    model = (GaussianRewardModel if gaussian else RewardModel)(obs.shape[-1], act.shape[-1])
-    model.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
-    model.eval()
-    with torch.no_grad():
-        out = model(obs, act)
-    mean, std = (out[0].numpy(), out[1].numpy()) if gaussian else (out.numpy(), None)
-    learned = (mean - mean.mean()) / (mean.std() + 1e-8)
+    std = None
+    if model.gaussian:
+        obs = torch.as_tensor(np.concatenate([ep.observations[:-1] for ep in episodes]), dtype=torch.float32)
+        act = torch.as_tensor(np.concatenate([ep.actions for ep in episodes]), dtype=torch.float32)
+        with torch.no_grad():
+            std = model(obs, act)[1].numpy()
     top = true >= np.quantile(true, 0.9)
     row = {"run": run_dir.name, "labels": cfg["labels"], "reward_model": cfg["reward_model"],
            "rank_corr": spearman(learned, true), "near_success_corr": spearman(learned[top], true[top]),
@@ -68,7 +73,7 @@ def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
     if summary.exists():
         s = json.loads(summary.read_text())
         row.update(success_rate=s.get("success_rate"), reward_heldout_accuracy=s.get("reward_heldout_accuracy"))
-    return row, str(target), learned
+    return row, cfg["target_data"], learned
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ from embodied.video import record_episode, tile, write_mp4
 
 LABEL_SOURCES = ("cpa", "nn", "oracle", "shots")
 CONFIDENCE_KEYS = ("starts_agreement", "structure_agreement", "shot_agreement")
-REWARD_MODELS = ("gaussian", "plain")
+REWARD_MODELS = {"gaussian": GaussianRewardModel, "plain": RewardModel}  # --reward-model -> class
 
 
 @dataclass
@@ -196,7 +196,7 @@ def run_pearl(cfg: PearlConfig) -> dict:
     prefs = Preferences(lab["first"], lab["second"], lab["label"])
 
     obs_dim, act_dim = tgt.observations.shape[-1], tgt.actions.shape[-1]
-    reward_cls = GaussianRewardModel if cfg.reward_model == "gaussian" else RewardModel
+    reward_cls = REWARD_MODELS[cfg.reward_model]
     reward = reward_cls(obs_dim, act_dim)
     reward_path = run.path("reward.pt")
     if reward_path.exists() and "reward" in stages:
