@@ -4,10 +4,7 @@
 #   bash bench/gpu_check.sh            # DEVICE=cpu bash bench/gpu_check.sh: the same, as a smoke test
 # Each row: what ran, its exit status, seconds, and its final metric (from the run's summary.json).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash .ci/setup
-. .venv/bin/activate
-export MUJOCO_GL=${MUJOCO_GL:-egl}
+. "$(dirname "$0")/env.sh"
 DEVICE=${DEVICE:-cuda}
 OUT=$(mktemp -d /tmp/gpu_check.XXXX)
 python - <<PY

@@ -7,10 +7,7 @@
 # Re-running continues where it stopped (finished trials are skipped, killed ones resume).
 #   bash bench/parl_study.sh [OUT]        # default OUT: runs/parl_study
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash .ci/setup
-. .venv/bin/activate
-export MUJOCO_GL=${MUJOCO_GL:-egl}
+. "$(dirname "$0")/env.sh"
 OUT=${1:-runs/parl_study}
 COMMON="--max-episode-steps 200 --seed-steps 1000 --query-every 1000 --queries-per-session 50
         --feedback-budget 600 --reward-epochs 20 --batch-size 128 --eval-every 2500 --eval-episodes 10

@@ -10,10 +10,7 @@
 #                                    # PREFILL (2000): a smoke test is STEPS=600 PREFILL=400 SEEDS=0 (run once
 #                                    # on the 2-core CPU: 3 trials and both reports, 26 min beside other jobs)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ -x .venv/bin/python ] || bash .ci/setup
-. .venv/bin/activate
-export MUJOCO_GL=${MUJOCO_GL:-egl}
+. "$(dirname "$0")/env.sh"
 OUT=${1:-runs/repo_study}
 SEEDS=${SEEDS:-0,1,2}
 CLUSTER=()
