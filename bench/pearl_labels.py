@@ -96,7 +96,8 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
 def report(path: Path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     pairs = list(dict.fromkeys((r["source"], r["target"]) for r in rows))
-    keys = [k for k in rows[0] if k not in ("source", "target", "seed", "seconds") and not isinstance(rows[0][k], str)]
+    keys = [k for k in dict.fromkeys(k for r in rows for k in r)  # later rows may carry more columns (K, noise)
+            if k not in ("source", "target", "seed", "seconds") and not any(isinstance(r.get(k), str) for r in rows)]
     names = {"cpa": "CPA", "plain_gw": "plain GW", "nn": "NN", "confidence_starts_agreement": "starts agree",
              "confidence_structure_agreement": "plain GW agrees"}
 
@@ -110,7 +111,8 @@ def report(path: Path) -> None:
     for pair in pairs + [("all pairs", "")]:
         sel = [r for r in rows if (r["source"], r["target"]) == pair or pair[0] == "all pairs"]
         name = f"{pair[0][:-3]} -> {pair[1][:-3]}" if pair[1] else "**all pairs**"
-        print(f"| {name} | {len(sel)} | " + " | ".join(cell([r[k] for r in sel if k in r]) for k in keys) + " |")
+        print(f"| {name} | {len(sel)} | " + " | ".join(cell([r[k] for r in sel if k in r]) if any(k in r for r in sel)
+                                                     else "" for k in keys) + " |")
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from embodied.data import load_episodes, sample_segments
 from embodied.teacher import ScriptedTeacher
 
 ARMS = [("oracle", "gaussian"), ("cpa", "gaussian"), ("cpa", "plain")]
+ARM_KEYS = ["oracle", "cpa_rrl", "cpa_plain"]
 
 
 def run_pair(source: str, target: str, base: PearlConfig, out: Path) -> None:
@@ -46,7 +47,9 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path) -> None:
     record = {"source": source, "target": target, "seed": base.seed, "cpa_accuracy": summaries[1]["label_accuracy"],
               "nn_accuracy": nn["accuracy"], "cpa_seconds": summaries[1]["label_seconds"],
               "success_oracle": summaries[0]["success_rate"], "success_cpa_rrl": summaries[1]["success_rate"],
-              "success_cpa_plain": summaries[2]["success_rate"],
+              "success_cpa_plain": summaries[2]["success_rate"], "iql_steps": base.iql_steps,
+              **{f"late_{arm}": summaries[i]["success_late_mean"] for i, arm in enumerate(ARM_KEYS)},
+              **{f"curve_{arm}": summaries[i]["success_curve"] for i, arm in enumerate(ARM_KEYS)},
               "reward_acc_oracle": summaries[0]["reward_heldout_accuracy"],
               "reward_acc_cpa_rrl": summaries[1]["reward_heldout_accuracy"],
               "reward_acc_cpa_plain": summaries[2]["reward_heldout_accuracy"]}
@@ -56,14 +59,30 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path) -> None:
 
 
 def report(path: Path) -> None:
+    """Per pair: label accuracy and IQL success, mean [min, max] over seeds; rows of one IQL budget each."""
     records = [json.loads(line) for line in open(path) if line.strip()]
-    print("| source -> target | seed | label acc: CPA | NN | chance | reward acc (oracle / CPA+RRL / CPA+plain) "
-          "| IQL success: oracle | CPA + RRL | CPA + plain |")
-    print("| --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
-    for r in records:
-        print(f"| {r['source']} -> {r['target']} | {r['seed']} | {r['cpa_accuracy']:.3f} | {r['nn_accuracy']:.3f} | 0.500 "
-              f"| {r['reward_acc_oracle']:.2f} / {r['reward_acc_cpa_rrl']:.2f} / {r['reward_acc_cpa_plain']:.2f} "
-              f"| {r['success_oracle']:.2f} | {r['success_cpa_rrl']:.2f} | {r['success_cpa_plain']:.2f} |")
+
+    def cell(values) -> str:
+        values = np.asarray(values, float)
+        return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"
+
+    print("mean [min, max] over seeds. Success: the mean of the evaluations in the second half of IQL training "
+          "(late), and the final evaluation.\n")
+    print("| source -> target | IQL steps | seeds | label acc: CPA | NN | reward acc: oracle | CPA+RRL | CPA+plain "
+          "| late success: oracle | CPA+RRL | CPA+plain | final: oracle | CPA+RRL | CPA+plain |")
+    print("| --- | ---: | ---: |" + " ---: |" * 11)
+    groups = dict.fromkeys((r["source"], r["target"], r.get("iql_steps", 10000)) for r in records)
+    near = {}
+    for source, target, steps in groups:
+        sel = [r for r in records if (r["source"], r["target"], r.get("iql_steps", 10000)) == (source, target, steps)]
+        late = [[r.get(f"late_{arm}", r[f"success_{arm}"]) for r in sel] for arm in ARM_KEYS]
+        near.setdefault(steps, []).append(abs(np.mean(late[1]) - np.mean(late[0])) <= 0.2)
+        cols = [[r["cpa_accuracy"] for r in sel], [r["nn_accuracy"] for r in sel],
+                *[[r[f"reward_acc_{arm}"] for r in sel] for arm in ARM_KEYS], *late,
+                *[[r[f"success_{arm}"] for r in sel] for arm in ARM_KEYS]]
+        print(f"| {source[:-3]} -> {target[:-3]} | {steps} | {len(sel)} | " + " | ".join(map(cell, cols)) + " |")
+    for steps, flags in near.items():
+        print(f"\n{steps} IQL steps: CPA+RRL's mean late success within 0.2 of the oracle's on {sum(flags)} of {len(flags)} pairs")
 
 
 def main() -> None:
@@ -71,7 +90,8 @@ def main() -> None:
     parser.add_argument("--pair", action="append", default=[], help="source:target Meta-World task names")
     parser.add_argument("--out", type=Path, default=Path("runs/pearl_table.jsonl"))
     parser.add_argument("--report", type=Path)
-    parser.add_argument("--iql-steps", type=int, default=10000)
+    parser.add_argument("--iql-steps", type=int, default=20000)
+    parser.add_argument("--eval-every", type=int, default=2500, help="IQL steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs"))
@@ -80,7 +100,7 @@ def main() -> None:
     if args.report:
         report(args.report)
         return
-    base = PearlConfig(iql_steps=args.iql_steps, eval_every=args.iql_steps, eval_episodes=args.eval_episodes,
+    base = PearlConfig(iql_steps=args.iql_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                        seed=args.seed, run_dir=args.run_dir, threads=args.threads, video=False)
     for pair in args.pair:
         source, target = pair.split(":")

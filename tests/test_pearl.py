@@ -142,18 +142,23 @@ TOY = ["--source-task", "reach-v3", "--target-task", "reach-wall-v3", "--episode
 
 
 def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path):
-    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "100", "--run-dir", str(tmp_path), "--run-name", "full",
-                     "--video"]) == 0
+    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "100", "--eval-every", "25", "--run-dir", str(tmp_path),
+                     "--run-name", "full", "--video"]) == 0
     run = tmp_path / "full"
     for name in ("config.json", "metrics.jsonl", "labels.npz", "reward.pt", "policy.pt", "summary.json",
                  "source.hdf5", "target.hdf5", "videos/eval.mp4"):
         assert (run / name).exists(), name
     summary = json.loads((run / "summary.json").read_text())
     assert 0 <= summary["label_accuracy"] <= 1 and summary["iql_steps"] == 100
+    curve = summary["success_curve"]
+    assert [step for step, _ in curve] == [25, 50, 75, 100]
+    assert summary["success_late_mean"] == pytest.approx((curve[2][1] + curve[3][1]) / 2)
 
-    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "50", "--run-dir", str(tmp_path), "--run-name", "cut"]) == 0
-    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "100", "--run-dir", str(tmp_path), "--run-name", "cut",
-                     "--resume"]) == 0
+    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "50", "--eval-every", "25", "--run-dir", str(tmp_path),
+                     "--run-name", "cut"]) == 0
+    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "100", "--eval-every", "25", "--run-dir", str(tmp_path),
+                     "--run-name", "cut", "--resume"]) == 0
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["success_curve"] == curve  # evaluations survive
     a = load_policy_module(run / "policy.pt").state_dict()
     b = load_policy_module(tmp_path / "cut" / "policy.pt").state_dict()
     for key in a:
