@@ -11,8 +11,17 @@ import numpy as np
 import pytest
 
 import envs  # noqa: F401,E402  (registers the ids)
+from loopback import Loopback  # noqa: E402  (tests/, beside this file)
 
 
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def loopback():
+    """Stub HTTP servers for one test: ``loopback.start(HandlerClass)`` -> base URL; stopped afterwards."""
+    servers = Loopback()
+    yield servers
+    servers.close()

@@ -1,16 +1,15 @@
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from embodied.llm import LLMUnavailable, choose, make_llm
 from embodied.llm.http import OpenAICompatibleLLM
+from loopback import QuietHandler
 
 
-class FakeServer(BaseHTTPRequestHandler):
+class FakeServer(QuietHandler):
     """An OpenAI-compatible server on loopback: candidates starting with 'good' are likelier."""
 
     failures_left = 0
@@ -22,8 +21,7 @@ class FakeServer(BaseHTTPRequestHandler):
             time.sleep(FakeServer.delay)
         if FakeServer.failures_left > 0:
             FakeServer.failures_left -= 1
-            self.send_response(503)
-            self.end_headers()
+            self.send_body(b"", 503)
             return
         if self.path == "/v1/chat/completions":
             reply = {"choices": [{"message": {"role": "assistant", "content": f" echo: {body['messages'][-1]['content']} "}}]}
@@ -34,29 +32,15 @@ class FakeServer(BaseHTTPRequestHandler):
             reply = {"choices": [{"text": text, "logprobs": {"text_offset": list(range(len(text))),
                                                              "token_logprobs": [None] + [cost] * (len(text) - 1)}}]}
         else:
-            self.send_response(404)
-            self.end_headers()
+            self.send_body(b"", 404)
             return
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_body(json.dumps(reply).encode(), content_type="application/json")
 
 
 @pytest.fixture
-def server():
+def server(loopback):
     FakeServer.failures_left, FakeServer.delay = 0, 0.0
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeServer)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    return loopback.start(FakeServer)
 
 
 MESSAGES = [{"role": "user", "content": "pick one"}]
@@ -130,7 +114,7 @@ def test_embedded_cached_scores_equal_full_sequence_scores(smollm):
 
 # --- hostile servers -------------------------------------------------------------------------
 
-class Hostile(BaseHTTPRequestHandler):
+class Hostile(QuietHandler):
     """Loopback server whose behaviour is chosen per test: ``Hostile.mode``."""
 
     mode = "drip"
@@ -160,28 +144,15 @@ class Hostile(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 time.sleep(0.25)
             return
-        body = bodies.get(mode, b"{}")
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+        self.send_body(bodies.get(mode, b"{}"))
 
 
 @pytest.fixture
-def hostile():
+def hostile(loopback):
     Hostile.seen_auth = []
-    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Hostile) for _ in range(2)]
-    for s in servers:
-        s.daemon_threads = True
-        threading.Thread(target=s.serve_forever, daemon=True).start()
-    Hostile.other_port = servers[1].server_address[1]
-    yield f"http://127.0.0.1:{servers[0].server_address[1]}"
-    for s in servers:
-        s.shutdown()
-        s.server_close()
+    url = loopback.start(Hostile)
+    Hostile.other_port = int(loopback.start(Hostile).rsplit(":", 1)[1])
+    return url
 
 
 def test_a_dripping_server_cannot_extend_the_deadline(hostile):

@@ -155,32 +155,18 @@ def test_llm_written_rules_go_through_the_same_checks(tmp_path):
     assert rule_from_llm(RuleWriter("I cannot write code."), "release()", triples) is None
 
 
-def test_llm_written_rules_through_the_http_backend(tmp_path):
+def test_llm_written_rules_through_the_http_backend(loopback):
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from agents.walle.transition_model import rule_from_llm
     from embodied.llm.http import OpenAICompatibleLLM
+    from loopback import QuietHandler
 
-    class Server(BaseHTTPRequestHandler):
+    class Server(QuietHandler):
         def do_POST(self):  # noqa: N802
             self.rfile.read(int(self.headers["Content-Length"]))
-            body = json.dumps({"choices": [{"message": {"content": GOOD_RELEASE}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(json.dumps({"choices": [{"message": {"content": GOOD_RELEASE}}]}).encode())
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Server)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        llm = OpenAICompatibleLLM(f"http://127.0.0.1:{httpd.server_address[1]}", retries=0, timeout=5)
-        triples = scripted_triples("retrieve", [0, 1])
-        assert rule_from_llm(llm, "release()", triples) is not None
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    llm = OpenAICompatibleLLM(loopback.start(Server), retries=0, timeout=5)
+    triples = scripted_triples("retrieve", [0, 1])
+    assert rule_from_llm(llm, "release()", triples) is not None
