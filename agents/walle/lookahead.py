@@ -17,12 +17,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from agents.walle.goals import Goal
-from agents.walle.planner import execute_logged
+from agents.walle.planner import execute_logged, prompt
 from agents.walle.rules import Transition
 from agents.walle.transition_model import TransitionModel, observe, state_key
-from agents.walle.world_model import scene_graph
 from embodied.llm import choose
-from envs.symbolic import SKILLS, SkillExecutor, describe, predicates
+from envs.symbolic import SKILLS, SkillExecutor, predicates
 
 
 @dataclass
@@ -113,13 +112,7 @@ def search_novel(model: TransitionModel, state: dict[str, bool], order: list[str
 
 def llm_order(llm, goal: Goal, state: dict[str, bool], history: list[tuple[str, bool]]) -> list[str]:
     """The skills, most likely first according to the LLM (its proposal prior)."""
-    lines = [f"Goal: {goal.text()}.", f"Scene: {'; '.join(' '.join(t) for t in scene_graph(state))}.",
-             f"Facts: {describe(state)}."]
-    if history:
-        lines.append("Done so far: " + ", ".join(f"{s} ({'ok' if ok else 'failed'})" for s, ok in history[-6:]) + ".")
-    lines.append(f"Skills: {', '.join(SKILLS)}. Answer with the next skill.")
-    messages = [{"role": "system", "content": "You control a robot gripper with skills."},
-                {"role": "user", "content": "\n".join(lines)}]
+    messages = prompt(goal, state, history, [], goal_text=goal.text())  # the goal as parsed, not the task's prose
     _, scores = choose(llm, messages, list(SKILLS))
     normalised = [s / max(len(c), 1) for s, c in zip(scores, SKILLS)]
     return [SKILLS[i] for i in sorted(range(len(SKILLS)), key=lambda i: -normalised[i])]

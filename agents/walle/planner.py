@@ -29,8 +29,12 @@ class EpisodeLog:
     triples: list[tuple[dict, str, dict]] = field(default_factory=list)  # (state, skill, next state)
 
 
-def prompt(goal: Goal, state: dict[str, bool], history: list[tuple[str, bool]], notes: list[str]) -> list[dict]:
-    lines = [f"Goal: {GOALS.get(goal.name, goal.text())}.", f"Scene: {'; '.join(' '.join(t) for t in scene_graph(state))}.",
+def prompt(goal: Goal, state: dict[str, bool], history: list[tuple[str, bool]], notes: list[str],
+           goal_text: str | None = None) -> list[dict]:
+    """The chat that asks for the next skill: goal (``goal_text`` or the task's description), scene, facts,
+    the last six skills and how they went, the world model's warnings."""
+    goal_text = goal_text or GOALS.get(goal.name, goal.text())
+    lines = [f"Goal: {goal_text}.", f"Scene: {'; '.join(' '.join(t) for t in scene_graph(state))}.",
              f"Facts: {describe(state)}."]
     if history:
         lines.append("Done so far: " + ", ".join(f"{s} ({'ok' if ok else 'failed'})" for s, ok in history[-6:]) + ".")
