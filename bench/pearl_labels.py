@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -93,6 +94,15 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
     return row
 
 
+def column_name(key: str, names: dict[str, str]) -> str:
+    """``k20_alone_reward`` -> ``K=20 labels alone``, ``noise0.1_rrl`` -> ``flip 0.1 RRL``."""
+    if m := re.fullmatch(r"k(\d+)_(cpa|alone)_reward", key):
+        return f"K={m[1]} " + ("few-shot reward" if m[2] == "cpa" else "labels alone")
+    if m := re.fullmatch(r"noise([\d.]+)_(label|rrl|plain)", key):
+        return f"flip {m[1]} " + {"label": "labels", "rrl": "RRL reward", "plain": "plain reward"}[m[2]]
+    return names.get(key, key.replace("_", " "))
+
+
 def report(path: Path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     pairs = list(dict.fromkeys((r["source"], r["target"]) for r in rows))
@@ -106,7 +116,7 @@ def report(path: Path) -> None:
         return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"
 
     print("mean [min, max] over seeds; label / reward accuracy against the noise-free target teacher\n")
-    print("| source -> target | seeds | " + " | ".join(names.get(k, k.replace("_", " ")) for k in keys) + " |")
+    print("| source -> target | seeds | " + " | ".join(column_name(k, names) for k in keys) + " |")
     print("| --- | ---: | " + " | ".join("---:" for _ in keys) + " |")
     for pair in pairs + [("all pairs", "")]:
         sel = [r for r in rows if (r["source"], r["target"]) == pair or pair[0] == "all pairs"]

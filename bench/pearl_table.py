@@ -21,6 +21,7 @@ import torch
 
 from agents.pearl.train import PearlConfig, run_pearl, target_labels
 from embodied.data import load_episodes, sample_segments
+from embodied.report import aggregate, improvement
 from embodied.teacher import ScriptedTeacher
 
 ARMS = [("oracle", "gaussian"), ("cpa", "gaussian"), ("cpa", "plain")]
@@ -83,6 +84,30 @@ def report(path: Path) -> None:
         print(f"| {source[:-3]} -> {target[:-3]} | {steps} | {len(sel)} | " + " | ".join(map(cell, cols)) + " |")
     for steps, flags in near.items():
         print(f"\n{steps} IQL steps: CPA+RRL's mean late success within 0.2 of the oracle's on {sum(flags)} of {len(flags)} pairs")
+    aggregate_arms(records)
+
+
+def aggregate_arms(records: list[dict], seeds: int = 3) -> None:
+    """Late success over the pairs with ``seeds`` seeds at the largest budget: IQM and mean with 95 % stratified-
+    bootstrap CIs (seeds resampled within each pair, rliable), and the probability that one arm beats another."""
+    steps = max(r.get("iql_steps", 10000) for r in records)
+    rows = [r for r in records if r.get("iql_steps", 10000) == steps]
+    pairs = [p for p in dict.fromkeys((r["source"], r["target"]) for r in rows)
+             if sum((r["source"], r["target"]) == p for r in rows) >= seeds]
+    if not pairs:
+        return
+    late = {arm: np.array([[r.get(f"late_{arm}", r[f"success_{arm}"]) for r in rows if (r["source"], r["target"]) == p][:seeds]
+                           for p in pairs]).T for arm in ARM_KEYS}  # (seeds, pairs), rliable's layout
+    stats = aggregate(late)
+    print(f"\nLate success over {len(pairs)} pairs x {seeds} seeds ({steps} IQL steps), 95 % stratified-bootstrap CIs:\n")
+    print("| labels | IQM | mean |\n| --- | ---: | ---: |")
+    for arm in ARM_KEYS:
+        a = stats[arm]
+        print(f"| {arm} | {a['iqm']:.2f} [{a['iqm_low']:.2f}, {a['iqm_high']:.2f}] "
+              f"| {a['mean']:.2f} [{a['mean_low']:.2f}, {a['mean_high']:.2f}] |")
+    for x, y in (("cpa_rrl", "cpa_plain"), ("oracle", "cpa_rrl")):
+        p, low, high = improvement(late[x], late[y])
+        print(f"\nP({x} > {y}) = {p:.2f} [{low:.2f}, {high:.2f}]")
 
 
 def main() -> None:
