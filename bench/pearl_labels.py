@@ -9,8 +9,8 @@ target teacher of:
 - zero-shot labels: CPA (fused GW, the default), plain GW (``alpha=1``), nearest-neighbour transfer;
 - few-shot, K in --shots: the reward model ``--few-shot-labels K`` picks (``agents/pearl/few_shot.py``)
   against a reward model fit to the K labels alone (both judged on the same 5000 target pairs);
-- label noise (--noise, the source teacher's flip probability): held-out accuracy of the Gaussian
-  (RRL) and the plain reward model fit to CPA labels transferred from the noisy source labels.
+- label noise (--noise, flip probabilities): accuracy of the Gaussian (RRL) and the plain reward model
+  fit to CPA labels transferred from flipped source labels, and fit to flipped target-teacher labels.
 """
 
 from __future__ import annotations
@@ -91,6 +91,11 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
         row[f"noise{flip}_label"] = label_accuracy(labels.label, truth.label)
         for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
             row[f"noise{flip}_{name}"] = reward_accuracy(cls, tgt, labels, truth, args.epochs, seed)
+        # the same flips on the target labels themselves (B-Pref's noisy teacher, RRL's setting): the transfer
+        # above averages the source flips over many source pairs, these reach the reward model unaveraged
+        flipped = ScriptedTeacher(flip_prob=flip).label(tgt.rewards, first, second, np.random.default_rng(seed + 2))
+        for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
+            row[f"noise{flip}_target_{name}"] = reward_accuracy(cls, tgt, flipped, truth, args.epochs, seed)
     return row
 
 
@@ -98,8 +103,9 @@ def column_name(key: str, names: dict[str, str]) -> str:
     """``k20_alone_reward`` -> ``K=20 labels alone``, ``noise0.1_rrl`` -> ``flip 0.1 RRL``."""
     if m := re.fullmatch(r"k(\d+)_(cpa|alone)_reward", key):
         return f"K={m[1]} " + ("few-shot reward" if m[2] == "cpa" else "labels alone")
-    if m := re.fullmatch(r"noise([\d.]+)_(label|rrl|plain)", key):
-        return f"flip {m[1]} " + {"label": "labels", "rrl": "RRL reward", "plain": "plain reward"}[m[2]]
+    if m := re.fullmatch(r"noise([\d.]+)_(target_)?(label|rrl|plain)", key):
+        return (f"{'target' if m[2] else 'source'} flip {m[1]} "
+                + {"label": "CPA labels", "rrl": "RRL reward", "plain": "plain reward"}[m[3]])
     return names.get(key, key.replace("_", " "))
 
 
@@ -130,7 +136,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, default=Path("bench/pearl_pairs.txt"), help="lines SOURCE:TARGET")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--shots", default="5,20,100", help="few-shot K values ('' for none)")
-    parser.add_argument("--noise", default="", help="source-teacher flip probabilities, e.g. 0.1,0.2,0.3")
+    parser.add_argument("--noise", default="", help="flip probabilities of the source (then transferred) and of the target teacher, e.g. 0.1,0.2,0.3")
     parser.add_argument("--epochs", type=int, default=10, help="reward-model epochs (x20 for the K-alone models)")
     parser.add_argument("--cache", type=Path, default=Path("runs/pearl_data"))
     parser.add_argument("--out", type=Path, default=Path("runs/pearl_labels.jsonl"))
