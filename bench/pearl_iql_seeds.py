@@ -16,11 +16,10 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
-from agents.pearl.train import relabel
+from agents.pearl.train import late_mean, relabel
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from pearl_reward_probe import load_run  # bench/, beside this script
@@ -42,8 +41,8 @@ def retrain(run_dir: Path, seed: int, eval_every: int, steps: int | None = None)
             result = evaluate(env, agent.policy.act, cfg["eval_episodes"], seed=10_000 + cfg["seed"],
                               max_steps=cfg["max_steps"])
             curve.append((step, result["success_rate"]))
-    late = [s for step, s in curve if step > cfg["iql_steps"] / 2]
-    return {"run": run_dir.name, "iql_seed": seed, "final": curve[-1][1], "late_mean": float(np.mean(late)),
+    return {"run": run_dir.name, "iql_seed": seed, "final": curve[-1][1],
+            "late_mean": late_mean(curve, cfg["iql_steps"], curve[-1][1]),
             "curve": curve}
 
 

@@ -99,6 +99,12 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
     return row
 
 
+def cell(values) -> str:
+    """``mean [min, max]`` over seeds (the value alone for one seed)."""
+    values = np.asarray(values, float)
+    return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"
+
+
 def column_name(key: str, names: dict[str, str]) -> str:
     """``k20_alone_reward`` -> ``K=20 labels alone``, ``noise0.1_rrl`` -> ``flip 0.1 RRL``."""
     if m := re.fullmatch(r"k(\d+)_(cpa|alone)_reward", key):
@@ -116,10 +122,6 @@ def report(path: Path) -> None:
             if k not in ("source", "target", "seed", "seconds") and not any(isinstance(r.get(k), str) for r in rows)]
     names = {"cpa": "CPA", "plain_gw": "plain GW", "nn": "NN", "confidence_starts_agreement": "starts agree",
              "confidence_structure_agreement": "plain GW agrees"}
-
-    def cell(values):
-        values = np.array(values, float)
-        return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"
 
     print("mean [min, max] over seeds; label / reward accuracy against the noise-free target teacher\n")
     print("| source -> target | seeds | " + " | ".join(column_name(k, names) for k in keys) + " |")

@@ -23,6 +23,7 @@ from agents.pearl.train import PearlConfig, run_pearl, target_labels
 from embodied.data import load_episodes, sample_segments
 from embodied.report import aggregate, improvement
 from embodied.teacher import ScriptedTeacher
+from pearl_labels import cell  # bench/, beside this script
 
 ARMS = [("oracle", "gaussian"), ("cpa", "gaussian"), ("cpa", "plain")]
 ARM_KEYS = ["oracle", "cpa_rrl", "cpa_plain"]
@@ -62,10 +63,6 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path) -> None:
 def report(path: Path) -> None:
     """Per pair: label accuracy and IQL success, mean [min, max] over seeds; rows of one IQL budget each."""
     records = [json.loads(line) for line in open(path) if line.strip()]
-
-    def cell(values) -> str:
-        values = np.asarray(values, float)
-        return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"
 
     print("mean [min, max] over seeds. Success: the mean of the evaluations in the second half of IQL training "
           "(late), and the final evaluation.\n")

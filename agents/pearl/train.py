@@ -267,9 +267,12 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
     policy = agent.policy
     last_eval: dict = {}
     bar = progress(total=cfg.iql_steps, initial=step, desc="IQL")
+
+    def checkpoint() -> None:
+        run.save({"iql": agent.state_dict(), "generator": gen.get_state(), "step": step, "evals": evals, "stages": stages})
+
     while step < cfg.iql_steps:
-        run.stop(step, lambda: run.save({"iql": agent.state_dict(), "generator": gen.get_state(), "step": step,
-                                         "evals": evals, "stages": stages}))
+        run.stop(step, checkpoint)
         metrics = agent.update(*buffer.sample(agent.cfg.batch_size, gen))
         step += 1
         bar.update(1)
@@ -281,8 +284,7 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
             evals.append((step, float(last_eval["success_rate"])))
             bar.write(f"step {step}: success {last_eval['success_rate']:.2f} return {last_eval['return_mean']:.1f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.iql_steps:
-            run.save({"iql": agent.state_dict(), "generator": gen.get_state(), "step": step, "evals": evals,
-                      "stages": stages})
+            checkpoint()
     bar.close()
     if not last_eval:
         last_eval = evaluate(env, policy.act, cfg.eval_episodes, seed=10_000 + cfg.seed, max_steps=cfg.max_steps)
@@ -292,10 +294,16 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
         venv = make_env(f"embodied/{cfg.target_task}", render_mode="rgb_array", render_width=128, render_height=128)
         frames = [record_episode(venv, policy.act, seed=20_000 + i, max_steps=cfg.max_steps)[0] for i in range(4)]
         write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
-    # one evaluation swings with IQL's seed and the step it lands on; the second half's mean is steadier
-    late = [s for at, s in evals if at > cfg.iql_steps / 2] or [last_eval["success_rate"]]
     return {"success_rate": last_eval["success_rate"], "return_mean": last_eval["return_mean"], "iql_steps": step,
-            "success_late_mean": float(np.mean(late)), "success_curve": [list(e) for e in evals]}
+            "success_late_mean": late_mean(evals, cfg.iql_steps, last_eval["success_rate"]),
+            "success_curve": [list(e) for e in evals]}
+
+
+def late_mean(evals: list[tuple[int, float]], steps: int, fallback: float) -> float:
+    """Mean success of the evaluations in the second half of ``steps`` (``fallback`` if there are none): one
+    evaluation swings with IQL's seed and the step it lands on; the second half's mean is steadier."""
+    late = [s for at, s in evals if at > steps / 2]
+    return float(np.mean(late)) if late else float(fallback)
 
 
 def main(argv: list[str] | None = None) -> int:
