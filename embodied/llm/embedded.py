@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from pathlib import Path
 from typing import Sequence
@@ -67,10 +68,10 @@ class EmbeddedLLM:
             batch[i, : len(piece)] = piece
         cache.batch_repeat_interleave(len(pieces))
         mask = torch.ones(len(pieces), prompt.shape[1] + length, dtype=torch.long, device=self.device)
-        try:  # transformers >= 5 names it `cache`; older releases `past_key_values`
-            logits = self.model(batch, cache=cache, attention_mask=mask, use_cache=False).logits.float()
-        except TypeError:
-            logits = self.model(batch, past_key_values=cache, attention_mask=mask, use_cache=False).logits.float()
+        # recent transformers name it `cache`, earlier ones (5.17 included) `past_key_values`, and their
+        # forward takes **kwargs, so a wrong name is silently ignored: pick the name the signature has
+        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        logits = self.model(batch, **{name: cache}, attention_mask=mask, use_cache=False).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)  # position t predicts candidate token t+1
         scores = []
         for i, piece in enumerate(pieces):
