@@ -2,11 +2,13 @@
 # One-command GPU check (issue #15): on one CUDA GPU, within ~10 minutes, a short training of every
 # agent on --device cuda, then RePo's throughput with and without --amp and --compile; one table.
 #   bash bench/gpu_check.sh            # DEVICE=cpu bash bench/gpu_check.sh: the same, as a smoke test
+#   RUNS="pearl repo throughput" bash bench/gpu_check.sh   # a subset (rows: pearl parl repo walle, throughput)
 # Each row: what ran, its exit status, seconds, and its final metric (from the run's summary.json).
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 DEVICE=${DEVICE:-cuda}
-OUT=$(mktemp -d /tmp/gpu_check.XXXX)
+RUNS=${RUNS:-pearl parl repo walle throughput}
+LOGS=${LOGS:-$(mktemp -d /tmp/gpu_check.XXXX)}
 python - <<PY
 import torch, sys
 dev = "$DEVICE"
@@ -18,11 +20,12 @@ PY
 ROWS=()
 run() {  # name, command...
   local name=$1; shift
+  [[ " $RUNS " == *" $name "* ]] || return 0
   local start=$(date +%s.%N)
-  timeout 240 "$@" > "$OUT/$name.log" 2>&1
+  timeout 240 "$@" > "$LOGS/$name.log" 2>&1
   local rc=$?
   local secs=$(python -c "print(f'{$(date +%s.%N) - $start:.0f}')")
-  local metric=$(python - "$OUT/$name" <<'PY'
+  local metric=$(python - "$LOGS/$name" <<'PY'
 import json, sys, pathlib
 p = pathlib.Path(sys.argv[1]) / "summary.json"
 s = json.loads(p.read_text()) if p.exists() else {}
@@ -33,7 +36,7 @@ PY
 )
   ROWS+=("| $name | $rc | $secs | $metric |")
 }
-COMMON=(--device "$DEVICE" --run-dir "$OUT" --no-video)
+COMMON=(--device "$DEVICE" --run-dir "$LOGS" --no-video)
 run pearl embodied train pearl "${COMMON[@]}" --run-name pearl --source-task reach-v3 --target-task reach-wall-v3 \
     --episodes 10 --max-steps 100 --segments 200 --source-queries 1000 --target-queries 1000 --reward-epochs 5 \
     --iql-steps 2000 --eval-every 2000 --eval-episodes 5
@@ -48,9 +51,9 @@ echo "| run | exit | seconds | final metric |"
 echo "| --- | ---: | ---: | --- |"
 printf '%s\n' "${ROWS[@]}"
 echo
-for flags in "" "--amp" "--compile" "--amp --compile"; do
+[[ " $RUNS " == *" throughput "* ]] && for flags in "" "--amp" "--compile" "--amp --compile"; do
   timeout 240 python bench/repo_throughput.py --device "$DEVICE" --updates 10 $flags 2>/dev/null | tail -n +3 \
     | sed "s/^/| ${flags:-fp32, eager} /" || echo "| ${flags:-fp32, eager} | failed or past 240 s |"
 done | { echo "| flags | code | device | threads | mode | amp | batch x seq | updates/s | losses: kl / actor / critic | env steps/s |"
          echo "| --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: |"; cat; }
-echo "logs and runs in $OUT"
+echo "logs and runs in $LOGS"
