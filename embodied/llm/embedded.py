@@ -27,6 +27,13 @@ def smollm2_path() -> Path:
     return path
 
 
+def cache_keyword(model) -> str:
+    """The name under which ``model.forward`` takes a key/value cache: recent transformers say ``cache``,
+    earlier ones (5.17 included) ``past_key_values``; their forward also takes ``**kwargs``, so a wrong
+    name would be ignored without an error, and the cached prompt silently dropped."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class EmbeddedLLM:
     def __init__(self, model_path: str | os.PathLike | None = None, device: str = "auto"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
@@ -68,10 +75,7 @@ class EmbeddedLLM:
             batch[i, : len(piece)] = piece
         cache.batch_repeat_interleave(len(pieces))
         mask = torch.ones(len(pieces), prompt.shape[1] + length, dtype=torch.long, device=self.device)
-        # recent transformers name it `cache`, earlier ones (5.17 included) `past_key_values`, and their
-        # forward takes **kwargs, so a wrong name is silently ignored: pick the name the signature has
-        name = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
-        logits = self.model(batch, **{name: cache}, attention_mask=mask, use_cache=False).logits.float()
+        logits = self.model(batch, **{cache_keyword(self.model): cache}, attention_mask=mask, use_cache=False).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)  # position t predicts candidate token t+1
         scores = []
         for i, piece in enumerate(pieces):
