@@ -1,0 +1,88 @@
+"""Are CPA's confident labels the right ones, and does a reward trained on them alone come out truer?
+
+    python bench/pearl_label_confidence.py runs/pearl_table2/table-A-to-B-cpa-gaussian-s1 [...] \
+        [--variants soft,hard,soft@0.5,hard@0.5,hard@0.25]
+
+For each finished CPA run of bench/pearl_table.py (its config, datasets and ``labels.npz``; the run's
+segments are redrawn from its seed exactly as the run drew them):
+- label accuracy against the noise-free target teacher per quartile of confidence |z - 0.5|, and per
+  quartile of the pair's true return gap;
+- per variant, a reward model of the run's kind and budget trained on: ``soft`` the transferred labels
+  as they are (what the run did), ``hard`` rounded to 0/1, ``X@f`` only the fraction f most confident
+  pairs; then its held-out accuracy (as the run measures it) and the Spearman correlation of its
+  per-transition reward with the true reward on all target data (as bench/pearl_reward_probe.py).
+One JSON line per run and variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from agents.pearl.train import REWARD_MODELS, relabel
+from embodied.data import load_episodes, sample_segments
+from embodied.reward_models import RewardTrainConfig, preference_accuracy, train_reward_model
+from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
+from pearl_reward_probe import spearman  # bench/, beside this script
+
+
+def by_quartile(values: np.ndarray, correct: np.ndarray) -> list[float]:
+    edges = np.quantile(values, [0, 0.25, 0.5, 0.75, 1])
+    return [round(float(correct[(values >= lo) & (values <= hi)].mean()), 3) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--variants", default="soft,hard,soft@0.5,hard@0.5,hard@0.25")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for run in args.runs:
+        cfg = json.loads((run / "config.json").read_text())
+        rng = np.random.default_rng(cfg["seed"])  # the run's own draws: source segments, then target segments
+        src_eps = load_episodes(cfg.get("source_data") or run / "source.hdf5")
+        tgt_eps = load_episodes(cfg.get("target_data") or run / "target.hdf5")
+        sample_segments(src_eps, cfg["segment_length"], cfg["segments"], rng)
+        tgt = sample_segments(tgt_eps, cfg["segment_length"], cfg["segments"], rng)
+        lab = np.load(run / "labels.npz")
+        z, first, second = lab["label"], lab["first"], lab["second"]
+        teacher = ScriptedTeacher(cfg["teacher_gamma"], cfg["teacher_equal_threshold"])  # noise-free
+        truth = teacher.label(tgt.rewards, first, second).label
+        decided = truth != 0.5
+        correct = (z > 0.5) == (truth > 0.5)
+        ret = tgt.rewards.sum(-1)
+        print(json.dumps({"run": run.name, "label_accuracy": round(float(correct[decided & (z != 0.5)].mean()), 3),
+                          "accuracy_by_confidence_quartile": by_quartile(np.abs(z - 0.5)[decided], correct[decided]),
+                          "accuracy_by_true_gap_quartile": by_quartile(np.abs(ret[first] - ret[second])[decided],
+                                                                       correct[decided])}), flush=True)
+        held = sample_segments(tgt_eps, cfg["segment_length"], 500, np.random.default_rng(cfg["seed"] + 1))
+        h_first, h_second = sample_pairs(len(held), 2000, np.random.default_rng(cfg["seed"] + 2))
+        held_truth = teacher.label(held.rewards, h_first, h_second)
+        true = np.concatenate([ep.rewards for ep in tgt_eps])
+        for variant in args.variants.split(","):
+            start = time.perf_counter()
+            kind, _, fraction = variant.partition("@")
+            keep = np.ones(len(z), bool)
+            if fraction:
+                keep = np.abs(z - 0.5) >= np.quantile(np.abs(z - 0.5), 1 - float(fraction))
+            labels = z
+            if kind == "hard":
+                labels, keep = (z > 0.5).astype(float), keep & (z != 0.5)
+            model = REWARD_MODELS[cfg["reward_model"]](tgt.observations.shape[-1], tgt.actions.shape[-1])
+            torch.manual_seed(cfg["seed"])
+            train_reward_model(model, tgt.observations, tgt.actions, Preferences(first[keep], second[keep], labels[keep]),
+                               RewardTrainConfig(epochs=cfg["reward_epochs"], kl_weight=cfg["kl_weight"]), "cpu", cfg["seed"])
+            accuracy = preference_accuracy(model, held.observations, held.actions, held_truth, "cpu")
+            learned = np.concatenate(relabel(model.eval(), tgt_eps, "cpu"))
+            print(json.dumps({"run": run.name, "variant": variant, "pairs": int(keep.sum()),
+                              "heldout_accuracy": round(accuracy, 3), "rank_corr": round(spearman(learned, true), 3),
+                              "seconds": round(time.perf_counter() - start)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
