@@ -85,17 +85,21 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
         row[f"k{k}_cpa_reward"] = preference_accuracy(model, tgt.observations, tgt.actions, truth)
         row[f"k{k}_choice"] = choice["choice"]
         row[f"k{k}_alone_reward"] = reward_accuracy(GaussianRewardModel, tgt, shots, truth, 200, seed)
+    if args.noise:
+        row["reward_epochs"] = args.epochs
     for flip in args.noise:
-        noisy = ScriptedTeacher(flip_prob=flip).label(src.rewards, s_first, s_second, np.random.default_rng(seed + 1))
-        labels = Preferences(first, second, cross_task_transfer(src, noisy, tgt, first, second).labels)
-        row[f"noise{flip}_label"] = label_accuracy(labels.label, truth.label)
-        for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
-            row[f"noise{flip}_{name}"] = reward_accuracy(cls, tgt, labels, truth, args.epochs, seed)
-        # the same flips on the target labels themselves (B-Pref's noisy teacher, RRL's setting): the transfer
-        # above averages the source flips over many source pairs, these reach the reward model unaveraged
-        flipped = ScriptedTeacher(flip_prob=flip).label(tgt.rewards, first, second, np.random.default_rng(seed + 2))
-        for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
-            row[f"noise{flip}_target_{name}"] = reward_accuracy(cls, tgt, flipped, truth, args.epochs, seed)
+        if args.noise_on in ("both", "source"):
+            noisy = ScriptedTeacher(flip_prob=flip).label(src.rewards, s_first, s_second, np.random.default_rng(seed + 1))
+            labels = Preferences(first, second, cross_task_transfer(src, noisy, tgt, first, second).labels)
+            row[f"noise{flip}_label"] = label_accuracy(labels.label, truth.label)
+            for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
+                row[f"noise{flip}_{name}"] = reward_accuracy(cls, tgt, labels, truth, args.epochs, seed)
+        if args.noise_on in ("both", "target"):
+            # the same flips on the target labels themselves (B-Pref's noisy teacher, RRL's setting): the transfer
+            # above averages the source flips over many source pairs, these reach the reward model unaveraged
+            flipped = ScriptedTeacher(flip_prob=flip).label(tgt.rewards, first, second, np.random.default_rng(seed + 2))
+            for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
+                row[f"noise{flip}_target_{name}"] = reward_accuracy(cls, tgt, flipped, truth, args.epochs, seed)
     return row
 
 
@@ -121,7 +125,7 @@ def report(path: Path) -> None:
     keys = [k for k in dict.fromkeys(k for r in rows for k in r)  # later rows may carry more columns (K, noise)
             if k not in ("source", "target", "seed", "seconds") and not any(isinstance(r.get(k), str) for r in rows)]
     names = {"cpa": "CPA", "plain_gw": "plain GW", "nn": "NN", "confidence_starts_agreement": "starts agree",
-             "confidence_structure_agreement": "plain GW agrees"}
+             "confidence_structure_agreement": "plain GW agrees", "reward_epochs": "reward epochs"}
 
     print("mean [min, max] over seeds; label / reward accuracy against the noise-free target teacher\n")
     print("| source -> target | seeds | " + " | ".join(column_name(k, names) for k in keys) + " |")
@@ -139,6 +143,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--shots", default="5,20,100", help="few-shot K values ('' for none)")
     parser.add_argument("--noise", default="", help="flip probabilities of the source (then transferred) and of the target teacher, e.g. 0.1,0.2,0.3")
+    parser.add_argument("--noise-on", choices=("both", "source", "target"), default="both",
+                        help="which teacher --noise flips: the source's (then transferred), the target's, or both")
     parser.add_argument("--epochs", type=int, default=10, help="reward-model epochs (x20 for the K-alone models)")
     parser.add_argument("--cache", type=Path, default=Path("runs/pearl_data"))
     parser.add_argument("--out", type=Path, default=Path("runs/pearl_labels.jsonl"))
