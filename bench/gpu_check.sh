@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command GPU check (issue #15): on one CUDA GPU, within ~10 minutes, a short training of every
 # agent on --device cuda, then RePo's throughput with and without --amp and --compile; one table.
+# Measured on one H100 (bench/results/gpu_check.md): ~4 minutes in all (the four trainings 25-34 s each).
 #   bash bench/gpu_check.sh            # DEVICE=cpu bash bench/gpu_check.sh: the same, as a smoke test
 #   RUNS="pearl repo throughput" bash bench/gpu_check.sh   # a subset (rows: pearl parl repo walle, throughput)
 # Each row: what ran, its exit status, seconds, and its final metric (from the run's summary.json).
