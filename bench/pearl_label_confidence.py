@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.train import REWARD_MODELS, relabel
-from embodied.data import load_episodes, sample_segments
-from embodied.reward_models import RewardTrainConfig, preference_accuracy, train_reward_model
-from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
+from agents.pearl.train import REWARD_MODELS, heldout_accuracy, relabel, run_segments
+from embodied.data import load_episodes
+from embodied.reward_models import RewardTrainConfig, train_reward_model
+from embodied.teacher import Preferences, ScriptedTeacher
 from pearl_reward_probe import spearman  # bench/, beside this script
 
 
@@ -44,11 +44,9 @@ def main() -> None:
     torch.set_num_threads(1)
     for run in args.runs:
         cfg = json.loads((run / "config.json").read_text())
-        rng = np.random.default_rng(cfg["seed"])  # the run's own draws: source segments, then target segments
-        src_eps = load_episodes(cfg.get("source_data") or run / "source.hdf5")
         tgt_eps = load_episodes(cfg.get("target_data") or run / "target.hdf5")
-        sample_segments(src_eps, cfg["segment_length"], cfg["segments"], rng)
-        tgt = sample_segments(tgt_eps, cfg["segment_length"], cfg["segments"], rng)
+        _, tgt, _ = run_segments(load_episodes(cfg.get("source_data") or run / "source.hdf5"), tgt_eps,
+                                 cfg["segment_length"], cfg["segments"], cfg["seed"])  # the run's own segments
         lab = np.load(run / "labels.npz")
         z, first, second = lab["label"], lab["first"], lab["second"]
         teacher = ScriptedTeacher(cfg["teacher_gamma"], cfg["teacher_equal_threshold"])  # noise-free
@@ -60,9 +58,6 @@ def main() -> None:
                           "accuracy_by_confidence_quartile": by_quartile(np.abs(z - 0.5)[decided], correct[decided]),
                           "accuracy_by_true_gap_quartile": by_quartile(np.abs(ret[first] - ret[second])[decided],
                                                                        correct[decided])}), flush=True)
-        held = sample_segments(tgt_eps, cfg["segment_length"], 500, np.random.default_rng(cfg["seed"] + 1))
-        h_first, h_second = sample_pairs(len(held), 2000, np.random.default_rng(cfg["seed"] + 2))
-        held_truth = teacher.label(held.rewards, h_first, h_second)
         true = np.concatenate([ep.rewards for ep in tgt_eps])
         for variant in args.variants.split(","):
             start = time.perf_counter()
@@ -77,7 +72,7 @@ def main() -> None:
             torch.manual_seed(cfg["seed"])
             train_reward_model(model, tgt.observations, tgt.actions, Preferences(first[keep], second[keep], labels[keep]),
                                RewardTrainConfig(epochs=cfg["reward_epochs"], kl_weight=cfg["kl_weight"]), "cpu", cfg["seed"])
-            accuracy = preference_accuracy(model, held.observations, held.actions, held_truth, "cpu")
+            accuracy = heldout_accuracy(model, tgt_eps, cfg["segment_length"], cfg["seed"], teacher, "cpu")
             learned = np.concatenate(relabel(model.eval(), tgt_eps, "cpu"))
             print(json.dumps({"run": run.name, "variant": variant, "pairs": int(keep.sum()),
                               "heldout_accuracy": round(accuracy, 3), "rank_corr": round(spearman(learned, true), 3),

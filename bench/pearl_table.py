@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.train import PearlConfig, run_pearl, target_labels
-from embodied.data import load_episodes, sample_segments
+from agents.pearl.train import PearlConfig, run_pearl, run_segments, target_labels
+from embodied.data import load_episodes
 from embodied.report import aggregate, improvement
 from embodied.teacher import ScriptedTeacher
 from pearl_labels import cell  # bench/, beside this script
@@ -41,9 +41,8 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path) -> None:
         rows[name] = run_pearl(cfg)
     first = base.run_dir / next(iter(rows))
     cfg = dataclasses.replace(base, source_task=source, target_task=target, labels="nn")
-    rng = np.random.default_rng(cfg.seed)  # the same segments and pairs as the runs drew
-    src = sample_segments(load_episodes(first / "source.hdf5"), cfg.segment_length, cfg.segments, rng)
-    tgt = sample_segments(load_episodes(first / "target.hdf5"), cfg.segment_length, cfg.segments, rng)
+    src, tgt, rng = run_segments(load_episodes(first / "source.hdf5"), load_episodes(first / "target.hdf5"),
+                                 cfg.segment_length, cfg.segments, cfg.seed)  # the same segments and pairs as the runs drew
     nn = target_labels(cfg, src, tgt, ScriptedTeacher(), rng, torch.device("cpu"))
     summaries = list(rows.values())
     record = {"source": source, "target": target, "seed": base.seed, "cpa_accuracy": summaries[1]["label_accuracy"],

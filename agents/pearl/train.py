@@ -161,16 +161,32 @@ def report_confidence(lab: dict) -> None:
     print(line)
 
 
+def run_segments(src_eps, tgt_eps, segment_length: int, count: int, seed: int):
+    """The source, then the target segments a run of ``seed`` cuts, and the generator that goes on to draw
+    its label pairs (the benches redraw a finished run's segments with it)."""
+    rng = np.random.default_rng(seed)
+    src = sample_segments(src_eps, segment_length, count, rng)
+    return src, sample_segments(tgt_eps, segment_length, count, rng), rng
+
+
+def heldout_accuracy(reward: torch.nn.Module, tgt_eps, segment_length: int, seed: int, noise_free: ScriptedTeacher,
+                     device) -> float:
+    """The reward model's preference accuracy against the noise-free target teacher on fresh segments and
+    pairs (500 and 2000, drawn from ``seed``), the same for every run of that seed."""
+    held = sample_segments(tgt_eps, segment_length, 500, np.random.default_rng(seed + 1))
+    first, second = sample_pairs(len(held), 2000, np.random.default_rng(seed + 2))
+    return preference_accuracy(reward, held.observations, held.actions, noise_free.label(held.rewards, first, second),
+                               device)
+
+
 def run_pearl(cfg: PearlConfig) -> dict:
     shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
     run, device = start_run(cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}")
-    rng = np.random.default_rng(cfg.seed)
     teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
 
     src_eps = _episodes(cfg, cfg.source_task, cfg.source_data, run, "source", seed=cfg.seed * 10_000)
     tgt_eps = _episodes(cfg, cfg.target_task, cfg.target_data, run, "target", seed=cfg.seed * 10_000 + 5_000)
-    src = sample_segments(src_eps, cfg.segment_length, cfg.segments, rng)
-    tgt = sample_segments(tgt_eps, cfg.segment_length, cfg.segments, rng)
+    src, tgt, rng = run_segments(src_eps, tgt_eps, cfg.segment_length, cfg.segments, cfg.seed)
 
     resumed = run.load() or {}  # global RNGs and metric rows as at the last checkpoint
     stages = list(resumed.get("stages", []))  # finished stages; their outputs are trusted, the others are redone
@@ -217,12 +233,8 @@ def run_pearl(cfg: PearlConfig) -> dict:
                 train_cfg.epochs = cfg.shot_epochs
             train_reward_model(reward, tgt.observations, tgt.actions, prefs, train_cfg, device, cfg.seed, log=log)
         save_checkpoint(reward_path, reward.state_dict())
-    # held-out check against the scripted target teacher, on fresh segments and pairs
-    held = sample_segments(tgt_eps, cfg.segment_length, 500, np.random.default_rng(cfg.seed + 1))
-    h_first, h_second = sample_pairs(len(held), 2000, np.random.default_rng(cfg.seed + 2))
-    noise_free = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold)  # true preferences, no flips
-    reward_acc = preference_accuracy(reward, held.observations, held.actions, noise_free.label(held.rewards, h_first, h_second),
-                                     device)
+    reward_acc = heldout_accuracy(reward, tgt_eps, cfg.segment_length, cfg.seed,
+                                  ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold), device)
     print(f"reward model held-out preference accuracy vs target teacher: {reward_acc:.3f}")
     if "reward" not in stages:
         run.logger.log(0, {"reward/heldout_accuracy": reward_acc})
