@@ -112,6 +112,20 @@ def test_embedded_cached_scores_equal_full_sequence_scores(smollm):
     assert smollm.score(messages, candidates) == pytest.approx(reference, abs=1e-3)
 
 
+def test_the_cache_goes_under_the_name_the_forward_takes():
+    """transformers 5.17's forward takes past_key_values and **kwargs: cache= was ignored there silently."""
+    from embodied.llm.embedded import cache_keyword
+
+    class Older:
+        def forward(self, input_ids, past_key_values=None, attention_mask=None, **kwargs): ...
+
+    class Newer:
+        def forward(self, input_ids, cache=None, attention_mask=None, **kwargs): ...
+
+    assert cache_keyword(Older()) == "past_key_values"
+    assert cache_keyword(Newer()) == "cache"
+
+
 # --- hostile servers -------------------------------------------------------------------------
 
 class Hostile(QuietHandler):
@@ -146,20 +160,6 @@ class Hostile(QuietHandler):
             return
         self.send_body(bodies.get(mode, b"{}"))
 
-
-
-def test_the_cache_goes_under_the_name_the_forward_takes():
-    """transformers 5.17's forward takes past_key_values and **kwargs: cache= was ignored there silently."""
-    from embodied.llm.embedded import cache_keyword
-
-    class Older:
-        def forward(self, input_ids, past_key_values=None, attention_mask=None, **kwargs): ...
-
-    class Newer:
-        def forward(self, input_ids, cache=None, attention_mask=None, **kwargs): ...
-
-    assert cache_keyword(Older()) == "past_key_values"
-    assert cache_keyword(Newer()) == "cache"
 
 @pytest.fixture
 def hostile(loopback):

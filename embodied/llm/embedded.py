@@ -46,6 +46,7 @@ class EmbeddedLLM:
         self.tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         self.model.to(self.device).eval()
+        self.cache_keyword = cache_keyword(self.model)  # read once: score() runs per planning decision
 
     def _prompt_ids(self, messages: Messages) -> torch.Tensor:
         text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
@@ -75,7 +76,7 @@ class EmbeddedLLM:
             batch[i, : len(piece)] = piece
         cache.batch_repeat_interleave(len(pieces))
         mask = torch.ones(len(pieces), prompt.shape[1] + length, dtype=torch.long, device=self.device)
-        logits = self.model(batch, **{cache_keyword(self.model): cache}, attention_mask=mask, use_cache=False).logits.float()
+        logits = self.model(batch, **{self.cache_keyword: cache}, attention_mask=mask, use_cache=False).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)  # position t predicts candidate token t+1
         scores = []
         for i, piece in enumerate(pieces):
