@@ -189,10 +189,18 @@ class MetaWorldEnv(gym.Env):
             return pixels
         return {"pixels": pixels, "state": state}
 
-    def _pixels(self) -> np.ndarray:
+    def clean_pixels(self) -> np.ndarray:
+        """The current pixel observation without the distractor background (what the ``pixels`` variant
+        shows in this state): paired with the distracted observation, it is RePo's calibration signal.
+        A simulator privilege; a real camera has no such pair."""
+        if self.obs_type == "state":
+            raise ValueError("clean_pixels needs a pixel obs_type ('pixels' or 'pixels+state')")
         if self._obs_renderer is None:
             self._obs_renderer = FastRenderer(self._mw.model, self.width, self.height, self.camera)
-        frame = self._obs_renderer.rgb(self._mw.data)
+        return self._obs_renderer.rgb(self._mw.data)
+
+    def _pixels(self) -> np.ndarray:
+        frame = self.clean_pixels()
         if self.distractor:
             frame = self._composite(frame, self._obs_renderer, self._background.frame(self._step_count))
         return frame

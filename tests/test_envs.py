@@ -117,6 +117,21 @@ def test_distractor_moves_changes_per_episode_is_seeded_and_keeps_reward():
     assert (other != f0).mean() > 0.3, "a new episode gets a new background"
 
 
+def test_clean_pixels_pair_a_distracted_frame_with_the_clean_variant_of_the_same_state():
+    clean = gym.make("embodied/reach-v3-pixels")
+    dist = gym.make("embodied/reach-v3-distractor")
+    c, _ = clean.reset(seed=3)
+    d, _ = dist.reset(seed=3)
+    for a in [dist.action_space.sample() for _ in range(3)]:
+        c, *_ = clean.step(a)
+        d, *_ = dist.step(a)
+    paired = dist.unwrapped.clean_pixels()
+    np.testing.assert_array_equal(paired, c)
+    assert (paired != d).mean() > 0.3, "the pair differs by its background"
+    with pytest.raises(ValueError, match="pixel obs_type"):
+        gym.make("embodied/reach-v3").unwrapped.clean_pixels()
+
+
 def _goal_pixels(env, seed: int) -> int:
     """Pixels of the first frame that change when the goal marker is hidden."""
     inner = env.unwrapped

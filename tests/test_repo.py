@@ -1,9 +1,11 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.repo.adapt import AdaptConfig, adapt_encoder
+from agents.repo.adapt import AdaptConfig, adapt_encoder, paired_embedding_error
 from agents.repo.agent import RePoAgent, run_episode
 from agents.repo.behavior import BehaviorConfig, lambda_returns
 from agents.repo.world_model import WorldModel, WorldModelConfig
@@ -111,6 +113,34 @@ def test_adaptation_changes_only_the_encoder(reach_replay):
     after = dict(list(agent.model.named_parameters()) + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()])
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all(name.startswith("encoder.") for name in changed), changed
+
+
+def test_calibration_pairs_pull_distracted_embeddings_to_the_clean_ones(rng):
+    """The calibration term makes the encoder more invariant to the distractors on frames it never saw."""
+    torch.manual_seed(0)
+    agent = RePoAgent(4, WorldModelConfig(), BehaviorConfig(horizon=5))
+    env = ActionRepeat(make_env("embodied/reach-v3-distractor", max_episode_steps=80), 2)
+    target, distracted, clean = SequenceReplay(), [], []
+    for i in range(2):
+        pairs = []
+        obs, act, _, _ = run_episode(env, agent, seed=100 + i, explore=True, clean=pairs)
+        target.add_episode(obs, act, np.zeros(len(act), np.float32))
+        distracted.append(obs)
+        clean.append(np.stack(pairs))
+    distracted, clean = np.concatenate(distracted), np.concatenate(clean)
+    assert distracted.shape == clean.shape and (distracted != clean).mean() > 0.3
+    calib, probe = np.arange(0, len(clean), 2), np.arange(1, len(clean), 2)  # interleaved: the same episodes
+    source = copy.deepcopy(agent.model.encoder)
+    cfg = AdaptConfig(steps=30, batch_size=2, seq_len=8, encoder_lr=1e-3)
+    errors = {}
+    for name, pairs in (("without", None), ("with", (distracted[calib], clean[calib]))):
+        agent.model.encoder.load_state_dict(source.state_dict())
+        adapt_encoder(agent, target, target, cfg, np.random.default_rng(0), calibration=pairs, source_encoder=source)
+        errors[name] = paired_embedding_error(agent.model.encoder, source, distracted[probe], clean[probe], "cpu")
+    start = paired_embedding_error(source, source, distracted[probe], clean[probe], "cpu")
+    assert errors["with"] < 0.5 * start and errors["with"] < 0.5 * errors["without"], (start, errors)
+    with pytest.raises(ValueError, match="calibration needs"):
+        adapt_encoder(agent, target, target, cfg, np.random.default_rng(0), calibration=(distracted[:2], clean[:0]))
 
 
 def test_sequence_replay_samples_windows_inside_episodes(rng):

@@ -5,8 +5,17 @@ trained on target-environment observations collected by the agent's own policy s
 (1) target embeddings fall inside the *support* of the source embeddings: a discriminator
 separates source from target embeddings, the source side reweighted by a learned density ratio
 tau(e) (mean held at 1 by a dual variable), so the encoder needs to reach where the source has
-mass, not to match its whole distribution; and (2) the frozen dynamics still predict the
-target posteriors (the KL term of RePo's objective, which needs no reward).
+mass, not to match its whole distribution; (2) the frozen dynamics still predict the
+target posteriors (the KL term of RePo's objective, which needs no reward); and optionally (3) a
+calibration term on a few paired observations (the same state with and without distractors):
+the adapted encoder's embedding of the distracted frame is pulled to the source encoder's
+embedding of the clean one (``--calibration-pairs N``; 0, the default, keeps it pair-free).
+
+Diagnostics, before and after: return and success under distractors against the clean-pixel
+return of the same agent (the ceiling), the *paired embedding error* on held-out pairs (mean
+squared distance between the distracted frame's embedding and the clean frame's source embedding,
+over the clean embeddings' variance: 0 is invariance, 2 is as far as two unrelated clean frames), and the
+discriminator's accuracy (0.5: target embeddings are inside the source support).
 
     embodied train repo ... --run-name src          # train on clean pixels
     python -m agents.repo.adapt --source-run runs/src --target-variant distractor
@@ -30,12 +39,12 @@ from agents.repo.behavior import frozen
 from agents.repo.networks import preprocess
 from agents.repo.train import RePoConfig, build_agent, make_pixel_env
 from embodied.checkpoint import load_checkpoint, save_checkpoint, seed_everything
-from embodied.config import config_from_dict, parse_config
+from embodied.config import check_positive, config_from_dict, parse_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
 from embodied.nets import mlp
 from embodied.replay import SequenceReplay
-from embodied.runs import Run, progress
+from embodied.runs import Run, progress, set_threads
 
 
 @dataclass
@@ -52,8 +61,18 @@ class AdaptConfig:
     disc_lr: float = 3e-4
     align_coef: float = 1.0
     kl_coef: float = 1.0
+    calibration_pairs: int = 0  # paired clean/distracted frames for the calibration term (0: none)
+    calib_coef: float = 1.0
+    probe_pairs: int = 512  # held-out paired frames for the embedding-error diagnostic
+
+    def __post_init__(self):
+        check_positive(self, "collect_episodes", "batch_size", "seq_len", "eval_episodes", "probe_pairs")
+        for name in ("steps", "calibration_pairs", "calib_coef", "align_coef", "kl_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
     eval_episodes: int = 5
     device: str = "auto"
+    threads: int = 0  # torch CPU threads (0: one per core; 1 for runs side by side)
     seed: int = 0
     run_dir: Path = Path("runs")
     run_name: str | None = None
@@ -83,7 +102,22 @@ class SupportAligner(nn.Module):
         u_opt.zero_grad()
         u_loss.backward()
         u_opt.step()
-        return {"adapt/disc_loss": disc_loss.item(), "adapt/tau_mean": tau.mean().item()}
+        accuracy = 0.5 * ((d_src > 0).float().mean() + (d_tgt < 0).float().mean())
+        return {"adapt/disc_loss": disc_loss.item(), "adapt/tau_mean": tau.mean().item(),
+                "adapt/disc_accuracy": accuracy.item()}
+
+
+@torch.no_grad()
+def paired_embedding_error(encoder: nn.Module, source_encoder: nn.Module, distracted: np.ndarray, clean: np.ndarray,
+                           device, batch: int = 256) -> float:
+    """Mean squared distance of ``encoder(distracted)`` from ``source_encoder(clean)``, over the clean
+    embeddings' total variance (0: the distractors change nothing; 2: as far apart as two unrelated clean frames)."""
+    def embed(enc, frames):
+        return torch.cat([enc(preprocess(torch.as_tensor(frames[i:i + batch], device=device)))
+                          for i in range(0, len(frames), batch)])
+    target = embed(source_encoder, clean)
+    err = (embed(encoder, distracted) - target).pow(2).sum(-1).mean()
+    return float(err / target.var(0).sum().clamp_min(1e-8))
 
 
 def load_source(source_run: Path, device) -> tuple[RePoConfig, RePoAgent, SequenceReplay]:
@@ -101,11 +135,27 @@ def load_source(source_run: Path, device) -> tuple[RePoConfig, RePoAgent, Sequen
 
 
 def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceReplay, cfg: AdaptConfig,
-                  rng: np.random.Generator, log=None) -> None:
-    """Train ``agent.model.encoder`` only; every other parameter is left exactly as it was."""
+                  rng: np.random.Generator, log=None, calibration: tuple[np.ndarray, np.ndarray] | None = None,
+                  source_encoder: nn.Module | None = None) -> dict[str, float]:
+    """Train ``agent.model.encoder`` only; every other parameter is left exactly as it was.
+
+    ``calibration``: paired (distracted, clean) uint8 frames ``(N, H, W, 3)`` for the calibration term.
+    ``source_encoder``: the frozen encoder the source embeddings come from (default: a copy of the
+    encoder as it is now). Returns the last step's metrics.
+    """
     device = agent.device
     model = agent.model
-    source_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
+    if source_encoder is None:
+        source_encoder = copy.deepcopy(model.encoder)
+    source_encoder.requires_grad_(False)
+    if calibration is not None:
+        if len(calibration[0]) != len(calibration[1]) or len(calibration[0]) == 0:
+            raise ValueError(f"calibration needs the same positive number of distracted and clean frames, got "
+                             f"{len(calibration[0])} and {len(calibration[1])}")
+        calib_d, calib_c = (torch.as_tensor(x, device=device) for x in calibration)
+        with torch.no_grad():
+            calib_target = source_encoder(preprocess(calib_c))
+            calib_scale = calib_target.var(0).sum().clamp_min(1e-8) if len(calib_c) > 1 else torch.ones((), device=device)
     aligner = SupportAligner(model.encoder.out_dim).to(device)
     enc_opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.encoder_lr)
     disc_opt = torch.optim.Adam(list(aligner.disc.parameters()) + list(aligner.log_tau.parameters()), lr=cfg.disc_lr)
@@ -127,6 +177,11 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
             kl = kl_divergence(Normal(states["post_mean"], states["post_std"]),
                                Normal(states["prior_mean"], states["prior_std"])).sum(-1).mean()
             loss = cfg.align_coef * align_loss + cfg.kl_coef * kl
+            if calibration is not None:
+                pick = torch.as_tensor(rng.choice(len(calib_d), min(64, len(calib_d)), replace=False), device=device)
+                calib = (model.encoder(preprocess(calib_d[pick])) - calib_target[pick]).pow(2).sum(-1).mean() / calib_scale
+                loss = loss + cfg.calib_coef * calib
+                metrics["adapt/calibration"] = calib.item()
         enc_opt.zero_grad()
         loss.backward()
         enc_opt.step()
@@ -135,27 +190,53 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
             log(step, metrics)
         bar.update(1)
     bar.close()
+    return metrics
 
 
 def run_adapt(cfg: AdaptConfig) -> dict:
     device = resolve_device(cfg.device)
+    set_threads(cfg.threads)
     seed_everything(cfg.seed)
     src_cfg, agent, source = load_source(cfg.source_run, device)
     name = cfg.run_name or f"adapt-{Path(cfg.source_run).name}-to-{cfg.target_variant}"
     run = Run(cfg.run_dir, name, config=cfg, resume=True)
     env = make_pixel_env(src_cfg.task, cfg.target_variant, src_cfg.max_episode_steps, src_cfg.action_repeat)
     rng = np.random.default_rng(cfg.seed)
-    before = evaluate_agent(env, agent, cfg.eval_episodes, seed=30_000_000 + cfg.seed)
-    print(f"before adaptation: return {before['return_mean']:.1f} success {before['success_rate']:.2f}")
-    target = SequenceReplay()
+    eval_seed = 30_000_000 + cfg.seed
+    clean_env = make_pixel_env(src_cfg.task, src_cfg.variant, src_cfg.max_episode_steps, src_cfg.action_repeat)
+    ceiling = evaluate_agent(clean_env, agent, cfg.eval_episodes, seed=eval_seed)  # the source's own pixels
+    before = evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed)
+    print(f"on {src_cfg.variant} (ceiling): return {ceiling['return_mean']:.1f} success {ceiling['success_rate']:.2f}; "
+          f"{cfg.target_variant} before adaptation: return {before['return_mean']:.1f} success {before['success_rate']:.2f}")
+    target, distracted, clean = SequenceReplay(), [], []
     for i in range(cfg.collect_episodes):
-        obs, act, _, _ = run_episode(env, agent, seed=40_000_000 + i, explore=True)
+        pairs: list = []
+        obs, act, _, _ = run_episode(env, agent, seed=40_000_000 + i, explore=True, clean=pairs)
         target.add_episode(obs, act, np.zeros(len(act), np.float32))  # reward-free: rewards are not kept
-    adapt_encoder(agent, source, target, cfg, rng, log=lambda s, m: run.logger.log(s, m))
-    after = evaluate_agent(env, agent, cfg.eval_episodes, seed=30_000_000 + cfg.seed)
-    print(f"after adaptation: return {after['return_mean']:.1f} success {after['success_rate']:.2f}")
-    summary = {"source_run": str(cfg.source_run), "target_variant": cfg.target_variant,
-               "before": before, "after": after, "steps": cfg.steps}
+        distracted.append(obs)
+        clean.append(np.stack(pairs))
+    distracted, clean = np.concatenate(distracted), np.concatenate(clean)
+    order = rng.permutation(len(distracted))
+    calib, probe = order[:cfg.calibration_pairs], order[cfg.calibration_pairs:][:cfg.probe_pairs]
+    if cfg.calibration_pairs and len(probe) == 0:
+        raise EmbodiedError(f"--calibration-pairs {cfg.calibration_pairs} takes every collected frame "
+                            f"({len(order)}); collect more episodes or use fewer pairs")
+    source_encoder = copy.deepcopy(agent.model.encoder)
+    error_before = paired_embedding_error(agent.model.encoder, source_encoder, distracted[probe], clean[probe], device)
+    last = adapt_encoder(agent, source, target, cfg, rng, log=lambda s, m: run.logger.log(s, m),
+                         calibration=(distracted[calib], clean[calib]) if len(calib) else None,
+                         source_encoder=source_encoder)
+    error_after = paired_embedding_error(agent.model.encoder, source_encoder, distracted[probe], clean[probe], device)
+    after = evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed)
+    gap = ceiling["return_mean"] - before["return_mean"]
+    closed = (after["return_mean"] - before["return_mean"]) / gap if gap > 0 else float("nan")
+    print(f"after adaptation: return {after['return_mean']:.1f} success {after['success_rate']:.2f} "
+          f"(gap to the ceiling closed: {closed:.0%}); paired embedding error {error_before:.3f} -> {error_after:.3f}; "
+          f"discriminator accuracy {last['adapt/disc_accuracy']:.2f}")
+    summary = {"source_run": str(cfg.source_run), "target_variant": cfg.target_variant, "ceiling": ceiling,
+               "before": before, "after": after, "gap_closed": closed, "steps": cfg.steps,
+               "calibration_pairs": int(len(calib)), "embedding_error_before": error_before,
+               "embedding_error_after": error_after, "disc_accuracy": last["adapt/disc_accuracy"]}
     run.write_summary(summary)
     save_checkpoint(run.path("encoder.pt"), agent.model.encoder.state_dict())  # atomic, loads with weights_only
     run.close()

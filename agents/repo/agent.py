@@ -58,11 +58,17 @@ class RePoAgent:
 
 
 def run_episode(env, agent: RePoAgent, seed: int, explore: bool, rng: np.random.Generator | None = None,
-                random_policy: bool = False, frames: list | None = None):
-    """One episode; returns (obs (T+1,...), act (T, A), rew (T,), success)."""
+                random_policy: bool = False, frames: list | None = None, clean: list | None = None):
+    """One episode; returns (obs (T+1,...), act (T, A), rew (T,), success).
+
+    ``frames`` gets the rendered video frames, ``clean`` each observation without its distractor
+    background (``clean_pixels``), aligned with the returned observations.
+    """
     obs, _ = env.reset(seed=seed)
     state = agent.initial_state()
     observations, actions, rewards, success, done = [obs], [], [], False, False
+    if clean is not None:
+        clean.append(env.unwrapped.clean_pixels())
     while not done:
         if random_policy:
             action = rng.uniform(-1, 1, agent.act_dim).astype(np.float32)
@@ -71,6 +77,8 @@ def run_episode(env, agent: RePoAgent, seed: int, explore: bool, rng: np.random.
         obs, reward, terminated, truncated, info = env.step(action)
         if frames is not None:
             frames.append(env.render())
+        if clean is not None:
+            clean.append(env.unwrapped.clean_pixels())
         observations.append(obs)
         actions.append(action)
         rewards.append(reward)
