@@ -7,8 +7,9 @@ Per pair and seed (datasets as ``embodied train pearl`` collects them: 60 episod
 1000 segments of 25 steps, 5000 source and 5000 target pairs), accuracy against the noise-free
 target teacher of:
 - zero-shot labels: CPA (fused GW, the default), plain GW (``alpha=1``), nearest-neighbour transfer;
-- few-shot, K in --shots: the reward model ``--few-shot-labels K`` picks (``agents/pearl/few_shot.py``)
-  against a reward model fit to the K labels alone (both judged on the same 5000 target pairs);
+- few-shot, K in --shots: the reward ``--few-shot-labels K`` trains (``agents/pearl/few_shot.py``: the
+  transfer's model and the K labels' model, weighted by their accuracy on the K labels), its transfer
+  member alone, and a reward model fit to the K labels alone (all judged on the same 5000 target pairs);
 - label noise (--noise, flip probabilities): accuracy of the Gaussian (RRL) and the plain reward model
   fit to CPA labels transferred from flipped source labels, and fit to flipped target-teacher labels.
 """
@@ -79,11 +80,12 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
     for k in args.shots:
         shots = teacher.label(tgt.rewards, *sample_pairs(len(tgt), k, np.random.default_rng(seed * 100 + k)))
         calibrated = cross_task_transfer(src, source_labels, tgt, first, second, shots=shots)
-        model, choice = fit_few_shot(lambda: GaussianRewardModel(39, 4), tgt.observations, tgt.actions,
+        model, scores = fit_few_shot(lambda: GaussianRewardModel(39, 4), tgt.observations, tgt.actions,
                                      Preferences(first, second, calibrated.labels), shots,
                                      RewardTrainConfig(epochs=args.epochs), shot_epochs=200, seed=seed)
         row[f"k{k}_cpa_reward"] = preference_accuracy(model, tgt.observations, tgt.actions, truth)
-        row[f"k{k}_choice"] = choice["choice"]
+        row[f"k{k}_transfer_reward"] = preference_accuracy(model.members[0], tgt.observations, tgt.actions, truth)
+        row[f"k{k}_weights"] = f"{scores['weight_transfer']:.2f}/{scores['weight_shots']:.2f}"  # transfer/shots
         row[f"k{k}_alone_reward"] = reward_accuracy(GaussianRewardModel, tgt, shots, truth, 200, seed)
     if args.noise:
         row["reward_epochs"] = args.epochs
@@ -111,8 +113,8 @@ def cell(values) -> str:
 
 def column_name(key: str, names: dict[str, str]) -> str:
     """``k20_alone_reward`` -> ``K=20 labels alone``, ``noise0.1_rrl`` -> ``flip 0.1 RRL``."""
-    if m := re.fullmatch(r"k(\d+)_(cpa|alone)_reward", key):
-        return f"K={m[1]} " + ("few-shot reward" if m[2] == "cpa" else "labels alone")
+    if m := re.fullmatch(r"k(\d+)_(cpa|alone|transfer)_reward", key):
+        return f"K={m[1]} " + {"cpa": "few-shot reward", "alone": "labels alone", "transfer": "transfer model"}[m[2]]
     if m := re.fullmatch(r"noise([\d.]+)_(target_)?(label|rrl|plain)", key):
         return (f"{'target' if m[2] else 'source'} flip {m[1]} "
                 + {"label": "CPA labels", "rrl": "RRL reward", "plain": "plain reward"}[m[3]])

@@ -112,11 +112,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-name", default=None)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core; 1 beside other jobs)")
+    parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     args = parser.parse_args()
     if args.report is None:
         name = args.run_name or f"repo-learning-{args.task}-{args.variant}-{args.mode}-s{args.seed}"
         cfg = RePoConfig(task=args.task, variant=args.variant, mode=args.mode, device=args.device, seed=args.seed,
-                         threads=args.threads, run_name=name, video=False, **SCALE)
+                         threads=args.threads, resume=args.resume, run_name=name, video=False, **SCALE)
         run_repo(cfg)
         args.report = Path(cfg.run_dir) / name
     report(args.report, args.plot)

@@ -69,6 +69,47 @@ class GaussianRewardModel(nn.Module):
         return self(obs, act)[0]
 
 
+class RewardEnsemble(nn.Module):
+    """A weighted sum of reward models, each standardised over the segments it will score.
+
+    Few-shot PEARL combines the transfer's reward model with one fit to the K true labels: two
+    estimates with independent errors, so their weighted sum is usually better than the worse one
+    and often better than both, where choosing one of them from K noisy labels is a coin toss.
+    Standardising first keeps one member's scale from deciding the sum. Not trainable itself.
+    """
+
+    gaussian = False
+
+    def __init__(self, members: list[nn.Module], weights=None):
+        super().__init__()
+        if not members:
+            raise ValueError("a reward ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        weights = torch.ones(len(members)) if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        if weights.shape != (len(members),) or not torch.all(weights >= 0) or weights.sum() <= 0:
+            raise ValueError(f"need one weight >= 0 per member, not all 0; got {weights.tolist()}")
+        self.register_buffer("weights", weights / weights.sum())
+        self.register_buffer("shift", torch.zeros(len(members)))
+        self.register_buffer("scale", torch.ones(len(members)))
+
+    @torch.no_grad()
+    def standardise(self, obs: np.ndarray, act: np.ndarray) -> "RewardEnsemble":
+        """Each member's mean reward gets mean 0 and std 1 over the steps of ``obs (..., D)``, ``act (..., A)``."""
+        device = self.weights.device
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        act_t = torch.as_tensor(act, dtype=torch.float32, device=device)
+        for i, member in enumerate(self.members):
+            member.eval()
+            reward = member.mean_reward(obs_t, act_t)
+            self.shift[i], self.scale[i] = reward.mean(), reward.std().clamp_min(1e-8)
+        return self
+
+    @torch.no_grad()
+    def mean_reward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        return sum(w * (m.mean_reward(obs, act) - mu) / sd
+                   for w, m, mu, sd in zip(self.weights, self.members, self.shift, self.scale))
+
+
 @dataclass
 class RewardTrainConfig:
     epochs: int = 50
@@ -128,5 +169,7 @@ def preference_accuracy(model: nn.Module, obs: np.ndarray, act: np.ndarray, pref
     act_t = torch.as_tensor(act, dtype=torch.float32, device=device)
     ret = model.mean_reward(obs_t, act_t).sum(-1).cpu().numpy()
     decided = prefs.label != 0.5
+    if not decided.any():
+        return float("nan")
     pred = ret[prefs.first] > ret[prefs.second]
     return float(np.mean(pred[decided] == (prefs.label[decided] > 0.5)))

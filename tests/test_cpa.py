@@ -128,16 +128,19 @@ def test_few_shot_never_worse_than_its_labels_alone(mirrored, rng, alpha):
     assert preference_accuracy(model, tgt.observations, tgt.actions, held) >= alone - 0.02, (alone, choice)
 
 
-def test_few_shot_selection_rejects_an_inverted_transfer_and_keeps_a_right_one(mirrored, rng):
-    """The cross-validation itself: shots expose a transfer model trained on mirrored labels."""
+def test_few_shot_weights_turn_off_an_inverted_transfer_and_keep_a_right_one(mirrored, rng):
+    """The weighting itself: shots expose a transfer model trained on mirrored labels."""
     src, tgt, source, first, second, truth = mirrored
     shots = ScriptedTeacher().label(tgt.rewards, *sample_pairs(len(tgt), 20, rng))
+    held = ScriptedTeacher().label(tgt.rewards, *sample_pairs(len(tgt), 1000, np.random.default_rng(7)))
 
-    def choose(labels):
+    def fit(labels):
         return fit_few_shot(lambda: RewardModel(39, 4, hidden=32), tgt.observations, tgt.actions,
-                            Preferences(first, second, labels), shots, RewardTrainConfig(epochs=10), shot_epochs=30)[1]
+                            Preferences(first, second, labels), shots, RewardTrainConfig(epochs=10), shot_epochs=30)
 
-    inverted = choose(1.0 - truth)
-    assert inverted["cv_transfer"] < 0.2 and inverted["choice"] != "transfer", inverted
-    right = choose(truth)
-    assert right["cv_transfer"] > 0.8 and right["choice"] in ("transfer", "transfer+finetune"), right
+    model, inverted = fit(1.0 - truth)
+    assert inverted["accuracy_transfer"] < 0.2 and inverted["weight_transfer"] == 0.0, inverted
+    assert preference_accuracy(model, tgt.observations, tgt.actions, held) > 0.7, "the shots alone decide"
+    model, right = fit(truth)
+    assert right["accuracy_transfer"] > 0.8 and right["weight_transfer"] > right["weight_shots"] - 0.2, right
+    assert preference_accuracy(model, tgt.observations, tgt.actions, held) > 0.9

@@ -7,7 +7,9 @@ import torch
 from agents.pearl.cpa import (GWConfig, cost_matrix, cross_task_transfer, gw_coupling, label_accuracy,
                               segment_features, transfer_labels)
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer
-from embodied.reward_models import GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
+from embodied.checkpoint import load_checkpoint, save_checkpoint
+from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig, preference_accuracy,
+                                    train_reward_model)
 from embodied.cli import main as cli_main
 from embodied.data import NoiseSchedule, collect, sample_segments
 from embodied.make import make_env
@@ -165,6 +167,39 @@ def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(a[key], b[key])
 
 
+def test_few_shot_run_weights_two_reward_models_and_resumes_from_them(tmp_path, capsys):
+    def args(steps):
+        return ["train", "pearl", *TOY, "--few-shot-labels", "6", "--iql-steps", str(steps), "--eval-every", "25",
+                "--run-dir", str(tmp_path), "--run-name", "k6"]
+
+    assert cli_main(args(50)) == 0
+    assert "few-shot reward: transfer model x" in capsys.readouterr().out
+    held = json.loads((tmp_path / "k6" / "summary.json").read_text())["reward_heldout_accuracy"]
+    assert cli_main([*args(75), "--resume"]) == 0  # the reward stage is reloaded, not refit
+    out = capsys.readouterr().out
+    assert "few-shot reward: transfer model x" not in out and "resuming IQL from step 50" in out
+    assert json.loads((tmp_path / "k6" / "summary.json").read_text())["reward_heldout_accuracy"] == held
+
+
 def test_pipeline_rejects_bad_config(tmp_path, capsys):
     assert cli_main(["train", "pearl", "--labels", "telepathy", "--run-dir", str(tmp_path)]) == 2
     assert "labels must be one of" in capsys.readouterr().err
+
+
+def test_reward_ensemble_standardises_its_members_and_survives_a_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    obs, act = torch.randn(50, 5, 39), torch.randn(50, 5, 4)
+    small, large = RewardModel(39, 4, hidden=8), RewardModel(39, 4, hidden=8)
+    with torch.no_grad():
+        for p in large.parameters():
+            p.mul_(100.0)
+    ensemble = RewardEnsemble([small, large], [0.75, 0.25]).standardise(obs.numpy(), act.numpy())
+    members = [(m.mean_reward(obs, act) - m.mean_reward(obs, act).mean()) / m.mean_reward(obs, act).std()
+               for m in (small, large)]
+    torch.testing.assert_close(ensemble.mean_reward(obs, act), 0.75 * members[0] + 0.25 * members[1])
+    save_checkpoint(tmp_path / "r.pt", ensemble.state_dict())
+    again = RewardEnsemble([RewardModel(39, 4, hidden=8), RewardModel(39, 4, hidden=8)])
+    again.load_state_dict(load_checkpoint(tmp_path / "r.pt"))
+    torch.testing.assert_close(again.mean_reward(obs, act), ensemble.mean_reward(obs, act))
+    with pytest.raises(ValueError, match="weight"):
+        RewardEnsemble([small, large], [0.0, 0.0])

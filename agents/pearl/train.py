@@ -19,10 +19,10 @@ import torch
 
 from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
                               segment_features, transfer_labels)
-from agents.pearl.few_shot import fit_few_shot
+from agents.pearl.few_shot import MEMBERS, fit_few_shot
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
-from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
-                                 train_reward_model)
+from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig,
+                                 preference_accuracy, train_reward_model)
 from embodied.checkpoint import load_arrays, load_checkpoint, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
@@ -58,7 +58,7 @@ class PearlConfig(RunOptions):
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal' (0.5 label)
     labels: str = field(default="cpa", metadata={"help": "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target teacher), shots (the --few-shot-labels alone: the few-shot baseline)"})
-    few_shot_labels: int = 0  # K scripted target labels: they orient the transfer and pick the reward model by cross-validation (0: zero-shot)
+    few_shot_labels: int = 0  # K scripted target labels: they orient the transfer and weight its reward model against one fit to them (0: zero-shot)
     shot_epochs: int = 200  # reward-model epochs over the few-shot labels (fine-tuning, or the shots alone)
     gw_method: str = "lowrank"  # Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)
     gw_epsilon: float = 5e-3  # entropic regularisation of the GW solver
@@ -213,7 +213,9 @@ def run_pearl(cfg: PearlConfig) -> dict:
 
     obs_dim, act_dim = tgt.observations.shape[-1], tgt.actions.shape[-1]
     reward_cls = REWARD_MODELS[cfg.reward_model]
-    reward = reward_cls(obs_dim, act_dim)
+    k = cfg.few_shot_labels
+    few_shot = bool(k) and cfg.labels in ("cpa", "nn")  # the reward is the transfer's and the shots' model, weighted
+    reward = RewardEnsemble([reward_cls(obs_dim, act_dim) for _ in MEMBERS]) if few_shot else reward_cls(obs_dim, act_dim)
     reward_path = run.path("reward.pt")
     if reward_path.exists() and "reward" in stages:
         reward.load_state_dict(load_checkpoint(reward_path))
@@ -221,13 +223,14 @@ def run_pearl(cfg: PearlConfig) -> dict:
         print(f"training {cfg.reward_model} reward model ...")
         train_cfg = RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight)
         log = lambda e, m: run.logger.log(e, m)  # noqa: E731
-        k = cfg.few_shot_labels
-        if k and cfg.labels in ("cpa", "nn"):
-            reward, choice = fit_few_shot(lambda: reward_cls(obs_dim, act_dim), tgt.observations, tgt.actions,
+        if few_shot:
+            reward, scores = fit_few_shot(lambda: reward_cls(obs_dim, act_dim), tgt.observations, tgt.actions,
                                           prefs.subset(slice(0, len(prefs) - k)), prefs.subset(slice(len(prefs) - k, None)),
                                           train_cfg, cfg.shot_epochs, device=device, seed=cfg.seed, log=log)
-            print(f"few-shot reward model: {choice['choice']} (cross-validated accuracy on the {k} labels: "
-                  + ", ".join(f"{name[3:]} {v:.2f}" for name, v in choice.items() if name.startswith("cv_")) + ")")
+            print(f"few-shot reward: transfer model x {scores['weight_transfer']:.2f} + {k}-label model x "
+                  f"{scores['weight_shots']:.2f} (accuracy on the {k} labels: transfer {scores['accuracy_transfer']:.2f}, "
+                  f"labels alone {scores['accuracy_shots']:.2f} cross-validated)")
+            run.logger.log(0, {f"reward/few_shot_{name}": v for name, v in scores.items() if not np.isnan(v)})
         else:
             if cfg.labels == "shots":
                 train_cfg.epochs = cfg.shot_epochs
