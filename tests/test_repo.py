@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.repo.adapt import AdaptConfig, adapt_encoder, paired_embedding_error
+from agents.repo.adapt import AdaptConfig, adapt_encoder, paired_embedding_error, split_pairs
 from agents.repo.agent import RePoAgent, run_episode
 from agents.repo.behavior import BehaviorConfig, lambda_returns
 from agents.repo.world_model import WorldModel, WorldModelConfig
 from embodied.checkpoint import load_checkpoint
+from embodied.errors import EmbodiedError
 from embodied.cli import main as cli_main
 from embodied.make import make_env
 from embodied.nets import mixed_precision
@@ -116,7 +117,8 @@ def test_adaptation_changes_only_the_encoder(reach_replay):
 
 
 def test_calibration_pairs_pull_distracted_embeddings_to_the_clean_ones(rng):
-    """The calibration term makes the encoder more invariant to the distractors on frames it never saw."""
+    """The calibration term makes the encoder more invariant to the distractors in an episode it never saw
+    (another background video): measured 19.2 -> 11.0, and 53 without the term."""
     torch.manual_seed(0)
     agent = RePoAgent(4, WorldModelConfig(), BehaviorConfig(horizon=5))
     env = ActionRepeat(make_env("embodied/reach-v3-distractor", max_episode_steps=80), 2)
@@ -127,9 +129,10 @@ def test_calibration_pairs_pull_distracted_embeddings_to_the_clean_ones(rng):
         target.add_episode(obs, act, np.zeros(len(act), np.float32))
         distracted.append(obs)
         clean.append(np.stack(pairs))
+    calib, probe = split_pairs([len(x) for x in distracted], 30, 100, rng)
     distracted, clean = np.concatenate(distracted), np.concatenate(clean)
     assert distracted.shape == clean.shape and (distracted != clean).mean() > 0.3
-    calib, probe = np.arange(0, len(clean), 2), np.arange(1, len(clean), 2)  # interleaved: the same episodes
+    assert calib.max() < 41 <= probe.min(), "calibration from the first episode, the probe from the second"
     source = copy.deepcopy(agent.model.encoder)
     cfg = AdaptConfig(steps=30, batch_size=2, seq_len=8, encoder_lr=1e-3)
     errors = {}
@@ -138,9 +141,19 @@ def test_calibration_pairs_pull_distracted_embeddings_to_the_clean_ones(rng):
         adapt_encoder(agent, target, target, cfg, np.random.default_rng(0), calibration=pairs, source_encoder=source)
         errors[name] = paired_embedding_error(agent.model.encoder, source, distracted[probe], clean[probe], "cpu")
     start = paired_embedding_error(source, source, distracted[probe], clean[probe], "cpu")
-    assert errors["with"] < 0.5 * start and errors["with"] < 0.5 * errors["without"], (start, errors)
+    assert errors["with"] < 0.75 * start and errors["with"] < 0.5 * errors["without"], (start, errors)
     with pytest.raises(ValueError, match="calibration needs"):
         adapt_encoder(agent, target, target, cfg, np.random.default_rng(0), calibration=(distracted[:2], clean[:0]))
+
+
+def test_calibration_and_probe_frames_come_from_different_episodes(rng):
+    calib, probe = split_pairs([101] * 10, 150, 512, rng)
+    assert len(calib) == 150 and calib.max() < 202 and probe.min() >= 202 and len(probe) == 512
+    assert len(set(probe)) == 512
+    calib, probe = split_pairs([101] * 10, 0, 5000, rng)
+    assert len(calib) == 0 and len(probe) == 1010
+    with pytest.raises(EmbodiedError, match="collect more episodes"):
+        split_pairs([10, 10], 15, 5, rng)
 
 
 def test_sequence_replay_samples_windows_inside_episodes(rng):

@@ -193,6 +193,22 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
     return metrics
 
 
+def split_pairs(lengths: list[int], calibration: int, probe: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices (into the episodes concatenated) for calibration and for the held-out probe.
+
+    Calibration frames come from the first episodes, as few as hold ``calibration`` frames; the probe
+    from the other episodes only, so it measures invariance on states the calibration never showed.
+    """
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    used = int(np.searchsorted(starts, calibration)) if calibration else 0  # episodes the calibration draws on
+    if used >= len(lengths):
+        raise EmbodiedError(f"--calibration-pairs {calibration} needs frames from every collected episode "
+                            f"({starts[-1]} frames in {len(lengths)}); collect more episodes or use fewer pairs")
+    calib = rng.choice(starts[used], calibration, replace=False) if calibration else np.zeros(0, int)
+    rest = np.arange(starts[used], starts[-1])
+    return calib, rng.choice(rest, min(probe, len(rest)), replace=False)
+
+
 def run_adapt(cfg: AdaptConfig) -> dict:
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
@@ -211,16 +227,12 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     target, distracted, clean = SequenceReplay(), [], []
     for i in range(cfg.collect_episodes):
         pairs: list = []
-        obs, act, _, _ = run_episode(env, agent, seed=40_000_000 + i, explore=True, clean=pairs)
+        obs, act, _, _ = run_episode(env, agent, seed=40_000_000 + 1000 * cfg.seed + i, explore=True, clean=pairs)
         target.add_episode(obs, act, np.zeros(len(act), np.float32))  # reward-free: rewards are not kept
         distracted.append(obs)
         clean.append(np.stack(pairs))
+    calib, probe = split_pairs([len(x) for x in distracted], cfg.calibration_pairs, cfg.probe_pairs, rng)
     distracted, clean = np.concatenate(distracted), np.concatenate(clean)
-    order = rng.permutation(len(distracted))
-    calib, probe = order[:cfg.calibration_pairs], order[cfg.calibration_pairs:][:cfg.probe_pairs]
-    if cfg.calibration_pairs and len(probe) == 0:
-        raise EmbodiedError(f"--calibration-pairs {cfg.calibration_pairs} takes every collected frame "
-                            f"({len(order)}); collect more episodes or use fewer pairs")
     source_encoder = copy.deepcopy(agent.model.encoder)
     error_before = paired_embedding_error(agent.model.encoder, source_encoder, distracted[probe], clean[probe], device)
     last = adapt_encoder(agent, source, target, cfg, rng, log=lambda s, m: run.logger.log(s, m),

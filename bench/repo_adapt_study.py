@@ -1,0 +1,93 @@
+"""RePo's test-time adaptation across seeds: before / after under distractors against the clean ceiling.
+
+    python bench/repo_adapt_study.py --source-run runs/repo-reach-src-s0 --seeds 0,1,2 --calibration 0,200
+    python bench/repo_adapt_study.py --report runs/repo_adapt
+
+One adaptation per seed and arm (``--calibration``: how many paired clean/distracted frames the
+calibration term gets; 0 is the pair-free objective), each in its own run directory
+``OUT/calib<N>-s<seed>``; finished runs (summary.json) are skipped, so re-running continues. The
+seed changes the target episodes collected, the batches and the evaluation episodes (5 per
+evaluation: ``--eval-episodes``), not the source agent. The report gives the mean over seeds with
+95 % bootstrap CIs (rliable, through ``embodied.report.aggregate``) of: return on clean pixels (the
+ceiling), under distractors before and after adaptation, the share of the gap closed, the paired
+embedding error before and after, and the discriminator's final accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = (("ceiling", "clean return (ceiling)"), ("before", "distractor return before"),
+           ("after", "distractor return after"), ("gap_closed", "gap closed"),
+           ("success_before", "success before"), ("success_after", "success after"),
+           ("embedding_error_before", "paired embedding error before"),
+           ("embedding_error_after", "paired embedding error after"), ("disc_accuracy", "discriminator accuracy"))
+
+
+def flatten(summary: dict) -> dict[str, float]:
+    return {"ceiling": summary["ceiling"]["return_mean"], "before": summary["before"]["return_mean"],
+            "after": summary["after"]["return_mean"], "gap_closed": summary["gap_closed"],
+            "success_before": summary["before"]["success_rate"], "success_after": summary["after"]["success_rate"],
+            **{k: summary[k] for k in ("embedding_error_before", "embedding_error_after", "disc_accuracy")}}
+
+
+def report(out: Path) -> None:
+    from embodied.report import aggregate
+
+    arms: dict[str, list[dict]] = {}
+    for path in sorted(out.glob("calib*-s*/summary.json")):
+        summary = json.loads(path.read_text())
+        arms.setdefault(f"{summary['calibration_pairs']} pairs, {summary['steps']} steps", []).append(flatten(summary))
+    if not arms:
+        raise SystemExit(f"no finished adaptation runs under {out}")
+    print("mean over seeds [95 % bootstrap CI]\n")
+    print("| calibration | seeds | " + " | ".join(name for _, name in COLUMNS) + " |")
+    print("| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |")
+    for arm, rows in arms.items():
+        cells = []
+        for key, _ in COLUMNS:
+            values = np.array([[r[key]] for r in rows if np.isfinite(r[key])], float)
+            if len(values) < 2:
+                cells.append(f"{values[0, 0]:.2f}" if len(values) else "")
+                continue
+            stats = aggregate({key: values})[key]
+            cells.append(f"{stats['mean']:.2f} [{stats['mean_low']:.2f}, {stats['mean_high']:.2f}]")
+        print(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source-run", type=Path)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--calibration", default="0,200", help="calibration pairs per arm (0: none)")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("runs/repo_adapt"))
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    if args.report:
+        report(args.report)
+        return
+    if args.source_run is None:
+        parser.error("--source-run is needed to adapt (or --report to summarise)")
+    from agents.repo.adapt import AdaptConfig, run_adapt
+
+    for pairs in (int(n) for n in args.calibration.split(",")):
+        for seed in (int(s) for s in args.seeds.split(",")):
+            name = f"calib{pairs}-s{seed}"
+            if (args.out / name / "summary.json").exists():
+                continue
+            run_adapt(AdaptConfig(source_run=args.source_run, steps=args.steps, calibration_pairs=pairs, seed=seed,
+                                  eval_episodes=args.eval_episodes, threads=args.threads, device=args.device,
+                                  run_dir=args.out, run_name=name))
+    report(args.out)
+
+
+if __name__ == "__main__":
+    main()
