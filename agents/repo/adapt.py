@@ -14,8 +14,8 @@ embedding of the clean one (``--calibration-pairs N``; 0, the default, keeps it 
 Diagnostics, before and after: return and success under distractors against the clean-pixel
 return of the same agent (the ceiling), the *paired embedding error* on held-out pairs (mean
 squared distance between the distracted frame's embedding and the clean frame's source embedding,
-over the clean embeddings' variance: 0 is invariance, 2 is as far as two unrelated clean frames), and the
-discriminator's accuracy (0.5: target embeddings are inside the source support).
+over the clean embeddings' variance: 0 is invariance, 2 is as far as two unrelated clean frames),
+and the discriminator's accuracy (0.5: target embeddings are inside the source support).
 
     embodied train repo ... --run-name src          # train on clean pixels
     python -m agents.repo.adapt --source-run runs/src --target-variant distractor
@@ -64,18 +64,18 @@ class AdaptConfig:
     calibration_pairs: int = 0  # paired clean/distracted frames for the calibration term (0: none)
     calib_coef: float = 1.0
     probe_pairs: int = 512  # held-out paired frames for the embedding-error diagnostic
-
-    def __post_init__(self):
-        check_positive(self, "collect_episodes", "batch_size", "seq_len", "eval_episodes", "probe_pairs")
-        for name in ("steps", "calibration_pairs", "calib_coef", "align_coef", "kl_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
     eval_episodes: int = 5
     device: str = "auto"
     threads: int = 0  # torch CPU threads (0: one per core; 1 for runs side by side)
     seed: int = 0
     run_dir: Path = Path("runs")
     run_name: str | None = None
+
+    def __post_init__(self):
+        check_positive(self, "collect_episodes", "batch_size", "seq_len", "eval_episodes", "probe_pairs")
+        for name in ("steps", "calibration_pairs", "calib_coef", "align_coef", "kl_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 class SupportAligner(nn.Module):
@@ -111,7 +111,7 @@ class SupportAligner(nn.Module):
 def paired_embedding_error(encoder: nn.Module, source_encoder: nn.Module, distracted: np.ndarray, clean: np.ndarray,
                            device, batch: int = 256) -> float:
     """Mean squared distance of ``encoder(distracted)`` from ``source_encoder(clean)``, over the clean
-    embeddings' total variance (0: the distractors change nothing; 2: as far apart as two unrelated clean frames)."""
+    embeddings' total variance (0: the distractors change nothing; 2: as far as two unrelated clean frames)."""
     def embed(enc, frames):
         return torch.cat([enc(preprocess(torch.as_tensor(frames[i:i + batch], device=device)))
                           for i in range(0, len(frames), batch)])
