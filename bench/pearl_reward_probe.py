@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.train import REWARD_MODELS, relabel
+from agents.pearl.train import new_reward_model, relabel
 from embodied.checkpoint import load_checkpoint
 from embodied.data import load_episodes
 
@@ -45,7 +45,8 @@ def load_run(run_dir: Path) -> tuple[dict, list, torch.nn.Module]:
     cfg = json.loads((run_dir / "config.json").read_text())
     cfg["target_data"] = cfg.get("target_data") or str(run_dir / "target.hdf5")  # shared data, else the run's own
     episodes = load_episodes(cfg["target_data"])
-    reward = REWARD_MODELS[cfg["reward_model"]](episodes[0].observations.shape[-1], episodes[0].actions.shape[-1])
+    reward = new_reward_model(cfg["reward_model"], cfg["labels"], cfg.get("few_shot_labels", 0),
+                              episodes[0].observations.shape[-1], episodes[0].actions.shape[-1])
     reward.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
     return cfg, episodes, reward.eval()
 

@@ -161,6 +161,19 @@ def report_confidence(lab: dict) -> None:
     print(line)
 
 
+def trains_few_shot_ensemble(labels: str, few_shot_labels: int) -> bool:
+    """Whether a run's reward is ``fit_few_shot``'s weighted pair: few-shot labels beside a transfer."""
+    return few_shot_labels > 0 and labels in ("cpa", "nn")
+
+
+def new_reward_model(reward_model: str, labels: str, few_shot_labels: int, obs_dim: int, act_dim: int) -> torch.nn.Module:
+    """The (untrained) reward model a run with these settings trains and checkpoints, to load its ``reward.pt`` into."""
+    cls = REWARD_MODELS[reward_model]
+    if trains_few_shot_ensemble(labels, few_shot_labels):
+        return RewardEnsemble([cls(obs_dim, act_dim) for _ in MEMBERS])
+    return cls(obs_dim, act_dim)
+
+
 def run_segments(src_eps, tgt_eps, segment_length: int, count: int, seed: int):
     """The source, then the target segments a run of ``seed`` cuts, and the generator that goes on to draw
     its label pairs (the benches redraw a finished run's segments with it)."""
@@ -214,8 +227,8 @@ def run_pearl(cfg: PearlConfig) -> dict:
     obs_dim, act_dim = tgt.observations.shape[-1], tgt.actions.shape[-1]
     reward_cls = REWARD_MODELS[cfg.reward_model]
     k = cfg.few_shot_labels
-    few_shot = bool(k) and cfg.labels in ("cpa", "nn")  # the reward is the transfer's and the shots' model, weighted
-    reward = RewardEnsemble([reward_cls(obs_dim, act_dim) for _ in MEMBERS]) if few_shot else reward_cls(obs_dim, act_dim)
+    few_shot = trains_few_shot_ensemble(cfg.labels, k)
+    reward = new_reward_model(cfg.reward_model, cfg.labels, k, obs_dim, act_dim)
     reward_path = run.path("reward.pt")
     if reward_path.exists() and "reward" in stages:
         reward.load_state_dict(load_checkpoint(reward_path))
