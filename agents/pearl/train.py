@@ -59,7 +59,7 @@ class PearlConfig(RunOptions):
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal' (0.5 label)
     labels: str = field(default="cpa", metadata={"help": "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target teacher), shots (the --few-shot-labels alone: the few-shot baseline)"})
     few_shot_labels: int = 0  # K scripted target labels: they orient the transfer and weight its reward model against one fit to them (0: zero-shot)
-    shot_epochs: int = 200  # reward-model epochs over the few-shot labels (fine-tuning, or the shots alone)
+    shot_epochs: int = 200  # epochs of the reward model fit to the few-shot labels alone (the few-shot pair's second member, or --labels shots)
     gw_method: str = "lowrank"  # Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)
     gw_epsilon: float = 5e-3  # entropic regularisation of the GW solver
     gw_alpha: float = 0.9  # weight of the structure (GW) term; the rest on the shared arm features (1: plain GW)
