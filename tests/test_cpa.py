@@ -94,16 +94,21 @@ def test_plain_gw_mirrors_the_constructed_pair_and_the_arm_term_orients_it(mirro
     assert fused.confidence["structure_agreement"] < 0.5  # reported: plain GW would have mirrored it
 
 
-def test_calibration_keeps_flips_or_flattens_transferred_labels(rng):
+def test_calibration_flips_only_a_transfer_the_shots_show_mirrored(rng):
     truth = rng.integers(0, 2, 500).astype(float)
     shots = Preferences(np.arange(40), np.arange(40) + 1, truth[:40])
     right, a = calibrate(truth.copy(), truth[:40], shots)
     assert a > 0.9 and label_accuracy(right, truth) == 1.0
     flipped, a = calibrate(1 - truth, 1 - truth[:40], shots)
     assert a < 0.1 and label_accuracy(flipped, truth) == 1.0  # a mirrored transfer is turned round
-    noise = rng.integers(0, 2, 500).astype(float)
-    flat, a = calibrate(noise, noise[:40], shots)
-    assert np.all(np.abs(flat - 0.5) <= abs(2 * a - 1) / 2 + 1e-12)  # a coin-flip transfer carries ~no weight
+    five = Preferences(np.arange(5), np.arange(5) + 1, truth[:5])
+    two_of_five = truth[:5].copy()
+    two_of_five[2:] = 1 - two_of_five[2:]  # 2 of 5 shots agree: weak evidence, the orientation stays
+    kept, a = calibrate(truth.copy(), two_of_five, five)
+    assert a < 0.5 and label_accuracy(kept, truth) == 1.0
+    assert np.all(np.abs(kept - 0.5) <= abs(2 * a - 1) / 2 + 1e-12)  # a near-chance transfer carries little weight
+    none_of_five, a = calibrate(1 - truth, 1 - truth[:5], five)  # 0 of 5 agree: P(mirrored) = 0.98
+    assert label_accuracy(none_of_five, truth) == 1.0
 
 
 @pytest.mark.parametrize("alpha", [1.0, 0.9], ids=["mirrored-transfer", "good-transfer"])
