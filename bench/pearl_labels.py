@@ -86,6 +86,7 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
         row[f"k{k}_cpa_reward"] = preference_accuracy(model, tgt.observations, tgt.actions, truth)
         row[f"k{k}_transfer_reward"] = preference_accuracy(model.members[0], tgt.observations, tgt.actions, truth)
         row[f"k{k}_weights"] = f"{scores['weight_transfer']:.2f}/{scores['weight_shots']:.2f}"  # transfer/shots
+        row[f"k{k}_shot_agreement"] = calibrated.confidence["shot_agreement"]  # calibrate's a (Laplace-smoothed)
         row[f"k{k}_alone_reward"] = reward_accuracy(GaussianRewardModel, tgt, shots, truth, 200, seed)
     if args.noise:
         row["reward_epochs"] = args.epochs
@@ -115,6 +116,8 @@ def column_name(key: str, names: dict[str, str]) -> str:
     """``k20_alone_reward`` -> ``K=20 labels alone``, ``noise0.1_rrl`` -> ``flip 0.1 RRL``."""
     if m := re.fullmatch(r"k(\d+)_(cpa|alone|transfer)_reward", key):
         return f"K={m[1]} " + {"cpa": "few-shot reward", "alone": "labels alone", "transfer": "transfer model"}[m[2]]
+    if m := re.fullmatch(r"k(\d+)_shot_agreement", key):
+        return f"K={m[1]} shot agreement"
     if m := re.fullmatch(r"noise([\d.]+)_(target_)?(label|rrl|plain)", key):
         return (f"{'target' if m[2] else 'source'} flip {m[1]} "
                 + {"label": "CPA labels", "rrl": "RRL reward", "plain": "plain reward"}[m[3]])
