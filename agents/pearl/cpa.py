@@ -231,7 +231,7 @@ def calibrate(labels: np.ndarray, predicted_on_shots: np.ndarray, shots: Prefere
     (uniform prior) puts more than ``flip_confidence`` below 0.5, i.e. at most 0 of 5, 6 of 20 or 41
     of 100 shots agree; the few-shot weighting (``few_shot.fit_few_shot``) switches off a transfer
     that orders the shots no better than chance. Flipping on any agreement below one half, as
-    before, turned a right transfer (0.80 accurate) into a wrong one when 2 of 5 shots happened to
+    before, turned a right transfer (0.80 accurate) into a wrong one when 1 of 5 shots happened to
     agree (coffee-button, seed 2). Returns ``(labels, a)``.
     """
     decided = shots.label != 0.5
