@@ -2,6 +2,7 @@
 
     embodied report runs/study [--metric eval/success_rate] [--group-by method task] [--compare A B]
                                [--threshold 0.8 --cost-key feedback/labels] [--out runs/study/report.md]
+                               [--unfinished --at-step 20000]   # runs stopped by a time budget, compared at 20k
 
 Reads every run directory under DIR (any directory holding ``metrics.jsonl``: a sweep, a set of
 runs, or one run). Per group: the final value of ``--metric`` (its last logged value) as IQM and
@@ -45,6 +46,13 @@ class RunRecord:
             if row.get(key) is not None:
                 points[int(row["step"])] = float(row[key])
         return sorted(points.items())
+
+    def last_step(self) -> int:
+        return max((int(row["step"]) for row in self.rows if "step" in row), default=0)
+
+    def up_to(self, step: int) -> "RunRecord":
+        """This run as it stood at ``step``: a budget every run reached, for runs stopped at different steps."""
+        return RunRecord(self.path, self.config, [r for r in self.rows if int(r.get("step", 0)) <= step], self.finished)
 
 
 def find_runs(root: Path) -> list[RunRecord]:
@@ -199,12 +207,19 @@ def select(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
 
 def build_report(root: Path, metric: str, group_by: list[str] | None, compare: list[tuple[str, str]],
                  threshold: float | None, cost_key: str | None, reps: int, plot_path: Path | None,
-                 where: list[str] = (), unfinished: bool = False) -> str:
+                 where: list[str] = (), unfinished: bool = False, at_step: int | None = None) -> str:
     found = select(find_runs(root), list(where))
     runs = found if unfinished else [r for r in found if r.finished]
     if not runs:
         raise EmbodiedError(f"none of the {len(found)} runs under {root} has finished (no summary.json); "
                             "pass --unfinished to report them as they are")
+    short = []
+    if at_step is not None:  # runs that stopped before the budget are left out (and counted), never compared early
+        short = [r for r in runs if r.last_step() < at_step]
+        runs = [r.up_to(at_step) for r in runs if r.last_step() >= at_step]
+        if not runs:
+            raise EmbodiedError(f"--at-step {at_step}: no run reached it (the furthest got to "
+                                f"{max(r.last_step() for r in short)})")
     keys = default_group_keys(runs) if group_by is None else group_by
     unknown = [k for k in keys if not any(k in r.config for r in runs)]
     if unknown:
@@ -212,9 +227,13 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
     groups = group_runs(runs, keys)
     scores = final_scores(groups, metric)
     stats = aggregate(scores, reps)
+    left_out = [f"{n} {why} left out" for n, why in ((len(found) - len(runs) - len(short), "unfinished"),
+                                                       (len(short), f"short of step {at_step}")) if n]
+    left_out = f" ({', '.join(left_out)})" if left_out else ""
+    value = "final value per run" if at_step is None else f"each run's last value at env step <= {at_step}"
     lines = [f"# Report: {root}", "",
-             f"{len(runs)} runs{'' if len(runs) == len(found) else f' ({len(found) - len(runs)} unfinished left out)'}, "
-             f"metric `{metric}` (final value per run), grouped by {', '.join(keys) or 'nothing'}; "
+             f"{len(runs)} runs{left_out}, "
+             f"metric `{metric}` ({value}), grouped by {', '.join(keys) or 'nothing'}; "
              f"IQM and mean with 95 % stratified-bootstrap CIs ({reps} resamples, rliable).", "",
              "| group | runs | IQM [95% CI] | mean [95% CI] |", "| --- | ---: | --- | --- |"]
     for g, s in stats.items():
@@ -260,6 +279,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                         help="only runs whose config has this value (repeatable)")
     parser.add_argument("--unfinished", action="store_true", help="include runs without summary.json (their last value)")
+    parser.add_argument("--at-step", type=int, default=None, help="compare at this step: each run's last value at or "
+                        "before it; runs that stopped earlier are left out (for runs stopped by a time budget)")
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default: DIR/report.md); PNG beside it")
     args = parse_command_args(parser, argv, "embodied report")
@@ -267,10 +288,12 @@ def main(argv: list[str]) -> int:
         return 0
     if args.reps < 100:
         raise EmbodiedError("--reps must be at least 100")
+    if args.at_step is not None and args.at_step <= 0:
+        raise EmbodiedError("--at-step must be a positive env step")
     out = args.out or Path(args.dir) / "report.md"
     plot = out.with_name(out.stem + "_curves.png")
     text = build_report(args.dir, args.metric, args.group_by, [tuple(c) for c in args.compare], args.threshold,
-                        args.cost_key, args.reps, plot, args.where, args.unfinished)
+                        args.cost_key, args.reps, plot, args.where, args.unfinished, args.at_step)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print(text)

@@ -147,3 +147,16 @@ def test_report_on_one_run_and_bad_input(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4 and all(line.startswith("error:") for line in err), err
     assert cli_main(["report", str(tmp_path), "--unfinished"]) == 0
+
+
+def test_report_at_step_compares_runs_stopped_by_a_budget_at_one_step(tmp_path):
+    # three runs killed at different steps (no summary.json): 4, 3 and 1 evaluations of 1000 steps each
+    synthetic_runs(tmp_path, {"a": [[0.1, 0.2, 0.3, 0.9], [0.2, 0.4, 0.6]], "b": [[0.5]]})
+    for d in tmp_path.iterdir():
+        (d / "summary.json").unlink()
+    text = build_report(tmp_path, "eval/success_rate", ["method"], [], None, None, 200, None, unfinished=True,
+                        at_step=3000)
+    assert "2 runs (1 short of step 3000 left out)" in text and "<= 3000" in text
+    assert "| method=a | 2 | 0.450 [0.300, 0.600] |" in text, text  # 0.3 and 0.6 at step 3000, not 0.9
+    assert "method=b" not in text
+    assert cli_main(["report", str(tmp_path), "--unfinished", "--at-step", "5000"]) == 2  # nobody got there
