@@ -31,8 +31,8 @@ from agents.pearl.few_shot import fit_few_shot
 from agents.pearl.train import PearlConfig
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.make import make_env
-from embodied.reward_models import (GaussianRewardModel, RewardModel, RewardTrainConfig, preference_accuracy,
-                                    train_reward_model)
+from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig,
+                                    preference_accuracy, train_reward_model)
 from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
 from envs.experts import scripted_expert
 
@@ -84,8 +84,12 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
                                      Preferences(first, second, calibrated.labels), shots,
                                      RewardTrainConfig(epochs=args.epochs), shot_epochs=200, seed=seed)
         row[f"k{k}_cpa_reward"] = preference_accuracy(model, tgt.observations, tgt.actions, truth)
+        by_accuracy = RewardEnsemble(list(model.members), [scores["accuracy_rule_transfer"],  # same members
+                                     1.0 - scores["accuracy_rule_transfer"]]).standardise(tgt.observations, tgt.actions)
+        row[f"k{k}_accuracy_rule_reward"] = preference_accuracy(by_accuracy, tgt.observations, tgt.actions, truth)
         row[f"k{k}_transfer_reward"] = preference_accuracy(model.members[0], tgt.observations, tgt.actions, truth)
         row[f"k{k}_weights"] = f"{scores['weight_transfer']:.2f}/{scores['weight_shots']:.2f}"  # transfer/shots
+        row[f"k{k}_accuracy_rule_weights"] = f"{scores['accuracy_rule_transfer']:.2f}"  # transfer's share
         row[f"k{k}_shot_agreement"] = calibrated.confidence["shot_agreement"]  # calibrate's a (Laplace-smoothed)
         row[f"k{k}_alone_reward"] = reward_accuracy(GaussianRewardModel, tgt, shots, truth, 200, seed)
     if args.noise:
@@ -114,8 +118,9 @@ def cell(values) -> str:
 
 def column_name(key: str, names: dict[str, str]) -> str:
     """``k20_alone_reward`` -> ``K=20 labels alone``, ``noise0.1_rrl`` -> ``flip 0.1 RRL``."""
-    if m := re.fullmatch(r"k(\d+)_(cpa|alone|transfer)_reward", key):
-        return f"K={m[1]} " + {"cpa": "few-shot reward", "alone": "labels alone", "transfer": "transfer model"}[m[2]]
+    if m := re.fullmatch(r"k(\d+)_(cpa|alone|transfer|accuracy_rule)_reward", key):
+        return f"K={m[1]} " + {"cpa": "few-shot reward", "alone": "labels alone", "transfer": "transfer model",
+                               "accuracy_rule": "few-shot, 2acc-1 weights"}[m[2]]
     if m := re.fullmatch(r"k(\d+)_shot_agreement", key):
         return f"K={m[1]} shot agreement"
     if m := re.fullmatch(r"noise([\d.]+)_(target_)?(label|rrl|plain)", key):

@@ -8,7 +8,7 @@ import torch
 
 from agents.pearl.cpa import (GWConfig, agreement, calibrate, cost_matrix, cross_task_transfer, factored, gw_coupling,
                               label_accuracy, segment_features, transfer_labels)
-from agents.pearl.few_shot import fit_few_shot
+from agents.pearl.few_shot import fit_few_shot, stacking_weight
 from agents.pearl.gw import FactoredCost, fused_gw, gw_loss, sinkhorn
 from embodied.data.segments import Segments
 from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
@@ -149,3 +149,16 @@ def test_few_shot_weights_turn_off_an_inverted_transfer_and_keep_a_right_one(mir
     model, right = fit(truth)
     assert right["accuracy_transfer"] > 0.8 and right["weight_transfer"] > right["weight_shots"] - 0.2, right
     assert preference_accuracy(model, tgt.observations, tgt.actions, held) > 0.9
+
+
+def test_stacking_weight_moves_to_the_member_that_predicts_the_shots_and_stays_even_on_few():
+    rng = np.random.default_rng(0)
+    good, noise = rng.normal(0, 3, 200), rng.normal(0, 3, 200)
+    labels = (good + rng.normal(0, 1, 200) > 0).astype(float)  # the shots follow the first member, with noise
+    assert stacking_weight(good, noise, labels) > 0.8
+    assert stacking_weight(noise, good, labels) < 0.2
+    few = stacking_weight(good[:3], noise[:3], labels[:3])
+    assert 0.35 < few < 0.75, few  # three shots say little: near an even mix
+    half = 0.5 * (good + noise)
+    mixed = (half + rng.normal(0, 0.5, 200) > 0).astype(float)  # the truth is the mix itself
+    assert abs(stacking_weight(good, noise, mixed) - 0.5) < 0.15
