@@ -227,9 +227,9 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
     groups = group_runs(runs, keys)
     scores = final_scores(groups, metric)
     stats = aggregate(scores, reps)
-    left_out = [f"{n} {why} left out" for n, why in ((len(found) - len(runs) - len(short), "unfinished"),
-                                                       (len(short), f"short of step {at_step}")) if n]
-    left_out = f" ({', '.join(left_out)})" if left_out else ""
+    reasons = [f"{n} {why} left out" for n, why in ((len(found) - len(runs) - len(short), "unfinished"),
+                                                      (len(short), f"short of step {at_step}")) if n]
+    left_out = f" ({', '.join(reasons)})" if reasons else ""
     value = "final value per run" if at_step is None else f"each run's last value at env step <= {at_step}"
     lines = [f"# Report: {root}", "",
              f"{len(runs)} runs{left_out}, "

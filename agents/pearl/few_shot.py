@@ -32,7 +32,6 @@ from embodied.reward_models import RewardEnsemble, RewardTrainConfig, preference
 from embodied.teacher import Preferences
 
 MEMBERS = ("transfer", "shots")  # the order of RewardEnsemble.members
-RULES = ("stacking", "accuracy")  # how the two members are weighted (see fit_few_shot)
 
 
 def _folds(k: int, folds: int, seed: int) -> list[np.ndarray]:
@@ -77,15 +76,12 @@ def stacking_weight(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: n
 
 def fit_few_shot(make_model: Callable[[], torch.nn.Module], obs: np.ndarray, act: np.ndarray, transferred: Preferences,
                  shots: Preferences, cfg: RewardTrainConfig, shot_epochs: int = 200, folds: int = 5,
-                 device: torch.device | str = "cpu", seed: int = 0, log=None,
-                 rule: str = "stacking") -> tuple[RewardEnsemble, dict]:
-    """The transfer model and the shots model, weighted as ``rule`` says: ``stacking`` (``stacking_weight``)
-    or ``accuracy`` (each member's ``2 acc - 1`` on the shots); returns ``(ensemble, scores)`` (the ensemble
-    standardised over the segments ``obs``, ``act``; ``scores`` holds both rules' weights)."""
+                 device: torch.device | str = "cpu", seed: int = 0, log=None) -> tuple[RewardEnsemble, dict]:
+    """The transfer model and the shots model, weighted by ``stacking_weight`` (the accuracy rule, each
+    member's ``2 acc - 1`` on the shots, where there is a single shot); returns ``(ensemble, scores)`` (the
+    ensemble standardised over the segments ``obs``, ``act``; ``scores`` holds both rules' transfer share)."""
     if len(shots) == 0:
         raise ValueError("few-shot reward fitting needs at least one target label")
-    if rule not in RULES:
-        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
     shot_cfg = RewardTrainConfig(**{**cfg.__dict__, "epochs": shot_epochs})
 
     def fit(prefs: Preferences, train_cfg: RewardTrainConfig, train_log=None) -> torch.nn.Module:
@@ -118,7 +114,7 @@ def fit_few_shot(make_model: Callable[[], torch.nn.Module], obs: np.ndarray, act
     elif len(shots) >= 2:  # one shot has no out-of-fold score: the accuracy rule decides
         ret = standardised_returns(transfer, obs, act, device)
         stacked = stacking_weight(ret[shots.first] - ret[shots.second], shots_diff, shots.label)
-    weights = [stacked, 1.0 - stacked] if rule == "stacking" and not np.isnan(stacked) else by_accuracy
+    weights = by_accuracy if np.isnan(stacked) else [stacked, 1.0 - stacked]
     ensemble = RewardEnsemble([transfer, fit(shots, shot_cfg)], weights).to(device).standardise(obs, act)
     return ensemble, {**{f"accuracy_{m}": accuracy[m] for m in MEMBERS},
                       **{f"weight_{m}": float(w) for m, w in zip(MEMBERS, ensemble.weights)},
