@@ -1,7 +1,7 @@
 """RePo learning at small scale: reward error, KL against its budget, dual variable, and evaluation
 return against a random policy on the same evaluation seeds.
 
-    python bench/repo_learning.py                                  # train (CPU scale below), then report
+    python bench/repo_learning.py                                  # train (CPU scale: bench/repo_scale.py), then report
     python bench/repo_learning.py --report runs/repo-reach-cpu --plot bench/results/repo_learning.png
     python bench/repo_learning.py --mode dreamer --variant distractor --run-name dreamer-reach-distractor
 
@@ -20,13 +20,7 @@ import numpy as np
 from agents.repo.train import RePoConfig, make_pixel_env, run_repo
 from embodied.config import config_from_dict
 from embodied.runs import read_metrics
-
-# What fits a 2-core CPU in about an hour (~1.5-2 updates/s at batch 16 x 32): 30k env steps,
-# 0.2 updates per env step as the authors (100 per 500), 100-step (agent) episodes. The dual step on
-# log beta is raised from the authors' 1e-4 (tuned for ~1e5 updates) so beta can reach the budget in ~1e3.
-SCALE = dict(total_steps=30_000, max_episode_steps=200, action_repeat=2, prefill=2000, train_every=200,
-             train_steps=40, batch_size=16, seq_len=32, beta_lr=1e-2, eval_every=2000, eval_episodes=5,
-             checkpoint_every=2000)
+from repo_scale import SCALE  # bench/, beside this script
 
 
 def random_return(cfg: RePoConfig, episodes: int) -> float:

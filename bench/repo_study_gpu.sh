@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue #15's comparison on one machine without Ray (a lent GPU box has neither Ray nor network, and at
 # most ~10 minutes a call): RePo and the Dreamer baseline on reach's distractor variant, SEEDS each, all
-# trials at once as processes under one wall-clock budget, with bench/repo_study.sh's settings (CPU scale:
-# 0.2 updates per env step, batch 16 x 32). Each trial runs until STEPS or BUDGET_S; its metrics.jsonl is
-# flushed per line, so a trial stopped by the budget keeps its curve, and the comparison is made at an env
-# step every trial reached (`embodied report DIR --at-step N`).
+# trials at once as processes under one wall-clock budget, at bench/repo_scale.py's CPU scale (0.2 updates
+# per env step, batch 16 x 32; evaluated every EVAL_EVERY=1000 env steps, no checkpoints). Each trial runs
+# until STEPS or BUDGET_S; its metrics.jsonl is flushed per line, so a trial stopped by the budget keeps its
+# curve, and the comparison is made at an env step every trial reached (`embodied report DIR --at-step N`).
 #   DEVICE=cuda MPS=1 BUDGET_S=480 bash bench/repo_study_gpu.sh OUT     # then, here: embodied report OUT ...
 # MPS=1 starts NVIDIA's multi-process service when the machine has it (kernels of the trials then share
 # the GPU instead of taking turns: the update is launch-bound, see bench/results/gpu_check.md) and goes on
@@ -34,10 +34,10 @@ if [ "${MPS:-0}" = 1 ]; then
     echo "MPS: nvidia-cuda-mps-control not found; trials take turns on the GPU"
   fi
 fi
-COMMON=(--task reach-v3 --variant "$VARIANT" --total-steps "${STEPS:-30000}" --max-episode-steps 200 --action-repeat 2
-        --prefill "${PREFILL:-2000}" --train-every 200 --train-steps 40 --batch-size 16 --seq-len 32 --beta-lr 0.01
-        --eval-every "${EVAL_EVERY:-1000}" --eval-episodes 5 --checkpoint-every 1000000000 --device "$DEVICE"
-        --no-video --threads "$THREADS" --run-dir "$OUT")
+read -r -a SCALE <<< "$(python bench/repo_scale.py total_steps="${STEPS:-30000}" prefill="${PREFILL:-2000}" \
+  eval_every="${EVAL_EVERY:-1000}" checkpoint_every=1000000000)" || exit 1
+COMMON=(--task reach-v3 --variant "$VARIANT" "${SCALE[@]}" --device "$DEVICE" --no-video --threads "$THREADS"
+        --run-dir "$OUT")
 smi=
 command -v nvidia-smi >/dev/null && { nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 20 > "$OUT/gpu_use.csv" 2>&1 & smi=$!; }
 start=$(date +%s)
