@@ -27,7 +27,7 @@ import torch
 
 from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
                               segment_features, transfer_labels)
-from agents.pearl.few_shot import fit_few_shot
+from agents.pearl.few_shot import fit_few_shot, standardised_returns
 from agents.pearl.train import PearlConfig
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.make import make_env
@@ -92,6 +92,8 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
         row[f"k{k}_accuracy_rule_weights"] = f"{scores['accuracy_rule_transfer']:.2f}"  # transfer's share
         row[f"k{k}_shot_agreement"] = calibrated.confidence["shot_agreement"]  # calibrate's a (Laplace-smoothed)
         row[f"k{k}_alone_reward"] = reward_accuracy(GaussianRewardModel, tgt, shots, truth, 200, seed)
+        row[f"k{k}_evidence"] = scores["evidence"]  # what a weighting rule sees: pearl_fewshot_rules.py replays rules on it
+        row[f"k{k}_mix_curve"] = mix_curve(model, tgt, truth)
     if args.noise:
         row["reward_epochs"] = args.epochs
     for flip in args.noise:
@@ -108,6 +110,19 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
             for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
                 row[f"noise{flip}_target_{name}"] = reward_accuracy(cls, tgt, flipped, truth, args.epochs, seed)
     return row
+
+
+def mix_curve(ensemble: RewardEnsemble, segments, truth: Preferences, points: int = 101) -> list[float]:
+    """Accuracy of the few-shot pair at every transfer share ``w`` in ``linspace(0, 1, points)`` (the same two
+    members, standardised as ``RewardEnsemble`` does), so any weighting rule can be scored without retraining."""
+    returns = [standardised_returns(m, segments.observations, segments.actions, "cpu") for m in ensemble.members]
+    decided = truth.label != 0.5
+    first, second, right = truth.first[decided], truth.second[decided], truth.label[decided] > 0.5
+    curve = []
+    for w in np.linspace(0.0, 1.0, points):
+        ret = w * returns[0] + (1.0 - w) * returns[1]
+        curve.append(float(np.mean((ret[first] > ret[second]) == right)))
+    return curve
 
 
 def cell(values) -> str:
@@ -133,7 +148,7 @@ def report(path: Path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     pairs = list(dict.fromkeys((r["source"], r["target"]) for r in rows))
     keys = [k for k in dict.fromkeys(k for r in rows for k in r)  # later rows may carry more columns (K, noise)
-            if k not in ("source", "target", "seed", "seconds") and not any(isinstance(r.get(k), str) for r in rows)]
+            if k not in ("source", "target", "seed", "seconds") and not any(isinstance(r.get(k), (str, list, dict)) for r in rows)]
     names = {"cpa": "CPA", "plain_gw": "plain GW", "nn": "NN", "confidence_starts_agreement": "starts agree",
              "confidence_structure_agreement": "plain GW agrees", "reward_epochs": "reward epochs"}
 

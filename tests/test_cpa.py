@@ -8,7 +8,7 @@ import torch
 
 from agents.pearl.cpa import (GWConfig, agreement, calibrate, cost_matrix, cross_task_transfer, factored, gw_coupling,
                               label_accuracy, segment_features, transfer_labels)
-from agents.pearl.few_shot import fit_few_shot, stacking_weight
+from agents.pearl.few_shot import fit_few_shot, orientation_probability, stacking_weight, transfer_share
 from agents.pearl.gw import FactoredCost, fused_gw, gw_loss, sinkhorn
 from embodied.data.segments import Segments
 from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
@@ -111,8 +111,9 @@ def test_calibration_flips_only_a_transfer_the_shots_show_mirrored(rng):
     assert label_accuracy(none_of_five, truth) == 1.0
 
 
+@pytest.mark.parametrize("rule", ["stacking", "stacking-oriented"])
 @pytest.mark.parametrize("alpha", [1.0, 0.9], ids=["mirrored-transfer", "good-transfer"])
-def test_few_shot_never_worse_than_its_labels_alone(mirrored, rng, alpha):
+def test_few_shot_never_worse_than_its_labels_alone(mirrored, rng, alpha, rule):
     src, tgt, source, first, second, truth = mirrored
     teacher = ScriptedTeacher()
     shots = teacher.label(tgt.rewards, *sample_pairs(len(tgt), 10, rng))
@@ -128,12 +129,13 @@ def test_few_shot_never_worse_than_its_labels_alone(mirrored, rng, alpha):
     result = cross_task_transfer(src, source, tgt, first, second, GWConfig(alpha=alpha), shots=shots)
     model, choice = fit_few_shot(lambda: RewardModel(39, 4, hidden=32), tgt.observations, tgt.actions,
                                  Preferences(first, second, result.labels), shots, RewardTrainConfig(epochs=10),
-                                 shot_epochs=30)
+                                 shot_epochs=30, rule=rule)
     alone = reward_accuracy(shots)
     assert preference_accuracy(model, tgt.observations, tgt.actions, held) >= alone - 0.02, (alone, choice)
 
 
-def test_few_shot_weights_turn_off_an_inverted_transfer_and_keep_a_right_one(mirrored, rng):
+@pytest.mark.parametrize("rule", ["stacking", "stacking-oriented"])
+def test_few_shot_weights_turn_off_an_inverted_transfer_and_keep_a_right_one(mirrored, rng, rule):
     """The weighting itself: shots expose a transfer model trained on mirrored labels."""
     src, tgt, source, first, second, truth = mirrored
     shots = ScriptedTeacher().label(tgt.rewards, *sample_pairs(len(tgt), 20, rng))
@@ -141,10 +143,11 @@ def test_few_shot_weights_turn_off_an_inverted_transfer_and_keep_a_right_one(mir
 
     def fit(labels):
         return fit_few_shot(lambda: RewardModel(39, 4, hidden=32), tgt.observations, tgt.actions,
-                            Preferences(first, second, labels), shots, RewardTrainConfig(epochs=10), shot_epochs=30)
+                            Preferences(first, second, labels), shots, RewardTrainConfig(epochs=10), shot_epochs=30,
+                            rule=rule)
 
     model, inverted = fit(1.0 - truth)
-    assert inverted["accuracy_transfer"] < 0.2 and inverted["weight_transfer"] == 0.0, inverted
+    assert inverted["accuracy_transfer"] < 0.2 and inverted["weight_transfer"] < 1e-3, inverted
     assert preference_accuracy(model, tgt.observations, tgt.actions, held) > 0.7, "the shots alone decide"
     model, right = fit(truth)
     assert right["accuracy_transfer"] > 0.8 and right["weight_transfer"] > right["weight_shots"] - 0.2, right
@@ -162,3 +165,19 @@ def test_stacking_weight_moves_to_the_member_that_predicts_the_shots_and_stays_e
     half = 0.5 * (good + noise)
     mixed = (half + rng.normal(0, 0.5, 200) > 0).astype(float)  # the truth is the mix itself
     assert abs(stacking_weight(good, noise, mixed) - 0.5) < 0.15
+
+
+def test_transfer_share_rules_switch_an_unoriented_transfer_off_hard_or_by_its_probability():
+    labels = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    shots_diff = np.array([1.0, -1.0, 1.0, 1.0, -1.0])  # the shots model orders every shot right
+    two_of_five = np.array([2.0, -2.0, -2.0, -2.0, 2.0])  # the transfer orders 2 of the 5 right
+    assert orientation_probability(two_of_five, labels) == pytest.approx(0.34375)  # P(accuracy > 1/2 | 2 of 5)
+    assert orientation_probability(-shots_diff, labels) == pytest.approx(1 / 64)
+    assert transfer_share(two_of_five, shots_diff, labels, "stacking") == 0.0
+    pure = transfer_share(two_of_five, shots_diff, labels, "stacking-pure")
+    assert pure == stacking_weight(two_of_five, shots_diff, labels) > 0.0
+    assert transfer_share(two_of_five, shots_diff, labels, "stacking-oriented") == pytest.approx(0.34375 * pure)
+    assert transfer_share(shots_diff, shots_diff, labels, "stacking-oriented") == pytest.approx(
+        transfer_share(shots_diff, shots_diff, labels, "stacking") * 63 / 64)
+    with pytest.raises(ValueError, match="unknown few-shot weighting rule"):
+        transfer_share(shots_diff, shots_diff, labels, "best")

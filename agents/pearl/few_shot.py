@@ -19,6 +19,12 @@ share is the posterior mean of the mixing weight under the shots' Bradley-Terry 
 both rules on the same members (`bench/results/pearl_fewshot_stacking.md`): K = 100 0.904 vs 0.891
 (+0.013 [+0.007, +0.018]), never worse than the labels alone by more than 0.02 (was 10 of 30); K = 20
 0.861 vs 0.862; K = 5 0.807 vs 0.806.
+
+Session 12 replayed other rules on the same members (`bench/pearl_fewshot_rules.py`,
+`bench/results/pearl_fewshot_rules.md`): a soft switch-off (``stacking-oriented``) +0.003 [-0.005, +0.014]
+at K = 5 and nothing at K = 20 / 100; a prior on the share pooled from other pairs' shots, nothing. The best
+share in hindsight would add 0.044 / 0.012 / 0.006 at K = 5 / 20 / 100: past K = 20 the weighting is within
+about 0.01 of what any share of these two members could give. The default stays.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import scipy.stats
 import torch
 
 from embodied.reward_models import RewardEnsemble, RewardTrainConfig, preference_accuracy, train_reward_model
@@ -53,6 +60,20 @@ def standardised_returns(model: torch.nn.Module, obs: np.ndarray, act: np.ndarra
     return ((reward - reward.mean()) / reward.std().clamp_min(1e-8)).sum(-1).cpu().numpy()
 
 
+SHARE_GRID = np.linspace(0.0, 1.0, 51)
+
+
+def share_likelihood(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(w, log p(shots | w))`` on ``SHARE_GRID``: the shots' Bradley-Terry likelihood of the mix with transfer
+    share ``w``, its temperature ``c`` integrated out under a log-uniform prior (``stacking_weight``)."""
+    y = np.asarray(labels, float)
+    w = SHARE_GRID[:, None, None]
+    c = np.logspace(-3, 2, 61)[None, :, None]
+    logit = c * (w * transfer_diff + (1.0 - w) * shots_diff)
+    loglik = (y * -np.logaddexp(0.0, -logit) + (1.0 - y) * -np.logaddexp(0.0, logit)).sum(-1)  # (w, c)
+    return SHARE_GRID, np.logaddexp.reduce(loglik, axis=1) - np.log(c.size)
+
+
 def stacking_weight(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray) -> float:
     """Posterior mean of the transfer's share ``w`` of the reward, given the shots.
 
@@ -64,22 +85,50 @@ def stacking_weight(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: n
     both members' accuracies weights them nearly equally (measured at K = 100: 0.35-0.51 for a transfer
     member that was ~0.07 worse than the shots model).
     """
-    y = np.asarray(labels, float)
-    w = np.linspace(0.0, 1.0, 51)[:, None, None]
-    c = np.logspace(-3, 2, 61)[None, :, None]
-    logit = c * (w * transfer_diff + (1.0 - w) * shots_diff)
-    loglik = (y * -np.logaddexp(0.0, -logit) + (1.0 - y) * -np.logaddexp(0.0, logit)).sum(-1)  # (w, c)
-    marginal = np.logaddexp.reduce(loglik, axis=1)  # over the log-uniform grid of c
+    w, marginal = share_likelihood(transfer_diff, shots_diff, labels)
     posterior = np.exp(marginal - marginal.max())
-    return float((posterior * w[:, 0, 0]).sum() / posterior.sum())
+    return float((posterior * w).sum() / posterior.sum())
+
+
+def orientation_probability(transfer_diff: np.ndarray, labels: np.ndarray) -> float:
+    """Posterior probability that the transfer orders pairs better than chance, from how many of the decided
+    shots it orders right (uniform prior on its accuracy): 0.98 for 5 of 5, 0.34 for 2 of 5, 0.02 for 0 of 5."""
+    decided = np.asarray(labels) != 0.5
+    hits = int(np.sum((np.asarray(transfer_diff)[decided] > 0) == (np.asarray(labels)[decided] > 0.5)))
+    n = int(decided.sum())
+    return float(scipy.stats.beta.sf(0.5, hits + 1, n - hits + 1))
+
+
+SHARE_RULES = ("stacking", "stacking-pure", "stacking-oriented")
+
+
+def transfer_share(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray, rule: str = "stacking") -> float:
+    """The transfer's share of the few-shot reward (>= 2 shots).
+
+    ``stacking-pure``: ``stacking_weight`` alone. It keeps 0.08-0.18 of an inverted transfer on the constructed
+    mirror pair (the likelihood is flat wherever the mix still orders every shot right), 0.015-0.025 below the
+    shots alone. ``stacking``: the same, but 0 for a transfer that orders at most half of the shots right.
+    ``stacking-oriented``: ``stacking_weight`` times ``orientation_probability``, the soft form of that switch.
+    """
+    if rule not in SHARE_RULES:
+        raise ValueError(f"unknown few-shot weighting rule {rule!r}; choose one of {SHARE_RULES}")
+    labels = np.asarray(labels, float)
+    decided = labels != 0.5
+    if rule == "stacking":
+        right = np.mean((np.asarray(transfer_diff)[decided] > 0) == (labels[decided] > 0.5)) if decided.any() else 0.0
+        if right <= 0.5:
+            return 0.0
+    share = stacking_weight(transfer_diff, shots_diff, labels)
+    return share * orientation_probability(transfer_diff, labels) if rule == "stacking-oriented" else share
 
 
 def fit_few_shot(make_model: Callable[[], torch.nn.Module], obs: np.ndarray, act: np.ndarray, transferred: Preferences,
                  shots: Preferences, cfg: RewardTrainConfig, shot_epochs: int = 200, folds: int = 5,
-                 device: torch.device | str = "cpu", seed: int = 0, log=None) -> tuple[RewardEnsemble, dict]:
-    """The transfer model and the shots model, weighted by ``stacking_weight`` (the accuracy rule, each
-    member's ``2 acc - 1`` on the shots, where there is a single shot); returns ``(ensemble, scores)`` (the
-    ensemble standardised over the segments ``obs``, ``act``; ``scores`` holds both rules' transfer share)."""
+                 device: torch.device | str = "cpu", seed: int = 0, log=None, rule: str = "stacking") -> tuple[RewardEnsemble, dict]:
+    """The transfer model and the shots model, weighted by ``transfer_share(rule)`` (the accuracy rule, each
+    member's ``2 acc - 1`` on the shots, where there is a single shot); returns ``(ensemble, scores)``: the
+    ensemble standardised over the segments ``obs``, ``act``; ``scores`` holds both rules' transfer share and,
+    under ``evidence``, each shot's label and both members' return differences on it (what a rule sees)."""
     if len(shots) == 0:
         raise ValueError("few-shot reward fitting needs at least one target label")
     shot_cfg = RewardTrainConfig(**{**cfg.__dict__, "epochs": shot_epochs})
@@ -103,19 +152,17 @@ def fit_few_shot(make_model: Callable[[], torch.nn.Module], obs: np.ndarray, act
             shots_diff[held] = ret[shots.first[held]] - ret[shots.second[held]]
         scores = [s for s in scores if not np.isnan(s)]
         accuracy["shots"] = float(np.mean(scores)) if scores else float("nan")
+    ret = standardised_returns(transfer, obs, act, device)
+    transfer_diff = ret[shots.first] - ret[shots.second]
     by_accuracy = [member_weight(accuracy[m]) for m in MEMBERS]
     if sum(by_accuracy) == 0:  # neither orders the shots better than chance: the true labels are all we trust
         by_accuracy = [0.0, 1.0]
     by_accuracy = [w / sum(by_accuracy) for w in by_accuracy]
-    stacked = float("nan")
-    if by_accuracy[0] == 0:  # the transfer orders the shots no better than chance: it gets no share
-        stacked = 0.0  # (the likelihood is flat wherever the mix still orders every shot right: measured on the
-        # constructed mirror pair, a share of 0.08-0.18 for an inverted transfer, 0.015-0.025 below the shots alone)
-    elif len(shots) >= 2:  # one shot has no out-of-fold score: the accuracy rule decides
-        ret = standardised_returns(transfer, obs, act, device)
-        stacked = stacking_weight(ret[shots.first] - ret[shots.second], shots_diff, shots.label)
+    # one shot has no out-of-fold score: the accuracy rule decides
+    stacked = transfer_share(transfer_diff, shots_diff, shots.label, rule) if len(shots) >= 2 else float("nan")
     weights = by_accuracy if np.isnan(stacked) else [stacked, 1.0 - stacked]
     ensemble = RewardEnsemble([transfer, fit(shots, shot_cfg)], weights).to(device).standardise(obs, act)
+    evidence = {"transfer_diff": transfer_diff.tolist(), "shots_diff": shots_diff.tolist(), "label": shots.label.tolist()}
     return ensemble, {**{f"accuracy_{m}": accuracy[m] for m in MEMBERS},
                       **{f"weight_{m}": float(w) for m, w in zip(MEMBERS, ensemble.weights)},
-                      "stacking_transfer": stacked, "accuracy_rule_transfer": by_accuracy[0]}
+                      "stacking_transfer": stacked, "accuracy_rule_transfer": by_accuracy[0], "evidence": evidence}

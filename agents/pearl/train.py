@@ -19,7 +19,7 @@ import torch
 
 from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
                               segment_features, transfer_labels)
-from agents.pearl.few_shot import MEMBERS, fit_few_shot
+from agents.pearl.few_shot import MEMBERS, SHARE_RULES, fit_few_shot
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
 from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig,
                                  preference_accuracy, train_reward_model)
@@ -60,6 +60,7 @@ class PearlConfig(RunOptions):
     labels: str = field(default="cpa", metadata={"help": "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target teacher), shots (the --few-shot-labels alone: the few-shot baseline)"})
     few_shot_labels: int = 0  # K scripted target labels: they orient the transfer and weight its reward model against one fit to them (0: zero-shot)
     shot_epochs: int = 200  # epochs of the reward model fit to the few-shot labels alone (the few-shot pair's second member, or --labels shots)
+    few_shot_rule: str = "stacking"  # the transfer's share of the few-shot reward (agents/pearl/few_shot.py: stacking, stacking-pure, stacking-oriented)
     gw_method: str = "lowrank"  # Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)
     gw_epsilon: float = 5e-3  # entropic regularisation of the GW solver
     gw_alpha: float = 0.9  # weight of the structure (GW) term; the rest on the shared arm features (1: plain GW)
@@ -79,6 +80,7 @@ class PearlConfig(RunOptions):
                 raise ValueError(f"--{name.replace('_', '-')} {path}: no such dataset file")  # before a run dir exists
         check_choice("labels", self.labels, LABEL_SOURCES)
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
+        check_choice("few_shot_rule", self.few_shot_rule, SHARE_RULES)
         check_positive(self, "shot_epochs", "episodes", "max_steps", "segment_length", "segments", "source_queries", "target_queries",
                        "reward_epochs", "eval_episodes", "checkpoint_every", "eval_every")
         if self.few_shot_labels < 0:
@@ -239,11 +241,13 @@ def run_pearl(cfg: PearlConfig) -> dict:
         if few_shot:
             reward, scores = fit_few_shot(lambda: reward_cls(obs_dim, act_dim), tgt.observations, tgt.actions,
                                           prefs.subset(slice(0, len(prefs) - k)), prefs.subset(slice(len(prefs) - k, None)),
-                                          train_cfg, cfg.shot_epochs, device=device, seed=cfg.seed, log=log)
+                                          train_cfg, cfg.shot_epochs, device=device, seed=cfg.seed, log=log,
+                                          rule=cfg.few_shot_rule)
             print(f"few-shot reward: transfer model x {scores['weight_transfer']:.2f} + {k}-label model x "
                   f"{scores['weight_shots']:.2f} (accuracy on the {k} labels: transfer {scores['accuracy_transfer']:.2f}, "
                   f"labels alone {scores['accuracy_shots']:.2f} cross-validated)")
-            run.logger.log(0, {f"reward/few_shot_{name}": v for name, v in scores.items() if not np.isnan(v)})
+            run.logger.log(0, {f"reward/few_shot_{name}": v for name, v in scores.items()
+                               if isinstance(v, float) and not np.isnan(v)})
         else:
             if cfg.labels == "shots":
                 train_cfg.epochs = cfg.shot_epochs
