@@ -90,12 +90,17 @@ def stacking_weight(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: n
     return float((posterior * w).sum() / posterior.sum())
 
 
+def ordered_right(transfer_diff: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+    """``(hits, n)``: how many of the ``n`` decided shots (label not 0.5) the transfer orders as they are."""
+    labels = np.asarray(labels, float)
+    decided = labels != 0.5
+    return int(np.sum((np.asarray(transfer_diff)[decided] > 0) == (labels[decided] > 0.5))), int(decided.sum())
+
+
 def orientation_probability(transfer_diff: np.ndarray, labels: np.ndarray) -> float:
     """Posterior probability that the transfer orders pairs better than chance, from how many of the decided
     shots it orders right (uniform prior on its accuracy): 0.98 for 5 of 5, 0.34 for 2 of 5, 0.02 for 0 of 5."""
-    decided = np.asarray(labels) != 0.5
-    hits = int(np.sum((np.asarray(transfer_diff)[decided] > 0) == (np.asarray(labels)[decided] > 0.5)))
-    n = int(decided.sum())
+    hits, n = ordered_right(transfer_diff, labels)
     return float(scipy.stats.beta.sf(0.5, hits + 1, n - hits + 1))
 
 
@@ -105,18 +110,17 @@ SHARE_RULES = ("stacking", "stacking-pure", "stacking-oriented")
 def transfer_share(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray, rule: str = "stacking") -> float:
     """The transfer's share of the few-shot reward (>= 2 shots).
 
-    ``stacking-pure``: ``stacking_weight`` alone. It keeps 0.08-0.18 of an inverted transfer on the constructed
-    mirror pair (the likelihood is flat wherever the mix still orders every shot right), 0.015-0.025 below the
-    shots alone. ``stacking``: the same, but 0 for a transfer that orders at most half of the shots right.
-    ``stacking-oriented``: ``stacking_weight`` times ``orientation_probability``, the soft form of that switch.
+    ``stacking-pure``: ``stacking_weight`` alone. It leaves an inverted transfer 0.05-0.25 of the reward on the
+    constructed mirror pair at K = 5-20 (the likelihood is flat wherever the mix still orders every shot right),
+    0.008-0.052 below the shots alone (``bench/pearl_fewshot_mirror.py``). ``stacking``: the same, but 0 for a
+    transfer that orders at most half of the shots right. ``stacking-oriented``: ``stacking_weight`` times
+    ``orientation_probability``, the soft form of that switch (<= 0.004 there).
     """
     if rule not in SHARE_RULES:
         raise ValueError(f"unknown few-shot weighting rule {rule!r}; choose one of {SHARE_RULES}")
-    labels = np.asarray(labels, float)
-    decided = labels != 0.5
     if rule == "stacking":
-        right = np.mean((np.asarray(transfer_diff)[decided] > 0) == (labels[decided] > 0.5)) if decided.any() else 0.0
-        if right <= 0.5:
+        hits, n = ordered_right(transfer_diff, labels)
+        if hits <= n / 2:
             return 0.0
     share = stacking_weight(transfer_diff, shots_diff, labels)
     return share * orientation_probability(transfer_diff, labels) if rule == "stacking-oriented" else share
