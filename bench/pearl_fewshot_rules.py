@@ -20,10 +20,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-
 import scipy.stats
 
-from agents.pearl.few_shot import SHARE_RULES, share_likelihood, transfer_share
+from agents.pearl.few_shot import SHARE_GRID, SHARE_RULES, share_likelihood, stacking_weight, transfer_share
 from embodied.report import aggregate
 
 DEFAULT = "stacking"
@@ -51,21 +50,18 @@ def pooled_prior(rows: list[dict], k: int) -> tuple[float, float]:
     return max(((a, b) for a in BETA_GRID for b in BETA_GRID), key=log_evidence)
 
 
-def pooled_shares(rows: list[dict], k: int) -> list[float]:
+def pair(row: dict) -> tuple[str, str]:
+    return row["source"], row["target"]
+
+
+def pooled_shares(rows: list[dict], k: int) -> tuple[list[float], dict[tuple[str, str], tuple[float, float]]]:
     """Each pair-seed's share under the prior pooled from the *other* pairs' shots (leave one pair out), with the
-    default rule's switch-off (0 for a transfer that orders at most half of its shots right)."""
-    shares = []
-    for row in rows:
-        others = [r for r in rows if (r["source"], r["target"]) != (row["source"], row["target"])]
-        prior = pooled_prior(others, k)
-        if transfer_share(*evidence(row, k), "stacking") == 0.0:
-            shares.append(0.0)
-            continue
-        w, lik = share_likelihood(*evidence(row, k))
-        post = beta_prior(*prior, w) + lik
-        post = np.exp(post - post.max())
-        shares.append(float((post * w).sum() / post.sum()))
-    return shares
+    default rule's switch-off (0 for a transfer that orders at most half of its shots right); and each left-out
+    pair's prior."""
+    priors = {p: pooled_prior([r for r in rows if pair(r) != p], k) for p in dict.fromkeys(map(pair, rows))}
+    shares = [0.0 if transfer_share(*evidence(row, k), "stacking") == 0.0 else
+              stacking_weight(*evidence(row, k), log_prior=beta_prior(*priors[pair(row)], SHARE_GRID)) for row in rows]
+    return shares, priors
 
 
 def scored(row: dict, k: int, pooled: float) -> dict[str, tuple[float, float]]:
@@ -96,10 +92,8 @@ def report(rows: list[dict]) -> None:
     print("| ---: | --- | ---: | ---: | --- | --- | ---: |")
     for k in shots:
         have = [r for r in rows if f"k{k}_mix_curve" in r]
-        per = [scored(r, k, pooled) for r, pooled in zip(have, pooled_shares(have, k))]
-        priors = {f"{r['source'][:-3]}->{r['target'][:-3]}": pooled_prior([o for o in have if o["target"] != r["target"]
-                                                                            or o["source"] != r["source"]], k)
-                  for r in have}
+        shares, priors = pooled_shares(have, k)
+        per = [scored(r, k, pooled) for r, pooled in zip(have, shares)]
         arms = list(per[0])
         alone = np.array([p["labels alone (share 0)"][1] for p in per])
         default = np.array([p[DEFAULT][1] for p in per])

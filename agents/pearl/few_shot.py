@@ -74,7 +74,8 @@ def share_likelihood(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: 
     return SHARE_GRID, np.logaddexp.reduce(loglik, axis=1) - np.log(c.size)
 
 
-def stacking_weight(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray) -> float:
+def stacking_weight(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray,
+                    log_prior: np.ndarray | None = None) -> float:
     """Posterior mean of the transfer's share ``w`` of the reward, given the shots.
 
     Each shot ``q`` is a Bradley-Terry observation of ``c * (w * transfer_diff[q] + (1 - w) * shots_diff[q])``
@@ -86,6 +87,8 @@ def stacking_weight(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: n
     member that was ~0.07 worse than the shots model).
     """
     w, marginal = share_likelihood(transfer_diff, shots_diff, labels)
+    if log_prior is not None:  # on SHARE_GRID (bench/pearl_fewshot_rules.py: a prior pooled from other pairs)
+        marginal = marginal + log_prior
     posterior = np.exp(marginal - marginal.max())
     return float((posterior * w).sum() / posterior.sum())
 
