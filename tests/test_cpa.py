@@ -147,7 +147,8 @@ def test_few_shot_weights_turn_off_an_inverted_transfer_and_keep_a_right_one(mir
                             rule=rule)
 
     model, inverted = fit(1.0 - truth)
-    assert inverted["accuracy_transfer"] < 0.2 and inverted["weight_transfer"] < 1e-3, inverted
+    assert inverted["accuracy_transfer"] < 0.2, inverted
+    assert inverted["weight_transfer"] == 0.0 if rule == "stacking" else inverted["weight_transfer"] < 1e-3, inverted
     assert preference_accuracy(model, tgt.observations, tgt.actions, held) > 0.7, "the shots alone decide"
     model, right = fit(truth)
     assert right["accuracy_transfer"] > 0.8 and right["weight_transfer"] > right["weight_shots"] - 0.2, right
