@@ -29,10 +29,11 @@ ARMS = [("oracle", "gaussian"), ("cpa", "gaussian"), ("cpa", "plain")]
 ARM_KEYS = ["oracle", "cpa_rrl", "cpa_plain"]
 
 
-def run_pair(source: str, target: str, base: PearlConfig, out: Path) -> None:
+def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[str] = ARM_KEYS) -> None:
     rows = {}
-    for labels, reward in ARMS:
-        name = f"table-{source}-to-{target}-{labels}-{reward}-s{base.seed}"
+    top = f"-top{base.iql_top:g}" if base.iql_top < 1 else ""
+    for labels, reward in (ARMS[ARM_KEYS.index(arm)] for arm in arms):
+        name = f"table-{source}-to-{target}-{labels}-{reward}{top}-s{base.seed}"
         cfg = dataclasses.replace(base, source_task=source, target_task=target, labels=labels, reward_model=reward,
                                   run_name=name, resume=True)
         if rows:  # every arm uses the datasets collected by the first
@@ -44,88 +45,117 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path) -> None:
     src, tgt, rng = run_segments(load_episodes(first / "source.hdf5"), load_episodes(first / "target.hdf5"),
                                  cfg.segment_length, cfg.segments, cfg.seed)  # the same segments and pairs as the runs drew
     nn = target_labels(cfg, src, tgt, ScriptedTeacher(), rng, torch.device("cpu"))
-    summaries = list(rows.values())
-    record = {"source": source, "target": target, "seed": base.seed, "cpa_accuracy": summaries[1]["label_accuracy"],
-              "nn_accuracy": nn["accuracy"], "cpa_seconds": summaries[1]["label_seconds"],
-              "success_oracle": summaries[0]["success_rate"], "success_cpa_rrl": summaries[1]["success_rate"],
-              "success_cpa_plain": summaries[2]["success_rate"], "iql_steps": base.iql_steps,
-              **{f"late_{arm}": summaries[i]["success_late_mean"] for i, arm in enumerate(ARM_KEYS)},
-              **{f"curve_{arm}": summaries[i]["success_curve"] for i, arm in enumerate(ARM_KEYS)},
-              "reward_acc_oracle": summaries[0]["reward_heldout_accuracy"],
-              "reward_acc_cpa_rrl": summaries[1]["reward_heldout_accuracy"],
-              "reward_acc_cpa_plain": summaries[2]["reward_heldout_accuracy"]}
+    summary = dict(zip(arms, rows.values()))
+    cpa = next((summary[arm] for arm in ("cpa_rrl", "cpa_plain") if arm in summary), {})
+    record = {"source": source, "target": target, "seed": base.seed, "iql_steps": base.iql_steps,
+              "iql_top": base.iql_top, "nn_accuracy": nn["accuracy"],
+              **({"cpa_accuracy": cpa["label_accuracy"], "cpa_seconds": cpa["label_seconds"]} if cpa else {}),
+              **{f"{key}_{arm}": s[field] for arm, s in summary.items()
+                 for key, field in (("success", "success_rate"), ("late", "success_late_mean"), ("curve", "success_curve"),
+                                    ("reward_acc", "reward_heldout_accuracy"), ("kept_success", "iql_episodes_success"))
+                 if field in s}}
     with open(out, "a") as f:
         f.write(json.dumps(record) + "\n")
     print(json.dumps(record))
 
 
-def report(path: Path) -> None:
-    """Per pair: label accuracy and IQL success, mean [min, max] over seeds; rows of one IQL budget each."""
-    records = [json.loads(line) for line in open(path) if line.strip()]
+def variant(arm: str, top: float) -> str:
+    """``cpa_rrl`` on all episodes, ``cpa_rrl top0.25`` on the best quarter by learned return."""
+    return arm if top >= 1 else f"{arm} top{top:g}"
+
+
+def report(paths: list[Path]) -> None:
+    """Per pair and IQL setting (steps, episode share): label accuracy and IQL success of the arms the
+    records hold, mean [min, max] over seeds; then every arm-setting over the pairs with rliable's CIs."""
+    records = [json.loads(line) for path in paths for line in open(path) if line.strip()]
+    for r in records:
+        r.setdefault("iql_steps", 10000)
+        r.setdefault("iql_top", 1.0)
 
     print("mean [min, max] over seeds. Success: the mean of the evaluations in the second half of IQL training "
-          "(late), and the final evaluation.\n")
-    print("| source -> target | IQL steps | seeds | label acc: CPA | NN | reward acc: oracle | CPA+RRL | CPA+plain "
-          "| late success: oracle | CPA+RRL | CPA+plain | final: oracle | CPA+RRL | CPA+plain |")
-    print("| --- | ---: | ---: |" + " ---: |" * 11)
-    groups = dict.fromkeys((r["source"], r["target"], r.get("iql_steps", 10000)) for r in records)
+          "(late), and the final evaluation. IQL episodes: the share of the target episodes, best by learned return, "
+          "IQL learned from (kept success: their true success rate).\n")
+    print("| source -> target | IQL steps | IQL episodes | seeds | label acc: CPA | NN | arm | reward acc | kept success "
+          "| late success | final success |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     near = {}
-    for source, target, steps in groups:
-        sel = [r for r in records if (r["source"], r["target"], r.get("iql_steps", 10000)) == (source, target, steps)]
-        late = [[r.get(f"late_{arm}", r[f"success_{arm}"]) for r in sel] for arm in ARM_KEYS]
-        near.setdefault(steps, []).append(abs(np.mean(late[1]) - np.mean(late[0])) <= 0.2)
-        cols = [[r["cpa_accuracy"] for r in sel], [r["nn_accuracy"] for r in sel],
-                *[[r[f"reward_acc_{arm}"] for r in sel] for arm in ARM_KEYS], *late,
-                *[[r[f"success_{arm}"] for r in sel] for arm in ARM_KEYS]]
-        print(f"| {source[:-3]} -> {target[:-3]} | {steps} | {len(sel)} | " + " | ".join(map(cell, cols)) + " |")
-    for steps, flags in near.items():
-        print(f"\n{steps} IQL steps: CPA+RRL's mean late success within 0.2 of the oracle's on {sum(flags)} of {len(flags)} pairs")
+    for source, target, steps, top in dict.fromkeys((r["source"], r["target"], r["iql_steps"], r["iql_top"]) for r in records):
+        sel = [r for r in records if (r["source"], r["target"], r["iql_steps"], r["iql_top"]) == (source, target, steps, top)]
+        arms = [arm for arm in ARM_KEYS if all(f"success_{arm}" in r for r in sel)]
+        late = {arm: [r.get(f"late_{arm}", r[f"success_{arm}"]) for r in sel] for arm in arms}
+        if {"oracle", "cpa_rrl"} <= set(arms):
+            near.setdefault((steps, top), []).append(abs(np.mean(late["cpa_rrl"]) - np.mean(late["oracle"])) <= 0.2)
+        labels = [cell([r["cpa_accuracy"] for r in sel]) if all("cpa_accuracy" in r for r in sel) else "",
+                  cell([r["nn_accuracy"] for r in sel])]
+        for arm in arms:
+            kept = [r[f"kept_success_{arm}"] for r in sel if f"kept_success_{arm}" in r]
+            cols = [[r[f"reward_acc_{arm}"] for r in sel]], late[arm], [r[f"success_{arm}"] for r in sel]
+            print(f"| {source[:-3]} -> {target[:-3]} | {steps} | {top:g} | {len(sel)} | {' | '.join(labels)} | {arm} "
+                  f"| {cell(cols[0][0])} | {cell(kept) if kept else ''} | {cell(cols[1])} | {cell(cols[2])} |")
+    for (steps, top), flags in near.items():
+        print(f"\n{steps} IQL steps, episode share {top:g}: CPA+RRL's mean late success within 0.2 of the oracle's "
+              f"on {sum(flags)} of {len(flags)} pairs")
     aggregate_arms(records)
 
 
 def aggregate_arms(records: list[dict], seeds: int = 3) -> None:
-    """Late success over the pairs with ``seeds`` seeds at the largest budget: IQM and mean with 95 % stratified-
-    bootstrap CIs (seeds resampled within each pair, rliable), and the probability that one arm beats another."""
-    steps = max(r.get("iql_steps", 10000) for r in records)
-    rows = [r for r in records if r.get("iql_steps", 10000) == steps]
-    pairs = [p for p in dict.fromkeys((r["source"], r["target"]) for r in rows)
-             if sum((r["source"], r["target"]) == p for r in rows) >= seeds]
-    if not pairs:
+    """Late success of every arm and episode share over the pairs where it has ``seeds`` seeds at the largest
+    budget: IQM and mean with 95 % stratified-bootstrap CIs (seeds resampled within each pair, rliable), and
+    the probability that one beats another on the pairs both have."""
+    steps = max(r["iql_steps"] for r in records)
+    rows = [r for r in records if r["iql_steps"] == steps]
+    late = {}  # variant -> {pair: late successes by seed}
+    for r in sorted(rows, key=lambda r: r["seed"]):
+        for arm in ARM_KEYS:
+            if f"success_{arm}" in r:
+                late.setdefault(variant(arm, r["iql_top"]), {}).setdefault((r["source"], r["target"]), []).append(
+                    r.get(f"late_{arm}", r[f"success_{arm}"]))
+    pairs = {v: [p for p, x in by_pair.items() if len(x) >= seeds] for v, by_pair in late.items()}
+    common = [p for p in dict.fromkeys(x for ps in pairs.values() for x in ps) if all(p in ps for ps in pairs.values())]
+    if not common:
         return
-    late = {arm: np.array([[r.get(f"late_{arm}", r[f"success_{arm}"]) for r in rows if (r["source"], r["target"]) == p][:seeds]
-                           for p in pairs]).T for arm in ARM_KEYS}  # (seeds, pairs), rliable's layout
-    stats = aggregate(late)
-    print(f"\nLate success over {len(pairs)} pairs x {seeds} seeds ({steps} IQL steps), 95 % stratified-bootstrap CIs:\n")
-    print("| labels | IQM | mean |\n| --- | ---: | ---: |")
-    for arm in ARM_KEYS:
-        a = stats[arm]
-        print(f"| {arm} | {a['iqm']:.2f} [{a['iqm_low']:.2f}, {a['iqm_high']:.2f}] "
+    table = {v: np.array([by_pair[p][:seeds] for p in common]).T for v, by_pair in late.items()}  # (seeds, pairs)
+    stats = aggregate(table)
+    print(f"\nLate success over the {len(common)} pairs every arm has x {seeds} seeds ({steps} IQL steps), "
+          f"95 % stratified-bootstrap CIs:\n")
+    print("| arm | IQM | mean |\n| --- | ---: | ---: |")
+    for v, a in stats.items():
+        print(f"| {v} | {a['iqm']:.2f} [{a['iqm_low']:.2f}, {a['iqm_high']:.2f}] "
               f"| {a['mean']:.2f} [{a['mean_low']:.2f}, {a['mean_high']:.2f}] |")
-    for x, y in (("cpa_rrl", "cpa_plain"), ("oracle", "cpa_rrl")):
-        p, low, high = improvement(late[x], late[y])
-        print(f"\nP({x} > {y}) = {p:.2f} [{low:.2f}, {high:.2f}]")
+    tops = sorted({r["iql_top"] for r in rows})
+    comparisons = [(variant(x, t), variant(y, t)) for t in tops for x, y in (("cpa_rrl", "cpa_plain"), ("oracle", "cpa_rrl"))]
+    comparisons += [(variant(arm, t), arm) for t in tops if t < 1 for arm in ARM_KEYS]
+    for x, y in comparisons:
+        if x in table and y in table:
+            p, low, high = improvement(table[x], table[y])
+            print(f"\nP({x} > {y}) = {p:.2f} [{low:.2f}, {high:.2f}]")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pair", action="append", default=[], help="source:target Meta-World task names")
     parser.add_argument("--out", type=Path, default=Path("runs/pearl_table.jsonl"))
-    parser.add_argument("--report", type=Path)
+    parser.add_argument("--report", type=Path, nargs="+", help="records to tabulate (several files are pooled)")
     parser.add_argument("--iql-steps", type=int, default=20000)
     parser.add_argument("--eval-every", type=int, default=2500, help="IQL steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--iql-top", type=float, default=1.0, help="share of the target episodes, best by learned return, IQL learns from")
+    parser.add_argument("--arms", default=",".join(ARM_KEYS), help=f"comma-separated subset of {','.join(ARM_KEYS)}")
     args = parser.parse_args()
     if args.report:
         report(args.report)
         return
     base = PearlConfig(iql_steps=args.iql_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                       seed=args.seed, run_dir=args.run_dir, threads=args.threads, video=False)
+                       seed=args.seed, run_dir=args.run_dir, threads=args.threads, video=False, iql_top=args.iql_top)
+    arms = args.arms.split(",")
+    if not arms or any(arm not in ARM_KEYS for arm in arms):
+        parser.error(f"--arms {args.arms}: choose from {','.join(ARM_KEYS)}")
     for pair in args.pair:
         source, target = pair.split(":")
-        run_pair(source, target, base, args.out)
+        run_pair(source, target, base, args.out, arms)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 from agents.pearl.cpa import (GWConfig, cost_matrix, cross_task_transfer, gw_coupling, label_accuracy,
                               segment_features, transfer_labels)
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer
+from agents.pearl.train import best_episodes
 from embodied.checkpoint import load_checkpoint, save_checkpoint
 from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig, preference_accuracy,
                                     train_reward_model)
@@ -184,6 +185,23 @@ def test_few_shot_run_weights_two_reward_models_and_resumes_from_them(tmp_path, 
 def test_pipeline_rejects_bad_config(tmp_path, capsys):
     assert cli_main(["train", "pearl", "--labels", "telepathy", "--run-dir", str(tmp_path)]) == 2
     assert "labels must be one of" in capsys.readouterr().err
+    assert cli_main(["train", "pearl", "--iql-top", "0", "--run-dir", str(tmp_path)]) == 2
+    assert "iql_top must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_best_episodes_keeps_the_top_share_by_learned_return():
+    rewards = [np.full(5, r) for r in (0.1, 3.0, -1.0, 2.0, 0.5, 2.0)]  # returns 0.5, 15, -5, 10, 2.5, 10
+    assert best_episodes(rewards, 0.5).tolist() == [1, 3, 5]  # ties keep the dataset's order
+    assert best_episodes(rewards, 1.0).tolist() == [1, 3, 5, 4, 0, 2]
+    assert best_episodes(rewards, 0.01).tolist() == [1]  # never empty
+
+
+def test_return_filtered_run_trains_iql_on_the_kept_episodes_only(tmp_path, capsys):
+    assert cli_main(["train", "pearl", *TOY, "--iql-top", "0.5", "--iql-steps", "20", "--eval-every", "20",
+                     "--run-dir", str(tmp_path), "--run-name", "top"]) == 0
+    assert "IQL learns from the best 2 of 4 episodes by learned return" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "top" / "summary.json").read_text())
+    assert summary["iql_episodes"] == 2 and summary["iql_episodes_success"] in (0.0, 0.5, 1.0)
 
 
 def test_reward_ensemble_standardises_its_members_and_survives_a_checkpoint(tmp_path):

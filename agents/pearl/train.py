@@ -69,6 +69,7 @@ class PearlConfig(RunOptions):
     reward_epochs: int = 30  # epochs of reward-model training
     kl_weight: float = 0.01  # weight of the Gaussian reward model's KL term (RRL)
     iql_steps: int = 30000  # IQL gradient steps on the relabelled target data
+    iql_top: float = field(default=1.0, metadata={"help": "share of the target episodes, the best by learned return, that IQL learns from (1: all; 0.25: the top quarter, return-filtered as in %%BC)"})
     eval_every: int = 10000  # evaluate the policy every this many steps
     eval_episodes: int = 10  # episodes per evaluation
     checkpoint_every: int = 5000  # save a checkpoint every this many steps
@@ -89,6 +90,8 @@ class PearlConfig(RunOptions):
             raise ValueError("--labels shots learns from the few-shot labels alone: give --few-shot-labels K > 0")
         if not 0 < self.gw_alpha <= 1:
             raise ValueError(f"gw_alpha must be in (0, 1], got {self.gw_alpha}")
+        if not 0 < self.iql_top <= 1:
+            raise ValueError(f"iql_top must be in (0, 1], got {self.iql_top}")
         if self.iql_steps < 0:
             raise ValueError(f"iql_steps must be >= 0, got {self.iql_steps}")
         if self.segment_length > self.max_steps:
@@ -279,14 +282,41 @@ def relabel(reward: torch.nn.Module, episodes, device) -> list[np.ndarray]:
         obs = torch.as_tensor(ep.observations[:-1], dtype=torch.float32, device=device)
         act = torch.as_tensor(ep.actions, dtype=torch.float32, device=device)
         out.append(reward.mean_reward(obs, act).cpu().numpy())
-    flat = np.concatenate(out)
-    return [(r - flat.mean()) / (flat.std() + 1e-8) for r in out]
+    return standardise(out)
+
+
+def standardise(rewards: list[np.ndarray]) -> list[np.ndarray]:
+    flat = np.concatenate(rewards)
+    return [(r - flat.mean()) / (flat.std() + 1e-8) for r in rewards]
+
+
+def best_episodes(rewards: list[np.ndarray], share: float) -> np.ndarray:
+    """Indices of the ``share`` of episodes with the highest learned return (at least one), best first.
+
+    Why: a learned reward that orders whole episodes well can still be wrong step by step (the
+    preference loss only fixes segment sums, and transferred labels are near coin flips on close
+    pairs), and IQL's advantages read it step by step; the episode sums average those errors out.
+    """
+    returns = np.array([r.sum() for r in rewards])
+    keep = max(1, int(round(share * len(rewards))))
+    return np.argsort(-returns, kind="stable")[:keep]
 
 
 def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_dim: int, device,
               state: dict | None, stages: list[str]) -> dict:
-    """IQL on the relabelled target data; ``state``: the checkpoint to continue from (None: start)."""
-    buffer = TransitionBuffer(*transitions_from_episodes(episodes, relabel(reward, episodes, device)), device)
+    """IQL on the relabelled target data (its ``cfg.iql_top`` best episodes by learned return);
+    ``state``: the checkpoint to continue from (None: start)."""
+    rewards = relabel(reward, episodes, device)
+    kept: dict = {}
+    if cfg.iql_top < 1:
+        keep = best_episodes(rewards, cfg.iql_top)
+        kept = {"iql_episodes": len(keep),
+                "iql_episodes_success": float(np.mean([bool(episodes[i].success) for i in keep]))}  # reporting only
+        print(f"IQL learns from the best {len(keep)} of {len(episodes)} episodes by learned return "
+              f"(their true success rate: {kept['iql_episodes_success']:.2f}; all episodes: "
+              f"{np.mean([bool(e.success) for e in episodes]):.2f})")
+        episodes, rewards = [episodes[i] for i in keep], standardise([rewards[i] for i in keep])
+    buffer = TransitionBuffer(*transitions_from_episodes(episodes, rewards), device)
     agent = IQL(obs_dim, act_dim, IQLConfig(), device)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, evals = 0, []  # evals: (step, success rate) of every evaluation so far
@@ -326,7 +356,7 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
         venv = make_env(f"embodied/{cfg.target_task}", render_mode="rgb_array", render_width=128, render_height=128)
         frames = [record_episode(venv, policy.act, seed=20_000 + i, max_steps=cfg.max_steps)[0] for i in range(4)]
         write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
-    return {"success_rate": last_eval["success_rate"], "return_mean": last_eval["return_mean"], "iql_steps": step,
+    return {**kept, "success_rate": last_eval["success_rate"], "return_mean": last_eval["return_mean"], "iql_steps": step,
             "success_late_mean": late_mean(evals, cfg.iql_steps, last_eval["success_rate"]),
             "success_curve": [list(e) for e in evals]}
 
