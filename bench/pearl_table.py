@@ -32,6 +32,7 @@ ARM_KEYS = ["oracle", "cpa_rrl", "cpa_plain"]
 def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[str] = ARM_KEYS) -> None:
     rows = {}
     top = f"-top{base.iql_top:g}" if base.iql_top < 1 else ""
+    top += f"-temp{base.iql_temperature:g}" if base.iql_temperature != PearlConfig.iql_temperature else ""
     for labels, reward in (ARMS[ARM_KEYS.index(arm)] for arm in arms):
         name = f"table-{source}-to-{target}-{labels}-{reward}{top}-s{base.seed}"
         cfg = dataclasses.replace(base, source_task=source, target_task=target, labels=labels, reward_model=reward,
@@ -48,7 +49,7 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[
     summary = dict(zip(arms, rows.values()))
     cpa = next((summary[arm] for arm in ("cpa_rrl", "cpa_plain") if arm in summary), {})
     record = {"source": source, "target": target, "seed": base.seed, "iql_steps": base.iql_steps,
-              "iql_top": base.iql_top, "nn_accuracy": nn["accuracy"],
+              "iql_top": base.iql_top, "iql_temperature": base.iql_temperature, "nn_accuracy": nn["accuracy"],
               **({"cpa_accuracy": cpa["label_accuracy"], "cpa_seconds": cpa["label_seconds"]} if cpa else {}),
               **{f"{key}_{arm}": s[field] for arm, s in summary.items()
                  for key, field in (("success", "success_rate"), ("late", "success_late_mean"), ("curve", "success_curve"),
@@ -59,9 +60,16 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[
     print(json.dumps(record))
 
 
-def variant(arm: str, top: float) -> str:
-    """``cpa_rrl`` on all episodes, ``cpa_rrl top0.25`` on the best quarter by learned return."""
-    return arm if top >= 1 else f"{arm} top{top:g}"
+def setting(record: dict) -> str:
+    """How IQL learned: ``""`` (the default), ``top0.25`` (the best quarter of the episodes by learned
+    return), ``top0.25 temp0`` (and advantage temperature 0: behaviour cloning of them, %BC)."""
+    parts = [f"top{record['iql_top']:g}" if record["iql_top"] < 1 else "",
+             f"temp{record['iql_temperature']:g}" if record["iql_temperature"] != PearlConfig.iql_temperature else ""]
+    return " ".join(p for p in parts if p)
+
+
+def variant(arm: str, record: dict) -> str:
+    return " ".join(x for x in (arm, setting(record)) if x)
 
 
 def report(paths: list[Path]) -> None:
@@ -71,29 +79,32 @@ def report(paths: list[Path]) -> None:
     for r in records:
         r.setdefault("iql_steps", 10000)
         r.setdefault("iql_top", 1.0)
+        r.setdefault("iql_temperature", PearlConfig.iql_temperature)
+        r["setting"] = setting(r)
 
     print("mean [min, max] over seeds. Success: the mean of the evaluations in the second half of IQL training "
-          "(late), and the final evaluation. IQL episodes: the share of the target episodes, best by learned return, "
-          "IQL learned from (kept success: their true success rate).\n")
-    print("| source -> target | IQL steps | IQL episodes | seeds | label acc: CPA | NN | arm | reward acc | kept success "
+          "(late), and the final evaluation. IQL: how IQL learned (all episodes at its "
+          "temperature 3, unless: topF, the share F of the episodes with the highest learned return, their true "
+          "success rate in 'kept success'; temp0, advantage temperature 0, behaviour cloning).\n")
+    print("| source -> target | IQL steps | IQL | seeds | label acc: CPA | NN | arm | reward acc | kept success "
           "| late success | final success |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     near = {}
-    for source, target, steps, top in dict.fromkeys((r["source"], r["target"], r["iql_steps"], r["iql_top"]) for r in records):
-        sel = [r for r in records if (r["source"], r["target"], r["iql_steps"], r["iql_top"]) == (source, target, steps, top)]
+    for source, target, steps, how in dict.fromkeys((r["source"], r["target"], r["iql_steps"], r["setting"]) for r in records):
+        sel = [r for r in records if (r["source"], r["target"], r["iql_steps"], r["setting"]) == (source, target, steps, how)]
         arms = [arm for arm in ARM_KEYS if all(f"success_{arm}" in r for r in sel)]
         late = {arm: [r.get(f"late_{arm}", r[f"success_{arm}"]) for r in sel] for arm in arms}
         if {"oracle", "cpa_rrl"} <= set(arms):
-            near.setdefault((steps, top), []).append(abs(np.mean(late["cpa_rrl"]) - np.mean(late["oracle"])) <= 0.2)
+            near.setdefault((steps, how), []).append(abs(np.mean(late["cpa_rrl"]) - np.mean(late["oracle"])) <= 0.2)
         labels = [cell([r["cpa_accuracy"] for r in sel]) if all("cpa_accuracy" in r for r in sel) else "",
                   cell([r["nn_accuracy"] for r in sel])]
         for arm in arms:
             kept = [r[f"kept_success_{arm}"] for r in sel if f"kept_success_{arm}" in r]
             cols = [[r[f"reward_acc_{arm}"] for r in sel]], late[arm], [r[f"success_{arm}"] for r in sel]
-            print(f"| {source[:-3]} -> {target[:-3]} | {steps} | {top:g} | {len(sel)} | {' | '.join(labels)} | {arm} "
+            print(f"| {source[:-3]} -> {target[:-3]} | {steps} | {how or 'default'} | {len(sel)} | {' | '.join(labels)} | {arm} "
                   f"| {cell(cols[0][0])} | {cell(kept) if kept else ''} | {cell(cols[1])} | {cell(cols[2])} |")
-    for (steps, top), flags in near.items():
-        print(f"\n{steps} IQL steps, episode share {top:g}: CPA+RRL's mean late success within 0.2 of the oracle's "
+    for (steps, how), flags in near.items():
+        print(f"\n{steps} IQL steps, {how or 'default IQL'}: CPA+RRL's mean late success within 0.2 of the oracle's "
               f"on {sum(flags)} of {len(flags)} pairs")
     aggregate_arms(records)
 
@@ -108,7 +119,7 @@ def aggregate_arms(records: list[dict], seeds: int = 3) -> None:
     for r in sorted(rows, key=lambda r: r["seed"]):
         for arm in ARM_KEYS:
             if f"success_{arm}" in r:
-                late.setdefault(variant(arm, r["iql_top"]), {}).setdefault((r["source"], r["target"]), []).append(
+                late.setdefault(variant(arm, r), {}).setdefault((r["source"], r["target"]), []).append(
                     r.get(f"late_{arm}", r[f"success_{arm}"]))
     pairs = {v: [p for p, x in by_pair.items() if len(x) >= seeds] for v, by_pair in late.items()}
     common = [p for p in dict.fromkeys(x for ps in pairs.values() for x in ps) if all(p in ps for ps in pairs.values())]
@@ -122,9 +133,11 @@ def aggregate_arms(records: list[dict], seeds: int = 3) -> None:
     for v, a in stats.items():
         print(f"| {v} | {a['iqm']:.2f} [{a['iqm_low']:.2f}, {a['iqm_high']:.2f}] "
               f"| {a['mean']:.2f} [{a['mean_low']:.2f}, {a['mean_high']:.2f}] |")
-    tops = sorted({r["iql_top"] for r in rows})
-    comparisons = [(variant(x, t), variant(y, t)) for t in tops for x, y in (("cpa_rrl", "cpa_plain"), ("oracle", "cpa_rrl"))]
-    comparisons += [(variant(arm, t), arm) for t in tops if t < 1 for arm in ARM_KEYS]
+    settings = dict.fromkeys(r["setting"] for r in rows)
+    comparisons = [(" ".join((x, h)).strip(), " ".join((y, h)).strip()) for h in settings
+                   for x, y in (("cpa_rrl", "cpa_plain"), ("oracle", "cpa_rrl"))]
+    comparisons += [(f"{arm} {h}", arm) for h in settings if h for arm in ARM_KEYS]
+    comparisons += [("oracle", f"cpa_rrl {h}") for h in settings if h]
     for x, y in comparisons:
         if x in table and y in table:
             p, low, high = improvement(table[x], table[y])
@@ -143,13 +156,16 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--iql-top", type=float, default=1.0, help="share of the target episodes, best by learned return, IQL learns from")
+    parser.add_argument("--iql-temperature", type=float, default=PearlConfig.iql_temperature,
+                        help="IQL's advantage temperature (0: behaviour cloning)")
     parser.add_argument("--arms", default=",".join(ARM_KEYS), help=f"comma-separated subset of {','.join(ARM_KEYS)}")
     args = parser.parse_args()
     if args.report:
         report(args.report)
         return
     base = PearlConfig(iql_steps=args.iql_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                       seed=args.seed, run_dir=args.run_dir, threads=args.threads, video=False, iql_top=args.iql_top)
+                       seed=args.seed, run_dir=args.run_dir, threads=args.threads, video=False, iql_top=args.iql_top,
+                       iql_temperature=args.iql_temperature)
     arms = args.arms.split(",")
     if not arms or any(arm not in ARM_KEYS for arm in arms):
         parser.error(f"--arms {args.arms}: choose from {','.join(ARM_KEYS)}")

@@ -138,6 +138,25 @@ def test_iql_improves_on_a_tiny_offline_problem():
     assert policy_reward.mean() > rew.mean() + 0.8, (policy_reward.mean(), rew.mean())
 
 
+def test_iql_at_temperature_zero_clones_the_behaviour_whatever_the_reward():
+    """%BC's policy step: with temperature 0 every advantage weight is 1, so the policy fits the data's
+    actions (here a fixed linear behaviour plus noise) and ignores a reward that prefers other actions."""
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    obs = torch.randn(4000, 3, generator=gen)
+    behaviour = torch.tanh(obs @ torch.randn(3, 2, generator=gen))
+    act = (behaviour + 0.3 * torch.randn(4000, 2, generator=gen)).clamp(-1, 1)
+    rew = -((act + behaviour) ** 2).sum(-1)  # best action: the behaviour's opposite
+    buffer = TransitionBuffer(obs, act, rew, obs, torch.ones(4000), "cpu")
+    agents = {t: IQL(3, 2, IQLConfig(hidden=64, temperature=t)) for t in (0.0, 3.0)}
+    for agent in agents.values():
+        for _ in range(800):
+            agent.update(*buffer.sample(256, gen))
+    error = {t: float(((torch.as_tensor(a.policy.act(obs[:500].numpy())) - behaviour[:500]) ** 2).sum(-1).mean())
+             for t, a in agents.items()}
+    assert error[0.0] < 0.02 and error[3.0] > 5 * error[0.0], error
+
+
 TOY = ["--source-task", "reach-v3", "--target-task", "reach-wall-v3", "--episodes", "4", "--max-steps", "40",
        "--segment-length", "10", "--segments", "60", "--source-queries", "200", "--target-queries", "200",
        "--reward-epochs", "3", "--eval-every", "1000", "--eval-episodes", "1", "--checkpoint-every", "50",
@@ -187,6 +206,8 @@ def test_pipeline_rejects_bad_config(tmp_path, capsys):
     assert "labels must be one of" in capsys.readouterr().err
     assert cli_main(["train", "pearl", "--iql-top", "0", "--run-dir", str(tmp_path)]) == 2
     assert "iql_top must be in (0, 1]" in capsys.readouterr().err
+    assert cli_main(["train", "pearl", "--iql-temperature", "-1", "--run-dir", str(tmp_path)]) == 2
+    assert "iql_temperature must be >= 0" in capsys.readouterr().err
 
 
 def test_best_episodes_keeps_the_top_share_by_learned_return():

@@ -69,6 +69,7 @@ class PearlConfig(RunOptions):
     reward_epochs: int = 30  # epochs of reward-model training
     kl_weight: float = 0.01  # weight of the Gaussian reward model's KL term (RRL)
     iql_steps: int = 30000  # IQL gradient steps on the relabelled target data
+    iql_temperature: float = 3.0  # IQL's advantage temperature (0: behaviour cloning of the data IQL learns from, %BC with --iql-top)
     iql_top: float = field(default=1.0, metadata={"help": "share of the target episodes, the best by learned return, that IQL learns from (1: all; 0.25: the top quarter, return-filtered as in %%BC)"})
     eval_every: int = 10000  # evaluate the policy every this many steps
     eval_episodes: int = 10  # episodes per evaluation
@@ -92,6 +93,8 @@ class PearlConfig(RunOptions):
             raise ValueError(f"gw_alpha must be in (0, 1], got {self.gw_alpha}")
         if not 0 < self.iql_top <= 1:
             raise ValueError(f"iql_top must be in (0, 1], got {self.iql_top}")
+        if self.iql_temperature < 0:
+            raise ValueError(f"iql_temperature must be >= 0, got {self.iql_temperature}")
         if self.iql_steps < 0:
             raise ValueError(f"iql_steps must be >= 0, got {self.iql_steps}")
         if self.segment_length > self.max_steps:
@@ -317,7 +320,7 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
               f"{np.mean([bool(e.success) for e in episodes]):.2f})")
         episodes, rewards = [episodes[i] for i in keep], standardise([rewards[i] for i in keep])
     buffer = TransitionBuffer(*transitions_from_episodes(episodes, rewards), device)
-    agent = IQL(obs_dim, act_dim, IQLConfig(), device)
+    agent = IQL(obs_dim, act_dim, IQLConfig(temperature=cfg.iql_temperature), device)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, evals = 0, []  # evals: (step, success rate) of every evaluation so far
     if state is not None:
