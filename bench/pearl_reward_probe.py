@@ -14,7 +14,8 @@ of the target data (the rewards IQL sees, standardised as ``relabel`` does):
   error |rank(learned) - rank(true)|: does RRL's uncertainty flag the transitions it gets wrong?
 - ``episode corr``: Spearman correlation of the learned return of each whole episode with its true
   return (what ``--iql-top`` ranks by); ``top-quarter success``: the true success rate of the best
-  quarter of the episodes by learned return (``data success``: of all episodes);
+  quarter of the episodes by learned return (``data success``: of all episodes); ``top-quarter corr``:
+  the step-level rank correlation within that quarter (what IQL reads with ``--iql-top 0.25``);
 - ``corr with next``: Spearman correlation with the next run's learned reward on the same data
   (e.g. CPA+RRL next to CPA+plain: near 1 means IQL saw the same reward from both).
 """
@@ -60,6 +61,7 @@ def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
     per_episode = relabel(model, episodes, "cpu")
     learned = np.concatenate(per_episode)  # exactly the rewards IQL trains on (with --iql-top 1)
     solved = np.array([ep.success for ep in episodes], dtype=float)
+    best = best_episodes(per_episode, 0.25)
     true = np.concatenate([ep.rewards for ep in episodes])
     success = np.concatenate([np.asarray(ep.infos["success"], dtype=bool) for ep in episodes])
     std = None
@@ -72,7 +74,9 @@ def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
     row = {"run": run_dir.name, "labels": cfg["labels"], "reward_model": cfg["reward_model"],
            "rank_corr": spearman(learned, true), "near_success_corr": spearman(learned[top], true[top]),
            "episode_corr": spearman(np.array([r.sum() for r in per_episode]), np.array([ep.rewards.sum() for ep in episodes])),
-           "top_quarter_success": float(solved[best_episodes(per_episode, 0.25)].mean()), "data_success": float(solved.mean()),
+           "top_quarter_success": float(solved[best].mean()), "data_success": float(solved.mean()),
+           "top_quarter_corr": spearman(np.concatenate([per_episode[i] for i in best]),
+                                        np.concatenate([episodes[i].rewards for i in best])),
            "success_steps": float(success.mean()),
            "success_gap": float(learned[success].mean() - learned[~success].mean()) if success.any() else float("nan")}
     if std is not None:
@@ -105,14 +109,14 @@ def main() -> None:
             print(json.dumps(row))
         return
     print("| run | reward acc | IQL success | rank corr | near-success corr | success steps | success gap | std/error corr "
-          "| corr with next | episode corr | top-quarter success | data success |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| corr with next | episode corr | top-quarter success | data success | top-quarter corr |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
     for r in rows:
         print(f"| {r['run']} | {fmt(r.get('reward_heldout_accuracy'))} | {fmt(r.get('success_rate'))} | {r['rank_corr']:.2f} "
               f"| {r['near_success_corr']:.2f} | {r['success_steps']:.3f} | {r['success_gap']:.2f} "
               f"| {fmt(r.get('std_error_corr'))} | {fmt(r.get('corr_with_next'))} | {r['episode_corr']:.2f} "
-              f"| {r['top_quarter_success']:.2f} | {r['data_success']:.2f} |")
+              f"| {r['top_quarter_success']:.2f} | {r['data_success']:.2f} | {r['top_quarter_corr']:.2f} |")
 
 
 if __name__ == "__main__":
