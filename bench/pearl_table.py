@@ -1,12 +1,14 @@
 """PEARL comparison table: transferred-label accuracy and IQL success per source -> target pair.
 
     python bench/pearl_table.py --pair button-press-v3:button-press-wall-v3 --out runs/pearl_table.jsonl
-    python bench/pearl_table.py --report runs/pearl_table.jsonl
+    python bench/pearl_table.py --report runs/pearl_table.jsonl [more.jsonl ...]
+    python bench/pearl_table.py --pair A:B --seed 0 --iql-top 0.25 --iql-temperature 0 --arms cpa_rrl --out runs/top.jsonl
 
 For each pair, one dataset per task is collected once and shared by every arm:
 (a) oracle: scripted target labels + Gaussian reward (RRL); (b) CPA labels + RRL;
 (c) CPA labels + plain reward model. Label accuracy is also given for the nearest-neighbour
-transfer baseline and chance (0.5).
+transfer baseline and chance (0.5). ``--iql-top`` / ``--iql-temperature`` set how IQL learns in every arm
+(``embodied train pearl``'s flags; the run names carry them), ``--arms`` picks a subset of the arms.
 """
 
 from __future__ import annotations
