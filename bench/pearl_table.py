@@ -124,12 +124,12 @@ def aggregate_arms(records: list[dict], seeds: int = 3) -> None:
                 late.setdefault(variant(arm, r), {}).setdefault((r["source"], r["target"]), []).append(
                     r.get(f"late_{arm}", r[f"success_{arm}"]))
     pairs = {v: [p for p, x in by_pair.items() if len(x) >= seeds] for v, by_pair in late.items()}
-    common = [p for p in dict.fromkeys(x for ps in pairs.values() for x in ps) if all(p in ps for ps in pairs.values())]
+    common = max(pairs.values(), key=len)  # the arms run on the most pairs, each on all of them
     if not common:
         return
-    table = {v: np.array([by_pair[p][:seeds] for p in common]).T for v, by_pair in late.items()}  # (seeds, pairs)
+    table = {v: np.array([late[v][p][:seeds] for p in common]).T for v in late if set(common) <= set(pairs[v])}  # (seeds, pairs)
     stats = aggregate(table)
-    print(f"\nLate success over the {len(common)} pairs every arm has x {seeds} seeds ({steps} IQL steps), "
+    print(f"\nLate success over {len(common)} pairs x {seeds} seeds (the arms that have them all) ({steps} IQL steps), "
           f"95 % stratified-bootstrap CIs:\n")
     print("| arm | IQM | mean |\n| --- | ---: | ---: |")
     for v, a in stats.items():
