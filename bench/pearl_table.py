@@ -33,8 +33,8 @@ ARM_KEYS = ["oracle", "cpa_rrl", "cpa_plain"]
 
 def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[str] = ARM_KEYS) -> None:
     rows = {}
-    top = f"-top{base.iql_top:g}" if base.iql_top < 1 else ""
-    top += f"-temp{base.iql_temperature:g}" if base.iql_temperature != PearlConfig.iql_temperature else ""
+    how = setting({"iql_top": base.iql_top, "iql_temperature": base.iql_temperature})
+    top = f"-{how.replace(' ', '-')}" if how else ""
     for labels, reward in (ARMS[ARM_KEYS.index(arm)] for arm in arms):
         name = f"table-{source}-to-{target}-{labels}-{reward}{top}-s{base.seed}"
         cfg = dataclasses.replace(base, source_task=source, target_task=target, labels=labels, reward_model=reward,
@@ -70,8 +70,9 @@ def setting(record: dict) -> str:
     return " ".join(p for p in parts if p)
 
 
-def variant(arm: str, record: dict) -> str:
-    return " ".join(x for x in (arm, setting(record)) if x)
+def variant(arm: str, how: str) -> str:
+    """An arm with how IQL learned: ``cpa_rrl``, ``cpa_rrl top0.25 temp0``."""
+    return " ".join(x for x in (arm, how) if x)
 
 
 def report(paths: list[Path]) -> None:
@@ -102,9 +103,9 @@ def report(paths: list[Path]) -> None:
                   cell([r["nn_accuracy"] for r in sel])]
         for arm in arms:
             kept = [r[f"kept_success_{arm}"] for r in sel if f"kept_success_{arm}" in r]
-            cols = [[r[f"reward_acc_{arm}"] for r in sel]], late[arm], [r[f"success_{arm}"] for r in sel]
+            reward_acc, final = [r[f"reward_acc_{arm}"] for r in sel], [r[f"success_{arm}"] for r in sel]
             print(f"| {source[:-3]} -> {target[:-3]} | {steps} | {how or 'default'} | {len(sel)} | {' | '.join(labels)} | {arm} "
-                  f"| {cell(cols[0][0])} | {cell(kept) if kept else ''} | {cell(cols[1])} | {cell(cols[2])} |")
+                  f"| {cell(reward_acc)} | {cell(kept) if kept else ''} | {cell(late[arm])} | {cell(final)} |")
     for (steps, how), flags in near.items():
         print(f"\n{steps} IQL steps, {how or 'default IQL'}: CPA+RRL's mean late success within 0.2 of the oracle's "
               f"on {sum(flags)} of {len(flags)} pairs")
@@ -121,7 +122,7 @@ def aggregate_arms(records: list[dict], seeds: int = 3) -> None:
     for r in sorted(rows, key=lambda r: r["seed"]):
         for arm in ARM_KEYS:
             if f"success_{arm}" in r:
-                late.setdefault(variant(arm, r), {}).setdefault((r["source"], r["target"]), []).append(
+                late.setdefault(variant(arm, r["setting"]), {}).setdefault((r["source"], r["target"]), []).append(
                     r.get(f"late_{arm}", r[f"success_{arm}"]))
     pairs = {v: [p for p, x in by_pair.items() if len(x) >= seeds] for v, by_pair in late.items()}
     common = max(pairs.values(), key=len)  # the arms run on the most pairs, each on all of them
@@ -136,10 +137,9 @@ def aggregate_arms(records: list[dict], seeds: int = 3) -> None:
         print(f"| {v} | {a['iqm']:.2f} [{a['iqm_low']:.2f}, {a['iqm_high']:.2f}] "
               f"| {a['mean']:.2f} [{a['mean_low']:.2f}, {a['mean_high']:.2f}] |")
     settings = dict.fromkeys(r["setting"] for r in rows)
-    comparisons = [(" ".join((x, h)).strip(), " ".join((y, h)).strip()) for h in settings
-                   for x, y in (("cpa_rrl", "cpa_plain"), ("oracle", "cpa_rrl"))]
-    comparisons += [(f"{arm} {h}", arm) for h in settings if h for arm in ARM_KEYS]
-    comparisons += [("oracle", f"cpa_rrl {h}") for h in settings if h]
+    comparisons = [(variant(x, h), variant(y, h)) for h in settings for x, y in (("cpa_rrl", "cpa_plain"), ("oracle", "cpa_rrl"))]
+    comparisons += [(variant(arm, h), arm) for h in settings if h for arm in ARM_KEYS]
+    comparisons += [("oracle", variant("cpa_rrl", h)) for h in settings if h]
     for x, y in comparisons:
         if x in table and y in table:
             p, low, high = improvement(table[x], table[y])
@@ -157,7 +157,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-dir", type=Path, default=Path("runs"))
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--iql-top", type=float, default=1.0, help="share of the target episodes, best by learned return, IQL learns from")
+    parser.add_argument("--iql-top", type=float, default=PearlConfig.iql_top, help="share of the target episodes, best by learned return, IQL learns from")
     parser.add_argument("--iql-temperature", type=float, default=PearlConfig.iql_temperature,
                         help="IQL's advantage temperature (0: behaviour cloning)")
     parser.add_argument("--arms", default=",".join(ARM_KEYS), help=f"comma-separated subset of {','.join(ARM_KEYS)}")

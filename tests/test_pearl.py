@@ -217,12 +217,30 @@ def test_best_episodes_keeps_the_top_share_by_learned_return():
     assert best_episodes(rewards, 0.01).tolist() == [1]  # never empty
 
 
-def test_return_filtered_run_trains_iql_on_the_kept_episodes_only(tmp_path, capsys):
-    assert cli_main(["train", "pearl", *TOY, "--iql-top", "0.5", "--iql-steps", "20", "--eval-every", "20",
-                     "--run-dir", str(tmp_path), "--run-name", "top"]) == 0
+def test_return_filtered_run_trains_iql_on_the_kept_episodes_only(tmp_path, capsys, monkeypatch):
+    import agents.pearl.train as pearl_train
+
+    seen = {}
+
+    class Buffer(TransitionBuffer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen["transitions"], seen["reward_mean"] = len(self), float(self.rew.mean())
+
+    class Agent(IQL):
+        def __init__(self, obs_dim, act_dim, cfg, device):
+            super().__init__(obs_dim, act_dim, cfg, device)
+            seen["temperature"] = cfg.temperature
+
+    monkeypatch.setattr(pearl_train, "TransitionBuffer", Buffer)
+    monkeypatch.setattr(pearl_train, "IQL", Agent)
+    assert cli_main(["train", "pearl", *TOY, "--iql-top", "0.5", "--iql-temperature", "0", "--iql-steps", "20",
+                     "--eval-every", "20", "--run-dir", str(tmp_path), "--run-name", "top"]) == 0
     assert "IQL learns from the best 2 of 4 episodes by learned return" in capsys.readouterr().out
     summary = json.loads((tmp_path / "top" / "summary.json").read_text())
     assert summary["iql_episodes"] == 2 and summary["iql_episodes_success"] in (0.0, 0.5, 1.0)
+    assert seen["transitions"] == 2 * 40 and abs(seen["reward_mean"]) < 1e-5  # the kept episodes, restandardised
+    assert seen["temperature"] == 0.0
 
 
 def test_reward_ensemble_standardises_its_members_and_survives_a_checkpoint(tmp_path):
