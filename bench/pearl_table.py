@@ -7,7 +7,7 @@
 For each pair, one dataset per task is collected once and shared by every arm:
 (a) oracle: scripted target labels + Gaussian reward (RRL); (b) CPA labels + RRL;
 (c) CPA labels + plain reward model. Label accuracy is also given for the nearest-neighbour
-transfer baseline and chance (0.5). ``--iql-top`` / ``--iql-temperature`` set how IQL learns in every arm
+transfer baseline and chance (0.5). ``--iql-top`` / ``--iql-temperature`` / ``--iql-episode-credit`` set how IQL learns in every arm
 (``embodied train pearl``'s flags; the run names carry them), ``--arms`` picks a subset of the arms.
 """
 
@@ -29,11 +29,12 @@ from pearl_labels import cell  # bench/, beside this script
 
 ARMS = [("oracle", "gaussian"), ("cpa", "gaussian"), ("cpa", "plain")]
 ARM_KEYS = ["oracle", "cpa_rrl", "cpa_plain"]
+IQL_KEYS = ("iql_top", "iql_temperature", "iql_episode_credit")  # how IQL learns: in run names and records
 
 
 def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[str] = ARM_KEYS) -> None:
     rows = {}
-    how = setting({"iql_top": base.iql_top, "iql_temperature": base.iql_temperature})
+    how = setting({key: getattr(base, key) for key in IQL_KEYS})
     top = f"-{how.replace(' ', '-')}" if how else ""
     for labels, reward in (ARMS[ARM_KEYS.index(arm)] for arm in arms):
         name = f"table-{source}-to-{target}-{labels}-{reward}{top}-s{base.seed}"
@@ -51,7 +52,7 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[
     summary = dict(zip(arms, rows.values()))
     cpa = next((summary[arm] for arm in ("cpa_rrl", "cpa_plain") if arm in summary), {})
     record = {"source": source, "target": target, "seed": base.seed, "iql_steps": base.iql_steps,
-              "iql_top": base.iql_top, "iql_temperature": base.iql_temperature, "nn_accuracy": nn["accuracy"],
+              **{key: getattr(base, key) for key in IQL_KEYS}, "nn_accuracy": nn["accuracy"],
               **({"cpa_accuracy": cpa["label_accuracy"], "cpa_seconds": cpa["label_seconds"]} if cpa else {}),
               **{f"{key}_{arm}": s[field] for arm, s in summary.items()
                  for key, field in (("success", "success_rate"), ("late", "success_late_mean"), ("curve", "success_curve"),
@@ -64,9 +65,11 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[
 
 def setting(record: dict) -> str:
     """How IQL learned: ``""`` (the default), ``top0.25`` (the best quarter of the episodes by learned
-    return), ``top0.25 temp0`` (and advantage temperature 0: behaviour cloning of them, %BC)."""
+    return), ``top0.25 temp0`` (and advantage temperature 0: behaviour cloning of them, %BC), ``credit1``
+    (each episode's learned return spread evenly over its steps)."""
     parts = [f"top{record['iql_top']:g}" if record["iql_top"] < 1 else "",
-             f"temp{record['iql_temperature']:g}" if record["iql_temperature"] != PearlConfig.iql_temperature else ""]
+             f"temp{record['iql_temperature']:g}" if record["iql_temperature"] != PearlConfig.iql_temperature else "",
+             f"credit{record['iql_episode_credit']:g}" if record["iql_episode_credit"] > 0 else ""]
     return " ".join(p for p in parts if p)
 
 
@@ -83,6 +86,7 @@ def report(paths: list[Path]) -> None:
         r.setdefault("iql_steps", 10000)
         r.setdefault("iql_top", 1.0)
         r.setdefault("iql_temperature", PearlConfig.iql_temperature)
+        r.setdefault("iql_episode_credit", 0.0)
         r["setting"] = setting(r)
 
     print("mean [min, max] over seeds. Success: the mean of the evaluations in the second half of IQL training "
@@ -160,6 +164,8 @@ def main() -> None:
     parser.add_argument("--iql-top", type=float, default=PearlConfig.iql_top, help="share of the target episodes, best by learned return, IQL learns from")
     parser.add_argument("--iql-temperature", type=float, default=PearlConfig.iql_temperature,
                         help="IQL's advantage temperature (0: behaviour cloning)")
+    parser.add_argument("--iql-episode-credit", type=float, default=PearlConfig.iql_episode_credit,
+                        help="share of each step's learned reward replaced by its episode's mean")
     parser.add_argument("--arms", default=",".join(ARM_KEYS), help=f"comma-separated subset of {','.join(ARM_KEYS)}")
     args = parser.parse_args()
     if args.report:
@@ -167,7 +173,7 @@ def main() -> None:
         return
     base = PearlConfig(iql_steps=args.iql_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
                        seed=args.seed, run_dir=args.run_dir, threads=args.threads, video=False, iql_top=args.iql_top,
-                       iql_temperature=args.iql_temperature)
+                       iql_temperature=args.iql_temperature, iql_episode_credit=args.iql_episode_credit)
     arms = args.arms.split(",")
     if not arms or any(arm not in ARM_KEYS for arm in arms):
         parser.error(f"--arms {args.arms}: choose from {','.join(ARM_KEYS)}")

@@ -7,7 +7,7 @@ import torch
 from agents.pearl.cpa import (GWConfig, cost_matrix, cross_task_transfer, gw_coupling, label_accuracy,
                               segment_features, transfer_labels)
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer
-from agents.pearl.train import best_episodes
+from agents.pearl.train import best_episodes, episode_credit
 from embodied.checkpoint import load_checkpoint, save_checkpoint
 from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig, preference_accuracy,
                                     train_reward_model)
@@ -208,6 +208,8 @@ def test_pipeline_rejects_bad_config(tmp_path, capsys):
     assert "iql_top must be in (0, 1]" in capsys.readouterr().err
     assert cli_main(["train", "pearl", "--iql-temperature", "-1", "--run-dir", str(tmp_path)]) == 2
     assert "iql_temperature must be >= 0" in capsys.readouterr().err
+    assert cli_main(["train", "pearl", "--iql-episode-credit", "1.5", "--run-dir", str(tmp_path)]) == 2
+    assert "iql_episode_credit must be in [0, 1]" in capsys.readouterr().err
 
 
 def test_best_episodes_keeps_the_top_share_by_learned_return():
@@ -215,6 +217,40 @@ def test_best_episodes_keeps_the_top_share_by_learned_return():
     assert best_episodes(rewards, 0.5).tolist() == [1, 3, 5]  # ties keep the dataset's order
     assert best_episodes(rewards, 1.0).tolist() == [1, 3, 5, 4, 0, 2]
     assert best_episodes(rewards, 0.01).tolist() == [1]  # never empty
+
+
+def test_episode_credit_moves_step_rewards_to_their_episode_mean_keeping_returns():
+    rewards = [np.array([0.0, 1.0, 5.0]), np.array([-2.0, 2.0])]
+    half = episode_credit(rewards, 0.5)
+    np.testing.assert_allclose(half[0], [1.0, 1.5, 3.5])
+    np.testing.assert_allclose(half[1], [-1.0, 1.0])
+    full = episode_credit(rewards, 1.0)
+    np.testing.assert_allclose(full[0], [2.0, 2.0, 2.0])  # the return spread evenly
+    for share in (0.0, 0.5, 1.0):  # the episode returns, which best_episodes ranks by, never change
+        np.testing.assert_allclose([r.sum() for r in episode_credit(rewards, share)], [6.0, 0.0])
+    np.testing.assert_allclose(episode_credit(rewards, 0.0)[0], rewards[0])
+
+
+def test_episode_credit_reaches_iqls_buffer(tmp_path, monkeypatch):
+    import agents.pearl.train as pearl_train
+
+    seen = {}
+
+    class Buffer(TransitionBuffer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen["rew"] = self.rew.numpy().copy()
+
+    monkeypatch.setattr(pearl_train, "TransitionBuffer", Buffer)
+    for credit in ("0", "1"):
+        assert cli_main(["train", "pearl", *TOY, "--iql-episode-credit", credit, "--iql-steps", "5", "--eval-every", "5",
+                         "--run-dir", str(tmp_path), "--run-name", f"credit{credit}"]) == 0
+        per_episode = seen["rew"].reshape(4, 40)  # 4 episodes x 40 steps
+        spread = per_episode.std(axis=1)
+        assert (spread < 1e-5).all() if credit == "1" else (spread > 1e-3).all(), spread
+        assert abs(per_episode.mean()) < 1e-5  # standardised
+        seen.setdefault("returns", []).append(per_episode.sum(axis=1))
+    assert np.argsort(seen["returns"][0]).tolist() == np.argsort(seen["returns"][1]).tolist()  # same episode ranking
 
 
 def test_return_filtered_run_trains_iql_on_the_kept_episodes_only(tmp_path, capsys, monkeypatch):

@@ -71,6 +71,7 @@ class PearlConfig(RunOptions):
     iql_steps: int = 30000  # IQL gradient steps on the relabelled target data
     iql_temperature: float = 3.0  # IQL's advantage temperature (0: behaviour cloning of the data IQL learns from, %BC with --iql-top)
     iql_top: float = field(default=1.0, metadata={"help": "share of the target episodes, the best by learned return, that IQL learns from (1: all; 0.25: the top quarter, return-filtered as in %%BC)"})
+    iql_episode_credit: float = field(default=0.0, metadata={"help": "share of each step's learned reward that IQL sees replaced by its episode's mean (0: the learned reward per step; 1: each episode's learned return spread evenly over its steps, uniform return redistribution)"})
     eval_every: int = 10000  # evaluate the policy every this many steps
     eval_episodes: int = 10  # episodes per evaluation
     checkpoint_every: int = 5000  # save a checkpoint every this many steps
@@ -93,6 +94,8 @@ class PearlConfig(RunOptions):
             raise ValueError(f"gw_alpha must be in (0, 1], got {self.gw_alpha}")
         if not 0 < self.iql_top <= 1:
             raise ValueError(f"iql_top must be in (0, 1], got {self.iql_top}")
+        if not 0 <= self.iql_episode_credit <= 1:
+            raise ValueError(f"iql_episode_credit must be in [0, 1], got {self.iql_episode_credit}")
         if self.iql_temperature < 0:
             raise ValueError(f"iql_temperature must be >= 0, got {self.iql_temperature}")
         if self.iql_steps < 0:
@@ -293,6 +296,17 @@ def standardise(rewards: list[np.ndarray]) -> list[np.ndarray]:
     return [(r - flat.mean()) / (flat.std() + 1e-8) for r in rewards]
 
 
+def episode_credit(rewards: list[np.ndarray], share: float) -> list[np.ndarray]:
+    """Each step's reward moved the ``share`` of the way to its episode's mean reward (episode sums kept).
+
+    Why: a preference-trained reward ranks whole episodes far better than single steps (see
+    ``best_episodes``); spreading the episode's learned return evenly over its steps (uniform return
+    redistribution, as in IRCR, Gangwani et al. 2020) gives IQL that trustworthy signal on every step
+    while it still learns from all the data, where ``best_episodes`` drops the rest.
+    """
+    return [(1 - share) * r + share * r.mean() for r in rewards]
+
+
 def best_episodes(rewards: list[np.ndarray], share: float) -> np.ndarray:
     """Indices of the ``share`` of episodes with the highest learned return (at least one), best first.
 
@@ -310,6 +324,8 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
     """IQL on the relabelled target data (its ``cfg.iql_top`` best episodes by learned return);
     ``state``: the checkpoint to continue from (None: start)."""
     rewards = relabel(reward, episodes, device)
+    if cfg.iql_episode_credit > 0:
+        rewards = standardise(episode_credit(rewards, cfg.iql_episode_credit))
     kept: dict = {}
     if cfg.iql_top < 1:
         keep = best_episodes(rewards, cfg.iql_top)
