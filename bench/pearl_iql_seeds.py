@@ -3,7 +3,8 @@ finished run's relabelled data with other seeds, the reward model held fixed.
 
     python bench/pearl_iql_seeds.py runs/pearl_table2/table-A-to-B-cpa-gaussian-s0 [...] --seeds 1,2,3
 
-Per run directory: its ``reward.pt`` relabels its target dataset exactly as the run did; IQL is
+Per run directory: its ``reward.pt`` relabels its target dataset exactly as the run did (its
+``--iql-top``, ``--iql-episode-credit`` and ``--iql-temperature`` included); IQL is
 trained from scratch for the run's ``iql_steps`` with each seed (torch initialisation and batch
 order) and evaluated every ``--eval-every`` steps on the run's evaluation seeds. Prints one JSON
 line per (run, seed) and a table: the final success of each seed, its spread, and the mean of the
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
-from agents.pearl.train import late_mean, relabel
+from agents.pearl.train import iql_dataset, late_mean
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from pearl_reward_probe import load_run  # bench/, beside this script
@@ -29,9 +30,12 @@ def retrain(run_dir: Path, seed: int, eval_every: int, steps: int | None = None)
     cfg, episodes, reward = load_run(run_dir)
     cfg["iql_steps"] = steps or cfg["iql_steps"]
     obs_dim, act_dim = episodes[0].observations.shape[-1], episodes[0].actions.shape[-1]
-    buffer = TransitionBuffer(*transitions_from_episodes(episodes, relabel(reward, episodes, "cpu")), "cpu")
+    old = {"iql_top": 1.0, "iql_episode_credit": 0.0, "iql_temperature": 3.0}  # what runs from before each flag did
+    setting = {key: cfg.get(key, value) for key, value in old.items()}
+    data = iql_dataset(reward, episodes, "cpu", setting["iql_top"], setting["iql_episode_credit"])
+    buffer = TransitionBuffer(*transitions_from_episodes(*data), "cpu")
     torch.manual_seed(seed)
-    agent = IQL(obs_dim, act_dim, IQLConfig(), "cpu")
+    agent = IQL(obs_dim, act_dim, IQLConfig(temperature=setting["iql_temperature"]), "cpu")
     gen = torch.Generator().manual_seed(seed)
     env = make_env(f"embodied/{cfg['target_task']}")
     curve = []

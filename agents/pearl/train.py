@@ -319,22 +319,32 @@ def best_episodes(rewards: list[np.ndarray], share: float) -> np.ndarray:
     return np.argsort(-returns, kind="stable")[:keep]
 
 
+def iql_dataset(reward: torch.nn.Module, episodes, device, top: float = 1.0, credit: float = 0.0):
+    """The episodes IQL learns from and their rewards as it sees them: the learned reward (``relabel``),
+    moved the share ``credit`` toward each episode's mean (``episode_credit``), then the share ``top``
+    of the episodes with the highest learned return (``best_episodes``), restandardised."""
+    rewards = relabel(reward, episodes, device)
+    if credit > 0:
+        rewards = standardise(episode_credit(rewards, credit))
+    if top < 1:
+        keep = best_episodes(rewards, top)
+        episodes, rewards = [episodes[i] for i in keep], standardise([rewards[i] for i in keep])
+    return episodes, rewards
+
+
 def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_dim: int, device,
               state: dict | None, stages: list[str]) -> dict:
     """IQL on the relabelled target data (its ``cfg.iql_top`` best episodes by learned return);
     ``state``: the checkpoint to continue from (None: start)."""
-    rewards = relabel(reward, episodes, device)
-    if cfg.iql_episode_credit > 0:
-        rewards = standardise(episode_credit(rewards, cfg.iql_episode_credit))
+    everything = episodes
+    episodes, rewards = iql_dataset(reward, episodes, device, cfg.iql_top, cfg.iql_episode_credit)
     kept: dict = {}
     if cfg.iql_top < 1:
-        keep = best_episodes(rewards, cfg.iql_top)
-        kept = {"iql_episodes": len(keep),
-                "iql_episodes_success": float(np.mean([bool(episodes[i].success) for i in keep]))}  # reporting only
-        print(f"IQL learns from the best {len(keep)} of {len(episodes)} episodes by learned return "
+        kept = {"iql_episodes": len(episodes),
+                "iql_episodes_success": float(np.mean([bool(e.success) for e in episodes]))}  # reporting only
+        print(f"IQL learns from the best {len(episodes)} of {len(everything)} episodes by learned return "
               f"(their true success rate: {kept['iql_episodes_success']:.2f}; all episodes: "
-              f"{np.mean([bool(e.success) for e in episodes]):.2f})")
-        episodes, rewards = [episodes[i] for i in keep], standardise([rewards[i] for i in keep])
+              f"{np.mean([bool(e.success) for e in everything]):.2f})")
     buffer = TransitionBuffer(*transitions_from_episodes(episodes, rewards), device)
     agent = IQL(obs_dim, act_dim, IQLConfig(temperature=cfg.iql_temperature), device)
     gen = torch.Generator().manual_seed(cfg.seed)
