@@ -3,7 +3,8 @@
     python bench/pearl_reward_probe.py runs/pearl_table2/table-A-to-B-{oracle,cpa}-*-s0 [...]
 
 For each run directory (a PEARL run with ``reward.pt`` and its target dataset), over every transition
-of the target data (the rewards IQL sees, standardised as ``relabel`` does):
+of the target data (the learned reward per step, standardised as ``relabel`` does: what IQL sees with
+``--iql-episode-credit 0 --iql-top 1``):
 - ``rank corr``: Spearman correlation of the learned reward with the task's true dense reward;
 - ``near-success corr``: the same on the transitions of the top 10 % true reward (where the policy
   must be told apart from almost-right behaviour);
@@ -59,7 +60,7 @@ def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
     """The row of ``run_dir``, its target data's path and its standardised learned reward per transition."""
     cfg, episodes, model = load_run(run_dir)
     per_episode = relabel(model, episodes, "cpu")
-    learned = np.concatenate(per_episode)  # exactly the rewards IQL trains on (with --iql-top 1)
+    learned = np.concatenate(per_episode)  # the rewards IQL trains on with --iql-episode-credit 0 --iql-top 1
     solved = np.array([ep.success for ep in episodes], dtype=float)
     best = best_episodes(per_episode, 0.25)
     true = np.concatenate([ep.rewards for ep in episodes])
