@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
-from agents.pearl.train import iql_dataset, late_mean
+from agents.pearl.train import ORIGINAL_IQL, iql_dataset, late_mean
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from pearl_reward_probe import load_run  # bench/, beside this script
@@ -30,8 +30,7 @@ def retrain(run_dir: Path, seed: int, eval_every: int, steps: int | None = None)
     cfg, episodes, reward = load_run(run_dir)
     cfg["iql_steps"] = steps or cfg["iql_steps"]
     obs_dim, act_dim = episodes[0].observations.shape[-1], episodes[0].actions.shape[-1]
-    old = {"iql_top": 1.0, "iql_episode_credit": 0.0, "iql_temperature": 3.0}  # what runs from before each flag did
-    setting = {key: cfg.get(key, value) for key, value in old.items()}
+    setting = {key: cfg.get(key, value) for key, value in ORIGINAL_IQL.items()}
     data = iql_dataset(reward, episodes, "cpu", setting["iql_top"], setting["iql_episode_credit"])
     buffer = TransitionBuffer(*transitions_from_episodes(*data), "cpu")
     torch.manual_seed(seed)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.train import PearlConfig, run_pearl, run_segments, target_labels
+from agents.pearl.train import ORIGINAL_IQL, PearlConfig, run_pearl, run_segments, target_labels
 from embodied.data import load_episodes
 from embodied.report import aggregate, improvement
 from embodied.teacher import ScriptedTeacher
@@ -29,12 +29,12 @@ from pearl_labels import cell  # bench/, beside this script
 
 ARMS = [("oracle", "gaussian"), ("cpa", "gaussian"), ("cpa", "plain")]
 ARM_KEYS = ["oracle", "cpa_rrl", "cpa_plain"]
-IQL_KEYS = ("iql_top", "iql_temperature", "iql_episode_credit")  # how IQL learns: in run names and records
 
 
 def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[str] = ARM_KEYS) -> None:
     rows = {}
-    how = setting({key: getattr(base, key) for key in IQL_KEYS})
+    iql = {key: getattr(base, key) for key in ORIGINAL_IQL}  # how IQL learns: in run names and records
+    how = setting(iql)
     top = f"-{how.replace(' ', '-')}" if how else ""
     for labels, reward in (ARMS[ARM_KEYS.index(arm)] for arm in arms):
         name = f"table-{source}-to-{target}-{labels}-{reward}{top}-s{base.seed}"
@@ -52,7 +52,7 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[
     summary = dict(zip(arms, rows.values()))
     cpa = next((summary[arm] for arm in ("cpa_rrl", "cpa_plain") if arm in summary), {})
     record = {"source": source, "target": target, "seed": base.seed, "iql_steps": base.iql_steps,
-              **{key: getattr(base, key) for key in IQL_KEYS}, "nn_accuracy": nn["accuracy"],
+              **iql, "nn_accuracy": nn["accuracy"],
               **({"cpa_accuracy": cpa["label_accuracy"], "cpa_seconds": cpa["label_seconds"]} if cpa else {}),
               **{f"{key}_{arm}": s[field] for arm, s in summary.items()
                  for key, field in (("success", "success_rate"), ("late", "success_late_mean"), ("curve", "success_curve"),
@@ -64,13 +64,12 @@ def run_pair(source: str, target: str, base: PearlConfig, out: Path, arms: list[
 
 
 def setting(record: dict) -> str:
-    """How IQL learned: ``""`` (the default), ``top0.25`` (the best quarter of the episodes by learned
+    """How IQL learned, named by what departs from ``ORIGINAL_IQL`` (so names never change with a default):
+    ``""`` (all episodes, per-step reward, temperature 3), ``top0.25`` (the best quarter of the episodes by learned
     return), ``top0.25 temp0`` (and advantage temperature 0: behaviour cloning of them, %BC), ``credit1``
     (each episode's learned return spread evenly over its steps)."""
-    parts = [f"top{record['iql_top']:g}" if record["iql_top"] < 1 else "",
-             f"temp{record['iql_temperature']:g}" if record["iql_temperature"] != PearlConfig.iql_temperature else "",
-             f"credit{record['iql_episode_credit']:g}" if record["iql_episode_credit"] > 0 else ""]
-    return " ".join(p for p in parts if p)
+    names = {"iql_top": "top", "iql_temperature": "temp", "iql_episode_credit": "credit"}
+    return " ".join(f"{names[key]}{record[key]:g}" for key, value in ORIGINAL_IQL.items() if record[key] != value)
 
 
 def variant(arm: str, how: str) -> str:
@@ -84,9 +83,8 @@ def report(paths: list[Path]) -> None:
     records = [json.loads(line) for path in paths for line in open(path) if line.strip()]
     for r in records:
         r.setdefault("iql_steps", 10000)
-        r.setdefault("iql_top", 1.0)
-        r.setdefault("iql_temperature", PearlConfig.iql_temperature)
-        r.setdefault("iql_episode_credit", 0.0)
+        for key, value in ORIGINAL_IQL.items():
+            r.setdefault(key, value)
         r["setting"] = setting(r)
     records = pooled(records)
 

@@ -231,7 +231,9 @@ def test_episode_credit_moves_step_rewards_to_their_episode_mean_keeping_returns
     np.testing.assert_allclose(episode_credit(rewards, 0.0)[0], rewards[0])
 
 
-def test_episode_credit_reaches_iqls_buffer(tmp_path, monkeypatch):
+@pytest.fixture
+def seen(monkeypatch) -> dict:
+    """What a PEARL run hands IQL: ``seen["rew"]``, its buffer's rewards; ``seen["temperature"]``, IQL's."""
     import agents.pearl.train as pearl_train
 
     seen = {}
@@ -241,7 +243,17 @@ def test_episode_credit_reaches_iqls_buffer(tmp_path, monkeypatch):
             super().__init__(*args, **kwargs)
             seen["rew"] = self.rew.numpy().copy()
 
+    class Agent(IQL):
+        def __init__(self, obs_dim, act_dim, cfg, device):
+            super().__init__(obs_dim, act_dim, cfg, device)
+            seen["temperature"] = cfg.temperature
+
     monkeypatch.setattr(pearl_train, "TransitionBuffer", Buffer)
+    monkeypatch.setattr(pearl_train, "IQL", Agent)
+    return seen
+
+
+def test_episode_credit_reaches_iqls_buffer(tmp_path, seen):
     for credit in ("0", "1"):
         assert cli_main(["train", "pearl", *TOY, "--iql-episode-credit", credit, "--iql-steps", "5", "--eval-every", "5",
                          "--run-dir", str(tmp_path), "--run-name", f"credit{credit}"]) == 0
@@ -253,29 +265,13 @@ def test_episode_credit_reaches_iqls_buffer(tmp_path, monkeypatch):
     assert np.argsort(seen["returns"][0]).tolist() == np.argsort(seen["returns"][1]).tolist()  # same episode ranking
 
 
-def test_return_filtered_run_trains_iql_on_the_kept_episodes_only(tmp_path, capsys, monkeypatch):
-    import agents.pearl.train as pearl_train
-
-    seen = {}
-
-    class Buffer(TransitionBuffer):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            seen["transitions"], seen["reward_mean"] = len(self), float(self.rew.mean())
-
-    class Agent(IQL):
-        def __init__(self, obs_dim, act_dim, cfg, device):
-            super().__init__(obs_dim, act_dim, cfg, device)
-            seen["temperature"] = cfg.temperature
-
-    monkeypatch.setattr(pearl_train, "TransitionBuffer", Buffer)
-    monkeypatch.setattr(pearl_train, "IQL", Agent)
+def test_return_filtered_run_trains_iql_on_the_kept_episodes_only(tmp_path, capsys, seen):
     assert cli_main(["train", "pearl", *TOY, "--iql-top", "0.5", "--iql-temperature", "0", "--iql-steps", "20",
                      "--eval-every", "20", "--run-dir", str(tmp_path), "--run-name", "top"]) == 0
     assert "IQL learns from the best 2 of 4 episodes by learned return" in capsys.readouterr().out
     summary = json.loads((tmp_path / "top" / "summary.json").read_text())
     assert summary["iql_episodes"] == 2 and summary["iql_episodes_success"] in (0.0, 0.5, 1.0)
-    assert seen["transitions"] == 2 * 40 and abs(seen["reward_mean"]) < 1e-5  # the kept episodes, restandardised
+    assert len(seen["rew"]) == 2 * 40 and abs(seen["rew"].mean()) < 1e-5  # the kept episodes, restandardised
     assert seen["temperature"] == 0.0
 
 

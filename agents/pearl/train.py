@@ -36,6 +36,9 @@ from embodied.video import record_episode, tile, write_mp4
 LABEL_SOURCES = ("cpa", "nn", "oracle", "shots")
 CONFIDENCE_KEYS = ("starts_agreement", "structure_agreement", "shot_agreement")
 REWARD_MODELS = {"gaussian": GaussianRewardModel, "plain": RewardModel}  # --reward-model -> class
+# How IQL learned before its flags existed (the paper's: all episodes, per-step reward, temperature 3):
+# what a saved config or record without one of these keys did; run names mark departures from it.
+ORIGINAL_IQL = {"iql_top": 1.0, "iql_temperature": 3.0, "iql_episode_credit": 0.0}
 
 
 @dataclass
@@ -334,8 +337,8 @@ def iql_dataset(reward: torch.nn.Module, episodes, device, top: float = 1.0, cre
 
 def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_dim: int, device,
               state: dict | None, stages: list[str]) -> dict:
-    """IQL on the relabelled target data (its ``cfg.iql_top`` best episodes by learned return);
-    ``state``: the checkpoint to continue from (None: start)."""
+    """IQL on what ``iql_dataset`` makes of the target data under ``cfg``'s ``iql_top`` and
+    ``iql_episode_credit``; ``state``: the checkpoint to continue from (None: start)."""
     everything = episodes
     episodes, rewards = iql_dataset(reward, episodes, device, cfg.iql_top, cfg.iql_episode_credit)
     kept: dict = {}
