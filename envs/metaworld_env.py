@@ -108,6 +108,10 @@ class MetaWorldEnv(gym.Env):
         _enlarge_goal_marker(self._mw.model)
         self._step_count = 0
         self.last_state = np.zeros(STATE_DIM, dtype=np.float32)
+        # False: step() skips rendering and returns the last observation again (ActionRepeat sets it for
+        # the steps whose observation it drops: half the renders at action repeat 2, same observations)
+        self.observe = True
+        self._last_obs = None
         self._obs_renderer: FastRenderer | None = None
         self._video_renderer: FastRenderer | None = None
         self._background: NoiseVideo | None = None
@@ -184,10 +188,15 @@ class MetaWorldEnv(gym.Env):
         self.last_state = state  # what scripted experts read, whatever the observation type
         if self.obs_type == "state":
             return state
+        if not self.observe and self._last_obs is not None:  # a copy: checkers want a new object per step
+            return self._last_obs.copy()
         pixels = self._pixels()
-        if self.obs_type == "pixels":
-            return pixels
-        return {"pixels": pixels, "state": state}
+        self._last_obs = pixels if self.obs_type == "pixels" else {"pixels": pixels, "state": state}
+        return self._last_obs
+
+    def observation(self):
+        """The observation of the current state (what step() would have returned with ``observe`` on)."""
+        return self._observation(self.last_state)
 
     def clean_pixels(self) -> np.ndarray:
         """The current pixel observation without the distractor background (what the ``pixels`` variant

@@ -166,3 +166,38 @@ def test_render_rgb_array_for_video():
     env.reset(seed=0)
     frame = env.render()
     assert frame.shape == (80, 96, 3) and frame.std() > 10
+
+
+@pytest.mark.parametrize("variant", ["distractor", "pixels"])
+def test_action_repeat_skips_dropped_renders_but_returns_the_same_observations(variant):
+    """ActionRepeat renders only the observation it returns; the observations, rewards and ends are those of
+    rendering every step, also when the episode ends on a dropped step (13 steps at repeat 2)."""
+    from embodied.make import make_env
+    from envs.wrappers import ActionRepeat
+
+    def rollout(env):
+        obs, _ = env.reset(seed=3)
+        out, rng, done = [obs], np.random.default_rng(0), False
+        while not done:
+            action = env.unwrapped.unwrapped_metaworld._target_pos - env.unwrapped.last_state[:3]
+            action = np.append(np.clip(action * 10 + rng.normal(0, 0.3, 3), -1, 1), 0).astype(np.float32)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            out.append((obs, reward, terminated, truncated))
+            done = terminated or truncated
+        return out
+
+    kwargs = dict(max_episode_steps=13)
+    fast = ActionRepeat(make_env(f"embodied/reach-v3-{variant}", **kwargs), 2)
+    every = ActionRepeat(gym.wrappers.TransformObservation(make_env(f"embodied/reach-v3-{variant}", **kwargs),
+                                                           lambda o: o, None), 2)  # an observation wrapper: no skipping
+    assert fast._deferrable_env() is fast.unwrapped and every._deferrable_env() is None
+    renders = []
+    original = fast.unwrapped._pixels
+    fast.unwrapped._pixels = lambda: renders.append(1) or original()
+    a, b = rollout(fast), rollout(every)
+    assert len(a) == len(b) and len(renders) == len(a)  # one render per returned observation
+    np.testing.assert_array_equal(a[0], b[0])
+    for (obs, *rest), (obs_b, *rest_b) in zip(a[1:], b[1:]):
+        np.testing.assert_array_equal(obs, obs_b)
+        assert rest == rest_b
+    assert a[-1][3] and len(a) == 8  # truncated after 7 actions, the last one's second step dropped
