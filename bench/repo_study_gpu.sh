@@ -6,6 +6,8 @@
 # until STEPS or BUDGET_S; its metrics.jsonl is flushed per line, so a trial stopped by the budget keeps its
 # curve, and the comparison is made at an env step every trial reached (`embodied report DIR --at-step N`).
 #   DEVICE=cuda MPS=1 BUDGET_S=480 bash bench/repo_study_gpu.sh OUT     # then, here: embodied report OUT ...
+# ARMS lists mode:variant pairs (default: MODES on VARIANT), e.g. ARMS="repo:distractor dreamer:distractor repo:pixels"
+# for the clean-pixel reference beside them; CUDA_GRAPH=1 replays each update as a captured CUDA graph.
 # MPS=1 starts NVIDIA's multi-process service when the machine has it (kernels of the trials then share
 # the GPU instead of taking turns: the update is launch-bound, see bench/results/gpu_check.md) and goes on
 # without it if a CUDA context fails to open under it.
@@ -18,6 +20,8 @@ SEEDS=${SEEDS:-0 1 2}
 MODES=${MODES:-repo dreamer}
 VARIANT=${VARIANT:-distractor}
 THREADS=${THREADS:-2}
+ARMS=${ARMS:-$(for m in $MODES; do printf '%s:%s ' "$m" "$VARIANT"; done)}
+GRAPH=(); [ "${CUDA_GRAPH:-0}" = 1 ] && GRAPH=(--cuda-graph)
 mkdir -p "$OUT"
 if [ "${MPS:-0}" = 1 ]; then
   mps=$(PATH=$PATH:/usr/local/nvidia/bin command -v nvidia-cuda-mps-control || true)
@@ -36,17 +40,17 @@ if [ "${MPS:-0}" = 1 ]; then
 fi
 read -r -a SCALE <<< "$(python bench/repo_scale.py total_steps="${STEPS:-30000}" prefill="${PREFILL:-2000}" \
   eval_every="${EVAL_EVERY:-1000}" checkpoint_every=1000000000)" || exit 1
-COMMON=(--task reach-v3 --variant "$VARIANT" "${SCALE[@]}" --device "$DEVICE" --no-video --threads "$THREADS"
-        --run-dir "$OUT")
+COMMON=(--task reach-v3 "${SCALE[@]}" --device "$DEVICE" --no-video --threads "$THREADS" --run-dir "$OUT" "${GRAPH[@]}")
 smi=
 command -v nvidia-smi >/dev/null && { nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 20 > "$OUT/gpu_use.csv" 2>&1 & smi=$!; }
 start=$(date +%s)
 pids=()
 for seed in $SEEDS; do
-  for mode in $MODES; do
-    name="repo-mode=$mode-variant=$VARIANT-s$seed"  # embodied sweep's trial name
+  for arm in $ARMS; do
+    mode=${arm%%:*} variant=${arm#*:}
+    name="repo-mode=$mode-variant=$variant-s$seed"  # embodied sweep's trial name
     OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS timeout "$BUDGET_S" \
-      python -m embodied.cli train repo "${COMMON[@]}" --mode "$mode" --seed "$seed" --run-name "$name" \
+      python -m embodied.cli train repo "${COMMON[@]}" --variant "$variant" --mode "$mode" --seed "$seed" --run-name "$name" \
       > "$OUT/$name.log" 2>&1 &
     pids+=($!)
   done

@@ -1,12 +1,13 @@
 """RePo training throughput: gradient updates/s (world model + actor-critic) and env steps/s.
 
-    python bench/repo_throughput.py [--batch 50 --seq-len 50] [--device auto] [--amp] [--compile]
+    python bench/repo_throughput.py [--batch 50 --seq-len 50] [--device auto] [--amp] [--compile] [--cuda-graph]
     python bench/repo_throughput.py --batch 16 --seq-len 32 --against a2efaf1   # side by side with a revision
 
 Every row trains on the same fixed random batch from the same seed, so its loss columns (the world
 model's KL, the actor's and the critic's loss after the timed updates) must agree between rows of
 one mode: a speed-up that changes them changed the maths. ``--against REV`` runs this benchmark's
-counterpart in a temporary git worktree of REV, in a separate process, right after this code's rows.
+counterpart in a temporary git worktree of REV, in a separate process, right after this code's rows
+(eager: ``--cuda-graph`` rows are then checked against REV's eager update).
 """
 
 from __future__ import annotations
@@ -46,13 +47,14 @@ def measure(args, device, label: str) -> None:
     rng = np.random.default_rng(0)
     for mode in ("repo", "dreamer"):
         torch.manual_seed(0)
-        agent = RePoAgent(4, WorldModelConfig(mode=mode, amp=args.amp), device=device)
+        agent = RePoAgent(4, WorldModelConfig(mode=mode, amp=args.amp), device=device,
+                          **({"cuda_graph": True} if args.cuda_graph else {}))
         if args.compile:
             agent.model.encoder = torch.compile(agent.model.encoder)
         obs = rng.integers(0, 255, (args.batch, args.seq_len + 1, 64, 64, 3), dtype=np.uint8)
         act = rng.uniform(-1, 1, (args.batch, args.seq_len, 4)).astype(np.float32)
         rew = rng.normal(size=(args.batch, args.seq_len)).astype(np.float32)
-        agent.train_step(obs, act, rew)  # warm-up (and compilation)
+        agent.train_step(obs, act, rew)  # warm-up (and compilation, or the graph's capture)
         times = []
         for _ in range(args.updates):
             if device.type == "cuda":
@@ -70,7 +72,8 @@ def measure(args, device, label: str) -> None:
             start = time.perf_counter()
             obs_ep, _, _, _ = run_episode(env, agent, seed=0, explore=True)
             sps = f"{(len(obs_ep) - 1) * 2 / (time.perf_counter() - start):.0f}"
-        print(f"| {label} | {device} | {torch.get_num_threads()} | {mode} | {'bf16' if args.amp else 'fp32'} "
+        label_ = f"{label}, CUDA graph" if args.cuda_graph else label
+        print(f"| {label_} | {device} | {torch.get_num_threads()} | {mode} | {'bf16' if args.amp else 'fp32'} "
               f"| {args.batch} x {args.seq_len} | {ups:.2f} | {losses} | {sps} |", flush=True)
 
 
@@ -98,6 +101,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU)")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--cuda-graph", action="store_true", help="replay each update as a captured CUDA graph (GPU)")
     parser.add_argument("--no-env", action="store_true", help="skip the env-steps/s column")
     parser.add_argument("--against", metavar="REV", help="also run the same benchmark on git revision REV")
     parser.add_argument("--code-root", help=argparse.SUPPRESS)  # set by --against: measure that tree's packages

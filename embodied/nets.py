@@ -31,10 +31,13 @@ class TwinQ(nn.Module):
 def mixed_precision(module: nn.Module, enabled: bool):
     """bfloat16 autocast on the device of ``module``'s parameters (no loss scaling needed, unlike float16).
 
-    Wrap forward passes only; backward runs outside. Disabled, it is a no-op context.
+    Wrap forward passes only; backward runs outside. Disabled, it is a no-op context. While a CUDA graph
+    is being captured, autocast's weight-cast cache is off (PyTorch requires it: cached casts would be
+    freed between replays).
     """
     device_type = next(module.parameters()).device.type
-    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled)
+    capturing = device_type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=not capturing)
 
 
 @torch.no_grad()

@@ -319,3 +319,115 @@ def test_fast_decoder_equals_its_transposed_convolutions():
         x = (F.conv_transpose2d(x, layer.weight.contiguous(), layer.bias, stride=2)
              if isinstance(layer, torch.nn.ConvTranspose2d) else F.elu(x))
     torch.testing.assert_close(decoder(feat), x.reshape(2, 3, 3, 64, 64), rtol=1e-5, atol=1e-5)
+
+
+def _assert_same_training(a: RePoAgent, b: RePoAgent) -> None:
+    for (name, p), q in zip([*a.model.named_parameters(), *a.behavior.named_parameters()],
+                            [*b.model.parameters(), *b.behavior.parameters()]):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_update_never_waits_for_the_device(rng, monkeypatch):
+    """What a CUDA graph cannot capture, caught on the CPU: reading a device value on the host
+    (.item(), bool(), float(), .tolist()) or making a tensor from host data inside the update.
+    Adam's own step is exempt: on a GPU it runs capturable, without those (PyTorch's part)."""
+    torch.manual_seed(0)
+    agents = [RePoAgent(4, WorldModelConfig(mode="dreamer"), BehaviorConfig(horizon=3)),
+              RePoAgent(4, WorldModelConfig(mode="repo", probe_decoder=True), BehaviorConfig(horizon=3))]
+    batch = _batch(rng, batch=2, length=4)
+    inside_adam = []
+
+    def forbidden(name):
+        real = getattr(torch.Tensor, name) if name != "tensor" else torch.tensor
+
+        def check(*args, **kwargs):
+            if not inside_adam:
+                raise AssertionError(f"the update called {name}: it waits for the device or copies host data to it")
+            return real(*args, **kwargs)
+        return check
+
+    real_step = torch.optim.Adam.step
+
+    def adam_step(self, *args, **kwargs):
+        inside_adam.append(1)
+        try:
+            return real_step(self, *args, **kwargs)
+        finally:
+            inside_adam.pop()
+
+    monkeypatch.setattr(torch.optim.Adam, "step", adam_step)
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        monkeypatch.setattr(torch.Tensor, name, forbidden(name))
+    monkeypatch.setattr(torch, "tensor", forbidden("tensor"))
+    for agent in agents:
+        for _ in range(2):  # the second update also runs the return range's moving average
+            metrics = agent._update(*batch)
+        with pytest.raises(AssertionError, match="item"):  # the check itself bites
+            agent.model.train_step(*batch)
+    monkeypatch.undo()
+    assert set(metrics) >= {"model/kl", "model/beta", "model/recon", "behavior/return_scale"}
+
+
+def test_restoring_the_training_state_undoes_updates_and_fresh_optimizer_states(rng):
+    """A CUDA graph's warm-up runs real updates; putting the state back (parameters, buffers, optimizer
+    moments and step counts, zeroed where the warm-up created them) must leave no trace of them."""
+    from embodied.cuda_graph import _TrainingState
+
+    obs, act, rew = (x.numpy() for x in _batch(rng, batch=2, length=4))
+    torch.manual_seed(0)
+    agent = RePoAgent(4, WorldModelConfig(mode="repo"), BehaviorConfig(horizon=3))
+    fresh = copy.deepcopy(agent)
+    saved = _TrainingState([agent.model, agent.behavior], agent.optimizers())
+    for _ in range(2):
+        agent.train_step(obs, act, rew)
+    saved.restore()
+    torch.manual_seed(1)
+    a = agent.train_step(obs, act, rew)
+    torch.manual_seed(1)
+    b = fresh.train_step(obs, act, rew)
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    _assert_same_training(agent, fresh)
+    saved = _TrainingState([agent.model, agent.behavior], agent.optimizers())  # now with existing moments
+    agent.train_step(obs, act, rew)
+    saved.restore()
+    torch.manual_seed(2)
+    agent.train_step(obs, act, rew)
+    torch.manual_seed(2)
+    fresh.train_step(obs, act, rew)
+    _assert_same_training(agent, fresh)
+
+
+def test_cuda_graph_option_names_its_need_and_checkpoints_move_between_modes(rng):
+    from embodied.cuda_graph import GraphedUpdate, set_capturable
+
+    with pytest.raises(ValueError, match="--cuda-graph needs a CUDA device"):
+        RePoAgent(4, device="cpu", cuda_graph=True)
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphedUpdate(lambda: {}, [], [], torch.device("cpu"))
+    obs, act, rew = (x.numpy() for x in _batch(rng, batch=2, length=4))
+    agent = RePoAgent(4, beh_cfg=BehaviorConfig(horizon=3))
+    agent.train_step(obs, act, rew)
+    set_capturable(agent.optimizers(), True)  # as a captured run saves them
+    state = agent.state_dict()
+    assert all(g["capturable"] for g in state["model_opt"]["param_groups"])
+    other = RePoAgent(4, beh_cfg=BehaviorConfig(horizon=3))
+    other.load_state_dict(state)
+    assert not any(g["capturable"] for opt in other.optimizers() for g in opt.param_groups)
+    assert all(s["step"].device.type == "cpu" for opt in other.optimizers() for s in opt.state.values())
+    assert np.isfinite(list(other.train_step(obs, act, rew).values())).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("mode", ["repo", "dreamer"])
+def test_cuda_graph_updates_equal_eager_ones(mode, rng):
+    """On a GPU: three replayed updates give the eager updates' metrics and parameters (same seed)."""
+    obs, act, rew = (x.numpy() for x in _batch(rng, batch=4, length=8))
+    runs = []
+    for graph in (False, True):
+        torch.manual_seed(0)
+        agent = RePoAgent(4, WorldModelConfig(mode=mode), BehaviorConfig(horizon=5), device="cuda", cuda_graph=graph)
+        runs.append((agent, [agent.train_step(obs, act, rew) for _ in range(3)]))
+    (eager, eager_metrics), (graphed, graph_metrics) = runs
+    for m, n in zip(eager_metrics, graph_metrics):
+        assert m == pytest.approx(n, rel=1e-4, abs=1e-5)
+    _assert_same_training(graphed, eager)

@@ -24,6 +24,7 @@ and the discriminator's accuracy (0.5: target embeddings are inside the source s
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +33,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.distributions import Normal, kl_divergence
 
 from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import frozen
-from agents.repo.networks import preprocess
+from agents.repo.networks import normal_kl, preprocess
 from agents.repo.train import RePoConfig, build_agent, make_pixel_env
 from embodied.checkpoint import load_checkpoint, save_checkpoint, seed_everything
 from embodied.config import check_positive, config_from_dict, parse_config
@@ -125,7 +125,8 @@ def load_source(source_run: Path, device) -> tuple[RePoConfig, RePoAgent, Sequen
     if not path.exists():
         raise EmbodiedError(f"no RePo checkpoint at {path}; train one first with `embodied train repo`")
     state = load_checkpoint(path)
-    cfg = config_from_dict(RePoConfig, state["config"])
+    # adaptation trains the encoder alone, eagerly: a source trained with --cuda-graph loads on any device
+    cfg = dataclasses.replace(config_from_dict(RePoConfig, state["config"]), cuda_graph=False)
     env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
     agent = build_agent(cfg, env.action_space.shape[0], device)
     agent.load_state_dict(state["agent"])
@@ -174,8 +175,8 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
             d_tgt = aligner.disc(tgt_embed_seq.flatten(0, 1)).squeeze(-1)
             align_loss = F.binary_cross_entropy_with_logits(d_tgt, torch.ones_like(d_tgt))
             states = model.rssm.observe(tgt_embed_seq[:, 1:], tgt_act)
-            kl = kl_divergence(Normal(states["post_mean"], states["post_std"]),
-                               Normal(states["prior_mean"], states["prior_std"])).sum(-1).mean()
+            kl = normal_kl(states["post_mean"], states["post_std"],
+                           states["prior_mean"], states["prior_std"]).sum(-1).mean()
             loss = cfg.align_coef * align_loss + cfg.kl_coef * kl
             if calibration is not None:
                 pick = torch.as_tensor(rng.choice(len(calib_d), min(64, len(calib_d)), replace=False), device=device)

@@ -8,16 +8,33 @@ import torch
 from agents.repo.behavior import Behavior, BehaviorConfig
 from agents.repo.networks import preprocess
 from agents.repo.world_model import WorldModel, WorldModelConfig
+from embodied.cuda_graph import GraphedUpdate, set_capturable
 
 
 class RePoAgent:
     def __init__(self, act_dim: int, wm_cfg: WorldModelConfig = WorldModelConfig(),
-                 beh_cfg: BehaviorConfig = BehaviorConfig(), device="cpu", expl_noise: float = 0.0):
+                 beh_cfg: BehaviorConfig = BehaviorConfig(), device="cpu", expl_noise: float = 0.0,
+                 cuda_graph: bool = False):
         self.device = torch.device(device)
+        if cuda_graph and self.device.type != "cuda":
+            raise ValueError(f"--cuda-graph needs a CUDA device, got {self.device}")
         self.expl_noise = expl_noise  # Gaussian noise on exploring actions (Dreamer's 0.3), on top of the actor's own
         self.act_dim = act_dim
         self.model = WorldModel(act_dim, wm_cfg).to(self.device)
         self.behavior = Behavior(self.model.rssm.feat_dim, act_dim, beh_cfg).to(self.device)
+        self.cuda_graph = cuda_graph
+        self._graph: GraphedUpdate | None = None  # captured at the first update
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        opts = [self.model.opt, self.model.beta_opt, self.model.probe_opt, self.behavior.actor_opt,
+                self.behavior.critic_opt]
+        return [opt for opt in opts if opt is not None]
+
+    def _update(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor) -> dict[str, torch.Tensor]:
+        """World model, then actor and critic: one update, metrics as 0-d tensors (nothing waits for the device)."""
+        metrics, states = self.model.update(obs, act, rew)
+        metrics.update(self.behavior.update(self.model, states))
+        return metrics
 
     def initial_state(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h, z = self.model.rssm.initial(1, self.device)
@@ -35,10 +52,14 @@ class RePoAgent:
         return action[0].cpu().numpy(), (h, z, action)
 
     def train_step(self, obs: np.ndarray, act: np.ndarray, rew: np.ndarray) -> dict[str, float]:
-        t = lambda x: torch.as_tensor(x, device=self.device)  # noqa: E731
-        metrics, states = self.model.train_step(t(obs), t(act), t(rew))
-        metrics.update(self.behavior.train_step(self.model, states))
-        return metrics
+        if self.cuda_graph:
+            if self._graph is None:
+                self._graph = GraphedUpdate(self._update, [self.model, self.behavior], self.optimizers(), self.device)
+            metrics = self._graph(obs, act, rew)
+        else:
+            metrics = self._update(*(torch.as_tensor(x, device=self.device) for x in (obs, act, rew)))
+        values = torch.stack([v.float() for v in metrics.values()]).tolist()  # one wait for the device
+        return dict(zip(metrics, values))
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "behavior": self.behavior.state_dict(),
@@ -55,6 +76,9 @@ class RePoAgent:
             self.model.probe_opt.load_state_dict(state["probe_opt"])
         self.behavior.actor_opt.load_state_dict(state["actor_opt"])
         self.behavior.critic_opt.load_state_dict(state["critic_opt"])
+        # a checkpoint from a captured run loads into an eager one and back; new optimizer states: recapture
+        set_capturable(self.optimizers(), self.cuda_graph)
+        self._graph = None
 
 
 def run_episode(env, agent: RePoAgent, seed: int, explore: bool, rng: np.random.Generator | None = None,

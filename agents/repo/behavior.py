@@ -60,6 +60,19 @@ def lambda_returns(rewards: torch.Tensor, values: torch.Tensor, gamma: float, la
     return torch.stack(out[::-1])
 
 
+def percentiles(x: torch.Tensor, levels: tuple[float, ...]) -> torch.Tensor:
+    """``torch.quantile(x, levels)`` of a 1-d tensor (linear interpolation), from a sort and positions known
+    on the host: torch.quantile needs its levels as a device tensor, a host-to-device copy per call."""
+    ordered = x.sort().values
+    out = []
+    for q in levels:
+        rank = q * (x.numel() - 1)
+        below = int(rank)
+        above = min(below + 1, x.numel() - 1)
+        out.append(torch.lerp(ordered[below], ordered[above], rank - below))
+    return torch.stack(out)
+
+
 class Behavior(nn.Module):
     def __init__(self, feat_dim: int, act_dim: int, cfg: BehaviorConfig = BehaviorConfig()):
         super().__init__()
@@ -83,19 +96,20 @@ class Behavior(nn.Module):
         return torch.stack(feats), torch.stack(entropies)
 
     def return_scale(self, returns: torch.Tensor) -> torch.Tensor:
-        """max(1, P95 - P5) of the returns seen so far (exponential moving average of the percentiles)."""
+        """max(1, P95 - P5) of the returns seen so far (exponential moving average of the percentiles).
+
+        Branch-free on device values (the first call takes the percentiles as they are), so it never
+        waits for the device: a CUDA graph can capture it."""
         if not self.cfg.return_norm:
             return torch.ones((), device=returns.device)
-        flat = returns.detach().flatten().float()
-        quantiles = torch.quantile(flat, torch.tensor([0.05, 0.95], device=flat.device))
-        if not bool(self.return_range_init):
-            self.return_range.copy_(quantiles)
-            self.return_range_init.fill_(True)
-        else:
-            self.return_range.lerp_(quantiles, 1 - self.cfg.return_norm_decay)
+        quantiles = percentiles(returns.detach().flatten().float(), (0.05, 0.95))
+        averaged = torch.lerp(self.return_range, quantiles, 1 - self.cfg.return_norm_decay)
+        self.return_range.copy_(torch.where(self.return_range_init, averaged, quantiles))
+        self.return_range_init.fill_(True)
         return torch.clamp(self.return_range[1] - self.return_range[0], min=1.0)
 
-    def train_step(self, model: WorldModel, states: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, model: WorldModel, states: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One actor and one critic step from ``states``; metrics as 0-d tensors (no host synchronisation)."""
         cfg = self.cfg
         h = states["h"].reshape(-1, states["h"].shape[-1]).detach()
         z = states["z"].reshape(-1, states["z"].shape[-1]).detach()
@@ -120,6 +134,9 @@ class Behavior(nn.Module):
         nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
         self.critic_opt.step()
         soft_update(self.slow_critic, self.critic, cfg.slow_critic_tau)
-        return {"behavior/actor_loss": actor_loss.item(), "behavior/critic_loss": critic_loss.item(),
-                "behavior/imagined_return": returns.mean().item(), "behavior/entropy": entropy.mean().item(),
-                "behavior/return_scale": scale.item()}
+        return {"behavior/actor_loss": actor_loss.detach(), "behavior/critic_loss": critic_loss.detach(),
+                "behavior/imagined_return": returns.detach().mean(), "behavior/entropy": entropy.detach().mean(),
+                "behavior/return_scale": scale.detach()}
+
+    def train_step(self, model: WorldModel, states: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {k: v.item() for k, v in self.update(model, states).items()}

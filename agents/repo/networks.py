@@ -11,6 +11,24 @@ from torch import nn
 from embodied.nets import mlp
 
 
+# Gaussian densities written out as torch.distributions computes them, without its argument checks: each
+# check is a host synchronisation on a GPU, which a captured update (embodied.cuda_graph) may not contain.
+HALF_LOG_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+def normal_log_prob(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+    """log N(x; mean, std^2), elementwise."""
+    log_std = math.log(std) if isinstance(std, (int, float)) else std.log()
+    return -((x - mean) ** 2) / (2 * std**2) - log_std - HALF_LOG_2PI
+
+
+def normal_kl(mean_p: torch.Tensor, std_p: torch.Tensor, mean_q: torch.Tensor, std_q: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean_p, std_p^2) || N(mean_q, std_q^2)), elementwise."""
+    var_ratio = (std_p / std_q).pow(2)
+    t1 = ((mean_p - mean_q) / std_q).pow(2)
+    return 0.5 * (var_ratio + t1 - 1 - var_ratio.log())
+
+
 def preprocess(obs: torch.Tensor) -> torch.Tensor:
     """uint8 ``(..., H, W, 3)`` -> float ``(..., 3, H, W)`` in [-1, 1]."""
     return obs.float().movedim(-1, -3) / 127.5 - 1.0
@@ -137,7 +155,6 @@ class Actor(nn.Module):
         mean, std = self.net(feat).float().chunk(2, -1)
         mean = 5 * torch.tanh(mean / 5)
         std = F.softplus(std + self.raw_init_std) + self.min_std
-        dist = torch.distributions.Normal(mean, std)
-        u = mean if deterministic else dist.rsample()
+        u = mean if deterministic else mean + torch.empty_like(mean).normal_() * std  # Normal.rsample's draw
         log_det = 2 * (math.log(2) - u - F.softplus(-2 * u))  # log(1 - tanh(u)^2), stable
-        return torch.tanh(u), -(dist.log_prob(u) - log_det).sum(-1)
+        return torch.tanh(u), -(normal_log_prob(u, mean, std) - log_det).sum(-1)

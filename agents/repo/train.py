@@ -59,6 +59,8 @@ class RePoConfig(RunOptions):
     checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps
     compile: bool = field(default=False, metadata={"help": "torch.compile the encoder (GPU)"})
     amp: bool = field(default=False, metadata={"help": "bfloat16 mixed precision for the forward passes (GPU)"})
+    cuda_graph: bool = field(default=False, metadata={"help": "capture one update as a CUDA graph and replay it "
+                                                              "(GPU; the small-batch update is launch-bound)"})
 
     def __post_init__(self):
         check_choice("variant", self.variant, ("pixels", "distractor"))
@@ -66,6 +68,8 @@ class RePoConfig(RunOptions):
         check_positive(self, "init_beta", "beta_lr", "reward_scale", "total_steps", "max_episode_steps",
                        "action_repeat", "train_every", "train_steps", "batch_size", "seq_len", "eval_every",
                        "eval_episodes", "checkpoint_every")
+        if self.cuda_graph and self.compile:
+            raise ValueError("choose --cuda-graph or --compile, not both (the graph already removes the launches)")
         if self.expl_noise < 0:
             raise ValueError(f"expl_noise must be >= 0, got {self.expl_noise}")
         if self.seq_len > self.max_episode_steps // self.action_repeat:
@@ -81,7 +85,7 @@ def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repea
 def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
     wm_cfg = WorldModelConfig(mode=cfg.mode, target_kl=cfg.target_kl, init_beta=cfg.init_beta, beta_lr=cfg.beta_lr,
                               probe_decoder=cfg.probe_decoder, amp=cfg.amp, reward_scale=cfg.reward_scale)
-    return RePoAgent(act_dim, wm_cfg, BehaviorConfig(), device, expl_noise=cfg.expl_noise)
+    return RePoAgent(act_dim, wm_cfg, BehaviorConfig(), device, expl_noise=cfg.expl_noise, cuda_graph=cfg.cuda_graph)
 
 
 def run_repo(cfg: RePoConfig) -> dict:

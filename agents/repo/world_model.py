@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Normal, kl_divergence
 
-from agents.repo.networks import RSSM, ConvDecoder, ConvEncoder, preprocess
+from agents.repo.networks import RSSM, ConvDecoder, ConvEncoder, normal_kl, normal_log_prob, preprocess
 from embodied.nets import mixed_precision, mlp
 
 MODES = ("repo", "dreamer")
@@ -76,13 +75,13 @@ class WorldModel(nn.Module):
         states = self.rssm.observe(self.encoder(images), act)
         feat = self.features(states)
         reward_pred = self.reward_head(feat).squeeze(-1).float()
-        reward_nll = -Normal(reward_pred, 1.0).log_prob(rew).mean()
-        post = Normal(states["post_mean"], states["post_std"])
-        prior = Normal(states["prior_mean"], states["prior_std"])
-        sg_post = Normal(states["post_mean"].detach(), states["post_std"].detach())
-        sg_prior = Normal(states["prior_mean"].detach(), states["prior_std"].detach())
-        kl_prior = kl_divergence(sg_post, prior).sum(-1).mean()
-        kl_post = kl_divergence(post, sg_prior).sum(-1).mean()
+        reward_nll = -normal_log_prob(rew, reward_pred, 1.0).mean()
+        post = states["post_mean"], states["post_std"]
+        prior = states["prior_mean"], states["prior_std"]
+        sg_post = tuple(x.detach() for x in post)
+        sg_prior = tuple(x.detach() for x in prior)
+        kl_prior = normal_kl(*sg_post, *prior).sum(-1).mean()
+        kl_post = normal_kl(*post, *sg_prior).sum(-1).mean()
         kl = self.cfg.kl_balance * kl_prior + (1 - self.cfg.kl_balance) * kl_post
         terms = {"reward_nll": reward_nll, "kl": kl,
                  "reward_mse": ((reward_pred.detach() - rew) ** 2).mean()}  # logged only: the reward error
@@ -98,8 +97,8 @@ class WorldModel(nn.Module):
         kl = torch.clamp(terms["kl"], min=self.cfg.free_nats)
         return terms["reward_nll"] + terms["recon"] + self.cfg.kl_scale * kl
 
-    def dual_update(self, kl: float) -> None:
-        """Dual ascent on log_beta: up while KL > target, down while below."""
+    def dual_update(self, kl: float | torch.Tensor) -> None:
+        """Dual ascent on log_beta: up while KL > target, down while below (``kl``: a number or a detached tensor)."""
         if self.cfg.mode != "repo":
             return
         loss = -self.log_beta * (kl - self.cfg.target_kl)
@@ -107,7 +106,9 @@ class WorldModel(nn.Module):
         loss.backward()
         self.beta_opt.step()
 
-    def train_step(self, obs, act, rew) -> tuple[dict[str, float], dict]:
+    def update(self, obs, act, rew) -> tuple[dict[str, torch.Tensor], dict]:
+        """One gradient step on ``obs, act, rew`` tensors. Returns the metrics as 0-d tensors and the
+        detached posterior states; nothing in it waits for the device, so a CUDA graph can capture it."""
         with mixed_precision(self, self.cfg.amp):
             terms, states = self.losses(obs, act, rew)
             loss = self.model_loss(terms)
@@ -120,7 +121,11 @@ class WorldModel(nn.Module):
         self.opt.step()
         if self.probe_opt is not None:
             self.probe_opt.step()
-        self.dual_update(terms["kl"].item())
-        metrics = {f"model/{k}": v.item() for k, v in terms.items()}
-        metrics["model/beta"] = self.beta
+        self.dual_update(terms["kl"].detach())
+        metrics = {f"model/{k}": v.detach() for k, v in terms.items()}
+        metrics["model/beta"] = self.log_beta.detach().exp()
         return metrics, {k: v.detach() for k, v in states.items()}
+
+    def train_step(self, obs, act, rew) -> tuple[dict[str, float], dict]:
+        metrics, states = self.update(obs, act, rew)
+        return {k: v.item() for k, v in metrics.items()}, states

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Issue #15's RePo-vs-Dreamer study on a lent GPU machine, across two calls (a call lasts at most 10 minutes,
+# a session's device time is ~15): pack here first with `GGUF=0 bash bench/gpu_pack.sh` (no LLM needed), then
+#   call 1 (carry .gpu .gl):  SNAPSHOT_AT=560 bash bench/gpu_study_lease.sh start
+#   call 2, on the same warm machine (within its 30 s idle):  WAIT=150 bash bench/gpu_study_lease.sh collect
+# `start` unpacks the packages, runs the CUDA-graph tests (a captured update equals the eager one), measures
+# eager and captured updates, starts bench/repo_study_gpu.sh detached (setsid: it outlives the call; with
+# --cuda-graph only if the tests passed) and copies a snapshot of its runs to $OUT at SNAPSHOT_AT seconds.
+# `collect` waits up to WAIT seconds (less if the study ends) and copies the runs again. Here, afterwards:
+#   tar xzf study.tgz -C DIR && embodied report DIR/study --unfinished --at-step N ...
+set -uo pipefail
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" /tmp/bin /tmp/site
+export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl PYTHONUNBUFFERED=1 PATH=/tmp/bin:$PATH
+v=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json; [ -f $v ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$v
+STUDY=/tmp/study
+
+snapshot() {  # the runs' configs, metrics and logs (no checkpoints are written), and the study's own log
+  tar czf "$OUT/study.tgz" -C /tmp study study.log 2>/dev/null
+  grep -h "step .*: return" "$STUDY"/*.log 2>/dev/null | tail -n 3
+  echo "snapshot at $(( $(date +%s) - t0 )) s: $(ls "$STUDY" 2>/dev/null | grep -c '^repo-') runs; $(grep -c . "$STUDY"/*/metrics.jsonl 2>/dev/null | tr '\n' ' ')"
+}
+
+case "${1:-}" in
+start)
+  rm -rf .venv  # a venv made elsewhere does not run here
+  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+  tar xzf .gpu/site.tgz -C /tmp/site || { echo "no .gpu/site.tgz: run GGUF=0 bash bench/gpu_pack.sh and carry .gpu .gl"; exit 1; }
+  printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python; chmod +x /tmp/bin/python
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  timeout 150 python -m pytest -q -p no:cacheprovider tests/test_repo.py -k "cuda_graph or wait or restoring" 2>&1 \
+    | tee "$OUT/graph_tests.log" | tail -n 4
+  tests=${PIPESTATUS[0]}
+  for flags in "" "--cuda-graph"; do
+    timeout 100 python bench/repo_throughput.py --device cuda --batch 16 --seq-len 32 --updates 30 --threads 1 $flags
+  done 2>&1 | grep "^|" | awk 'NR <= 2 || !/^\| code/' | tee "$OUT/throughput.md"
+  graph=0; [ "$tests" = 0 ] && graph=1
+  echo "CUDA graph tests exit $tests: study with CUDA_GRAPH=$graph, started at $(( $(date +%s) - t0 )) s"
+  setsid nohup env CUDA_GRAPH=$graph DEVICE=cuda MPS=1 BUDGET_S=${BUDGET_S:-1500} THREADS=1 EVAL_EVERY=2000 \
+    STEPS=${STEPS:-30000} ARMS="${ARMS:-repo:distractor dreamer:distractor repo:pixels}" \
+    bash bench/repo_study_gpu.sh "$STUDY" > /tmp/study.log 2>&1 < /dev/null &
+  while [ $(( $(date +%s) - t0 )) -lt "${SNAPSHOT_AT:-560}" ] && ! grep -q "^trials ran" /tmp/study.log; do sleep 5; done
+  snapshot
+  ;;
+collect)
+  [ -d "$STUDY" ] || { echo "no study on this machine (a fresh one?)"; exit 1; }
+  while [ $(( $(date +%s) - t0 )) -lt "${WAIT:-150}" ] && ! grep -q "^trials ran" /tmp/study.log; do sleep 5; done
+  snapshot
+  tail -n 15 /tmp/study.log
+  ;;
+*)
+  echo "usage: bash bench/gpu_study_lease.sh start|collect"; exit 2
+  ;;
+esac
