@@ -18,7 +18,7 @@ v=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json; [ -f $v ] && export
 STUDY=/tmp/study
 
 snapshot() {  # the runs' configs, metrics and logs (no checkpoints are written), and the study's own log
-  tar czf "$OUT/study.tgz" -C /tmp study study.log 2>/dev/null
+  tar czf "$OUT/study.tgz" --exclude=checkpoints -C /tmp study study.log 2>/dev/null
   grep -h "step .*: return" "$STUDY"/*.log 2>/dev/null | tail -n 3
   echo "snapshot at $(( $(date +%s) - t0 )) s: $(ls "$STUDY" 2>/dev/null | grep -c '^repo-') runs; $(grep -c . "$STUDY"/*/metrics.jsonl 2>/dev/null | tr '\n' ' ')"
 }
@@ -33,6 +33,7 @@ start)
   timeout 150 python -m pytest -q -p no:cacheprovider tests/test_repo.py -k "cuda_graph or wait or restoring" 2>&1 \
     | tee "$OUT/graph_tests.log" | tail -n 4
   tests=${PIPESTATUS[0]}
+  grep -q "5 passed" "$OUT/graph_tests.log" || tests="${tests}, not 5 passed (GPU tests skipped?)"
   for flags in "" "--cuda-graph"; do
     timeout 100 python bench/repo_throughput.py --device cuda --batch 16 --seq-len 32 --updates 30 --threads 1 $flags
   done 2>&1 | grep "^|" | awk 'NR <= 2 || !/^\| code/' | tee "$OUT/throughput.md"
