@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-command GPU check (issue #15): on one CUDA GPU, within ~10 minutes, a short training of every
-# agent on --device cuda, then RePo's throughput with and without --amp and --compile; one table.
+# agent on --device cuda, then RePo's throughput with and without --amp, --compile and --cuda-graph; one table.
 # Measured on one H100 (bench/results/gpu_check.md): ~4 minutes in all (the four trainings 25-34 s each).
 #   bash bench/gpu_check.sh            # DEVICE=cpu bash bench/gpu_check.sh: the same, as a smoke test
 #   RUNS="pearl repo throughput" bash bench/gpu_check.sh   # a subset (rows: pearl parl repo walle, throughput)
@@ -52,7 +52,7 @@ echo "| run | exit | seconds | final metric |"
 echo "| --- | ---: | ---: | --- |"
 printf '%s\n' "${ROWS[@]}"
 echo
-[[ " $RUNS " == *" throughput "* ]] && for flags in "" "--amp" "--compile" "--amp --compile"; do
+[[ " $RUNS " == *" throughput "* ]] && for flags in "" "--amp" "--compile" "--amp --compile" "--cuda-graph"; do
   timeout 240 python bench/repo_throughput.py --device "$DEVICE" --updates 10 $flags 2>/dev/null | tail -n +3 \
     | sed "s/^/| ${flags:-fp32, eager} /" || echo "| ${flags:-fp32, eager} | failed or past 240 s |"
 done | { echo "| flags | code | device | threads | mode | amp | batch x seq | updates/s | losses: kl / actor / critic | env steps/s |"

@@ -137,6 +137,3 @@ class Behavior(nn.Module):
         return {"behavior/actor_loss": actor_loss.detach(), "behavior/critic_loss": critic_loss.detach(),
                 "behavior/imagined_return": returns.detach().mean(), "behavior/entropy": entropy.detach().mean(),
                 "behavior/return_scale": scale.detach()}
-
-    def train_step(self, model: WorldModel, states: dict[str, torch.Tensor]) -> dict[str, float]:
-        return {k: v.item() for k, v in self.update(model, states).items()}
