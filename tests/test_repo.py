@@ -397,9 +397,14 @@ def test_restoring_the_training_state_undoes_updates_and_fresh_optimizer_states(
     _assert_same_training(agent, fresh)
 
 
-def test_cuda_graph_option_names_its_need_and_checkpoints_move_between_modes(rng):
+def test_cuda_graph_option_names_its_need_and_checkpoints_move_between_modes(rng, tmp_path, capsys):
     from embodied.cuda_graph import GraphedUpdate, set_capturable
 
+    assert cli_main(["train", "repo", "--cuda-graph", "--device", "cpu", "--run-dir", str(tmp_path / "runs")]) != 0
+    assert "--cuda-graph needs a CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before anything was made
+    assert cli_main(["train", "repo", "--cuda-graph", "--compile", "--run-dir", str(tmp_path / "runs")]) != 0
+    assert "choose --cuda-graph or --compile" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--cuda-graph needs a CUDA device"):
         RePoAgent(4, device="cpu", cuda_graph=True)
     with pytest.raises(ValueError, match="CUDA device"):

@@ -22,6 +22,8 @@ from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import BehaviorConfig
 from agents.repo.world_model import MODES, WorldModelConfig
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
+from embodied.device import resolve_device
+from embodied.errors import EmbodiedError
 from embodied.make import make_env
 from embodied.replay import SequenceReplay
 from embodied.runs import progress, start_run
@@ -89,6 +91,9 @@ def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
 
 
 def run_repo(cfg: RePoConfig) -> dict:
+    if cfg.cuda_graph and resolve_device(cfg.device).type != "cuda":  # before the run directory is made
+        raise EmbodiedError(f"--cuda-graph needs a CUDA device, but --device {cfg.device} gives "
+                            f"{resolve_device(cfg.device)} (use it on a machine with a CUDA GPU, or leave it out)")
     run, device = start_run(cfg, f"repo-{cfg.task}-{cfg.variant}-{cfg.mode}-s{cfg.seed}")
     env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
     eval_env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
