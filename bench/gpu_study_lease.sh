@@ -40,7 +40,7 @@ start)
   graph=0; [ "$tests" = 0 ] && graph=1
   echo "CUDA graph tests exit $tests: study with CUDA_GRAPH=$graph, started at $(( $(date +%s) - t0 )) s"
   setsid nohup env CUDA_GRAPH=$graph DEVICE=cuda MPS=1 BUDGET_S=${BUDGET_S:-1500} THREADS=1 EVAL_EVERY=2000 \
-    STEPS=${STEPS:-30000} ARMS="${ARMS:-repo:distractor dreamer:distractor repo:pixels}" \
+    STEPS=${STEPS:-30000} TASK=${TASK:-reach-v3} ARMS="${ARMS:-repo:distractor dreamer:distractor repo:pixels}" \
     bash bench/repo_study_gpu.sh "$STUDY" > /tmp/study.log 2>&1 < /dev/null &
   while [ $(( $(date +%s) - t0 )) -lt "${SNAPSHOT_AT:-560}" ] && ! grep -q "^trials ran" /tmp/study.log; do sleep 5; done
   snapshot

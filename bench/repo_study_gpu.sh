@@ -7,7 +7,8 @@
 # curve, and the comparison is made at an env step every trial reached (`embodied report DIR --at-step N`).
 #   DEVICE=cuda MPS=1 BUDGET_S=480 bash bench/repo_study_gpu.sh OUT     # then, here: embodied report OUT ...
 # ARMS lists mode:variant pairs (default: MODES on VARIANT), e.g. ARMS="repo:distractor dreamer:distractor repo:pixels"
-# for the clean-pixel reference beside them; CUDA_GRAPH=1 replays each update as a captured CUDA graph.
+# for the clean-pixel reference beside them; CUDA_GRAPH=1 replays each update as a captured CUDA graph;
+# TASK=<Meta-World task> (default reach-v3) for another task, into its own OUT.
 # MPS=1 starts NVIDIA's multi-process service when the machine has it (kernels of the trials then share
 # the GPU instead of taking turns: the update is launch-bound, see bench/results/gpu_check.md) and goes on
 # without it if a CUDA context fails to open under it.
@@ -40,7 +41,7 @@ if [ "${MPS:-0}" = 1 ]; then
 fi
 read -r -a SCALE <<< "$(python bench/repo_scale.py total_steps="${STEPS:-30000}" prefill="${PREFILL:-2000}" \
   eval_every="${EVAL_EVERY:-1000}" checkpoint_every=1000000000)" || exit 1
-COMMON=(--task reach-v3 "${SCALE[@]}" --device "$DEVICE" --no-video --threads "$THREADS" --run-dir "$OUT" "${GRAPH[@]}")
+COMMON=(--task "${TASK:-reach-v3}" "${SCALE[@]}" --device "$DEVICE" --no-video --threads "$THREADS" --run-dir "$OUT" "${GRAPH[@]}")
 smi=
 command -v nvidia-smi >/dev/null && { nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 20 > "$OUT/gpu_use.csv" 2>&1 & smi=$!; }
 start=$(date +%s)
