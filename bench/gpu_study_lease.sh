@@ -8,6 +8,8 @@
 # --cuda-graph only if the tests passed) and copies a snapshot of its runs to $OUT at SNAPSHOT_AT seconds.
 # `collect` waits up to WAIT seconds (less if the study ends) and copies the runs again. Here, afterwards:
 #   tar xzf study.tgz -C DIR && embodied report DIR/study --unfinished --at-step N ...
+# JOB=adapt runs bench/repo_adapt_gpu.sh instead (clean source, then adaptation beyond 1000 steps; knobs in its
+# header, e.g. SOURCE_STEPS, ADAPT_STEPS): python bench/repo_adapt_study.py --report DIR/study/adapt afterwards.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
@@ -17,8 +19,8 @@ export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl PYTHONUNBUFFERED=1 PATH=/tmp/bin:
 v=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json; [ -f $v ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$v
 STUDY=/tmp/study
 
-snapshot() {  # the runs' configs, metrics and logs (no checkpoints are written), and the study's own log
-  tar czf "$OUT/study.tgz" --exclude=checkpoints -C /tmp study study.log 2>/dev/null
+snapshot() {  # the runs' configs, metrics, logs and summaries (no checkpoints), and the job's own log
+  tar czf "$OUT/study.tgz" --exclude=checkpoints --exclude=tb -C /tmp study study.log 2>/dev/null
   grep -h "step .*: return" "$STUDY"/*.log 2>/dev/null | tail -n 3
   echo "snapshot at $(( $(date +%s) - t0 )) s: $(ls "$STUDY" 2>/dev/null | grep -c '^repo-') runs; $(grep -c . "$STUDY"/*/metrics.jsonl 2>/dev/null | tr '\n' ' ')"
 }
@@ -38,16 +40,18 @@ start)
     timeout 100 python bench/repo_throughput.py --device cuda --batch 16 --seq-len 32 --updates 30 --threads 1 $flags
   done 2>&1 | grep "^|" | awk 'NR <= 2 || !/^\| code/' | tee "$OUT/throughput.md"
   graph=0; [ "$tests" = 0 ] && graph=1
-  echo "CUDA graph tests exit $tests: study with CUDA_GRAPH=$graph, started at $(( $(date +%s) - t0 )) s"
+  job=bench/repo_study_gpu.sh; [ "${JOB:-study}" = adapt ] && job=bench/repo_adapt_gpu.sh
+  echo "CUDA graph tests exit $tests: $job with CUDA_GRAPH=$graph, started at $(( $(date +%s) - t0 )) s"
+  rm -f /tmp/study.done
   setsid nohup env CUDA_GRAPH=$graph DEVICE=cuda MPS=1 BUDGET_S=${BUDGET_S:-1500} THREADS=1 EVAL_EVERY=2000 \
     STEPS=${STEPS:-30000} TASK=${TASK:-reach-v3} ARMS="${ARMS:-repo:distractor dreamer:distractor repo:pixels}" \
-    bash bench/repo_study_gpu.sh "$STUDY" > /tmp/study.log 2>&1 < /dev/null &
-  while [ $(( $(date +%s) - t0 )) -lt "${SNAPSHOT_AT:-560}" ] && ! grep -q "^trials ran" /tmp/study.log; do sleep 5; done
+    bash -c "bash $job $STUDY; touch /tmp/study.done" > /tmp/study.log 2>&1 < /dev/null &
+  while [ $(( $(date +%s) - t0 )) -lt "${SNAPSHOT_AT:-560}" ] && [ ! -f /tmp/study.done ]; do sleep 5; done
   snapshot
   ;;
 collect)
   [ -d "$STUDY" ] || { echo "no study on this machine (a fresh one?)"; exit 1; }
-  while [ $(( $(date +%s) - t0 )) -lt "${WAIT:-150}" ] && ! grep -q "^trials ran" /tmp/study.log; do sleep 5; done
+  while [ $(( $(date +%s) - t0 )) -lt "${WAIT:-150}" ] && [ ! -f /tmp/study.done ]; do sleep 5; done
   snapshot
   tail -n 15 /tmp/study.log
   ;;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue #15's adaptation beyond 1000 steps, on one machine (made for a lent GPU, where a source run takes minutes,
+# not the CPU's hour): train RePo on clean pixels (reach-v3, bench/repo_scale.py's settings, SOURCE_STEPS env
+# steps, one checkpoint at the end), then adapt its encoder under distractors for ADAPT_STEPS steps, every seed
+# and calibration arm at once as processes (bench/repo_adapt_study.py: clean ceiling, before, after, gap closed).
+#   DEVICE=cuda CUDA_GRAPH=1 bash bench/repo_adapt_gpu.sh OUT        # then: python bench/repo_adapt_study.py --report OUT/adapt
+# Knobs: SOURCE_STEPS (24000), PREFILL (2000), ADAPT_STEPS (3000), SEEDS ("0 1 2"), CALIB ("0 200"),
+# EVAL_EPISODES (10), THREADS (1 torch thread per process). A finished source or adaptation is not redone.
+set -uo pipefail
+. "$(dirname "$0")/env.sh"
+OUT=${1:-runs/repo_adapt_gpu}
+DEVICE=${DEVICE:-cuda}
+THREADS=${THREADS:-1}
+SOURCE_STEPS=${SOURCE_STEPS:-24000}
+GRAPH=(); [ "${CUDA_GRAPH:-0}" = 1 ] && GRAPH=(--cuda-graph)
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
+start=$(date +%s)
+if [ ! -f "$OUT/source/checkpoints/last.pt" ]; then
+  read -r -a SCALE <<< "$(python bench/repo_scale.py total_steps="$SOURCE_STEPS" prefill="${PREFILL:-2000}" \
+    checkpoint_every="$SOURCE_STEPS" eval_every=$((SOURCE_STEPS / 4)))" || exit 1
+  python -m embodied.cli train repo --task reach-v3 --variant pixels "${SCALE[@]}" --device "$DEVICE" --no-video \
+    --threads "$THREADS" --run-dir "$OUT" --run-name source "${GRAPH[@]}" > "$OUT/source.log" 2>&1 \
+    || { echo "source training failed: $OUT/source.log"; tail -n 5 "$OUT/source.log"; exit 1; }
+fi
+echo "source ready after $(( $(date +%s) - start )) s: $(tr '\r' '\n' < "$OUT/source.log" | grep -c '^step ') evaluations"
+pids=()
+for seed in ${SEEDS:-0 1 2}; do
+  for pairs in ${CALIB:-0 200}; do
+    python bench/repo_adapt_study.py --source-run "$OUT/source" --seeds "$seed" --calibration "$pairs" \
+      --steps "${ADAPT_STEPS:-3000}" --eval-episodes "${EVAL_EPISODES:-10}" --device "$DEVICE" --threads "$THREADS" \
+      --out "$OUT/adapt" > "$OUT/adapt-calib$pairs-s$seed.log" 2>&1 &
+    pids+=($!)
+  done
+done
+wait "${pids[@]}"
+echo "adaptations done after $(( $(date +%s) - start )) s"
+python bench/repo_adapt_study.py --report "$OUT/adapt"
