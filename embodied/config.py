@@ -17,7 +17,7 @@ import tokenize
 import types
 import typing
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, ClassVar, Sequence, TypeVar
 
 from embodied.errors import EmbodiedError
 
@@ -123,6 +123,13 @@ class RunOptions:
     threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: one per core); "
                                                                    "embodied sweep sets its CPU share"})
 
+    # Options a --resume may change (where and how fast it runs, how long, how often it reports); every other
+    # option shapes the result and must be the run's own. Agents add their budget and reporting options.
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("device", "run_dir", "run_name", "resume", "video", "threads")
+    # Values a run's config.json without an option (written before the option existed) ran with, where that
+    # differs from the option's default today; options missing from config.json and not named are not checked.
+    LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {}
+
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     """``ValueError`` naming the option unless ``value`` is one of ``choices``."""
@@ -145,6 +152,24 @@ def config_to_dict(config: Any) -> dict:
             return list(value)
         return value
     return {k: convert(v) for k, v in dataclasses.asdict(config).items()}
+
+
+def check_resume(config: Any, saved: dict) -> None:
+    """``EmbodiedError`` naming every option of ``config`` that differs from the run's ``saved`` config.json
+    and that a resume may not change (``RESUMABLE``): resuming with other settings would silently mix two runs."""
+    current = json.loads(json.dumps(config_to_dict(config)))  # the form config.json holds (lists, strings)
+    allowed = set(getattr(config, "RESUMABLE", RunOptions.RESUMABLE))
+    legacy = getattr(config, "LEGACY_DEFAULTS", {})
+    differ = []
+    for key, value in current.items():
+        if key in allowed or (key not in saved and key not in legacy):
+            continue
+        was = saved.get(key, legacy.get(key))
+        if was != value:
+            differ.append(f"--{key.replace('_', '-')} {value!r} (the run has {was!r})")
+    if differ:
+        raise EmbodiedError("--resume with settings that differ from the run's config.json: " + "; ".join(differ)
+                            + ". Resume with the run's own settings, or start a new run (another --run-name)")
 
 
 def config_from_dict(cls: type[T], data: dict) -> T:

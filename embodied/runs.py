@@ -35,7 +35,7 @@ import torch
 from embodied.allocator import keep_freed_memory
 from embodied.atomic import atomic_path
 from embodied.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
-from embodied.config import save_config
+from embodied.config import check_resume, save_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
 
@@ -64,6 +64,16 @@ class Run:
         for sub in ("checkpoints", "videos"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         if config is not None:
+            if resume and (self.dir / "config.json").exists():
+                try:
+                    saved = json.loads((self.dir / "config.json").read_text())
+                    check_resume(config, saved)
+                except ValueError as err:  # a config.json that is not JSON
+                    self._release()
+                    raise EmbodiedError(f"cannot read {self.dir / 'config.json'} to resume: {err}") from None
+                except EmbodiedError:
+                    self._release()
+                    raise
             save_config(config, self.dir / "config.json")
         self.logger = MetricLogger(self.dir, tensorboard=tensorboard)
         self._stop = threading.Event()

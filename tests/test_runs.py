@@ -95,3 +95,30 @@ def test_keep_freed_memory_applies_on_glibc_and_is_idempotent():
         assert applied and keep_freed_memory()
     else:
         assert applied is False
+
+
+def test_resume_refuses_settings_that_shape_the_result_and_names_them(tmp_path):
+    """A resumed run keeps its own settings: a changed option that shapes the result is an error naming it
+    (and the run's value); where it runs, how long and how often it reports may change."""
+    from agents.pearl.train import PearlConfig
+    from agents.repo.train import RePoConfig
+
+    Run(tmp_path, "r", config=RePoConfig(total_steps=100, beta_lr=1e-2)).close()
+    with pytest.raises(EmbodiedError, match=r"--beta-lr 0\.0001 \(the run has 0\.01\)"):
+        Run(tmp_path, "r", config=RePoConfig(total_steps=100), resume=True)
+    with pytest.raises(EmbodiedError, match="--seed 1"):
+        Run(tmp_path, "r", config=RePoConfig(total_steps=100, beta_lr=1e-2, seed=1), resume=True)
+    Run(tmp_path, "r", config=RePoConfig(total_steps=500, beta_lr=1e-2, device="cpu", threads=1, eval_every=50,
+                                         video=False), resume=True).close()  # more steps, elsewhere: fine
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["total_steps"] == 500
+    # a run from before --iql-episode-credit existed learned with the per-step reward (ORIGINAL_IQL):
+    Run(tmp_path, "p", config=PearlConfig()).close()
+    saved = json.loads((tmp_path / "p" / "config.json").read_text())
+    del saved["iql_episode_credit"]
+    (tmp_path / "p" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(EmbodiedError, match=r"--iql-episode-credit 1\.0 \(the run has 0\.0\)"):
+        Run(tmp_path, "p", config=PearlConfig(), resume=True)
+    Run(tmp_path, "p", config=PearlConfig(iql_episode_credit=0.0, iql_steps=99), resume=True).close()
+    (tmp_path / "p" / "config.json").write_text("{not json")
+    with pytest.raises(EmbodiedError, match="cannot read .*config.json"):
+        Run(tmp_path, "p", config=PearlConfig(iql_episode_credit=0.0), resume=True)

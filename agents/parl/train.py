@@ -77,6 +77,7 @@ class ParlConfig(RunOptions):
     eval_every: int = 10_000  # evaluate every this many environment steps
     eval_episodes: int = 10  # episodes per evaluation
     checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps (at episode ends)
+    RESUMABLE = RunOptions.RESUMABLE + ("total_steps", "eval_every", "eval_episodes", "checkpoint_every")
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)

@@ -78,6 +78,8 @@ class PearlConfig(RunOptions):
     eval_every: int = 10000  # evaluate the policy every this many steps
     eval_episodes: int = 10  # episodes per evaluation
     checkpoint_every: int = 5000  # save a checkpoint every this many steps
+    RESUMABLE = RunOptions.RESUMABLE + ("iql_steps", "eval_every", "eval_episodes", "checkpoint_every")
+    LEGACY_DEFAULTS = ORIGINAL_IQL  # runs from before the IQL options learned like this
 
     def __post_init__(self):
         for name in ("source_data", "target_data"):

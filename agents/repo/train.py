@@ -63,6 +63,8 @@ class RePoConfig(RunOptions):
     amp: bool = field(default=False, metadata={"help": "bfloat16 mixed precision for the forward passes (GPU)"})
     cuda_graph: bool = field(default=False, metadata={"help": "capture one update as a CUDA graph and replay it "
                                                               "(GPU; the small-batch update is launch-bound)"})
+    RESUMABLE = RunOptions.RESUMABLE + ("total_steps", "eval_every", "eval_episodes", "checkpoint_every", "compile",
+                                        "amp", "cuda_graph")
 
     def __post_init__(self):
         check_choice("variant", self.variant, ("pixels", "distractor"))

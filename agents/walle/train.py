@@ -57,6 +57,7 @@ class WalleConfig(RunOptions):
     replan_limit: int = 5  # proposals the world model may reject per decision (rules planner)
     explore: bool = True  # lookahead: where no plan exists, go try the nearest untried skill
     llm_rules: bool = False  # lookahead: ask the LLM to write effect rules (for a capable served model); each is checked, sandboxed and kept only if it fits the data as well as the fitted one
+    RESUMABLE = RunOptions.RESUMABLE + ("iterations",)
 
     def __post_init__(self):
         check_choice("planner", self.planner, PLANNERS)
