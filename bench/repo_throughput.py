@@ -47,6 +47,7 @@ def measure(args, device, label: str) -> None:
     rng = np.random.default_rng(0)
     for mode in ("repo", "dreamer"):
         torch.manual_seed(0)
+        # cuda_graph= only when asked: the older revisions that --against measures have no such argument
         agent = RePoAgent(4, WorldModelConfig(mode=mode, amp=args.amp), device=device,
                           **({"cuda_graph": True} if args.cuda_graph else {}))
         if args.compile:
@@ -72,8 +73,8 @@ def measure(args, device, label: str) -> None:
             start = time.perf_counter()
             obs_ep, _, _, _ = run_episode(env, agent, seed=0, explore=True)
             sps = f"{(len(obs_ep) - 1) * 2 / (time.perf_counter() - start):.0f}"
-        label_ = f"{label}, CUDA graph" if args.cuda_graph else label
-        print(f"| {label_} | {device} | {torch.get_num_threads()} | {mode} | {'bf16' if args.amp else 'fp32'} "
+        code = f"{label}, CUDA graph" if args.cuda_graph else label
+        print(f"| {code} | {device} | {torch.get_num_threads()} | {mode} | {'bf16' if args.amp else 'fp32'} "
               f"| {args.batch} x {args.seq_len} | {ups:.2f} | {losses} | {sps} |", flush=True)
 
 

@@ -66,11 +66,7 @@ class Run:
         if config is not None:
             if resume and (self.dir / "config.json").exists():
                 try:
-                    saved = json.loads((self.dir / "config.json").read_text())
-                    check_resume(config, saved)
-                except ValueError as err:  # a config.json that is not JSON
-                    self._release()
-                    raise EmbodiedError(f"cannot read {self.dir / 'config.json'} to resume: {err}") from None
+                    check_resume(config, self._saved_config())
                 except EmbodiedError:
                     self._release()
                     raise
@@ -78,6 +74,13 @@ class Run:
         self.logger = MetricLogger(self.dir, tensorboard=tensorboard)
         self._stop = threading.Event()
         self._previous_handler = None
+
+    def _saved_config(self) -> dict:
+        path = self.dir / "config.json"
+        try:
+            return json.loads(path.read_text())
+        except ValueError as err:  # not JSON
+            raise EmbodiedError(f"cannot read {path} to resume: {err}") from None
 
     @property
     def checkpoint_path(self) -> Path:

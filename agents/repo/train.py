@@ -93,9 +93,9 @@ def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
 
 
 def run_repo(cfg: RePoConfig) -> dict:
-    if cfg.cuda_graph and resolve_device(cfg.device).type != "cuda":  # before the run directory is made
-        raise EmbodiedError(f"--cuda-graph needs a CUDA device, but --device {cfg.device} gives "
-                            f"{resolve_device(cfg.device)} (use it on a machine with a CUDA GPU, or leave it out)")
+    if cfg.cuda_graph and (resolved := resolve_device(cfg.device)).type != "cuda":  # before the run directory is made
+        raise EmbodiedError(f"--cuda-graph needs a CUDA device, but --device {cfg.device} gives {resolved} "
+                            "(use it on a machine with a CUDA GPU, or leave it out)")
     run, device = start_run(cfg, f"repo-{cfg.task}-{cfg.variant}-{cfg.mode}-s{cfg.seed}")
     env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
     eval_env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
