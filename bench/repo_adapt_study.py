@@ -10,7 +10,9 @@ seed changes the target episodes collected, the batches and the evaluation episo
 evaluation: ``--eval-episodes``), not the source agent. The report gives the mean over seeds with
 95 % bootstrap CIs (rliable, through ``embodied.report.aggregate``) of: return on clean pixels (the
 ceiling), under distractors before and after adaptation, the share of the gap closed, the paired
-embedding error before and after, and the discriminator's final accuracy.
+embedding error before and after, and the discriminator's final accuracy; for runs evaluated along
+the way (``--eval-every N``) also the curve: return, gap closed, success and embedding error after
+every N adaptation steps.
 """
 
 from __future__ import annotations
@@ -35,28 +37,46 @@ def flatten(summary: dict) -> dict[str, float]:
             **{k: summary[k] for k in ("embedding_error_before", "embedding_error_after", "disc_accuracy")}}
 
 
-def report(out: Path) -> None:
+CURVE_COLUMNS = (("return_mean", "distractor return"), ("gap_closed", "gap closed"), ("success_rate", "success"),
+                 ("embedding_error", "paired embedding error"))
+
+
+def cell(values: list[float]) -> str:
+    """Mean [95 % bootstrap CI] over seeds (rliable, through ``embodied.report.aggregate``)."""
     from embodied.report import aggregate
 
+    values = np.array([[v] for v in values if np.isfinite(v)], float)
+    if len(values) < 2:
+        return f"{values[0, 0]:.2f}" if len(values) else ""
+    stats = aggregate({"x": values})["x"]
+    return f"{stats['mean']:.2f} [{stats['mean_low']:.2f}, {stats['mean_high']:.2f}]"
+
+
+def report(out: Path) -> None:
     arms: dict[str, list[dict]] = {}
     for path in sorted(out.glob("calib*-s*/summary.json")):
         summary = json.loads(path.read_text())
-        arms.setdefault(f"{summary['calibration_pairs']} pairs, {summary['steps']} steps", []).append(flatten(summary))
+        arms.setdefault(f"{summary['calibration_pairs']} pairs, {summary['steps']} steps", []).append(summary)
     if not arms:
         raise SystemExit(f"no finished adaptation runs under {out}")
     print("mean over seeds [95 % bootstrap CI]\n")
     print("| calibration | seeds | " + " | ".join(name for _, name in COLUMNS) + " |")
     print("| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |")
-    for arm, rows in arms.items():
-        cells = []
-        for key, _ in COLUMNS:
-            values = np.array([[r[key]] for r in rows if np.isfinite(r[key])], float)
-            if len(values) < 2:
-                cells.append(f"{values[0, 0]:.2f}" if len(values) else "")
-                continue
-            stats = aggregate({key: values})[key]
-            cells.append(f"{stats['mean']:.2f} [{stats['mean_low']:.2f}, {stats['mean_high']:.2f}]")
-        print(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
+    for arm, summaries in arms.items():
+        rows = [flatten(s) for s in summaries]
+        print(f"| {arm} | {len(rows)} | " + " | ".join(cell([r[key] for r in rows]) for key, _ in COLUMNS) + " |")
+    curves = {arm: [s["curve"] for s in summaries if len(s.get("curve", ())) > 2] for arm, summaries in arms.items()}
+    if not any(curves.values()):
+        return
+    print("\nover the adaptation budget (runs evaluated along the way: --eval-every)\n")
+    print("| calibration | adaptation steps | seeds | " + " | ".join(name for _, name in CURVE_COLUMNS) + " |")
+    print("| --- | ---: | ---: | " + " | ".join("---:" for _ in CURVE_COLUMNS) + " |")
+    for arm, runs in curves.items():
+        steps = sorted({p["step"] for curve in runs for p in curve})
+        for step in steps:
+            points = [p for curve in runs for p in curve if p["step"] == step]
+            print(f"| {arm.split(',')[0]} | {step} | {len(points)} | "
+                  + " | ".join(cell([p[key] for p in points]) for key, _ in CURVE_COLUMNS) + " |")
 
 
 def main() -> None:
@@ -66,6 +86,7 @@ def main() -> None:
     parser.add_argument("--calibration", default="0,200", help="calibration pairs per arm (0: none)")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=5)
+    parser.add_argument("--eval-every", type=int, default=0, help="also evaluate every N adaptation steps (the curve)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/repo_adapt"))
@@ -84,7 +105,7 @@ def main() -> None:
             if (args.out / name / "summary.json").exists():
                 continue
             run_adapt(AdaptConfig(source_run=args.source_run, steps=args.steps, calibration_pairs=pairs, seed=seed,
-                                  eval_episodes=args.eval_episodes, threads=args.threads, device=args.device,
+                                  eval_episodes=args.eval_episodes, eval_every=args.eval_every, threads=args.threads, device=args.device,
                                   run_dir=args.out, run_name=name))
     report(args.out)
 

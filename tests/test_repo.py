@@ -5,9 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agents.repo.adapt import AdaptConfig, adapt_encoder, paired_embedding_error, split_pairs
+from agents.repo.adapt import AdaptConfig, adapt_encoder, embed_replay, paired_embedding_error, split_pairs
 from agents.repo.agent import RePoAgent, run_episode
 from agents.repo.behavior import BehaviorConfig, lambda_returns
+from agents.repo.networks import preprocess
 from agents.repo.world_model import WorldModel, WorldModelConfig
 from embodied.checkpoint import load_checkpoint
 from embodied.errors import EmbodiedError
@@ -114,6 +115,43 @@ def test_adaptation_changes_only_the_encoder(reach_replay):
     after = dict(list(agent.model.named_parameters()) + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()])
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all(name.startswith("encoder.") for name in changed), changed
+
+
+def test_embedded_replay_samples_the_embeddings_of_the_same_windows(reach_replay):
+    """The adaptation encodes the source replay once: with the same generator, its windows are the
+    encoder's embeddings of the windows the frame replay gives."""
+    torch.manual_seed(0)
+    encoder = RePoAgent(4).model.encoder
+    embedded = embed_replay(encoder, reach_replay, "cpu")
+    frames, act, rew = reach_replay.sample(3, 8, np.random.default_rng(5))
+    emb, emb_act, emb_rew = embedded.sample(3, 8, np.random.default_rng(5))
+    np.testing.assert_array_equal(emb_act, act)
+    np.testing.assert_array_equal(emb_rew, rew)
+    with torch.no_grad():
+        expected = encoder(preprocess(torch.as_tensor(frames)))
+    torch.testing.assert_close(torch.as_tensor(emb), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluations_along_the_adaptation_leave_it_unchanged(reach_replay):
+    """--eval-every: the callback runs after every N steps but the last, and even one that draws from
+    torch's random stream (as acting does) leaves the adapted encoder exactly as without it."""
+    cfg = AdaptConfig(steps=7, batch_size=2, seq_len=8, eval_every=3)
+    encoders, calls = [], []
+
+    def evaluate(step):
+        calls.append(step)
+        torch.randn(1000)
+
+    for callback in (None, evaluate):
+        torch.manual_seed(0)
+        agent = RePoAgent(4, WorldModelConfig(), BehaviorConfig(horizon=5))
+        adapt_encoder(agent, reach_replay, reach_replay, cfg, np.random.default_rng(0), evaluate=callback)
+        encoders.append(agent.model.encoder.state_dict())
+    assert calls == [3, 6]
+    for name, value in encoders[0].items():
+        torch.testing.assert_close(encoders[1][name], value, rtol=0, atol=0, msg=name)
+    with pytest.raises(ValueError, match="eval_every"):
+        AdaptConfig(eval_every=-1)
 
 
 def test_calibration_pairs_pull_distracted_embeddings_to_the_clean_ones(rng):
