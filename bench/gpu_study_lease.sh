@@ -14,9 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 t0=$(date +%s)
 OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" /tmp/bin /tmp/site
-export PYTHONPATH=/tmp/site:$PWD MUJOCO_GL=egl PYTHONUNBUFFERED=1 PATH=/tmp/bin:$PATH
-v=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json; [ -f $v ] && export __EGL_VENDOR_LIBRARY_FILENAMES=$v
+mkdir -p "$OUT"
 STUDY=/tmp/study
 
 snapshot() {  # the runs' configs, metrics, logs and summaries (no checkpoints), and the job's own log
@@ -28,9 +26,7 @@ snapshot() {  # the runs' configs, metrics, logs and summaries (no checkpoints),
 case "${1:-}" in
 start)
   rm -rf .venv  # a venv made elsewhere does not run here
-  for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-  tar xzf .gpu/site.tgz -C /tmp/site || { echo "no .gpu/site.tgz: run GGUF=0 bash bench/gpu_pack.sh and carry .gpu .gl"; exit 1; }
-  printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" > /tmp/bin/python; chmod +x /tmp/bin/python
+  [ -f .gpu/setup.sh ] && . .gpu/setup.sh || { echo "no packages: run GGUF=0 bash bench/gpu_pack.sh here and carry .gpu .gl"; exit 1; }
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   timeout 150 python -m pytest -q -p no:cacheprovider tests/test_repo.py -k "cuda_graph or wait or restoring" 2>&1 \
     | tee "$OUT/graph_tests.log" | tail -n 4

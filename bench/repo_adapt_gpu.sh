@@ -5,7 +5,7 @@
 # and calibration arm at once as processes (bench/repo_adapt_study.py: clean ceiling, before, after, gap closed).
 #   DEVICE=cuda CUDA_GRAPH=1 bash bench/repo_adapt_gpu.sh OUT        # then: python bench/repo_adapt_study.py --report OUT/adapt
 # Knobs: SOURCE_STEPS (24000), PREFILL (2000), ADAPT_STEPS (3000), SEEDS ("0 1 2"), CALIB ("0 200"),
-# EVAL_EPISODES (10), EVAL_EVERY (1000: the curve over the adaptation budget), THREADS (1 torch thread per process). A finished source or adaptation is not redone.
+# EVAL_EPISODES (10), ADAPT_EVAL_EVERY (1000: the curve over the adaptation budget), THREADS (1 torch thread per process). A finished source or adaptation is not redone.
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 OUT=${1:-runs/repo_adapt_gpu}
@@ -28,7 +28,7 @@ pids=()
 for seed in ${SEEDS:-0 1 2}; do
   for pairs in ${CALIB:-0 200}; do
     python bench/repo_adapt_study.py --source-run "$OUT/source" --seeds "$seed" --calibration "$pairs" \
-      --steps "${ADAPT_STEPS:-3000}" --eval-episodes "${EVAL_EPISODES:-10}" --eval-every "${EVAL_EVERY:-1000}" --device "$DEVICE" --threads "$THREADS" \
+      --steps "${ADAPT_STEPS:-3000}" --eval-episodes "${EVAL_EPISODES:-10}" --eval-every "${ADAPT_EVAL_EVERY:-1000}" --device "$DEVICE" --threads "$THREADS" \
       --out "$OUT/adapt" > "$OUT/adapt-calib$pairs-s$seed.log" 2>&1 &
     pids+=($!)
   done
