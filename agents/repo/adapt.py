@@ -263,17 +263,24 @@ def run_adapt(cfg: AdaptConfig) -> dict:
         error = paired_embedding_error(agent.model.encoder, source_encoder, distracted[probe], clean[probe], device)
         return {"step": step, **result, "gap_closed": closed, "embedding_error": error}
 
-    curve = [point(0, before)]
+    curve: list[dict] = []
+
+    def record(step: int, result: dict) -> None:
+        """A point of the curve, also in metrics.jsonl (with the ceiling): a run stopped early still reports."""
+        curve.append(point(step, result))
+        run.logger.log(step, {"eval/ceiling_return": ceiling["return_mean"],
+                              **{f"eval/{k}": v for k, v in curve[-1].items() if k != "step"}})
 
     def evaluate(step: int) -> None:
-        curve.append(point(step, evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed)))
-        run.logger.log(step, {f"eval/{k}": v for k, v in curve[-1].items() if k != "step"})
+        record(step, evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed))
         print(f"after {step} steps: return {curve[-1]['return_mean']:.1f} (gap closed {curve[-1]['gap_closed']:.0%})")
+
+    record(0, before)
 
     last = adapt_encoder(agent, source, target, cfg, rng, log=lambda s, m: run.logger.log(s, m),
                          calibration=(distracted[calib], clean[calib]) if len(calib) else None,
                          source_encoder=source_encoder, evaluate=evaluate)
-    curve.append(point(cfg.steps, evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed)))
+    record(cfg.steps, evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed))
     after, closed = {k: curve[-1][k] for k in before}, curve[-1]["gap_closed"]
     error_before, error_after = curve[0]["embedding_error"], curve[-1]["embedding_error"]
     print(f"after adaptation: return {after['return_mean']:.1f} success {after['success_rate']:.2f} "
