@@ -12,7 +12,8 @@ evaluation: ``--eval-episodes``), not the source agent. The report gives the mea
 ceiling), under distractors before and after adaptation, the share of the gap closed, the paired
 embedding error before and after, and the discriminator's final accuracy; for runs evaluated along
 the way (``--eval-every N``) also the curve: return, gap closed, success and embedding error after
-every N adaptation steps.
+every N adaptation steps, read from each run's metrics.jsonl, so runs stopped early count up to where
+they got.
 """
 
 from __future__ import annotations
@@ -45,11 +46,19 @@ def cell(values: list[float]) -> str:
     """Mean [95 % bootstrap CI] over seeds (rliable, through ``embodied.report.aggregate``)."""
     from embodied.report import aggregate
 
-    values = np.array([[v] for v in values if np.isfinite(v)], float)
+    values = np.array([[v] for v in values if v is not None and np.isfinite(v)], float)  # None: NaN in metrics.jsonl
     if len(values) < 2:
         return f"{values[0, 0]:.2f}" if len(values) else ""
     stats = aggregate({"x": values})["x"]
     return f"{stats['mean']:.2f} [{stats['mean_low']:.2f}, {stats['mean_high']:.2f}]"
+
+
+def curve_points(run: Path) -> list[dict]:
+    """The evaluations a run logged along its adaptation (metrics.jsonl's eval/ rows), finished or not."""
+    from embodied.runs import read_metrics
+
+    return [{"step": row["step"], **{key: row[f"eval/{key}"] for key, _ in CURVE_COLUMNS}}
+            for row in read_metrics(run / "metrics.jsonl") if "eval/return_mean" in row]
 
 
 def report(out: Path) -> None:
@@ -57,25 +66,32 @@ def report(out: Path) -> None:
     for path in sorted(out.glob("calib*-s*/summary.json")):
         summary = json.loads(path.read_text())
         arms.setdefault(f"{summary['calibration_pairs']} pairs, {summary['steps']} steps", []).append(summary)
-    if not arms:
-        raise SystemExit(f"no finished adaptation runs under {out}")
+    curves: dict[str, list[list[dict]]] = {}
+    unfinished: dict[str, int] = {}
+    for path in sorted(out.glob("calib*-s*/config.json")):
+        config = json.loads(path.read_text())
+        arm = f"{config['calibration_pairs']} pairs"
+        curves.setdefault(arm, []).append(curve_points(path.parent))
+        unfinished[arm] = unfinished.get(arm, 0) + (not (path.parent / "summary.json").exists())
+    if not arms and not any(curves.values()):
+        raise SystemExit(f"no adaptation runs under {out}")
     print("mean over seeds [95 % bootstrap CI]\n")
-    print("| calibration | seeds | " + " | ".join(name for _, name in COLUMNS) + " |")
-    print("| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |")
-    for arm, summaries in arms.items():
-        rows = [flatten(s) for s in summaries]
-        print(f"| {arm} | {len(rows)} | " + " | ".join(cell([r[key] for r in rows]) for key, _ in COLUMNS) + " |")
-    curves = {arm: [s["curve"] for s in summaries if len(s.get("curve", ())) > 2] for arm, summaries in arms.items()}
-    if not any(curves.values()):
+    if arms:
+        print("| calibration | seeds | " + " | ".join(name for _, name in COLUMNS) + " |")
+        print("| --- | ---: | " + " | ".join("---:" for _ in COLUMNS) + " |")
+        for arm, summaries in arms.items():
+            rows = [flatten(s) for s in summaries]
+            print(f"| {arm} | {len(rows)} | " + " | ".join(cell([r[key] for r in rows]) for key, _ in COLUMNS) + " |")
+    if not any(curve for runs in curves.values() for curve in runs):
         return
-    print("\nover the adaptation budget (runs evaluated along the way: --eval-every)\n")
+    print("\nover the adaptation budget (evaluations along the way, --eval-every; runs not finished included: "
+          + ", ".join(f"{arm}: {n}" for arm, n in unfinished.items()) + ")\n")
     print("| calibration | adaptation steps | seeds | " + " | ".join(name for _, name in CURVE_COLUMNS) + " |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in CURVE_COLUMNS) + " |")
     for arm, runs in curves.items():
-        steps = sorted({p["step"] for curve in runs for p in curve})
-        for step in steps:
+        for step in sorted({p["step"] for curve in runs for p in curve}):
             points = [p for curve in runs for p in curve if p["step"] == step]
-            print(f"| {arm.split(',')[0]} | {step} | {len(points)} | "
+            print(f"| {arm} | {step} | {len(points)} | "
                   + " | ".join(cell([p[key] for p in points]) for key, _ in CURVE_COLUMNS) + " |")
 
 
