@@ -171,10 +171,9 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
         if len(calibration[0]) != len(calibration[1]) or len(calibration[0]) == 0:
             raise ValueError(f"calibration needs the same positive number of distracted and clean frames, got "
                              f"{len(calibration[0])} and {len(calibration[1])}")
-        calib_d, calib_c = (torch.as_tensor(x, device=device) for x in calibration)
-        with torch.no_grad():
-            calib_target = source_encoder(preprocess(calib_c))
-            calib_scale = calib_target.var(0).sum().clamp_min(1e-8) if len(calib_c) > 1 else torch.ones((), device=device)
+        calib_d = torch.as_tensor(calibration[0], device=device)
+        calib_target = embed_frames(source_encoder, calibration[1], device)
+        calib_scale = calib_target.var(0).sum().clamp_min(1e-8) if len(calib_target) > 1 else torch.ones((), device=device)
     source_embeddings = embed_replay(source_encoder, source, device)
     aligner = SupportAligner(model.encoder.out_dim).to(device)
     enc_opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.encoder_lr)
