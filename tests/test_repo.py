@@ -1,4 +1,8 @@
 import copy
+import json
+import runpy
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,6 +221,47 @@ def test_train_loop_and_resume(tmp_path):
     assert cli_main(args + ["--resume"]) == 0
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["step"] == 240 and state["updates"] == 3
+
+
+def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys):
+    """run_adapt end to end on a tiny pixel source: the curve (before, every --eval-every steps, the end)
+    is in summary.json and, with the ceiling, in metrics.jsonl; bench/repo_adapt_study.py's report reads
+    it from metrics.jsonl, a run without summary.json (stopped early) included and counted."""
+    from agents.repo.adapt import run_adapt
+
+    assert cli_main(["train", "repo", "--total-steps", "80", "--max-episode-steps", "40", "--prefill", "80",
+                     "--train-every", "80", "--train-steps", "1", "--batch-size", "2", "--seq-len", "8",
+                     "--eval-every", "80", "--eval-episodes", "1", "--checkpoint-every", "80", "--no-video",
+                     "--threads", "1", "--run-dir", str(tmp_path), "--run-name", "source"]) == 0
+    out = tmp_path / "adapt"
+    summary = run_adapt(AdaptConfig(source_run=tmp_path / "source", collect_episodes=2, steps=5, batch_size=2, seq_len=8,
+                                    probe_pairs=8, eval_episodes=1, eval_every=2, device="cpu", threads=1,
+                                    run_dir=out, run_name="calib0-s0"))
+    curve = summary["curve"]
+    assert [p["step"] for p in curve] == [0, 2, 4, 5]
+    assert curve[0]["return_mean"] == summary["before"]["return_mean"]
+    assert curve[0]["gap_closed"] == 0 or np.isnan(curve[0]["gap_closed"])  # NaN: no gap to close
+    assert curve[-1]["return_mean"] == summary["after"]["return_mean"]
+    assert curve[-1]["embedding_error"] == summary["embedding_error_after"]
+    rows = [json.loads(line) for line in (out / "calib0-s0" / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if "eval/return_mean" in row]
+    assert [row["step"] for row in evals] == [0, 2, 4, 5]
+    assert all(row["eval/ceiling_return"] == summary["ceiling"]["return_mean"] for row in evals)
+    assert [row["eval/return_mean"] for row in evals] == [p["return_mean"] for p in curve]
+    assert any("adapt/disc_accuracy" in row for row in rows)
+    load_checkpoint(out / "calib0-s0" / "encoder.pt")  # weights only
+
+    study = runpy.run_path(str(Path(__file__).parents[1] / "bench" / "repo_adapt_study.py"))
+    stopped = out / "calib0-s1"
+    shutil.copytree(out / "calib0-s0", stopped)
+    (stopped / "summary.json").unlink()
+    capsys.readouterr()
+    study["report"](out)
+    text = capsys.readouterr().out
+    assert "| 0 pairs, 5 steps | 1 |" in text  # the finished run's before / after table
+    assert "runs not finished included: 0 pairs: 1" in text
+    steps = [line.split("|")[2:4] for line in text.splitlines() if line.startswith("| 0 pairs |")]
+    assert [(int(step), int(seeds)) for step, seeds in steps] == [(0, 2), (2, 2), (4, 2), (5, 2)]
 
 
 def test_mixed_precision_step_keeps_losses_finite_and_in_float32(rng):
