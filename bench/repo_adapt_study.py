@@ -13,7 +13,8 @@ ceiling), under distractors before and after adaptation, the share of the gap cl
 embedding error before and after, and the discriminator's final accuracy; for runs evaluated along
 the way (``--eval-every N``) also the curve: return, gap closed, success and embedding error after
 every N adaptation steps, read from each run's metrics.jsonl, so runs stopped early count up to where
-they got.
+they got; and, where both arms ran a seed, each calibrated arm minus the pair-free one seed by seed
+(a seed fixes the evaluation episodes, so the paired difference is the sharper comparison).
 """
 
 from __future__ import annotations
@@ -57,8 +58,43 @@ def curve_points(run: Path) -> list[dict]:
     """The evaluations a run logged along its adaptation (metrics.jsonl's eval/ rows), finished or not."""
     from embodied.runs import read_metrics
 
-    return [{"step": row["step"], **{key: row[f"eval/{key}"] for key, _ in CURVE_COLUMNS}}
+    return [{"step": row["step"], "ceiling": row.get("eval/ceiling_return"),
+             **{key: row[f"eval/{key}"] for key, _ in CURVE_COLUMNS}}
             for row in read_metrics(run / "metrics.jsonl") if "eval/return_mean" in row]
+
+
+def paired_differences(runs: dict[tuple[int, int], list[dict]]) -> None:
+    """Each calibrated arm minus the pair-free one, seed by seed, at every step both reached. A seed fixes the
+    evaluation episodes, so on one source both arms of a seed score the same ceiling and before; the difference
+    then removes what the seeds share. A seed whose two arms differ in the ceiling (another source, other
+    episodes) or did not log it is left out and named."""
+    pair_free = {seed: curve for (pairs, seed), curve in runs.items() if pairs == 0}
+    rows, unpaired = [], []
+    for pairs in sorted({pairs for pairs, _ in runs if pairs > 0}):
+        diffs: dict[int, list[tuple[float, float]]] = {}
+        for seed, base in sorted(pair_free.items()):
+            curve = runs.get((pairs, seed), [])
+            if not curve or not base:
+                continue
+            base_at = {p["step"]: p for p in base}
+            ceilings = (base_at.get(0, {}).get("ceiling"), curve[0]["ceiling"] if curve[0]["step"] == 0 else None)
+            if None in ceilings or abs(ceilings[0] - ceilings[1]) > 1e-6:
+                unpaired.append(f"seed {seed} ({pairs} pairs)")
+                continue
+            for p in curve:
+                if p["step"] > 0 and p["step"] in base_at:
+                    b = base_at[p["step"]]
+                    diffs.setdefault(p["step"], []).append((p["return_mean"] - b["return_mean"],
+                                                            p["gap_closed"] - b["gap_closed"]))
+        rows += [(pairs, step, d) for step, d in sorted(diffs.items())]
+    if not rows:
+        return
+    print("\ncalibrated minus pair-free, paired by seed (same source, seed and evaluation episodes)"
+          + (f"; left out, their ceilings differ or are not logged: {', '.join(unpaired)}" if unpaired else "") + "\n")
+    print("| calibration | adaptation steps | seeds | return difference | gap closed difference |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for pairs, step, d in rows:
+        print(f"| {pairs} pairs - 0 pairs | {step} | {len(d)} | {cell([r for r, _ in d])} | {cell([g for _, g in d])} |")
 
 
 def report(out: Path) -> None:
@@ -67,11 +103,13 @@ def report(out: Path) -> None:
         summary = json.loads(path.read_text())
         arms.setdefault(f"{summary['calibration_pairs']} pairs, {summary['steps']} steps", []).append(summary)
     curves: dict[str, list[list[dict]]] = {}
+    by_run: dict[tuple[int, int], list[dict]] = {}
     unfinished: dict[str, int] = {}
     for path in sorted(out.glob("calib*-s*/config.json")):
         config = json.loads(path.read_text())
         arm = f"{config['calibration_pairs']} pairs"
-        curves.setdefault(arm, []).append(curve_points(path.parent))
+        by_run[config["calibration_pairs"], config["seed"]] = curve_points(path.parent)
+        curves.setdefault(arm, []).append(by_run[config["calibration_pairs"], config["seed"]])
         unfinished[arm] = unfinished.get(arm, 0) + (not (path.parent / "summary.json").exists())
     if not arms and not any(curves.values()):
         raise SystemExit(f"no adaptation runs under {out}")
@@ -93,6 +131,7 @@ def report(out: Path) -> None:
             points = [p for curve in runs for p in curve if p["step"] == step]
             print(f"| {arm} | {step} | {len(points)} | "
                   + " | ".join(cell([p[key] for p in points]) for key, _ in CURVE_COLUMNS) + " |")
+    paired_differences(by_run)
 
 
 def main() -> None:

@@ -264,6 +264,36 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
     assert [(int(step), int(seeds)) for step, seeds in steps] == [(0, 2), (2, 2), (4, 2), (5, 2)]
 
 
+
+
+def test_adaptation_report_pairs_the_arms_seed_by_seed(tmp_path, capsys):
+    """The report's calibrated-minus-pair-free table: differences taken within a seed, only at steps both
+    arms reached, and a seed whose arms scored different ceilings (another source) left out and named."""
+    def run(pairs, seed, ceiling, returns):  # returns: {step: distractor return}, before = returns[0]
+        directory = tmp_path / f"calib{pairs}-s{seed}"
+        directory.mkdir()
+        (directory / "config.json").write_text(json.dumps({"calibration_pairs": pairs, "seed": seed}))
+        rows = [{"step": step, "eval/ceiling_return": ceiling, "eval/return_mean": ret, "eval/success_rate": 0.0,
+                 "eval/gap_closed": (ret - returns[0]) / (ceiling - returns[0]), "eval/embedding_error": 1.0}
+                for step, ret in returns.items()]
+        (directory / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    run(0, 0, 700, {0: 200, 500: 450, 1000: 300})  # gap closed 0.5 at 500
+    run(200, 0, 700, {0: 200, 500: 650})  # 0.9 at 500, never reached 1000
+    run(0, 1, 700, {0: 200, 500: 300, 1000: 400})  # 0.2
+    run(200, 1, 700, {0: 200, 500: 600, 1000: 700})  # 0.8; 1.0 at 1000
+    run(0, 2, 700, {0: 200, 500: 200})
+    run(200, 2, 800, {0: 200, 500: 800})  # another ceiling: not paired
+    study = runpy.run_path(str(Path(__file__).parents[1] / "bench" / "repo_adapt_study.py"))
+    capsys.readouterr()
+    study["report"](tmp_path)
+    text = capsys.readouterr().out
+    assert "left out, their ceilings differ or are not logged: seed 2 (200 pairs)" in text
+    rows = {int(line.split("|")[2]): [c.strip() for c in line.split("|")[3:6]]
+            for line in text.splitlines() if line.startswith("| 200 pairs - 0 pairs |")}
+    assert sorted(rows) == [500, 1000]
+    assert rows[500][0] == "2" and rows[500][1].startswith("250.00 [") and rows[500][2].startswith("0.50 [")
+    assert rows[1000] == ["1", "300.00", "0.60"]  # seed 1 alone: 700 - 400, 1.0 - 0.4
 def test_mixed_precision_step_keeps_losses_finite_and_in_float32(rng):
     """bfloat16 autocast (the GPU option) runs the same code; distributions and losses stay float32."""
     torch.manual_seed(0)
