@@ -84,8 +84,9 @@ def paired_differences(runs: dict[tuple[int, int], list[dict]]) -> None:
             for p in curve:
                 if p["step"] > 0 and p["step"] in base_at:
                     b = base_at[p["step"]]
-                    diffs.setdefault(p["step"], []).append((p["return_mean"] - b["return_mean"],
-                                                            p["gap_closed"] - b["gap_closed"]))
+                    diffs.setdefault(p["step"], []).append(tuple(
+                        None if p[key] is None or b[key] is None else p[key] - b[key]  # None: NaN in metrics.jsonl
+                        for key in ("return_mean", "gap_closed")))
         rows += [(pairs, step, d) for step, d in sorted(diffs.items())]
     if not rows:
         return
