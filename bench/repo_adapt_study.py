@@ -73,20 +73,18 @@ def paired_differences(runs: dict[tuple[int, int], list[dict]]) -> None:
     for pairs in sorted({pairs for pairs, _ in runs if pairs > 0}):
         diffs: dict[int, list[tuple[float, float]]] = {}
         for seed, base in sorted(pair_free.items()):
-            curve = runs.get((pairs, seed), [])
-            if not curve or not base:
+            base_at, curve_at = ({p["step"]: p for p in c} for c in (base, runs.get((pairs, seed), [])))
+            if not base_at or not curve_at:
                 continue
-            base_at = {p["step"]: p for p in base}
-            ceilings = (base_at.get(0, {}).get("ceiling"), curve[0]["ceiling"] if curve[0]["step"] == 0 else None)
+            ceilings = (base_at.get(0, {}).get("ceiling"), curve_at.get(0, {}).get("ceiling"))
             if None in ceilings or abs(ceilings[0] - ceilings[1]) > 1e-6:
                 unpaired.append(f"seed {seed} ({pairs} pairs)")
                 continue
-            for p in curve:
-                if p["step"] > 0 and p["step"] in base_at:
-                    b = base_at[p["step"]]
-                    diffs.setdefault(p["step"], []).append(tuple(
-                        None if p[key] is None or b[key] is None else p[key] - b[key]  # None: NaN in metrics.jsonl
-                        for key in ("return_mean", "gap_closed")))
+            for step in sorted(set(curve_at) & set(base_at) - {0}):
+                p, b = curve_at[step], base_at[step]
+                diffs.setdefault(step, []).append(tuple(
+                    None if p[key] is None or b[key] is None else p[key] - b[key]  # None: NaN in metrics.jsonl
+                    for key in ("return_mean", "gap_closed")))
         rows += [(pairs, step, d) for step, d in sorted(diffs.items())]
     if not rows:
         return
@@ -109,8 +107,8 @@ def report(out: Path) -> None:
     for path in sorted(out.glob("calib*-s*/config.json")):
         config = json.loads(path.read_text())
         arm = f"{config['calibration_pairs']} pairs"
-        by_run[config["calibration_pairs"], config["seed"]] = curve_points(path.parent)
-        curves.setdefault(arm, []).append(by_run[config["calibration_pairs"], config["seed"]])
+        curve = by_run[config["calibration_pairs"], config["seed"]] = curve_points(path.parent)
+        curves.setdefault(arm, []).append(curve)
         unfinished[arm] = unfinished.get(arm, 0) + (not (path.parent / "summary.json").exists())
     if not arms and not any(curves.values()):
         raise SystemExit(f"no adaptation runs under {out}")

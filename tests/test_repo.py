@@ -264,8 +264,6 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
     assert [(int(step), int(seeds)) for step, seeds in steps] == [(0, 2), (2, 2), (4, 2), (5, 2)]
 
 
-
-
 def test_adaptation_report_pairs_the_arms_seed_by_seed(tmp_path, capsys):
     """The report's calibrated-minus-pair-free table: differences taken within a seed, only at steps both
     arms reached, and a seed whose arms scored different ceilings (another source) left out and named."""
@@ -294,6 +292,8 @@ def test_adaptation_report_pairs_the_arms_seed_by_seed(tmp_path, capsys):
     assert sorted(rows) == [500, 1000]
     assert rows[500][0] == "2" and rows[500][1].startswith("250.00 [") and rows[500][2].startswith("0.50 [")
     assert rows[1000] == ["1", "300.00", "0.60"]  # seed 1 alone: 700 - 400, 1.0 - 0.4
+
+
 def test_mixed_precision_step_keeps_losses_finite_and_in_float32(rng):
     """bfloat16 autocast (the GPU option) runs the same code; distributions and losses stay float32."""
     torch.manual_seed(0)
