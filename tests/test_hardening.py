@@ -192,6 +192,37 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert f"interrupted at step {step}" in lines[0]
 
 
+def _ctrl_c_then(function):
+    """``function``, but first the Ctrl-C a user presses while it runs."""
+    def pressed(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+        return function(*args, **kwargs)
+    return pressed
+
+
+def test_ctrl_c_during_the_last_step_lets_the_run_finish(tmp_path, monkeypatch):
+    """A stop requested when no step is left is not an interruption: the run writes its summary and exits 0
+    (it used to save, stop "interrupted" and leave no summary.json, so scripts that wait for one trained again)."""
+    import agents.repo.train as repo_train
+    from agents.walle.train import WalleConfig, run_walle
+    from agents.walle.world_model import NeuroSymbolicWorldModel
+    from test_walle_agent import DistractedLLM  # tests/, beside this file
+
+    # RePo: the only evaluation is the final one, after the last episode
+    monkeypatch.setattr(repo_train, "evaluate_agent", _ctrl_c_then(repo_train.evaluate_agent))
+    assert cli_main(["train", "repo", "--total-steps", "80", "--max-episode-steps", "40", "--prefill", "80",
+                     "--train-every", "80", "--train-steps", "1", "--batch-size", "2", "--seq-len", "8",
+                     "--eval-every", "1000", "--eval-episodes", "1", "--checkpoint-every", "1000", "--no-video",
+                     "--threads", "1", "--device", "cpu", "--run-dir", str(tmp_path), "--run-name", "repo"]) == 0
+    assert json.loads((tmp_path / "repo" / "summary.json").read_text())["steps"] == 80
+    # WALL-E: the rules are saved in every iteration, the last one included
+    monkeypatch.setattr(NeuroSymbolicWorldModel, "save", _ctrl_c_then(NeuroSymbolicWorldModel.save))
+    cfg = WalleConfig(tasks=("retrieve",), planner="rules", iterations=0, episodes_per_task=1, max_decisions=8,
+                      video=False, run_dir=tmp_path, run_name="walle")
+    run_walle(cfg, llm=DistractedLLM())
+    assert json.loads((tmp_path / "walle" / "summary.json").read_text())["iterations"] == 0
+
+
 def test_outputs_get_the_normal_file_mode(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(1)})
     umask = os.umask(0)

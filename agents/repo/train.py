@@ -122,6 +122,7 @@ def run_repo(cfg: RePoConfig) -> dict:
     next_ckpt = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
     bar = progress(total=cfg.total_steps, initial=step, desc=f"{cfg.mode} {cfg.task}-{cfg.variant}")
     while step < cfg.total_steps:
+        run.stop(step, checkpoint)  # Ctrl-C: save and stop before the next episode (after the last one: finish)
         obs, act, rew, success = run_episode(env, agent, seed=cfg.seed * 1_000_000 + episode, explore=True, rng=rng,
                                              random_policy=step < cfg.prefill)
         replay.add_episode(obs, act, rew)
@@ -147,7 +148,6 @@ def run_repo(cfg: RePoConfig) -> dict:
         if step >= next_ckpt or step >= cfg.total_steps:
             checkpoint()
             next_ckpt += cfg.checkpoint_every
-        run.stop(step, checkpoint)  # Ctrl-C: save and stop after this episode
     bar.close()
     if cfg.video:
         venv = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, render_mode="rgb_array",

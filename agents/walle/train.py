@@ -190,7 +190,8 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
             elif cfg.planner == "rules":
                 world_model.rules = learn_failure_rules(llm, goals, world_model, transitions)
         checkpoint(iteration)
-        run.stop(iteration, lambda: None)  # Ctrl-C: the checkpoint of this iteration is saved
+        if iteration < cfg.iterations:  # after the last iteration a stop request lets the run finish
+            run.stop(iteration, lambda: None)  # Ctrl-C: the checkpoint of this iteration is saved
     bar.close()
     with open(run.path("results.json"), "w") as f:
         json.dump(results, f, indent=2)
