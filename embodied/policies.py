@@ -2,7 +2,9 @@
 
 A trained policy file is a torch checkpoint holding the import path of an ``nn.Module`` class,
 its constructor kwargs and its state dict; the module implements ``act(obs) -> action`` on numpy.
-Loading only imports classes from this project's ``agents`` and ``embodied`` packages.
+Loading runs nothing the file chooses: the class must be one of ``POLICY_CLASSES`` (what the agents
+save), the kwargs plain numbers, and the weights must fit the class built from them (checked on the
+meta device, so absurd sizes allocate nothing) before the real module is built.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from embodied.errors import EmbodiedError
 
 Policy = Callable[[object], np.ndarray]
 POLICY_FORMAT = "embodied-policy-v1"
-_ALLOWED_PACKAGES = ("agents.", "embodied.")
+POLICY_CLASSES = ("agents.parl.sac:TanhGaussianActor", "agents.pearl.iql:IQLPolicy")  # what save_policy writes
 
 
 def save_policy(path: str | os.PathLike, module: torch.nn.Module, kwargs: dict) -> Path:
@@ -37,20 +39,39 @@ def save_policy(path: str | os.PathLike, module: torch.nn.Module, kwargs: dict) 
 
 
 def load_policy_module(path: str | os.PathLike) -> torch.nn.Module:
+    """The policy saved in ``path``; a forged or mismatched file is an ``EmbodiedError`` before anything is built."""
     path = Path(path)
     if not path.exists():
         raise EmbodiedError(f"policy file not found: {path}")
     payload = load_checkpoint(path)  # weights_only: a forged pickle is refused before anything runs
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
         raise EmbodiedError(f"{path} is not an embodied policy file (expected format {POLICY_FORMAT})")
-    module_name, _, qualname = payload["target"].partition(":")
-    if not module_name.startswith(_ALLOWED_PACKAGES):
-        raise EmbodiedError(f"{path} names class {payload['target']!r} outside this project; refusing to load")
-    cls = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        cls = getattr(cls, part)
-    module = cls(**payload["kwargs"])
-    module.load_state_dict(payload["state_dict"])
+    target, kwargs, state = payload.get("target"), payload.get("kwargs"), payload.get("state_dict")
+    if target not in POLICY_CLASSES:  # a file naming any other callable could make us call it
+        raise EmbodiedError(f"{path} names class {str(target)[:100]!r}, not a policy class "
+                            f"({', '.join(POLICY_CLASSES)}); refusing to load")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and type(v) in (int, float, bool)
+                                               for k, v in kwargs.items()):
+        raise EmbodiedError(f"{path}: the constructor arguments must be plain numbers, got {str(kwargs)[:200]}")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise EmbodiedError(f"{path}: state_dict must map names to tensors")
+    module_name, _, name = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), name)
+    try:
+        with torch.device("meta"):  # shapes only: hidden=10**12 allocates nothing here
+            expected = {k: tuple(v.shape) for k, v in cls(**kwargs).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise EmbodiedError(f"{path}: cannot build {target} from {kwargs}: {err}") from None
+    saved = {k: tuple(v.shape) for k, v in state.items()}
+    if saved != expected:
+        wrong = sorted(set(saved) ^ set(expected)) or [k for k in expected if saved[k] != expected[k]]
+        key = wrong[0]
+        raise EmbodiedError(f"{path}: its weights do not fit {target}({kwargs}): {key!r} is "
+                            f"{saved.get(key, 'missing')} in the file, {expected.get(key, 'absent')} in the class")
+    module = cls(**kwargs)
+    module.load_state_dict(state)
+    module.saved_kwargs = dict(kwargs)
     return module.eval()
 
 
@@ -64,4 +85,10 @@ def make_policy(spec: str, env: gym.Env) -> Policy:
 
         return scripted_plan(env) if isinstance(env.unwrapped, DrawerBlockEnv) else scripted_expert(env)
     module = load_policy_module(spec)
+    spaces = {"obs_dim": ("observation", env.observation_space.shape), "act_dim": ("action", env.action_space.shape)}
+    for key, (what, shape) in spaces.items():
+        size = module.saved_kwargs.get(key)
+        if size is not None and shape != (size,):
+            raise EmbodiedError(f"{spec} is a policy for {what}s of size {size}; this environment's {what} space "
+                                f"has shape {shape}")
     return module.act
