@@ -15,8 +15,9 @@ import importlib
 import os
 import random
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -134,6 +135,28 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+@contextmanager
+def restoring(path: str | os.PathLike, fix: str = "pass another --run-name to start afresh") -> Iterator[None]:
+    """Around putting the state loaded from ``path`` back: a file that loads (weights only) but does not fit, being
+    another agent's, another configuration's or edited, is one ``EmbodiedError`` naming what does not fit, not a
+    traceback from deep inside ``load_state_dict``."""
+    try:
+        yield
+    except EmbodiedError:
+        raise
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise EmbodiedError(f"checkpoint {path} does not fit this run ({mismatch(err)}); it was written by another "
+                            f"agent or configuration, or changed since: {fix}") from None
+
+
+def mismatch(err: Exception) -> str:
+    """What a failed restore says, in one short line (``load_state_dict`` lists every tensor on its own line)."""
+    if isinstance(err, KeyError):
+        return f"no entry {err.args[0]!r}" if err.args else "an entry is missing"
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

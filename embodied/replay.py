@@ -45,5 +45,15 @@ class SequenceReplay:
     def state_dict(self) -> dict:
         return {"capacity_steps": self.capacity_steps, "episodes": self.episodes, "steps": self.steps}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.capacity_steps, self.episodes, self.steps = state["capacity_steps"], state["episodes"], state["steps"]
+    def load_state_dict(self, state: dict, obs_shape: tuple[int, ...] | None = None) -> None:
+        """Restore, checking every episode as ``add_episode`` would (and its frames against ``obs_shape``)."""
+        episodes = list(state["episodes"])
+        for i, e in enumerate(episodes):
+            obs, act, rew = e["obs"], e["act"], e["rew"]
+            if len(obs) != len(act) + 1 or len(act) != len(rew) or act.ndim != 2:
+                raise ValueError(f"stored episode {i} is malformed: obs {obs.shape}, act {act.shape}, rew {rew.shape}")
+            if obs_shape is not None and tuple(obs.shape[1:]) != tuple(obs_shape):
+                raise ValueError(f"stored episode {i} has observations of shape {tuple(obs.shape[1:])}, "
+                                 f"this environment {tuple(obs_shape)}")
+        self.capacity_steps, self.episodes = int(state["capacity_steps"]), episodes
+        self.steps = sum(len(e["act"]) for e in episodes)

@@ -12,7 +12,8 @@ Layout::
 One process writes a run at a time (an OS lock; a second one is refused). ``Run.save`` stores,
 beside the agent's state, the global random generators and how many metric rows were written;
 ``Run.load`` restores both, dropping metric rows logged after the checkpoint, so a killed run
-resumes to the same result and logs every step once. ``Run.catch_interrupts`` turns the first
+resumes to the same result and logs every step once; ``Run.restoring`` wraps the code that puts the
+agent's state back, so a checkpoint that loads but does not fit the run is one clear error. ``Run.catch_interrupts`` turns the first
 Ctrl-C into a request the training loop answers at ``Run.stop`` by saving and raising ``RunInterrupted``.
 """
 
@@ -34,7 +35,8 @@ import torch
 
 from embodied.allocator import keep_freed_memory
 from embodied.atomic import atomic_path
-from embodied.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from embodied.checkpoint import (load_checkpoint, restoring, rng_state, save_checkpoint, seed_everything,
+                                 set_rng_state)
 from embodied.config import check_resume, save_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
@@ -96,11 +98,19 @@ class Run:
             self.logger.truncate(0)  # a run that never checkpointed starts again from nothing
             return None
         state = load_checkpoint(self.checkpoint_path)
-        meta = state.pop("_run", None)
-        if meta is not None:
-            set_rng_state(meta["rng"])
-            self.logger.truncate(int(meta["metrics_rows"]))
+        with self.restoring():
+            meta = state.pop("_run", None)
+            if meta is not None:
+                set_rng_state(meta["rng"])
+                rows = int(meta["metrics_rows"])
+                if rows < 0:
+                    raise ValueError(f"it counts {rows} metric rows")
+                self.logger.truncate(rows)
         return state
+
+    def restoring(self, path: Path | None = None):
+        """``embodied.checkpoint.restoring`` for this run's checkpoint (or another file of the run)."""
+        return restoring(path or self.checkpoint_path)
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)

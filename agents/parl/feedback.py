@@ -41,8 +41,14 @@ class RecentEpisodes:
     def state_dict(self) -> dict:
         return {"capacity": self.episodes.maxlen, "episodes": list(self.episodes)}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.episodes = deque(state["episodes"], maxlen=state["capacity"])
+    def load_state_dict(self, state: dict, obs_dim: int | None = None, act_dim: int | None = None) -> None:
+        """Restore, checking that every episode is ``(obs (T+1, obs_dim), act (T, act_dim), rew (T,))``."""
+        episodes = [tuple(e) for e in state["episodes"]]
+        for i, (obs, act, rew) in enumerate(episodes):
+            if (len(obs) != len(act) + 1 or len(act) != len(rew) or obs.ndim != 2 or act.ndim != 2
+                    or obs_dim not in (None, obs.shape[1]) or act_dim not in (None, act.shape[1])):
+                raise ValueError(f"recent episode {i} does not fit: obs {obs.shape}, act {act.shape}, rew {rew.shape}")
+        self.episodes = deque(episodes, maxlen=int(state["capacity"]))
 
 
 @torch.no_grad()

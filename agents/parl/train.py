@@ -209,13 +209,18 @@ def run_parl(cfg: ParlConfig) -> dict:
 
     state = run.load()
     if state is not None:
-        sac.load_state_dict(state["sac"])
-        reward.load_state_dict(state["reward"])
-        buffer.load_state_dict(state["buffer"])
-        recent.load_state_dict(state["recent"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step, episode, feedback, store, curve = (state[k] for k in ("step", "episode", "feedback", "store", "curve"))
+        with run.restoring():
+            sac.load_state_dict(state["sac"])
+            reward.load_state_dict(state["reward"])
+            buffer.load_state_dict(state["buffer"])
+            recent.load_state_dict(state["recent"], obs_dim, act_dim)
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            step, episode, feedback = (int(state[k]) for k in ("step", "episode", "feedback"))
+            store, curve = state["store"], list(state["curve"])
+            if store is not None and (store["obs"].shape[2:] != (obs_dim,) or store["act"].shape[2:] != (act_dim,)):
+                raise ValueError(f"its labelled segments have obs {store['obs'].shape} and act {store['act'].shape}, "
+                                 f"this task obs size {obs_dim}, act size {act_dim}")
         print(f"resuming at env step {step} (episode {episode}, {feedback} labels used)")
 
     def checkpoint() -> None:

@@ -218,7 +218,8 @@ def run_pearl(cfg: PearlConfig) -> dict:
     src, tgt, rng = run_segments(src_eps, tgt_eps, cfg.segment_length, cfg.segments, cfg.seed)
 
     resumed = run.load() or {}  # global RNGs and metric rows as at the last checkpoint
-    stages = list(resumed.get("stages", []))  # finished stages; their outputs are trusted, the others are redone
+    with run.restoring():
+        stages = [str(name) for name in resumed.get("stages", [])]  # finished stages: outputs trusted, others redone
 
     def stage_done(name: str) -> None:
         stages.append(name)
@@ -247,7 +248,8 @@ def run_pearl(cfg: PearlConfig) -> dict:
     reward = new_reward_model(cfg.reward_model, cfg.labels, k, obs_dim, act_dim)
     reward_path = run.path("reward.pt")
     if reward_path.exists() and "reward" in stages:
-        reward.load_state_dict(load_checkpoint(reward_path))
+        with run.restoring(reward_path):
+            reward.load_state_dict(load_checkpoint(reward_path))
     else:
         print(f"training {cfg.reward_model} reward model ...")
         train_cfg = RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight)

@@ -39,7 +39,7 @@ from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import frozen
 from agents.repo.networks import normal_kl, preprocess
 from agents.repo.train import RePoConfig, build_agent, make_pixel_env
-from embodied.checkpoint import load_checkpoint, save_checkpoint, seed_everything
+from embodied.checkpoint import load_checkpoint, restoring, save_checkpoint, seed_everything
 from embodied.config import check_positive, config_from_dict, parse_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
@@ -140,13 +140,14 @@ def load_source(source_run: Path, device) -> tuple[RePoConfig, RePoAgent, Sequen
     if not path.exists():
         raise EmbodiedError(f"no RePo checkpoint at {path}; train one first with `embodied train repo`")
     state = load_checkpoint(path)
-    # adaptation trains the encoder alone, eagerly: a source trained with --cuda-graph loads on any device
-    cfg = dataclasses.replace(config_from_dict(RePoConfig, state["config"]), cuda_graph=False)
-    env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
-    agent = build_agent(cfg, env.action_space.shape[0], device)
-    agent.load_state_dict(state["agent"])
-    replay = SequenceReplay()
-    replay.load_state_dict(state["replay"])
+    with restoring(path, fix="point --source-run at a run of `embodied train repo`"):
+        # adaptation trains the encoder alone, eagerly: a source trained with --cuda-graph loads on any device
+        cfg = dataclasses.replace(config_from_dict(RePoConfig, state["config"]), cuda_graph=False)
+        env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
+        agent = build_agent(cfg, env.action_space.shape[0], device)
+        agent.load_state_dict(state["agent"])
+        replay = SequenceReplay()
+        replay.load_state_dict(state["replay"], obs_shape=env.observation_space.shape)
     return cfg, agent, replay
 
 

@@ -107,10 +107,12 @@ def run_repo(cfg: RePoConfig) -> dict:
     step, episode, updates, curve = 0, 0, 0, []
     state = run.load()
     if state is not None:
-        agent.load_state_dict(state["agent"])
-        replay.load_state_dict(state["replay"])
-        rng.bit_generator.state = state["rng"]
-        step, episode, updates, curve = state["step"], state["episode"], state["updates"], state["curve"]
+        with run.restoring():
+            agent.load_state_dict(state["agent"])
+            replay.load_state_dict(state["replay"], obs_shape=env.observation_space.shape)
+            rng.bit_generator.state = state["rng"]
+            step, episode, updates = (int(state[k]) for k in ("step", "episode", "updates"))
+            curve = list(state["curve"])
         print(f"resuming at env step {step}")
 
     def checkpoint() -> None:

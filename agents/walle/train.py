@@ -115,15 +115,16 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
     start = 0
     state = run.load()
     if state is not None:  # iterations are deterministic: continue after the last finished one
-        world_model.rules = [Rule.from_source(r["name"], r["source"], r["description"]) for r in state["rules"]]
-        for skill, effects in state["knowledge"].items():
-            world_model.knowledge.achieves[skill].update(effects)
-        transitions = [Transition(t["state"], t["action"], t["success"]) for t in state["transitions"]]
-        triples = [(t["before"], t["skill"], t["after"]) for t in state["triples"]]
-        if cfg.planner == "lookahead" and triples:
-            transition_model = TransitionModel.learn(triples)  # as learned after that iteration
-        results, start = state["results"], state["iteration"] + 1
-        print(f"resuming after iteration {state['iteration']}")
+        with run.restoring():
+            world_model.rules = [Rule.from_source(r["name"], r["source"], r["description"]) for r in state["rules"]]
+            for skill, effects in state["knowledge"].items():
+                world_model.knowledge.achieves[skill].update(effects)
+            transitions = [Transition(t["state"], t["action"], t["success"]) for t in state["transitions"]]
+            triples = [(t["before"], t["skill"], t["after"]) for t in state["triples"]]
+            if cfg.planner == "lookahead" and triples:
+                transition_model = TransitionModel.learn(triples)  # as learned after that iteration
+            results, start = list(state["results"]), int(state["iteration"]) + 1
+        print(f"resuming after iteration {start - 1}")
 
     def checkpoint(iteration: int) -> None:
         run.save({"iteration": iteration, "results": results,
