@@ -33,7 +33,8 @@ def test_a_well_formed_rule_runs():
     ("def rule(s, a, g):\n    global x\n    return 1", "Global"),
     ("def rule(s, a, g):\n    return __import__('os')", "__import__"),
     ("def rule(s, a, g):\n    return s.__dict__", "underscore"),
-    ("def rule(s, a, g):\n    return 'a' * 10**10", "Mult"),
+    ("def rule(s, a, g):\n    return 'a' * 10**10", r"Mult is not allowed \(line 2\)"),  # operators: the parent's line
+    ("def rule(s, a, g):\n    x = 1\n    x <<= 99", r"LShift is not allowed \(line 3\)"),
     ("def rule(s, a, g):\n    return g.system('rm -rf /')", "attribute 'system'"),
     ("def rule(s, a, g)\n    return 1", "syntax error"),
 ])

@@ -8,6 +8,7 @@ the host process.
 from __future__ import annotations
 
 import ast
+from collections import deque
 
 SAFE_BUILTIN_NAMES = ("len", "any", "all", "min", "max", "abs", "bool", "int", "float", "str", "set", "frozenset",
                       "list", "tuple", "dict", "sorted", "round", "isinstance", "True", "False", "None")
@@ -56,16 +57,20 @@ def parse_checked(source: str) -> ast.FunctionDef:
     if func.returns is not None or any(a.annotation is not None for a in args.args):
         raise RejectedCode("annotations are not allowed (they would run when the function is defined)")
     count = 0
-    for node in ast.walk(tree):
+    todo = deque([(tree, "?")])  # breadth first, as ast.walk; operators have no line of their own: their parent's
+    while todo:
+        node, line = todo.popleft()
         count += 1
         if count > MAX_NODES:
             raise RejectedCode(f"code has more than {MAX_NODES} syntax nodes")
-        check_node(node, func)
+        line = getattr(node, "lineno", line)
+        check_node(node, func, line)
+        todo.extend((child, line) for child in ast.iter_child_nodes(node))
     return func
 
 
-def check_node(node: ast.AST, func: ast.FunctionDef) -> None:
-    where = f"(line {getattr(node, 'lineno', '?')})"
+def check_node(node: ast.AST, func: ast.FunctionDef, line: int | str = "?") -> None:
+    where = f"(line {line})"
     if not isinstance(node, ALLOWED_NODES):
         raise RejectedCode(f"{type(node).__name__} is not allowed {where}")
     if isinstance(node, ast.FunctionDef) and node is not func:
