@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +49,62 @@ def test_forged_policy_and_reward_files_are_refused_by_the_cli(tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:"), err
     assert not marker.exists()
+
+
+def _policy_file(path, **change):
+    """A real PARL policy file for reach-v3 (39-d observations, 4-d actions), with ``change`` written over it."""
+    from agents.parl.sac import TanhGaussianActor
+    from embodied.policies import save_policy
+
+    kwargs = dict(obs_dim=39, act_dim=4, hidden=8)
+    save_policy(path, TanhGaussianActor(**kwargs), kwargs)
+    payload = load_checkpoint(path)
+    torch.save({**payload, **change}, path)
+    return str(path)
+
+
+def _one_error_line(capsys, argv) -> str:
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    return err[0]
+
+
+@pytest.mark.parametrize("target, kwargs", [
+    ("embodied.policies:os.system", {"command": "touch {marker}"}),  # a module the allowed package imports
+    ("embodied.checkpoint:save_checkpoint", {"path": "{marker}", "state": {}}),  # a project function that writes
+])
+def test_policy_files_cannot_choose_what_gets_called(tmp_path, capsys, target, kwargs):
+    """A weights-only file still names the class to build: only the agents' policy classes may be built from it."""
+    marker = tmp_path / "pwned"
+    kwargs = {k: v.format(marker=marker) if isinstance(v, str) else v for k, v in kwargs.items()}
+    policy = _policy_file(tmp_path / "policy.pt", target=target, kwargs=kwargs)
+    for command in (["eval", "--episodes", "1"], ["video", "--episodes", "1", "--out", str(tmp_path / "v.mp4")]):
+        assert "not a policy class" in _one_error_line(capsys, [*command, "--policy", policy])
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": 10**9}}, "do not fit"),  # would allocate 10^9 x 39 floats
+    ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": "8"}}, "plain numbers"),
+    ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": 8, "extra": 1}}, "cannot build"),
+    ({"state_dict": {}}, "'net.0.bias' is missing in the file"),
+    ({"kwargs": {"obs_dim": 5, "act_dim": 4, "hidden": 8}}, "cannot build|do not fit"),
+])
+def test_policy_files_that_do_not_fit_are_one_clear_error(tmp_path, capsys, change, message):
+    policy = _policy_file(tmp_path / "policy.pt", **change)
+    assert re.search(message, _one_error_line(capsys, ["eval", "--policy", policy, "--episodes", "1"]))
+
+
+def test_a_policy_for_another_task_is_refused_by_its_sizes(tmp_path, capsys):
+    from agents.parl.sac import TanhGaussianActor
+    from embodied.policies import save_policy
+
+    kwargs = dict(obs_dim=5, act_dim=4, hidden=8)
+    policy = str(save_policy(tmp_path / "p.pt", TanhGaussianActor(**kwargs), kwargs))
+    line = _one_error_line(capsys, ["eval", "--policy", policy, "--episodes", "1"])
+    assert "observations of size 5" in line and "(39,)" in line
+    assert cli_main(["eval", "--policy", _policy_file(tmp_path / "ok.pt"), "--episodes", "1"]) == 0  # a fitting one runs
 
 
 def test_checkpoints_keep_numpy_paths_and_allowlisted_dataclasses(tmp_path):
@@ -190,6 +248,53 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     assert len(lines) == 1 and "resume with --resume" in lines[0], err[-1000:]
     step = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"]
     assert f"interrupted at step {step}" in lines[0]
+
+
+@pytest.fixture(scope="module")
+def repo_run(tmp_path_factory):
+    """A finished tiny RePo run on pixels (a checkpoint with the agent, its replay, the counters)."""
+    root = tmp_path_factory.mktemp("repo")
+    assert cli_main(["train", "repo", *TINY_REPO, "--run-dir", str(root), "--run-name", "r"]) == 0
+    return root / "r"
+
+
+TINY_REPO = ["--total-steps", "80", "--max-episode-steps", "40", "--prefill", "80", "--train-every", "80",
+             "--train-steps", "1", "--batch-size", "2", "--seq-len", "8", "--eval-every", "1000", "--eval-episodes",
+             "1", "--checkpoint-every", "40", "--no-video", "--threads", "1", "--device", "cpu"]
+
+
+def _shrink_first_matrix(state):
+    weights = state["agent"]["model"]
+    key = next(k for k, v in weights.items() if v.ndim == 2)
+    weights[key] = weights[key][:1]
+
+
+def _crop_stored_frames(state):
+    episode = state["replay"]["episodes"][0]
+    episode["obs"] = episode["obs"][:, :32]
+
+
+@pytest.mark.parametrize("forge, message", [
+    (lambda s: s.pop("agent"), "no entry 'agent'"),  # e.g. another agent's checkpoint
+    (_shrink_first_matrix, "size mismatch"),
+    (lambda s: s.update(step="80; rm -rf ~"), "invalid literal for int"),
+    (_crop_stored_frames, r"observations of shape \(32, 64, 3\), this environment \(64, 64, 3\)"),
+    (lambda s: s["_run"].update(rng={"python": 3}), "cannot unpack"),
+    (lambda s: s["_run"].update(metrics_rows=-3), "-3 metric rows"),
+])
+def test_resume_refuses_a_checkpoint_that_does_not_fit_with_one_clear_error(tmp_path, capsys, repo_run, forge, message):
+    """Weights-only files can still be another agent's, another configuration's or edited: one error, no traceback,
+    and the run directory as it was."""
+    run = tmp_path / "r"
+    shutil.copytree(repo_run, run, ignore=shutil.ignore_patterns(".lock", "summary.json"))
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    forge(state)
+    save_checkpoint(run / "checkpoints" / "last.pt", state)
+    before = (run / "metrics.jsonl").read_text()
+    line = _one_error_line(capsys, ["train", "repo", *TINY_REPO, "--total-steps", "120", "--run-dir", str(tmp_path),
+                                    "--run-name", "r", "--resume"])
+    assert "does not fit this run" in line and re.search(message, line), line
+    assert (run / "metrics.jsonl").read_text() == before
 
 
 def _ctrl_c_then(function):
