@@ -107,6 +107,25 @@ def test_a_policy_for_another_task_is_refused_by_its_sizes(tmp_path, capsys):
     assert cli_main(["eval", "--policy", _policy_file(tmp_path / "ok.pt"), "--episodes", "1"]) == 0  # a fitting one runs
 
 
+@pytest.mark.parametrize("path, content, message", [
+    ("rules/iter_0/r.py", "import os\ndef rule(s, a, g):\n    return os.system('touch {marker}')\n", "exactly one function"),
+    ("rules/iter_0/r.py", b"# binary\n\xff\xfe", "not UTF-8 text"),
+    ("rules/iter_0/r.py", "#" * 200_000, "too large to be a rule"),
+    ("model/iter_0/effects_grasp.py", "def rule(s, a, g):\n    return 1\n", "does not name its skill"),
+    ("model/iter_0/observed.json", '{"state": {"grasp(block)": {"next": "many"}}}', "not a JSON object of observed"),
+])
+def test_a_hostile_world_model_directory_is_one_clear_error(tmp_path, capsys, path, content, message):
+    """``embodied train walle --world-model DIR`` reads rule files and facts another run (or anyone) wrote."""
+    marker = tmp_path / "pwned"
+    file = tmp_path / "learned" / path
+    file.parent.mkdir(parents=True)
+    file.write_bytes(content) if isinstance(content, bytes) else file.write_text(content.replace("{marker}", str(marker)))
+    line = _one_error_line(capsys, ["train", "walle", "--world-model", str(tmp_path / "learned"), "--tasks", "retrieve",
+                                    "--iterations", "0", "--run-dir", str(tmp_path), "--run-name", "w"])
+    assert line.startswith(f"error: --world-model {tmp_path / 'learned'}") and message in line, line
+    assert not marker.exists() and not (tmp_path / "w").exists()  # refused before a run directory or the LLM
+
+
 def test_checkpoints_keep_numpy_paths_and_allowlisted_dataclasses(tmp_path):
     from embodied.teacher import Preferences
 

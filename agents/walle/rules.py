@@ -16,9 +16,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from embodied.sandbox import SandboxBadResult, SandboxError, UnsafeCodeError, compile_function, raise_for, run_batch
+from embodied.sandbox.policy import MAX_SOURCE_CHARS
+
+
+def read_rule_file(path: Path) -> str:
+    """The text of a saved rule file; one that is too large to be a rule or not UTF-8 is refused by name."""
+    if path.stat().st_size > 4 * MAX_SOURCE_CHARS:  # comments included; the code itself is checked again
+        raise UnsafeCodeError(f"rule file {path} is {path.stat().st_size} bytes, too large to be a rule")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UnsafeCodeError(f"rule file {path} is not UTF-8 text") from None
 
 
 @dataclass

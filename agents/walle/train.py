@@ -35,6 +35,7 @@ from embodied.config import RunOptions, check_choice, parse_config
 from embodied.errors import EmbodiedError
 from embodied.llm import make_llm
 from embodied.runs import Run, progress, set_threads
+from embodied.sandbox import SandboxError
 from embodied.video import write_mp4
 from envs.drawer_block import TASKS, DrawerBlockEnv
 
@@ -89,8 +90,11 @@ def load_models(run_dir: Path) -> tuple[TransitionModel, NeuroSymbolicWorldModel
     model_dir, rules_dir = latest(run_dir / "model"), latest(run_dir / "rules")
     if model_dir is None and rules_dir is None:
         raise EmbodiedError(f"{run_dir} holds no learned WALL-E model (model/iter_*/ or rules/iter_*/)")
-    transition = TransitionModel.load(model_dir) if model_dir else TransitionModel()
-    rules = NeuroSymbolicWorldModel.load(rules_dir) if rules_dir else NeuroSymbolicWorldModel()
+    try:
+        transition = TransitionModel.load(model_dir) if model_dir else TransitionModel()
+        rules = NeuroSymbolicWorldModel.load(rules_dir) if rules_dir else NeuroSymbolicWorldModel()
+    except (SandboxError, ValueError, OSError) as err:  # refused code, undecodable text, a malformed observed.json
+        raise EmbodiedError(f"--world-model {run_dir}: {err}") from None
     return transition, rules
 
 
@@ -101,14 +105,14 @@ def default_run_name(cfg: WalleConfig) -> str:
 
 def run_walle(cfg: WalleConfig, llm=None) -> dict:
     goals = [parse_goal(t) for t in cfg.tasks]
+    transition_model, world_model = (load_models(cfg.world_model) if cfg.world_model is not None  # bad input first
+                                     else (TransitionModel(), NeuroSymbolicWorldModel()))
     run = Run(cfg.run_dir, cfg.run_name or default_run_name(cfg), config=cfg, resume=cfg.resume)
     run.catch_interrupts()
     set_threads(cfg.threads)
     print(f"run directory: {run.dir}")
     if llm is None:
         llm = make_llm(cfg.llm, device=cfg.device) if cfg.llm == "embedded" else make_llm(cfg.llm, model=cfg.llm_model)
-    transition_model, world_model = (load_models(cfg.world_model) if cfg.world_model is not None
-                                     else (TransitionModel(), NeuroSymbolicWorldModel()))
     transitions: list[Transition] = []
     triples: list[tuple[dict, str, dict]] = []
     results: list[dict] = []

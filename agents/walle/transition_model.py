@@ -23,7 +23,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Sequence
 
-from agents.walle.rules import Rule
+from agents.walle.rules import Rule, read_rule_file
 from embodied.atomic import atomic_path
 from embodied.sandbox import SandboxError, UnsafeCodeError, run_batch
 
@@ -179,7 +179,7 @@ class TransitionModel:
         directory = Path(directory)
         rules = {}
         for path in sorted(directory.glob("effects_*.py")):
-            lines = path.read_text().splitlines()
+            lines = read_rule_file(path).splitlines()
             skill = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("# skill:")), None)
             if skill is None:
                 raise UnsafeCodeError(f"{path} does not name its skill (# skill: ...)")
@@ -193,7 +193,10 @@ class TransitionModel:
         if (directory / "observed.json").exists():
             try:
                 observed = json.loads((directory / "observed.json").read_text())
-                assert isinstance(observed, dict)
+                assert isinstance(observed, dict) and all(  # state key -> skill -> next-state key -> count
+                    isinstance(by_skill, dict) and all(isinstance(outcomes, dict) and all(
+                        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in outcomes.values())
+                        for outcomes in by_skill.values()) for by_skill in observed.values())
             except (ValueError, AssertionError):
                 raise ValueError(f"{directory / 'observed.json'} is not a JSON object of observed outcomes") from None
         return cls(rules, observed)

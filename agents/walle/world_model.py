@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from agents.walle.rules import Rule, Transition, checked_prediction, rule_args
+from agents.walle.rules import Rule, Transition, checked_prediction, read_rule_file, rule_args
 from embodied.atomic import atomic_path
 from embodied.sandbox import SandboxError, UnsafeCodeError, run_batch
 
@@ -96,7 +96,7 @@ class NeuroSymbolicWorldModel:
     def load(cls, directory: str | Path) -> "NeuroSymbolicWorldModel":
         rules = []
         for path in sorted(Path(directory).glob("*.py")):
-            text = path.read_text()
+            text = read_rule_file(path)
             description = text.splitlines()[0].lstrip("# ") if text.startswith("#") else ""
             source = "\n".join(line for line in text.splitlines() if not line.startswith("#")) + "\n"
             try:
