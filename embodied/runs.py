@@ -73,7 +73,11 @@ class Run:
                     self._release()
                     raise
             save_config(config, self.dir / "config.json")
-        self.logger = MetricLogger(self.dir, tensorboard=tensorboard)
+        try:
+            self.logger = MetricLogger(self.dir, tensorboard=tensorboard)
+        except EmbodiedError:  # an unreadable metrics.jsonl on --resume
+            self._release()
+            raise
         self._stop = threading.Event()
         self._previous_handler = None
 
@@ -197,8 +201,8 @@ class MetricLogger:
 
     def __init__(self, directory: Path, tensorboard: bool = True):
         self.path = directory / "metrics.jsonl"
-        lines = [line for line in open(self.path) if line.strip()] if self.path.exists() else []
-        self.rows = len(parse_metric_lines(lines))
+        lines = metric_file_lines(self.path) if self.path.exists() else []
+        self.rows = len(parse_metric_lines(lines, self.path))
         self._jsonl = open(self.path, "a", buffering=1)
         self.closed = False
         if len(lines) > self.rows:
@@ -241,20 +245,35 @@ class MetricLogger:
 
 def read_metrics(path: str | Path) -> list[dict]:
     """The records of a ``metrics.jsonl`` file."""
-    with open(path) as f:
-        return parse_metric_lines(f)
+    return parse_metric_lines(metric_file_lines(path), path)
 
 
-def parse_metric_lines(lines: Iterable[str]) -> list[dict]:
+def metric_file_lines(path: str | Path) -> list[str]:
+    """The non-blank lines of a metrics file; one that cannot be read as text is an ``EmbodiedError``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [line for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise EmbodiedError(f"cannot read {path}: {err}") from None
+
+
+def parse_metric_lines(lines: Iterable[str], path: str | Path = "metrics.jsonl") -> list[dict]:
     """JSON records of non-blank lines, up to the first that does not parse (a line cut off by a
-    kill: it and anything after it are not data)."""
+    kill: it and anything after it are not data). A line that parses but is not a record as
+    ``MetricLogger.log`` writes it (an integer step, numbers or nulls) was not cut off but written
+    by something else: an ``EmbodiedError`` naming it, not a crash in whatever reads the rows."""
     rows = []
-    for line in lines:
+    for number, line in enumerate(lines, 1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except ValueError:
                 break
+            if not (isinstance(row, dict) and type(row.get("step")) is int
+                    and all(v is None or type(v) in (int, float) for v in row.values())):
+                raise EmbodiedError(f"{path}, record {number}: {line.strip()[:100]!r} is not a metric record "
+                                    f"(an integer step and numbers)")
+            rows.append(row)
     return rows
 
 

@@ -248,6 +248,47 @@ def test_resume_drops_metric_rows_logged_after_the_checkpoint(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("tamper, message", [
+    (lambda f: f.write_text(f.read_text() + '[1, 2]\n'), "record 3: '\\[1, 2\\]' is not a metric record"),
+    (lambda f: f.write_text(f.read_text() + '{"step": "3", "eval/success_rate": 1}\n'), "is not a metric record"),
+    (lambda f: f.write_text(f.read_text() + '{"step": 3, "eval/success_rate": "high"}\n'), "is not a metric record"),
+    (lambda f: f.write_text(f.read_text() + '{"step": 1e400, "eval/success_rate": 1}\n'), "is not a metric record"),
+    (lambda f: f.write_bytes(b"\xff\xfe"), "cannot read .*utf-8"),
+    (lambda f: (f.unlink(), f.mkdir()), "cannot read .*Is a directory"),
+])
+def test_metric_files_written_by_something_else_are_one_clear_error(tmp_path, capsys, tamper, message):
+    """``embodied report`` and ``--resume`` read metrics.jsonl; a line cut off by a kill ends the records (tested
+    above), anything else that is not a record names the file instead of crashing the reader."""
+    for seed in range(2):
+        run = Run(tmp_path / "sweep", f"s{seed}", tensorboard=False)
+        (run.dir / "config.json").write_text(json.dumps({"seed": seed}))
+        for step in (1, 2):
+            run.logger.log(step, {"eval/success_rate": 0.5})
+        run.write_summary({})
+        run.close()
+    metrics = tmp_path / "sweep" / "s0" / "metrics.jsonl"
+    tamper(metrics)
+    line = _one_error_line(capsys, ["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "report.md")])
+    assert str(metrics) in line and re.search(message, line), line
+    with pytest.raises(EmbodiedError, match=message):
+        Run(tmp_path / "sweep", "s0", resume=True, tensorboard=False)
+    assert lock_is_free(tmp_path / "sweep" / "s0")
+
+
+def lock_is_free(directory) -> bool:
+    """A refused resume must not keep the run directory locked (the next try would say 'in use')."""
+    import fcntl
+
+    fd = os.open(directory / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
     args = ["parl", "--task", "reach-v3", "--method", "pebble", "--total-steps", "100000", "--max-episode-steps", "100",
             "--seed-steps", "100", "--batch-size", "32", "--sac-hidden", "32", "--no-video", "--eval-every", "100000"]
