@@ -84,9 +84,12 @@ class Run:
     def _saved_config(self) -> dict:
         path = self.dir / "config.json"
         try:
-            return json.loads(path.read_text())
-        except ValueError as err:  # not JSON
+            saved = json.loads(path.read_text())
+        except (ValueError, OSError) as err:  # not JSON, not UTF-8 text, not a file
             raise EmbodiedError(f"cannot read {path} to resume: {err}") from None
+        if not isinstance(saved, dict):  # a list or a string has no keys to compare: the check would pass unseen
+            raise EmbodiedError(f"cannot resume: {path} holds {type(saved).__name__}, not the run's settings (an object)")
+        return saved
 
     @property
     def checkpoint_path(self) -> Path:

@@ -16,6 +16,7 @@ import torch
 
 from embodied.checkpoint import load_arrays, load_checkpoint, save_arrays, save_checkpoint
 from embodied.cli import main as cli_main
+from embodied.config import RunOptions
 from embodied.data import Dataset, Episode, write_dataset
 from embodied.errors import EmbodiedError
 from embodied.runs import Run, read_metrics
@@ -273,6 +274,16 @@ def test_metric_files_written_by_something_else_are_one_clear_error(tmp_path, ca
     with pytest.raises(EmbodiedError, match=message):
         Run(tmp_path / "sweep", "s0", resume=True, tensorboard=False)
     assert lock_is_free(tmp_path / "sweep" / "s0")
+
+
+@pytest.mark.parametrize("saved", ["[1]", '"x"', "null"])
+def test_a_config_json_that_is_not_an_object_cannot_skip_the_resume_check(tmp_path, saved):
+    """The check compares option by option; with no keys to compare it used to pass and overwrite the file."""
+    Run(tmp_path, "r", tensorboard=False).close()
+    (tmp_path / "r" / "config.json").write_text(saved)
+    with pytest.raises(EmbodiedError, match="not the run's settings"):
+        Run(tmp_path, "r", config=RunOptions(), resume=True, tensorboard=False)
+    assert (tmp_path / "r" / "config.json").read_text() == saved and lock_is_free(tmp_path / "r")
 
 
 def lock_is_free(directory) -> bool:
