@@ -135,7 +135,8 @@ class Run:
         def request_stop(signum, frame):
             self._stop.set()
             signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
-            print("\nstopping: saving a checkpoint (Ctrl-C again to stop without one)", flush=True)
+            print("\nstopping after this step with a checkpoint, or finishing if it is the last "  # the loop decides
+                  "(Ctrl-C again to stop at once, without one)", flush=True)
 
         self._previous_handler = signal.signal(signal.SIGINT, request_stop)
 
