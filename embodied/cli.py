@@ -72,6 +72,10 @@ def cmd_envs(argv: list[str]) -> int:
 
     import gymnasium as gym
 
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: embodied envs [PATTERN]\n\nList the registered environments (those whose id contains PATTERN) "
+              "with their spaces, policies and cameras.")
+        return 0
     drawer_cameras = re.findall(r'<camera name="([^"]+)"', Path(ASSET).read_text())
     pattern = argv[0] if argv else ""
     print(f"{'id':40s} {'observation':20s} {'action':12s} {'steps':>5s}  {'policies':26s} cameras (first: default)")

@@ -84,7 +84,8 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
         tp = hints[field.name]
         flag = "--" + field.name.replace("_", "-")
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
-        helptext = field.metadata.get("help") or comments.get(field.name, "")
+        helptext = (field.metadata.get("help") or comments.get(field.name, "")).replace("%", "%%")  # plain text, not
+        # a %-format for argparse (a '%BC' in a comment made --help crash)
         if isinstance(default, tuple):
             default = ",".join(str(v) for v in default)  # shown as it is typed
         if tp is bool:

@@ -73,6 +73,21 @@ def test_every_option_explains_itself_and_shows_its_default(cls):
         assert "(default: %(default)s)" in shown or "default:" in action.help or "None:" in action.help, f.name
 
 
+@pytest.mark.parametrize("argv", [[command, "--help"] for command in ("envs", "collect", "video", "eval", "sweep", "report")]
+                         + [["train", agent, "--help"] for agent in AGENTS], ids=" ".join)
+def test_every_help_page_prints_every_option(capsys, argv):
+    """argparse %-formats help strings: a stray '%' in an option's description made `embodied train pearl --help` crash."""
+    try:
+        code = main(argv)
+    except SystemExit as stop:  # argparse's own --help exits (0) after printing
+        code = stop.code
+    out = capsys.readouterr().out
+    assert code == 0, out
+    if argv[0] == "train":
+        assert all(f"--{f.name.replace('_', '-')}" in out for f in dataclasses.fields(config_class(argv[1])))
+    assert "Traceback" not in out and "usage:" in out
+
+
 def test_train_help_lists_the_agents(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out

@@ -73,7 +73,7 @@ class PearlConfig(RunOptions):
     kl_weight: float = 0.01  # weight of the Gaussian reward model's KL term (RRL)
     iql_steps: int = 30000  # IQL gradient steps on the relabelled target data
     iql_temperature: float = 3.0  # IQL's advantage temperature (0: behaviour cloning of the data IQL learns from, %BC with --iql-top)
-    iql_top: float = field(default=1.0, metadata={"help": "share of the target episodes, the best by learned return, that IQL learns from (1: all; 0.25: the top quarter, return-filtered as in %%BC)"})
+    iql_top: float = field(default=1.0, metadata={"help": "share of the target episodes, the best by learned return, that IQL learns from (1: all; 0.25: the top quarter, return-filtered as in %BC)"})
     iql_episode_credit: float = field(default=1.0, metadata={"help": "share of each step's learned reward that IQL sees replaced by its episode's mean (1: each episode's learned return spread evenly over its steps, uniform return redistribution; 0: the learned reward per step, as in the paper)"})
     eval_every: int = 10000  # evaluate the policy every this many steps
     eval_episodes: int = 10  # episodes per evaluation
