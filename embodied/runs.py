@@ -54,6 +54,8 @@ class Run:
     """Owns a run directory. ``resume=True`` reuses an existing one; otherwise it must not exist."""
 
     def __init__(self, root: str | Path, name: str, config: Any = None, resume: bool = False, tensorboard: bool = True):
+        if not name or name in (".", "..") or "/" in name or "\0" in name:  # '/abs' or '../x' would leave --run-dir
+            raise EmbodiedError(f"--run-name {name!r}: one directory name under --run-dir (no '/', not '.' or '..')")
         self.dir = Path(root).expanduser() / name
         try:
             self.dir.mkdir(parents=True, exist_ok=True)

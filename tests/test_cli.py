@@ -107,6 +107,22 @@ def test_negative_numbers_give_one_line(capsys, args, message):
     assert len(err) == 1 and message in err[0], err
 
 
+@pytest.mark.parametrize("args, message", [
+    (["train", "repo", "--target-kl", "-1"], "target_kl must be positive"),  # the dual variable would grow forever
+    (["train", "parl", "--batch-size", "0"], "batch_size must be positive"),
+    (["train", "parl", "--teacher-flip-prob", "1.5"], "teacher_flip_prob must be in"),
+    (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),
+    (["train", "parl", "--run-name", "/abs"], "one directory name under --run-dir"),
+    (["train", "repo", "--run-name", "../elsewhere"], "one directory name under --run-dir"),
+])
+def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, capsys, args, message):
+    """Each of these used to start training (or, for --llm, crash with a traceback after creating the run)."""
+    assert main([*args, "--run-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
+
+
 def test_a_missing_dataset_leaves_no_run_directory(tmp_path, capsys):
     assert main(["train", "pearl", "--source-data", str(tmp_path / "nope.hdf5"), "--run-dir", str(tmp_path / "runs")]) == 2
     assert "no such dataset" in capsys.readouterr().err and not (tmp_path / "runs").exists()

@@ -85,7 +85,12 @@ class ParlConfig(RunOptions):
         check_choice("hypergrad_curvature", self.hypergrad_curvature, ("fisher", "surrogate"))
         check_choice("selection", self.selection, ("uniform", "disagreement"))
         check_positive(self, "total_steps", "max_episode_steps", "queries_per_session", "query_every", "segment_length",
-                       "ensemble_size", "reward_epochs", "eval_every", "eval_episodes", "checkpoint_every")
+                       "ensemble_size", "reward_epochs", "reward_lr", "recent_episodes", "hypergrad_iters",
+                       "hypergrad_samples", "sac_hidden", "batch_size", "eval_every", "eval_episodes", "checkpoint_every")
+        if self.seed_steps < 0 or self.feedback_budget < 0:
+            raise ValueError("seed_steps and feedback_budget must be >= 0")
+        if not 0 <= self.teacher_flip_prob <= 1:
+            raise ValueError(f"teacher_flip_prob must be in [0, 1], got {self.teacher_flip_prob}")
         if self.segment_length > self.max_episode_steps:
             raise ValueError(f"segment_length {self.segment_length} exceeds max_episode_steps {self.max_episode_steps}")
 

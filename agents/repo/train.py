@@ -69,7 +69,7 @@ class RePoConfig(RunOptions):
     def __post_init__(self):
         check_choice("variant", self.variant, ("pixels", "distractor"))
         check_choice("mode", self.mode, MODES)
-        check_positive(self, "init_beta", "beta_lr", "reward_scale", "total_steps", "max_episode_steps",
+        check_positive(self, "init_beta", "beta_lr", "target_kl", "reward_scale", "total_steps", "max_episode_steps",
                        "action_repeat", "train_every", "train_steps", "batch_size", "seq_len", "eval_every",
                        "eval_episodes", "checkpoint_every")
         if self.cuda_graph and self.compile:

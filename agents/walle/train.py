@@ -62,6 +62,8 @@ class WalleConfig(RunOptions):
 
     def __post_init__(self):
         check_choice("planner", self.planner, PLANNERS)
+        if self.llm != "embedded" and not self.llm.startswith(("http://", "https://")):
+            raise ValueError(f"llm must be 'embedded' or the http(s):// URL of a server, got {self.llm!r}")
         if not self.tasks:
             raise ValueError("--tasks is empty")
         for task in self.tasks:
