@@ -49,6 +49,8 @@ class ScriptedTeacher:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma}")
         if not 0 <= self.flip_prob <= 1:
             raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
+        if self.equal_threshold < 0:
+            raise ValueError(f"equal_threshold must be >= 0, got {self.equal_threshold}")
 
     def returns(self, rewards: np.ndarray) -> np.ndarray:
         """Discounted segment returns, ``(N, L) -> (N,)``."""
@@ -70,3 +72,12 @@ class ScriptedTeacher:
             label[flip] = 1.0 - label[flip]
         label[np.abs(diff) <= self.equal_threshold] = 0.5
         return Preferences(np.asarray(first), np.asarray(second), label)
+
+
+def check_teacher_options(config) -> None:
+    """A config's ``teacher_gamma``, ``teacher_equal_threshold`` and ``teacher_flip_prob`` checked as the teacher
+    will check them, but before a run starts and named as the options are."""
+    try:
+        ScriptedTeacher(config.teacher_gamma, config.teacher_equal_threshold, config.teacher_flip_prob)
+    except ValueError as err:
+        raise ValueError(f"teacher_{err}") from None

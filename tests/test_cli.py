@@ -112,6 +112,9 @@ def test_negative_numbers_give_one_line(capsys, args, message):
     (["train", "parl", "--batch-size", "0"], "batch_size must be positive"),
     (["train", "parl", "--teacher-flip-prob", "1.5"], "teacher_flip_prob must be in"),
     (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),
+    (["train", "pearl", "--gw-method", "sinkhorn"], "gw_method must be one of"),  # a traceback after collecting data
+    (["train", "pearl", "--gw-epsilon", "0"], "gw_epsilon must be positive"),  # the entropic plan diverged
+    (["train", "pearl", "--teacher-gamma", "-1"], "teacher_gamma must be in (0, 1]"),
     (["train", "parl", "--run-name", "/abs"], "one directory name under --run-dir"),
     (["train", "repo", "--run-name", "../elsewhere"], "one directory name under --run-dir"),
 ])

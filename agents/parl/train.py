@@ -38,7 +38,7 @@ from embodied.make import make_env
 from embodied.policies import save_policy
 from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
 from embodied.runs import progress, start_run
-from embodied.teacher import ScriptedTeacher
+from embodied.teacher import ScriptedTeacher, check_teacher_options
 from embodied.video import record_episode, tile, write_mp4
 
 METHODS = ("parl", "pebble", "sac")
@@ -89,8 +89,7 @@ class ParlConfig(RunOptions):
                        "hypergrad_samples", "sac_hidden", "batch_size", "eval_every", "eval_episodes", "checkpoint_every")
         if self.seed_steps < 0 or self.feedback_budget < 0:
             raise ValueError("seed_steps and feedback_budget must be >= 0")
-        if not 0 <= self.teacher_flip_prob <= 1:
-            raise ValueError(f"teacher_flip_prob must be in [0, 1], got {self.teacher_flip_prob}")
+        check_teacher_options(self)
         if self.segment_length > self.max_episode_steps:
             raise ValueError(f"segment_length {self.segment_length} exceeds max_episode_steps {self.max_episode_steps}")
 

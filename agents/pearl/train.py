@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
+from agents.pearl.cpa import (GW_METHODS, GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
                               segment_features, transfer_labels)
 from agents.pearl.few_shot import MEMBERS, SHARE_RULES, fit_few_shot
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
@@ -30,7 +30,7 @@ from embodied.evaluation import evaluate
 from embodied.make import make_env
 from embodied.policies import save_policy
 from embodied.runs import Run, progress, start_run
-from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
+from embodied.teacher import Preferences, ScriptedTeacher, check_teacher_options, sample_pairs
 from embodied.video import record_episode, tile, write_mp4
 
 LABEL_SOURCES = ("cpa", "nn", "oracle", "shots")
@@ -107,6 +107,11 @@ class PearlConfig(RunOptions):
             raise ValueError(f"iql_steps must be >= 0, got {self.iql_steps}")
         if self.segment_length > self.max_steps:
             raise ValueError(f"segment_length {self.segment_length} exceeds max_steps {self.max_steps}")
+        check_choice("gw_method", self.gw_method, GW_METHODS)
+        check_positive(self, "gw_epsilon", "gw_rank")
+        if self.kl_weight < 0:
+            raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
+        check_teacher_options(self)
 
 
 def _episodes(cfg: PearlConfig, task: str, data: Path | None, run: Run, name: str, seed: int):
