@@ -34,6 +34,9 @@ class CollectConfig:
     seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
 
+MAX_VIDEO_SIZE = 4096  # pixels a side; rendered here through EGL (100000 failed inside the driver)
+
+
 @dataclass
 class VideoConfig:
     """Record episodes of a policy to an H.264 mp4."""
@@ -99,6 +102,12 @@ def cmd_envs(argv: list[str]) -> int:
     return 0
 
 
+def check_max_steps(cfg) -> None:
+    """``--max-steps`` of collect, video and eval: unset (the env's limit) or positive."""
+    if cfg.max_steps is not None and cfg.max_steps <= 0:
+        raise EmbodiedError(f"--max-steps must be positive, got {cfg.max_steps}")
+
+
 def cmd_collect(argv: list[str]) -> int:
     from embodied.data import NoiseSchedule, collect, write_dataset
     from embodied.data.minari_format import write_minari
@@ -109,6 +118,7 @@ def cmd_collect(argv: list[str]) -> int:
     cfg = parse_config(CollectConfig, argv, prog="embodied collect")
     if cfg.episodes <= 0:
         raise EmbodiedError(f"--episodes must be positive, got {cfg.episodes}")
+    check_max_steps(cfg)
     try:
         noise = NoiseSchedule(cfg.noise, cfg.epsilon)
     except ValueError as err:
@@ -138,6 +148,11 @@ def cmd_video(argv: list[str]) -> int:
     cfg = parse_config(VideoConfig, argv, prog="embodied video")
     if cfg.episodes <= 0 or cfg.size <= 0 or cfg.fps <= 0:
         raise EmbodiedError("--episodes, --size and --fps must be positive")
+    if cfg.size > MAX_VIDEO_SIZE:  # the offscreen EGL buffer fails past this with a driver traceback
+        raise EmbodiedError(f"--size {cfg.size}: at most {MAX_VIDEO_SIZE} pixels")
+    check_max_steps(cfg)
+    if Path(cfg.out).suffix.lower() != ".mp4":  # ffmpeg picks the container from the suffix
+        raise EmbodiedError(f"--out {cfg.out}: the video is an H.264 mp4; give a path ending in .mp4")
     ensure_writable_dir(cfg.out)
     size = -(-cfg.size // 16) * 16
     camera = {} if cfg.camera is None else {"camera": cfg.camera}
@@ -163,8 +178,7 @@ def cmd_eval(argv: list[str]) -> int:
     cfg = parse_config(EvalConfig, argv, prog="embodied eval")
     if cfg.episodes <= 0:
         raise EmbodiedError(f"--episodes must be positive, got {cfg.episodes}")
-    if cfg.max_steps is not None and cfg.max_steps <= 0:
-        raise EmbodiedError(f"--max-steps must be positive, got {cfg.max_steps}")
+    check_max_steps(cfg)
     env = make_env(cfg.env)
     result = evaluate(env, make_policy(cfg.policy, env), cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps)
     print(json.dumps({"env": cfg.env, "policy": cfg.policy, **result}))

@@ -100,8 +100,12 @@ def test_train_help_lists_the_agents(capsys):
     (["eval", "--seed", "-1"], "--seed must be >= 0"),
     (["collect", "--seed", "-1", "--episodes", "1"], "--seed must be >= 0"),
     (["train", "parl", "--seed", "-1"], "--seed must be >= 0"),
+    (["collect", "--max-steps", "0", "--episodes", "1"], "--max-steps must be positive"),
+    (["video", "--max-steps", "-1"], "--max-steps must be positive"),
+    (["video", "--size", "100000"], "at most 4096"),  # used to fail inside the EGL driver with a traceback
+    (["video", "--out", "rollout.txt"], "ending in .mp4"),  # ffmpeg refused the suffix with a traceback
 ])
-def test_negative_numbers_give_one_line(capsys, args, message):
+def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
