@@ -56,12 +56,13 @@ import os  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from agents.repo.adapt import AdaptConfig  # noqa: E402
 from embodied.cli import AGENTS, CollectConfig, EvalConfig, VideoConfig  # noqa: E402
 from embodied.config import build_parser  # noqa: E402
 from embodied.sweep import config_class  # noqa: E402
 
 
-@pytest.mark.parametrize("cls", [CollectConfig, VideoConfig, EvalConfig] + [config_class(a) for a in AGENTS],
+@pytest.mark.parametrize("cls", [CollectConfig, VideoConfig, EvalConfig, AdaptConfig] + [config_class(a) for a in AGENTS],
                          ids=lambda c: c.__name__)
 def test_every_option_explains_itself_and_shows_its_default(cls):
     parser = build_parser(cls)

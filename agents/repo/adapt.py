@@ -40,7 +40,7 @@ from agents.repo.behavior import frozen
 from agents.repo.networks import normal_kl, preprocess
 from agents.repo.train import RePoConfig, build_agent, make_pixel_env
 from embodied.checkpoint import load_checkpoint, restoring, save_checkpoint, seed_everything
-from embodied.config import check_positive, config_from_dict, parse_config
+from embodied.config import check_choice, check_positive, config_from_dict, parse_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
 from embodied.nets import mlp
@@ -52,29 +52,31 @@ from embodied.runs import Run, progress, set_threads
 class AdaptConfig:
     """Reward-free test-time adaptation of a RePo encoder to a new environment variant."""
 
-    source_run: Path = Path("runs/repo")
-    target_variant: str = "distractor"
-    collect_episodes: int = 10
-    steps: int = 2000
-    batch_size: int = 16
-    seq_len: int = 32
-    encoder_lr: float = 1e-4
-    disc_lr: float = 3e-4
-    align_coef: float = 1.0
-    kl_coef: float = 1.0
+    source_run: Path = Path("runs/repo")  # run directory of `embodied train repo` whose last checkpoint is adapted
+    target_variant: str = "distractor"  # environment variant to adapt to: distractor or pixels
+    collect_episodes: int = 10  # target episodes the agent's own policy collects (no rewards used)
+    steps: int = 2000  # encoder gradient steps
+    batch_size: int = 16  # target sequences per step
+    seq_len: int = 32  # steps per target sequence
+    encoder_lr: float = 1e-4  # Adam learning rate of the encoder (the only part that changes)
+    disc_lr: float = 3e-4  # learning rate of the discriminator, the density ratio and its dual variable
+    align_coef: float = 1.0  # weight of the support-alignment (discriminator) term
+    kl_coef: float = 1.0  # weight of the frozen dynamics' KL on target posteriors (RePo's reward-free term)
     calibration_pairs: int = 0  # paired clean/distracted frames for the calibration term (0: none)
-    calib_coef: float = 1.0
+    calib_coef: float = 1.0  # weight of the calibration term
     probe_pairs: int = 512  # held-out paired frames for the embedding-error diagnostic
-    eval_episodes: int = 5
+    eval_episodes: int = 5  # evaluation episodes for the ceiling, before, and after (the same seeds each time)
     eval_every: int = 0  # also evaluate under the target every N adaptation steps (0: before and after only)
-    device: str = "auto"
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     threads: int = 0  # torch CPU threads (0: one per core; 1 for runs side by side)
-    seed: int = 0
-    run_dir: Path = Path("runs")
-    run_name: str | None = None
+    seed: int = 0  # seed of collection, sampling and the evaluation episodes
+    run_dir: Path = Path("runs")  # directory that holds the run directories
+    run_name: str | None = None  # run directory name (None: adapt-<source run>-to-<variant>)
 
     def __post_init__(self):
-        check_positive(self, "collect_episodes", "batch_size", "seq_len", "eval_episodes", "probe_pairs")
+        check_positive(self, "collect_episodes", "batch_size", "seq_len", "eval_episodes", "probe_pairs",
+                       "encoder_lr", "disc_lr")
+        check_choice("target_variant", self.target_variant, ("distractor", "pixels"))
         for name in ("steps", "calibration_pairs", "calib_coef", "align_coef", "kl_coef", "eval_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
