@@ -193,13 +193,20 @@ class TransitionModel:
         if (directory / "observed.json").exists():
             try:
                 observed = json.loads((directory / "observed.json").read_text())
-                assert isinstance(observed, dict) and all(  # state key -> skill -> next-state key -> count
-                    isinstance(by_skill, dict) and all(isinstance(outcomes, dict) and all(
-                        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in outcomes.values())
-                        for outcomes in by_skill.values()) for by_skill in observed.values())
-            except (ValueError, AssertionError):
-                raise ValueError(f"{directory / 'observed.json'} is not a JSON object of observed outcomes") from None
+            except ValueError:
+                observed = None
+            if not is_observed_outcomes(observed):
+                raise ValueError(f"{directory / 'observed.json'} is not a JSON object of observed outcomes")
         return cls(rules, observed)
+
+
+def is_observed_outcomes(data) -> bool:
+    """``observed.json``'s shape: state key -> skill -> next-state key -> a count."""
+    return isinstance(data, dict) and all(
+        isinstance(by_skill, dict) and all(
+            isinstance(outcomes, dict) and all(type(n) is int and n >= 0 for n in outcomes.values())
+            for outcomes in by_skill.values())
+        for by_skill in data.values())
 
 
 __all__ = ["SandboxError", "TransitionModel", "fit_predicate", "rule_source", "state_key"]
