@@ -13,8 +13,9 @@ One process writes a run at a time (an OS lock; a second one is refused). ``Run.
 beside the agent's state, the global random generators and how many metric rows were written;
 ``Run.load`` restores both, dropping metric rows logged after the checkpoint, so a killed run
 resumes to the same result and logs every step once; ``Run.restoring`` wraps the code that puts the
-agent's state back, so a checkpoint that loads but does not fit the run is one clear error. ``Run.catch_interrupts`` turns the first
-Ctrl-C into a request the training loop answers at ``Run.stop`` by saving and raising ``RunInterrupted``.
+agent's state back, so a checkpoint that loads but does not fit the run is one clear error.
+``Run.catch_interrupts`` turns the first Ctrl-C into a request the training loop answers at
+``Run.stop`` by saving and raising ``RunInterrupted``.
 """
 
 from __future__ import annotations
