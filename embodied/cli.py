@@ -26,7 +26,8 @@ class CollectConfig:
 
     env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
     episodes: int = 10  # number of episodes
-    out: Path = Path("data/dataset")  # a Minari dataset folder (a path ending in .hdf5: our single-file format)  # output file
+    out: Path = Path("data/dataset")  # a Minari dataset folder (a path ending in .hdf5: our single-file format)
+    overwrite: bool = False  # replace a dataset already at --out (else it is refused: collected data is not lost)
     policy: str = field(default="scripted", metadata={"help": "scripted, random, or a policy file"})
     noise: tuple[float, ...] = field(default=(0.0,), metadata={"help": "Gaussian action-noise stds, cycled over episodes"})
     epsilon: tuple[float, ...] = field(default=(0.0,), metadata={"help": "random-action probabilities, cycled over episodes"})
@@ -123,6 +124,8 @@ def cmd_collect(argv: list[str]) -> int:
         noise = NoiseSchedule(cfg.noise, cfg.epsilon)
     except ValueError as err:
         raise EmbodiedError(str(err)) from err
+    if Path(cfg.out).exists() and not cfg.overwrite:
+        raise EmbodiedError(f"--out {cfg.out} already exists; pass --overwrite to replace it, or choose another path")
     ensure_writable_dir(cfg.out)  # fail before the work, not after it
     env = make_env(cfg.env)
     policy = make_policy(cfg.policy, env)

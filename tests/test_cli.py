@@ -146,6 +146,17 @@ def test_drawer_block_envs_work_with_video_and_eval(tmp_path, capsys, task):
     assert iio.imread(tmp_path / "v.mp4").shape[1:] == (112, 112, 3)  # rounded up to a multiple of 16
 
 
+@pytest.mark.parametrize("out", ["d.hdf5", "minari"])
+def test_collect_does_not_replace_a_dataset_unless_asked(tmp_path, capsys, out):
+    args = ["collect", "--episodes", "1", "--max-steps", "5", "--out", str(tmp_path / out)]
+    assert main(args) == 0
+    before = sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    assert main([*args, "--seed", "7"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert sorted((p.relative_to(tmp_path), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
+    assert main([*args, "--seed", "7", "--overwrite"]) == 0
+
+
 def test_collect_writes_a_dataset_that_minari_opens(tmp_path):
     import minari
 
