@@ -179,7 +179,7 @@ def _replace(group, name, data=None, **kwargs):
     return group.create_dataset(name, data=data, **kwargs)
 
 
-@pytest.mark.parametrize("attack", ["external", "external-link", "virtual", "shape", "dtype", "steps"])
+@pytest.mark.parametrize("attack", ["external", "external-link", "virtual", "shape", "dtype", "steps", "action-range"])
 def test_hostile_episodes_are_refused(tmp_path, attack):
     path = _good(tmp_path)
     secret = tmp_path / "secret.bin"
@@ -202,6 +202,8 @@ def test_hostile_episodes_are_refused(tmp_path, attack):
             _replace(ep, "rewards", np.array([b"x"] * 10))
         elif attack == "steps":
             ep.attrs["total_steps"] = 10**12
+        elif attack == "action-range":  # finite, right shape, but no policy acting in [-1, 1] recorded it
+            _replace(ep, "actions", np.full((10, 4), 1e30, np.float32))
     with Dataset(path) as ds, pytest.raises(EmbodiedError, match="corrupt or unsafe"):
         ds[0]
 

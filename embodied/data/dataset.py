@@ -94,6 +94,19 @@ def declared_shapes(space: dict, what: str):
     raise ValueError(f"{what} space has an unsupported type {space.get('type')!r}")
 
 
+def box_bounds(space: dict, shape) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(low, high)`` of a serialised Box space, or None where it declares none usable (then nothing is checked)."""
+    if not isinstance(shape, tuple):
+        return None
+    try:
+        low, high = (np.asarray(space[k], dtype=np.float64) for k in ("low", "high"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if low.shape not in ((), shape) or high.shape not in ((), shape) or np.any(low > high):
+        return None
+    return low, high
+
+
 def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | None):
     """``group[name]`` after refusing links to other files, external storage, virtual datasets,
     non-numeric types and shapes other than ``(length, *per_step)``; nothing is read here."""
@@ -171,6 +184,7 @@ class Dataset:
             raise EmbodiedError(f"{self.path} declares {self.total_steps} steps (at most {MAX_STEPS} are accepted)")
         self._obs_shape = declared_shapes(self.observation_space, "observation")
         self._act_shape = declared_shapes(self.action_space, "action")
+        self._act_bounds = box_bounds(self.action_space, self._act_shape)
         missing = [i for i in range(self._n) if f"episode_{i}" not in self._file]
         if missing:
             raise EmbodiedError(f"{self.path} is corrupt: episodes {missing[:5]} are missing")
@@ -209,6 +223,10 @@ class Dataset:
                 seed=None if group.attrs.get("seed") is None or int(group.attrs["seed"]) < 0 else int(group.attrs["seed"]),
             )
             episode.validate()
+            if self._act_bounds is not None:  # collect clips; an action outside the space was not recorded by a policy
+                low, high = self._act_bounds
+                if np.any(episode.actions < low - 1e-6) or np.any(episode.actions > high + 1e-6):
+                    raise ValueError(f"actions lie outside the declared action space [{low.min()}, {high.max()}]")
         except (KeyError, OSError, ValueError, TypeError) as err:
             raise EmbodiedError(f"{self.path}: episode {index} is corrupt or unsafe: {err}") from None
         return episode
