@@ -146,7 +146,7 @@ def restoring(path: str | os.PathLike, fix: str = "pass another --run-name to st
         yield
     except EmbodiedError:
         raise
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError, OverflowError) as err:
         raise EmbodiedError(f"checkpoint {path} does not fit this run ({mismatch(err)}); it was written by another "
                             f"agent or configuration, or changed since: {fix}") from None
 

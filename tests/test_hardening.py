@@ -351,6 +351,7 @@ def _crop_stored_frames(state):
     (lambda s: s.pop("agent"), "no entry 'agent'"),  # e.g. another agent's checkpoint
     (_shrink_first_matrix, "size mismatch"),
     (lambda s: s.update(step="80; rm -rf ~"), "invalid literal for int"),
+    (lambda s: s.update(episode=float("inf")), "cannot convert float infinity"),
     (_crop_stored_frames, r"observations of shape \(32, 64, 3\), this environment \(64, 64, 3\)"),
     (lambda s: s["_run"].update(rng={"python": 3}), "cannot unpack"),
     (lambda s: s["_run"].update(metrics_rows=-3), "-3 metric rows"),
