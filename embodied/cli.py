@@ -35,9 +35,6 @@ class CollectConfig:
     seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
 
-MAX_VIDEO_SIZE = 4096  # pixels a side; rendered here through EGL (100000 failed inside the driver)
-
-
 @dataclass
 class VideoConfig:
     """Record episodes of a policy to an H.264 mp4."""
@@ -147,12 +144,13 @@ def cmd_video(argv: list[str]) -> int:
     from embodied.make import make_env
     from embodied.policies import make_policy
     from embodied.video import record_episode, tile, write_mp4
+    from envs.metaworld_env import MAX_FRAME_SIZE
 
     cfg = parse_config(VideoConfig, argv, prog="embodied video")
     if cfg.episodes <= 0 or cfg.size <= 0 or cfg.fps <= 0:
         raise EmbodiedError("--episodes, --size and --fps must be positive")
-    if cfg.size > MAX_VIDEO_SIZE:  # the offscreen EGL buffer fails past this with a driver traceback
-        raise EmbodiedError(f"--size {cfg.size}: at most {MAX_VIDEO_SIZE} pixels")
+    if cfg.size > MAX_FRAME_SIZE:  # the offscreen EGL buffer fails past this with a driver traceback
+        raise EmbodiedError(f"--size {cfg.size}: at most {MAX_FRAME_SIZE} pixels")
     check_max_steps(cfg)
     if Path(cfg.out).suffix.lower() != ".mp4":  # ffmpeg picks the container from the suffix
         raise EmbodiedError(f"--out {cfg.out}: the video is an H.264 mp4; give a path ending in .mp4")

@@ -50,6 +50,8 @@ def action_space() -> spaces.Box:
     return spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
 
 
+MAX_FRAME_SIZE = 4096  # pixels a side of an observation or a rendered frame (what EGL renders here)
+
 class MetaWorldEnv(gym.Env):
     """One Meta-World v3 task.
 
@@ -87,8 +89,8 @@ class MetaWorldEnv(gym.Env):
         if camera not in CAMERAS:
             raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(CAMERAS)}")
         for name, value in (("width", width), ("height", height), ("render_width", render_width), ("render_height", render_height)):
-            if int(value) != value or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if int(value) != value or not 0 < value <= MAX_FRAME_SIZE:  # 100000 x 100000 asked numpy for 28 GiB
+                raise ValueError(f"{name} must be an integer in [1, {MAX_FRAME_SIZE}], got {value!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"unsupported render_mode {render_mode!r}; only 'rgb_array'")
         if distractor and obs_type == "state":

@@ -87,6 +87,7 @@ def test_pixels_with_state_dict_observation():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(width=0), "width"),
     (dict(height=-3), "height"),
+    (dict(width=100_000, height=100_000), r"width must be an integer in \[1, 4096\]"),  # was a 28 GiB MemoryError
     (dict(camera="ceiling"), "unknown camera"),
     (dict(obs_type="depth"), "unknown obs_type"),
 ])
