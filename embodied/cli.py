@@ -144,7 +144,7 @@ def cmd_video(argv: list[str]) -> int:
     from embodied.make import make_env
     from embodied.policies import make_policy
     from embodied.video import record_episode, tile, write_mp4
-    from envs.metaworld_env import MAX_FRAME_SIZE
+    from envs.rendering import MAX_FRAME_SIZE
 
     cfg = parse_config(VideoConfig, argv, prog="embodied video")
     if cfg.episodes <= 0 or cfg.size <= 0 or cfg.fps <= 0:

@@ -18,7 +18,7 @@ from PIL import Image
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
 from envs.backgrounds import NoiseVideo
-from envs.rendering import CAMERAS, EMPTY, FastRenderer
+from envs.rendering import CAMERAS, EMPTY, MAX_FRAME_SIZE, FastRenderer
 
 TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
 OBS_TYPES = ("state", "pixels", "pixels+state")
@@ -49,8 +49,6 @@ def action_space() -> spaces.Box:
     """End-effector xyz displacement and gripper effort, each in [-1, 1]."""
     return spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
 
-
-MAX_FRAME_SIZE = 4096  # pixels a side of an observation or a rendered frame (what EGL renders here)
 
 class MetaWorldEnv(gym.Env):
     """One Meta-World v3 task.

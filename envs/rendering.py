@@ -14,6 +14,7 @@ import mujoco
 import numpy as np
 
 CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+MAX_FRAME_SIZE = 4096  # pixels a side: 100000 failed inside EGL (an incomplete framebuffer) or asked numpy for 28 GiB
 EMPTY, SITE = -1, -2  # body_ids() at pixels that show no geom: nothing at all, or a site (marker)
 _SLOW_FLAGS = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX)
 
@@ -45,8 +46,8 @@ class FastRenderer:
         names = [model.camera(i).name for i in range(model.ncam)]
         if camera not in names:
             raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(names)}")
-        if width <= 0 or height <= 0:
-            raise ValueError(f"image size must be positive, got width={width} height={height}")
+        if not (0 < width <= MAX_FRAME_SIZE and 0 < height <= MAX_FRAME_SIZE):
+            raise ValueError(f"image size must be in [1, {MAX_FRAME_SIZE}], got width={width} height={height}")
         make_model_fast(model)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, height)

@@ -96,6 +96,13 @@ def test_bad_kwargs_name_the_problem(kwargs, message):
         gym.make("embodied/reach-v3-pixels", **kwargs)
 
 
+def test_a_drawer_block_frame_too_large_to_render_is_refused_by_name():
+    env = gym.make("embodied/drawer-block-stow-v0", render_mode="rgb_array", render_width=100_000, render_height=64)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"image size must be in \[1, 4096\]"):  # was EGL's FatalError
+        env.render()
+
+
 def test_distractor_moves_changes_per_episode_is_seeded_and_keeps_reward():
     clean = gym.make("embodied/button-press-v3-pixels")
     dist = gym.make("embodied/button-press-v3-distractor")
