@@ -196,6 +196,10 @@ def test_minari_datasets_get_the_same_safety_checks(tmp_path):
         f["episode_0/rewards"] = h5py.ExternalLink("/etc/passwd", "/x")
     with Dataset(out) as ds, pytest.raises(EmbodiedError, match="link"):
         ds[0]
+    for bad in ("[1]", json.dumps({**meta, "env_spec": [1]}), json.dumps(meta).replace('"total_steps": 10', '"total_steps": 1e400')):
+        (out / "data" / "metadata.json").write_text(bad)  # not objects, infinity: once AttributeError, OverflowError
+        with pytest.raises(EmbodiedError, match="not a readable Minari dataset"):
+            Dataset(out)
 
 
 def test_captions_fit_and_odd_sizes_are_padded(tmp_path):

@@ -98,7 +98,7 @@ def read_minari_header(path: Path) -> dict:
             "total_steps": int(meta["total_steps"]),
             "metadata": json.loads(meta.get("description") or "{}") if str(meta.get("description", "")).startswith("{") else {},
         }
-    except (OSError, KeyError, TypeError, ValueError) as err:
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:  # not objects, 1e400
         raise EmbodiedError(f"{path} is not a readable Minari dataset (metadata.json: {type(err).__name__}: {err})") from None
     if meta.get("data_format", "hdf5") != "hdf5":
         raise EmbodiedError(f"{path}: only Minari's hdf5 data format is supported, not {meta.get('data_format')!r}")
