@@ -165,6 +165,8 @@ def _good(tmp_path):
     (lambda f, d: f.attrs.__delitem__("env_id"), "malformed header"),
     (lambda f, d: f.attrs.__setitem__("observation_space", "[1, 2]"), "malformed header"),
     (lambda f, d: f.attrs.__setitem__("total_steps", 10**15), "declares"),
+    (lambda f, d: f.attrs.__setitem__("total_steps", float("inf")), "malformed header"),
+    (lambda f, d: f.attrs.__setitem__("total_episodes", float("nan")), "malformed header"),
 ])
 def test_hostile_headers_give_one_clear_error_before_allocating(tmp_path, attack, message):
     path = _good(tmp_path)
@@ -179,7 +181,8 @@ def _replace(group, name, data=None, **kwargs):
     return group.create_dataset(name, data=data, **kwargs)
 
 
-@pytest.mark.parametrize("attack", ["external", "external-link", "virtual", "shape", "dtype", "steps", "action-range"])
+@pytest.mark.parametrize("attack", ["external", "external-link", "virtual", "shape", "dtype", "steps", "steps-inf",
+                                    "action-range"])
 def test_hostile_episodes_are_refused(tmp_path, attack):
     path = _good(tmp_path)
     secret = tmp_path / "secret.bin"
@@ -202,6 +205,8 @@ def test_hostile_episodes_are_refused(tmp_path, attack):
             _replace(ep, "rewards", np.array([b"x"] * 10))
         elif attack == "steps":
             ep.attrs["total_steps"] = 10**12
+        elif attack == "steps-inf":
+            ep.attrs["total_steps"] = float("inf")
         elif attack == "action-range":  # finite, right shape, but no policy acting in [-1, 1] recorded it
             _replace(ep, "actions", np.full((10, 4), 1e30, np.float32))
     with Dataset(path) as ds, pytest.raises(EmbodiedError, match="corrupt or unsafe"):

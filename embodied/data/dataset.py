@@ -157,7 +157,7 @@ class Dataset:
         except EmbodiedError:
             self.close()
             raise
-        except (KeyError, TypeError, ValueError, OSError) as err:  # missing or ill-typed attributes
+        except (KeyError, TypeError, ValueError, OSError, OverflowError) as err:  # missing or ill-typed attributes, inf
             self.close()
             raise EmbodiedError(f"{self.path} has a malformed header ({type(err).__name__}: {err})") from None
 
@@ -227,7 +227,7 @@ class Dataset:
                 low, high = self._act_bounds
                 if np.any(episode.actions < low - 1e-6) or np.any(episode.actions > high + 1e-6):
                     raise ValueError(f"actions lie outside the declared action space [{low.min()}, {high.max()}]")
-        except (KeyError, OSError, ValueError, TypeError) as err:
+        except (KeyError, OSError, ValueError, TypeError, OverflowError) as err:
             raise EmbodiedError(f"{self.path}: episode {index} is corrupt or unsafe: {err}") from None
         return episode
 
