@@ -376,6 +376,28 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_with_one_clear_error(tmp_
     assert (run / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d: d.update(first=d["first"] + 10**6), r"segment indices outside \[0, 60\)"),  # was an IndexError
+    (lambda d: d.update(label=d["label"] * 7), r"labels outside \[0, 1\]"),  # was trained on silently
+    (lambda d: d.update(label=d["label"][:3]), "not three arrays of one length"),  # was trained on silently
+    (lambda d: d.update(second=d["second"] + 0.5), "not integers"),
+])
+def test_pearl_refuses_a_labels_stage_file_that_does_not_fit(tmp_path, capsys, tamper, message):
+    """A finished stage's output is trusted on --resume; labels.npz is checked against the run's target segments."""
+    from test_pearl import TOY  # tests/, beside this file
+
+    args = ["train", "pearl", *TOY, "--iql-steps", "0", "--run-dir", str(tmp_path), "--run-name", "p"]
+    assert cli_main(args) == 0
+    capsys.readouterr()  # the first run's progress bars
+    run = tmp_path / "p"
+    (run / "summary.json").unlink()
+    labels = dict(np.load(run / "labels.npz"))
+    tamper(labels)
+    np.savez(run / "labels.npz", **labels)
+    line = _one_error_line(capsys, [*args, "--resume"])
+    assert f"checkpoint {run / 'labels.npz'} does not fit this run" in line and re.search(message, line), line
+
+
 def _ctrl_c_then(function):
     """``function``, but first the Ctrl-C a user presses while it runs."""
     def pressed(*args, **kwargs):

@@ -182,6 +182,23 @@ def report_confidence(lab: dict) -> None:
     print(line)
 
 
+def check_stored_labels(lab: dict, segments: int) -> None:
+    """``labels.npz`` as ``target_labels`` writes it (``ValueError`` otherwise): pairs of indices into the ``segments``
+    target segments, a label in [0, 1] for each, and the reported numbers as scalars."""
+    first, second, label = (np.asarray(lab[k]) for k in ("first", "second", "label"))
+    if not (first.ndim == second.ndim == label.ndim == 1 and len(first) == len(second) == len(label)):
+        raise ValueError(f"first, second and label are not three arrays of one length: {first.shape}, {second.shape}, "
+                         f"{label.shape}")
+    if first.dtype.kind not in "iu" or second.dtype.kind not in "iu":
+        raise ValueError(f"segment indices are {first.dtype} / {second.dtype}, not integers")
+    if len(first) and (min(first.min(), second.min()) < 0 or max(first.max(), second.max()) >= segments):
+        raise ValueError(f"segment indices outside [0, {segments})")
+    if not np.all(np.isfinite(label)) or np.any((label < 0) | (label > 1)):
+        raise ValueError("labels outside [0, 1]")
+    if any(np.asarray(lab[k]).shape != () for k in ("accuracy", "seconds", *CONFIDENCE_KEYS)):
+        raise ValueError("accuracy, seconds or a confidence entry is not a single number")
+
+
 def trains_few_shot_ensemble(labels: str, few_shot_labels: int) -> bool:
     """Whether a run's reward is ``fit_few_shot``'s weighted pair: few-shot labels beside a transfer."""
     return few_shot_labels > 0 and labels in ("cpa", "nn")
@@ -233,6 +250,8 @@ def run_pearl(cfg: PearlConfig) -> dict:
     labels_path = run.path("labels.npz")
     if labels_path.exists() and "labels" in stages:
         lab = load_arrays(labels_path, ("first", "second", "label", "accuracy", "seconds", *CONFIDENCE_KEYS))
+        with run.restoring(labels_path):
+            check_stored_labels(lab, len(tgt))
     else:
         print(f"labelling target pairs with {cfg.labels} ...")
         lab = target_labels(cfg, src, tgt, teacher, rng, device)
