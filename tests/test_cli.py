@@ -117,6 +117,7 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
     (["train", "parl", "--batch-size", "0"], "batch_size must be positive"),
     (["train", "parl", "--teacher-flip-prob", "1.5"], "teacher_flip_prob must be in"),
     (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),
+    (["train", "walle", "--llm", "http://127.0.0.1:99999"], "is not a URL: Port out of range"),
     (["train", "pearl", "--gw-method", "sinkhorn"], "gw_method must be one of"),  # a traceback after collecting data
     (["train", "pearl", "--gw-epsilon", "0"], "gw_epsilon must be positive"),  # the entropic plan diverged
     (["train", "pearl", "--teacher-gamma", "-1"], "teacher_gamma must be in (0, 1]"),
@@ -129,6 +130,18 @@ def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_an_llm_server_that_is_down_is_an_error_line_not_a_traceback(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert main(["train", "walle", "--llm", f"http://127.0.0.1:{port}", "--tasks", "retrieve", "--iterations", "0",
+                 "--episodes-per-task", "1", "--max-decisions", "2", "--no-video", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"error: LLM server http://127.0.0.1:{port}/v1 unreachable" in err
 
 
 def test_a_missing_dataset_leaves_no_run_directory(tmp_path, capsys):

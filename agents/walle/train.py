@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,8 +63,14 @@ class WalleConfig(RunOptions):
 
     def __post_init__(self):
         check_choice("planner", self.planner, PLANNERS)
-        if self.llm != "embedded" and not self.llm.startswith(("http://", "https://")):
-            raise ValueError(f"llm must be 'embedded' or the http(s):// URL of a server, got {self.llm!r}")
+        if self.llm != "embedded":
+            try:
+                url = urllib.parse.urlsplit(self.llm)
+                url.port  # noqa: B018  (raises ValueError for a port out of range)
+            except ValueError as err:
+                raise ValueError(f"llm {self.llm!r} is not a URL: {err}") from None
+            if url.scheme not in ("http", "https") or not url.hostname:
+                raise ValueError(f"llm must be 'embedded' or the http(s)://host[:port] URL of a server, got {self.llm!r}")
         if not self.tasks:
             raise ValueError("--tasks is empty")
         for task in self.tasks:

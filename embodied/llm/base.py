@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Protocol, Sequence
 
+from embodied.errors import EmbodiedError
+
 Messages = Sequence[dict]  # [{"role": "system"|"user"|"assistant", "content": str}, ...]
 
 
-class LLMUnavailable(RuntimeError):
-    """The backend cannot be reached or loaded; the message says which and what to do."""
+class LLMUnavailable(EmbodiedError, RuntimeError):
+    """The backend cannot be reached or loaded; the message says which and what to do (the CLI prints it as one
+    ``error:`` line: a server that is down is bad input, not a bug)."""
 
 
 class LLM(Protocol):
