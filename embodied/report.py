@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from embodied.atomic import atomic_path, ensure_writable_dir
 from embodied.config import parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.runs import read_metrics
@@ -189,7 +190,8 @@ def plot_curves(curve_data, metric: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
 
 
@@ -291,11 +293,14 @@ def main(argv: list[str]) -> int:
     if args.at_step is not None and args.at_step <= 0:
         raise EmbodiedError("--at-step must be a positive env step")
     out = args.out or Path(args.dir) / "report.md"
+    if out.is_dir():
+        raise EmbodiedError(f"--out {out} is a directory; give the markdown file to write")
+    ensure_writable_dir(out)  # before the bootstrap, not after it
     plot = out.with_name(out.stem + "_curves.png")
     text = build_report(args.dir, args.metric, args.group_by, [tuple(c) for c in args.compare], args.threshold,
                         args.cost_key, args.reps, plot, args.where, args.unfinished, args.at_step)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    with atomic_path(out) as tmp:
+        tmp.write_text(text)
     print(text)
     print(f"wrote {out}" + (f" and {plot}" if plot.exists() else ""))
     return 0

@@ -142,10 +142,12 @@ def test_report_on_one_run_and_bad_input(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path / "missing")]) == 2
     assert cli_main(["report", str(tmp_path), "--metric", "eval/nothing"]) == 2
     assert cli_main(["report", str(tmp_path), "--compare", "x", "y"]) == 2
+    assert cli_main(["report", str(tmp_path), "--out", str(tmp_path)]) == 2  # a directory: was IsADirectoryError
+    assert cli_main(["report", str(tmp_path), "--out", "/proc/no/report.md"]) == 2  # was FileNotFoundError
     (tmp_path / "a-s0" / "summary.json").unlink()  # a run still going is left out unless asked for
     assert cli_main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 4 and all(line.startswith("error:") for line in err), err
+    assert len(err) == 6 and all(line.startswith("error:") for line in err), err
     assert cli_main(["report", str(tmp_path), "--unfinished"]) == 0
 
 
