@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from agents.walle.world_model import NeuroSymbolicWorldModel
 from embodied.config import RunOptions, check_choice, parse_config
 from embodied.errors import EmbodiedError
 from embodied.llm import make_llm
+from embodied.llm.http import server_url_problem
 from embodied.runs import Run, progress, set_threads
 from embodied.sandbox import SandboxError
 from embodied.video import write_mp4
@@ -63,14 +63,8 @@ class WalleConfig(RunOptions):
 
     def __post_init__(self):
         check_choice("planner", self.planner, PLANNERS)
-        if self.llm != "embedded":
-            try:
-                url = urllib.parse.urlsplit(self.llm)
-                url.port  # noqa: B018  (raises ValueError for a port out of range)
-            except ValueError as err:
-                raise ValueError(f"llm {self.llm!r} is not a URL: {err}") from None
-            if url.scheme not in ("http", "https") or not url.hostname:
-                raise ValueError(f"llm must be 'embedded' or the http(s)://host[:port] URL of a server, got {self.llm!r}")
+        if self.llm != "embedded" and (problem := server_url_problem(self.llm)):
+            raise ValueError(f"llm must be 'embedded' or the http(s) URL of a server: {problem}")
         if not self.tasks:
             raise ValueError("--tasks is empty")
         for task in self.tasks:

@@ -37,14 +37,26 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def server_url_problem(url: str) -> str | None:
+    """Why ``url`` is not an http(s)://host[:port][/path] server URL, or None. ``urlsplit`` checks the port only
+    when asked, so it is asked here: a port out of range would otherwise fail at the first request."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError as err:
+        return f"{url!r} is not a URL: {err}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is not an http(s)://host[:port][/path] URL"
+    return None
+
+
 class OpenAICompatibleLLM:
     def __init__(self, base_url: str, model: str = "default", api_key: str | None = None, timeout: float = 30.0,
                  retries: int = 3, backoff: float = 0.5, max_response_bytes: int = 4 * 1024 * 1024):
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
-        parsed = urllib.parse.urlsplit(self.base_url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        if server_url_problem(self.base_url):
             raise LLMUnavailable(f"LLM server URL must be http(s)://host[:port][/path], got {base_url!r}")
         self.model, self.api_key, self.timeout, self.retries, self.backoff = model, api_key, timeout, retries, backoff
         self.max_response_bytes = max_response_bytes
