@@ -26,6 +26,66 @@ from embodied.atomic import atomic_path
 from embodied.errors import EmbodiedError
 
 SAFE_DATACLASSES = {"embodied.teacher:Preferences"}  # the only classes a checkpoint may name
+TENSOR_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.uint16, torch.uint32,
+                 torch.uint64, torch.int8, torch.int16,
+                 torch.int32, torch.int64, torch.bool}  # what a checkpoint of ours holds; no complex or quantized
+MAX_CHECKPOINT_DEPTH = 64  # nesting of dicts and lists in a checkpoint; ours stay under 10
+
+
+def dense_layout(t: torch.Tensor) -> bool:
+    """Whether ``t``'s strides lay its elements out densely without overlap: contiguous in some order of its
+    dimensions (row-major, or e.g. channels-last as convolution weights are saved), no stride-0 expansion."""
+    dims = sorted((stride, size) for size, stride in zip(t.shape, t.stride()) if size != 1)
+    expected = 1
+    for stride, size in dims:
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def tensor_problem(t: torch.Tensor, seen: set[tuple[int, int]]) -> str | None:
+    """Why ``t``, just loaded, is unsafe to use, or None.
+
+    ``weights_only`` does not check layouts: a sparse tensor with indices out of range crashes the
+    process at its first use, and an expanded (stride-0) tensor whose storage is far smaller than its
+    shape asks for gigabytes when copied. Only attributes are read here, never the elements.
+    """
+    if t.is_quantized:
+        return f"quantized ({t.dtype}); only dense tensors are accepted"
+    if t.layout != torch.strided or t.is_sparse or t.is_nested:
+        return f"layout {t.layout}; only dense tensors are accepted"
+    if t.dtype not in TENSOR_DTYPES:
+        return f"dtype {t.dtype}"
+    if t.device.type == "meta":
+        return "a meta tensor (no data)"
+    if not dense_layout(t) or t.storage_offset() != 0:
+        return f"a view (strides {tuple(t.stride())}, offset {t.storage_offset()}) rather than a plain tensor"
+    storage = t.untyped_storage()
+    if storage.nbytes() != t.numel() * t.element_size():
+        return f"storage of {storage.nbytes()} bytes for {t.numel()} elements of {t.element_size()} bytes"
+    key = (storage.data_ptr(), storage.nbytes())
+    if t.numel() and key in seen:
+        return "storage shared with another entry"
+    seen.add(key)
+    return None
+
+
+def check_loaded(obj: Any, path: Path, where: str = "", depth: int = 0, seen: set | None = None) -> None:
+    """Every tensor in ``obj`` (as ``torch.load`` returned it) is dense, plain and owns exactly its storage."""
+    seen = set() if seen is None else seen
+    if depth > MAX_CHECKPOINT_DEPTH:
+        raise EmbodiedError(f"checkpoint {path} is nested deeper than {MAX_CHECKPOINT_DEPTH} levels at {where or '/'}")
+    if isinstance(obj, torch.Tensor):
+        problem = tensor_problem(obj, seen)
+        if problem:
+            raise EmbodiedError(f"refusing to load {path}: entry {where or '/'} is {problem}")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_loaded(v, path, f"{where}/{str(k)[:60]}", depth + 1, seen)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_loaded(v, path, f"{where}/{i}", depth + 1, seen)
 
 
 def to_plain(obj: Any) -> Any:
@@ -86,10 +146,15 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with ``weights_only=True``; a file that would run code or is corrupt gives one clear error."""
+    """Load with ``weights_only=True``, then check every tensor (``check_loaded``) before anything uses it.
+
+    A file that would run code, is corrupt, or holds tensors that are not plain dense ones gives one clear error.
+    """
     path = Path(path)
     if not path.exists():
         raise EmbodiedError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise EmbodiedError(f"checkpoint {path} is not a regular file")
     try:
         plain = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
@@ -104,6 +169,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise EmbodiedError(f"checkpoint {path} is unreadable (corrupt or truncated?): {reason[:200]}") from None
     if not isinstance(plain, dict):
         raise EmbodiedError(f"checkpoint {path} does not hold a dict of state")
+    check_loaded(plain, path)
     return from_plain(plain)
 
 
