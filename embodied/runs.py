@@ -41,6 +41,7 @@ from embodied.checkpoint import (load_checkpoint, restoring, rng_state, save_che
 from embodied.config import check_resume, save_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
+from embodied.safe_io import MAX_METRIC_LINE, MAX_METRICS_BYTES, file_size, json_depth, load_json
 
 
 class RunInterrupted(Exception):
@@ -58,6 +59,10 @@ class Run:
         if not name or name in (".", "..") or "/" in name or "\0" in name:  # '/abs' or '../x' would leave --run-dir
             raise EmbodiedError(f"--run-name {name!r}: one directory name under --run-dir (no '/', not '.' or '..')")
         self.dir = Path(root).expanduser() / name
+        for path in (self.dir.parent, self.dir):  # a link would put the run (and its lock) wherever it points
+            if path.is_symlink():
+                raise EmbodiedError(f"{'run directory' if path == self.dir else '--run-dir'} {path} is a symbolic "
+                                    f"link; refusing to write through it (pass the real directory)")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -87,9 +92,9 @@ class Run:
     def _saved_config(self) -> dict:
         path = self.dir / "config.json"
         try:
-            saved = json.loads(path.read_text())
-        except (ValueError, OSError) as err:  # not JSON, not UTF-8 text, not a file
-            raise EmbodiedError(f"cannot read {path} to resume: {err}") from None
+            saved = load_json(path, what="run config")
+        except EmbodiedError as err:  # too large or deep, not JSON, not UTF-8 text, not a file
+            raise EmbodiedError(f"cannot read {path} to resume: {str(err).replace(str(path), 'it')}") from None
         if not isinstance(saved, dict):  # a list or a string has no keys to compare: the check would pass unseen
             raise EmbodiedError(f"cannot resume: {path} holds {type(saved).__name__}, not the run's settings (an object)")
         return saved
@@ -166,7 +171,10 @@ class Run:
 
 def lock_run_dir(directory: Path) -> int:
     """An exclusive ``flock`` on ``directory/.lock``, held until the fd is closed or the process dies."""
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:  # ELOOP: .lock is a symbolic link
+        raise EmbodiedError(f"cannot lock run directory {directory}: {directory / '.lock'}: {err.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -257,11 +265,19 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 def metric_file_lines(path: str | Path) -> list[str]:
     """The non-blank lines of a metrics file; one that cannot be read as text is an ``EmbodiedError``."""
+    file_size(path, MAX_METRICS_BYTES, "metrics file")
+    lines = []
     try:
         with open(path, encoding="utf-8") as f:
-            return [line for line in f if line.strip()]
+            while line := f.readline(MAX_METRIC_LINE + 1):
+                if len(line) > MAX_METRIC_LINE:
+                    raise EmbodiedError(f"{path}, record {len(lines) + 1}: a line over {MAX_METRIC_LINE} characters "
+                                        f"is not a metric record")
+                if line.strip():
+                    lines.append(line)
     except (OSError, UnicodeDecodeError) as err:
         raise EmbodiedError(f"cannot read {path}: {err}") from None
+    return lines
 
 
 def parse_metric_lines(lines: Iterable[str], path: str | Path = "metrics.jsonl") -> list[dict]:
@@ -272,6 +288,9 @@ def parse_metric_lines(lines: Iterable[str], path: str | Path = "metrics.jsonl")
     rows = []
     for number, line in enumerate(lines, 1):
         if line.strip():
+            if json_depth(line) > 1:  # a record is one flat object; deeper is not ours (and not cut off)
+                raise EmbodiedError(f"{path}, record {number}: {line.strip()[:100]!r} is not a metric record "
+                                    f"(an integer step and numbers)")
             try:
                 row = json.loads(line)
             except ValueError:

@@ -37,6 +37,7 @@ from embodied.atomic import atomic_path
 from embodied.cli import AGENTS
 from embodied.config import parse_command_args, parse_config
 from embodied.errors import EmbodiedError
+from embodied.safe_io import load_json
 
 RESERVED = {"seed", "run_dir", "run_name", "resume", "threads"}  # the sweep sets these itself
 SMALL_FILES = ("config.json", "metrics.jsonl", "summary.json")
@@ -120,9 +121,9 @@ def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: 
 
 def is_finished(run_dir: Path) -> bool:
     try:
-        json.loads((run_dir / "summary.json").read_text())
+        load_json(run_dir / "summary.json", what="summary")
         return True
-    except (OSError, ValueError):
+    except EmbodiedError:
         return False
 
 
@@ -197,8 +198,8 @@ def sweep(agent: str, seeds: list[int], grid: dict[str, list[str]], out: Path, p
 
 def _summary_fields(run_dir: Path) -> dict:
     try:
-        key, value = final_metric(json.loads((run_dir / "summary.json").read_text()))
-    except (OSError, ValueError):
+        key, value = final_metric(load_json(run_dir / "summary.json", what="summary"))
+    except (EmbodiedError, AttributeError):
         key, value = "", None
     return {"metric": key, "value": value}
 

@@ -25,6 +25,7 @@ from typing import Sequence
 
 from agents.walle.rules import Rule, read_rule_file
 from embodied.atomic import atomic_path
+from embodied.safe_io import load_json
 from embodied.sandbox import SandboxError, UnsafeCodeError, run_batch
 
 Hypothesis = tuple  # ("same",) | ("const", v) | ("if", ((q, w), ...), then, else)
@@ -191,10 +192,7 @@ class TransitionModel:
                 raise UnsafeCodeError(f"rule file {path} refused: {err}") from None
         observed = {}
         if (directory / "observed.json").exists():
-            try:
-                observed = json.loads((directory / "observed.json").read_text())
-            except ValueError:
-                observed = None
+            observed = load_json(directory / "observed.json", what="observed outcomes")
             if not is_observed_outcomes(observed):
                 raise ValueError(f"{directory / 'observed.json'} is not a JSON object of observed outcomes")
         return cls(rules, observed)

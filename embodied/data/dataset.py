@@ -22,6 +22,7 @@ from embodied.atomic import atomic_path
 from embodied.data.episode import Episode, validate_episodes
 from embodied.data.minari_format import is_minari_dir, minari_data_dir, read_minari_header
 from embodied.errors import EmbodiedError
+from embodied.safe_io import parse_json
 
 FORMAT = "embodied-minari-hdf5"
 FORMAT_VERSION = 1
@@ -78,6 +79,8 @@ def _write_episode(group: h5py.Group, index: int, episode: Episode) -> None:
 
 MAX_STEPS = 100_000_000  # steps a dataset may declare
 MAX_ARRAY_BYTES = 2 * 1024**3  # one array read from disk
+MAX_EPISODE_BYTES = 2 * 1024**3  # all arrays of one episode together (checked before any is read)
+MAX_DATASET_BYTES = 8 * 1024**3  # all episodes that one load() reads into memory
 
 
 def declared_shapes(space: dict, what: str):
@@ -131,6 +134,15 @@ def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | 
     return node
 
 
+def attr_text(value) -> str:
+    """An HDF5 string attribute as text (h5py gives ``str`` or ``bytes``)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string attribute, got {type(value).__name__}")
+    return value
+
+
 class Dataset:
     """A dataset file, read lazily: ``len(ds)``, ``ds[i]`` -> Episode, iteration, ``ds.load()``.
 
@@ -143,6 +155,7 @@ class Dataset:
         if not self.path.exists():
             raise EmbodiedError(f"dataset not found: {self.path}")
         self._minari = None
+        self.bytes_read = 0  # declared bytes of the episodes read so far (capped by MAX_DATASET_BYTES)
         if self.path.is_dir():
             if not is_minari_dir(self.path):
                 raise EmbodiedError(f"{self.path} is a folder but not a Minari dataset (no data/metadata.json)")
@@ -172,9 +185,9 @@ class Dataset:
         self.env_id: str = str(attrs["env_id"])
         if env_id is not None and env_id != self.env_id:
             raise EmbodiedError(f"{self.path} was recorded on {self.env_id!r}, not {env_id!r}")
-        self.metadata: dict = json.loads(attrs["metadata"])
-        self.observation_space: dict = json.loads(attrs["observation_space"])
-        self.action_space: dict = json.loads(attrs["action_space"])
+        self.metadata: dict = parse_json(attr_text(attrs["metadata"]), f"{self.path} metadata")
+        self.observation_space: dict = parse_json(attr_text(attrs["observation_space"]), f"{self.path} observation space")
+        self.action_space: dict = parse_json(attr_text(attrs["action_space"]), f"{self.path} action space")
         self.total_steps = int(attrs["total_steps"])
         self._n = int(attrs["total_episodes"])
         groups = len(self._file)
@@ -206,20 +219,35 @@ class Dataset:
             if isinstance(obs, h5py.Group):
                 if not isinstance(self._obs_shape, dict) or set(obs) != set(self._obs_shape):
                     raise ValueError("observation keys differ from the declared observation space")
-                observations = {k: checked(obs, k, steps + 1, self._obs_shape[k])[()] for k in obs}
+                obs_nodes = {k: checked(obs, k, steps + 1, self._obs_shape[k]) for k in obs}
             else:
-                observations = checked(group, "observations", steps + 1, self._obs_shape)[()]
+                obs_nodes = checked(group, "observations", steps + 1, self._obs_shape)
             infos_group = checked(group, "infos", None, None)
             if not isinstance(infos_group, h5py.Group) or len(infos_group) > 64:
                 raise ValueError("infos is not a small group")
             info_rows, skip = (steps + 1, 1) if self._minari else (steps, 0)  # Minari keeps the reset's info first
+            nodes = {"actions": checked(group, "actions", steps, self._act_shape),
+                     "rewards": checked(group, "rewards", steps, ()),
+                     "terminations": checked(group, "terminations", steps, ()),
+                     "truncations": checked(group, "truncations", steps, ())}
+            info_nodes = {k: checked(infos_group, k, info_rows, None) for k in infos_group}
+            every = [*(obs_nodes.values() if isinstance(obs_nodes, dict) else [obs_nodes]), *nodes.values(),
+                     *info_nodes.values()]
+            declared = sum(int(n.size) * n.dtype.itemsize for n in every)  # a few-KB file may declare gigabytes
+            if declared > MAX_EPISODE_BYTES:
+                raise ValueError(f"its arrays would need {declared} bytes together (at most {MAX_EPISODE_BYTES})")
+            self.bytes_read += declared
+            if self.bytes_read > MAX_DATASET_BYTES:
+                raise ValueError(f"reading it would bring the dataset to {self.bytes_read} bytes in memory "
+                                 f"(at most {MAX_DATASET_BYTES})")
+            observations = ({k: n[()] for k, n in obs_nodes.items()} if isinstance(obs_nodes, dict) else obs_nodes[()])
             episode = Episode(
                 observations=observations,
-                actions=checked(group, "actions", steps, self._act_shape)[()],
-                rewards=checked(group, "rewards", steps, ())[()],
-                terminations=checked(group, "terminations", steps, ())[()],
-                truncations=checked(group, "truncations", steps, ())[()],
-                infos={k: checked(infos_group, k, info_rows, None)[()][skip:] for k in infos_group},
+                actions=nodes["actions"][()],
+                rewards=nodes["rewards"][()],
+                terminations=nodes["terminations"][()],
+                truncations=nodes["truncations"][()],
+                infos={k: n[()][skip:] for k, n in info_nodes.items()},
                 seed=None if group.attrs.get("seed") is None or int(group.attrs["seed"]) < 0 else int(group.attrs["seed"]),
             )
             episode.validate()
@@ -227,8 +255,8 @@ class Dataset:
                 low, high = self._act_bounds
                 if np.any(episode.actions < low - 1e-6) or np.any(episode.actions > high + 1e-6):
                     raise ValueError(f"actions lie outside the declared action space [{low.min()}, {high.max()}]")
-        except (KeyError, OSError, ValueError, TypeError, OverflowError) as err:
-            raise EmbodiedError(f"{self.path}: episode {index} is corrupt or unsafe: {err}") from None
+        except (KeyError, OSError, ValueError, TypeError, OverflowError, MemoryError) as err:
+            raise EmbodiedError(f"{self.path}: episode {index} is corrupt or unsafe: {err or type(err).__name__}") from None
         return episode
 
     def __iter__(self) -> Iterator[Episode]:

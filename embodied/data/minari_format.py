@@ -27,6 +27,7 @@ import numpy as np
 from embodied.atomic import current_umask, ensure_writable_dir
 from embodied.data.episode import Episode, validate_episodes
 from embodied.errors import EmbodiedError
+from embodied.safe_io import load_json
 
 
 def is_minari_dir(path: str | os.PathLike) -> bool:
@@ -88,7 +89,7 @@ def read_minari_header(path: Path) -> dict:
     """Minari's ``metadata.json``, with types checked: env id, spaces (our JSON form), totals."""
     data_dir = minari_data_dir(path)
     try:
-        meta = json.loads((data_dir / "metadata.json").read_text())
+        meta = load_json(data_dir / "metadata.json", what="Minari metadata")
         spec = json.loads(meta["env_spec"]) if isinstance(meta.get("env_spec"), str) else meta.get("env_spec") or {}
         header = {
             "env_id": str(spec.get("id", "")),
@@ -98,7 +99,9 @@ def read_minari_header(path: Path) -> dict:
             "total_steps": int(meta["total_steps"]),
             "metadata": json.loads(meta.get("description") or "{}") if str(meta.get("description", "")).startswith("{") else {},
         }
-    except (OSError, KeyError, TypeError, ValueError, AttributeError, OverflowError) as err:  # not objects, 1e400
+    except EmbodiedError as err:
+        raise EmbodiedError(f"{path} is not a readable Minari dataset: {err}") from None
+    except (OSError, KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as err:
         raise EmbodiedError(f"{path} is not a readable Minari dataset (metadata.json: {type(err).__name__}: {err})") from None
     if meta.get("data_format", "hdf5") != "hdf5":
         raise EmbodiedError(f"{path}: only Minari's hdf5 data format is supported, not {meta.get('data_format')!r}")
