@@ -94,17 +94,18 @@ def raise_for(outcome: Outcome) -> Any:
 Outcome.unwrap = raise_for  # type: ignore[attr-defined]
 
 
-def run_batch(calls: Sequence[tuple[SandboxedFunction, tuple]]) -> list[Outcome]:
-    """Evaluate every (function, args) in one worker round trip; ``Outcome`` per call, errors included.
+def run_batch(calls: Sequence[tuple[SandboxedFunction, tuple]], batch_seconds: float | None = None) -> list[Outcome]:
+    """Evaluate every (function, args) in as few worker round trips as fit; ``Outcome`` per call, errors included.
 
-    All functions of one batch share the first one's pool and limits.
+    All functions of one batch share the first one's pool and limits. The batch has a total deadline
+    (``batch_seconds``, default ``pool.batch_deadline``): calls not run by then are timeouts.
     """
     if not calls:
         return []
     first = calls[0][0]
     pool = first.pool or default_pool()
     sources = {f.id: f.source for f, _ in calls}
-    return pool.run(sources, [(f.id, tuple(args)) for f, args in calls], first.max_ops, first.seconds)
+    return pool.run(sources, [(f.id, tuple(args)) for f, args in calls], first.max_ops, first.seconds, batch_seconds)
 
 
 def compile_function(source: str, max_ops: int = 100_000, seconds: float = 0.5) -> SandboxedFunction:

@@ -25,6 +25,8 @@ ALLOWED_NODES = (
 )
 MAX_SOURCE_CHARS = 20_000
 MAX_NODES = 5_000
+MAX_REQUEST = 64 * 1024 * 1024  # bytes of one request to a worker; the host splits batches to stay under it
+MAX_ANSWER = 8 * 1024 * 1024  # bytes of one call's answer; larger is a bad result, not a timeout
 
 
 class RejectedCode(ValueError):
@@ -79,6 +81,11 @@ def check_node(node: ast.AST, func: ast.FunctionDef, line: int | str = "?") -> N
         raise RejectedCode(f"name {node.id!r} is not allowed (leading underscore)")
     if isinstance(node, ast.arg) and node.arg.startswith("_"):
         raise RejectedCode(f"argument {node.arg!r} is not allowed (leading underscore)")
+    bound = node.arg if isinstance(node, ast.arg) else node.id if isinstance(node, ast.Name) and not isinstance(
+        node.ctx, ast.Load) else None
+    if bound is not None and (bound in SAFE_BUILTIN_NAMES or bound == func.name):
+        # rebinding 'len = f' would make 'len(x)' a recursive call that the check above cannot see
+        raise RejectedCode(f"name {bound!r} cannot be rebound {where}")
     if isinstance(node, ast.Attribute):
         if node.attr.startswith("_"):
             raise RejectedCode(f"attribute {node.attr!r} is not allowed (leading underscore)")

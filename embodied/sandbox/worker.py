@@ -27,7 +27,7 @@ import policy  # noqa: E402
 
 SAFE_BUILTINS = {name: getattr(builtins, name) for name in policy.SAFE_BUILTIN_NAMES}
 HEADER = struct.Struct("<I")
-MAX_REQUEST = 64 * 1024 * 1024
+MAX_REQUEST, MAX_ANSWER = policy.MAX_REQUEST, policy.MAX_ANSWER
 
 
 class Timeout(Exception):
@@ -113,6 +113,8 @@ def write_message(stream, message):
         body = json.dumps(message).encode()
     except (MemoryError, ValueError, RecursionError):
         body = json.dumps({"error": "bad_result", "message": "result could not be encoded"}).encode()
+    if len(body) > MAX_ANSWER:
+        body = json.dumps({"error": "bad_result", "message": f"result is over {MAX_ANSWER} bytes"}).encode()
     stream.write(HEADER.pack(len(body)) + body)
     stream.flush()
 
