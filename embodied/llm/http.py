@@ -1,8 +1,10 @@
 """A client for OpenAI-compatible servers (vLLM, Ollama, llama.cpp server, hosted APIs).
 
 Standard library only (http.client). What a server cannot do to the caller:
-- take longer than ``timeout`` seconds per request in total: a watchdog shuts the socket at the
-  deadline, so a server dripping one byte at a time cannot extend it;
+- keep one call (``generate``, or ``score`` of all its candidates) longer than ``timeout`` seconds:
+  the call has one deadline that covers every retry, backoff and redirect, and a watchdog shuts the
+  socket when it passes, so a server dripping one byte at a time cannot extend it (the bound is
+  ``timeout`` plus the time to close a socket);
 - send more than ``max_response_bytes``;
 - receive the API key anywhere else: redirects are followed only to the same scheme, host and
   port (at most 3); any other redirect is an error, so the ``Authorization`` header never leaves;
@@ -61,22 +63,33 @@ class OpenAICompatibleLLM:
         self.model, self.api_key, self.timeout, self.retries, self.backoff = model, api_key, timeout, retries, backoff
         self.max_response_bytes = max_response_bytes
 
-    def _post(self, path: str, payload: dict) -> dict:
+    def _deadline(self) -> float:
+        """The monotonic time by which one public call must be done."""
+        return time.monotonic() + self.timeout
+
+    def _post(self, path: str, payload: dict, deadline: float) -> dict:
         data = json.dumps({"model": self.model, **payload}).encode()
         last: Exception | None = None
+        tries = 0
         for attempt in range(self.retries + 1):
+            if time.monotonic() >= deadline:
+                break
+            tries += 1
             try:
-                return self._request(self.base_url + path, data)
+                return self._request(self.base_url + path, data, deadline)
             except _Retryable as err:
                 last = err
             if attempt < self.retries:
-                time.sleep(self.backoff * 2**attempt)
-        raise LLMUnavailable(f"LLM server {self.base_url} unreachable after {self.retries + 1} tries: {last}")
+                time.sleep(max(0.0, min(self.backoff * 2**attempt, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            raise LLMUnavailable(f"LLM server {self.base_url}: no answer within the {self.timeout} s deadline of the "
+                                 f"call ({tries} tries{f'; last: {last}' if last else ''})")
+        raise LLMUnavailable(f"LLM server {self.base_url} unreachable after {tries} tries: {last}")
 
-    def _request(self, url: str, data: bytes) -> dict:
+    def _request(self, url: str, data: bytes, deadline: float) -> dict:
         origin = urllib.parse.urlsplit(url)
         for _ in range(4):  # the request and at most 3 same-origin redirects
-            status, headers, body = self._exchange(url, data)
+            status, headers, body = self._exchange(url, data, deadline)
             if status in (301, 302, 303, 307, 308):
                 target = urllib.parse.urlsplit(urllib.parse.urljoin(url, headers.get("location", "")))
                 if (target.scheme, target.hostname, target.port) != (origin.scheme, origin.hostname, origin.port):
@@ -97,13 +110,15 @@ class OpenAICompatibleLLM:
             return reply
         raise LLMUnavailable(f"{url}: too many redirects")
 
-    def _exchange(self, url: str, data: bytes) -> tuple[int, dict, bytes]:
-        """One POST within the total deadline; (status, lower-cased headers, body)."""
+    def _exchange(self, url: str, data: bytes, deadline: float) -> tuple[int, dict, bytes]:
+        """One POST within what is left of the call's deadline; (status, lower-cased headers, body)."""
         parts = urllib.parse.urlsplit(url)
-        deadline = time.monotonic() + self.timeout
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Retryable(f"no complete answer within {self.timeout} s")
         cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         kwargs = {"context": ssl.create_default_context()} if parts.scheme == "https" else {}
-        conn = cls(parts.hostname, parts.port, timeout=self.timeout, **kwargs)
+        conn = cls(parts.hostname, parts.port, timeout=left, **kwargs)
         expired = threading.Event()
 
         def shut() -> None:
@@ -115,7 +130,7 @@ class OpenAICompatibleLLM:
                 except OSError:
                     pass
 
-        watchdog = threading.Timer(self.timeout, shut)
+        watchdog = threading.Timer(left, shut)
         watchdog.daemon = True
         watchdog.start()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -149,7 +164,8 @@ class OpenAICompatibleLLM:
             conn.close()
 
     def generate(self, messages: Messages, max_tokens: int = 64) -> str:
-        reply = self._post("/chat/completions", {"messages": list(messages), "max_tokens": max_tokens, "temperature": 0})
+        reply = self._post("/chat/completions", {"messages": list(messages), "max_tokens": max_tokens, "temperature": 0},
+                           self._deadline())
         try:
             content = reply["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -161,9 +177,10 @@ class OpenAICompatibleLLM:
     def score(self, messages: Messages, candidates: Sequence[str]) -> list[float]:
         prompt = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
         scores = []
+        deadline = self._deadline()  # one deadline for all the candidates
         for candidate in candidates:
             reply = self._post("/completions", {"prompt": prompt + candidate, "max_tokens": 0, "echo": True,
-                                                "logprobs": 1, "temperature": 0})
+                                                "logprobs": 1, "temperature": 0}, deadline)
             try:
                 lp = reply["choices"][0]["logprobs"]
                 offsets, token_logprobs = lp["text_offset"], lp["token_logprobs"]
