@@ -200,6 +200,7 @@ COMMAND_SUMMARIES = {
     "train": "train an agent (embodied train --help lists them)",
     "sweep": "run seeds x grid values of an agent as Ray tasks",
     "report": "tables and curves with confidence intervals from run directories",
+    "study": "run a study file (agent, seeds, grid, options, report) with sweep, then report",
 }
 
 
@@ -232,8 +233,14 @@ def cmd_report(argv: list[str]) -> int:
     return report_main(argv)
 
 
+def cmd_study(argv: list[str]) -> int:
+    from embodied.study import main as study_main
+
+    return study_main(argv)
+
+
 COMMANDS = {"envs": cmd_envs, "collect": cmd_collect, "video": cmd_video, "eval": cmd_eval, "train": cmd_train,
-            "sweep": cmd_sweep, "report": cmd_report}
+            "sweep": cmd_sweep, "report": cmd_report, "study": cmd_study}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     except RunInterrupted as err:
         print(str(err), file=sys.stderr)
         return 130
+    except (RecursionError, MemoryError) as err:  # a hostile input that got past the caps: still one line
+        what = "nested too deeply" if isinstance(err, RecursionError) else "needed more memory than there is"
+        print(f"error: the input {what} ({type(err).__name__})", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # `embodied envs | head`
         sys.stderr.close()
         return 0

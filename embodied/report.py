@@ -27,6 +27,7 @@ import numpy as np
 from embodied.atomic import atomic_path, ensure_writable_dir
 from embodied.config import parse_command_args
 from embodied.errors import EmbodiedError
+from embodied.safe_io import load_json
 from embodied.runs import read_metrics
 
 warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)  # arch, via rliable
@@ -56,8 +57,33 @@ class RunRecord:
         return RunRecord(self.path, self.config, [r for r in self.rows if int(r.get("step", 0)) <= step], self.finished)
 
 
+MAX_RECORDS_BYTES = 256 * 2**20
+
+
+def read_records(path: Path) -> list[RunRecord]:
+    """The runs in a study's ``records.jsonl`` (what ``embodied study`` writes beside its reports)."""
+    from embodied.safe_io import parse_json, read_text
+
+    runs = []
+    for number, line in enumerate(read_text(path, MAX_RECORDS_BYTES, "records file").splitlines(), 1):
+        if not line.strip():
+            continue
+        record = parse_json(line, f"{path}, record {number}", max_depth=4)
+        rows = record.get("rows") if isinstance(record, dict) else None
+        if not (isinstance(rows, list) and isinstance(record.get("config"), dict) and isinstance(record.get("name"), str)
+                and all(isinstance(r, dict) and type(r.get("step")) is int
+                        and all(v is None or type(v) in (int, float) for v in r.values()) for r in rows)):
+            raise EmbodiedError(f"{path}, record {number}: not a run record (name, config, rows of numbers)")
+        runs.append(RunRecord(path / record["name"], record["config"], rows, bool(record.get("finished", True))))
+    if not runs:
+        raise EmbodiedError(f"{path} holds no run records")
+    return runs
+
+
 def find_runs(root: Path) -> list[RunRecord]:
     root = Path(root).expanduser()
+    if root.is_file() and root.suffix == ".jsonl" and root.name != "metrics.jsonl":
+        return read_records(root)
     if not root.exists():
         raise EmbodiedError(f"no such directory: {root}")
     paths = sorted({p.parent for p in root.rglob("metrics.jsonl")})
@@ -65,10 +91,7 @@ def find_runs(root: Path) -> list[RunRecord]:
         raise EmbodiedError(f"no run directories (with metrics.jsonl) under {root}")
     runs = []
     for path in paths:
-        try:
-            config = json.loads((path / "config.json").read_text()) if (path / "config.json").exists() else {}
-        except ValueError:
-            raise EmbodiedError(f"{path / 'config.json'} is not valid JSON") from None
+        config = load_json(path / "config.json", what="run config") if (path / "config.json").exists() else {}
         runs.append(RunRecord(path, config if isinstance(config, dict) else {}, read_metrics(path / "metrics.jsonl"),
                               (path / "summary.json").exists()))
     return runs
@@ -175,6 +198,73 @@ def steps_to_threshold(run: RunRecord, metric: str, threshold: float, cost_key: 
     return hit, cost
 
 
+MEASURES = {  # name -> (what it is, higher is better)
+    "final": ("last value", True),
+    "area": ("mean over the curve (area under it, per evaluation)", True),
+    "steps_to_reach": ("env steps to first reach the threshold (the run's last step if never)", False),
+    "steps_to_hold": ("env steps from which it stays at or above the threshold to the end (last step if never)", False),
+    "cost_to_reach": ("the cost key at the first reach (its last value if never)", False),
+}
+
+
+def run_measures(run: RunRecord, metric: str, threshold: float, cost_key: str | None) -> dict[str, float | None]:
+    """The measures a sample-efficiency study reports (PARL's, B-Pref's) for one run: final value, area,
+    steps and cost to reach ``threshold`` and to hold it. A run that never gets there counts at its budget
+    (censored), so that no run drops out of a comparison by failing."""
+    series = run.series(metric)
+    if not series:
+        return {}
+    steps, values = np.array([s for s, _ in series]), np.array([v for _, v in series])
+    last = int(max(steps[-1], run.last_step()))
+    above = values >= threshold
+    reached = bool(above.any())
+    first = int(steps[np.argmax(above)]) if reached else last
+    below = np.nonzero(~above)[0]
+    hold = last if not above[-1] else int(steps[below[-1] + 1]) if len(below) else int(steps[0])
+    out = {"final": float(values[-1]), "area": float(values.mean()), "steps_to_reach": float(first),
+           "steps_to_hold": float(hold), "reached": reached, "kept": reached and bool(above[-1])}
+    if cost_key and run.series(cost_key):
+        costs = run.series(cost_key)
+        at = [v for s, v in costs if s <= first]
+        out["cost_to_reach"] = float(at[-1] if at else 0.0) if reached else float(costs[-1][1])
+    return out
+
+
+def measures_section(groups: dict[str, list[RunRecord]], metric: str, threshold: float, cost_key: str | None,
+                     compare: list[tuple[str, str]], reps: int) -> list[str]:
+    """Markdown: each measure per group (IQM and mean with CIs), how many runs kept what they reached, and
+    P(X better than Y) for every measure of every comparison."""
+    per_run = {g: [m for m in (run_measures(r, metric, threshold, cost_key) for r in members) if m]
+               for g, members in groups.items()}
+    names = [n for n in MEASURES if any(n in m for ms in per_run.values() for m in ms)]
+    lines = ["", f"Measures of `{metric}` with threshold {threshold}"
+             + (f", cost `{cost_key}`" if cost_key else "") + ":", ""]
+    lines += [f"- `{n}`: {MEASURES[n][0]}" + (" (lower is better)" if not MEASURES[n][1] else "") for n in names]
+    lines += ["", "| group | measure | runs | IQM [95% CI] | mean [95% CI] |", "| --- | --- | ---: | --- | --- |"]
+    for name in names:
+        scores = {g: np.array([[m[name]] for m in ms if name in m]) for g, ms in per_run.items()}
+        scores = {g: v for g, v in scores.items() if len(v)}
+        for g, st in aggregate(scores, reps).items():
+            lines.append(f"| {g} | {name} | {st['runs']} | {st['iqm']:.3g} [{st['iqm_low']:.3g}, {st['iqm_high']:.3g}]"
+                         f" | {st['mean']:.3g} [{st['mean_low']:.3g}, {st['mean_high']:.3g}] |")
+    lines += ["", f"Retention: of the runs that reached {threshold}, how many end at or above it:", "",
+              "| group | reached | kept to the end |", "| --- | ---: | ---: |"]
+    for g, ms in per_run.items():
+        reached = sum(m["reached"] for m in ms)
+        lines.append(f"| {g} | {reached}/{len(ms)} | {sum(m['kept'] for m in ms)}/{reached} |")
+    if compare:
+        lines += ["", "| comparison | measure | P(X better than Y) [95% CI] |", "| --- | --- | --- |"]
+        for x, y in compare:
+            for name in names:
+                a = np.array([[m[name]] for m in per_run.get(x, []) if name in m])
+                b = np.array([[m[name]] for m in per_run.get(y, []) if name in m])
+                if len(a) and len(b):
+                    sign = 1.0 if MEASURES[name][1] else -1.0
+                    p, low, high = improvement(sign * a, sign * b, reps)
+                    lines.append(f"| {x} vs {y} | {name} | {p:.3f} [{low:.3f}, {high:.3f}] |")
+    return lines
+
+
 def plot_curves(curve_data, metric: str, path: Path) -> None:
     import matplotlib
 
@@ -260,6 +350,7 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
             costs = [h[1] for h in reached if h[1] is not None]
             med_cost = f"{np.median(costs):.0f}" if costs else "-"
             lines.append(f"| {g} | {len(reached)}/{len(members)} | {med_steps} | {med_cost} |")
+        lines += measures_section(groups, metric, threshold, cost_key, compare, reps)
     curve_data = curves(groups, metric, reps)
     if plot_path is not None and curve_data:
         plot_curves(curve_data, metric, plot_path)
@@ -270,7 +361,8 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="embodied report", description="Tables and curves with confidence intervals "
                                      "from run directories (rliable).", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("dir", type=Path, help="a sweep's output, any directory of runs, or one run directory")
+    parser.add_argument("dir", type=Path, help="a sweep's output, any directory of runs, one run directory, or a "
+                        "study's records.jsonl")
     parser.add_argument("--metric", default="eval/success_rate", help="metric key in metrics.jsonl")
     parser.add_argument("--group-by", nargs="*", default=None, help="config keys to group by (default: those that vary)")
     parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("X", "Y"),

@@ -1,0 +1,181 @@
+"""``embodied study FILE.toml``: a study as a small declarative file, run by ``embodied sweep`` and summarised
+by ``embodied report``, its results written where the docs cite them.
+
+    embodied study bench/studies/parl.toml                 # run (or continue) every trial, then report
+    embodied study bench/studies/parl.toml --report-only   # only the reports, from the runs or the records
+    embodied study bench/studies/parl.toml --seeds 0,1 --set total_steps=600 --out /tmp/s --results /tmp/r
+
+The file names the agent, the seeds, a grid, the options every trial shares and how to report::
+
+    agent = "parl"
+    seeds = [0, 1, 2]
+    [grid]                       # a cross product, one run directory per point and seed
+    method = ["parl", "pebble"]
+    [options]                    # passed to every trial (option names as in the agent's dataclass)
+    total_steps = 10000
+    [report]
+    split = "task"               # optional: one report per value of this grid key
+    where = ["method=pebble"]    # optional: only these runs (KEY=VALUE, as embodied report --where)
+    out = "runs/parl"            # optional: the run directories (default runs/<study>; studies may share one)
+    metric = "eval/success_rate"
+    threshold = 0.8              # optional: steps (and cost_key) to reach and hold it, retention
+    cost_key = "feedback/labels"
+    compare = [["method=parl", "method=pebble"]]
+    curves = ["diag/rank_corr_recent"]   # optional: more metrics to plot over the run
+
+Results go to ``bench/results/<study>/`` (``--results``): ``report[-<split value>].md``, the curves,
+and ``records.jsonl``, one line per run with its settings and the logged values the reports use, so
+that ``embodied report bench/results/<study>/records.jsonl`` recomputes every table without the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+
+from embodied.atomic import atomic_path, ensure_writable_dir
+from embodied.config import parse_command_args
+from embodied.errors import EmbodiedError
+from embodied.safe_io import read_text
+
+STUDY_KEYS = {"agent", "seeds", "grid", "options", "report", "description", "name"}
+REPORT_KEYS = {"split", "metric", "threshold", "cost_key", "compare", "curves", "group_by", "where", "out"}
+
+
+def load_study(path: Path) -> dict:
+    """The study file, with its keys and types checked."""
+    try:
+        study = tomllib.loads(read_text(path, 1 << 20, "study file"))
+    except tomllib.TOMLDecodeError as err:
+        raise EmbodiedError(f"study file {path} is not valid TOML: {err}") from None
+    unknown = set(study) - STUDY_KEYS
+    if unknown:
+        raise EmbodiedError(f"study file {path}: unknown keys {sorted(unknown)} (known: {sorted(STUDY_KEYS)})")
+    if "agent" not in study or not isinstance(study.get("seeds"), list) or not study["seeds"]:
+        raise EmbodiedError(f"study file {path} needs agent = \"...\" and seeds = [...]")
+    for table in ("grid", "options", "report"):
+        if not isinstance(study.setdefault(table, {}), dict):
+            raise EmbodiedError(f"study file {path}: [{table}] must be a table")
+    if set(study["report"]) - REPORT_KEYS:
+        raise EmbodiedError(f"study file {path}: unknown [report] keys {sorted(set(study['report']) - REPORT_KEYS)}")
+    if not all(isinstance(v, list) and v for v in study["grid"].values()):
+        raise EmbodiedError(f"study file {path}: every [grid] entry must be a non-empty list of values")
+    split = study["report"].get("split")
+    if split is not None and split not in study["grid"]:
+        raise EmbodiedError(f"study file {path}: report.split {split!r} is not a grid key")
+    study.setdefault("name", path.stem)
+    return study
+
+
+def option_text(value) -> str:
+    """A TOML value as the command line spells it (lists: comma-separated, as tuple options take them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(option_text(v) for v in value)
+    return str(value)
+
+
+def passthrough(options: dict, cls: type) -> list[str]:
+    from embodied.sweep import option_args
+
+    fields = {f for f in cls.__dataclass_fields__}
+    unknown = [k for k in options if k not in fields]
+    if unknown:
+        raise EmbodiedError(f"[options] {', '.join(unknown)}: not options of this agent (embodied train AGENT --help)")
+    return [a for k, v in options.items() for a in option_args(k, option_text(v), cls)]
+
+
+def run_study(study: dict, out: Path) -> None:
+    from embodied.sweep import config_class, parse_grid, sweep
+
+    cls = config_class(study["agent"])
+    grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
+    sweep(study["agent"], [int(s) for s in study["seeds"]], grid, out, passthrough(study["options"], cls))
+
+
+def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
+    """One line per run: its name, settings, whether it finished, and the rows that logged any of ``keys``."""
+    from embodied.report import find_runs
+
+    lines = []
+    for run in find_runs(out):
+        rows = [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in run.rows if any(k in r for k in keys)]
+        settings = {k: v for k, v in sorted(run.config.items()) if isinstance(v, (str, int, float, bool)) or v is None}
+        lines.append(json.dumps({"name": run.path.name, "config": settings,
+                                 "finished": run.finished, "rows": rows}, separators=(",", ":")))
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+
+
+def write_reports(study: dict, source: Path, results: Path) -> list[Path]:
+    """``embodied report`` on ``source`` (run directories or a records file), once per split value."""
+    from embodied.atomic import atomic_path as atomic
+    from embodied.report import build_report
+
+    rep = study["report"]
+    split = rep.get("split")
+    group_by = rep.get("group_by") or [k for k in study["grid"] if k != split]
+    compare = [tuple(c) for c in rep.get("compare", [])]
+    written = []
+    for value in (study["grid"][split] if split else [None]):
+        stem = "report" if value is None else f"report-{value}"
+        where = list(rep.get("where", [])) + ([] if value is None else [f"{split}={option_text(value)}"])
+        for metric in [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])]:
+            main = metric == rep.get("metric", "eval/success_rate")
+            name = stem if main else f"{stem}-{metric.replace('/', '_')}"
+            out = results / f"{name}.md"
+            text = build_report(source, metric, group_by, compare if main else [],
+                                rep.get("threshold") if main else None, rep.get("cost_key") if main else None,
+                                2000, out.with_name(out.stem + "_curves.png"), where)
+            with atomic(out) as tmp:
+                tmp.write_text(text)
+            written.append(out)
+    return written
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="embodied study", description="Run a study file (agent, seeds, grid, shared "
+                                     "options, report) with embodied sweep, then embodied report.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    parser.add_argument("file", type=Path, help="the study's .toml file (bench/studies/)")
+    parser.add_argument("--out", type=Path, default=None, help="run directories (default: runs/<study>)")
+    parser.add_argument("--results", type=Path, default=None, help="reports and records (default: bench/results/<study>)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds instead of the file's (e.g. a small re-run)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one of the file's [options] (repeatable)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no training: report from --out if it holds runs, else from the results' records.jsonl")
+    args = parse_command_args(parser, argv, "embodied study")
+    if args is None:
+        return 0
+    study = load_study(args.file)
+    if args.seeds is not None:
+        try:
+            study["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise EmbodiedError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EmbodiedError(f"--set {item!r}: expected KEY=VALUE")
+        study["options"][key.replace("-", "_")] = value
+    out = args.out or Path(study["report"].get("out") or Path("runs") / study["name"])
+    results = args.results or Path("bench/results") / study["name"]
+    ensure_writable_dir(results / "report.md")
+    records = results / "records.jsonl"
+    rep = study["report"]
+    keys = [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])] + ([rep["cost_key"]] if rep.get("cost_key")
+                                                                               else [])
+    if not args.report_only:
+        run_study(study, out)
+    if out.exists() and any(out.rglob("metrics.jsonl")):
+        write_records(out, records, keys, study)
+    elif not records.exists():
+        raise EmbodiedError(f"nothing to report: no runs under {out} and no {records}")
+    for path in write_reports(study, records, results):
+        print(f"wrote {path}")
+    print(f"records: {records}")
+    return 0
