@@ -20,16 +20,22 @@ from embodied.teacher import Preferences
 
 
 class RewardModel(nn.Module):
-    """r(s, a): ``(..., D), (..., A) -> (...)``."""
+    """r(s, a): ``(..., D), (..., A) -> (...)``; with ``use_action=False``, r(s) (the action is ignored).
+
+    A state-only reward suits tasks whose true reward is a function of the state (Meta-World's):
+    preferences between segments cannot identify how the reward depends on the action, and a policy
+    trained on r(s, a) can collect reward through that spurious dependence instead of the task.
+    """
 
     gaussian = False
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, use_action: bool = True):
         super().__init__()
-        self.net = mlp(obs_dim + act_dim, 1, hidden)
+        self.use_action = use_action
+        self.net = mlp(obs_dim + (act_dim if use_action else 0), 1, hidden)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([obs, act], -1)).squeeze(-1)
+        return self.net(torch.cat([obs, act], -1) if self.use_action else obs).squeeze(-1)
 
     def segment_logits(self, obs_a, act_a, obs_b, act_b) -> tuple[torch.Tensor, torch.Tensor]:
         """Bradley-Terry logit ``R(a) - R(b)`` for segments ``(B, L, ...)``, and a regulariser (0)."""

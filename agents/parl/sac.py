@@ -92,11 +92,13 @@ class ReplayBuffer:
         self.rew = np.zeros(capacity, np.float32)
         self.true_rew = np.zeros(capacity, np.float32)
         self.done = np.zeros(capacity, np.float32)
+        self.success = np.zeros(capacity, np.float32)  # the env's success flag after the step (diagnostics only)
         self.capacity, self.size, self.pos = capacity, 0, 0
 
-    def add(self, obs, act, true_rew, next_obs, done) -> None:
+    def add(self, obs, act, true_rew, next_obs, done, success: float = 0.0) -> None:
         i = self.pos
         self.obs[i], self.act[i], self.true_rew[i], self.next_obs[i], self.done[i] = obs, act, true_rew, next_obs, done
+        self.success[i] = success
         self.rew[i] = true_rew
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
@@ -106,14 +108,15 @@ class ReplayBuffer:
         return tuple(torch.as_tensor(x[idx], device=device) for x in (self.obs, self.act, self.rew, self.next_obs, self.done))
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "size", "pos")}
+        return {k: getattr(self, k) for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "success", "size", "pos")}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore into this buffer's arrays (its capacity may be larger, e.g. a resumed run made longer)."""
         if state["size"] > self.capacity:
             raise ValueError(f"checkpointed buffer holds {state['size']} transitions, more than capacity {self.capacity}")
-        for k in ("obs", "next_obs", "act", "rew", "true_rew", "done"):
-            getattr(self, k)[: state["size"]] = state[k][: state["size"]]
+        for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "success"):
+            if k in state:  # checkpoints written before success flags were kept have none
+                getattr(self, k)[: state["size"]] = state[k][: state["size"]]
         self.size = state["size"]
         # sampling is uniform, so order does not matter: keep writing after the restored data, or
         # where the checkpointed ring buffer would have written next when it is just as large
@@ -132,6 +135,13 @@ class SAC:
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.actor_kwargs = dict(obs_dim=obs_dim, act_dim=act_dim, hidden=cfg.hidden)
+
+    def reset_critic(self) -> None:
+        """Fresh critics, target and optimizer (PEBBLE does this after unsupervised pre-training)."""
+        obs_dim, act_dim = self.actor_kwargs["obs_dim"], self.actor_kwargs["act_dim"]
+        self.critic = TwinQ(obs_dim, act_dim, self.cfg.hidden).to(self.device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.critic_lr)
 
     @property
     def alpha(self) -> torch.Tensor:
@@ -161,7 +171,7 @@ class SAC:
         self.alpha_opt.step()
         soft_update(self.critic_target, self.critic, cfg.tau)
         return {"sac/critic_loss": critic_loss.item(), "sac/actor_loss": actor_loss.item(),
-                "sac/alpha": self.alpha.item(), "sac/entropy": -logp.mean().item()}
+                "sac/alpha": self.alpha.item(), "sac/entropy": -logp.mean().item(), "sac/q_mean": q1.mean().item()}
 
     def state_dict(self) -> dict:
         state = {k: getattr(self, k).state_dict() for k in

@@ -4,10 +4,12 @@
     embodied train parl --method pebble                           # implicit term off
     embodied train parl --method sac                              # oracle: SAC on the true reward
 
-Loop (A-PARL): SAC steps on the learned reward, warm-started throughout; every ``query_every``
-steps, preferences on fresh segment pairs from the *current* policy's recent episodes; the reward
-ensemble is fit to all labels by Bradley-Terry (the direct term, = PEBBLE); PARL then adds the
-term through the policy's trajectory distribution,
+Loop (A-PARL): random seed steps, then PEBBLE's unsupervised pre-training (SAC on a k-NN
+state-entropy reward, ``--unsup-steps``; the critic is reset when it ends); then SAC steps on the
+learned reward, warm-started throughout; every ``query_every`` steps, preferences on fresh segment
+pairs from the *current* policy's recent episodes; the reward ensemble is fit to all labels by
+Bradley-Terry (the direct term, = PEBBLE); PARL then adds the term through the policy's trajectory
+distribution,
 
     -(grad^2_{nu theta} g) H^-1 grad_theta U,
 
@@ -17,7 +19,14 @@ on recent on-policy data (A_nu: reward-to-go under r_nu, minus its mean), and H^
 gradient / Neumann series on Hessian-vector products, or I/damping. H defaults to the policy's
 Fisher matrix (Hessian of the KL to the current policy, as natural-gradient methods use): the
 surrogate's own Hessian, estimated from a few thousand samples, is indefinite and CG then stops
-at its first step (measured). That step is clipped and smaller than the BT steps. Then the replay buffer is relabelled with the new reward.
+at its first step (measured). The implicit step gets ``--implicit-ratio`` times the norm of the
+session's direct update (the raw term's norm swings over orders of magnitude). Then the replay
+buffer is relabelled with the new reward.
+
+The learned reward is a function of the state alone by default (``--reward-input state``), as
+Meta-World's true reward is: fit to segment preferences, an r(s, a) model also varies with the
+action at a fixed state, about as much as over the states the policy visits, and SAC then collects
+reward by its choice of action instead of by the task (``agents.parl.diagnostics`` logs what shows it).
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from agents.parl.diagnostics import cosine, recent_transitions, reward_agreement, session_shift
+from agents.parl.exploration import StateEntropyReward
 from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
@@ -53,12 +64,18 @@ class ParlConfig(RunOptions):
     total_steps: int = 100_000  # environment steps of the whole run
     max_episode_steps: int = 500  # steps per episode (Meta-World's limit is 500)
     seed_steps: int = 1000  # random-action steps before learning starts
+    unsup_steps: int = field(default=2000, metadata={"help": "PEBBLE's unsupervised pre-training: steps of SAC on a "
+                             "k-NN state-entropy reward after the seed steps, before the first query (parl and pebble; "
+                             "0: off)"})
+    unsup_k: int = 5  # k of the k-NN state-entropy estimate
     feedback_budget: int = 1000  # total preference labels the teacher gives
     queries_per_session: int = 50  # labels asked per feedback session
     query_every: int = 5000  # environment steps between feedback sessions
     segment_length: int = 50  # steps per segment that the teacher compares
     selection: str = field(default="disagreement", metadata={"help": "uniform or disagreement"})
     ensemble_size: int = 3  # reward models in the ensemble
+    reward_input: str = field(default="state", metadata={"help": "state: r(s), as the true reward is (the default); "
+                              "state-action: r(s, a), as PEBBLE's code has it (the policy can exploit its action input)"})
     reward_epochs: int = 50  # epochs of reward training per session
     reward_lr: float = 3e-4  # reward-model learning rate
     recent_episodes: int = 10  # latest episodes of the current policy that queries are cut from
@@ -67,8 +84,8 @@ class ParlConfig(RunOptions):
     hypergrad_damping: float = 0.1  # damping added to the curvature before inversion
     hypergrad_iters: int = 10  # CG or Neumann iterations of the inverse-HVP
     hypergrad_samples: int = 2048  # on-policy samples for the lower-level surrogate
-    upper_lr: float = 1e-3  # step size of the implicit (hypergradient) term
-    upper_clip: float = 1.0  # norm clip of the implicit term
+    implicit_ratio: float = field(default=0.25, metadata={"help": "norm of PARL's implicit (hypergradient) step as a "
+                                  "fraction of the norm of the same session's direct (Bradley-Terry) update"})
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
     teacher_gamma: float = 1.0  # scripted teacher's discount over a segment (1: plain return)
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal'
@@ -84,11 +101,15 @@ class ParlConfig(RunOptions):
         check_choice("hypergrad_solver", self.hypergrad_solver, SOLVERS)
         check_choice("hypergrad_curvature", self.hypergrad_curvature, ("fisher", "surrogate"))
         check_choice("selection", self.selection, ("uniform", "disagreement"))
+        check_choice("reward_input", self.reward_input, ("state", "state-action"))
+        if self.implicit_ratio < 0:
+            raise ValueError(f"implicit_ratio must be >= 0, got {self.implicit_ratio}")
         check_positive(self, "total_steps", "max_episode_steps", "queries_per_session", "query_every", "segment_length",
                        "ensemble_size", "reward_epochs", "reward_lr", "recent_episodes", "hypergrad_iters",
                        "hypergrad_samples", "sac_hidden", "batch_size", "eval_every", "eval_episodes", "checkpoint_every")
-        if self.seed_steps < 0 or self.feedback_budget < 0:
-            raise ValueError("seed_steps and feedback_budget must be >= 0")
+        if self.seed_steps < 0 or self.feedback_budget < 0 or self.unsup_steps < 0:
+            raise ValueError("seed_steps, unsup_steps and feedback_budget must be >= 0")
+        check_positive(self, "unsup_k")
         check_teacher_options(self)
         if self.segment_length > self.max_episode_steps:
             raise ValueError(f"segment_length {self.segment_length} exceeds max_episode_steps {self.max_episode_steps}")
@@ -97,8 +118,8 @@ class ParlConfig(RunOptions):
 class LearnedReward:
     """The reward ensemble with a running standardisation, as SAC sees it."""
 
-    def __init__(self, obs_dim: int, act_dim: int, size: int, device):
-        self.members = [RewardModel(obs_dim, act_dim).to(device) for _ in range(size)]
+    def __init__(self, obs_dim: int, act_dim: int, size: int, device, use_action: bool = True):
+        self.members = [RewardModel(obs_dim, act_dim, use_action=use_action).to(device) for _ in range(size)]
         self.device = device
         self.mean, self.std = 0.0, 1.0
 
@@ -143,8 +164,13 @@ def bt_losses(reward: LearnedReward, obs: torch.Tensor, act: torch.Tensor, prefs
 
 
 def implicit_step(cfg: ParlConfig, sac: SAC, reward: LearnedReward, recent: RecentEpisodes, obs_q: np.ndarray,
-                  act_q: np.ndarray, prefs, rng: np.random.Generator) -> dict[str, float]:
-    """PARL's extra upper-level step: the hypergradient term through the policy's trajectory distribution."""
+                  act_q: np.ndarray, prefs, rng: np.random.Generator,
+                  direct_norm: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """PARL's extra upper-level step: the hypergradient term through the policy's trajectory distribution.
+
+    Its step has ``cfg.implicit_ratio`` times the norm ``direct_norm`` of the session's Bradley-Terry
+    update. Returns the update applied to the reward parameters (flat) and its metrics.
+    """
     device = sac.device
     theta = list(sac.actor.parameters())
     nu = reward.params()
@@ -189,12 +215,43 @@ def implicit_step(cfg: ParlConfig, sac: SAC, reward: LearnedReward, recent: Rece
         curvature = lambda: sac.actor.kl_from(states, mean_old, std_old)  # noqa: E731
     indirect = implicit_term(lower, theta, nu, upper_grad_theta, cfg.hypergrad_solver, cfg.hypergrad_damping,
                              cfg.hypergrad_iters, curvature_loss=curvature)
+    # The raw term's norm swings over orders of magnitude between sessions (the inverse curvature is
+    # ill-conditioned); its direction is what the hypergradient adds. Its step is a fixed fraction of
+    # the direct update's norm, so the two parts of the upper-level step keep comparable weight.
     norm = torch.sqrt(sum((g**2).sum() for g in indirect)).item()
-    scale = min(1.0, cfg.upper_clip / (norm + 1e-12))
+    scale = cfg.implicit_ratio * direct_norm / (norm + 1e-12)
     with torch.no_grad():
         for p, g in zip(nu, indirect):
-            p.sub_(cfg.upper_lr * scale * g)
-    return {"parl/indirect_norm": norm, "parl/upper_grad_theta_norm": upper_grad_theta.norm().item()}
+            p.sub_(scale * g)
+    applied = -scale * flat(indirect, nu)
+    return applied, {"parl/indirect_norm": norm, "parl/upper_grad_theta_norm": upper_grad_theta.norm().item()}
+
+
+def feedback_session(cfg: ParlConfig, sac: SAC, reward: LearnedReward, buffer: ReplayBuffer, recent: RecentEpisodes,
+                     teacher: ScriptedTeacher, store: dict | None, num: int, rng: np.random.Generator):
+    """Query ``num`` labels on the current policy's recent segments, refit the reward (PARL: plus the
+    implicit term), relabel the buffer. Returns the grown label store and the session's diagnostics."""
+    device = sac.device
+    obs_r, act_r, _ = recent_transitions(recent)
+    before = reward(obs_r, act_r)
+    nu_before = flat(reward.params(), reward.params()).detach().clone()
+    obs_q, act_q, prefs = query(recent, teacher, reward.members, num, cfg.segment_length, cfg.selection, rng, device)
+    store = merge(store, obs_q, act_q, prefs)
+    labels = len(store["prefs"])
+    for i, member in enumerate(reward.members):
+        train_reward_model(member, store["obs"], store["act"], store["prefs"],
+                           RewardTrainConfig(epochs=cfg.reward_epochs, lr=cfg.reward_lr), device,
+                           seed=cfg.seed * 100 + i + labels)
+    metrics = {}
+    if cfg.method == "parl":
+        direct = flat(reward.params(), reward.params()).detach() - nu_before
+        applied, metrics = implicit_step(cfg, sac, reward, recent, obs_q, act_q, prefs, rng, direct.norm().item())
+        metrics["diag/implicit_cos_direct"] = cosine(applied, direct)
+        metrics["diag/implicit_to_direct_norm"] = float(applied.norm() / (direct.norm() + 1e-12))
+    reward.relabel(buffer)
+    metrics.update(session_shift(before, reward(obs_r, act_r)))
+    metrics.update(reward_agreement(reward, buffer, recent, rng))
+    return store, metrics
 
 
 def run_parl(cfg: ParlConfig) -> dict:
@@ -204,10 +261,11 @@ def run_parl(cfg: ParlConfig) -> dict:
     env.action_space.seed(cfg.seed)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     sac = SAC(obs_dim, act_dim, SACConfig(hidden=cfg.sac_hidden, batch_size=cfg.batch_size), device)
-    reward = LearnedReward(obs_dim, act_dim, cfg.ensemble_size, device)
+    reward = LearnedReward(obs_dim, act_dim, cfg.ensemble_size, device, use_action=cfg.reward_input == "state-action")
     buffer = ReplayBuffer(obs_dim, act_dim, cfg.total_steps)
     recent = RecentEpisodes(cfg.recent_episodes)
     teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
+    intrinsic = StateEntropyReward(cfg.unsup_k)
     rng = np.random.default_rng(cfg.seed)
     step, episode, feedback, store, curve = 0, 0, 0, None, []
 
@@ -218,6 +276,8 @@ def run_parl(cfg: ParlConfig) -> dict:
             reward.load_state_dict(state["reward"])
             buffer.load_state_dict(state["buffer"])
             recent.load_state_dict(state["recent"], obs_dim, act_dim)
+            if "intrinsic" in state:
+                intrinsic.stats.load_state_dict(state["intrinsic"])
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             step, episode, feedback = (int(state[k]) for k in ("step", "episode", "feedback"))
@@ -229,10 +289,11 @@ def run_parl(cfg: ParlConfig) -> dict:
 
     def checkpoint() -> None:
         run.save({"sac": sac.state_dict(), "reward": reward.state_dict(), "buffer": buffer.state_dict(),
-                  "recent": recent.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                  "recent": recent.state_dict(), "intrinsic": intrinsic.stats.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                   "step": step, "episode": episode, "feedback": feedback, "store": store, "curve": curve})
 
     learned = cfg.method != "sac"
+    learn_start = cfg.seed_steps + (cfg.unsup_steps if learned else 0)  # first query; PEBBLE's pre-training before
     obs, _ = env.reset(seed=cfg.seed * 100_000 + episode)
     ep_obs, ep_act, ep_rew = [obs], [], []
     next_checkpoint = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
@@ -241,7 +302,7 @@ def run_parl(cfg: ParlConfig) -> dict:
         run.stop(step, checkpoint)  # Ctrl-C: save and stop here
         action = env.action_space.sample() if step < cfg.seed_steps else sac.actor.act(obs, deterministic=False)
         next_obs, true_r, terminated, truncated, info = env.step(action)
-        buffer.add(obs, action, true_r, next_obs, float(terminated))
+        buffer.add(obs, action, true_r, next_obs, float(terminated), float(info.get("success", 0.0)))
         if learned:
             buffer.rew[(buffer.pos - 1) % buffer.capacity] = reward(obs[None], np.asarray(action, np.float32)[None])[0]
         ep_obs.append(next_obs)
@@ -251,31 +312,30 @@ def run_parl(cfg: ParlConfig) -> dict:
         step += 1
         bar.update(1)
 
-        if learned and feedback < cfg.feedback_budget and step >= cfg.seed_steps and len(recent.episodes) > 0 \
-                and (step - cfg.seed_steps) % cfg.query_every == 0:
+        if learned and feedback < cfg.feedback_budget and step >= learn_start and len(recent.episodes) > 0 \
+                and (step - learn_start) % cfg.query_every == 0:
+            first_session = store is None
             num = min(cfg.queries_per_session, cfg.feedback_budget - feedback)
-            obs_q, act_q, prefs = query(recent, teacher, reward.members, num, cfg.segment_length, cfg.selection, rng, device)
+            store, metrics = feedback_session(cfg, sac, reward, buffer, recent, teacher, store, num, rng)
             feedback += num
-            store = merge(store, obs_q, act_q, prefs)
-            for i, member in enumerate(reward.members):
-                train_reward_model(member, store["obs"], store["act"], store["prefs"],
-                                   RewardTrainConfig(epochs=cfg.reward_epochs, lr=cfg.reward_lr), device,
-                                   seed=cfg.seed * 100 + i + feedback)
-            metrics = {"feedback/labels": feedback}
-            if cfg.method == "parl":
-                metrics.update(implicit_step(cfg, sac, reward, recent, obs_q, act_q, prefs, rng))
-            reward.relabel(buffer)
-            run.logger.log(step, metrics)
+            if first_session and cfg.unsup_steps > 0:
+                sac.reset_critic()  # PEBBLE: the Q-values of the intrinsic reward are of no use for the task
+            run.logger.log(step, {"feedback/labels": feedback, **metrics})
 
         if step >= cfg.seed_steps:
-            metrics = sac.update(*buffer.sample(cfg.batch_size, rng, device))
-            if step % 1000 == 0:
+            batch = buffer.sample(cfg.batch_size, rng, device)
+            if learned and step < learn_start:  # PEBBLE's unsupervised phase: state-entropy reward
+                batch = (*batch[:2], intrinsic(batch[3], buffer.obs[:buffer.size], rng), *batch[3:])
+            metrics = sac.update(*batch)
+            if step % 1000 == 0 or step % cfg.eval_every == 0:
                 run.logger.log(step, metrics)
 
         if step % cfg.eval_every == 0 or step == cfg.total_steps:
             result = evaluate(eval_env, sac.actor.act, cfg.eval_episodes, seed=10_000_000 + cfg.seed, max_steps=cfg.max_episode_steps)
             curve.append((step, result["success_rate"], result["return_mean"]))
             run.logger.log(step, {"eval/success_rate": result["success_rate"], "eval/return": result["return_mean"]})
+            if learned and store is not None and len(recent.episodes) > 0:
+                run.logger.log(step, reward_agreement(reward, buffer, recent, rng))
             bar.write(f"step {step}: success {result['success_rate']:.2f} true return {result['return_mean']:.1f} labels {feedback}")
 
         if terminated or truncated:

@@ -1,0 +1,69 @@
+"""What tells apart the reasons a learned-reward run loses a task it had learned.
+
+Logged at every feedback session of PARL and PEBBLE (keys under ``diag/``):
+
+- ``rank_corr_recent`` / ``rank_corr_buffer``: Spearman correlation of the learned reward with the
+  true reward on the current policy's recent transitions and on the whole replay buffer. A reward
+  that still ranks the buffer well but not the policy's own states has drifted where it matters.
+- ``reward_gap_success``: mean learned reward on transitions that were a success minus the mean on
+  the others (in the standardised units SAC sees). When it shrinks or turns negative, the reward no
+  longer pays for success.
+- ``session_shift`` / ``session_rank_corr``: how far one feedback session moved the reward on the
+  policy's recent states (mean absolute change in standardised units, and the rank correlation of
+  the rewards before and after). A session that reorders the policy's own states asks SAC for a
+  different task.
+- PARL only: ``implicit_cos_direct``, the cosine between the implicit (hypergradient) update and
+  the direct Bradley-Terry update of the reward parameters in the same session.
+SAC's Q scale, alpha and entropy are logged by ``SAC.update`` (``sac/q_mean``, ``sac/alpha``, ...).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho of two 1-D arrays; NaN when either is constant or has fewer than 3 entries."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine of two flat vectors; NaN when either is zero."""
+    na, nb = a.norm(), b.norm()
+    if na == 0 or nb == 0:
+        return float("nan")
+    return float((a @ b) / (na * nb))
+
+
+def recent_transitions(recent) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All transitions of the recent episodes: obs ``(N, D)``, act ``(N, A)``, true reward ``(N,)``."""
+    obs = np.concatenate([o[: len(a)] for o, a, _ in recent.episodes])
+    act = np.concatenate([a for _, a, _ in recent.episodes])
+    rew = np.concatenate([r for _, _, r in recent.episodes])
+    return obs, act, rew
+
+
+def reward_agreement(reward, buffer, recent, rng: np.random.Generator, max_buffer: int = 20_000) -> dict[str, float]:
+    """The learned reward against the true one on the policy's recent transitions and on the buffer."""
+    obs, act, true = recent_transitions(recent)
+    out = {"diag/rank_corr_recent": rank_correlation(reward(obs, act), true)}
+    n = buffer.size
+    idx = rng.choice(n, size=min(n, max_buffer), replace=False)
+    learned = reward(buffer.obs[idx], buffer.act[idx])
+    out["diag/rank_corr_buffer"] = rank_correlation(learned, buffer.true_rew[idx])
+    success = buffer.success[idx] > 0.5
+    out["diag/reward_gap_success"] = (float(learned[success].mean() - learned[~success].mean())
+                                      if success.any() and (~success).any() else float("nan"))
+    out["diag/success_fraction_buffer"] = float(success.mean())
+    return out
+
+
+def session_shift(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
+    """How far a feedback session moved the (standardised) reward on the same transitions."""
+    return {"diag/session_shift": float(np.mean(np.abs(after - before))),
+            "diag/session_rank_corr": rank_correlation(before, after)}
