@@ -12,8 +12,14 @@ from embodied.errors import EmbodiedError
 
 
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create the parent directory of ``path`` and check it is writable, with a clear error."""
-    parent = Path(path).expanduser().resolve().parent
+    """Create the parent directory of ``path`` and check it is writable, with a clear error.
+
+    Only the directory is resolved, never ``path`` itself: a file that is a link (or a loop of links) is
+    replaced by the rename, not followed to wherever it points."""
+    try:
+        parent = Path(path).expanduser().absolute().parent.resolve()
+    except (RuntimeError, OSError) as err:  # a loop of links among the parents
+        raise EmbodiedError(f"cannot use the directory of {path}: {err}") from None
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:

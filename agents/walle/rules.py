@@ -21,16 +21,17 @@ from typing import Any, Sequence
 
 from embodied.sandbox import SandboxBadResult, SandboxError, UnsafeCodeError, compile_function, raise_for, run_batch
 from embodied.sandbox.policy import MAX_SOURCE_CHARS
+from embodied.errors import EmbodiedError
+from embodied.safe_io import read_text
 
 
 def read_rule_file(path: Path) -> str:
-    """The text of a saved rule file; one that is too large to be a rule or not UTF-8 is refused by name."""
-    if path.stat().st_size > 4 * MAX_SOURCE_CHARS:  # comments included; the code itself is checked again
-        raise UnsafeCodeError(f"rule file {path} is {path.stat().st_size} bytes, too large to be a rule")
+    """The text of a saved rule file; one that is too large to be a rule, not a regular file (a link to a device)
+    or not UTF-8 is refused by name before it is read."""
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UnsafeCodeError(f"rule file {path} is not UTF-8 text") from None
+        return read_text(path, 4 * MAX_SOURCE_CHARS, "rule file")  # comments included; the code is checked again
+    except EmbodiedError as err:
+        raise UnsafeCodeError(str(err)) from None
 
 
 @dataclass

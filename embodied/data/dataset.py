@@ -134,6 +134,12 @@ def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | 
     return node
 
 
+def one_line(err: BaseException) -> str:
+    """An exception's text on one line, short (HDF5's messages span lines and name internals)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def attr_text(value) -> str:
     """An HDF5 string attribute as text (h5py gives ``str`` or ``bytes``)."""
     if isinstance(value, bytes):
@@ -164,15 +170,16 @@ class Dataset:
         try:
             self._file = h5py.File(data_file, "r")
         except OSError as err:
-            raise EmbodiedError(f"{self.path} is not a readable HDF5 dataset (corrupt or truncated?): {err}") from err
+            raise EmbodiedError(f"{self.path} is not a readable HDF5 dataset (corrupt or truncated?): "
+                                f"{one_line(err)}") from None
         try:
             self._read_header(env_id)
         except EmbodiedError:
             self.close()
             raise
-        except (KeyError, TypeError, ValueError, OSError, OverflowError) as err:  # missing or ill-typed attributes, inf
+        except (KeyError, TypeError, ValueError, OSError, OverflowError, RuntimeError) as err:  # ill-typed, inf, corrupt
             self.close()
-            raise EmbodiedError(f"{self.path} has a malformed header ({type(err).__name__}: {err})") from None
+            raise EmbodiedError(f"{self.path} has a malformed header ({type(err).__name__}: {one_line(err)})") from None
 
     def _read_header(self, env_id: str | None) -> None:
         attrs = dict(self._file.attrs) if self._minari is None else {"format": FORMAT, "format_version": FORMAT_VERSION,
@@ -255,8 +262,9 @@ class Dataset:
                 low, high = self._act_bounds
                 if np.any(episode.actions < low - 1e-6) or np.any(episode.actions > high + 1e-6):
                     raise ValueError(f"actions lie outside the declared action space [{low.min()}, {high.max()}]")
-        except (KeyError, OSError, ValueError, TypeError, OverflowError, MemoryError) as err:
-            raise EmbodiedError(f"{self.path}: episode {index} is corrupt or unsafe: {err or type(err).__name__}") from None
+        except (KeyError, OSError, ValueError, TypeError, OverflowError, MemoryError, RuntimeError) as err:
+            # RuntimeError: HDF5's own errors on a damaged file (bad symbol table, address overflow)
+            raise EmbodiedError(f"{self.path}: episode {index} is corrupt or unsafe: {one_line(err)}") from None
         return episode
 
     def __iter__(self) -> Iterator[Episode]:
