@@ -77,7 +77,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser(cls: type, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0],
-                                     formatter_class=HelpFormatter)
+                                     formatter_class=HelpFormatter, allow_abbrev=False)  # a typo is an error
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
     for field in dataclasses.fields(cls):
@@ -121,7 +121,8 @@ class RunOptions:
                                                                           "(None: derived from agent, task and seed)"})
     resume: bool = dataclasses.field(default=False, metadata={"help": "continue the run from its last checkpoint"})
     video: bool = dataclasses.field(default=True, metadata={"help": "export evaluation videos"})
-    threads: int = dataclasses.field(default=0, metadata={"help": "torch CPU threads (0: one per core); "
+    threads: int = dataclasses.field(default=1, metadata={"help": "torch CPU threads (1: fastest for these agents "
+                                                                   "on a CPU shared with other work, measured; 0: one per core); "
                                                                    "embodied sweep sets its CPU share"})
 
     # Options a --resume may change (where and how fast it runs, how long, how often it reports); every other

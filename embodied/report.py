@@ -359,7 +359,8 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="embodied report", description="Tables and curves with confidence intervals "
+    parser = argparse.ArgumentParser(prog="embodied report", allow_abbrev=False,
+                                     description="Tables and curves with confidence intervals "
                                      "from run directories (rliable).", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("dir", type=Path, help="a sweep's output, any directory of runs, one run directory, or a "
                         "study's records.jsonl")

@@ -256,7 +256,8 @@ def main(argv: list[str]) -> int:
         argv, passthrough = argv[:cut], argv[cut + 1:]
     else:
         passthrough = []
-    parser = argparse.ArgumentParser(prog="embodied sweep", description="Run seeds x grid values of one agent as Ray tasks.",
+    parser = argparse.ArgumentParser(prog="embodied sweep", allow_abbrev=False,
+                                     description="Run seeds x grid values of one agent as Ray tasks.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                      epilog="Options after -- go to every trial (embodied train AGENT --help lists them).")
     parser.add_argument("--agent", required=True, help=f"one of {', '.join(sorted(AGENTS))}")
