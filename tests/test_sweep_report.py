@@ -162,3 +162,44 @@ def test_report_at_step_compares_runs_stopped_by_a_budget_at_one_step(tmp_path):
     assert "| method=a | 2 | 0.450 [0.300, 0.600] |" in text, text  # 0.3 and 0.6 at step 3000, not 0.9
     assert "method=b" not in text
     assert cli_main(["report", str(tmp_path), "--unfinished", "--at-step", "5000"]) == 2  # nobody got there
+
+
+def test_run_measures_on_a_constructed_curve():
+    """Reach, hold, area and retention on a curve whose values are known."""
+    from embodied.report import RunRecord, run_measures
+
+    rows = [{"step": s, "eval/success_rate": v} for s, v in ((1000, 0.0), (2000, 0.8), (3000, 0.4), (4000, 1.0),
+                                                              (5000, 0.9))]
+    rows += [{"step": 1500, "feedback/labels": 50}, {"step": 2500, "feedback/labels": 100}]
+    m = run_measures(RunRecord(Path("r"), {}, rows), "eval/success_rate", 0.8, "feedback/labels")
+    assert m == {"final": 0.9, "area": pytest.approx(0.62), "steps_to_reach": 2000.0, "steps_to_hold": 4000.0,
+                 "reached": True, "kept": True, "cost_to_reach": 50.0}
+    never = run_measures(RunRecord(Path("r"), {}, rows[:1] + [{"step": 9000, "eval/success_rate": 0.5}]),
+                         "eval/success_rate", 0.8, None)
+    assert never["steps_to_reach"] == never["steps_to_hold"] == 9000.0 and not never["reached"]
+
+
+def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp_path):
+    """The PARL study's own file, at a tiny size: sweep, reports, records; then the report from the records alone."""
+    root = Path(__file__).resolve().parents[1]
+    tiny = ["--set", "total_steps=300", "--set", "seed_steps=100", "--set", "unsup_steps=50", "--set", "query_every=50",
+            "--set", "queries_per_session=4", "--set", "segment_length=10", "--set", "max_episode_steps=50",
+            "--set", "eval_every=150", "--set", "eval_episodes=1", "--set", "reward_epochs=1", "--set", "sac_hidden=16",
+            "--set", "batch_size=16"]
+    out, results = tmp_path / "runs", tmp_path / "results"
+    argv = ["study", str(root / "bench" / "studies" / "parl.toml"), "--seeds", "0", *tiny, "--out", str(out),
+            "--results", str(results)]
+    assert cli_main(argv) == 0
+    report = (results / "report-drawer-close-v3.md").read_text()
+    assert "| method=parl | 1 |" in report and "| method=sac | 1 |" in report and "Retention" in report
+    assert "method=parl vs method=pebble | steps_to_hold" in report
+    records = [json.loads(line) for line in (results / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["config"]["task"] == "drawer-close-v3" for r in records)
+    assert any("diag/rank_corr_recent" in row for r in records for row in r["rows"])
+    import shutil
+
+    shutil.rmtree(out)
+    (results / "report-drawer-close-v3.md").unlink()
+    assert cli_main(["study", str(root / "bench" / "studies" / "parl.toml"), "--report-only", "--out", str(out),
+                     "--results", str(results)]) == 0
+    assert (results / "report-drawer-close-v3.md").read_text() == report
