@@ -241,6 +241,15 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
                                   np.arange(5.0) + 0.5, np.zeros(0)])
         with open(target, "wb") as f:
             np.savez(f, **arrays)
+        if rng.random() < 0.3:  # a member whose header declares far more than it holds
+            import io
+            import zipfile
+
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                          "shape": (rng.choice([10**8, 10**12]),)})
+            with zipfile.ZipFile(target, "a") as z:
+                z.writestr(f"{key}_bomb.npy", header.getvalue() + b"\0" * 64)
     elif how == "rule_text" and target.suffix == ".py":
         target.write_text(rng.choice([
             "# x\n# skill: open_drawer\ndef f(s, a, g):\n    return __import__('os').system('true')\n",

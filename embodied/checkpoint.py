@@ -181,8 +181,47 @@ def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
     return Path(path)
 
 
+MAX_NPZ_BYTES = 1 << 30  # all arrays of one .npz stage file together (ours hold a few MB)
+
+
+def npz_problem(path: str | os.PathLike) -> str | None:
+    """Why the ``.npz`` at ``path`` must not be loaded, read from its zip directory and array headers alone:
+    a member whose header declares more bytes than the member holds (NumPy allocates the declared shape
+    before reading), or members that unpack to more than ``MAX_NPZ_BYTES`` (a zip bomb)."""
+    import zipfile
+
+    from embodied.safe_io import file_size
+
+    try:
+        file_size(path, MAX_NPZ_BYTES, "stage file")  # a regular file (not a link to a device), not too large
+    except EmbodiedError as err:
+        return str(err)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            total = sum(m.file_size for m in members)
+            if total > MAX_NPZ_BYTES:
+                return f"its arrays unpack to {total} bytes (at most {MAX_NPZ_BYTES})"
+            for member in members:
+                with archive.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(f)  # the header only
+                    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                    if declared > member.file_size:
+                        return f"{member.filename} declares shape {shape} ({declared} bytes) in {member.file_size} bytes"
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, OverflowError, TypeError) as err:
+        return f"not a readable .npz ({' '.join(str(err).split())[:150] or type(err).__name__})"
+    return None
+
+
 def load_arrays(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` file (never pickled objects); one clear error if unreadable or incomplete."""
+    """The arrays of an ``.npz`` file (never pickled objects); one clear error if unreadable, incomplete, or
+    declaring more data than it holds (checked before anything is allocated)."""
+    problem = npz_problem(path)
+    if problem:
+        raise EmbodiedError(f"{path} is refused: {problem}")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

@@ -341,3 +341,17 @@ def test_score_has_one_deadline_for_all_its_candidates(loopback):
     with pytest.raises(LLMUnavailable, match="deadline"):
         llm.score([{"role": "user", "content": "hi"}], [f"c{i}" for i in range(10)])
     assert time.monotonic() - start < 1.8  # 10 x 0.4 s before
+
+
+def test_an_npz_whose_header_declares_gigabytes_is_refused_before_numpy_allocates_them(tmp_path):
+    import io
+    import zipfile
+
+    from embodied.checkpoint import load_arrays
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10**9,)})
+    with zipfile.ZipFile(tmp_path / "labels.npz", "w") as z:
+        z.writestr("label.npy", header.getvalue() + b"\0" * 64)  # 8 GB declared, 64 bytes held
+    with pytest.raises(EmbodiedError, match=r"declares shape \(1000000000,\)"):
+        load_arrays(tmp_path / "labels.npz")
