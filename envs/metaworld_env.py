@@ -63,6 +63,10 @@ class MetaWorldEnv(gym.Env):
             a new one every episode, drawn from the env's seeded generator. Task and reward are unchanged.
         render_mode: ``"rgb_array"`` for ``render()`` (videos), at ``render_width x render_height``.
         terminate_on_success: end the episode (``terminated=True``) once the task succeeds.
+        sticky_success: ``info["is_success"]`` stays True for the rest of the episode once the task has
+            succeeded, so that Stable-Baselines3's Monitor and EvalCallback, which read it at the last step,
+            count success as Meta-World's evaluation does (at any step). ``info["success"]`` is always the
+            current step's.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -79,6 +83,7 @@ class MetaWorldEnv(gym.Env):
         render_width: int = 256,
         render_height: int = 256,
         terminate_on_success: bool = False,
+        sticky_success: bool = False,
     ):
         if task not in ALL_V3_ENVIRONMENTS:
             raise ValueError(f"unknown Meta-World task {task!r}; known: {', '.join(TASKS)}")
@@ -101,6 +106,8 @@ class MetaWorldEnv(gym.Env):
         self.render_mode = render_mode
         self.render_width, self.render_height = int(render_width), int(render_height)
         self.terminate_on_success = terminate_on_success
+        self.sticky_success = sticky_success
+        self._succeeded = False
 
         self._mw = self._make_inner(task)
         if camera == "corner2":  # moved closer, as TD-MPC(2) and MWM do: the arm and goal fill a 64x64 frame
@@ -144,6 +151,7 @@ class MetaWorldEnv(gym.Env):
         self._step_count = 0
         if self.distractor:
             self._background = NoiseVideo(self.height, self.width, self.np_random)
+        self._succeeded = False
         return self._observation(state), {"success": False, "is_success": False}
 
     def step(self, action):
@@ -156,7 +164,9 @@ class MetaWorldEnv(gym.Env):
         self._step_count += 1
         success = bool(mw_info.get("success", 0.0))
         info = {k: float(v) for k, v in mw_info.items() if k != "success"}
-        info["success"] = info["is_success"] = success
+        self._succeeded = self._succeeded or success
+        info["success"] = success
+        info["is_success"] = self._succeeded if self.sticky_success else success
         terminated = self.terminate_on_success and success
         return self._observation(state), float(reward), terminated, False, info
 

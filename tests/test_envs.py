@@ -209,3 +209,26 @@ def test_action_repeat_skips_dropped_renders_but_returns_the_same_observations(v
         np.testing.assert_array_equal(obs, obs_b)
         assert rest == rest_b
     assert a[-1][3] and len(a) == 8  # truncated after 7 actions, the last one's second step dropped
+
+
+def test_success_any_and_final_are_both_reported_and_sticky_success_matches_metaworlds_definition():
+    """door-open with Meta-World's own policy succeeds during the episode and not at its end: embodied eval
+    reports both numbers; sticky_success=True makes is_success (what SB3's Monitor reads at the end) stick."""
+    from embodied.evaluation import evaluate
+    from envs.experts import scripted_expert
+
+    env = gym.make("embodied/door-open-v3")
+    result = evaluate(env, scripted_expert(env), 2, seed=0)
+    assert result["success_any"] == result["success_rate"] == 1.0 and result["success_final"] == 0.0
+    assert result["episode_steps"] == 500.0
+    for sticky in (False, True):
+        env = gym.make("embodied/door-open-v3", sticky_success=sticky)
+        policy = scripted_expert(env)
+        obs, info = env.reset(seed=0)
+        seen = False
+        while True:
+            obs, _, terminated, truncated, info = env.step(policy(obs))
+            seen = seen or info["success"]
+            if terminated or truncated:
+                break
+        assert seen and not info["success"] and info["is_success"] == sticky
