@@ -102,6 +102,11 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
     if unknown:
         raise EmbodiedError(f"unknown option(s) for {prog or cls.__name__}: {' '.join(unknown)} (see --help)")
     values = vars(namespace)
+    from embodied.make import TASK_FIELDS, task_name
+
+    for name in TASK_FIELDS:  # checked before anything is created; the printed id is accepted too
+        if isinstance(values.get(name), str):
+            values[name] = task_name(values[name], "--" + name.replace("_", "-"))
     if isinstance(values.get("seed"), int) and values["seed"] < 0:
         raise EmbodiedError(f"--seed must be >= 0, got {values['seed']} (NumPy's seeding takes non-negative integers)")
     try:

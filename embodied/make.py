@@ -9,14 +9,39 @@ import gymnasium as gym
 from embodied.errors import EmbodiedError
 
 
+TASK_FIELDS = ("task", "source_task", "target_task")  # config fields naming a Meta-World task: embodied/<task>
+
+
+def suggest(env_id: str) -> str:
+    """A hint for an unknown id: our own ids first (``reach-v3`` means ``embodied/reach-v3``, not Reacher)."""
+    ours = [i for i in gym.registry if i.startswith("embodied/")]
+    if not env_id.startswith("embodied/") and f"embodied/{env_id}" in gym.registry:
+        return f"; did you mean embodied/{env_id}?"
+    close = difflib.get_close_matches(env_id, ours, n=3) or difflib.get_close_matches(f"embodied/{env_id}", ours, n=3)
+    close = close or difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    return f"; did you mean {', '.join(close)}?" if close else "; run `embodied envs` to list them"
+
+
+def task_name(value: str, option: str = "--task") -> str:
+    """A task option's value as the agents use it (``reach-v3``), accepting the id ``embodied envs`` prints
+    (``embodied/reach-v3``); an unknown task is one clear error, before any run directory exists."""
+    import envs  # noqa: F401
+
+    name = value[len("embodied/"):] if value.startswith("embodied/") else value
+    if f"embodied/{name}" not in gym.registry:
+        close = difflib.get_close_matches(f"embodied/{name}", [i for i in gym.registry if i.startswith("embodied/")], 3)
+        hint = f"; did you mean {', '.join(c[len('embodied/'):] for c in close)}?" if close else \
+            "; `embodied envs` lists them (a task is an id without its embodied/ prefix)"
+        raise EmbodiedError(f"{option} {value!r}: no such task{hint}")
+    return name
+
+
 def make_env(env_id: str, **kwargs) -> gym.Env:
     """``gym.make`` for our ids (and any other registered id), turning failures into one clear line."""
     import envs  # noqa: F401  (registers the embodied/* ids)
 
     if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; run `embodied envs` to list them"
-        raise EmbodiedError(f"unknown environment id {env_id!r}{hint}")
+        raise EmbodiedError(f"unknown environment id {env_id!r}{suggest(env_id)}")
     try:
         return gym.make(env_id, **kwargs)
     except (TypeError, ValueError) as err:

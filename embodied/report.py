@@ -385,6 +385,8 @@ def main(argv: list[str]) -> int:
         raise EmbodiedError("--reps must be at least 100")
     if args.at_step is not None and args.at_step <= 0:
         raise EmbodiedError("--at-step must be a positive env step")
+    if not Path(args.dir).expanduser().exists():  # before --out's directory is created inside it
+        raise EmbodiedError(f"no such directory: {args.dir}")
     out = args.out or Path(args.dir) / "report.md"
     if out.is_dir():
         raise EmbodiedError(f"--out {out} is a directory; give the markdown file to write")

@@ -223,3 +223,26 @@ def test_captions_fit_and_odd_sizes_are_padded(tmp_path):
     assert band.max() > 0 and band[:, -2:].max() < 128, "text stops before the right edge"
     write_mp4(tmp_path / "w.mp4", [np.zeros((120, 160, 3), np.uint8)] * 3, fps=10)
     assert iio.imread(tmp_path / "w.mp4").shape == (3, 128, 160, 3)
+
+
+def test_a_task_typo_is_one_error_before_any_run_directory_and_the_printed_id_is_accepted(tmp_path, capsys):
+    assert main(["train", "parl", "--task", "reach-v4", "--run-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "--task 'reach-v4': no such task; did you mean reach-v3" in err and not (tmp_path / "runs").exists()
+    assert main(["train", "pearl", "--source-task", "windw-open-v3", "--run-dir", str(tmp_path / "runs")]) == 2
+    assert "did you mean window-open-v3" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    from agents.parl.train import ParlConfig
+    from embodied.config import parse_config
+
+    assert parse_config(ParlConfig, ["--task", "embodied/drawer-close-v3"]).task == "drawer-close-v3"
+
+
+def test_frictions_of_a_new_user_are_one_clear_line(tmp_path, capsys):
+    assert main(["eval", "--env", "reach-v3", "--episodes", "1"]) == 2
+    assert "did you mean embodied/reach-v3?" in capsys.readouterr().err  # not Gymnasium's Reacher
+    assert main(["envs", "reahc"]) == 2
+    assert "did you mean reach-v3" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such directory" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+    assert main(["train", "parl", "--total-step", "10", "--run-dir", str(tmp_path)]) == 2  # no abbreviations
+    assert "unknown option" in capsys.readouterr().err
