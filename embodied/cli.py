@@ -26,7 +26,13 @@ class CollectConfig:
 
     env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
     episodes: int = 10  # number of episodes
-    out: Path = Path("data/dataset")  # a Minari dataset folder (a path ending in .hdf5: our single-file format)
+    out: Path | None = field(default=None, metadata={"help": "where to write: a folder (Minari's layout) or a path "
+                             "ending in .hdf5 (our single-file format); default: MINARI_ROOT/DATASET_ID, where "
+                             "minari.load_dataset(DATASET_ID) finds it"})
+    dataset_id: str | None = field(default=None, metadata={"help": "Minari's namespace/name-vN, e.g. "
+                                   "embodied/reach-v3/expert-v0 (default: from --env and --policy)"})
+    minari_root: Path | None = field(default=None, metadata={"help": "Minari's datasets folder (default: "
+                                     "$MINARI_DATASETS_PATH, else ~/.minari/datasets)"})
     overwrite: bool = False  # replace a dataset already at --out (else it is refused: collected data is not lost)
     policy: str = field(default="scripted", metadata={"help": "scripted, random, or a policy file"})
     noise: tuple[float, ...] = field(default=(0.0,), metadata={"help": "Gaussian action-noise stds, cycled over episodes"})
@@ -128,9 +134,14 @@ def cmd_collect(argv: list[str]) -> int:
         noise = NoiseSchedule(cfg.noise, cfg.epsilon)
     except ValueError as err:
         raise EmbodiedError(str(err)) from err
-    if Path(cfg.out).exists() and not cfg.overwrite:
-        raise EmbodiedError(f"--out {cfg.out} already exists; pass --overwrite to replace it, or choose another path")
-    ensure_writable_dir(cfg.out)  # fail before the work, not after it
+    from embodied.data.minari_format import dataset_path, default_dataset_id
+
+    dataset_id = cfg.dataset_id or default_dataset_id(cfg.env, cfg.policy)
+    out = Path(cfg.out) if cfg.out is not None else dataset_path(dataset_id, cfg.minari_root)
+    if Path(out).exists() and not cfg.overwrite:
+        raise EmbodiedError(f"{out} already exists; pass --overwrite to replace it, or choose another --out or "
+                            f"--dataset-id")
+    ensure_writable_dir(out)  # fail before the work, not after it
     env = make_env(cfg.env)
     policy = make_policy(cfg.policy, env)
     bar = progress(total=cfg.episodes, desc=f"collect {cfg.env}")
@@ -138,12 +149,12 @@ def cmd_collect(argv: list[str]) -> int:
                        progress=lambda ep: bar.update(1))
     bar.close()
     metadata = {"policy": cfg.policy, "noise": list(cfg.noise), "epsilon": list(cfg.epsilon), "seed": cfg.seed}
-    if cfg.out.suffix == ".hdf5":
-        write_dataset(cfg.out, episodes, cfg.env, env.observation_space, env.action_space, metadata=metadata)
+    if out.suffix == ".hdf5":
+        write_dataset(out, episodes, cfg.env, env.observation_space, env.action_space, metadata=metadata)
     else:
-        write_minari(cfg.out, episodes, env, metadata)
+        write_minari(out, episodes, env, metadata, dataset_id=dataset_id)
     rate = sum(e.success for e in episodes) / len(episodes)
-    print(f"wrote {cfg.out}: {len(episodes)} episodes, {sum(len(e) for e in episodes)} steps, success rate {rate:.2f}")
+    print(f"wrote {out} ({dataset_id}): {len(episodes)} episodes, {sum(len(e) for e in episodes)} steps, success rate {rate:.2f}")
     return 0
 
 

@@ -125,3 +125,47 @@ def test_pixel_datasets_in_minaris_layout_round_trip_bit_for_bit(tmp_path, obs_t
             assert np.array_equal(as_dict(ours.observations)[key], frames)
             assert np.array_equal(as_dict(theirs.observations)[key], frames)
         assert np.array_equal(ours.actions, recorded.actions)
+
+
+def test_collected_datasets_have_a_minari_id_that_minaris_tools_list_load_and_recover(tmp_path, monkeypatch, capsys):
+    import minari
+
+    from embodied.cli import main as cli_main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    assert cli_main(["collect", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "10"]) == 0
+    assert cli_main(["collect", "--env", "embodied/reach-v3", "--policy", "random", "--episodes", "1",
+                     "--max-steps", "10", "--dataset-id", "embodied/reach-v3/noise-v1"]) == 0
+    listed = minari.list_local_datasets()
+    assert {"embodied/reach-v3/expert-v0", "embodied/reach-v3/noise-v1"} <= set(listed)
+    dataset = minari.load_dataset("embodied/reach-v3/expert-v0")
+    assert dataset.total_episodes == 2 and listed["embodied/reach-v3/expert-v0"]["requirements"]
+    assert dataset.recover_environment().spec.id == "embodied/reach-v3"
+    assert cli_main(["collect", "--env", "embodied/reach-v3", "--episodes", "1", "--dataset-id", "no version"]) == 2
+    assert "not Minari's namespace/name-vN" in capsys.readouterr().err
+
+
+def test_the_documented_offline_rl_conversion_keeps_each_action_with_its_observation(tmp_path):
+    """What d3rlpy's get_minari gets wrong (a one-step shift per episode after the first): every converted
+    transition must step the environment from its observation with its action to its next observation."""
+    from embodied.data import NoiseSchedule, collect, load_episodes, to_transitions
+    from embodied.data.minari_format import write_minari
+    from embodied.make import make_env
+    from envs.experts import scripted_expert
+
+    env = make_env("embodied/reach-v3")
+    write_minari(tmp_path / "ds", collect(env, scripted_expert(env), 3, NoiseSchedule((0.0, 0.5), (0.0,)),
+                                          max_steps=15), env)
+    episodes = load_episodes(tmp_path / "ds")
+    arrays = to_transitions(episodes)
+    assert len(arrays["observations"]) == len(arrays["actions"]) == 45
+    assert arrays["timeouts"].sum() == 3 and arrays["terminals"].sum() == 0
+    start = 0
+    for episode in episodes:  # replay: the same seed and the converted actions reproduce the converted observations
+        obs, _ = env.reset(seed=episode.seed)
+        for t in range(len(episode.actions)):
+            assert np.allclose(arrays["observations"][start + t], obs, atol=1e-6)
+            obs, reward, *_ = env.step(arrays["actions"][start + t])
+            assert np.allclose(arrays["next_observations"][start + t], obs, atol=1e-6)
+            assert reward == pytest.approx(arrays["rewards"][start + t], rel=1e-5)
+        start += len(episode.actions)

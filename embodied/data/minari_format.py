@@ -41,8 +41,37 @@ def minari_data_dir(path: str | os.PathLike) -> Path:
     return path / "data" if (path / "data" / "metadata.json").is_file() else path
 
 
-def write_minari(path: str | os.PathLike, episodes: Sequence[Episode], env: gym.Env, metadata: dict | None = None) -> Path:
-    """Write ``episodes`` recorded on ``env`` as a Minari dataset folder at ``path`` (replacing one there)."""
+DATASET_ID = re.compile(r"^[A-Za-z0-9_.:-]+(/[A-Za-z0-9_.:-]+)*/[A-Za-z0-9_.:]+(-[A-Za-z0-9_.:]+)*-v\d+$")
+
+
+def default_dataset_id(env_id: str, policy: str) -> str:
+    """``embodied/<task>/<policy>-v0``: Minari's namespace/name-vN, from the env and what collected it."""
+    task = env_id.split("/", 1)[-1]
+    kind = policy if policy in ("scripted", "random") else "policy"
+    name = {"scripted": "expert"}.get(kind, kind)
+    return f"embodied/{re.sub(r'[^A-Za-z0-9_.:-]+', '-', task)}/{name}-v0"
+
+
+def check_dataset_id(dataset_id: str) -> str:
+    if not DATASET_ID.match(dataset_id):
+        raise EmbodiedError(f"dataset id {dataset_id!r} is not Minari's namespace/name-vN (e.g. "
+                            f"embodied/reach-v3/expert-v0)")
+    return dataset_id
+
+
+def dataset_path(dataset_id: str, root: str | os.PathLike | None = None) -> Path:
+    """Where ``minari.load_dataset(dataset_id)`` looks: ROOT/<namespace>/<name>-vN, ROOT from
+    ``MINARI_DATASETS_PATH`` (else ``~/.minari/datasets``) when not given."""
+    check_dataset_id(dataset_id)
+    if root is None:
+        root = os.environ.get("MINARI_DATASETS_PATH") or Path.home() / ".minari" / "datasets"
+    return Path(root).expanduser() / dataset_id
+
+
+def write_minari(path: str | os.PathLike, episodes: Sequence[Episode], env: gym.Env, metadata: dict | None = None,
+                 dataset_id: str | None = None) -> Path:
+    """Write ``episodes`` recorded on ``env`` as a Minari dataset folder at ``path`` (replacing one there), with the
+    metadata Minari's tools read (id, requirements for ``recover_environment()``, author, description)."""
     import minari
     from minari.data_collector import EpisodeBuffer
     from minari.dataset.minari_storage import MinariStorage
@@ -58,10 +87,13 @@ def write_minari(path: str | os.PathLike, episodes: Sequence[Episode], env: gym.
         # 5.9/255 on our frames, and object arrays that no reader but Minari's own decodes)
         storage = MinariStorage.new(tmp / "data", observation_space=env.observation_space,
                                     action_space=env.action_space, env_spec=env.spec, jpeg_encoding=False)
-        name = re.sub(r"[^A-Za-z0-9_-]+", "-", env.spec.id.split("/")[-1] if env.spec else "env").strip("-")
-        storage.update_metadata({"dataset_id": f"embodied/{name}-v0", "minari_version": minari.__version__,
-                                 "algorithm_name": str((metadata or {}).get("policy", "unknown")),
-                                 "author": {"embodied collect"}, "description": json.dumps(metadata or {})})
+        env_id = env.spec.id if env.spec else "embodied/env"
+        policy = str((metadata or {}).get("policy", "unknown"))
+        storage.update_metadata({"dataset_id": check_dataset_id(dataset_id or default_dataset_id(env_id, policy)),
+                                 "minari_version": minari.__version__, "algorithm_name": policy,
+                                 "author": {"embodied collect"},
+                                 "requirements": ["embodied", "metaworld==3.1.1", "mujoco>=3.3"],
+                                 "description": json.dumps(metadata or {})})
         buffers = []
         for i, e in enumerate(episodes):
             infos = {k: np.concatenate([np.zeros((1, *np.shape(v)[1:]), np.asarray(v).dtype), np.asarray(v)])
