@@ -24,8 +24,12 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise EmbodiedError(f"cannot create directory {parent}: {err.strerror}") from err
-    if not os.access(parent, os.W_OK):
-        raise EmbodiedError(f"output directory {parent} is not writable")
+    try:  # a real probe: os.access says yes to root on a read-only or pseudo file system (/proc)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise EmbodiedError(f"output directory {parent} is not writable: {err.strerror}") from None
     return parent
 
 
