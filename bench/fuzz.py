@@ -91,7 +91,9 @@ def make_valid(kind: str, where: Path) -> Path:
         for step in range(1, 6):
             run.logger.log(step, {"eval/success_rate": step / 5, "eval/return": 10.0 * step})
         run.close()
-        return where / "run" / "metrics.jsonl"
+        path = where / "run" / "metrics.jsonl"  # wall-clock times out, so that the file is the same every run
+        path.write_text("".join(json.dumps({**json.loads(line), "time": 0.0}) + "\n" for line in path.open()))
+        return path
     if kind == "labels":
         from agents.pearl.train import CONFIDENCE_KEYS
         from embodied.checkpoint import save_arrays
@@ -185,7 +187,7 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
         target.write_bytes(bytes(buf))
     elif how == "insert":
         at = rng.randrange(len(data) + 1)
-        junk = rng.choice([b"\xff" * 8, b"\x00" * 64, b"[" * 5000, b"9" * 400, os.urandom(16)])
+        junk = rng.choice([b"\xff" * 8, b"\x00" * 64, b"[" * 5000, b"9" * 400, rng.randbytes(16)])
         target.write_bytes(data[:at] + junk + data[at:])
     elif how == "zero_tail":
         at = rng.randrange(len(data) + 1)
@@ -376,7 +378,13 @@ def fuzz(cases: int, seed: int, timeout: float, out: Path | None = None) -> dict
     sys.path.insert(0, str(ROOT))
     import envs  # noqa: F401
 
+    import numpy as np
+    import torch
+
     rng = random.Random(seed)
+    torch.manual_seed(seed)  # the valid files' weights and RNG states, so that a seed repeats every case
+    np.random.seed(seed)
+    random.seed(seed)
     work = Path(tempfile.mkdtemp(prefix="embodied-fuzz-"))
     results, failures = Counter(), []
     worker = Worker()
