@@ -355,3 +355,17 @@ def test_an_npz_whose_header_declares_gigabytes_is_refused_before_numpy_allocate
         z.writestr("label.npy", header.getvalue() + b"\0" * 64)  # 8 GB declared, 64 bytes held
     with pytest.raises(EmbodiedError, match=r"declares shape \(1000000000,\)"):
         load_arrays(tmp_path / "labels.npz")
+
+
+def test_a_damaged_string_heap_that_made_libhdf5_loop_forever_is_one_error(monkeypatch):
+    """Found by the fuzz suite: a dataset whose HDF5 global heap (where variable-length string attributes live)
+    was zeroed made libhdf5 loop forever on reading an attribute. Such strings are now read in a child process
+    with a deadline, and our writer keeps strings fixed-length in the object header."""
+    import embodied.data.dataset as dataset
+    from embodied.data import load_episodes
+
+    monkeypatch.setattr(dataset, "ATTRIBUTE_SECONDS", 2.0)
+    start = time.monotonic()
+    with pytest.raises(EmbodiedError, match="did not finish within 2 s"):
+        load_episodes(os.path.join(os.path.dirname(__file__), "data", "damaged_string_heap.hdf5"))
+    assert time.monotonic() - start < 6

@@ -44,14 +44,17 @@ def write_dataset(path: str | os.PathLike, episodes: Sequence[Episode], env_id: 
     validate_episodes(episodes)
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
+            # strings as fixed-length bytes, kept in the object header: a variable-length string lives in
+            # HDF5's global heap, and a damaged heap made libhdf5 loop forever reading it (found by fuzzing)
+            text = lambda value: np.bytes_(value.encode("utf-8"))  # noqa: E731
+            f.attrs["format"] = text(FORMAT)
             f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["env_id"] = env_id
+            f.attrs["env_id"] = text(env_id)
             f.attrs["total_episodes"] = len(episodes)
             f.attrs["total_steps"] = int(sum(len(e) for e in episodes))
-            f.attrs["observation_space"] = json.dumps(space_to_json(observation_space))
-            f.attrs["action_space"] = json.dumps(space_to_json(action_space))
-            f.attrs["metadata"] = json.dumps(metadata or {})
+            f.attrs["observation_space"] = text(json.dumps(space_to_json(observation_space)))
+            f.attrs["action_space"] = text(json.dumps(space_to_json(action_space)))
+            f.attrs["metadata"] = text(json.dumps(metadata or {}))
             for i, episode in enumerate(episodes):
                 _write_episode(f.create_group(f"episode_{i}"), i, episode)
     return Path(path)
@@ -134,6 +137,67 @@ def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | 
     return node
 
 
+ATTRIBUTE_SECONDS = 10.0  # reading variable-length string attributes, in a child process
+
+
+def data_file_of(dataset: "Dataset") -> Path:
+    return Path(dataset._file.filename)
+
+
+def read_attributes(obj: h5py.HLObject, path: Path) -> dict:
+    """``obj``'s attributes. Fixed-size ones are read here; variable-length strings (older files of ours,
+    other writers) live in HDF5's global heap, where a damaged file made libhdf5 loop forever, so they are
+    read in a forked child that is killed after ``ATTRIBUTE_SECONDS``: a damaged file is one error."""
+    import signal
+
+    plain, variable = {}, []
+    for name in obj.attrs:
+        dtype = obj.attrs.get_id(name).dtype  # the attribute's metadata only
+        if dtype.kind == "O" or (h5py.check_string_dtype(dtype) is not None and
+                                 h5py.check_string_dtype(dtype).length is None):
+            variable.append(name)
+        else:
+            plain[name] = obj.attrs[name]
+    if not variable:
+        return plain
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: reopen the file, read the strings, send them back as text
+        try:
+            os.close(read_fd)
+            with h5py.File(path, "r") as f:
+                values = {k: str(f[obj.name].attrs[k]) for k in variable}
+            data = memoryview(json.dumps(values).encode())
+            while data:
+                data = data[os.write(write_fd, data):]
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    import select
+    import time
+
+    chunks, deadline, finished = [], time.monotonic() + ATTRIBUTE_SECONDS, False
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(read_fd, 1 << 20)
+        if not chunk:
+            finished = True
+            break
+        chunks.append(chunk)
+    os.close(read_fd)
+    if not finished:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    if not finished:
+        raise ValueError(f"reading its string attributes did not finish within {ATTRIBUTE_SECONDS:.0f} s (damaged)")
+    values = json.loads(b"".join(chunks) or b"{}")
+    if set(values) != set(variable):
+        raise ValueError("its string attributes could not be read (damaged)")
+    return {**plain, **values}
+
+
 def one_line(err: BaseException) -> str:
     """An exception's text on one line, short (HDF5's messages span lines and name internals)."""
     text = " ".join(str(err).split()) or type(err).__name__
@@ -182,9 +246,10 @@ class Dataset:
             raise EmbodiedError(f"{self.path} has a malformed header ({type(err).__name__}: {one_line(err)})") from None
 
     def _read_header(self, env_id: str | None) -> None:
-        attrs = dict(self._file.attrs) if self._minari is None else {"format": FORMAT, "format_version": FORMAT_VERSION,
+        attrs = read_attributes(self._file, data_file_of(self)) if self._minari is None else {"format": FORMAT, "format_version": FORMAT_VERSION,
                                                                      **{k: (json.dumps(v) if isinstance(v, dict) else v)
                                                                         for k, v in self._minari.items()}}
+        attrs = {k: (v.decode("utf-8") if isinstance(v, bytes) else v) for k, v in attrs.items()}
         if attrs.get("format") != FORMAT:
             raise EmbodiedError(f"{self.path} is not an embodied dataset (format attribute {attrs.get('format')!r})")
         if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
