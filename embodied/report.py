@@ -204,6 +204,7 @@ MEASURES = {  # name -> (what it is, higher is better)
     "steps_to_reach": ("env steps to first reach the threshold (the run's last step if never)", False),
     "steps_to_hold": ("env steps from which it stays at or above the threshold to the end (last step if never)", False),
     "cost_to_reach": ("the cost key at the first reach (its last value if never)", False),
+    "cost_to_hold": ("the cost key when it starts to hold (its last value if never)", False),
 }
 
 
@@ -225,8 +226,13 @@ def run_measures(run: RunRecord, metric: str, threshold: float, cost_key: str | 
            "steps_to_hold": float(hold), "reached": reached, "kept": reached and bool(above[-1])}
     if cost_key and run.series(cost_key):
         costs = run.series(cost_key)
-        at = [v for s, v in costs if s <= first]
-        out["cost_to_reach"] = float(at[-1] if at else 0.0) if reached else float(costs[-1][1])
+
+        def cost_at(step: int) -> float:
+            before = [v for s, v in costs if s <= step]
+            return float(before[-1] if before else 0.0)
+
+        out["cost_to_reach"] = cost_at(first) if reached else float(costs[-1][1])
+        out["cost_to_hold"] = cost_at(hold) if above[-1] else float(costs[-1][1])
     return out
 
 

@@ -22,6 +22,7 @@ The file names the agent, the seeds, a grid, the options every trial shares and 
     cost_key = "feedback/labels"
     compare = [["method=parl", "method=pebble"]]
     curves = ["diag/rank_corr_recent"]   # optional: more metrics to plot over the run
+    keep = ["diag/", "parl/"]    # optional: logged keys (prefixes) the records keep besides the reported ones
 
 Results go to ``bench/results/<study>/`` (``--results``): ``report[-<split value>].md``, the curves,
 and ``records.jsonl``, one line per run with its settings and the logged values the reports use, so
@@ -41,7 +42,7 @@ from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
 
 STUDY_KEYS = {"agent", "seeds", "grid", "options", "report", "description", "name"}
-REPORT_KEYS = {"split", "metric", "threshold", "cost_key", "compare", "curves", "group_by", "where", "out"}
+REPORT_KEYS = {"split", "metric", "threshold", "cost_key", "compare", "curves", "group_by", "where", "out", "keep"}
 
 
 def load_study(path: Path) -> dict:
@@ -97,12 +98,15 @@ def run_study(study: dict, out: Path) -> None:
 
 
 def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
-    """One line per run: its name, settings, whether it finished, and the rows that logged any of ``keys``."""
+    """One line per run: its name, settings, whether it finished, and the rows that logged any of ``keys`` or
+    of a key starting with one of the report's ``keep`` prefixes (e.g. ``"diag/"``)."""
     from embodied.report import find_runs
 
+    prefixes = tuple(study["report"].get("keep", []))
     lines = []
     for run in find_runs(out):
-        rows = [{"step": r["step"], **{k: r[k] for k in keys if k in r}} for r in run.rows if any(k in r for k in keys)]
+        kept = lambda key: key in keys or key.startswith(prefixes)  # noqa: E731
+        rows = [{"step": r["step"], **{k: v for k, v in r.items() if kept(k)}} for r in run.rows if any(map(kept, r))]
         settings = {k: v for k, v in sorted(run.config.items()) if isinstance(v, (str, int, float, bool)) or v is None}
         lines.append(json.dumps({"name": run.path.name, "config": settings,
                                  "finished": run.finished, "rows": rows}, separators=(",", ":")))

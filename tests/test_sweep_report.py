@@ -173,7 +173,7 @@ def test_run_measures_on_a_constructed_curve():
     rows += [{"step": 1500, "feedback/labels": 50}, {"step": 2500, "feedback/labels": 100}]
     m = run_measures(RunRecord(Path("r"), {}, rows), "eval/success_rate", 0.8, "feedback/labels")
     assert m == {"final": 0.9, "area": pytest.approx(0.62), "steps_to_reach": 2000.0, "steps_to_hold": 4000.0,
-                 "reached": True, "kept": True, "cost_to_reach": 50.0}
+                 "reached": True, "kept": True, "cost_to_reach": 50.0, "cost_to_hold": 100.0}
     never = run_measures(RunRecord(Path("r"), {}, rows[:1] + [{"step": 9000, "eval/success_rate": 0.5}]),
                          "eval/success_rate", 0.8, None)
     assert never["steps_to_reach"] == never["steps_to_hold"] == 9000.0 and not never["reached"]
