@@ -37,7 +37,7 @@ from embodied.atomic import atomic_path
 from embodied.cli import AGENTS
 from embodied.config import parse_command_args, parse_config
 from embodied.errors import EmbodiedError
-from embodied.safe_io import load_json
+from embodied.safe_io import MAX_METRICS_BYTES, load_json, read_text
 
 RESERVED = {"seed", "run_dir", "run_name", "resume", "threads"}  # the sweep sets these itself
 SMALL_FILES = ("config.json", "metrics.jsonl", "summary.json")
@@ -162,7 +162,7 @@ def run_trial(agent: str, argv: list[str], out: str, name: str, threads: int) ->
             time.sleep(1.0)
             continue
         raise RuntimeError(f"trial {name} failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
-    files = {f: (run_dir / f).read_text() for f in SMALL_FILES if (run_dir / f).exists()}
+    files = {f: read_text(run_dir / f, MAX_METRICS_BYTES, f) for f in SMALL_FILES if (run_dir / f).exists()}
     return {"name": name, "skipped": False, "seconds": time.time() - start, "files": files}
 
 
