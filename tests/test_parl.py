@@ -223,3 +223,11 @@ def test_a_state_action_reward_fit_to_preferences_pays_for_actions_the_true_rewa
     assert spread[True] > 0.2, spread
     assert spread[False] == 0.0
     assert accuracy[False] > 0.7 and accuracy[False] >= accuracy[True] - 0.1, accuracy  # measured 0.79 vs 0.82
+
+
+def test_evaluations_log_success_at_any_step_and_at_the_last(tmp_path):
+    assert cli_main(["train", "parl", *TOY, "--method", "sac", "--run-dir", str(tmp_path), "--run-name", "r"]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    evals = [r for r in rows if "eval/success_rate" in r]
+    assert len(evals) == 2 and all("eval/success_final" in r and r["eval/success_final"] <= r["eval/success_rate"]
+                                   for r in evals)

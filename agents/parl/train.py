@@ -333,7 +333,8 @@ def run_parl(cfg: ParlConfig) -> dict:
         if step % cfg.eval_every == 0 or step == cfg.total_steps:
             result = evaluate(eval_env, sac.actor.act, cfg.eval_episodes, seed=10_000_000 + cfg.seed, max_steps=cfg.max_episode_steps)
             curve.append((step, result["success_rate"], result["return_mean"]))
-            run.logger.log(step, {"eval/success_rate": result["success_rate"], "eval/return": result["return_mean"]})
+            run.logger.log(step, {"eval/success_rate": result["success_rate"], "eval/success_final": result["success_final"],
+                                  "eval/return": result["return_mean"]})  # success_rate: at any step (Meta-World's)
             if learned and store is not None and len(recent.episodes) > 0:
                 run.logger.log(step, reward_agreement(reward, buffer, recent, rng))
             bar.write(f"step {step}: success {result['success_rate']:.2f} true return {result['return_mean']:.1f} labels {feedback}")

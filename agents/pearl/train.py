@@ -402,7 +402,8 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
             run.logger.log(step, metrics)
         if step % cfg.eval_every == 0 or step == cfg.iql_steps:
             last_eval = evaluate(env, policy.act, cfg.eval_episodes, seed=10_000 + cfg.seed, max_steps=cfg.max_steps)
-            run.logger.log(step, {"eval/success_rate": last_eval["success_rate"], "eval/return": last_eval["return_mean"]})
+            run.logger.log(step, {"eval/success_rate": last_eval["success_rate"],  # at any step (Meta-World's)
+                                  "eval/success_final": last_eval["success_final"], "eval/return": last_eval["return_mean"]})
             evals.append((step, float(last_eval["success_rate"])))
             bar.write(f"step {step}: success {last_eval['success_rate']:.2f} return {last_eval['return_mean']:.1f}")
         if step % cfg.checkpoint_every == 0 or step == cfg.iql_steps:
