@@ -50,6 +50,7 @@ def sweep_cmd(out: Path, seeds: str, steps: int) -> list[str]:
             "--grid", "queries_per_session=10,20", "--", *TINY, "--total-steps", str(steps)]
 
 
+@pytest.mark.xdist_group("ray")  # one local Ray at a time: this test checks that the sweep stops its own
 def test_sweep_runs_skips_finished_trials_and_retries_a_killed_worker(tmp_path):
     before = ray_pids()
     out = tmp_path / "sweep"
@@ -179,6 +180,7 @@ def test_run_measures_on_a_constructed_curve():
     assert never["steps_to_reach"] == never["steps_to_hold"] == 9000.0 and not never["reached"]
 
 
+@pytest.mark.xdist_group("ray")
 def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp_path):
     """The PARL study's own file, at a tiny size: sweep, reports, records; then the report from the records alone."""
     root = Path(__file__).resolve().parents[1]
