@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from embodied.atomic import atomic_path
-from embodied.errors import EmbodiedError
+from embodied.errors import EmbodiedError, one_line
 
 SAFE_DATACLASSES = {"embodied.teacher:Preferences"}  # the only classes a checkpoint may name
 TENSOR_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.uint16, torch.uint32,
@@ -210,9 +210,10 @@ def npz_problem(path: str | os.PathLike) -> str | None:
                     shape, _, dtype = read_header(f)  # the header only
                     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
                     if declared > member.file_size:
-                        return f"{member.filename} declares shape {shape} ({declared} bytes) in {member.file_size} bytes"
+                        return (f"{member.filename} declares shape {shape} ({declared} bytes) "
+                                f"in {member.file_size} bytes")
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, OverflowError, TypeError) as err:
-        return f"not a readable .npz ({' '.join(str(err).split())[:150] or type(err).__name__})"
+        return f"not a readable .npz ({one_line(err, 150)})"
     return None
 
 
@@ -260,8 +261,7 @@ def mismatch(err: Exception) -> str:
     """What a failed restore says, in one short line (``load_state_dict`` lists every tensor on its own line)."""
     if isinstance(err, KeyError):
         return f"no entry {err.args[0]!r}" if err.args else "an entry is missing"
-    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return one_line(err)
 
 
 def set_rng_state(state: dict[str, Any]) -> None:

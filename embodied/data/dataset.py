@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import signal
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -21,7 +24,7 @@ import numpy as np
 from embodied.atomic import atomic_path
 from embodied.data.episode import Episode, validate_episodes
 from embodied.data.minari_format import is_minari_dir, minari_data_dir, read_minari_header
-from embodied.errors import EmbodiedError
+from embodied.errors import EmbodiedError, one_line
 from embodied.safe_io import parse_json
 
 FORMAT = "embodied-minari-hdf5"
@@ -140,21 +143,15 @@ def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | 
 ATTRIBUTE_SECONDS = 10.0  # reading variable-length string attributes, in a child process
 
 
-def data_file_of(dataset: "Dataset") -> Path:
-    return Path(dataset._file.filename)
-
-
 def read_attributes(obj: h5py.HLObject, path: Path) -> dict:
     """``obj``'s attributes. Fixed-size ones are read here; variable-length strings (older files of ours,
     other writers) live in HDF5's global heap, where a damaged file made libhdf5 loop forever, so they are
     read in a forked child that is killed after ``ATTRIBUTE_SECONDS``: a damaged file is one error."""
-    import signal
-
     plain, variable = {}, []
     for name in obj.attrs:
         dtype = obj.attrs.get_id(name).dtype  # the attribute's metadata only
-        if dtype.kind == "O" or (h5py.check_string_dtype(dtype) is not None and
-                                 h5py.check_string_dtype(dtype).length is None):
+        string = h5py.check_string_dtype(dtype)
+        if dtype.kind == "O" or (string is not None and string.length is None):
             variable.append(name)
         else:
             plain[name] = obj.attrs[name]
@@ -173,9 +170,6 @@ def read_attributes(obj: h5py.HLObject, path: Path) -> dict:
         finally:
             os._exit(0)
     os.close(write_fd)
-    import select
-    import time
-
     chunks, deadline, finished = [], time.monotonic() + ATTRIBUTE_SECONDS, False
     while time.monotonic() < deadline:
         ready, _, _ = select.select([read_fd], [], [], max(0.0, deadline - time.monotonic()))
@@ -196,12 +190,6 @@ def read_attributes(obj: h5py.HLObject, path: Path) -> dict:
     if set(values) != set(variable):
         raise ValueError("its string attributes could not be read (damaged)")
     return {**plain, **values}
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's text on one line, short (HDF5's messages span lines and name internals)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def attr_text(value) -> str:
@@ -241,14 +229,16 @@ class Dataset:
         except EmbodiedError:
             self.close()
             raise
-        except (KeyError, TypeError, ValueError, OSError, OverflowError, RuntimeError) as err:  # ill-typed, inf, corrupt
+        except (KeyError, TypeError, ValueError, OSError, OverflowError, RuntimeError) as err:  # ill-typed, corrupt
             self.close()
             raise EmbodiedError(f"{self.path} has a malformed header ({type(err).__name__}: {one_line(err)})") from None
 
     def _read_header(self, env_id: str | None) -> None:
-        attrs = read_attributes(self._file, data_file_of(self)) if self._minari is None else {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                                                     **{k: (json.dumps(v) if isinstance(v, dict) else v)
-                                                                        for k, v in self._minari.items()}}
+        if self._minari is None:
+            attrs = read_attributes(self._file, Path(self._file.filename))
+        else:
+            attrs = {"format": FORMAT, "format_version": FORMAT_VERSION,
+                     **{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in self._minari.items()}}
         attrs = {k: (v.decode("utf-8") if isinstance(v, bytes) else v) for k, v in attrs.items()}
         if attrs.get("format") != FORMAT:
             raise EmbodiedError(f"{self.path} is not an embodied dataset (format attribute {attrs.get('format')!r})")
@@ -258,7 +248,8 @@ class Dataset:
         if env_id is not None and env_id != self.env_id:
             raise EmbodiedError(f"{self.path} was recorded on {self.env_id!r}, not {env_id!r}")
         self.metadata: dict = parse_json(attr_text(attrs["metadata"]), f"{self.path} metadata")
-        self.observation_space: dict = parse_json(attr_text(attrs["observation_space"]), f"{self.path} observation space")
+        self.observation_space: dict = parse_json(attr_text(attrs["observation_space"]),
+                                                  f"{self.path} observation space")
         self.action_space: dict = parse_json(attr_text(attrs["action_space"]), f"{self.path} action space")
         self.total_steps = int(attrs["total_steps"])
         self._n = int(attrs["total_episodes"])
