@@ -86,10 +86,9 @@ def cmd_envs(argv: list[str]) -> int:
     drawer_cameras = re.findall(r'<camera name="([^"]+)"', Path(ASSET).read_text())
     pattern = argv[0] if argv else ""
     if not any(pattern in env_id for env_id in registered_ids()):  # a typo: say so, and what is close
-        import difflib
+        from embodied.make import close_tasks
 
-        names = sorted({i.removeprefix("embodied/") for i in registered_ids()})
-        close = difflib.get_close_matches(pattern.removeprefix("embodied/"), names, n=3, cutoff=0.5)
+        close = close_tasks(pattern, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `embodied envs` lists them all"
         raise EmbodiedError(f"no environment id contains {pattern!r}{hint}")
     print(f"{'id':40s} {'observation':20s} {'action':12s} {'steps':>5s}  {'policies':26s} cameras (first: default)")

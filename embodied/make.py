@@ -12,13 +12,19 @@ from embodied.errors import EmbodiedError
 TASK_FIELDS = ("task", "source_task", "target_task")  # config fields naming a Meta-World task: embodied/<task>
 
 
+def close_tasks(name: str, cutoff: float = 0.6) -> list[str]:
+    """Our ids closest to ``name`` (given with or without ``embodied/``), without the prefix: what a typo meant."""
+    import envs  # noqa: F401
+
+    tasks = sorted(i.removeprefix("embodied/") for i in gym.registry if i.startswith("embodied/"))
+    return difflib.get_close_matches(name.removeprefix("embodied/"), tasks, n=3, cutoff=cutoff)
+
+
 def suggest(env_id: str) -> str:
     """A hint for an unknown id: our own ids first (``reach-v3`` means ``embodied/reach-v3``, not Reacher)."""
-    ours = [i for i in gym.registry if i.startswith("embodied/")]
     if not env_id.startswith("embodied/") and f"embodied/{env_id}" in gym.registry:
         return f"; did you mean embodied/{env_id}?"
-    close = difflib.get_close_matches(env_id, ours, n=3) or difflib.get_close_matches(f"embodied/{env_id}", ours, n=3)
-    close = close or difflib.get_close_matches(env_id, list(gym.registry), n=3)
+    close = [f"embodied/{t}" for t in close_tasks(env_id)] or difflib.get_close_matches(env_id, list(gym.registry), n=3)
     return f"; did you mean {', '.join(close)}?" if close else "; run `embodied envs` to list them"
 
 
@@ -29,8 +35,8 @@ def task_name(value: str, option: str = "--task") -> str:
 
     name = value[len("embodied/"):] if value.startswith("embodied/") else value
     if f"embodied/{name}" not in gym.registry:
-        close = difflib.get_close_matches(f"embodied/{name}", [i for i in gym.registry if i.startswith("embodied/")], 3)
-        hint = f"; did you mean {', '.join(c[len('embodied/'):] for c in close)}?" if close else \
+        close = close_tasks(name)
+        hint = f"; did you mean {', '.join(close)}?" if close else \
             "; `embodied envs` lists them (a task is an id without its embodied/ prefix)"
         raise EmbodiedError(f"{option} {value!r}: no such task{hint}")
     return name
