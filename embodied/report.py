@@ -191,11 +191,17 @@ def steps_to_threshold(run: RunRecord, metric: str, threshold: float, cost_key: 
     hit = next((step for step, value in run.series(metric) if value >= threshold), None)
     if hit is None:
         return None, None
-    cost = None
-    if cost_key and run.series(cost_key):  # a run that never logs it (e.g. an oracle) has no cost
-        before = [v for s, v in run.series(cost_key) if s <= hit]
-        cost = before[-1] if before else 0.0
-    return hit, cost
+    return hit, cost_at(run, cost_key, hit)
+
+
+def cost_at(run: RunRecord, cost_key: str | None, step: int) -> float | None:
+    """The last ``cost_key`` value logged at or before ``step`` (0 before the first); None for a run that never
+    logs it (e.g. an oracle has no labels)."""
+    costs = run.series(cost_key) if cost_key else []
+    if not costs:
+        return None
+    before = [v for s, v in costs if s <= step]
+    return float(before[-1]) if before else 0.0
 
 
 MEASURES = {  # name -> (what it is, higher is better)
@@ -224,15 +230,8 @@ def run_measures(run: RunRecord, metric: str, threshold: float, cost_key: str | 
     hold = last if not above[-1] else int(steps[below[-1] + 1]) if len(below) else int(steps[0])
     out = {"final": float(values[-1]), "area": float(values.mean()), "steps_to_reach": float(first),
            "steps_to_hold": float(hold), "reached": reached, "kept": reached and bool(above[-1])}
-    if cost_key and run.series(cost_key):
-        costs = run.series(cost_key)
-
-        def cost_at(step: int) -> float:
-            before = [v for s, v in costs if s <= step]
-            return float(before[-1] if before else 0.0)
-
-        out["cost_to_reach"] = cost_at(first) if reached else float(costs[-1][1])
-        out["cost_to_hold"] = cost_at(hold) if above[-1] else float(costs[-1][1])
+    if cost_at(run, cost_key, last) is not None:  # at the censored steps: the run's total cost
+        out["cost_to_reach"], out["cost_to_hold"] = cost_at(run, cost_key, first), cost_at(run, cost_key, hold)
     return out
 
 

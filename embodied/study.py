@@ -3,7 +3,7 @@ by ``embodied report``, its results written where the docs cite them.
 
     embodied study bench/studies/parl.toml                 # run (or continue) every trial, then report
     embodied study bench/studies/parl.toml --report-only   # only the reports, from the runs or the records
-    embodied study bench/studies/parl.toml --seeds 0,1 --set total_steps=600 --out /tmp/s --results /tmp/r
+    embodied study bench/studies/parl.toml --seeds 0,1 --set total_steps=600 --out runs/tiny --results runs/tiny-results
 
 The file names the agent, the seeds, a grid, the options every trial shares and how to report::
 
@@ -116,7 +116,6 @@ def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
 
 def write_reports(study: dict, source: Path, results: Path) -> list[Path]:
     """``embodied report`` on ``source`` (run directories or a records file), once per split value."""
-    from embodied.atomic import atomic_path as atomic
     from embodied.report import build_report
 
     rep = study["report"]
@@ -134,7 +133,7 @@ def write_reports(study: dict, source: Path, results: Path) -> list[Path]:
             text = build_report(source, metric, group_by, compare if main else [],
                                 rep.get("threshold") if main else None, rep.get("cost_key") if main else None,
                                 2000, out.with_name(out.stem + "_curves.png"), where)
-            with atomic(out) as tmp:
+            with atomic_path(out) as tmp:
                 tmp.write_text(text)
             written.append(out)
     return written
