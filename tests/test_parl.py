@@ -190,11 +190,14 @@ def test_every_session_logs_the_diagnostics(tmp_path):
                for r in rows), "the agreement is also logged at each evaluation"
 
 
-def test_pretraining_runs_before_the_first_query_and_resets_the_critic(tmp_path):
+def test_pretraining_runs_before_the_first_query_and_resets_the_critic(tmp_path, monkeypatch):
+    resets, reset = [], SAC.reset_critic
+    monkeypatch.setattr(SAC, "reset_critic", lambda self: (resets.append(1), reset(self)))
     argv = [*TOY, "--method", "pebble", "--unsup-steps", "200", "--run-dir", str(tmp_path), "--run-name", "r"]
     assert cli_main(["train", "parl", *argv]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
     assert [r["step"] for r in rows if "feedback/labels" in r] == [400, 600]  # seed 200 + unsup 200, then every 200
+    assert len(resets) == 1, "the critic is reset once, when pre-training ends"
 
 
 def test_a_state_action_reward_fit_to_preferences_pays_for_actions_the_true_reward_ignores(rng):
