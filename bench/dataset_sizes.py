@@ -34,7 +34,7 @@ def main() -> int:
     from envs.experts import scripted_expert
 
     print(f"| env | episodes x steps | raw observations | Minari folder | single-file .hdf5 |\n| --- | --- | ---: | ---: | ---: |")
-    for env_id, kwargs in (("embodied/reach-v3-pixels", {}), ("embodied/reach-v3-pixels", {"obs_type": "pixels+state"}),
+    for env_id, kwargs in (("embodied/reach-pixels-v3", {}), ("embodied/reach-pixels-v3", {"obs_type": "pixels+state"}),
                            ("embodied/reach-v3", {})):
         env = make_env(env_id, **kwargs)
         eps = collect(env, scripted_expert(env), args.episodes, NoiseSchedule((0.0, 0.3), (0.0, 0.1)), max_steps=args.steps)

@@ -1,6 +1,9 @@
 """Throughput of the environments and of video export. Prints a markdown table.
 
     python bench/envs_and_video.py [--task reach-v3] [--steps 2000] [--workers 2]
+
+Pixel rows count rendered frames (every step renders); the distractor rows give each axis alone at
+difficulty 1 against the plain pixel env.
 """
 
 from __future__ import annotations
@@ -15,6 +18,17 @@ import gymnasium as gym
 
 import envs  # noqa: F401
 from embodied.video import caption, write_mp4
+from envs.registry import env_id
+
+
+DISTRACTOR_SETTINGS = (  # one row per axis (difficulty 1), the other background family, and all axes at once
+    ("background=noise", dict(axes="background")),
+    ("background=shapes", dict(axes="background", background="shapes")),
+    ("color", dict(axes="color")),
+    ("camera", dict(axes="camera")),
+    ("lighting", dict(axes="lighting")),
+    ("all four axes", dict(axes="background,color,camera,lighting")),
+)
 
 
 def steps_per_second(env_id: str, steps: int, **kwargs) -> float:
@@ -63,12 +77,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    base = f"embodied/{args.task}"
+    base = env_id(args.task)
     rows = [
         ("state env, 1 process", "env steps/s", steps_per_second(base, args.steps)),
         (f"state env, AsyncVectorEnv x{args.workers}", "env steps/s", vector_steps_per_second(base, args.steps, args.workers)),
-        ("pixel env 64x64, 1 process", "frames/s", steps_per_second(base + "-pixels", args.steps // 4)),
-        ("distractor env 64x64, 1 process", "frames/s", steps_per_second(base + "-distractor", args.steps // 4)),
+        ("pixel env 64x64, 1 process", "frames/s", steps_per_second(env_id(args.task, "pixels"), args.steps // 4)),
+        ("distractor env 64x64, 1 process", "frames/s", steps_per_second(env_id(args.task, "distractor"), args.steps // 4)),
+        *[(f"distractor env 64x64, {label}", "frames/s",
+           steps_per_second(env_id(args.task, "distractor"), args.steps // 4, **kwargs))
+          for label, kwargs in DISTRACTOR_SETTINGS],
         ("video export 256x256 (render+caption+H.264)", "frames/s", video_export_fps(args.steps // 10, 256, "/tmp/_bench.mp4")),
     ]
     print(f"| what ({args.task}, {os.cpu_count()} CPU cores) | unit | rate |")

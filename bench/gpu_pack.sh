@@ -70,7 +70,7 @@ set -o pipefail
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c 'import torch, numpy as np, mujoco, metaworld, ot, transformers, agents.walle.train, agents.pearl.train
 from embodied.make import make_env
-obs, _ = make_env("embodied/reach-v3-pixels").reset(seed=0)
+obs, _ = make_env("embodied/reach-pixels-v3").reset(seed=0)
 print(torch.__version__, torch.cuda.get_device_name(0), "transformers", transformers.__version__, "pixels", np.asarray(obs).shape)' || exit 2
 RUNS="pearl parl repo throughput" LOGS=/tmp/gc timeout 400 bash bench/gpu_check.sh 2>&1 | tee $OUT/gpu_check1.md
 tar czf $OUT/logs1.tgz /tmp/gc/*.log /tmp/gc/*/summary.json 2>/dev/null; true

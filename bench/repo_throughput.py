@@ -69,7 +69,7 @@ def measure(args, device, label: str) -> None:
         losses = " / ".join(f"{metrics[k]:.4f}" for k in ("model/kl", "behavior/actor_loss", "behavior/critic_loss"))
         sps = ""
         if not args.no_env:
-            env = ActionRepeat(make_env("embodied/reach-v3-pixels", max_episode_steps=200), 2)
+            env = ActionRepeat(make_env("embodied/reach-pixels-v3", max_episode_steps=200), 2)
             start = time.perf_counter()
             obs_ep, _, _, _ = run_episode(env, agent, seed=0, explore=True)
             sps = f"{(len(obs_ep) - 1) * 2 / (time.perf_counter() - start):.0f}"

@@ -38,6 +38,10 @@ class CollectConfig:
     noise: tuple[float, ...] = field(default=(0.0,), metadata={"help": "Gaussian action-noise stds, cycled over episodes"})
     epsilon: tuple[float, ...] = field(default=(0.0,), metadata={"help": "random-action probabilities, cycled over episodes"})
     max_steps: int | None = field(default=None, metadata={"help": "cut episodes at this many steps"})
+    axes: str | None = field(default=None, metadata={"help": "distractor envs: the axes that vary, comma-separated "
+                             "from background,color,camera,lighting (default: background)"})
+    difficulty: float | None = field(default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"})
+    background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
     seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
 
@@ -55,6 +59,10 @@ class VideoConfig:
     grid: bool = field(default=True, metadata={"help": "tile episodes side by side (else one after another)"})
     captions: bool = True  # write return and success on each frame
     max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
+    axes: str | None = field(default=None, metadata={"help": "distractor envs: the axes that vary, comma-separated "
+                             "from background,color,camera,lighting (default: background)"})
+    difficulty: float | None = field(default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"})
+    background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
     seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
 
@@ -67,6 +75,10 @@ class EvalConfig:
     episodes: int = 10  # number of episodes
     max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
     seed: int = 1000  # seed of the first episode (episode i uses seed + i)
+    axes: str | None = field(default=None, metadata={"help": "distractor envs: the axes that vary, comma-separated "
+                             "from background,color,camera,lighting (default: background)"})
+    difficulty: float | None = field(default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"})
+    background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
 
 
 def cmd_envs(argv: list[str]) -> int:
@@ -91,7 +103,7 @@ def cmd_envs(argv: list[str]) -> int:
         close = close_tasks(pattern, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; `embodied envs` lists them all"
         raise EmbodiedError(f"no environment id contains {pattern!r}{hint}")
-    print(f"{'id':40s} {'observation':20s} {'action':12s} {'steps':>5s}  {'policies':26s} cameras (first: default)")
+    print(f"{'id':50s} {'observation':20s} {'action':12s} {'steps':>5s}  {'policies':26s} cameras (first: default)")
     shown = 0
     for env_id in registered_ids():
         if pattern not in env_id:
@@ -105,11 +117,22 @@ def cmd_envs(argv: list[str]) -> int:
             policies, cameras = "scripted (expert), random", ["corner2"] + [c for c in CAMERAS if c != "corner2"]
         shape = {k: v.shape for k, v in obs.spaces.items()} if hasattr(obs, "spaces") else obs.shape
         dtype = "" if hasattr(obs, "spaces") else str(obs.dtype)
-        print(f"{env_id:40s} {f'{dtype}{list(shape)}':20s} {f'{list(action_space().shape)}':12s} "
+        print(f"{env_id:50s} {f'{dtype}{list(shape)}':20s} {f'{list(action_space().shape)}':12s} "
               f"{spec.max_episode_steps:>5d}  {policies:26s} {','.join(cameras)}")
         shown += 1
     print(f"{shown} environments; every one also takes --policy FILE (a policy saved by an agent)")
+    if any("-distractor-" in env_id and pattern in env_id for env_id in registered_ids()):
+        from envs.distractions import AXES, BACKGROUNDS
+
+        print(f"distractor ids take --axes (comma-separated from {','.join(AXES)}; default background), "
+              f"--difficulty (0 to 1; default 1) and --background ({' or '.join(BACKGROUNDS)}; default noise) in "
+              "embodied video/eval/collect, the same as gym.make keyword arguments")
     return 0
+
+
+def distraction_options(cfg) -> dict:
+    """The distractor options given on the command line, as env kwargs (an env without them refuses them)."""
+    return {k: getattr(cfg, k) for k in ("axes", "difficulty", "background") if getattr(cfg, k) is not None}
 
 
 def check_max_steps(cfg) -> None:
@@ -141,7 +164,7 @@ def cmd_collect(argv: list[str]) -> int:
         raise EmbodiedError(f"{out} already exists; pass --overwrite to replace it, or choose another --out or "
                             f"--dataset-id")
     ensure_writable_dir(out)  # fail before the work, not after it
-    env = make_env(cfg.env)
+    env = make_env(cfg.env, **distraction_options(cfg))
     policy = make_policy(cfg.policy, env)
     bar = progress(total=cfg.episodes, desc=f"collect {cfg.env}")
     episodes = collect(env, policy, cfg.episodes, noise, seed=cfg.seed, max_steps=cfg.max_steps,
@@ -174,7 +197,8 @@ def cmd_video(argv: list[str]) -> int:
     ensure_writable_dir(cfg.out)
     size = -(-cfg.size // 16) * 16
     camera = {} if cfg.camera is None else {"camera": cfg.camera}
-    env = make_env(cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera)
+    env = make_env(cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera,
+                   **distraction_options(cfg))
     policy = make_policy(cfg.policy, env)
     episodes, successes = [], []
     for i in range(cfg.episodes):
@@ -197,7 +221,7 @@ def cmd_eval(argv: list[str]) -> int:
     if cfg.episodes <= 0:
         raise EmbodiedError(f"--episodes must be positive, got {cfg.episodes}")
     check_max_steps(cfg)
-    env = make_env(cfg.env)
+    env = make_env(cfg.env, **distraction_options(cfg))
     result = evaluate(env, make_policy(cfg.policy, env), cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps)
     print(json.dumps({"env": cfg.env, "policy": cfg.policy, **result}))
     return 0

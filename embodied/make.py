@@ -14,9 +14,9 @@ TASK_FIELDS = ("task", "source_task", "target_task")  # config fields naming a M
 
 def close_tasks(name: str, cutoff: float = 0.6) -> list[str]:
     """Our ids closest to ``name`` (given with or without ``embodied/``), without the prefix: what a typo meant."""
-    import envs  # noqa: F401
+    from envs.registry import registered_ids
 
-    tasks = sorted(i.removeprefix("embodied/") for i in gym.registry if i.startswith("embodied/"))
+    tasks = [i.removeprefix("embodied/") for i in registered_ids()]
     return difflib.get_close_matches(name.removeprefix("embodied/"), tasks, n=3, cutoff=cutoff)
 
 

@@ -46,3 +46,41 @@ class NoiseVideo:
         fields = self._fields(t) * self._scale  # (3, H, W)
         rgb = np.tensordot(self._mix, fields, axes=1) + self._base[:, None, None]
         return np.clip(rgb, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+class ShapesVideo:
+    """Textured shapes drifting and bouncing over a plain ground: a background that is not noise-like.
+
+    Each of ``count`` discs and rectangles has its own colour, size, stripe texture (angle, period) and
+    velocity; positions bounce off the frame's edges (a triangle wave of time), so ``frame(t)`` is a
+    function of ``t`` alone and frames are reproducible in any order.
+    """
+
+    def __init__(self, height: int, width: int, rng: np.random.Generator, count: int = 6, speed: float = 0.8):
+        self.height, self.width = height, width
+        self._ground = rng.uniform(40, 215, size=3)
+        scale = min(height, width)
+        self._radius = rng.uniform(0.08, 0.22, size=count) * scale
+        self._is_disc = rng.random(count) < 0.5
+        self._start = rng.uniform(0, 1, size=(count, 2)) * np.array([height, width])
+        self._velocity = rng.normal(0, speed, size=(count, 2)) * scale / 64  # pixels per step at any frame size
+        self._colors = rng.uniform(0, 255, size=(count, 2, 3))  # two colours per shape, alternating in stripes
+        angle = rng.uniform(0, np.pi, size=count)
+        self._stripe = np.stack([np.sin(angle), np.cos(angle)], 1) * 2 * np.pi / rng.uniform(3, 10, size=(count, 1))
+        self._ys, self._xs = np.mgrid[0:height, 0:width].astype(np.float32)
+
+    def _centers(self, t: float) -> np.ndarray:
+        size = np.array([self.height, self.width], dtype=np.float64)
+        travelled = np.mod(self._start + t * self._velocity, 2 * size)
+        return np.where(travelled < size, travelled, 2 * size - travelled)  # bounce: reflect at the edges
+
+    def frame(self, t: int) -> np.ndarray:
+        rgb = np.empty((self.height, self.width, 3), dtype=np.float32)
+        rgb[:] = self._ground
+        for i, (cy, cx) in enumerate(self._centers(t)):
+            dy, dx = self._ys - cy, self._xs - cx
+            r = self._radius[i]
+            inside = (dy**2 + dx**2 <= r**2) if self._is_disc[i] else (np.abs(dy) <= r) & (np.abs(dx) <= 0.7 * r)
+            stripes = np.sin(dy * self._stripe[i, 0] + dx * self._stripe[i, 1]) > 0
+            rgb[inside] = np.where(stripes[inside][:, None], self._colors[i, 0], self._colors[i, 1])
+        return rgb.astype(np.uint8)

@@ -14,10 +14,9 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 from gymnasium import spaces
-from PIL import Image
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-from envs.backgrounds import NoiseVideo
+from envs.distractions import Distractions
 from envs.rendering import CAMERAS, EMPTY, MAX_FRAME_SIZE, FastRenderer
 
 TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
@@ -59,8 +58,12 @@ class MetaWorldEnv(gym.Env):
             ``"pixels+state"`` (Dict with keys ``pixels`` and ``state``).
         width, height: pixel observation size.
         camera: one of ``envs.rendering.CAMERAS``.
-        distractor: replace the background (floor, table, walls) with a moving procedural video,
-            a new one every episode, drawn from the env's seeded generator. Task and reward are unchanged.
+        distractor: vary what is seen along ``axes`` (see ``envs.distractions``), new draws every episode
+            from a generator seeded by ``reset(seed=...)``. Task, state and reward are unchanged.
+        axes: the distraction axes, a subset of ``background``, ``color``, ``camera``, ``lighting`` (a tuple
+            or a comma-separated string); the default is the background video alone.
+        difficulty: in [0, 1], how far each axis departs from the plain frame (0: not at all).
+        background: the background video family, ``noise`` (1/f noise) or ``shapes`` (drifting shapes).
         render_mode: ``"rgb_array"`` for ``render()`` (videos), at ``render_width x render_height``.
         terminate_on_success: end the episode (``terminated=True``) once the task succeeds.
         sticky_success: ``info["is_success"]`` stays True for the rest of the episode once the task has
@@ -79,6 +82,9 @@ class MetaWorldEnv(gym.Env):
         height: int = 64,
         camera: str = "corner2",
         distractor: bool = False,
+        axes=None,
+        difficulty: float | None = None,
+        background: str | None = None,
         render_mode: str | None = None,
         render_width: int = 256,
         render_height: int = 256,
@@ -98,6 +104,9 @@ class MetaWorldEnv(gym.Env):
             raise ValueError(f"unsupported render_mode {render_mode!r}; only 'rgb_array'")
         if distractor and obs_type == "state":
             raise ValueError("distractor=True needs a pixel obs_type ('pixels' or 'pixels+state')")
+        if not distractor and (axes, difficulty, background) != (None, None, None):
+            raise ValueError("axes, difficulty and background are options of the distractor envs "
+                             "(embodied/<task>-distractor-v3)")
 
         self.task = task
         self.obs_type = obs_type
@@ -121,10 +130,16 @@ class MetaWorldEnv(gym.Env):
         self._last_obs = None
         self._obs_renderer: FastRenderer | None = None
         self._video_renderer: FastRenderer | None = None
-        self._background: NoiseVideo | None = None
-        self._background_bodies = np.array(
+        background_bodies = np.array(
             [self._mw.model.body(name).id for name in BACKGROUND_BODIES if _has_body(self._mw.model, name)] + [EMPTY]
         )
+        self.distractions = None
+        if distractor:
+            self.distractions = Distractions(self._mw.model, ("background",) if axes is None else axes,
+                                             1.0 if difficulty is None else difficulty,
+                                             "noise" if background is None else background,
+                                             self.height, self.width, background_bodies)
+        self._distraction_rng: np.random.Generator | None = None
 
         self.observation_space = observation_space(obs_type, self.width, self.height)
         self.action_space = action_space()
@@ -149,8 +164,10 @@ class MetaWorldEnv(gym.Env):
         if self.obs_type != "state":
             mujoco.mj_forward(self._mw.model, self._mw.data)  # Meta-World moves goal sites without it: stale first frame
         self._step_count = 0
-        if self.distractor:
-            self._background = NoiseVideo(self.height, self.width, self.np_random)
+        if self.distractions is not None:
+            if seed is not None or self._distraction_rng is None:  # a generator of its own: the task's draws stay the plain env's
+                self._distraction_rng = np.random.default_rng(None if seed is None else [seed, 0xD157])
+            self.distractions.reset(self._distraction_rng)
         self._succeeded = False
         return self._observation(state), {"success": False, "is_success": False}
 
@@ -162,6 +179,8 @@ class MetaWorldEnv(gym.Env):
             raise ValueError(f"action contains NaN or inf: {action}")
         state, reward, _, _, mw_info = self._mw.step(np.clip(action, -1.0, 1.0))
         self._step_count += 1
+        if self.distractions is not None:
+            self.distractions.step()
         success = bool(mw_info.get("success", 0.0))
         info = {k: float(v) for k, v in mw_info.items() if k != "success"}
         self._succeeded = self._succeeded or success
@@ -175,11 +194,7 @@ class MetaWorldEnv(gym.Env):
             return None
         if self._video_renderer is None:
             self._video_renderer = FastRenderer(self._mw.model, self.render_width, self.render_height, self.camera)
-        frame = self._video_renderer.rgb(self._mw.data)
-        if self.distractor and self._background is not None:
-            background = _resize(self._background.frame(self._step_count), self.render_height, self.render_width)
-            frame = self._composite(frame, self._video_renderer, background)
-        return frame
+        return self._distracted(self._video_renderer)
 
     def close(self):
         for renderer in (self._obs_renderer, self._video_renderer):
@@ -218,15 +233,27 @@ class MetaWorldEnv(gym.Env):
             self._obs_renderer = FastRenderer(self._mw.model, self.width, self.height, self.camera)
         return self._obs_renderer.rgb(self._mw.data)
 
-    def _pixels(self) -> np.ndarray:
-        frame = self.clean_pixels()
-        if self.distractor:
-            frame = self._composite(frame, self._obs_renderer, self._background.frame(self._step_count))
-        return frame
+    def distraction_params(self) -> dict[str, np.ndarray]:
+        """The current parameters of each distraction axis (``Distractions.params``); empty without distractions."""
+        return {} if self.distractions is None else self.distractions.params()
 
-    def _composite(self, frame: np.ndarray, renderer: FastRenderer, background: np.ndarray) -> np.ndarray:
-        mask = np.isin(renderer.body_ids(self._mw.data), self._background_bodies)
-        frame[mask] = background[mask]
+    def _pixels(self) -> np.ndarray:
+        if self.distractions is None or not self.distractions.active:
+            return self.clean_pixels()
+        if self._obs_renderer is None:
+            self._obs_renderer = FastRenderer(self._mw.model, self.width, self.height, self.camera)
+        return self._distracted(self._obs_renderer)
+
+    def _distracted(self, renderer: FastRenderer) -> np.ndarray:
+        """A frame with the distractions applied (the plain frame without them)."""
+        distractions = self.distractions
+        if distractions is None or not distractions.active:
+            return renderer.rgb(self._mw.data)
+        frame = renderer.rgb(self._mw.data, distractions.edit_scene if distractions.edits_scene() else None)
+        background = distractions.background_frame(renderer.height, renderer.width)
+        if background is not None:
+            body_ids = renderer.body_ids(self._mw.data, distractions.edit_camera)
+            frame = distractions.composite(frame, body_ids, background)
         return frame
 
 
@@ -239,12 +266,6 @@ def _enlarge_goal_marker(model: mujoco.MjModel) -> None:
     if model.site_rgba[site][3] > 0:
         model.site_size[site][0] = max(model.site_size[site][0], GOAL_MARKER_RADIUS)
         model.site_rgba[site] = GOAL_MARKER_RGBA
-
-
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
 def _has_body(model, name: str) -> bool:

@@ -60,21 +60,24 @@ class FastRenderer:
             atexit.register(_close_all)
         _LIVE.add(self)
 
-    def _update(self, data: mujoco.MjData) -> None:
+    def _update(self, data: mujoco.MjData, scene_hook=None) -> None:
         self._renderer.update_scene(data, camera=self.camera)
         for flag in _SLOW_FLAGS:
             self._renderer.scene.flags[flag] = False
+        if scene_hook is not None:
+            scene_hook(self._renderer.scene)
 
-    def rgb(self, data: mujoco.MjData) -> np.ndarray:
-        self._update(data)
+    def rgb(self, data: mujoco.MjData, scene_hook=None) -> np.ndarray:
+        """The frame; ``scene_hook(scene)``, if given, edits what is drawn (colours, lights, camera) first."""
+        self._update(data, scene_hook)
         frame = self._renderer.render()
         return frame[::-1].copy() if self._flip else frame
 
-    def body_ids(self, data: mujoco.MjData) -> np.ndarray:
+    def body_ids(self, data: mujoco.MjData, scene_hook=None) -> np.ndarray:
         """Body id seen at each pixel (``SITE`` for a site, ``EMPTY`` for nothing), from segmentation rendering."""
         self._renderer.enable_segmentation_rendering()
         try:
-            self._update(data)
+            self._update(data, scene_hook)
             seg = self._renderer.render()
             seg = seg[::-1] if self._flip else seg
         finally:

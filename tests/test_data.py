@@ -41,7 +41,7 @@ def test_noise_lowers_quality(reach_episodes):
 
 
 def test_dict_observations_roundtrip(tmp_path):
-    env = make_env("embodied/reach-v3-pixels", obs_type="pixels+state", width=16, height=16)
+    env = make_env("embodied/reach-pixels-v3", obs_type="pixels+state", width=16, height=16)
     eps = collect(env, scripted_expert(env), 1, NoiseSchedule(), max_steps=5)
     path = write_dataset(tmp_path / "p.hdf5", eps, "x", env.observation_space, env.action_space)
     ep = load_episodes(path)[0]
@@ -115,7 +115,7 @@ def test_pixel_datasets_in_minaris_layout_round_trip_bit_for_bit(tmp_path, obs_t
     from embodied.make import make_env
     from envs.experts import scripted_expert
 
-    env = make_env("embodied/reach-v3-pixels", obs_type=obs_type)
+    env = make_env("embodied/reach-pixels-v3", obs_type=obs_type)
     episodes = collect(env, scripted_expert(env), 2, NoiseSchedule((0.0, 0.5), (0.0, 0.2)), max_steps=12)
     write_minari(tmp_path / "ds", episodes, env)
     as_dict = lambda obs: obs if isinstance(obs, dict) else {"pixels": obs}  # noqa: E731

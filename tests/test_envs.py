@@ -70,16 +70,16 @@ def test_terminate_on_success_option():
 
 
 def test_pixel_observation_shape_size_and_camera():
-    env = gym.make("embodied/reach-v3-pixels", width=32, height=48, camera="topview")
+    env = gym.make("embodied/reach-pixels-v3", width=32, height=48, camera="topview")
     obs, _ = env.reset(seed=0)
     assert obs.shape == (48, 32, 3) and obs.dtype == np.uint8
     assert obs.std() > 10, "frame is not blank"
-    other = gym.make("embodied/reach-v3-pixels", width=32, height=48, camera="corner2")
+    other = gym.make("embodied/reach-pixels-v3", width=32, height=48, camera="corner2")
     assert not np.array_equal(other.reset(seed=0)[0], obs)
 
 
 def test_pixels_with_state_dict_observation():
-    env = gym.make("embodied/reach-v3-pixels", obs_type="pixels+state")
+    env = gym.make("embodied/reach-pixels-v3", obs_type="pixels+state")
     obs, _ = env.reset(seed=0)
     assert set(obs) == {"pixels", "state"} and obs["state"].shape == (39,)
 
@@ -93,7 +93,7 @@ def test_pixels_with_state_dict_observation():
 ])
 def test_bad_kwargs_name_the_problem(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        gym.make("embodied/reach-v3-pixels", **kwargs)
+        gym.make("embodied/reach-pixels-v3", **kwargs)
 
 
 def test_a_drawer_block_frame_too_large_to_render_is_refused_by_name():
@@ -104,8 +104,8 @@ def test_a_drawer_block_frame_too_large_to_render_is_refused_by_name():
 
 
 def test_distractor_moves_changes_per_episode_is_seeded_and_keeps_reward():
-    clean = gym.make("embodied/button-press-v3-pixels")
-    dist = gym.make("embodied/button-press-v3-distractor")
+    clean = gym.make("embodied/button-press-pixels-v3")
+    dist = gym.make("embodied/button-press-distractor-v3")
     f0, _ = dist.reset(seed=1)
     c0, _ = clean.reset(seed=1)
     actions = [dist.action_space.sample() for _ in range(5)]
@@ -126,8 +126,8 @@ def test_distractor_moves_changes_per_episode_is_seeded_and_keeps_reward():
 
 
 def test_clean_pixels_pair_a_distracted_frame_with_the_clean_variant_of_the_same_state():
-    clean = gym.make("embodied/reach-v3-pixels")
-    dist = gym.make("embodied/reach-v3-distractor")
+    clean = gym.make("embodied/reach-pixels-v3")
+    dist = gym.make("embodied/reach-distractor-v3")
     c, _ = clean.reset(seed=3)
     d, _ = dist.reset(seed=3)
     for a in [dist.action_space.sample() for _ in range(3)]:
@@ -156,12 +156,12 @@ def _goal_pixels(env, seed: int) -> int:
 @pytest.mark.parametrize("variant", ["pixels", "distractor"])
 def test_goal_marker_is_visible_in_64x64_frames(variant):
     # Meta-World's 0.02 m red goal covers 1-3 pixels; a pixel agent must see where to reach
-    env = gym.make(f"embodied/reach-v3-{variant}")
+    env = gym.make(f"embodied/reach-{variant}-v3")
     assert min(_goal_pixels(env, seed) for seed in range(5)) >= 10, "the distractor must not paint over the goal"
 
 
 def test_expert_works_on_pixel_variant():
-    env = gym.make("embodied/reach-v3-pixels", width=16, height=16)
+    env = gym.make("embodied/reach-pixels-v3", width=16, height=16)
     expert = scripted_expert(env)
     obs, _ = env.reset(seed=0)
     for _ in range(150):
@@ -195,8 +195,8 @@ def test_action_repeat_skips_dropped_renders_but_returns_the_same_observations(v
         return out
 
     kwargs = dict(max_episode_steps=13)
-    fast = ActionRepeat(make_env(f"embodied/reach-v3-{variant}", **kwargs), 2)
-    every = ActionRepeat(gym.wrappers.TransformObservation(make_env(f"embodied/reach-v3-{variant}", **kwargs),
+    fast = ActionRepeat(make_env(f"embodied/reach-{variant}-v3", **kwargs), 2)
+    every = ActionRepeat(gym.wrappers.TransformObservation(make_env(f"embodied/reach-{variant}-v3", **kwargs),
                                                            lambda o: o, None), 2)  # an observation wrapper: no skipping
     assert fast._deferrable_env() is fast.unwrapped and every._deferrable_env() is None
     renders = []

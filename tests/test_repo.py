@@ -83,7 +83,7 @@ def test_lambda_returns_match_a_hand_computation():
 
 @pytest.fixture(scope="module")
 def reach_replay():
-    env = ActionRepeat(make_env("embodied/reach-v3-pixels", max_episode_steps=120), 2)
+    env = ActionRepeat(make_env("embodied/reach-pixels-v3", max_episode_steps=120), 2)
     agent = RePoAgent(4)
     replay = SequenceReplay()
     rng = np.random.default_rng(0)
@@ -111,7 +111,7 @@ def test_adaptation_changes_only_the_encoder(reach_replay):
     before = {name: p.detach().clone() for name, p in
               list(agent.model.named_parameters()) + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()]}
     target = SequenceReplay()
-    env = ActionRepeat(make_env("embodied/reach-v3-distractor", max_episode_steps=80), 2)
+    env = ActionRepeat(make_env("embodied/reach-distractor-v3", max_episode_steps=80), 2)
     for i in range(2):
         obs, act, _, _ = run_episode(env, agent, seed=100 + i, explore=True)
         target.add_episode(obs, act, np.zeros(len(act), np.float32))
@@ -163,7 +163,7 @@ def test_calibration_pairs_pull_distracted_embeddings_to_the_clean_ones(rng):
     (another background video): measured 19.2 -> 11.0, and 53 without the term."""
     torch.manual_seed(0)
     agent = RePoAgent(4, WorldModelConfig(), BehaviorConfig(horizon=5))
-    env = ActionRepeat(make_env("embodied/reach-v3-distractor", max_episode_steps=80), 2)
+    env = ActionRepeat(make_env("embodied/reach-distractor-v3", max_episode_steps=80), 2)
     target, distracted, clean = SequenceReplay(), [], []
     for i in range(2):
         pairs = []

@@ -28,6 +28,7 @@ from embodied.make import make_env
 from embodied.replay import SequenceReplay
 from embodied.runs import progress, start_run
 from embodied.video import tile, write_mp4
+from envs.registry import env_id
 from envs.wrappers import ActionRepeat
 
 
@@ -82,7 +83,7 @@ class RePoConfig(RunOptions):
 
 
 def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repeat: int, **kwargs):
-    env = make_env(f"embodied/{task}-{variant}", max_episode_steps=max_episode_steps, **kwargs)
+    env = make_env(env_id(task, variant), max_episode_steps=max_episode_steps, **kwargs)
     return ActionRepeat(env, action_repeat)
 
 
