@@ -130,11 +130,6 @@ def cmd_envs(argv: list[str]) -> int:
     return 0
 
 
-def distraction_options(cfg) -> dict:
-    """The distractor options given on the command line, as env kwargs (an env without them refuses them)."""
-    return {k: getattr(cfg, k) for k in ("axes", "difficulty", "background") if getattr(cfg, k) is not None}
-
-
 def check_max_steps(cfg) -> None:
     """``--max-steps`` of collect, video and eval: unset (the env's limit) or positive."""
     if cfg.max_steps is not None and cfg.max_steps <= 0:
@@ -144,7 +139,7 @@ def check_max_steps(cfg) -> None:
 def cmd_collect(argv: list[str]) -> int:
     from embodied.data import NoiseSchedule, collect, write_dataset
     from embodied.data.minari_format import write_minari
-    from embodied.make import make_env
+    from embodied.make import distraction_options, make_env
     from embodied.policies import make_policy
     from embodied.runs import progress
 
@@ -181,7 +176,7 @@ def cmd_collect(argv: list[str]) -> int:
 
 
 def cmd_video(argv: list[str]) -> int:
-    from embodied.make import make_env
+    from embodied.make import distraction_options, make_env
     from embodied.policies import make_policy
     from embodied.video import record_episode, tile, write_mp4
     from envs.rendering import MAX_FRAME_SIZE
@@ -214,7 +209,7 @@ def cmd_video(argv: list[str]) -> int:
 
 def cmd_eval(argv: list[str]) -> int:
     from embodied.evaluation import evaluate
-    from embodied.make import make_env
+    from embodied.make import distraction_options, make_env
     from embodied.policies import make_policy
 
     cfg = parse_config(EvalConfig, argv, prog="embodied eval")

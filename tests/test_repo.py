@@ -326,6 +326,24 @@ def test_repo_config_rejects_negative_noise_and_zero_reward_scale():
         RePoConfig(reward_scale=0.0)
 
 
+def test_repo_trains_on_chosen_distraction_axes_and_checks_them_before_the_run(tmp_path, capsys):
+    from agents.repo.train import RePoConfig
+
+    args = ["train", "repo", "--variant", "distractor", "--axes", "camera,color", "--difficulty", "0.5",
+            "--total-steps", "160", "--max-episode-steps", "80", "--prefill", "80", "--train-every", "80",
+            "--train-steps", "1", "--batch-size", "2", "--seq-len", "8", "--eval-every", "160", "--eval-episodes", "1",
+            "--no-video", "--run-dir", str(tmp_path)]
+    assert cli_main(args) == 0
+    run = tmp_path / "repo-reach-v3-distractor-color+camera-d0.5-repo-s0"  # canonical axis order in the name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["axes"] == "color,camera" and summary["difficulty"] == 0.5
+    with pytest.raises(ValueError, match="apply to the distractor variant"):
+        RePoConfig(variant="pixels", axes="color")
+    for bad in (["--axes", "colour"], ["--difficulty", "2"], ["--background", "video"]):
+        assert cli_main(args + bad + ["--run-name", "bad"]) != 0
+    assert not (tmp_path / "bad").exists(), "a bad option is refused before the run directory exists"
+
+
 def test_actor_entropy_is_the_tanh_normals_and_falls_when_actions_saturate():
     from torch.distributions import Normal, TanhTransform, TransformedDistribution
 

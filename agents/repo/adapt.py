@@ -38,11 +38,12 @@ from torch import nn
 from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import frozen
 from agents.repo.networks import normal_kl, preprocess
-from agents.repo.train import RePoConfig, build_agent, make_pixel_env
+from agents.repo.train import RePoConfig, build_agent, check_distraction_options, make_pixel_env, variant_label
 from embodied.checkpoint import load_checkpoint, restoring, save_checkpoint, seed_everything
 from embodied.config import check_choice, check_positive, config_from_dict, parse_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
+from embodied.make import distraction_options
 from embodied.nets import mlp
 from embodied.replay import SequenceReplay
 from embodied.runs import Run, progress, set_threads
@@ -54,6 +55,9 @@ class AdaptConfig:
 
     source_run: Path = Path("runs/repo")  # run directory of `embodied train repo` whose last checkpoint is adapted
     target_variant: str = "distractor"  # environment variant to adapt to: distractor or pixels
+    axes: str | None = None  # target distractor axes, comma-separated (None: the background video)
+    difficulty: float | None = None  # target distractor strength in [0, 1] (None: 1)
+    background: str | None = None  # target background video: noise or shapes (None: noise)
     collect_episodes: int = 10  # target episodes the agent's own policy collects (no rewards used)
     steps: int = 2000  # encoder gradient steps
     batch_size: int = 16  # target sequences per step
@@ -77,6 +81,7 @@ class AdaptConfig:
         check_positive(self, "collect_episodes", "batch_size", "seq_len", "eval_episodes", "probe_pairs",
                        "encoder_lr", "disc_lr")
         check_choice("target_variant", self.target_variant, ("distractor", "pixels"))
+        check_distraction_options(self, self.target_variant)
         for name in ("steps", "calibration_pairs", "calib_coef", "align_coef", "kl_coef", "eval_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -145,7 +150,7 @@ def load_source(source_run: Path, device) -> tuple[RePoConfig, RePoAgent, Sequen
     with restoring(path, fix="point --source-run at a run of `embodied train repo`"):
         # adaptation trains the encoder alone, eagerly: a source trained with --cuda-graph loads on any device
         cfg = dataclasses.replace(config_from_dict(RePoConfig, state["config"]), cuda_graph=False)
-        env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
+        env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, **distraction_options(cfg))
         agent = build_agent(cfg, env.action_space.shape[0], device)
         agent.load_state_dict(state["agent"])
         replay = SequenceReplay()
@@ -237,12 +242,14 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     src_cfg, agent, source = load_source(cfg.source_run, device)
-    name = cfg.run_name or f"adapt-{Path(cfg.source_run).name}-to-{cfg.target_variant}"
+    name = cfg.run_name or f"adapt-{Path(cfg.source_run).name}-to-{variant_label(cfg, cfg.target_variant)}"
     run = Run(cfg.run_dir, name, config=cfg, resume=True)
-    env = make_pixel_env(src_cfg.task, cfg.target_variant, src_cfg.max_episode_steps, src_cfg.action_repeat)
+    env = make_pixel_env(src_cfg.task, cfg.target_variant, src_cfg.max_episode_steps, src_cfg.action_repeat,
+                         **distraction_options(cfg))
     rng = np.random.default_rng(cfg.seed)
     eval_seed = 30_000_000 + cfg.seed
-    clean_env = make_pixel_env(src_cfg.task, src_cfg.variant, src_cfg.max_episode_steps, src_cfg.action_repeat)
+    clean_env = make_pixel_env(src_cfg.task, src_cfg.variant, src_cfg.max_episode_steps, src_cfg.action_repeat,
+                               **distraction_options(src_cfg))
     ceiling = evaluate_agent(clean_env, agent, cfg.eval_episodes, seed=eval_seed)  # the source's own pixels
     before = evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed)
     print(f"on {src_cfg.variant} (ceiling): return {ceiling['return_mean']:.1f} success {ceiling['success_rate']:.2f}; "

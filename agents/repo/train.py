@@ -24,10 +24,11 @@ from agents.repo.world_model import MODES, WorldModelConfig
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
-from embodied.make import make_env
+from embodied.make import distraction_options, make_env
 from embodied.replay import SequenceReplay
 from embodied.runs import progress, start_run
 from embodied.video import tile, write_mp4
+from envs.distractions import BACKGROUNDS, parse_axes
 from envs.registry import env_id
 from envs.wrappers import ActionRepeat
 
@@ -39,6 +40,10 @@ class RePoConfig(RunOptions):
     task: str = "reach-v3"  # Meta-World task, rendered from pixels
     variant: str = field(default="pixels", metadata={"help": "pixels or distractor"})
     mode: str = field(default="repo", metadata={"help": "repo or dreamer"})
+    axes: str | None = field(default=None, metadata={"help": "distractor variant: the axes that vary, comma-separated "
+                             "from background,color,camera,lighting (default: background)"})
+    difficulty: float | None = field(default=None, metadata={"help": "distractor variant: strength in [0, 1] (default 1)"})
+    background: str | None = field(default=None, metadata={"help": "distractor variant: noise or shapes (default noise)"})
     total_steps: int = 500_000  # environment steps (before action repeat)
     max_episode_steps: int = 500  # steps per episode (before action repeat)
     action_repeat: int = 2  # environment steps per agent action
@@ -70,6 +75,7 @@ class RePoConfig(RunOptions):
     def __post_init__(self):
         check_choice("variant", self.variant, ("pixels", "distractor"))
         check_choice("mode", self.mode, MODES)
+        check_distraction_options(self, self.variant)
         check_positive(self, "init_beta", "beta_lr", "target_kl", "reward_scale", "total_steps", "max_episode_steps",
                        "action_repeat", "train_every", "train_steps", "batch_size", "seq_len", "eval_every",
                        "eval_episodes", "checkpoint_every")
@@ -80,6 +86,28 @@ class RePoConfig(RunOptions):
         if self.seq_len > self.max_episode_steps // self.action_repeat:
             raise ValueError(f"seq_len {self.seq_len} exceeds the episode length in agent steps "
                              f"({self.max_episode_steps // self.action_repeat})")
+
+
+def check_distraction_options(cfg, variant: str) -> None:
+    """``--axes/--difficulty/--background`` are checked with the config, before a run directory exists."""
+    options = distraction_options(cfg)
+    if options and variant != "distractor":
+        raise ValueError(f"--{'/--'.join(options)} apply to the distractor variant, not {variant!r}")
+    if "axes" in options:
+        cfg.axes = ",".join(parse_axes(options["axes"]))
+    if "difficulty" in options and not 0 <= options["difficulty"] <= 1:
+        raise ValueError(f"difficulty must be in [0, 1], got {options['difficulty']}")
+    if "background" in options:
+        check_choice("background", options["background"], tuple(BACKGROUNDS))
+
+
+def variant_label(cfg, variant: str) -> str:
+    """The variant with its non-default distractions, for run names: ``distractor-color+camera-d0.5``."""
+    options = distraction_options(cfg)
+    parts = [variant] + ([options["axes"].replace(",", "+")] if "axes" in options else [])
+    parts += [f"d{options['difficulty']:g}"] if "difficulty" in options else []
+    parts += [options["background"]] if "background" in options else []
+    return "-".join(parts)
 
 
 def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repeat: int, **kwargs):
@@ -97,9 +125,10 @@ def run_repo(cfg: RePoConfig) -> dict:
     if cfg.cuda_graph and (resolved := resolve_device(cfg.device)).type != "cuda":  # before the run directory is made
         raise EmbodiedError(f"--cuda-graph needs a CUDA device, but --device {cfg.device} gives {resolved} "
                             "(use it on a machine with a CUDA GPU, or leave it out)")
-    run, device = start_run(cfg, f"repo-{cfg.task}-{cfg.variant}-{cfg.mode}-s{cfg.seed}")
-    env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
-    eval_env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat)
+    run, device = start_run(cfg, f"repo-{cfg.task}-{variant_label(cfg, cfg.variant)}-{cfg.mode}-s{cfg.seed}")
+    distractions = distraction_options(cfg)
+    env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, **distractions)
+    eval_env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, **distractions)
     agent = build_agent(cfg, env.action_space.shape[0], device)
     if cfg.compile:
         agent.model.encoder = torch.compile(agent.model.encoder)
@@ -154,14 +183,14 @@ def run_repo(cfg: RePoConfig) -> dict:
     bar.close()
     if cfg.video:
         venv = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, render_mode="rgb_array",
-                              render_width=128, render_height=128)
+                              render_width=128, render_height=128, **distractions)
         episodes = []
         for i in range(2):
             frames: list = []
             run_episode(venv, agent, seed=20_000_000 + i, explore=False, frames=frames)
             episodes.append(frames)
         write_mp4(run.path("videos", "eval.mp4"), tile(episodes), fps=30)
-    summary = {"task": cfg.task, "variant": cfg.variant, "mode": cfg.mode, "steps": step, "updates": updates,
+    summary = {"task": cfg.task, "variant": cfg.variant, **distractions, "mode": cfg.mode, "steps": step, "updates": updates,
                "curve": curve, "final_return": curve[-1][1] if curve else None}
     run.write_summary(summary)
     run.close()
