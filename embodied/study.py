@@ -89,12 +89,13 @@ def passthrough(options: dict, cls: type) -> list[str]:
     return [a for k, v in options.items() for a in option_args(k, option_text(v), cls)]
 
 
-def run_study(study: dict, out: Path) -> None:
+def run_study(study: dict, out: Path, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0) -> None:
     from embodied.sweep import config_class, parse_grid, sweep
 
     cls = config_class(study["agent"])
     grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
-    sweep(study["agent"], [int(s) for s in study["seeds"]], grid, out, passthrough(study["options"], cls))
+    sweep(study["agent"], [int(s) for s in study["seeds"]], grid, out, passthrough(study["options"], cls),
+          cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
 
 
 def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
@@ -149,6 +150,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds instead of the file's (e.g. a small re-run)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one of the file's [options] (repeatable)")
+    parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
+                        help="GPU share per trial (0.25: four trials on each GPU); 0: CPU only")
     parser.add_argument("--report-only", action="store_true",
                         help="no training: report from --out if it holds runs, else from the results' records.jsonl")
     args = parse_command_args(parser, argv, "embodied study")
@@ -173,7 +177,9 @@ def main(argv: list[str]) -> int:
     keys = [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])] + ([rep["cost_key"]] if rep.get("cost_key")
                                                                                else [])
     if not args.report_only:
-        run_study(study, out)
+        if args.cpus_per_trial <= 0:
+            raise EmbodiedError("--cpus-per-trial must be positive")
+        run_study(study, out, args.cpus_per_trial, args.gpus_per_trial)
     if out.exists() and any(out.rglob("metrics.jsonl")):
         write_records(out, records, keys, study)
     elif not records.exists():

@@ -10,6 +10,10 @@
   otherwise is continued with ``--resume`` (from its last checkpoint).
 - Robust: a trial whose Ray worker dies is retried by Ray (``--max-retries``); the child process
   dies with its worker (``PR_SET_PDEATHSIG``) so the retry can take the run's lock and resume.
+- ``--gpus-per-trial F`` reserves F of a GPU per trial (a fraction below 1 puts several trials on one
+  GPU, as Ray allows; whole numbers above 1); Ray sets each trial's ``CUDA_VISIBLE_DEVICES``. Where
+  NVIDIA's multi-process service is installed and the sweep starts Ray itself, it runs for the
+  sweep, so the trials' kernels share the GPU instead of taking turns. Without a GPU it is refused.
 - Without ``--address`` a local Ray with all cores starts and stops with the sweep; with it the
   sweep joins a cluster. ``OUT`` should then be a shared path; if it is not, each trial's small
   files (config, metrics, summary) are copied back to ``OUT`` on the head, so that ``embodied
@@ -26,9 +30,11 @@ import itertools
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import typing
 from pathlib import Path
@@ -175,20 +181,49 @@ def sync_back(out: Path, result: dict) -> None:
             (run_dir / name).write_text(text)
 
 
+def check_gpus_per_trial(gpus: float, address: str | None) -> None:
+    """A share Ray accepts (a fraction up to 1, or a whole number), and, for a local sweep, a GPU to share."""
+    if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+        raise EmbodiedError(f"--gpus-per-trial {gpus:g}: a fraction in (0, 1] or a whole number of GPUs")
+    if gpus > 0 and address is None:
+        found = local_gpu_count()
+        if found == 0:
+            raise EmbodiedError(f"--gpus-per-trial {gpus:g} needs a CUDA GPU, and this machine has none "
+                                "(leave the option out to run on the CPUs)")
+        if gpus > found:
+            raise EmbodiedError(f"--gpus-per-trial {gpus:g} is more than this machine's {found} GPUs")
+
+
+def local_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def task_options(cpus: int, gpus: float, retries: int) -> dict:
+    """What each trial's Ray task reserves."""
+    return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries, "retry_exceptions": False}
+
+
 def sweep(agent: str, seeds: list[int], grid: dict[str, list[str]], out: Path, passthrough: list[str],
-          address: str | None = None, cpus_per_trial: int = 1, max_retries: int = 3) -> list[dict]:
+          address: str | None = None, cpus_per_trial: int = 1, max_retries: int = 3,
+          gpus_per_trial: float = 0.0) -> list[dict]:
+    check_gpus_per_trial(gpus_per_trial, address)
     trials = plan(agent, seeds, grid, passthrough)
     out = out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in trials if not is_finished(out / t.name)]
-    print(f"sweep: {len(trials)} trials ({len(trials) - len(todo)} finished already), {cpus_per_trial} CPU each, out {out}")
+    gpu_note = f", {gpus_per_trial:g} GPU" if gpus_per_trial else ""
+    print(f"sweep: {len(trials)} trials ({len(trials) - len(todo)} finished already), {cpus_per_trial} CPU"
+          f"{gpu_note} each, out {out}")
     rows = [{"name": t.name, "status": "done before", **_summary_fields(out / t.name)} for t in trials if t not in todo]
     if todo:
-        rows += _run_on_ray(agent, todo, out, address, cpus_per_trial, max_retries)
+        rows += _run_on_ray(agent, todo, out, address, cpus_per_trial, max_retries, gpus_per_trial)
     rows.sort(key=lambda r: r["name"])
     print_table(rows)
     with atomic_path(out / "sweep.json") as tmp:
         tmp.write_text(json.dumps({"agent": agent, "seeds": seeds, "grid": grid, "passthrough": passthrough,
+                                   "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
                                    "trials": rows}, indent=2))
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
@@ -204,7 +239,47 @@ def _summary_fields(run_dir: Path) -> dict:
     return {"metric": key, "value": value}
 
 
-def _run_on_ray(agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int) -> list[dict]:
+class _MPS:
+    """NVIDIA's multi-process service for the sweep's lifetime, where its control binary exists (else nothing).
+
+    Without it, processes sharing a GPU time-slice it: one process's kernels at a time. With it, the
+    trials' small kernels run side by side. Started before Ray, so every worker inherits the pipe.
+    """
+
+    def __init__(self):
+        self.control = shutil.which("nvidia-cuda-mps-control", path=os.environ.get("PATH", "") + ":/usr/local/nvidia/bin")
+        self.started = False
+
+    def __enter__(self):
+        if self.control and "CUDA_MPS_PIPE_DIRECTORY" not in os.environ:
+            base = Path(tempfile.mkdtemp(prefix="embodied-mps-"))
+            os.environ["CUDA_MPS_PIPE_DIRECTORY"] = str(base / "pipe")
+            os.environ["CUDA_MPS_LOG_DIRECTORY"] = str(base / "log")
+            for sub in ("pipe", "log"):
+                (base / sub).mkdir()
+            self.started = subprocess.run([self.control, "-d"], capture_output=True).returncode == 0
+            if not self.started:
+                del os.environ["CUDA_MPS_PIPE_DIRECTORY"], os.environ["CUDA_MPS_LOG_DIRECTORY"]
+        print(f"sweep: NVIDIA MPS {'on' if self.started else 'off (not installed or not startable)'}")
+        return self
+
+    def __exit__(self, *exc):
+        if self.started:
+            subprocess.run([self.control], input="quit\n", text=True, capture_output=True)
+            os.environ.pop("CUDA_MPS_PIPE_DIRECTORY", None)
+            os.environ.pop("CUDA_MPS_LOG_DIRECTORY", None)
+
+
+def _run_on_ray(agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int,
+                gpus: float = 0.0) -> list[dict]:
+    if gpus and 0 < gpus < 1 and address is None:
+        with _MPS():
+            return _run_on_ray_now(agent, trials, out, address, cpus, retries, gpus)
+    return _run_on_ray_now(agent, trials, out, address, cpus, retries, gpus)
+
+
+def _run_on_ray_now(agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int,
+                    gpus: float) -> list[dict]:
     try:
         import ray
     except ImportError:
@@ -214,14 +289,18 @@ def _run_on_ray(agent: str, trials: list[Trial], out: Path, address: str | None,
         # Ray runs its workers at nice 15 by default, so any other job on the machine starved the
         # trials (measured: a PARL trial 3-4x slower beside one unrelated process); trials are the work here.
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(num_cpus=os.cpu_count(), num_gpus=local_gpu_count() if gpus else 0, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR")
     else:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     try:
         total = int(ray.cluster_resources().get("CPU", 0))
         if cpus > total:
             raise EmbodiedError(f"--cpus-per-trial {cpus} is more than the cluster's {total} CPUs")
-        task = ray.remote(num_cpus=cpus, max_retries=retries, retry_exceptions=False)(run_trial)
+        total_gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus > total_gpus:
+            raise EmbodiedError(f"--gpus-per-trial {gpus:g} is more than the cluster's {total_gpus:g} GPUs")
+        task = ray.remote(**task_options(cpus, gpus, retries))(run_trial)
         pending = {task.remote(agent, t.argv, str(out), t.name, cpus): t for t in trials}
         rows = []
         while pending:
@@ -267,6 +346,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory that holds one run directory per trial")
     parser.add_argument("--address", default=None, help="join this Ray cluster (default: start a local one on all cores)")
     parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) reserved per trial")
+    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
+                        help="GPU share per trial: 0.25 runs four trials on each GPU (Ray's fractional GPUs; MPS where "
+                             "installed); 0: CPU only")
     parser.add_argument("--max-retries", type=int, default=3, help="Ray retries of a trial whose worker died")
     args = parse_command_args(parser, argv, "embodied sweep")
     if args is None:
@@ -280,5 +362,6 @@ def main(argv: list[str]) -> int:
     if args.cpus_per_trial <= 0 or args.max_retries < 0:
         raise EmbodiedError("--cpus-per-trial must be positive and --max-retries >= 0")
     grid = parse_grid(args.grid, config_class(args.agent))
-    sweep(args.agent, seeds, grid, args.out, passthrough, args.address, args.cpus_per_trial, args.max_retries)
+    sweep(args.agent, seeds, grid, args.out, passthrough, args.address, args.cpus_per_trial, args.max_retries,
+          args.gpus_per_trial)
     return 0

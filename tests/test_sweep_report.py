@@ -45,6 +45,53 @@ def test_bad_sweeps_fail_with_one_line_before_starting(tmp_path, capsys, monkeyp
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("gpus, found, message", [
+    ("0.5", 0, "needs a CUDA GPU, and this machine has none"),
+    ("1.5", 2, "a fraction in (0, 1] or a whole number"),
+    ("-1", 1, "a fraction in (0, 1] or a whole number"),
+    ("2", 1, "more than this machine's 1 GPUs"),
+])
+def test_gpu_shares_are_refused_in_one_line_where_they_cannot_run(tmp_path, capsys, monkeypatch, gpus, found, message):
+    import embodied.sweep
+
+    monkeypatch.setattr(embodied.sweep, "local_gpu_count", lambda: found)
+    monkeypatch.setattr(embodied.sweep, "_run_on_ray", lambda *a, **k: pytest.fail("Ray started"))
+    out = tmp_path / "out"
+    assert cli_main(["sweep", "--agent", "parl", "--out", str(out), "--gpus-per-trial", gpus]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_a_gpu_share_reaches_each_trials_ray_task_and_mps_wraps_a_shared_gpu(tmp_path, monkeypatch):
+    """The share goes from the command line to Ray's task options; a fraction below 1 on a local Ray
+    runs inside the MPS context (which is a no-op where MPS is not installed)."""
+    import embodied.sweep
+
+    seen = {}
+    monkeypatch.setattr(embodied.sweep, "local_gpu_count", lambda: 1)
+
+    class FakeMPS:
+        def __enter__(self):
+            seen["mps"] = True
+
+        def __exit__(self, *exc):
+            pass
+
+    def fake_ray(agent, trials, out, address, cpus, retries, gpus):
+        seen.update(options=embodied.sweep.task_options(cpus, gpus, retries), trials=len(trials))
+        return [{"name": t.name, "status": "finished"} for t in trials]
+
+    monkeypatch.setattr(embodied.sweep, "_MPS", FakeMPS)
+    monkeypatch.setattr(embodied.sweep, "_run_on_ray_now", fake_ray)
+    assert cli_main(["sweep", "--agent", "parl", "--seeds", "0,1", "--out", str(tmp_path / "out"),
+                     "--cpus-per-trial", "2", "--gpus-per-trial", "0.25"]) == 0
+    assert seen == {"mps": True, "trials": 2, "options": {"num_cpus": 2, "num_gpus": 0.25, "max_retries": 3,
+                                                         "retry_exceptions": False}}
+    record = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert record["gpus_per_trial"] == 0.25 and record["cpus_per_trial"] == 2
+
+
 def sweep_cmd(out: Path, seeds: str, steps: int) -> list[str]:
     return [sys.executable, "-m", "embodied.cli", "sweep", "--agent", "parl", "--seeds", seeds, "--out", str(out),
             "--grid", "queries_per_session=10,20", "--", *TINY, "--total-steps", str(steps)]
