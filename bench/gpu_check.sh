@@ -3,7 +3,7 @@
 # agent on --device cuda, then RePo's throughput with and without --amp, --compile and --cuda-graph; one table.
 # Measured on one H100 (bench/results/gpu_check.md): ~4 minutes in all (the four trainings 25-34 s each).
 #   bash bench/gpu_check.sh            # DEVICE=cpu bash bench/gpu_check.sh: the same, as a smoke test
-#   RUNS="pearl repo throughput" bash bench/gpu_check.sh   # a subset (rows: pearl parl repo walle, throughput)
+#   RUNS="pearl repo throughput" bash bench/gpu_check.sh   # a subset (rows: pearl parl repo walle, throughput, sweep)
 # Each row: what ran, its exit status, seconds, and its final metric (from the run's summary.json).
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
@@ -52,9 +52,13 @@ echo "| run | exit | seconds | final metric |"
 echo "| --- | ---: | ---: | --- |"
 printf '%s\n' "${ROWS[@]}"
 echo
-[[ " $RUNS " == *" throughput "* ]] && for flags in "" "--amp" "--compile" "--amp --compile" "--cuda-graph"; do
+# Throughput at 50 x 50: eager vs captured (CUDA graph) vs compiled, fp32 vs TF32 vs bf16; FLOPs and share of peak
+[[ " $RUNS " == *" throughput "* ]] && for flags in "" "--tf32" "--amp" "--compile" "--cuda-graph" "--cuda-graph --tf32" \
+    "--cuda-graph --amp"; do
   timeout 240 python bench/repo_throughput.py --device "$DEVICE" --updates 10 $flags 2>/dev/null | tail -n +3 \
-    | sed "s/^/| ${flags:-fp32, eager} /" || echo "| ${flags:-fp32, eager} | failed or past 240 s |"
-done | { echo "| flags | code | device | threads | mode | amp | batch x seq | updates/s | losses: kl / actor / critic | env steps/s |"
-         echo "| --- | --- | --- | ---: | --- | --- | --- | ---: | --- | ---: |"; cat; }
+    | sed "s/^/| ${flags:-eager} /" || echo "| ${flags:-eager} | failed or past 240 s |"
+done | { echo "| flags | code | device | threads | mode | precision | batch x seq | updates/s | GFLOP/update | TFLOP/s | share of peak | losses: kl / actor / critic | env steps/s |"
+         echo "| --- | --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"; cat; }
+# Trials per hour on this GPU machine: one RePo trial at a time against four sharing the GPU, eager and captured
+[[ " $RUNS " == *" sweep "* ]] && bash bench/gpu_sweep_rate.sh "$LOGS/sweep"
 echo "logs and runs in $LOGS"

@@ -8,6 +8,12 @@ model's KL, the actor's and the critic's loss after the timed updates) must agre
 one mode: a speed-up that changes them changed the maths. ``--against REV`` runs this benchmark's
 counterpart in a temporary git worktree of REV, in a separate process, right after this code's rows
 (eager: ``--cuda-graph`` rows are then checked against REV's eager update).
+
+Each row also gives the update's arithmetic, counted by ``torch.utils.flop_counter`` on one eager
+update (matrix products and convolutions, forward and backward; the optimizers' elementwise work is
+not counted), the rate it reaches, and its share of the device's peak: NVIDIA's datasheet figure
+(dense; fp32 without tensor cores, TF32 with ``--tf32``, bf16 with ``--amp``) for the GPUs in
+``PEAK_TFLOPS``, else the rate of a large matrix product measured here.
 """
 
 from __future__ import annotations
@@ -39,8 +45,53 @@ try:  # training calls it (start_run); revisions before it existed did not
 except ImportError:
     keep_freed_memory = None
 
-HEADER = ("| code | device | threads | mode | amp | batch x seq | updates/s | losses: kl / actor / critic "
-          "| env steps/s (acting, 64x64 pixels, repeat 2) |\n| --- | --- | ---: | --- | --- | --- | ---: | --- | ---: |")
+HEADER = ("| code | device | threads | mode | precision | batch x seq | updates/s | GFLOP/update | TFLOP/s "
+          "| share of peak | losses: kl / actor / critic | env steps/s (acting, 64x64 pixels, repeat 2) |\n"
+          "| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |")
+# Dense peak TFLOP/s from NVIDIA's datasheets: fp32 on the CUDA cores, tf32 and bf16 on the tensor cores.
+PEAK_TFLOPS = {
+    "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
+    "H100 PCIe": {"fp32": 51.2, "tf32": 378.0, "bf16": 756.0},
+    "H100": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},  # SXM
+    "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
+}
+
+
+def precision(args) -> str:
+    return "bf16" if args.amp else "tf32" if args.tf32 else "fp32"
+
+
+def peak_tflops(device, args) -> tuple[float, str]:
+    """The device's peak for this row's precision, and where the figure comes from."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in PEAK_TFLOPS.items():
+            if all(part in name for part in key.split()):
+                return peaks[precision(args)], f"{key} datasheet"
+    n = 2048  # no datasheet figure: what a large matrix product reaches here
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16 if args.amp else torch.float32)
+    a @ a
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start, reps = time.perf_counter(), 5
+    for _ in range(reps):
+        a @ a
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e12, "measured matmul"
+
+
+def update_flops(mode: str, args, device, obs, act, rew) -> float | None:
+    """FLOPs of one eager update of a fresh agent (None where this torch has no flop counter)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:
+        return None
+    agent = RePoAgent(4, WorldModelConfig(mode=mode, amp=args.amp), device=device)
+    agent.train_step(obs, act, rew)  # lazy optimizer states first: the counted update is a steady one
+    with FlopCounterMode(display=False) as counter:
+        agent.train_step(obs, act, rew)
+    return float(counter.get_total_flops())
 
 
 def measure(args, device, label: str) -> None:
@@ -66,6 +117,11 @@ def measure(args, device, label: str) -> None:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         ups = 1 / float(np.median(times))
+        flops = update_flops(mode, args, device, obs, act, rew)
+        peak, source = peak_tflops(device, args)
+        rate = "" if flops is None else f"{flops * ups / 1e12:.3f}"
+        share = "" if flops is None else f"{100 * flops * ups / 1e12 / peak:.2f} % of {peak:.3g} ({source})"
+        gflop = "" if flops is None else f"{flops / 1e9:.1f}"
         losses = " / ".join(f"{metrics[k]:.4f}" for k in ("model/kl", "behavior/actor_loss", "behavior/critic_loss"))
         sps = ""
         if not args.no_env:
@@ -74,8 +130,9 @@ def measure(args, device, label: str) -> None:
             obs_ep, _, _, _ = run_episode(env, agent, seed=0, explore=True)
             sps = f"{(len(obs_ep) - 1) * 2 / (time.perf_counter() - start):.0f}"
         code = f"{label}, CUDA graph" if args.cuda_graph else label
-        print(f"| {code} | {device} | {torch.get_num_threads()} | {mode} | {'bf16' if args.amp else 'fp32'} "
-              f"| {args.batch} x {args.seq_len} | {ups:.2f} | {losses} | {sps} |", flush=True)
+        print(f"| {code} | {device} | {torch.get_num_threads()} | {mode} | {precision(args)} "
+              f"| {args.batch} x {args.seq_len} | {ups:.2f} | {gflop} | {rate} | {share} | {losses} | {sps} |",
+              flush=True)
 
 
 def run_against(rev: str, args) -> None:
@@ -87,7 +144,7 @@ def run_against(rev: str, args) -> None:
             cmd = [sys.executable, str(ROOT / "bench" / "repo_throughput.py"), "--code-root", str(tree),
                    "--label", rev, "--no-header", "--batch", str(args.batch), "--seq-len", str(args.seq_len),
                    "--updates", str(args.updates), "--device", args.device, "--threads", str(args.threads)]
-            cmd += ["--amp"] * args.amp + ["--compile"] * args.compile + ["--no-env"] * args.no_env
+            cmd += ["--amp"] * args.amp + ["--tf32"] * args.tf32 + ["--compile"] * args.compile + ["--no-env"] * args.no_env
             subprocess.run(cmd, check=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)
@@ -101,6 +158,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core)")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (GPU)")
+    parser.add_argument("--tf32", action="store_true", help="TF32 matrix products (GPU tensor cores)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--cuda-graph", action="store_true", help="replay each update as a captured CUDA graph (GPU)")
     parser.add_argument("--no-env", action="store_true", help="skip the env-steps/s column")
@@ -110,6 +168,8 @@ def main() -> None:
     parser.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     set_threads(args.threads)
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
     if keep_freed_memory is not None:
         keep_freed_memory()
     if not args.no_header:

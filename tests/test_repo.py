@@ -553,6 +553,24 @@ def test_cuda_graph_option_names_its_need_and_checkpoints_move_between_modes(rng
     assert np.isfinite(list(other.train_step(obs, act, rew).values())).all()
 
 
+def test_compiled_update_equals_the_eager_one_on_the_cpu(rng):
+    """--compile (the encoder through torch.compile's inductor, the path a CPU can run) gives the eager update's
+    metrics and parameters after three updates, to float32 rounding (kernels fuse and reorder sums)."""
+    obs, act, rew = (x.numpy() for x in _batch(rng, batch=2, length=4))
+    runs = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        agent = RePoAgent(4, beh_cfg=BehaviorConfig(horizon=3))
+        if compiled:
+            agent.model.encoder = torch.compile(agent.model.encoder)
+        metrics = [agent.train_step(obs, act, rew) for _ in range(3)]
+        runs.append((metrics, torch.cat([p.detach().flatten() for p in agent.model.parameters()])))
+    (eager_metrics, eager_params), (compiled_metrics, compiled_params) = runs
+    for m, n in zip(eager_metrics, compiled_metrics):
+        assert m == pytest.approx(n, rel=1e-5, abs=1e-6)
+    assert (eager_params - compiled_params).abs().max() < 1e-4
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("mode", ["repo", "dreamer"])
 def test_cuda_graph_updates_equal_eager_ones(mode, rng):
