@@ -21,8 +21,17 @@ import numpy as np
 import ot
 import torch
 
-from agents.pearl.cpa import (GWConfig, arm_cost, cost_matrix, factored, label_accuracy, segment_features, solve_fused,
-                              transfer_labels, zero_shot_start)
+from agents.pearl.cpa import (
+    GWConfig,
+    arm_cost,
+    cost_matrix,
+    factored,
+    label_accuracy,
+    segment_features,
+    solve_fused,
+    transfer_labels,
+    zero_shot_start,
+)
 from agents.pearl.gw import fused_gw
 from embodied.data import NoiseSchedule, collect, sample_segments
 from embodied.make import make_env
@@ -32,8 +41,14 @@ from envs.experts import scripted_expert
 
 def episodes(task: str, n: int, seed: int):
     env = make_env(f"embodied/{task}")
-    return collect(env, scripted_expert(env), n, NoiseSchedule((0.0, 0.3, 1.0, 3.0), (0.0, 0.1, 0.5, 1.0)),
-                   seed=seed, max_steps=200)
+    return collect(
+        env,
+        scripted_expert(env),
+        n,
+        NoiseSchedule((0.0, 0.3, 1.0, 3.0), (0.0, 0.1, 0.5, 1.0)),
+        seed=seed,
+        max_steps=200,
+    )
 
 
 def main() -> None:
@@ -73,14 +88,30 @@ def main() -> None:
             results = solve_fused(factored(c_src, cfg.rank), factored(c_tgt, cfg.rank), cross, cfg)
             return results[zero_shot_start({name: r.objective for name, r in results.items()})].plan
 
-        solvers = [("ours: factored entropic GW, 1 start (incl. rank-32 factoring)", ours_plain),
-                   ("ours: CPA = plain + fused GW from 2 starts, best objective", ours_cpa)]
+        solvers = [
+            ("ours: factored entropic GW, 1 start (incl. rank-32 factoring)", ours_plain),
+            ("ours: CPA = plain + fused GW from 2 starts, best objective", ours_cpa),
+        ]
         if n <= args.pot_max:
-            solvers.append(("POT entropic_gromov_wasserstein (dense, same epsilon)", lambda: ot.gromov.entropic_gromov_wasserstein(
-                c_src, c_tgt, p, p, "square_loss", epsilon=cfg.epsilon, solver="PGD", max_iter=1000, tol=1e-9)))
+            solvers.append(
+                (
+                    "POT entropic_gromov_wasserstein (dense, same epsilon)",
+                    lambda: ot.gromov.entropic_gromov_wasserstein(
+                        c_src, c_tgt, p, p, "square_loss", epsilon=cfg.epsilon, solver="PGD", max_iter=1000, tol=1e-9
+                    ),
+                )
+            )
         if n <= args.exact_max:
-            solvers.append(("POT gromov_wasserstein (exact CG)", lambda: torch.as_tensor(ot.gromov.gromov_wasserstein(
-                c_src.numpy(), c_tgt.numpy(), ot.unif(n), ot.unif(n), "square_loss", numItermaxEmd=1_000_000))))
+            solvers.append(
+                (
+                    "POT gromov_wasserstein (exact CG)",
+                    lambda: torch.as_tensor(
+                        ot.gromov.gromov_wasserstein(
+                            c_src.numpy(), c_tgt.numpy(), ot.unif(n), ot.unif(n), "square_loss", numItermaxEmd=1_000_000
+                        )
+                    ),
+                )
+            )
         for name, solve in solvers:
             start = time.perf_counter()
             plan = solve()

@@ -33,19 +33,34 @@ def main() -> int:
     from embodied.make import make_env
     from envs.experts import scripted_expert
 
-    print(f"| env | episodes x steps | raw observations | Minari folder | single-file .hdf5 |\n| --- | --- | ---: | ---: | ---: |")
-    for env_id, kwargs in (("embodied/reach-pixels-v3", {}), ("embodied/reach-pixels-v3", {"obs_type": "pixels+state"}),
-                           ("embodied/reach-v3", {})):
+    print(
+        "| env | episodes x steps | raw observations | Minari folder | single-file .hdf5 |\n"
+        "| --- | --- | ---: | ---: | ---: |"
+    )
+    for env_id, kwargs in (
+        ("embodied/reach-pixels-v3", {}),
+        ("embodied/reach-pixels-v3", {"obs_type": "pixels+state"}),
+        ("embodied/reach-v3", {}),
+    ):
         env = make_env(env_id, **kwargs)
-        eps = collect(env, scripted_expert(env), args.episodes, NoiseSchedule((0.0, 0.3), (0.0, 0.1)), max_steps=args.steps)
-        obs_bytes = sum(sum(v.nbytes for v in e.observations.values()) if isinstance(e.observations, dict)
-                        else e.observations.nbytes for e in eps)
+        eps = collect(
+            env, scripted_expert(env), args.episodes, NoiseSchedule((0.0, 0.3), (0.0, 0.1)), max_steps=args.steps
+        )
+        obs_bytes = sum(
+            sum(v.nbytes for v in e.observations.values())
+            if isinstance(e.observations, dict)
+            else e.observations.nbytes
+            for e in eps
+        )
         with tempfile.TemporaryDirectory() as d:
             minari_size = size(write_minari(Path(d) / "m", eps, env))
             single = size(write_dataset(Path(d) / "s.hdf5", eps, env_id, env.observation_space, env.action_space))
         name = env_id + (f" ({kwargs['obs_type']})" if kwargs else "")
-        print(f"| {name} | {args.episodes} x {args.steps} | {obs_bytes / 2**20:.1f} MiB | {minari_size / 2**20:.1f} MiB | "
-              f"{single / 2**20:.1f} MiB |")
+        print(
+            f"| {name} | {args.episodes} x {args.steps} | {obs_bytes / 2**20:.1f} MiB | "
+            f"{minari_size / 2**20:.1f} MiB | "
+            f"{single / 2**20:.1f} MiB |"
+        )
     return 0
 
 

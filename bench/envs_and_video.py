@@ -80,13 +80,30 @@ def main() -> None:
     base = env_id(args.task)
     rows = [
         ("state env, 1 process", "env steps/s", steps_per_second(base, args.steps)),
-        (f"state env, AsyncVectorEnv x{args.workers}", "env steps/s", vector_steps_per_second(base, args.steps, args.workers)),
+        (
+            f"state env, AsyncVectorEnv x{args.workers}",
+            "env steps/s",
+            vector_steps_per_second(base, args.steps, args.workers),
+        ),
         ("pixel env 64x64, 1 process", "frames/s", steps_per_second(env_id(args.task, "pixels"), args.steps // 4)),
-        ("distractor env 64x64, 1 process", "frames/s", steps_per_second(env_id(args.task, "distractor"), args.steps // 4)),
-        *[(f"distractor env 64x64, {label}", "frames/s",
-           steps_per_second(env_id(args.task, "distractor"), args.steps // 4, **kwargs))
-          for label, kwargs in DISTRACTOR_SETTINGS],
-        ("video export 256x256 (render+caption+H.264)", "frames/s", video_export_fps(args.steps // 10, 256, "/tmp/_bench.mp4")),
+        (
+            "distractor env 64x64, 1 process",
+            "frames/s",
+            steps_per_second(env_id(args.task, "distractor"), args.steps // 4),
+        ),
+        *[
+            (
+                f"distractor env 64x64, {label}",
+                "frames/s",
+                steps_per_second(env_id(args.task, "distractor"), args.steps // 4, **kwargs),
+            )
+            for label, kwargs in DISTRACTOR_SETTINGS
+        ],
+        (
+            "video export 256x256 (render+caption+H.264)",
+            "frames/s",
+            video_export_fps(args.steps // 10, 256, "/tmp/_bench.mp4"),
+        ),
     ]
     print(f"| what ({args.task}, {os.cpu_count()} CPU cores) | unit | rate |")
     print("| --- | --- | ---: |")

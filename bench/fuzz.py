@@ -35,6 +35,7 @@ KINDS = ("checkpoint", "policy", "reward_model", "hdf5", "minari", "config", "me
 
 # --- valid files ---------------------------------------------------------------------------------------
 
+
 def make_valid(kind: str, where: Path) -> Path:
     """A valid file (or directory) of ``kind`` under ``where``; the path the reader takes."""
     import numpy as np
@@ -45,9 +46,16 @@ def make_valid(kind: str, where: Path) -> Path:
         from embodied.checkpoint import rng_state, save_checkpoint
 
         net = torch.nn.Linear(6, 3)
-        return save_checkpoint(where / "last.pt", {"net": net.state_dict(), "opt": torch.optim.Adam(net.parameters())
-                                                   .state_dict(), "buffer": np.arange(12.0).reshape(3, 4), "step": 7,
-                                                   "_run": {"rng": rng_state(), "metrics_rows": 2}})
+        return save_checkpoint(
+            where / "last.pt",
+            {
+                "net": net.state_dict(),
+                "opt": torch.optim.Adam(net.parameters()).state_dict(),
+                "buffer": np.arange(12.0).reshape(3, 4),
+                "step": 7,
+                "_run": {"rng": rng_state(), "metrics_rows": 2},
+            },
+        )
     if kind == "policy":
         from agents.parl.sac import TanhGaussianActor
         from embodied.policies import save_policy
@@ -68,11 +76,17 @@ def make_valid(kind: str, where: Path) -> Path:
         obs_space = gym.spaces.Box(-10, 10, (5,), np.float32)
         act_space = gym.spaces.Box(-1, 1, (2,), np.float32)
         rng = np.random.default_rng(0)
-        episodes = [Episode(observations=rng.normal(size=(t + 1, 5)).astype(np.float32),
-                            actions=rng.uniform(-1, 1, (t, 2)).astype(np.float32),
-                            rewards=rng.normal(size=t).astype(np.float32), terminations=np.zeros(t, bool),
-                            truncations=np.eye(1, t, t - 1, dtype=bool)[0], infos={"success": np.zeros(t, bool)})
-                    for t in (4, 6)]
+        episodes = [
+            Episode(
+                observations=rng.normal(size=(t + 1, 5)).astype(np.float32),
+                actions=rng.uniform(-1, 1, (t, 2)).astype(np.float32),
+                rewards=rng.normal(size=t).astype(np.float32),
+                terminations=np.zeros(t, bool),
+                truncations=np.eye(1, t, t - 1, dtype=bool)[0],
+                infos={"success": np.zeros(t, bool)},
+            )
+            for t in (4, 6)
+        ]
         if kind == "hdf5":
             return write_dataset(where / "data.hdf5", episodes, "embodied/reach-v3", obs_space, act_space)
         env = gym.make("embodied/reach-v3")
@@ -98,10 +112,17 @@ def make_valid(kind: str, where: Path) -> Path:
         from agents.pearl.train import CONFIDENCE_KEYS
         from embodied.checkpoint import save_arrays
 
-        return save_arrays(where / "labels.npz", {"first": np.arange(5), "second": np.arange(5)[::-1].copy(),
-                                                  "label": np.linspace(0, 1, 5), "accuracy": np.float64(0.9),
-                                                  "seconds": np.float64(1.0),
-                                                  **{k: np.float64(0.5) for k in CONFIDENCE_KEYS}})
+        return save_arrays(
+            where / "labels.npz",
+            {
+                "first": np.arange(5),
+                "second": np.arange(5)[::-1].copy(),
+                "label": np.linspace(0, 1, 5),
+                "accuracy": np.float64(0.9),
+                "seconds": np.float64(1.0),
+                **{k: np.float64(0.5) for k in CONFIDENCE_KEYS},
+            },
+        )
     if kind == "world_model":
         from agents.walle.transition_model import TransitionModel, observe
         from agents.walle.world_model import NeuroSymbolicWorldModel
@@ -111,7 +132,8 @@ def make_valid(kind: str, where: Path) -> Path:
         model.save(where / "wm" / "model" / "iter_0")
         NeuroSymbolicWorldModel().save(where / "wm" / "rules" / "iter_0")
         (where / "wm" / "rules" / "iter_0" / "r_fail.py").write_text(
-            "# fails when held\ndef r_fail(state, action, graphs):\n    return ('', not state.get('held'), '')\n")
+            "# fails when held\ndef r_fail(state, action, graphs):\n    return ('', not state.get('held'), '')\n"
+        )
         return where / "wm"
     raise ValueError(kind)
 
@@ -162,6 +184,7 @@ def load(kind: str, path: Path) -> None:
 
 # --- mutations -----------------------------------------------------------------------------------------
 
+
 def files_of(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".lock") if path.is_dir() else [path]
 
@@ -170,15 +193,31 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
     """Damage the valid ``path`` in place in one of many ways; returns the mutation's name."""
     target = rng.choice(files_of(path))
     data = target.read_bytes()
-    generic = ["truncate", "bitflip", "insert", "zero_tail", "link_device", "link_elsewhere", "to_directory",
-               "remove", "grow"]
-    special = {"checkpoint": ["tensor_layout"], "policy": ["tensor_layout", "policy_fields"],
-               "reward_model": ["tensor_layout"], "hdf5": ["h5_structure"], "minari": ["h5_structure", "json_numbers"],
-               "config": ["json_numbers", "json_nesting"], "metrics": ["json_numbers", "json_nesting", "long_line"],
-               "labels": ["npz_arrays"], "world_model": ["json_numbers", "json_nesting", "rule_text"]}[kind]
+    generic = [
+        "truncate",
+        "bitflip",
+        "insert",
+        "zero_tail",
+        "link_device",
+        "link_elsewhere",
+        "to_directory",
+        "remove",
+        "grow",
+    ]
+    special = {
+        "checkpoint": ["tensor_layout"],
+        "policy": ["tensor_layout", "policy_fields"],
+        "reward_model": ["tensor_layout"],
+        "hdf5": ["h5_structure"],
+        "minari": ["h5_structure", "json_numbers"],
+        "config": ["json_numbers", "json_nesting"],
+        "metrics": ["json_numbers", "json_nesting", "long_line"],
+        "labels": ["npz_arrays"],
+        "world_model": ["json_numbers", "json_nesting", "rule_text"],
+    }[kind]
     how = rng.choice(generic + special * 3)
     if how == "truncate":
-        target.write_bytes(data[:rng.randrange(len(data) + 1)])
+        target.write_bytes(data[: rng.randrange(len(data) + 1)])
     elif how == "bitflip":
         buf = bytearray(data)
         for _ in range(rng.choice([1, 4, 32])):
@@ -212,8 +251,15 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
 
         payload = torch.load(target, weights_only=True)
         field = rng.choice(["kwargs", "target", "format", "state_dict"])
-        payload[field] = rng.choice([{"obs_dim": 39, "act_dim": 4, "hidden": 10**9}, "os:system", None, [1, 2],
-                                     {"net.0.weight": torch.zeros(3)}])
+        payload[field] = rng.choice(
+            [
+                {"obs_dim": 39, "act_dim": 4, "hidden": 10**9},
+                "os:system",
+                None,
+                [1, 2],
+                {"net.0.weight": torch.zeros(3)},
+            ]
+        )
         torch.save(payload, target)
     elif how == "h5_structure" and target.suffix in (".hdf5", ".h5"):
         mutate_hdf5(target, rng)
@@ -225,8 +271,11 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
             numbers = list(re.finditer(r"-?\d+(\.\d+)?", text))
             if numbers:
                 m = rng.choice(numbers)
-                text = text[:m.start()] + rng.choice(["1e400", "-1", "99999999999999999999", "NaN", "0", '"x"']) \
-                    + text[m.end():]
+                text = (
+                    text[: m.start()]
+                    + rng.choice(["1e400", "-1", "99999999999999999999", "NaN", "0", '"x"'])
+                    + text[m.end() :]
+                )
         elif how == "json_nesting":
             depth = rng.choice([100, 10_000, 200_000])
             text = rng.choice(["[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth]) + "\n" + text
@@ -239,8 +288,16 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
         with np.load(target) as z:
             arrays = {k: z[k] for k in z.files}
         key = rng.choice(sorted(arrays))
-        arrays[key] = rng.choice([np.array([10**9, -5]), np.array(["a", "b"]), np.zeros((3, 3)), np.array(np.nan),
-                                  np.arange(5.0) + 0.5, np.zeros(0)])
+        arrays[key] = rng.choice(
+            [
+                np.array([10**9, -5]),
+                np.array(["a", "b"]),
+                np.zeros((3, 3)),
+                np.array(np.nan),
+                np.arange(5.0) + 0.5,
+                np.zeros(0),
+            ]
+        )
         with open(target, "wb") as f:
             np.savez(f, **arrays)
         if rng.random() < 0.3:  # a member whose header declares far more than it holds
@@ -248,15 +305,22 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
             import zipfile
 
             header = io.BytesIO()
-            np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
-                                                          "shape": (rng.choice([10**8, 10**12]),)})
+            np.lib.format.write_array_header_1_0(
+                header, {"descr": "<f8", "fortran_order": False, "shape": (rng.choice([10**8, 10**12]),)}
+            )
             with zipfile.ZipFile(target, "a") as z:
                 z.writestr(f"{key}_bomb.npy", header.getvalue() + b"\0" * 64)
     elif how == "rule_text" and target.suffix == ".py":
-        target.write_text(rng.choice([
-            "# x\n# skill: open_drawer\ndef f(s, a, g):\n    return __import__('os').system('true')\n",
-            "# x\ndef r_fail(state, action, graphs):\n    len = r_fail\n    return len(state)\n",
-            "# x\n" + "(" * 5000 + ")" * 5000 + "\n", "#" * 500_000]))
+        target.write_text(
+            rng.choice(
+                [
+                    "# x\n# skill: open_drawer\ndef f(s, a, g):\n    return __import__('os').system('true')\n",
+                    "# x\ndef r_fail(state, action, graphs):\n    len = r_fail\n    return len(state)\n",
+                    "# x\n" + "(" * 5000 + ")" * 5000 + "\n",
+                    "#" * 500_000,
+                ]
+            )
+        )
     else:  # a special mutation that does not apply to the file picked: flip bits instead
         return mutate(kind, path, rng) if rng.random() < 0.9 else "none"
     return how
@@ -283,11 +347,16 @@ def mutate_tensors(path: Path, rng: random.Random) -> None:
         return
     parent, key, t = rng.choice(tensors)
     n = max(t.numel(), 1)
-    parent[key] = rng.choice([
-        torch.sparse_coo_tensor(torch.tensor([[0, 10**9]]), torch.tensor([1.0, 2.0]), (n,), check_invariants=False),
-        torch.zeros(1).expand(*t.shape) if t.ndim else torch.zeros(1).expand(10**6),
-        torch.zeros(t.shape, dtype=torch.complex64), torch.arange(float(n) + 3)[3:].reshape(t.shape),
-        torch.zeros(1).expand(10**5, 10**4), torch.zeros(t.shape, dtype=torch.float64)])
+    parent[key] = rng.choice(
+        [
+            torch.sparse_coo_tensor(torch.tensor([[0, 10**9]]), torch.tensor([1.0, 2.0]), (n,), check_invariants=False),
+            torch.zeros(1).expand(*t.shape) if t.ndim else torch.zeros(1).expand(10**6),
+            torch.zeros(t.shape, dtype=torch.complex64),
+            torch.arange(float(n) + 3)[3:].reshape(t.shape),
+            torch.zeros(1).expand(10**5, 10**4),
+            torch.zeros(t.shape, dtype=torch.float64),
+        ]
+    )
     torch.save(payload, path)
 
 
@@ -326,6 +395,7 @@ def mutate_hdf5(path: Path, rng: random.Random) -> None:
 
 # --- the worker: loads cases under the memory cap ------------------------------------------------------------
 
+
 def worker() -> None:
     """Read ``{"kind", "path"}`` lines; answer one JSON line each: ok, error (EmbodiedError) or the exception."""
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
@@ -352,8 +422,15 @@ def worker() -> None:
 class Worker:
     def __init__(self):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-        self.proc = subprocess.Popen([sys.executable, __file__, "--worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
 
     def run(self, kind: str, path: Path, timeout: float) -> dict | None:
         """The worker's answer, or None if it died or did not answer in time (then it is killed)."""
@@ -415,8 +492,13 @@ def fuzz(cases: int, seed: int, timeout: float, out: Path | None = None) -> dict
     finally:
         worker.kill()
         shutil.rmtree(work, ignore_errors=True)
-    summary = {"cases": cases, "seed": seed, "seconds": round(time.monotonic() - start, 1),
-               "outcomes": {f"{k}/{r}": n for (k, r), n in sorted(results.items())}, "failures": failures}
+    summary = {
+        "cases": cases,
+        "seed": seed,
+        "seconds": round(time.monotonic() - start, 1),
+        "outcomes": {f"{k}/{r}": n for (k, r), n in sorted(results.items())},
+        "failures": failures,
+    }
     if out is not None:
         out.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -426,7 +508,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("--cases", type=int, default=2000, help="mutated files to load")
     parser.add_argument("--seed", type=int, default=0, help="seed of the mutations")
-    parser.add_argument("--timeout", type=float, default=20.0, help="seconds a case may take before it counts as a hang")
+    parser.add_argument(
+        "--timeout", type=float, default=20.0, help="seconds a case may take before it counts as a hang"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the summary as JSON here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -434,8 +518,10 @@ def main() -> int:
         worker()
         return 0
     summary = fuzz(args.cases, args.seed, args.timeout, args.out)
-    print(f"{summary['cases']} cases (seed {summary['seed']}) in {summary['seconds']} s, memory cap "
-          f"{MEMORY_CAP >> 20} MiB\n\n| kind | ok | one error line | failures |\n| --- | ---: | ---: | ---: |")
+    print(
+        f"{summary['cases']} cases (seed {summary['seed']}) in {summary['seconds']} s, memory cap "
+        f"{MEMORY_CAP >> 20} MiB\n\n| kind | ok | one error line | failures |\n| --- | ---: | ---: | ---: |"
+    )
     for kind in KINDS:
         counts = {r: n for k_r, n in summary["outcomes"].items() for k, r in [k_r.split("/")] if k == kind}
         bad = sum(n for r, n in counts.items() if r not in ("ok", "error"))

@@ -34,17 +34,22 @@ def row(run) -> str:
     success = [v for _, v in run.series("eval/success_rate")]
     sessions = [r for r in run.rows if "diag/session_shift" in r][-3:]
     shift = np.mean([r["diag/session_shift"] for r in sessions]) if sessions else float("nan")
-    corr = np.mean([r["diag/session_rank_corr"] for r in sessions if r["diag/session_rank_corr"] is not None]) \
-        if sessions else float("nan")
+    corr = (
+        np.mean([r["diag/session_rank_corr"] for r in sessions if r["diag/session_rank_corr"] is not None])
+        if sessions
+        else float("nan")
+    )
     gap = run.series("diag/reward_gap_success")
     recent = run.series("diag/rank_corr_recent")
     ratio = [v for _, v in run.series("diag/implicit_to_direct_norm")]
     cos = [v for _, v in run.series("diag/implicit_cos_direct")]
     span = lambda xs, f: f"{f(min(xs))} to {f(max(xs))}" if xs else "-"  # noqa: E731
-    return (f"| {run.path.name} | {run.config.get('method')} | {run.config.get('reward_input', 'state-action')} | "
-            f"{max(success):.1f} | {success[-1]:.1f} | {shift:.2f} | {corr:.2f} | "
-            f"{gap[-1][1]:.2f} | {recent[-1][1]:.2f} | {span(ratio, lambda x: f'{100 * x:.3g} %')} | "
-            f"{span(cos, lambda x: f'{x:+.2f}')} |")
+    return (
+        f"| {run.path.name} | {run.config.get('method')} | {run.config.get('reward_input', 'state-action')} | "
+        f"{max(success):.1f} | {success[-1]:.1f} | {shift:.2f} | {corr:.2f} | "
+        f"{gap[-1][1]:.2f} | {recent[-1][1]:.2f} | {span(ratio, lambda x: f'{100 * x:.3g} %')} | "
+        f"{span(cos, lambda x: f'{x:+.2f}')} |"
+    )
 
 
 def spread(run_dir: Path) -> dict:
@@ -64,27 +69,41 @@ def spread(run_dir: Path) -> dict:
     logged = reward(obs, act)
     random = np.stack([reward(obs, rng.uniform(-1, 1, act.shape).astype(np.float32)) for _ in range(16)])
     success = buffer["success"][idx] > 0.5 if "success" in buffer else np.zeros(len(idx), bool)
-    return {"run": run_dir.name, "reward_input": "state-action" if use_action else "state",
-            "spread_over_states": float(logged.std()), "spread_over_actions": float(random.std(0).mean()),
-            "reward_success": float(logged[success].mean()) if success.any() else float("nan"),
-            "reward_other": float(logged[~success].mean()) if (~success).any() else float("nan")}
+    return {
+        "run": run_dir.name,
+        "reward_input": "state-action" if use_action else "state",
+        "spread_over_states": float(logged.std()),
+        "spread_over_actions": float(random.std(0).mean()),
+        "reward_success": float(logged[success].mean()) if success.any() else float("nan"),
+        "reward_other": float(logged[~success].mean()) if (~success).any() else float("nan"),
+    }
 
 
 def spread_rows(runs: list[Path]) -> list[str]:
-    lines = ["| run | reward input | spread over states | spread over actions at a state | reward on success | "
-             "on other |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| run | reward input | spread over states | spread over actions at a state | reward on success | on other |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for run in runs:
         r = spread(run)
-        lines.append(f"| {r['run']} | {r['reward_input']} | {r['spread_over_states']:.2f} | "
-                     f"{r['spread_over_actions']:.2f} | {r['reward_success']:.2f} | {r['reward_other']:.2f} |")
+        lines.append(
+            f"| {r['run']} | {r['reward_input']} | {r['spread_over_states']:.2f} | "
+            f"{r['spread_over_actions']:.2f} | {r['reward_success']:.2f} | {r['reward_other']:.2f} |"
+        )
     return lines
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("source", type=Path, nargs="?", help="run directories' root or a records.jsonl")
-    parser.add_argument("--action-spread", type=Path, nargs="+", default=None, metavar="RUN_DIR",
-                        help="instead: the action spread of these runs' learned rewards (needs their checkpoints)")
+    parser.add_argument(
+        "--action-spread",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="RUN_DIR",
+        help="instead: the action spread of these runs' learned rewards (needs their checkpoints)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.action_spread:
@@ -95,9 +114,11 @@ def main() -> int:
         return 0
     if args.source is None:
         parser.error("give a records file or a runs directory, or --action-spread RUN_DIR ...")
-    lines = ["| run | method | reward input | peak success | final | shift (last 3 sessions) | rank corr before/after "
-             "| success gap (end) | rank corr with true reward, recent (end) | implicit / direct norm | cosine |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines = [
+        "| run | method | reward input | peak success | final | shift (last 3 sessions) | rank corr before/after "
+        "| success gap (end) | rank corr with true reward, recent (end) | implicit / direct norm | cosine |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
     lines += [row(r) for r in find_runs(args.source) if r.series("diag/session_shift")]
     text = "\n".join(lines) + "\n"
     print(text)

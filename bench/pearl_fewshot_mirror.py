@@ -26,8 +26,11 @@ from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs  # noqa:
 
 def main(seeds: int = 6, shots_per_run=(5, 10, 20)) -> None:
     torch.set_num_threads(1)
-    print("| fixture seed | K | transfer's accuracy on the shots | labels alone | "
-          + " | ".join(f"{rule}: share / accuracy" for rule in SHARE_RULES) + " |")
+    print(
+        "| fixture seed | K | transfer's accuracy on the shots | labels alone | "
+        + " | ".join(f"{rule}: share / accuracy" for rule in SHARE_RULES)
+        + " |"
+    )
     print("| ---: | ---: | ---: | ---: |" + " --- |" * len(SHARE_RULES))
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
@@ -41,17 +44,28 @@ def main(seeds: int = 6, shots_per_run=(5, 10, 20)) -> None:
             labels = cross_task_transfer(src, source, tgt, first, second, GWConfig(alpha=1.0)).labels
             cells = []
             for rule in SHARE_RULES:
-                model, scores = fit_few_shot(lambda: RewardModel(39, 4, hidden=32), tgt.observations, tgt.actions,
-                                             Preferences(first, second, labels), shots, RewardTrainConfig(epochs=10),
-                                             shot_epochs=30, rule=rule)
-                cells.append(f"{scores['weight_transfer']:.3f} / "
-                             f"{preference_accuracy(model, tgt.observations, tgt.actions, held):.3f}")
+                model, scores = fit_few_shot(
+                    lambda: RewardModel(39, 4, hidden=32),
+                    tgt.observations,
+                    tgt.actions,
+                    Preferences(first, second, labels),
+                    shots,
+                    RewardTrainConfig(epochs=10),
+                    shot_epochs=30,
+                    rule=rule,
+                )
+                cells.append(
+                    f"{scores['weight_transfer']:.3f} / "
+                    f"{preference_accuracy(model, tgt.observations, tgt.actions, held):.3f}"
+                )
             torch.manual_seed(0)
             alone = RewardModel(39, 4, hidden=32)
             train_reward_model(alone, tgt.observations, tgt.actions, shots, RewardTrainConfig(epochs=30))
-            print(f"| {seed} | {k} | {scores['accuracy_transfer']:.2f} | "
-                  f"{preference_accuracy(alone, tgt.observations, tgt.actions, held):.3f} | " + " | ".join(cells) + " |",
-                  flush=True)
+            print(
+                f"| {seed} | {k} | {scores['accuracy_transfer']:.2f} | "
+                f"{preference_accuracy(alone, tgt.observations, tgt.actions, held):.3f} | " + " | ".join(cells) + " |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def pooled_prior(rows: list[dict], k: int) -> tuple[float, float]:
 
     def log_evidence(ab):
         return sum(np.logaddexp.reduce(beta_prior(*ab, w) + lik) for w, lik in liks)
+
     return max(((a, b) for a in BETA_GRID for b in BETA_GRID), key=log_evidence)
 
 
@@ -59,8 +60,12 @@ def pooled_shares(rows: list[dict], k: int) -> tuple[list[float], dict[tuple[str
     default rule's switch-off (0 for a transfer that orders at most half of its shots right); and each left-out
     pair's prior."""
     priors = {p: pooled_prior([r for r in rows if pair(r) != p], k) for p in dict.fromkeys(map(pair, rows))}
-    shares = [0.0 if transfer_share(*evidence(row, k), "stacking") == 0.0 else
-              stacking_weight(*evidence(row, k), log_prior=beta_prior(*priors[pair(row)], SHARE_GRID)) for row in rows]
+    shares = [
+        0.0
+        if transfer_share(*evidence(row, k), "stacking") == 0.0
+        else stacking_weight(*evidence(row, k), log_prior=beta_prior(*priors[pair(row)], SHARE_GRID))
+        for row in rows
+    ]
     return shares, priors
 
 
@@ -85,9 +90,11 @@ def ci(values: np.ndarray) -> str:
 
 def report(rows: list[dict]) -> None:
     shots = sorted({int(m[1]) for r in rows for key in r if (m := re.fullmatch(r"k(\d+)_mix_curve", key))})
-    print("Reward accuracy on the 5000 target test pairs, mean over pair-seeds; the transfer's share (mean [min, max]);"
-          f" difference to `{DEFAULT}` (the default) with 95 % bootstrap CIs; how often worse than the labels alone by"
-          " more than 0.02\n")
+    print(
+        "Reward accuracy on the 5000 target test pairs, mean over pair-seeds; the transfer's share (mean [min, max]);"
+        f" difference to `{DEFAULT}` (the default) with 95 % bootstrap CIs; how often worse than the labels alone by"
+        " more than 0.02\n"
+    )
     print("| K | arm | pair-seeds | accuracy | share | minus default | worse than alone by > 0.02 |")
     print("| ---: | --- | ---: | ---: | --- | --- | ---: |")
     for k in shots:
@@ -101,10 +108,14 @@ def report(rows: list[dict]) -> None:
             share = np.array([p[arm][0] for p in per])
             acc = np.array([p[arm][1] for p in per])
             diff = "" if arm == DEFAULT else ci(acc - default)
-            print(f"| {k} | {arm} | {len(per)} | {acc.mean():.3f} | {share.mean():.2f} [{share.min():.2f}, "
-                  f"{share.max():.2f}] | {diff} | {int(np.sum(acc < alone - 0.02))} |")
-        print(f"|  | pooled Beta(a, b) priors at K = {k}, one per left-out pair: "
-              f"{sorted(set(priors.values()))} |  |  |  |  |  |")
+            print(
+                f"| {k} | {arm} | {len(per)} | {acc.mean():.3f} | {share.mean():.2f} [{share.min():.2f}, "
+                f"{share.max():.2f}] | {diff} | {int(np.sum(acc < alone - 0.02))} |"
+            )
+        print(
+            f"|  | pooled Beta(a, b) priors at K = {k}, one per left-out pair: "
+            f"{sorted(set(priors.values()))} |  |  |  |  |  |"
+        )
 
 
 def main() -> None:

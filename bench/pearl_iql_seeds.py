@@ -41,12 +41,17 @@ def retrain(run_dir: Path, seed: int, eval_every: int, steps: int | None = None)
     for step in range(1, cfg["iql_steps"] + 1):
         agent.update(*buffer.sample(agent.cfg.batch_size, gen))
         if step % eval_every == 0 or step == cfg["iql_steps"]:
-            result = evaluate(env, agent.policy.act, cfg["eval_episodes"], seed=10_000 + cfg["seed"],
-                              max_steps=cfg["max_steps"])
+            result = evaluate(
+                env, agent.policy.act, cfg["eval_episodes"], seed=10_000 + cfg["seed"], max_steps=cfg["max_steps"]
+            )
             curve.append((step, result["success_rate"]))
-    return {"run": run_dir.name, "iql_seed": seed, "final": curve[-1][1],
-            "late_mean": late_mean(curve, cfg["iql_steps"], curve[-1][1]),
-            "curve": curve}
+    return {
+        "run": run_dir.name,
+        "iql_seed": seed,
+        "final": curve[-1][1],
+        "late_mean": late_mean(curve, cfg["iql_steps"], curve[-1][1]),
+        "curve": curve,
+    }
 
 
 def main() -> None:

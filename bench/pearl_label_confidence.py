@@ -45,8 +45,13 @@ def main() -> None:
     for run in args.runs:
         cfg = json.loads((run / "config.json").read_text())
         tgt_eps = load_episodes(cfg.get("target_data") or run / "target.hdf5")
-        _, tgt, _ = run_segments(load_episodes(cfg.get("source_data") or run / "source.hdf5"), tgt_eps,
-                                 cfg["segment_length"], cfg["segments"], cfg["seed"])  # the run's own segments
+        _, tgt, _ = run_segments(
+            load_episodes(cfg.get("source_data") or run / "source.hdf5"),
+            tgt_eps,
+            cfg["segment_length"],
+            cfg["segments"],
+            cfg["seed"],
+        )  # the run's own segments
         lab = np.load(run / "labels.npz")
         z, first, second = lab["label"], lab["first"], lab["second"]
         teacher = ScriptedTeacher(cfg["teacher_gamma"], cfg["teacher_equal_threshold"])  # noise-free
@@ -54,10 +59,19 @@ def main() -> None:
         decided = truth != 0.5
         correct = (z > 0.5) == (truth > 0.5)
         ret = tgt.rewards.sum(-1)
-        print(json.dumps({"run": run.name, "label_accuracy": round(float(correct[decided & (z != 0.5)].mean()), 3),
-                          "accuracy_by_confidence_quartile": by_quartile(np.abs(z - 0.5)[decided], correct[decided]),
-                          "accuracy_by_true_gap_quartile": by_quartile(np.abs(ret[first] - ret[second])[decided],
-                                                                       correct[decided])}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "run": run.name,
+                    "label_accuracy": round(float(correct[decided & (z != 0.5)].mean()), 3),
+                    "accuracy_by_confidence_quartile": by_quartile(np.abs(z - 0.5)[decided], correct[decided]),
+                    "accuracy_by_true_gap_quartile": by_quartile(
+                        np.abs(ret[first] - ret[second])[decided], correct[decided]
+                    ),
+                }
+            ),
+            flush=True,
+        )
         true = np.concatenate([ep.rewards for ep in tgt_eps])
         for variant in args.variants.split(","):
             start = time.perf_counter()
@@ -70,13 +84,30 @@ def main() -> None:
                 labels, keep = (z > 0.5).astype(float), keep & (z != 0.5)
             model = REWARD_MODELS[cfg["reward_model"]](tgt.observations.shape[-1], tgt.actions.shape[-1])
             torch.manual_seed(cfg["seed"])
-            train_reward_model(model, tgt.observations, tgt.actions, Preferences(first[keep], second[keep], labels[keep]),
-                               RewardTrainConfig(epochs=cfg["reward_epochs"], kl_weight=cfg["kl_weight"]), "cpu", cfg["seed"])
+            train_reward_model(
+                model,
+                tgt.observations,
+                tgt.actions,
+                Preferences(first[keep], second[keep], labels[keep]),
+                RewardTrainConfig(epochs=cfg["reward_epochs"], kl_weight=cfg["kl_weight"]),
+                "cpu",
+                cfg["seed"],
+            )
             accuracy = heldout_accuracy(model, tgt_eps, cfg["segment_length"], cfg["seed"], teacher, "cpu")
             learned = np.concatenate(relabel(model.eval(), tgt_eps, "cpu"))
-            print(json.dumps({"run": run.name, "variant": variant, "pairs": int(keep.sum()),
-                              "heldout_accuracy": round(accuracy, 3), "rank_corr": round(spearman(learned, true), 3),
-                              "seconds": round(time.perf_counter() - start)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "run": run.name,
+                        "variant": variant,
+                        "pairs": int(keep.sum()),
+                        "heldout_accuracy": round(accuracy, 3),
+                        "rank_corr": round(spearman(learned, true), 3),
+                        "seconds": round(time.perf_counter() - start),
+                    }
+                ),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

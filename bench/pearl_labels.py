@@ -25,14 +25,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.cpa import (GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
-                              segment_features, transfer_labels)
+from agents.pearl.cpa import (
+    GWConfig,
+    cross_task_transfer,
+    label_accuracy,
+    nearest_neighbour_coupling,
+    segment_features,
+    transfer_labels,
+)
 from agents.pearl.few_shot import fit_few_shot, standardised_returns
 from agents.pearl.train import PearlConfig
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.make import make_env
-from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig,
-                                    preference_accuracy, train_reward_model)
+from embodied.reward_models import (
+    GaussianRewardModel,
+    RewardEnsemble,
+    RewardModel,
+    RewardTrainConfig,
+    preference_accuracy,
+    train_reward_model,
+)
 from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
 from envs.experts import scripted_expert
 
@@ -44,8 +56,14 @@ def dataset(task: str, seed: int, cache: Path):
     path = cache / f"{task}-s{seed}.hdf5"
     if not path.exists():
         env = make_env(f"embodied/{task}")
-        episodes = collect(env, scripted_expert(env), DEFAULTS.episodes, NoiseSchedule(DEFAULTS.noise, DEFAULTS.epsilon),
-                           seed=seed, max_steps=DEFAULTS.max_steps)
+        episodes = collect(
+            env,
+            scripted_expert(env),
+            DEFAULTS.episodes,
+            NoiseSchedule(DEFAULTS.noise, DEFAULTS.epsilon),
+            seed=seed,
+            max_steps=DEFAULTS.max_steps,
+        )
         write_dataset(path, episodes, f"embodied/{task}", env.observation_space, env.action_space, metadata={})
     return load_episodes(path)
 
@@ -53,7 +71,9 @@ def dataset(task: str, seed: int, cache: Path):
 def reward_accuracy(model_cls, segments, prefs: Preferences, truth: Preferences, epochs: int, seed: int) -> float:
     torch.manual_seed(seed)
     model = model_cls(segments.observations.shape[-1], segments.actions.shape[-1])
-    train_reward_model(model, segments.observations, segments.actions, prefs, RewardTrainConfig(epochs=epochs), seed=seed)
+    train_reward_model(
+        model, segments.observations, segments.actions, prefs, RewardTrainConfig(epochs=epochs), seed=seed
+    )
     return preference_accuracy(model, segments.observations, segments.actions, truth)
 
 
@@ -80,25 +100,41 @@ def run_pair(source: str, target: str, seed: int, args) -> dict:
     for k in args.shots:
         shots = teacher.label(tgt.rewards, *sample_pairs(len(tgt), k, np.random.default_rng(seed * 100 + k)))
         calibrated = cross_task_transfer(src, source_labels, tgt, first, second, shots=shots)
-        model, scores = fit_few_shot(lambda: GaussianRewardModel(39, 4), tgt.observations, tgt.actions,
-                                     Preferences(first, second, calibrated.labels), shots,
-                                     RewardTrainConfig(epochs=args.epochs), shot_epochs=200, seed=seed)
+        model, scores = fit_few_shot(
+            lambda: GaussianRewardModel(39, 4),
+            tgt.observations,
+            tgt.actions,
+            Preferences(first, second, calibrated.labels),
+            shots,
+            RewardTrainConfig(epochs=args.epochs),
+            shot_epochs=200,
+            seed=seed,
+        )
         row[f"k{k}_cpa_reward"] = preference_accuracy(model, tgt.observations, tgt.actions, truth)
-        by_accuracy = RewardEnsemble(list(model.members), [scores["accuracy_rule_transfer"],  # same members
-                                     1.0 - scores["accuracy_rule_transfer"]]).standardise(tgt.observations, tgt.actions)
+        by_accuracy = RewardEnsemble(
+            list(model.members),
+            [
+                scores["accuracy_rule_transfer"],  # same members
+                1.0 - scores["accuracy_rule_transfer"],
+            ],
+        ).standardise(tgt.observations, tgt.actions)
         row[f"k{k}_accuracy_rule_reward"] = preference_accuracy(by_accuracy, tgt.observations, tgt.actions, truth)
         row[f"k{k}_transfer_reward"] = preference_accuracy(model.members[0], tgt.observations, tgt.actions, truth)
         row[f"k{k}_weights"] = f"{scores['weight_transfer']:.2f}/{scores['weight_shots']:.2f}"  # transfer/shots
         row[f"k{k}_accuracy_rule_weights"] = f"{scores['accuracy_rule_transfer']:.2f}"  # transfer's share
         row[f"k{k}_shot_agreement"] = calibrated.confidence["shot_agreement"]  # calibrate's a (Laplace-smoothed)
         row[f"k{k}_alone_reward"] = reward_accuracy(GaussianRewardModel, tgt, shots, truth, 200, seed)
-        row[f"k{k}_evidence"] = scores["evidence"]  # what a weighting rule sees: pearl_fewshot_rules.py replays rules on it
+        row[f"k{k}_evidence"] = scores[
+            "evidence"
+        ]  # what a weighting rule sees: pearl_fewshot_rules.py replays rules on it
         row[f"k{k}_mix_curve"] = mix_curve(model, tgt, truth)
     if args.noise:
         row["reward_epochs"] = args.epochs
     for flip in args.noise:
         if args.noise_on in ("both", "source"):
-            noisy = ScriptedTeacher(flip_prob=flip).label(src.rewards, s_first, s_second, np.random.default_rng(seed + 1))
+            noisy = ScriptedTeacher(flip_prob=flip).label(
+                src.rewards, s_first, s_second, np.random.default_rng(seed + 1)
+            )
             labels = Preferences(first, second, cross_task_transfer(src, noisy, tgt, first, second).labels)
             row[f"noise{flip}_label"] = label_accuracy(labels.label, truth.label)
             for name, cls in (("rrl", GaussianRewardModel), ("plain", RewardModel)):
@@ -134,23 +170,42 @@ def cell(values) -> str:
 def column_name(key: str, names: dict[str, str]) -> str:
     """``k20_alone_reward`` -> ``K=20 labels alone``, ``noise0.1_rrl`` -> ``flip 0.1 RRL``."""
     if m := re.fullmatch(r"k(\d+)_(cpa|alone|transfer|accuracy_rule)_reward", key):
-        return f"K={m[1]} " + {"cpa": "few-shot reward", "alone": "labels alone", "transfer": "transfer model",
-                               "accuracy_rule": "few-shot, 2acc-1 weights"}[m[2]]
+        return (
+            f"K={m[1]} "
+            + {
+                "cpa": "few-shot reward",
+                "alone": "labels alone",
+                "transfer": "transfer model",
+                "accuracy_rule": "few-shot, 2acc-1 weights",
+            }[m[2]]
+        )
     if m := re.fullmatch(r"k(\d+)_shot_agreement", key):
         return f"K={m[1]} shot agreement"
     if m := re.fullmatch(r"noise([\d.]+)_(target_)?(label|rrl|plain)", key):
-        return (f"{'target' if m[2] else 'source'} flip {m[1]} "
-                + {"label": "CPA labels", "rrl": "RRL reward", "plain": "plain reward"}[m[3]])
+        return (
+            f"{'target' if m[2] else 'source'} flip {m[1]} "
+            + {"label": "CPA labels", "rrl": "RRL reward", "plain": "plain reward"}[m[3]]
+        )
     return names.get(key, key.replace("_", " "))
 
 
 def report(path: Path) -> None:
     rows = [json.loads(line) for line in open(path) if line.strip()]
     pairs = list(dict.fromkeys((r["source"], r["target"]) for r in rows))
-    keys = [k for k in dict.fromkeys(k for r in rows for k in r)  # later rows may carry more columns (K, noise)
-            if k not in ("source", "target", "seed", "seconds") and not any(isinstance(r.get(k), (str, list, dict)) for r in rows)]
-    names = {"cpa": "CPA", "plain_gw": "plain GW", "nn": "NN", "confidence_starts_agreement": "starts agree",
-             "confidence_structure_agreement": "plain GW agrees", "reward_epochs": "reward epochs"}
+    keys = [
+        k
+        for k in dict.fromkeys(k for r in rows for k in r)  # later rows may carry more columns (K, noise)
+        if k not in ("source", "target", "seed", "seconds")
+        and not any(isinstance(r.get(k), (str, list, dict)) for r in rows)
+    ]
+    names = {
+        "cpa": "CPA",
+        "plain_gw": "plain GW",
+        "nn": "NN",
+        "confidence_starts_agreement": "starts agree",
+        "confidence_structure_agreement": "plain GW agrees",
+        "reward_epochs": "reward epochs",
+    }
 
     print("mean [min, max] over seeds; label / reward accuracy against the noise-free target teacher\n")
     print("| source -> target | seeds | " + " | ".join(column_name(k, names) for k in keys) + " |")
@@ -158,8 +213,11 @@ def report(path: Path) -> None:
     for pair in pairs + [("all pairs", "")]:
         sel = [r for r in rows if (r["source"], r["target"]) == pair or pair[0] == "all pairs"]
         name = f"{pair[0][:-3]} -> {pair[1][:-3]}" if pair[1] else "**all pairs**"
-        print(f"| {name} | {len(sel)} | " + " | ".join(cell([r[k] for r in sel if k in r]) if any(k in r for r in sel)
-                                                     else "" for k in keys) + " |")
+        print(
+            f"| {name} | {len(sel)} | "
+            + " | ".join(cell([r[k] for r in sel if k in r]) if any(k in r for r in sel) else "" for k in keys)
+            + " |"
+        )
 
 
 def main() -> None:
@@ -167,9 +225,17 @@ def main() -> None:
     parser.add_argument("--pairs", type=Path, default=Path("bench/pearl_pairs.txt"), help="lines SOURCE:TARGET")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--shots", default="5,20,100", help="few-shot K values ('' for none)")
-    parser.add_argument("--noise", default="", help="flip probabilities of the source (then transferred) and of the target teacher, e.g. 0.1,0.2,0.3")
-    parser.add_argument("--noise-on", choices=("both", "source", "target"), default="both",
-                        help="which teacher --noise flips: the source's (then transferred), the target's, or both")
+    parser.add_argument(
+        "--noise",
+        default="",
+        help="flip probabilities of the source (then transferred) and of the target teacher, e.g. 0.1,0.2,0.3",
+    )
+    parser.add_argument(
+        "--noise-on",
+        choices=("both", "source", "target"),
+        default="both",
+        help="which teacher --noise flips: the source's (then transferred), the target's, or both",
+    )
     parser.add_argument("--epochs", type=int, default=10, help="reward-model epochs (x20 for the K-alone models)")
     parser.add_argument("--cache", type=Path, default=Path("runs/pearl_data"))
     parser.add_argument("--out", type=Path, default=Path("runs/pearl_labels.jsonl"))

@@ -50,8 +50,13 @@ def load_run(run_dir: Path) -> tuple[dict, list, torch.nn.Module]:
     cfg = json.loads((run_dir / "config.json").read_text())
     cfg["target_data"] = cfg.get("target_data") or str(run_dir / "target.hdf5")  # shared data, else the run's own
     episodes = load_episodes(cfg["target_data"])
-    reward = new_reward_model(cfg["reward_model"], cfg["labels"], cfg.get("few_shot_labels", 0),
-                              episodes[0].observations.shape[-1], episodes[0].actions.shape[-1])
+    reward = new_reward_model(
+        cfg["reward_model"],
+        cfg["labels"],
+        cfg.get("few_shot_labels", 0),
+        episodes[0].observations.shape[-1],
+        episodes[0].actions.shape[-1],
+    )
     reward.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
     return cfg, episodes, reward.eval()
 
@@ -72,14 +77,23 @@ def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
         with torch.no_grad():
             std = model(obs, act)[1].numpy()
     top = true >= np.quantile(true, 0.9)
-    row = {"run": run_dir.name, "labels": cfg["labels"], "reward_model": cfg["reward_model"],
-           "rank_corr": spearman(learned, true), "near_success_corr": spearman(learned[top], true[top]),
-           "episode_corr": spearman(np.array([r.sum() for r in per_episode]), np.array([ep.rewards.sum() for ep in episodes])),
-           "top_quarter_success": float(solved[best].mean()), "data_success": float(solved.mean()),
-           "top_quarter_corr": spearman(np.concatenate([per_episode[i] for i in best]),
-                                        np.concatenate([episodes[i].rewards for i in best])),
-           "success_steps": float(success.mean()),
-           "success_gap": float(learned[success].mean() - learned[~success].mean()) if success.any() else float("nan")}
+    row = {
+        "run": run_dir.name,
+        "labels": cfg["labels"],
+        "reward_model": cfg["reward_model"],
+        "rank_corr": spearman(learned, true),
+        "near_success_corr": spearman(learned[top], true[top]),
+        "episode_corr": spearman(
+            np.array([r.sum() for r in per_episode]), np.array([ep.rewards.sum() for ep in episodes])
+        ),
+        "top_quarter_success": float(solved[best].mean()),
+        "data_success": float(solved.mean()),
+        "top_quarter_corr": spearman(
+            np.concatenate([per_episode[i] for i in best]), np.concatenate([episodes[i].rewards for i in best])
+        ),
+        "success_steps": float(success.mean()),
+        "success_gap": float(learned[success].mean() - learned[~success].mean()) if success.any() else float("nan"),
+    }
     if std is not None:
         row["std_error_corr"] = spearman(std, np.abs(ranks(learned) - ranks(true)))
     summary = run_dir / "summary.json"
@@ -109,15 +123,21 @@ def main() -> None:
         for row in rows:
             print(json.dumps(row))
         return
-    print("| run | reward acc | IQL success | rank corr | near-success corr | success steps | success gap | std/error corr "
-          "| corr with next | episode corr | top-quarter success | data success | top-quarter corr |")
+    print(
+        "| run | reward acc | IQL success | rank corr | near-success corr | success steps | success gap "
+        "| std/error corr "
+        "| corr with next | episode corr | top-quarter success | data success | top-quarter corr |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
     for r in rows:
-        print(f"| {r['run']} | {fmt(r.get('reward_heldout_accuracy'))} | {fmt(r.get('success_rate'))} | {r['rank_corr']:.2f} "
-              f"| {r['near_success_corr']:.2f} | {r['success_steps']:.3f} | {r['success_gap']:.2f} "
-              f"| {fmt(r.get('std_error_corr'))} | {fmt(r.get('corr_with_next'))} | {r['episode_corr']:.2f} "
-              f"| {r['top_quarter_success']:.2f} | {r['data_success']:.2f} | {r['top_quarter_corr']:.2f} |")
+        print(
+            f"| {r['run']} | {fmt(r.get('reward_heldout_accuracy'))} | {fmt(r.get('success_rate'))} "
+            f"| {r['rank_corr']:.2f} "
+            f"| {r['near_success_corr']:.2f} | {r['success_steps']:.3f} | {r['success_gap']:.2f} "
+            f"| {fmt(r.get('std_error_corr'))} | {fmt(r.get('corr_with_next'))} | {r['episode_corr']:.2f} "
+            f"| {r['top_quarter_success']:.2f} | {r['data_success']:.2f} | {r['top_quarter_corr']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -25,22 +25,37 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = (("ceiling", "clean return (ceiling)"), ("before", "distractor return before"),
-           ("after", "distractor return after"), ("gap_closed", "gap closed"),
-           ("success_before", "success before"), ("success_after", "success after"),
-           ("embedding_error_before", "paired embedding error before"),
-           ("embedding_error_after", "paired embedding error after"), ("disc_accuracy", "discriminator accuracy"))
+COLUMNS = (
+    ("ceiling", "clean return (ceiling)"),
+    ("before", "distractor return before"),
+    ("after", "distractor return after"),
+    ("gap_closed", "gap closed"),
+    ("success_before", "success before"),
+    ("success_after", "success after"),
+    ("embedding_error_before", "paired embedding error before"),
+    ("embedding_error_after", "paired embedding error after"),
+    ("disc_accuracy", "discriminator accuracy"),
+)
 
 
 def flatten(summary: dict) -> dict[str, float]:
-    return {"ceiling": summary["ceiling"]["return_mean"], "before": summary["before"]["return_mean"],
-            "after": summary["after"]["return_mean"], "gap_closed": summary["gap_closed"],
-            "success_before": summary["before"]["success_rate"], "success_after": summary["after"]["success_rate"],
-            **{k: summary[k] for k in ("embedding_error_before", "embedding_error_after", "disc_accuracy")}}
+    return {
+        "ceiling": summary["ceiling"]["return_mean"],
+        "before": summary["before"]["return_mean"],
+        "after": summary["after"]["return_mean"],
+        "gap_closed": summary["gap_closed"],
+        "success_before": summary["before"]["success_rate"],
+        "success_after": summary["after"]["success_rate"],
+        **{k: summary[k] for k in ("embedding_error_before", "embedding_error_after", "disc_accuracy")},
+    }
 
 
-CURVE_COLUMNS = (("return_mean", "distractor return"), ("gap_closed", "gap closed"), ("success_rate", "success"),
-                 ("embedding_error", "paired embedding error"))
+CURVE_COLUMNS = (
+    ("return_mean", "distractor return"),
+    ("gap_closed", "gap closed"),
+    ("success_rate", "success"),
+    ("embedding_error", "paired embedding error"),
+)
 
 
 def cell(values: list[float]) -> str:
@@ -58,9 +73,15 @@ def curve_points(run: Path) -> list[dict]:
     """The evaluations a run logged along its adaptation (metrics.jsonl's eval/ rows), finished or not."""
     from embodied.runs import read_metrics
 
-    return [{"step": row["step"], "ceiling": row.get("eval/ceiling_return"),
-             **{key: row[f"eval/{key}"] for key, _ in CURVE_COLUMNS}}
-            for row in read_metrics(run / "metrics.jsonl") if "eval/return_mean" in row]
+    return [
+        {
+            "step": row["step"],
+            "ceiling": row.get("eval/ceiling_return"),
+            **{key: row[f"eval/{key}"] for key, _ in CURVE_COLUMNS},
+        }
+        for row in read_metrics(run / "metrics.jsonl")
+        if "eval/return_mean" in row
+    ]
 
 
 def paired_differences(runs: dict[tuple[int, int], list[dict]]) -> None:
@@ -82,18 +103,26 @@ def paired_differences(runs: dict[tuple[int, int], list[dict]]) -> None:
                 continue
             for step in sorted(set(curve_at) & set(base_at) - {0}):
                 p, b = curve_at[step], base_at[step]
-                diffs.setdefault(step, []).append(tuple(
-                    None if p[key] is None or b[key] is None else p[key] - b[key]  # None: NaN in metrics.jsonl
-                    for key in ("return_mean", "gap_closed")))
+                diffs.setdefault(step, []).append(
+                    tuple(
+                        None if p[key] is None or b[key] is None else p[key] - b[key]  # None: NaN in metrics.jsonl
+                        for key in ("return_mean", "gap_closed")
+                    )
+                )
         rows += [(pairs, step, d) for step, d in sorted(diffs.items())]
     if not rows:
         return
-    print("\ncalibrated minus pair-free, paired by seed (same source, seed and evaluation episodes)"
-          + (f"; left out, their ceilings differ or are not logged: {', '.join(unpaired)}" if unpaired else "") + "\n")
+    print(
+        "\ncalibrated minus pair-free, paired by seed (same source, seed and evaluation episodes)"
+        + (f"; left out, their ceilings differ or are not logged: {', '.join(unpaired)}" if unpaired else "")
+        + "\n"
+    )
     print("| calibration | adaptation steps | seeds | return difference | gap closed difference |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for pairs, step, d in rows:
-        print(f"| {pairs} pairs - 0 pairs | {step} | {len(d)} | {cell([r for r, _ in d])} | {cell([g for _, g in d])} |")
+        print(
+            f"| {pairs} pairs - 0 pairs | {step} | {len(d)} | {cell([r for r, _ in d])} | {cell([g for _, g in d])} |"
+        )
 
 
 def report(out: Path) -> None:
@@ -121,15 +150,21 @@ def report(out: Path) -> None:
             print(f"| {arm} | {len(rows)} | " + " | ".join(cell([r[key] for r in rows]) for key, _ in COLUMNS) + " |")
     if not any(curve for runs in curves.values() for curve in runs):
         return
-    print("\nover the adaptation budget (evaluations along the way, --eval-every; runs not finished included: "
-          + ", ".join(f"{arm}: {n}" for arm, n in unfinished.items()) + ")\n")
+    print(
+        "\nover the adaptation budget (evaluations along the way, --eval-every; runs not finished included: "
+        + ", ".join(f"{arm}: {n}" for arm, n in unfinished.items())
+        + ")\n"
+    )
     print("| calibration | adaptation steps | seeds | " + " | ".join(name for _, name in CURVE_COLUMNS) + " |")
     print("| --- | ---: | ---: | " + " | ".join("---:" for _ in CURVE_COLUMNS) + " |")
     for arm, runs in curves.items():
         for step in sorted({p["step"] for curve in runs for p in curve}):
             points = [p for curve in runs for p in curve if p["step"] == step]
-            print(f"| {arm} | {step} | {len(points)} | "
-                  + " | ".join(cell([p[key] for p in points]) for key, _ in CURVE_COLUMNS) + " |")
+            print(
+                f"| {arm} | {step} | {len(points)} | "
+                + " | ".join(cell([p[key] for p in points]) for key, _ in CURVE_COLUMNS)
+                + " |"
+            )
     paired_differences(by_run)
 
 
@@ -158,9 +193,20 @@ def main() -> None:
             name = f"calib{pairs}-s{seed}"
             if (args.out / name / "summary.json").exists():
                 continue
-            run_adapt(AdaptConfig(source_run=args.source_run, steps=args.steps, calibration_pairs=pairs, seed=seed,
-                                  eval_episodes=args.eval_episodes, eval_every=args.eval_every, threads=args.threads, device=args.device,
-                                  run_dir=args.out, run_name=name))
+            run_adapt(
+                AdaptConfig(
+                    source_run=args.source_run,
+                    steps=args.steps,
+                    calibration_pairs=pairs,
+                    seed=seed,
+                    eval_episodes=args.eval_episodes,
+                    eval_every=args.eval_every,
+                    threads=args.threads,
+                    device=args.device,
+                    run_dir=args.out,
+                    run_name=name,
+                )
+            )
     report(args.out)
 
 

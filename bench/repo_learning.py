@@ -57,9 +57,11 @@ def report(run_dir: Path, plot: Path | None) -> None:
     baseline = random_return(cfg, cfg.eval_episodes)
     edges = [r["step"] for r in evals]
     mse, kl, beta = (window_means(records, f"model/{k}", edges) for k in ("reward_mse", "kl", "beta"))
-    print(f"{cfg.mode} on {cfg.task}-{cfg.variant}: batch {cfg.batch_size} x {cfg.seq_len}, "
-          f"{cfg.train_steps} updates / {cfg.train_every} env steps, target KL {cfg.target_kl}, "
-          f"random policy return {baseline:.1f} (same {cfg.eval_episodes} eval seeds)")
+    print(
+        f"{cfg.mode} on {cfg.task}-{cfg.variant}: batch {cfg.batch_size} x {cfg.seq_len}, "
+        f"{cfg.train_steps} updates / {cfg.train_every} env steps, target KL {cfg.target_kl}, "
+        f"random policy return {baseline:.1f} (same {cfg.eval_episodes} eval seeds)"
+    )
     print("| env steps | reward MSE | KL (nats) | beta | eval return | eval success |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for r, m, k, b in zip(evals, mse, kl, beta):
@@ -105,13 +107,25 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--run-name", default=None)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: one per core; 1 beside other jobs)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: one per core; 1 beside other jobs)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     args = parser.parse_args()
     if args.report is None:
         name = args.run_name or f"repo-learning-{args.task}-{args.variant}-{args.mode}-s{args.seed}"
-        cfg = RePoConfig(task=args.task, variant=args.variant, mode=args.mode, device=args.device, seed=args.seed,
-                         threads=args.threads, resume=args.resume, run_name=name, video=False, **SCALE)
+        cfg = RePoConfig(
+            task=args.task,
+            variant=args.variant,
+            mode=args.mode,
+            device=args.device,
+            seed=args.seed,
+            threads=args.threads,
+            resume=args.resume,
+            run_name=name,
+            video=False,
+            **SCALE,
+        )
         run_repo(cfg)
         args.report = Path(cfg.run_dir) / name
     report(args.report, args.plot)

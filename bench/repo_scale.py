@@ -12,9 +12,20 @@ from __future__ import annotations
 
 import sys
 
-SCALE = dict(total_steps=30_000, max_episode_steps=200, action_repeat=2, prefill=2000, train_every=200,
-             train_steps=40, batch_size=16, seq_len=32, beta_lr=1e-2, eval_every=2000, eval_episodes=5,
-             checkpoint_every=2000)
+SCALE = dict(
+    total_steps=30_000,
+    max_episode_steps=200,
+    action_repeat=2,
+    prefill=2000,
+    train_every=200,
+    train_steps=40,
+    batch_size=16,
+    seq_len=32,
+    beta_lr=1e-2,
+    eval_every=2000,
+    eval_episodes=5,
+    checkpoint_every=2000,
+)
 
 
 def flags(**overrides) -> list[str]:
@@ -22,7 +33,9 @@ def flags(**overrides) -> list[str]:
     unknown = set(overrides) - set(SCALE)
     if unknown:
         raise SystemExit(f"not a setting of the RePo scale: {', '.join(sorted(unknown))} (known: {', '.join(SCALE)})")
-    return [item for key, value in {**SCALE, **overrides}.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+    return [
+        item for key, value in {**SCALE, **overrides}.items() for item in (f"--{key.replace('_', '-')}", str(value))
+    ]
 
 
 if __name__ == "__main__":

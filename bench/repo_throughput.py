@@ -45,9 +45,11 @@ try:  # training calls it (start_run); revisions before it existed did not
 except ImportError:
     keep_freed_memory = None
 
-HEADER = ("| code | device | threads | mode | precision | batch x seq | updates/s | GFLOP/update | TFLOP/s "
-          "| share of peak | losses: kl / actor / critic | env steps/s (acting, 64x64 pixels, repeat 2) |\n"
-          "| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |")
+HEADER = (
+    "| code | device | threads | mode | precision | batch x seq | updates/s | GFLOP/update | TFLOP/s "
+    "| share of peak | losses: kl / actor / critic | env steps/s (acting, 64x64 pixels, repeat 2) |\n"
+    "| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | --- | ---: |"
+)
 # Dense peak TFLOP/s from NVIDIA's datasheets: fp32 on the CUDA cores, tf32 and bf16 on the tensor cores.
 PEAK_TFLOPS = {
     "H200": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4},
@@ -99,8 +101,12 @@ def measure(args, device, label: str) -> None:
     for mode in ("repo", "dreamer"):
         torch.manual_seed(0)
         # cuda_graph= only when asked: the older revisions that --against measures have no such argument
-        agent = RePoAgent(4, WorldModelConfig(mode=mode, amp=args.amp), device=device,
-                          **({"cuda_graph": True} if args.cuda_graph else {}))
+        agent = RePoAgent(
+            4,
+            WorldModelConfig(mode=mode, amp=args.amp),
+            device=device,
+            **({"cuda_graph": True} if args.cuda_graph else {}),
+        )
         if args.compile:
             agent.model.encoder = torch.compile(agent.model.encoder)
         obs = rng.integers(0, 255, (args.batch, args.seq_len + 1, 64, 64, 3), dtype=np.uint8)
@@ -130,9 +136,11 @@ def measure(args, device, label: str) -> None:
             obs_ep, _, _, _ = run_episode(env, agent, seed=0, explore=True)
             sps = f"{(len(obs_ep) - 1) * 2 / (time.perf_counter() - start):.0f}"
         code = f"{label}, CUDA graph" if args.cuda_graph else label
-        print(f"| {code} | {device} | {torch.get_num_threads()} | {mode} | {precision(args)} "
-              f"| {args.batch} x {args.seq_len} | {ups:.2f} | {gflop} | {rate} | {share} | {losses} | {sps} |",
-              flush=True)
+        print(
+            f"| {code} | {device} | {torch.get_num_threads()} | {mode} | {precision(args)} "
+            f"| {args.batch} x {args.seq_len} | {ups:.2f} | {gflop} | {rate} | {share} | {losses} | {sps} |",
+            flush=True,
+        )
 
 
 def run_against(rev: str, args) -> None:
@@ -141,10 +149,31 @@ def run_against(rev: str, args) -> None:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), rev], check=True)
         try:
-            cmd = [sys.executable, str(ROOT / "bench" / "repo_throughput.py"), "--code-root", str(tree),
-                   "--label", rev, "--no-header", "--batch", str(args.batch), "--seq-len", str(args.seq_len),
-                   "--updates", str(args.updates), "--device", args.device, "--threads", str(args.threads)]
-            cmd += ["--amp"] * args.amp + ["--tf32"] * args.tf32 + ["--compile"] * args.compile + ["--no-env"] * args.no_env
+            cmd = [
+                sys.executable,
+                str(ROOT / "bench" / "repo_throughput.py"),
+                "--code-root",
+                str(tree),
+                "--label",
+                rev,
+                "--no-header",
+                "--batch",
+                str(args.batch),
+                "--seq-len",
+                str(args.seq_len),
+                "--updates",
+                str(args.updates),
+                "--device",
+                args.device,
+                "--threads",
+                str(args.threads),
+            ]
+            cmd += (
+                ["--amp"] * args.amp
+                + ["--tf32"] * args.tf32
+                + ["--compile"] * args.compile
+                + ["--no-env"] * args.no_env
+            )
             subprocess.run(cmd, check=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False)

@@ -24,8 +24,12 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=500)
     args = parser.parse_args()
     preds = ["holding_block", "drawer_open", "near_handle", "block_in_drawer", "gripper_empty", "near_block"]
-    logged = [Transition({p: bool((i >> k) & 1) for k, p in enumerate(preds)}, {"skill": f"skill_{i % 4}()", "args": []},
-                         bool(i % 3)) for i in range(16)]
+    logged = [
+        Transition(
+            {p: bool((i >> k) & 1) for k, p in enumerate(preds)}, {"skill": f"skill_{i % 4}()", "args": []}, bool(i % 3)
+        )
+        for i in range(16)
+    ]
     rules = propose_precondition_rules(logged)[: args.rules]
     model = NeuroSymbolicWorldModel(rules)
 
@@ -43,17 +47,27 @@ def main() -> None:
         model.check(logged[i % len(logged)].state, f"skill_{i % 4}()")
         times.append((time.perf_counter() - t0) * 1000)
 
-    slow = compile_function("def slow(s, a, g):\n    x = [1]\n    y = [1]\n    for i in " + str([0] * 80) +
-                            ":\n        x = [x, x]\n        y = [y, y]\n    return x == y", seconds=0.2)
+    slow = compile_function(
+        "def slow(s, a, g):\n    x = [1]\n    y = [1]\n    for i in "
+        + str([0] * 80)
+        + ":\n        x = [x, x]\n        y = [y, y]\n    return x == y",
+        seconds=0.2,
+    )
     t0 = time.perf_counter()
     try:
         slow({}, {}, {})
     except RuleTimeout:
         pass
     kill = (time.perf_counter() - t0) * 1000
-    print(f"| rules per decision | decisions | mean ms | p95 ms | cold worker start ms | deadline 0.2 s + kill + restart ms |")
+    print(
+        "| rules per decision | decisions | mean ms | p95 ms | cold worker start ms "
+        "| deadline 0.2 s + kill + restart ms |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    print(f"| {len(rules)} | {args.decisions} | {np.mean(times):.2f} | {np.percentile(times, 95):.2f} | {cold:.0f} | {kill:.0f} |")
+    print(
+        f"| {len(rules)} | {args.decisions} | {np.mean(times):.2f} | {np.percentile(times, 95):.2f} "
+        f"| {cold:.0f} | {kill:.0f} |"
+    )
 
 
 if __name__ == "__main__":

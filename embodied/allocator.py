@@ -31,5 +31,6 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
         return False
     # Older glibc caps the mmap threshold at 32 MiB (HEAP_MAX_SIZE / 2); take that if the limit is refused.
     _done = bool(mallopt(M_TRIM_THRESHOLD, 2 * limit)) and bool(
-        mallopt(M_MMAP_THRESHOLD, limit) or mallopt(M_MMAP_THRESHOLD, 32 << 20))
+        mallopt(M_MMAP_THRESHOLD, limit) or mallopt(M_MMAP_THRESHOLD, 32 << 20)
+    )
     return _done

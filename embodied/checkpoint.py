@@ -26,9 +26,21 @@ from embodied.atomic import atomic_path
 from embodied.errors import EmbodiedError, one_line
 
 SAFE_DATACLASSES = {"embodied.teacher:Preferences"}  # the only classes a checkpoint may name
-TENSOR_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.uint8, torch.uint16, torch.uint32,
-                 torch.uint64, torch.int8, torch.int16,
-                 torch.int32, torch.int64, torch.bool}  # what a checkpoint of ours holds; no complex or quantized
+TENSOR_DTYPES = {
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.uint8,
+    torch.uint16,
+    torch.uint32,
+    torch.uint64,
+    torch.int8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+}  # what a checkpoint of ours holds; no complex or quantized
 MAX_CHECKPOINT_DEPTH = 64  # nesting of dicts and lists in a checkpoint; ours stay under 10
 
 
@@ -112,7 +124,10 @@ def to_plain(obj: Any) -> Any:
         name = f"{type(obj).__module__}:{type(obj).__qualname__}"
         if name not in SAFE_DATACLASSES:
             raise TypeError(f"cannot checkpoint {name}: add it to SAFE_DATACLASSES or store its fields")
-        return {"__dataclass__": name, "fields": {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+        return {
+            "__dataclass__": name,
+            "fields": {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)},
+        }
     raise TypeError(f"cannot checkpoint a value of type {type(obj).__name__}")
 
 
@@ -162,10 +177,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(err).__name__]
         if "Unsupported global" in text or "GLOBAL" in text:  # the pickle names a callable: it could run code
             reason = next(line for line in lines if "Unsupported global" in line or "GLOBAL" in line)
-            raise EmbodiedError(f"refusing to load {path}: it is not a plain weights file (loading it could run "
-                                f"code): {reason[:200]}") from None
-        reason = next((line for line in lines if line.startswith(("Unsupported", "invalid", "PytorchStreamReader"))),
-                      lines[-1] if len(lines) > 1 else lines[0])
+            raise EmbodiedError(
+                f"refusing to load {path}: it is not a plain weights file (loading it could run code): {reason[:200]}"
+            ) from None
+        reason = next(
+            (line for line in lines if line.startswith(("Unsupported", "invalid", "PytorchStreamReader"))),
+            lines[-1] if len(lines) > 1 else lines[0],
+        )
         raise EmbodiedError(f"checkpoint {path} is unreadable (corrupt or truncated?): {reason[:200]}") from None
     if not isinstance(plain, dict):
         raise EmbodiedError(f"checkpoint {path} does not hold a dict of state")
@@ -205,13 +223,17 @@ def npz_problem(path: str | os.PathLike) -> str | None:
             for member in members:
                 with archive.open(member) as f:
                     version = np.lib.format.read_magic(f)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                                   else np.lib.format.read_array_header_2_0)
+                    read_header = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
                     shape, _, dtype = read_header(f)  # the header only
                     declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
                     if declared > member.file_size:
-                        return (f"{member.filename} declares shape {shape} ({declared} bytes) "
-                                f"in {member.file_size} bytes")
+                        return (
+                            f"{member.filename} declares shape {shape} ({declared} bytes) in {member.file_size} bytes"
+                        )
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, OverflowError, TypeError) as err:
         return f"not a readable .npz ({one_line(err, 150)})"
     return None
@@ -227,8 +249,10 @@ def load_arrays(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except Exception as err:
-        raise EmbodiedError(f"{path} is unreadable (corrupt, or holds pickled objects): "
-                            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise EmbodiedError(
+            f"{path} is unreadable (corrupt, or holds pickled objects): "
+            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
     missing = [k for k in required if k not in arrays]
     if missing:
         raise EmbodiedError(f"{path} lacks {', '.join(missing)}; delete it to recompute")
@@ -253,8 +277,10 @@ def restoring(path: str | os.PathLike, fix: str = "pass another --run-name to st
     except EmbodiedError:
         raise
     except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError, OverflowError) as err:
-        raise EmbodiedError(f"checkpoint {path} does not fit this run ({mismatch(err)}); it was written by another "
-                            f"agent or configuration, or changed since: {fix}") from None
+        raise EmbodiedError(
+            f"checkpoint {path} does not fit this run ({mismatch(err)}); it was written by another "
+            f"agent or configuration, or changed since: {fix}"
+        ) from None
 
 
 def mismatch(err: Exception) -> str:

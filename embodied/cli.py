@@ -26,21 +26,43 @@ class CollectConfig:
 
     env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
     episodes: int = 10  # number of episodes
-    out: Path | None = field(default=None, metadata={"help": "where to write: a folder (Minari's layout) or a path "
-                             "ending in .hdf5 (our single-file format); default: MINARI_ROOT/DATASET_ID, where "
-                             "minari.load_dataset(DATASET_ID) finds it"})
-    dataset_id: str | None = field(default=None, metadata={"help": "Minari's namespace/name-vN, e.g. "
-                                   "embodied/reach-v3/expert-v0 (default: from --env and --policy)"})
-    minari_root: Path | None = field(default=None, metadata={"help": "Minari's datasets folder (default: "
-                                     "$MINARI_DATASETS_PATH, else ~/.minari/datasets)"})
+    out: Path | None = field(
+        default=None,
+        metadata={
+            "help": "where to write: a folder (Minari's layout) or a path "
+            "ending in .hdf5 (our single-file format); default: MINARI_ROOT/DATASET_ID, where "
+            "minari.load_dataset(DATASET_ID) finds it"
+        },
+    )
+    dataset_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Minari's namespace/name-vN, e.g. embodied/reach-v3/expert-v0 (default: from --env and --policy)"
+        },
+    )
+    minari_root: Path | None = field(
+        default=None,
+        metadata={"help": "Minari's datasets folder (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)"},
+    )
     overwrite: bool = False  # replace a dataset already at --out (else it is refused: collected data is not lost)
     policy: str = field(default="scripted", metadata={"help": "scripted, random, or a policy file"})
-    noise: tuple[float, ...] = field(default=(0.0,), metadata={"help": "Gaussian action-noise stds, cycled over episodes"})
-    epsilon: tuple[float, ...] = field(default=(0.0,), metadata={"help": "random-action probabilities, cycled over episodes"})
+    noise: tuple[float, ...] = field(
+        default=(0.0,), metadata={"help": "Gaussian action-noise stds, cycled over episodes"}
+    )
+    epsilon: tuple[float, ...] = field(
+        default=(0.0,), metadata={"help": "random-action probabilities, cycled over episodes"}
+    )
     max_steps: int | None = field(default=None, metadata={"help": "cut episodes at this many steps"})
-    axes: str | None = field(default=None, metadata={"help": "distractor envs: the axes that vary, comma-separated "
-                             "from background,color,camera,lighting (default: background)"})
-    difficulty: float | None = field(default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"})
+    axes: str | None = field(
+        default=None,
+        metadata={
+            "help": "distractor envs: the axes that vary, comma-separated "
+            "from background,color,camera,lighting (default: background)"
+        },
+    )
+    difficulty: float | None = field(
+        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"}
+    )
     background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
     seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
@@ -59,9 +81,16 @@ class VideoConfig:
     grid: bool = field(default=True, metadata={"help": "tile episodes side by side (else one after another)"})
     captions: bool = True  # write return and success on each frame
     max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
-    axes: str | None = field(default=None, metadata={"help": "distractor envs: the axes that vary, comma-separated "
-                             "from background,color,camera,lighting (default: background)"})
-    difficulty: float | None = field(default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"})
+    axes: str | None = field(
+        default=None,
+        metadata={
+            "help": "distractor envs: the axes that vary, comma-separated "
+            "from background,color,camera,lighting (default: background)"
+        },
+    )
+    difficulty: float | None = field(
+        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"}
+    )
     background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
     seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
@@ -75,9 +104,16 @@ class EvalConfig:
     episodes: int = 10  # number of episodes
     max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
     seed: int = 1000  # seed of the first episode (episode i uses seed + i)
-    axes: str | None = field(default=None, metadata={"help": "distractor envs: the axes that vary, comma-separated "
-                             "from background,color,camera,lighting (default: background)"})
-    difficulty: float | None = field(default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"})
+    axes: str | None = field(
+        default=None,
+        metadata={
+            "help": "distractor envs: the axes that vary, comma-separated "
+            "from background,color,camera,lighting (default: background)"
+        },
+    )
+    difficulty: float | None = field(
+        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"}
+    )
     background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
 
 
@@ -92,8 +128,10 @@ def cmd_envs(argv: list[str]) -> int:
     import gymnasium as gym
 
     if argv and argv[0] in ("-h", "--help"):
-        print("usage: embodied envs [PATTERN]\n\nList the registered environments (those whose id contains PATTERN) "
-              "with their spaces, policies and cameras.")
+        print(
+            "usage: embodied envs [PATTERN]\n\nList the registered environments (those whose id contains PATTERN) "
+            "with their spaces, policies and cameras."
+        )
         return 0
     drawer_cameras = re.findall(r'<camera name="([^"]+)"', Path(ASSET).read_text())
     pattern = argv[0] if argv else ""
@@ -117,16 +155,20 @@ def cmd_envs(argv: list[str]) -> int:
             policies, cameras = "scripted (expert), random", ["corner2"] + [c for c in CAMERAS if c != "corner2"]
         shape = {k: v.shape for k, v in obs.spaces.items()} if hasattr(obs, "spaces") else obs.shape
         dtype = "" if hasattr(obs, "spaces") else str(obs.dtype)
-        print(f"{env_id:50s} {f'{dtype}{list(shape)}':20s} {f'{list(action_space().shape)}':12s} "
-              f"{spec.max_episode_steps:>5d}  {policies:26s} {','.join(cameras)}")
+        print(
+            f"{env_id:50s} {f'{dtype}{list(shape)}':20s} {f'{list(action_space().shape)}':12s} "
+            f"{spec.max_episode_steps:>5d}  {policies:26s} {','.join(cameras)}"
+        )
         shown += 1
     print(f"{shown} environments; every one also takes --policy FILE (a policy saved by an agent)")
     if any("-distractor-" in env_id and pattern in env_id for env_id in registered_ids()):
         from envs.distractions import AXES, BACKGROUNDS
 
-        print(f"distractor ids take --axes (comma-separated from {','.join(AXES)}; default background), "
-              f"--difficulty (0 to 1; default 1) and --background ({' or '.join(BACKGROUNDS)}; default noise) in "
-              "embodied video/eval/collect, the same as gym.make keyword arguments")
+        print(
+            f"distractor ids take --axes (comma-separated from {','.join(AXES)}; default background), "
+            f"--difficulty (0 to 1; default 1) and --background ({' or '.join(BACKGROUNDS)}; default noise) in "
+            "embodied video/eval/collect, the same as gym.make keyword arguments"
+        )
     return 0
 
 
@@ -156,14 +198,16 @@ def cmd_collect(argv: list[str]) -> int:
     dataset_id = cfg.dataset_id or default_dataset_id(cfg.env, cfg.policy)
     out = Path(cfg.out) if cfg.out is not None else dataset_path(dataset_id, cfg.minari_root)
     if Path(out).exists() and not cfg.overwrite:
-        raise EmbodiedError(f"{out} already exists; pass --overwrite to replace it, or choose another --out or "
-                            f"--dataset-id")
+        raise EmbodiedError(
+            f"{out} already exists; pass --overwrite to replace it, or choose another --out or --dataset-id"
+        )
     ensure_writable_dir(out)  # fail before the work, not after it
     env = make_env(cfg.env, **distraction_options(cfg))
     policy = make_policy(cfg.policy, env)
     bar = progress(total=cfg.episodes, desc=f"collect {cfg.env}")
-    episodes = collect(env, policy, cfg.episodes, noise, seed=cfg.seed, max_steps=cfg.max_steps,
-                       progress=lambda ep: bar.update(1))
+    episodes = collect(
+        env, policy, cfg.episodes, noise, seed=cfg.seed, max_steps=cfg.max_steps, progress=lambda ep: bar.update(1)
+    )
     bar.close()
     metadata = {"policy": cfg.policy, "noise": list(cfg.noise), "epsilon": list(cfg.epsilon), "seed": cfg.seed}
     if out.suffix == ".hdf5":
@@ -171,7 +215,10 @@ def cmd_collect(argv: list[str]) -> int:
     else:
         write_minari(out, episodes, env, metadata, dataset_id=dataset_id)
     rate = sum(e.success for e in episodes) / len(episodes)
-    print(f"wrote {out} ({dataset_id}): {len(episodes)} episodes, {sum(len(e) for e in episodes)} steps, success rate {rate:.2f}")
+    print(
+        f"wrote {out} ({dataset_id}): {len(episodes)} episodes, {sum(len(e) for e in episodes)} steps, "
+        f"success rate {rate:.2f}"
+    )
     return 0
 
 
@@ -192,8 +239,9 @@ def cmd_video(argv: list[str]) -> int:
     ensure_writable_dir(cfg.out)
     size = -(-cfg.size // 16) * 16
     camera = {} if cfg.camera is None else {"camera": cfg.camera}
-    env = make_env(cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera,
-                   **distraction_options(cfg))
+    env = make_env(
+        cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera, **distraction_options(cfg)
+    )
     policy = make_policy(cfg.policy, env)
     episodes, successes = [], []
     for i in range(cfg.episodes):
@@ -237,6 +285,7 @@ COMMAND_SUMMARIES = {
     "sweep": "run seeds x grid values of an agent as Ray tasks",
     "report": "tables and curves with confidence intervals from run directories",
     "study": "run a study file (agent, seeds, grid, options, report) with sweep, then report",
+    "adapt": "adapt a trained RePo agent's encoder to a new variant (distractors) without rewards",
 }
 
 
@@ -252,8 +301,9 @@ def cmd_train(argv: list[str]) -> int:
         return 0
     if not argv or argv[0] not in AGENTS:
         known = ", ".join(sorted(AGENTS))
-        raise EmbodiedError(f"{'unknown agent ' + repr(argv[0]) if argv else 'no agent given'}; agents: {known} "
-                            "(embodied train --help)")
+        raise EmbodiedError(
+            f"{'unknown agent ' + repr(argv[0]) if argv else 'no agent given'}; agents: {known} (embodied train --help)"
+        )
     return importlib.import_module(AGENTS[argv[0]][0]).main(argv[1:]) or 0
 
 
@@ -269,14 +319,29 @@ def cmd_report(argv: list[str]) -> int:
     return report_main(argv)
 
 
+def cmd_adapt(argv: list[str]) -> int:
+    from agents.repo.adapt import main as adapt_main
+
+    return adapt_main(argv)
+
+
 def cmd_study(argv: list[str]) -> int:
     from embodied.study import main as study_main
 
     return study_main(argv)
 
 
-COMMANDS = {"envs": cmd_envs, "collect": cmd_collect, "video": cmd_video, "eval": cmd_eval, "train": cmd_train,
-            "sweep": cmd_sweep, "report": cmd_report, "study": cmd_study}
+COMMANDS = {
+    "envs": cmd_envs,
+    "collect": cmd_collect,
+    "video": cmd_video,
+    "eval": cmd_eval,
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "report": cmd_report,
+    "study": cmd_study,
+    "adapt": cmd_adapt,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,8 +76,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(cls: type, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description or (cls.__doc__ or "").strip().split("\n")[0],
-                                     formatter_class=HelpFormatter, allow_abbrev=False)  # a typo is an error
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description or (cls.__doc__ or "").strip().split("\n")[0],
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,
+    )  # a typo is an error
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
     for field in dataclasses.fields(cls):
@@ -89,7 +93,9 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
         if isinstance(default, tuple):
             default = ",".join(str(v) for v in default)  # shown as it is typed
         if tp is bool:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=default, help=helptext)
+            parser.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=default, help=helptext
+            )
         else:
             parser.add_argument(flag, dest=field.name, type=_converter(tp), default=default, help=helptext)
     return parser
@@ -122,13 +128,19 @@ class RunOptions:
     device: str = dataclasses.field(default="auto", metadata={"help": "auto (CUDA when present), cpu, cuda, cuda:N"})
     seed: int = 0  # random seed (env resets, networks, sampling)
     run_dir: Path = Path("runs")  # directory that holds the run directories
-    run_name: str | None = dataclasses.field(default=None, metadata={"help": "run directory name under --run-dir "
-                                                                          "(None: derived from agent, task and seed)"})
+    run_name: str | None = dataclasses.field(
+        default=None, metadata={"help": "run directory name under --run-dir (None: derived from agent, task and seed)"}
+    )
     resume: bool = dataclasses.field(default=False, metadata={"help": "continue the run from its last checkpoint"})
     video: bool = dataclasses.field(default=True, metadata={"help": "export evaluation videos"})
-    threads: int = dataclasses.field(default=1, metadata={"help": "torch CPU threads (1: fastest for these agents "
-                                                                   "on a CPU shared with other work, measured; 0: one per core); "
-                                                                   "embodied sweep sets its CPU share"})
+    threads: int = dataclasses.field(
+        default=1,
+        metadata={
+            "help": "torch CPU threads (1: fastest for these agents "
+            "on a CPU shared with other work, measured; 0: one per core); "
+            "embodied sweep sets its CPU share"
+        },
+    )
 
     # Options a --resume may change (where and how fast it runs, how long, how often it reports); every other
     # option shapes the result and must be the run's own. Agents add their budget and reporting options.
@@ -158,6 +170,7 @@ def config_to_dict(config: Any) -> dict:
         if isinstance(value, tuple):
             return list(value)
         return value
+
     return {k: convert(v) for k, v in dataclasses.asdict(config).items()}
 
 
@@ -175,8 +188,11 @@ def check_resume(config: Any, saved: dict) -> None:
         if was != value:
             differ.append(f"--{key.replace('_', '-')} {value!r} (the run has {was!r})")
     if differ:
-        raise EmbodiedError("--resume with settings that differ from the run's config.json: " + "; ".join(differ)
-                            + ". Resume with the run's own settings, or start a new run (another --run-name)")
+        raise EmbodiedError(
+            "--resume with settings that differ from the run's config.json: "
+            + "; ".join(differ)
+            + ". Resume with the run's own settings, or start a new run (another --run-name)"
+        )
 
 
 def config_from_dict(cls: type[T], data: dict) -> T:
@@ -187,7 +203,9 @@ def config_from_dict(cls: type[T], data: dict) -> T:
             value, hint = data[field.name], hints[field.name]
             if typing.get_origin(hint) is tuple:
                 value = tuple(value)
-            elif hint is Path or (typing.get_origin(hint) in (typing.Union, types.UnionType) and Path in typing.get_args(hint)):
+            elif hint is Path or (
+                typing.get_origin(hint) in (typing.Union, types.UnionType) and Path in typing.get_args(hint)
+            ):
                 value = None if value is None else Path(value)
             kwargs[field.name] = value
     return cls(**kwargs)

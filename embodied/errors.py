@@ -8,4 +8,4 @@ class EmbodiedError(Exception):
 def one_line(err: BaseException, limit: int = 300) -> str:
     """An exception's text on one short line: libraries (``load_state_dict``, HDF5) spread theirs over many."""
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip()) or type(err).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."

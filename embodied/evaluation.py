@@ -24,6 +24,12 @@ def evaluate(env: gym.Env, policy: Policy, episodes: int, seed: int = 1000, max_
     returns = np.array([r.episode_return for r in runs])
     final = [bool(np.asarray(r.infos.get("success", [False]))[-1]) for r in runs]
     any_step = float(np.mean([r.success for r in runs]))
-    return {"success_rate": any_step, "success_any": any_step, "success_final": float(np.mean(final)),
-            "return_mean": float(returns.mean()), "return_std": float(returns.std()),
-            "episode_steps": float(np.mean([len(r.actions) for r in runs])), "episodes": episodes}
+    return {
+        "success_rate": any_step,
+        "success_any": any_step,
+        "success_final": float(np.mean(final)),
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "episode_steps": float(np.mean([len(r.actions) for r in runs])),
+        "episodes": episodes,
+    }

@@ -33,11 +33,14 @@ def task_name(value: str, option: str = "--task") -> str:
     (``embodied/reach-v3``); an unknown task is one clear error, before any run directory exists."""
     import envs  # noqa: F401
 
-    name = value[len("embodied/"):] if value.startswith("embodied/") else value
+    name = value[len("embodied/") :] if value.startswith("embodied/") else value
     if f"embodied/{name}" not in gym.registry:
         close = close_tasks(name)
-        hint = f"; did you mean {', '.join(close)}?" if close else \
-            "; `embodied envs` lists them (a task is an id without its embodied/ prefix)"
+        hint = (
+            f"; did you mean {', '.join(close)}?"
+            if close
+            else "; `embodied envs` lists them (a task is an id without its embodied/ prefix)"
+        )
         raise EmbodiedError(f"{option} {value!r}: no such task{hint}")
     return name
 

@@ -31,8 +31,12 @@ POLICY_CLASSES = ("agents.parl.sac:TanhGaussianActor", "agents.pearl.iql:IQLPoli
 def save_policy(path: str | os.PathLike, module: torch.nn.Module, kwargs: dict) -> Path:
     """Save ``module`` so that ``load_policy`` can rebuild it as ``type(module)(**kwargs)``."""
     cls = type(module)
-    payload = {"format": POLICY_FORMAT, "target": f"{cls.__module__}:{cls.__qualname__}",
-               "kwargs": kwargs, "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()}}
+    payload = {
+        "format": POLICY_FORMAT,
+        "target": f"{cls.__module__}:{cls.__qualname__}",
+        "kwargs": kwargs,
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+    }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -48,13 +52,17 @@ def load_policy_module(path: str | os.PathLike) -> torch.nn.Module:
         raise EmbodiedError(f"{path} is not an embodied policy file (expected format {POLICY_FORMAT})")
     target, kwargs, state = payload.get("target"), payload.get("kwargs"), payload.get("state_dict")
     if target not in POLICY_CLASSES:  # a file naming any other callable could make us call it
-        raise EmbodiedError(f"{path} names class {str(target)[:100]!r}, not a policy class "
-                            f"({', '.join(POLICY_CLASSES)}); refusing to load")
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) and type(v) in (int, float, bool)
-                                               for k, v in kwargs.items()):
+        raise EmbodiedError(
+            f"{path} names class {str(target)[:100]!r}, not a policy class "
+            f"({', '.join(POLICY_CLASSES)}); refusing to load"
+        )
+    if not isinstance(kwargs, dict) or not all(
+        isinstance(k, str) and type(v) in (int, float, bool) for k, v in kwargs.items()
+    ):
         raise EmbodiedError(f"{path}: the constructor arguments must be plain numbers, got {str(kwargs)[:200]}")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                              for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise EmbodiedError(f"{path}: state_dict must map names to tensors")
     module_name, _, name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), name)
@@ -67,8 +75,10 @@ def load_policy_module(path: str | os.PathLike) -> torch.nn.Module:
     if saved != expected:
         wrong = sorted(set(saved) ^ set(expected)) or [k for k in expected if saved[k] != expected[k]]
         key = wrong[0]
-        raise EmbodiedError(f"{path}: its weights do not fit {target}({kwargs}): {key!r} is "
-                            f"{saved.get(key, 'missing')} in the file, {expected.get(key, 'absent')} in the class")
+        raise EmbodiedError(
+            f"{path}: its weights do not fit {target}({kwargs}): {key!r} is "
+            f"{saved.get(key, 'missing')} in the file, {expected.get(key, 'absent')} in the class"
+        )
     module = cls(**kwargs)
     module.load_state_dict(state)
     module.saved_kwargs = dict(kwargs)
@@ -89,6 +99,7 @@ def make_policy(spec: str, env: gym.Env) -> Policy:
     for key, (what, shape) in spaces.items():
         size = module.saved_kwargs.get(key)
         if size is not None and shape != (size,):
-            raise EmbodiedError(f"{spec} is a policy for {what}s of size {size}; this environment's {what} space "
-                                f"has shape {shape}")
+            raise EmbodiedError(
+                f"{spec} is a policy for {what}s of size {size}; this environment's {what} space has shape {shape}"
+            )
     return module.act

@@ -9,7 +9,8 @@ import numpy as np
 
 
 class SequenceReplay:
-    """Episodes of ``obs (T+1, ...)``, ``act (T, A)``, ``rew (T,)``; ``sample`` -> ``(B, L+1, ...), (B, L, A), (B, L)``."""
+    """Episodes of ``obs (T+1, ...)``, ``act (T, A)``, ``rew (T,)``;
+    ``sample`` -> ``(B, L+1, ...), (B, L, A), (B, L)``."""
 
     def __init__(self, capacity_steps: int = 1_000_000):
         self.capacity_steps = capacity_steps
@@ -19,7 +20,9 @@ class SequenceReplay:
     def add_episode(self, obs: np.ndarray, act: np.ndarray, rew: np.ndarray) -> None:
         if len(obs) != len(act) + 1 or len(act) != len(rew):
             raise ValueError(f"episode arrays disagree: obs {len(obs)}, act {len(act)}, rew {len(rew)}")
-        self.episodes.append({"obs": np.asarray(obs), "act": np.asarray(act, np.float32), "rew": np.asarray(rew, np.float32)})
+        self.episodes.append(
+            {"obs": np.asarray(obs), "act": np.asarray(act, np.float32), "rew": np.asarray(rew, np.float32)}
+        )
         self.steps += len(act)
         while self.steps > self.capacity_steps and len(self.episodes) > 1:
             self.steps -= len(self.episodes.pop(0)["act"])
@@ -37,9 +40,9 @@ class SequenceReplay:
         for i in picks:
             e = usable[i]
             s = rng.integers(0, len(e["act"]) - length + 1)
-            obs.append(e["obs"][s:s + length + 1])
-            act.append(e["act"][s:s + length])
-            rew.append(e["rew"][s:s + length])
+            obs.append(e["obs"][s : s + length + 1])
+            act.append(e["act"][s : s + length])
+            rew.append(e["rew"][s : s + length])
         return np.stack(obs), np.stack(act), np.stack(rew)
 
     def state_dict(self) -> dict:
@@ -53,7 +56,9 @@ class SequenceReplay:
             if len(obs) != len(act) + 1 or len(act) != len(rew) or act.ndim != 2:
                 raise ValueError(f"stored episode {i} is malformed: obs {obs.shape}, act {act.shape}, rew {rew.shape}")
             if obs_shape is not None and tuple(obs.shape[1:]) != tuple(obs_shape):
-                raise ValueError(f"stored episode {i} has observations of shape {tuple(obs.shape[1:])}, "
-                                 f"this environment {tuple(obs_shape)}")
+                raise ValueError(
+                    f"stored episode {i} has observations of shape {tuple(obs.shape[1:])}, "
+                    f"this environment {tuple(obs_shape)}"
+                )
         self.capacity_steps, self.episodes = int(state["capacity_steps"]), episodes
         self.steps = sum(len(e["act"]) for e in episodes)

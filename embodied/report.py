@@ -70,9 +70,17 @@ def read_records(path: Path) -> list[RunRecord]:
             continue
         record = parse_json(line, f"{path}, record {number}", max_depth=4)
         rows = record.get("rows") if isinstance(record, dict) else None
-        if not (isinstance(rows, list) and isinstance(record.get("config"), dict) and isinstance(record.get("name"), str)
-                and all(isinstance(r, dict) and type(r.get("step")) is int
-                        and all(v is None or type(v) in (int, float) for v in r.values()) for r in rows)):
+        if not (
+            isinstance(rows, list)
+            and isinstance(record.get("config"), dict)
+            and isinstance(record.get("name"), str)
+            and all(
+                isinstance(r, dict)
+                and type(r.get("step")) is int
+                and all(v is None or type(v) in (int, float) for v in r.values())
+                for r in rows
+            )
+        ):
             raise EmbodiedError(f"{path}, record {number}: not a run record (name, config, rows of numbers)")
         runs.append(RunRecord(path / record["name"], record["config"], rows, bool(record.get("finished", True))))
     if not runs:
@@ -92,8 +100,14 @@ def find_runs(root: Path) -> list[RunRecord]:
     runs = []
     for path in paths:
         config = load_json(path / "config.json", what="run config") if (path / "config.json").exists() else {}
-        runs.append(RunRecord(path, config if isinstance(config, dict) else {}, read_metrics(path / "metrics.jsonl"),
-                              (path / "summary.json").exists()))
+        runs.append(
+            RunRecord(
+                path,
+                config if isinstance(config, dict) else {},
+                read_metrics(path / "metrics.jsonl"),
+                (path / "summary.json").exists(),
+            )
+        )
     return runs
 
 
@@ -150,9 +164,18 @@ def aggregate(scores: dict[str, np.ndarray], reps: int = 2000, seed: int = 0) ->
 
     with seeded_numpy(seed) as state:
         point, interval = rly.get_interval_estimates(scores, _iqm_and_mean, reps=reps, random_state=state)
-    return {g: {"iqm": float(point[g][0]), "iqm_low": float(interval[g][0, 0]), "iqm_high": float(interval[g][1, 0]),
-                "mean": float(point[g][1]), "mean_low": float(interval[g][0, 1]), "mean_high": float(interval[g][1, 1]),
-                "runs": int(scores[g].shape[0])} for g in scores}
+    return {
+        g: {
+            "iqm": float(point[g][0]),
+            "iqm_low": float(interval[g][0, 0]),
+            "iqm_high": float(interval[g][1, 0]),
+            "mean": float(point[g][1]),
+            "mean_low": float(interval[g][0, 1]),
+            "mean_high": float(interval[g][1, 1]),
+            "runs": int(scores[g].shape[0]),
+        }
+        for g in scores
+    }
 
 
 def improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -160,8 +183,9 @@ def improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -
     from rliable import library as rly, metrics
 
     with seeded_numpy(seed) as state:
-        point, interval = rly.get_interval_estimates({"pair": [x, y]}, metrics.probability_of_improvement, reps=reps,
-                                                     random_state=state)
+        point, interval = rly.get_interval_estimates(
+            {"pair": [x, y]}, metrics.probability_of_improvement, reps=reps, random_state=state
+        )
     low, high = np.ravel(interval["pair"])[:2]
     return float(np.ravel(point["pair"])[0]), float(low), float(high)
 
@@ -186,7 +210,9 @@ def curves(groups: dict[str, list[RunRecord]], metric: str, reps: int = 2000, se
     return out
 
 
-def steps_to_threshold(run: RunRecord, metric: str, threshold: float, cost_key: str | None) -> tuple[int | None, float | None]:
+def steps_to_threshold(
+    run: RunRecord, metric: str, threshold: float, cost_key: str | None
+) -> tuple[int | None, float | None]:
     """First step at which ``metric`` >= ``threshold``, and the ``cost_key`` value logged by then."""
     hit = next((step for step, value in run.series(metric) if value >= threshold), None)
     if hit is None:
@@ -228,32 +254,56 @@ def run_measures(run: RunRecord, metric: str, threshold: float, cost_key: str | 
     first = int(steps[np.argmax(above)]) if reached else last
     below = np.nonzero(~above)[0]
     hold = last if not above[-1] else int(steps[below[-1] + 1]) if len(below) else int(steps[0])
-    out = {"final": float(values[-1]), "area": float(values.mean()), "steps_to_reach": float(first),
-           "steps_to_hold": float(hold), "reached": reached, "kept": reached and bool(above[-1])}
+    out = {
+        "final": float(values[-1]),
+        "area": float(values.mean()),
+        "steps_to_reach": float(first),
+        "steps_to_hold": float(hold),
+        "reached": reached,
+        "kept": reached and bool(above[-1]),
+    }
     if cost_at(run, cost_key, last) is not None:  # at the censored steps: the run's total cost
         out["cost_to_reach"], out["cost_to_hold"] = cost_at(run, cost_key, first), cost_at(run, cost_key, hold)
     return out
 
 
-def measures_section(groups: dict[str, list[RunRecord]], metric: str, threshold: float, cost_key: str | None,
-                     compare: list[tuple[str, str]], reps: int) -> list[str]:
+def measures_section(
+    groups: dict[str, list[RunRecord]],
+    metric: str,
+    threshold: float,
+    cost_key: str | None,
+    compare: list[tuple[str, str]],
+    reps: int,
+) -> list[str]:
     """Markdown: each measure per group (IQM and mean with CIs), how many runs kept what they reached, and
     P(X better than Y) for every measure of every comparison."""
-    per_run = {g: [m for m in (run_measures(r, metric, threshold, cost_key) for r in members) if m]
-               for g, members in groups.items()}
+    per_run = {
+        g: [m for m in (run_measures(r, metric, threshold, cost_key) for r in members) if m]
+        for g, members in groups.items()
+    }
     names = [n for n in MEASURES if any(n in m for ms in per_run.values() for m in ms)]
-    lines = ["", f"Measures of `{metric}` with threshold {threshold}"
-             + (f", cost `{cost_key}`" if cost_key else "") + ":", ""]
+    lines = [
+        "",
+        f"Measures of `{metric}` with threshold {threshold}" + (f", cost `{cost_key}`" if cost_key else "") + ":",
+        "",
+    ]
     lines += [f"- `{n}`: {MEASURES[n][0]}" + (" (lower is better)" if not MEASURES[n][1] else "") for n in names]
     lines += ["", "| group | measure | runs | IQM [95% CI] | mean [95% CI] |", "| --- | --- | ---: | --- | --- |"]
     for name in names:
         scores = {g: np.array([[m[name]] for m in ms if name in m]) for g, ms in per_run.items()}
         scores = {g: v for g, v in scores.items() if len(v)}
         for g, st in aggregate(scores, reps).items():
-            lines.append(f"| {g} | {name} | {st['runs']} | {st['iqm']:.3g} [{st['iqm_low']:.3g}, {st['iqm_high']:.3g}]"
-                         f" | {st['mean']:.3g} [{st['mean_low']:.3g}, {st['mean_high']:.3g}] |")
-    lines += ["", f"Retention: of the runs that reached {threshold}, how many end at or above it:", "",
-              "| group | reached | kept to the end |", "| --- | ---: | ---: |"]
+            lines.append(
+                f"| {g} | {name} | {st['runs']} | {st['iqm']:.3g} [{st['iqm_low']:.3g}, {st['iqm_high']:.3g}]"
+                f" | {st['mean']:.3g} [{st['mean_low']:.3g}, {st['mean_high']:.3g}] |"
+            )
+    lines += [
+        "",
+        f"Retention: of the runs that reached {threshold}, how many end at or above it:",
+        "",
+        "| group | reached | kept to the end |",
+        "| --- | ---: | ---: |",
+    ]
     for g, ms in per_run.items():
         reached = sum(m["reached"] for m in ms)
         lines.append(f"| {g} | {reached}/{len(ms)} | {sum(m['kept'] for m in ms)}/{reached} |")
@@ -278,7 +328,7 @@ def plot_curves(curve_data, metric: str, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, (steps, point, interval) in curve_data.items():
-        line, = ax.plot(steps, point, marker="o", markersize=3, label=label)
+        (line,) = ax.plot(steps, point, marker="o", markersize=3, label=label)
         ax.fill_between(steps, interval[0], interval[1], color=line.get_color(), alpha=0.2)
     ax.set_xlabel("step")
     ax.set_ylabel(f"{metric} (IQM, 95% CI)")
@@ -302,21 +352,34 @@ def select(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
     return runs
 
 
-def build_report(root: Path, metric: str, group_by: list[str] | None, compare: list[tuple[str, str]],
-                 threshold: float | None, cost_key: str | None, reps: int, plot_path: Path | None,
-                 where: list[str] = (), unfinished: bool = False, at_step: int | None = None) -> str:
+def build_report(
+    root: Path,
+    metric: str,
+    group_by: list[str] | None,
+    compare: list[tuple[str, str]],
+    threshold: float | None,
+    cost_key: str | None,
+    reps: int,
+    plot_path: Path | None,
+    where: list[str] = (),
+    unfinished: bool = False,
+    at_step: int | None = None,
+) -> str:
     found = select(find_runs(root), list(where))
     runs = found if unfinished else [r for r in found if r.finished]
     if not runs:
-        raise EmbodiedError(f"none of the {len(found)} runs under {root} has finished (no summary.json); "
-                            "pass --unfinished to report them as they are")
+        raise EmbodiedError(
+            f"none of the {len(found)} runs under {root} has finished (no summary.json); "
+            "pass --unfinished to report them as they are"
+        )
     short = []
     if at_step is not None:  # runs that stopped before the budget are left out (and counted), never compared early
         short = [r for r in runs if r.last_step() < at_step]
         runs = [r.up_to(at_step) for r in runs if r.last_step() >= at_step]
         if not runs:
-            raise EmbodiedError(f"--at-step {at_step}: no run reached it (the furthest got to "
-                                f"{max(r.last_step() for r in short)})")
+            raise EmbodiedError(
+                f"--at-step {at_step}: no run reached it (the furthest got to {max(r.last_step() for r in short)})"
+            )
     keys = default_group_keys(runs) if group_by is None else group_by
     unknown = [k for k in keys if not any(k in r.config for r in runs)]
     if unknown:
@@ -324,18 +387,28 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
     groups = group_runs(runs, keys)
     scores = final_scores(groups, metric)
     stats = aggregate(scores, reps)
-    reasons = [f"{n} {why} left out" for n, why in ((len(found) - len(runs) - len(short), "unfinished"),
-                                                      (len(short), f"short of step {at_step}")) if n]
+    reasons = [
+        f"{n} {why} left out"
+        for n, why in ((len(found) - len(runs) - len(short), "unfinished"), (len(short), f"short of step {at_step}"))
+        if n
+    ]
     left_out = f" ({', '.join(reasons)})" if reasons else ""
     value = "final value per run" if at_step is None else f"each run's last value at env step <= {at_step}"
-    lines = [f"# Report: {root}", "",
-             f"{len(runs)} runs{left_out}, "
-             f"metric `{metric}` ({value}), grouped by {', '.join(keys) or 'nothing'}; "
-             f"IQM and mean with 95 % stratified-bootstrap CIs ({reps} resamples, rliable).", "",
-             "| group | runs | IQM [95% CI] | mean [95% CI] |", "| --- | ---: | --- | --- |"]
+    lines = [
+        f"# Report: {root}",
+        "",
+        f"{len(runs)} runs{left_out}, "
+        f"metric `{metric}` ({value}), grouped by {', '.join(keys) or 'nothing'}; "
+        f"IQM and mean with 95 % stratified-bootstrap CIs ({reps} resamples, rliable).",
+        "",
+        "| group | runs | IQM [95% CI] | mean [95% CI] |",
+        "| --- | ---: | --- | --- |",
+    ]
     for g, s in stats.items():
-        lines.append(f"| {g} | {s['runs']} | {s['iqm']:.3f} [{s['iqm_low']:.3f}, {s['iqm_high']:.3f}] | "
-                     f"{s['mean']:.3f} [{s['mean_low']:.3f}, {s['mean_high']:.3f}] |")
+        lines.append(
+            f"| {g} | {s['runs']} | {s['iqm']:.3f} [{s['iqm_low']:.3f}, {s['iqm_high']:.3f}] | "
+            f"{s['mean']:.3f} [{s['mean_low']:.3f}, {s['mean_high']:.3f}] |"
+        )
     if compare:
         lines += ["", "| comparison | P(X > Y) [95% CI] |", "| --- | --- |"]
         for x, y in compare:
@@ -346,8 +419,13 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
             lines.append(f"| {x} > {y} | {p:.3f} [{low:.3f}, {high:.3f}] |")
     if threshold is not None:
         unit = f" and `{cost_key}`" if cost_key else ""
-        lines += ["", f"Steps{unit} to first reach {metric} >= {threshold} (median over the runs that reached it):", "",
-                  "| group | reached | median steps | median " + (cost_key or "cost") + " |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            "",
+            f"Steps{unit} to first reach {metric} >= {threshold} (median over the runs that reached it):",
+            "",
+            "| group | reached | median steps | median " + (cost_key or "cost") + " |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for g, members in groups.items():
             hits = [steps_to_threshold(r, metric, threshold, cost_key) for r in members]
             reached = [h for h in hits if h[0] is not None]
@@ -364,23 +442,50 @@ def build_report(root: Path, metric: str, group_by: list[str] | None, compare: l
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="embodied report", allow_abbrev=False,
-                                     description="Tables and curves with confidence intervals "
-                                     "from run directories (rliable).", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("dir", type=Path, help="a sweep's output, any directory of runs, one run directory, or a "
-                        "study's records.jsonl")
+    parser = argparse.ArgumentParser(
+        prog="embodied report",
+        allow_abbrev=False,
+        description="Tables and curves with confidence intervals from run directories (rliable).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "dir", type=Path, help="a sweep's output, any directory of runs, one run directory, or a study's records.jsonl"
+    )
     parser.add_argument("--metric", default="eval/success_rate", help="metric key in metrics.jsonl")
-    parser.add_argument("--group-by", nargs="*", default=None, help="config keys to group by (default: those that vary)")
-    parser.add_argument("--compare", nargs=2, action="append", default=[], metavar=("X", "Y"),
-                        help="report P(X > Y) between two group labels (repeatable)")
+    parser.add_argument(
+        "--group-by", nargs="*", default=None, help="config keys to group by (default: those that vary)"
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("X", "Y"),
+        help="report P(X > Y) between two group labels (repeatable)",
+    )
     parser.add_argument("--threshold", type=float, default=None, help="report steps needed to reach this metric value")
-    parser.add_argument("--cost-key", default=None, help="with --threshold: a cumulative metric to report at that step "
-                        "(e.g. feedback/labels)")
-    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                        help="only runs whose config has this value (repeatable)")
-    parser.add_argument("--unfinished", action="store_true", help="include runs without summary.json (their last value)")
-    parser.add_argument("--at-step", type=int, default=None, help="compare at this step: each run's last value at or "
-                        "before it; runs that stopped earlier are left out (for runs stopped by a time budget)")
+    parser.add_argument(
+        "--cost-key",
+        default=None,
+        help="with --threshold: a cumulative metric to report at that step (e.g. feedback/labels)",
+    )
+    parser.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only runs whose config has this value (repeatable)",
+    )
+    parser.add_argument(
+        "--unfinished", action="store_true", help="include runs without summary.json (their last value)"
+    )
+    parser.add_argument(
+        "--at-step",
+        type=int,
+        default=None,
+        help="compare at this step: each run's last value at or "
+        "before it; runs that stopped earlier are left out (for runs stopped by a time budget)",
+    )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default: DIR/report.md); PNG beside it")
     args = parse_command_args(parser, argv, "embodied report")
@@ -397,8 +502,19 @@ def main(argv: list[str]) -> int:
         raise EmbodiedError(f"--out {out} is a directory; give the markdown file to write")
     ensure_writable_dir(out)  # before the bootstrap, not after it
     plot = out.with_name(out.stem + "_curves.png")
-    text = build_report(args.dir, args.metric, args.group_by, [tuple(c) for c in args.compare], args.threshold,
-                        args.cost_key, args.reps, plot, args.where, args.unfinished, args.at_step)
+    text = build_report(
+        args.dir,
+        args.metric,
+        args.group_by,
+        [tuple(c) for c in args.compare],
+        args.threshold,
+        args.cost_key,
+        args.reps,
+        plot,
+        args.where,
+        args.unfinished,
+        args.at_step,
+    )
     with atomic_path(out) as tmp:
         tmp.write_text(text)
     print(text)

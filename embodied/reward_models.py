@@ -112,8 +112,10 @@ class RewardEnsemble(nn.Module):
 
     @torch.no_grad()
     def mean_reward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-        return sum(w * (m.mean_reward(obs, act) - mu) / sd
-                   for w, m, mu, sd in zip(self.weights, self.members, self.shift, self.scale))
+        return sum(
+            w * (m.mean_reward(obs, act) - mu) / sd
+            for w, m, mu, sd in zip(self.weights, self.members, self.shift, self.scale)
+        )
 
 
 @dataclass
@@ -125,17 +127,31 @@ class RewardTrainConfig:
     weight_decay: float = 1e-4
 
 
-def preference_loss(model: nn.Module, obs: torch.Tensor, act: torch.Tensor, first: torch.Tensor, second: torch.Tensor,
-                    label: torch.Tensor, kl_weight: float) -> tuple[torch.Tensor, dict]:
+def preference_loss(
+    model: nn.Module,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    first: torch.Tensor,
+    second: torch.Tensor,
+    label: torch.Tensor,
+    kl_weight: float,
+) -> tuple[torch.Tensor, dict]:
     """Soft-label Bradley-Terry cross-entropy (+ KL term); ``obs (N, L, D)``, indices/labels ``(B,)``."""
     logits, kl = model.segment_logits(obs[first], act[first], obs[second], act[second])
     ce = F.binary_cross_entropy_with_logits(logits, label)
     return ce + kl_weight * kl, {"ce": ce.item(), "kl": kl.item()}
 
 
-def train_reward_model(model: nn.Module, obs: np.ndarray, act: np.ndarray, prefs: Preferences,
-                       cfg: RewardTrainConfig = RewardTrainConfig(), device: torch.device | str = "cpu",
-                       seed: int = 0, log=None) -> list[float]:
+def train_reward_model(
+    model: nn.Module,
+    obs: np.ndarray,
+    act: np.ndarray,
+    prefs: Preferences,
+    cfg: RewardTrainConfig = RewardTrainConfig(),
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    log=None,
+) -> list[float]:
     """Fit ``model`` to ``prefs`` over segments ``obs (N, L, D)``, ``act (N, L, A)``; returns loss per epoch."""
     if len(prefs) == 0:
         raise ValueError("empty preference set: nothing to learn a reward from")
@@ -154,7 +170,7 @@ def train_reward_model(model: nn.Module, obs: np.ndarray, act: np.ndarray, prefs
         order = torch.randperm(len(prefs), generator=gen).to(device)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
-            b = order[start:start + cfg.batch_size]
+            b = order[start : start + cfg.batch_size]
             loss, parts = preference_loss(model, obs_t, act_t, first[b], second[b], label[b], cfg.kl_weight)
             opt.zero_grad()
             loss.backward()
@@ -167,8 +183,9 @@ def train_reward_model(model: nn.Module, obs: np.ndarray, act: np.ndarray, prefs
 
 
 @torch.no_grad()
-def preference_accuracy(model: nn.Module, obs: np.ndarray, act: np.ndarray, prefs: Preferences,
-                        device: torch.device | str = "cpu") -> float:
+def preference_accuracy(
+    model: nn.Module, obs: np.ndarray, act: np.ndarray, prefs: Preferences, device: torch.device | str = "cpu"
+) -> float:
     """How often the model's mean segment return orders a pair as the labels do (ties skipped)."""
     model.to(device).eval()
     obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)

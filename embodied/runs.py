@@ -36,8 +36,7 @@ import torch
 
 from embodied.allocator import keep_freed_memory
 from embodied.atomic import atomic_path
-from embodied.checkpoint import (load_checkpoint, restoring, rng_state, save_checkpoint, seed_everything,
-                                 set_rng_state)
+from embodied.checkpoint import load_checkpoint, restoring, rng_state, save_checkpoint, seed_everything, set_rng_state
 from embodied.config import check_resume, save_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
@@ -61,8 +60,10 @@ class Run:
         self.dir = Path(root).expanduser() / name
         for path in (self.dir.parent, self.dir):  # a link would put the run (and its lock) wherever it points
             if path.is_symlink():
-                raise EmbodiedError(f"{'run directory' if path == self.dir else '--run-dir'} {path} is a symbolic "
-                                    f"link; refusing to write through it (pass the real directory)")
+                raise EmbodiedError(
+                    f"{'run directory' if path == self.dir else '--run-dir'} {path} is a symbolic "
+                    f"link; refusing to write through it (pass the real directory)"
+                )
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -70,7 +71,9 @@ class Run:
         self._lock = lock_run_dir(self.dir)
         if not resume and any(p.name != ".lock" for p in self.dir.iterdir()):
             self._release()
-            raise EmbodiedError(f"run directory {self.dir} already exists; pass --resume to continue it or choose another --run-name")
+            raise EmbodiedError(
+                f"run directory {self.dir} already exists; pass --resume to continue it or choose another --run-name"
+            )
         for sub in ("checkpoints", "videos"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         if config is not None:
@@ -96,7 +99,9 @@ class Run:
         except EmbodiedError as err:  # too large or deep, not JSON, not UTF-8 text, not a file
             raise EmbodiedError(f"cannot read {path} to resume: {str(err).replace(str(path), 'it')}") from None
         if not isinstance(saved, dict):  # a list or a string has no keys to compare: the check would pass unseen
-            raise EmbodiedError(f"cannot resume: {path} holds {type(saved).__name__}, not the run's settings (an object)")
+            raise EmbodiedError(
+                f"cannot resume: {path} holds {type(saved).__name__}, not the run's settings (an object)"
+            )
         return saved
 
     @property
@@ -143,8 +148,11 @@ class Run:
         def request_stop(signum, frame):
             self._stop.set()
             signal.signal(signal.SIGINT, self._previous_handler or signal.default_int_handler)
-            print("\nstopping after this step with a checkpoint, or finishing if it is the last "  # the loop decides
-                  "(Ctrl-C again to stop at once, without one)", flush=True)
+            print(
+                "\nstopping after this step with a checkpoint, or finishing if it is the last "  # the loop decides
+                "(Ctrl-C again to stop at once, without one)",
+                flush=True,
+            )
 
         self._previous_handler = signal.signal(signal.SIGINT, request_stop)
 
@@ -180,8 +188,10 @@ def lock_run_dir(directory: Path) -> int:
     except BlockingIOError:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
         os.close(fd)
-        raise EmbodiedError(f"run directory {directory} is in use by another process"
-                            f"{f' (pid {holder})' if holder else ''}; wait for it to finish or choose another --run-name") from None
+        raise EmbodiedError(
+            f"run directory {directory} is in use by another process"
+            f"{f' (pid {holder})' if holder else ''}; wait for it to finish or choose another --run-name"
+        ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
@@ -271,8 +281,10 @@ def metric_file_lines(path: str | Path) -> list[str]:
         with open(path, encoding="utf-8") as f:
             while line := f.readline(MAX_METRIC_LINE + 1):
                 if len(line) > MAX_METRIC_LINE:
-                    raise EmbodiedError(f"{path}, record {len(lines) + 1}: a line over {MAX_METRIC_LINE} characters "
-                                        f"is not a metric record")
+                    raise EmbodiedError(
+                        f"{path}, record {len(lines) + 1}: a line over {MAX_METRIC_LINE} characters "
+                        f"is not a metric record"
+                    )
                 if line.strip():
                     lines.append(line)
     except (OSError, UnicodeDecodeError) as err:
@@ -289,16 +301,23 @@ def parse_metric_lines(lines: Iterable[str], path: str | Path = "metrics.jsonl")
     for number, line in enumerate(lines, 1):
         if line.strip():
             if json_depth(line) > 1:  # a record is one flat object; deeper is not ours (and not cut off)
-                raise EmbodiedError(f"{path}, record {number}: {line.strip()[:100]!r} is not a metric record "
-                                    f"(an integer step and numbers)")
+                raise EmbodiedError(
+                    f"{path}, record {number}: {line.strip()[:100]!r} is not a metric record "
+                    f"(an integer step and numbers)"
+                )
             try:
                 row = json.loads(line)
             except ValueError:
                 break
-            if not (isinstance(row, dict) and type(row.get("step")) is int
-                    and all(v is None or type(v) in (int, float) for v in row.values())):
-                raise EmbodiedError(f"{path}, record {number}: {line.strip()[:100]!r} is not a metric record "
-                                    f"(an integer step and numbers)")
+            if not (
+                isinstance(row, dict)
+                and type(row.get("step")) is int
+                and all(v is None or type(v) in (int, float) for v in row.values())
+            ):
+                raise EmbodiedError(
+                    f"{path}, record {number}: {line.strip()[:100]!r} is not a metric record "
+                    f"(an integer step and numbers)"
+                )
             rows.append(row)
     return rows
 

@@ -86,7 +86,8 @@ def parse_json(text: str, where: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise EmbodiedError(f"{where} is not valid JSON: {reason}") from None
 
 
-def load_json(path: str | os.PathLike, limit: int = MAX_JSON_BYTES, what: str = "JSON file",
-              max_depth: int = MAX_JSON_DEPTH) -> Any:
+def load_json(
+    path: str | os.PathLike, limit: int = MAX_JSON_BYTES, what: str = "JSON file", max_depth: int = MAX_JSON_DEPTH
+) -> Any:
     """The JSON value in ``path``: size, encoding and nesting checked before parsing."""
     return parse_json(read_text(path, limit, what), f"{what} {path}", max_depth)

@@ -55,7 +55,7 @@ def load_study(path: Path) -> dict:
     if unknown:
         raise EmbodiedError(f"study file {path}: unknown keys {sorted(unknown)} (known: {sorted(STUDY_KEYS)})")
     if "agent" not in study or not isinstance(study.get("seeds"), list) or not study["seeds"]:
-        raise EmbodiedError(f"study file {path} needs agent = \"...\" and seeds = [...]")
+        raise EmbodiedError(f'study file {path} needs agent = "..." and seeds = [...]')
     for table in ("grid", "options", "report"):
         if not isinstance(study.setdefault(table, {}), dict):
             raise EmbodiedError(f"study file {path}: [{table}] must be a table")
@@ -94,8 +94,15 @@ def run_study(study: dict, out: Path, cpus_per_trial: int = 1, gpus_per_trial: f
 
     cls = config_class(study["agent"])
     grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
-    sweep(study["agent"], [int(s) for s in study["seeds"]], grid, out, passthrough(study["options"], cls),
-          cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+    sweep(
+        study["agent"],
+        [int(s) for s in study["seeds"]],
+        grid,
+        out,
+        passthrough(study["options"], cls),
+        cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial,
+    )
 
 
 def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
@@ -109,8 +116,12 @@ def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
         kept = lambda key: key in keys or key.startswith(prefixes)  # noqa: E731
         rows = [{"step": r["step"], **{k: v for k, v in r.items() if kept(k)}} for r in run.rows if any(map(kept, r))]
         settings = {k: v for k, v in sorted(run.config.items()) if isinstance(v, (str, int, float, bool)) or v is None}
-        lines.append(json.dumps({"name": run.path.name, "config": settings,
-                                 "finished": run.finished, "rows": rows}, separators=(",", ":")))
+        lines.append(
+            json.dumps(
+                {"name": run.path.name, "config": settings, "finished": run.finished, "rows": rows},
+                separators=(",", ":"),
+            )
+        )
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
 
@@ -124,16 +135,24 @@ def write_reports(study: dict, source: Path, results: Path) -> list[Path]:
     group_by = rep.get("group_by") or [k for k in study["grid"] if k != split]
     compare = [tuple(c) for c in rep.get("compare", [])]
     written = []
-    for value in (study["grid"][split] if split else [None]):
+    for value in study["grid"][split] if split else [None]:
         stem = "report" if value is None else f"report-{value}"
         where = list(rep.get("where", [])) + ([] if value is None else [f"{split}={option_text(value)}"])
         for metric in [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])]:
             main = metric == rep.get("metric", "eval/success_rate")
             name = stem if main else f"{stem}-{metric.replace('/', '_')}"
             out = results / f"{name}.md"
-            text = build_report(source, metric, group_by, compare if main else [],
-                                rep.get("threshold") if main else None, rep.get("cost_key") if main else None,
-                                2000, out.with_name(out.stem + "_curves.png"), where)
+            text = build_report(
+                source,
+                metric,
+                group_by,
+                compare if main else [],
+                rep.get("threshold") if main else None,
+                rep.get("cost_key") if main else None,
+                2000,
+                out.with_name(out.stem + "_curves.png"),
+                where,
+            )
             with atomic_path(out) as tmp:
                 tmp.write_text(text)
             written.append(out)
@@ -141,20 +160,40 @@ def write_reports(study: dict, source: Path, results: Path) -> list[Path]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="embodied study", description="Run a study file (agent, seeds, grid, shared "
-                                     "options, report) with embodied sweep, then embodied report.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="embodied study",
+        description="Run a study file (agent, seeds, grid, shared "
+        "options, report) with embodied sweep, then embodied report.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,
+    )
     parser.add_argument("file", type=Path, help="the study's .toml file (bench/studies/)")
     parser.add_argument("--out", type=Path, default=None, help="run directories (default: runs/<study>)")
-    parser.add_argument("--results", type=Path, default=None, help="reports and records (default: bench/results/<study>)")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds instead of the file's (e.g. a small re-run)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one of the file's [options] (repeatable)")
+    parser.add_argument(
+        "--results", type=Path, default=None, help="reports and records (default: bench/results/<study>)"
+    )
+    parser.add_argument(
+        "--seeds", default=None, help="comma-separated seeds instead of the file's (e.g. a small re-run)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one of the file's [options] (repeatable)",
+    )
     parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
-                        help="GPU share per trial (0.25: four trials on each GPU); 0: CPU only")
-    parser.add_argument("--report-only", action="store_true",
-                        help="no training: report from --out if it holds runs, else from the results' records.jsonl")
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="GPU share per trial (0.25: four trials on each GPU); 0: CPU only",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no training: report from --out if it holds runs, else from the results' records.jsonl",
+    )
     args = parse_command_args(parser, argv, "embodied study")
     if args is None:
         return 0
@@ -174,8 +213,9 @@ def main(argv: list[str]) -> int:
     ensure_writable_dir(results / "report.md")
     records = results / "records.jsonl"
     rep = study["report"]
-    keys = [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])] + ([rep["cost_key"]] if rep.get("cost_key")
-                                                                               else [])
+    keys = [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])] + (
+        [rep["cost_key"]] if rep.get("cost_key") else []
+    )
     if not args.report_only:
         if args.cpus_per_trial <= 0:
             raise EmbodiedError("--cpus-per-trial must be positive")

@@ -74,7 +74,9 @@ def parse_grid(items: list[str], cls: type) -> dict[str, list[str]]:
         if not sep or not key or not values:
             raise EmbodiedError(f"--grid {item!r}: expected KEY=V1,V2,...")
         if key not in fields:
-            raise EmbodiedError(f"--grid {item!r}: {key!r} is not an option of this agent (see embodied train AGENT --help)")
+            raise EmbodiedError(
+                f"--grid {item!r}: {key!r} is not an option of this agent (see embodied train AGENT --help)"
+            )
         if key in RESERVED:
             raise EmbodiedError(f"--grid {item!r}: {key} is set by the sweep itself (use --seeds for seeds)")
         if key in grid:
@@ -153,15 +155,33 @@ def run_trial(agent: str, argv: list[str], out: str, name: str, threads: int) ->
     run_dir = Path(out) / name
     if is_finished(run_dir):
         return {"name": name, "skipped": True, "files": {}}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "OPENBLAS_NUM_THREADS": str(threads)}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
+    }
     start = time.time()
     for attempt in range(20):  # a killed predecessor releases the run's lock a moment after it dies
         resume = ["--resume"] if run_dir.exists() else []
-        cmd = [sys.executable, "-m", "embodied.cli", "train", agent, *argv, "--run-dir", out, "--run-name", name,
-               "--threads", str(threads), *resume]
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              preexec_fn=_die_with_parent)
+        cmd = [
+            sys.executable,
+            "-m",
+            "embodied.cli",
+            "train",
+            agent,
+            *argv,
+            "--run-dir",
+            out,
+            "--run-name",
+            name,
+            "--threads",
+            str(threads),
+            *resume,
+        ]
+        proc = subprocess.run(
+            cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent
+        )
         if proc.returncode == 0:
             break
         if "in use by another process" in proc.stderr and attempt < 19:
@@ -188,8 +208,10 @@ def check_gpus_per_trial(gpus: float, address: str | None) -> None:
     if gpus > 0 and address is None:
         found = local_gpu_count()
         if found == 0:
-            raise EmbodiedError(f"--gpus-per-trial {gpus:g} needs a CUDA GPU, and this machine has none "
-                                "(leave the option out to run on the CPUs)")
+            raise EmbodiedError(
+                f"--gpus-per-trial {gpus:g} needs a CUDA GPU, and this machine has none "
+                "(leave the option out to run on the CPUs)"
+            )
         if gpus > found:
             raise EmbodiedError(f"--gpus-per-trial {gpus:g} is more than this machine's {found} GPUs")
 
@@ -205,26 +227,47 @@ def task_options(cpus: int, gpus: float, retries: int) -> dict:
     return {"num_cpus": cpus, "num_gpus": gpus, "max_retries": retries, "retry_exceptions": False}
 
 
-def sweep(agent: str, seeds: list[int], grid: dict[str, list[str]], out: Path, passthrough: list[str],
-          address: str | None = None, cpus_per_trial: int = 1, max_retries: int = 3,
-          gpus_per_trial: float = 0.0) -> list[dict]:
+def sweep(
+    agent: str,
+    seeds: list[int],
+    grid: dict[str, list[str]],
+    out: Path,
+    passthrough: list[str],
+    address: str | None = None,
+    cpus_per_trial: int = 1,
+    max_retries: int = 3,
+    gpus_per_trial: float = 0.0,
+) -> list[dict]:
     check_gpus_per_trial(gpus_per_trial, address)
     trials = plan(agent, seeds, grid, passthrough)
     out = out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in trials if not is_finished(out / t.name)]
     gpu_note = f", {gpus_per_trial:g} GPU" if gpus_per_trial else ""
-    print(f"sweep: {len(trials)} trials ({len(trials) - len(todo)} finished already), {cpus_per_trial} CPU"
-          f"{gpu_note} each, out {out}")
+    print(
+        f"sweep: {len(trials)} trials ({len(trials) - len(todo)} finished already), {cpus_per_trial} CPU"
+        f"{gpu_note} each, out {out}"
+    )
     rows = [{"name": t.name, "status": "done before", **_summary_fields(out / t.name)} for t in trials if t not in todo]
     if todo:
         rows += _run_on_ray(agent, todo, out, address, cpus_per_trial, max_retries, gpus_per_trial)
     rows.sort(key=lambda r: r["name"])
     print_table(rows)
     with atomic_path(out / "sweep.json") as tmp:
-        tmp.write_text(json.dumps({"agent": agent, "seeds": seeds, "grid": grid, "passthrough": passthrough,
-                                   "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-                                   "trials": rows}, indent=2))
+        tmp.write_text(
+            json.dumps(
+                {
+                    "agent": agent,
+                    "seeds": seeds,
+                    "grid": grid,
+                    "passthrough": passthrough,
+                    "cpus_per_trial": cpus_per_trial,
+                    "gpus_per_trial": gpus_per_trial,
+                    "trials": rows,
+                },
+                indent=2,
+            )
+        )
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         raise EmbodiedError(f"{len(failed)} of {len(rows)} trials failed: {', '.join(r['name'] for r in failed)}")
@@ -247,7 +290,9 @@ class _MPS:
     """
 
     def __init__(self):
-        self.control = shutil.which("nvidia-cuda-mps-control", path=os.environ.get("PATH", "") + ":/usr/local/nvidia/bin")
+        self.control = shutil.which(
+            "nvidia-cuda-mps-control", path=os.environ.get("PATH", "") + ":/usr/local/nvidia/bin"
+        )
         self.started = False
 
     def __enter__(self):
@@ -270,16 +315,18 @@ class _MPS:
             os.environ.pop("CUDA_MPS_LOG_DIRECTORY", None)
 
 
-def _run_on_ray(agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int,
-                gpus: float = 0.0) -> list[dict]:
+def _run_on_ray(
+    agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int, gpus: float = 0.0
+) -> list[dict]:
     if gpus and 0 < gpus < 1 and address is None:
         with _MPS():
             return _run_on_ray_now(agent, trials, out, address, cpus, retries, gpus)
     return _run_on_ray_now(agent, trials, out, address, cpus, retries, gpus)
 
 
-def _run_on_ray_now(agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int,
-                    gpus: float) -> list[dict]:
+def _run_on_ray_now(
+    agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int, gpus: float
+) -> list[dict]:
     try:
         import ray
     except ImportError:
@@ -289,8 +336,13 @@ def _run_on_ray_now(agent: str, trials: list[Trial], out: Path, address: str | N
         # Ray runs its workers at nice 15 by default, so any other job on the machine starved the
         # trials (measured: a PARL trial 3-4x slower beside one unrelated process); trials are the work here.
         os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=os.cpu_count(), num_gpus=local_gpu_count() if gpus else 0, include_dashboard=False,
-                 log_to_driver=False, logging_level="ERROR")
+        ray.init(
+            num_cpus=os.cpu_count(),
+            num_gpus=local_gpu_count() if gpus else 0,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
     else:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
     try:
@@ -309,21 +361,28 @@ def _run_on_ray_now(agent: str, trials: list[Trial], out: Path, address: str | N
             try:
                 result = ray.get(done[0])
                 sync_back(out, result)
-                row = {"name": trial.name, "status": "skipped" if result["skipped"] else "finished",
-                       "seconds": round(result.get("seconds", 0.0), 1), **_summary_fields(out / trial.name)}
+                row = {
+                    "name": trial.name,
+                    "status": "skipped" if result["skipped"] else "finished",
+                    "seconds": round(result.get("seconds", 0.0), 1),
+                    **_summary_fields(out / trial.name),
+                }
             except Exception as err:  # the trial's own failure (after Ray's retries for worker deaths)
                 row = {"name": trial.name, "status": "failed", "error": str(err).strip().splitlines()[-1][:300]}
             rows.append(row)
             value = "" if row.get("value") is None else f" {row['metric']} {row['value']:.3f}"
-            print(f"[{len(rows)}/{len(trials)}] {row['status']:8s} {trial.name} {row.get('seconds', '')}s{value}"
-                  + (f" ({row['error']})" if "error" in row else ""), flush=True)
+            print(
+                f"[{len(rows)}/{len(trials)}] {row['status']:8s} {trial.name} {row.get('seconds', '')}s{value}"
+                + (f" ({row['error']})" if "error" in row else ""),
+                flush=True,
+            )
         return rows
     finally:
         ray.shutdown()
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n| trial | status | seconds | final metric |\n| --- | --- | ---: | ---: |")
+    print("\n| trial | status | seconds | final metric |\n| --- | --- | ---: | ---: |")
     for r in rows:
         value = "" if r.get("value") is None else f"{r['metric']} = {r['value']:.3f}"
         print(f"| {r['name']} | {r['status']} | {r.get('seconds', '')} | {value} |")
@@ -332,23 +391,37 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str]) -> int:
     if "--" in argv:
         cut = argv.index("--")
-        argv, passthrough = argv[:cut], argv[cut + 1:]
+        argv, passthrough = argv[:cut], argv[cut + 1 :]
     else:
         passthrough = []
-    parser = argparse.ArgumentParser(prog="embodied sweep", allow_abbrev=False,
-                                     description="Run seeds x grid values of one agent as Ray tasks.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                     epilog="Options after -- go to every trial (embodied train AGENT --help lists them).")
+    parser = argparse.ArgumentParser(
+        prog="embodied sweep",
+        allow_abbrev=False,
+        description="Run seeds x grid values of one agent as Ray tasks.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Options after -- go to every trial (embodied train AGENT --help lists them).",
+    )
     parser.add_argument("--agent", required=True, help=f"one of {', '.join(sorted(AGENTS))}")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                        help="an agent option and its values (repeat for a cross product; ';' separates tuple values)")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="an agent option and its values (repeat for a cross product; ';' separates tuple values)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory that holds one run directory per trial")
-    parser.add_argument("--address", default=None, help="join this Ray cluster (default: start a local one on all cores)")
+    parser.add_argument(
+        "--address", default=None, help="join this Ray cluster (default: start a local one on all cores)"
+    )
     parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) reserved per trial")
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0,
-                        help="GPU share per trial: 0.25 runs four trials on each GPU (Ray's fractional GPUs; MPS where "
-                             "installed); 0: CPU only")
+    parser.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=0.0,
+        help="GPU share per trial: 0.25 runs four trials on each GPU (Ray's fractional GPUs; MPS where "
+        "installed); 0: CPU only",
+    )
     parser.add_argument("--max-retries", type=int, default=3, help="Ray retries of a trial whose worker died")
     args = parse_command_args(parser, argv, "embodied sweep")
     if args is None:
@@ -362,6 +435,15 @@ def main(argv: list[str]) -> int:
     if args.cpus_per_trial <= 0 or args.max_retries < 0:
         raise EmbodiedError("--cpus-per-trial must be positive and --max-retries >= 0")
     grid = parse_grid(args.grid, config_class(args.agent))
-    sweep(args.agent, seeds, grid, args.out, passthrough, args.address, args.cpus_per_trial, args.max_retries,
-          args.gpus_per_trial)
+    sweep(
+        args.agent,
+        seeds,
+        grid,
+        args.out,
+        passthrough,
+        args.address,
+        args.cpus_per_trial,
+        args.max_retries,
+        args.gpus_per_trial,
+    )
     return 0

@@ -58,8 +58,9 @@ class ScriptedTeacher:
         weights = self.gamma ** np.arange(length - 1, -1, -1)
         return rewards @ weights
 
-    def label(self, rewards: np.ndarray, first: np.ndarray, second: np.ndarray,
-              rng: np.random.Generator | None = None) -> Preferences:
+    def label(
+        self, rewards: np.ndarray, first: np.ndarray, second: np.ndarray, rng: np.random.Generator | None = None
+    ) -> Preferences:
         """Labels for the pairs ``(first[q], second[q])`` of segments with true rewards ``(N, L)``."""
         if np.any(~np.isfinite(rewards)):
             raise ValueError("segment rewards contain NaN or inf")

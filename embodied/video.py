@@ -47,8 +47,9 @@ def pad_to_16(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, ((0, ph), (0, pw), (0, 0))) if ph or pw else frame
 
 
-def record_episode(env: gym.Env, policy: Policy, seed: int, max_steps: int | None = None,
-                   annotate: bool = True) -> tuple[list[np.ndarray], float, bool]:
+def record_episode(
+    env: gym.Env, policy: Policy, seed: int, max_steps: int | None = None, annotate: bool = True
+) -> tuple[list[np.ndarray], float, bool]:
     """Frames of one episode (``env`` needs ``render_mode="rgb_array"``), its return and success."""
     obs, _ = env.reset(seed=seed)
     frames = [env.render()]
@@ -80,7 +81,7 @@ def tile(episodes: Sequence[Sequence[np.ndarray]], columns: int | None = None) -
         canvas = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
         for i, ep in enumerate(episodes):
             r, col = divmod(i, columns)
-            canvas[r * h:(r + 1) * h, col * w:(col + 1) * w] = ep[min(t, len(ep) - 1)]
+            canvas[r * h : (r + 1) * h, col * w : (col + 1) * w] = ep[min(t, len(ep) - 1)]
         out.append(canvas)
     return out
 
@@ -92,8 +93,9 @@ def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int = 
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     with atomic_path(path) as tmp:
-        writer = imageio.get_writer(tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7,
-                                    pixelformat="yuv420p", macro_block_size=16)
+        writer = imageio.get_writer(
+            tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7, pixelformat="yuv420p", macro_block_size=16
+        )
         try:
             for frame in frames:
                 writer.append_data(np.ascontiguousarray(pad_to_16(frame)))

@@ -75,8 +75,16 @@ class Distractions:
         background_bodies: ids of the bodies the background replaces (and ``EMPTY``).
     """
 
-    def __init__(self, model: mujoco.MjModel, axes, difficulty: float, background: str, height: int, width: int,
-                 background_bodies: np.ndarray):
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        axes,
+        difficulty: float,
+        background: str,
+        height: int,
+        width: int,
+        background_bodies: np.ndarray,
+    ):
         self.axes = parse_axes(axes)
         if not 0.0 <= float(difficulty) <= 1.0:
             raise ValueError(f"difficulty must be in [0, 1], got {difficulty!r}")
@@ -160,8 +168,11 @@ class Distractions:
             h, w = frame.shape[0] // 2, frame.shape[1] // 2
             quadrants = [frame[:h, :w], frame[:h, w:], frame[h:, :w], frame[h:, w:]]
             out["background"] = self.difficulty * np.concatenate([q.mean((0, 1)) for q in quadrants])
-        scale = {"color": [MAX_COLOR_DELTA] * 9, "camera": [MAX_CAMERA_SHIFT] * 3 + [MAX_CAMERA_TURN] * 3,
-                 "lighting": [MAX_LIGHT_GAIN, MAX_AMBIENT_SHIFT, MAX_LIGHT_TURN, MAX_LIGHT_TURN]}
+        scale = {
+            "color": [MAX_COLOR_DELTA] * 9,
+            "camera": [MAX_CAMERA_SHIFT] * 3 + [MAX_CAMERA_TURN] * 3,
+            "lighting": [MAX_LIGHT_GAIN, MAX_AMBIENT_SHIFT, MAX_LIGHT_TURN, MAX_LIGHT_TURN],
+        }
         for axis, unit in self._params.items():
             out[axis] = self.difficulty * np.asarray(scale[axis]) * unit
         return {k: v.astype(np.float32) for k, v in out.items()}
@@ -189,8 +200,9 @@ class Distractions:
     def _edit_lights(self, scene: mujoco.MjvScene) -> None:
         p = self.difficulty * self._params["lighting"]
         gain = 1.0 + MAX_LIGHT_GAIN * p[0]
-        rotation = _rotation(np.array([1.0, 0, 0]), MAX_LIGHT_TURN * p[2]) @ _rotation(np.array([0, 1.0, 0]),
-                                                                                       MAX_LIGHT_TURN * p[3])
+        rotation = _rotation(np.array([1.0, 0, 0]), MAX_LIGHT_TURN * p[2]) @ _rotation(
+            np.array([0, 1.0, 0]), MAX_LIGHT_TURN * p[3]
+        )
         for i in range(scene.nlight):
             light = scene.lights[i]
             light.diffuse[:] = np.clip(np.array(light.diffuse) * gain, 0, 1)

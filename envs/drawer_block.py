@@ -24,8 +24,12 @@ from envs.rendering import FastRenderer
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "walle" / "drawer_block.xml"
 TASKS = ("stow", "retrieve", "tidy")
-LAYOUTS = ("block-on-table-drawer-closed", "block-on-table-drawer-open", "block-in-drawer-drawer-closed",
-           "block-in-drawer-drawer-open")
+LAYOUTS = (
+    "block-on-table-drawer-closed",
+    "block-on-table-drawer-open",
+    "block-in-drawer-drawer-closed",
+    "block-in-drawer-drawer-open",
+)
 TASK_LAYOUTS = {"stow": LAYOUTS[0], "retrieve": LAYOUTS[2], "tidy": LAYOUTS[1]}
 STEP = 0.02  # metres of mocap motion per unit action
 SUBSTEPS = 10
@@ -38,15 +42,27 @@ DRAWER_OPEN, DRAWER_CLOSED = 0.12, 0.02
 class DrawerBlockEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, task: str = "stow", render_mode: str | None = None, render_width: int = 256,
-                 render_height: int = 256, camera: str = "front", layout: str | None = None):
+    def __init__(
+        self,
+        task: str = "stow",
+        render_mode: str | None = None,
+        render_width: int = 256,
+        render_height: int = 256,
+        camera: str = "front",
+        layout: str | None = None,
+    ):
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
         if layout is not None and layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
         self.task = task
         self.layout = layout or TASK_LAYOUTS[task]  # where the block and the drawer start
-        self.render_mode, self.render_width, self.render_height, self.camera = render_mode, render_width, render_height, camera
+        self.render_mode, self.render_width, self.render_height, self.camera = (
+            render_mode,
+            render_width,
+            render_height,
+            camera,
+        )
         self.model = mujoco.MjModel.from_xml_path(str(ASSET))
         self.data = mujoco.MjData(self.model)
         self._eq = {name: self.model.equality(f"hold_{name}").id for name in ("block", "handle")}
@@ -107,15 +123,15 @@ class DrawerBlockEnv(gym.Env):
         rng = self.np_random
         gripper = np.array([rng.uniform(-0.1, 0.1), rng.uniform(-0.3, -0.2), 0.3])
         self.data.mocap_pos[0] = gripper
-        self.data.qpos[self._gripper_qpos:self._gripper_qpos + 3] = gripper
+        self.data.qpos[self._gripper_qpos : self._gripper_qpos + 3] = gripper
         self.data.qpos[self._drawer_qpos] = 0.17 if self.layout.endswith("drawer-open") else 0.0
         if self.layout.startswith("block-in-drawer"):
             mujoco.mj_forward(self.model, self.data)
             block = self.drawer_inside() + np.array([rng.uniform(-0.05, 0.05), rng.uniform(-0.08, -0.04), -0.02])
         else:
             block = np.array([rng.uniform(-0.3, -0.1), rng.uniform(-0.2, 0.0), 0.025])
-        self.data.qpos[self._block_qpos:self._block_qpos + 3] = block
-        self.data.qpos[self._block_qpos + 3:self._block_qpos + 7] = [1, 0, 0, 0]
+        self.data.qpos[self._block_qpos : self._block_qpos + 3] = block
+        self.data.qpos[self._block_qpos + 3 : self._block_qpos + 7] = [1, 0, 0, 0]
         mujoco.mj_forward(self.model, self.data)
         for _ in range(50):
             mujoco.mj_step(self.model, self.data)
@@ -147,8 +163,16 @@ class DrawerBlockEnv(gym.Env):
             self.data.eq_active[self._eq[name]] = 1
 
     def _obs(self) -> np.ndarray:
-        return np.concatenate([self.tip(), [self.holding("block"), self.holding("handle")], self.block(),
-                               [self.drawer_opening()], self.handle(), self.goal()[:2]]).astype(np.float32)
+        return np.concatenate(
+            [
+                self.tip(),
+                [self.holding("block"), self.holding("handle")],
+                self.block(),
+                [self.drawer_opening()],
+                self.handle(),
+                self.goal()[:2],
+            ]
+        ).astype(np.float32)
 
     def render(self):
         if self.render_mode != "rgb_array":

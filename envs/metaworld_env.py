@@ -97,7 +97,12 @@ class MetaWorldEnv(gym.Env):
             raise ValueError(f"unknown obs_type {obs_type!r}; choose one of {', '.join(OBS_TYPES)}")
         if camera not in CAMERAS:
             raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(CAMERAS)}")
-        for name, value in (("width", width), ("height", height), ("render_width", render_width), ("render_height", render_height)):
+        for name, value in (
+            ("width", width),
+            ("height", height),
+            ("render_width", render_width),
+            ("render_height", render_height),
+        ):
             if int(value) != value or not 0 < value <= MAX_FRAME_SIZE:  # 100000 x 100000 asked numpy for 28 GiB
                 raise ValueError(f"{name} must be an integer in [1, {MAX_FRAME_SIZE}], got {value!r}")
         if render_mode not in (None, "rgb_array"):
@@ -105,8 +110,9 @@ class MetaWorldEnv(gym.Env):
         if distractor and obs_type == "state":
             raise ValueError("distractor=True needs a pixel obs_type ('pixels' or 'pixels+state')")
         if not distractor and (axes, difficulty, background) != (None, None, None):
-            raise ValueError("axes, difficulty and background are options of the distractor envs "
-                             "(embodied/<task>-distractor-v3)")
+            raise ValueError(
+                "axes, difficulty and background are options of the distractor envs (embodied/<task>-distractor-v3)"
+            )
 
         self.task = task
         self.obs_type = obs_type
@@ -135,10 +141,15 @@ class MetaWorldEnv(gym.Env):
         )
         self.distractions = None
         if distractor:
-            self.distractions = Distractions(self._mw.model, ("background",) if axes is None else axes,
-                                             1.0 if difficulty is None else difficulty,
-                                             "noise" if background is None else background,
-                                             self.height, self.width, background_bodies)
+            self.distractions = Distractions(
+                self._mw.model,
+                ("background",) if axes is None else axes,
+                1.0 if difficulty is None else difficulty,
+                "noise" if background is None else background,
+                self.height,
+                self.width,
+                background_bodies,
+            )
         self._distraction_rng: np.random.Generator | None = None
 
         self.observation_space = observation_space(obs_type, self.width, self.height)
@@ -162,10 +173,14 @@ class MetaWorldEnv(gym.Env):
         self._mw.np_random = self.np_random  # object/goal sampling follows our seed
         state, _ = self._mw.reset()
         if self.obs_type != "state":
-            mujoco.mj_forward(self._mw.model, self._mw.data)  # Meta-World moves goal sites without it: stale first frame
+            mujoco.mj_forward(
+                self._mw.model, self._mw.data
+            )  # Meta-World moves goal sites without it: stale first frame
         self._step_count = 0
         if self.distractions is not None:
-            if seed is not None or self._distraction_rng is None:  # a generator of its own: the task's draws stay the plain env's
+            if (
+                seed is not None or self._distraction_rng is None
+            ):  # a generator of its own: the task's draws stay the plain env's
                 self._distraction_rng = np.random.default_rng(None if seed is None else [seed, 0xD157])
             self.distractions.reset(self._distraction_rng)
         self._succeeded = False
@@ -258,7 +273,7 @@ class MetaWorldEnv(gym.Env):
 
 
 def _enlarge_goal_marker(model: mujoco.MjModel) -> None:
-    """Draw a visible goal site at ``GOAL_MARKER_RADIUS`` in ``GOAL_MARKER_RGBA`` (tasks that hide it keep it hidden)."""
+    """Draw a visible goal site at ``GOAL_MARKER_RADIUS`` in ``GOAL_MARKER_RGBA`` (a hidden one stays hidden)."""
     try:
         site = model.site("goal").id
     except KeyError:

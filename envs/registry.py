@@ -61,19 +61,31 @@ def register_all() -> None:
     """Register every id (idempotent: safe to call on every import)."""
     for task, drawer_id in zip(DRAWER_BLOCK_TASKS, drawer_block_ids()):
         if drawer_id not in gym.registry:
-            gym.register(id=drawer_id, entry_point="envs.drawer_block:DrawerBlockEnv", kwargs=dict(task=task),
-                         max_episode_steps=3000)
+            gym.register(
+                id=drawer_id,
+                entry_point="envs.drawer_block:DrawerBlockEnv",
+                kwargs=dict(task=task),
+                max_episode_steps=3000,
+            )
     for task in TASKS:
         for variant, kwargs in VARIANTS.items():
             new = env_id(task, variant)
             if new not in gym.registry:
-                gym.register(id=new, entry_point="envs.metaworld_env:MetaWorldEnv", kwargs=dict(task=task, **kwargs),
-                             max_episode_steps=MAX_EPISODE_STEPS)
+                gym.register(
+                    id=new,
+                    entry_point="envs.metaworld_env:MetaWorldEnv",
+                    kwargs=dict(task=task, **kwargs),
+                    max_episode_steps=MAX_EPISODE_STEPS,
+                )
     for old, new in deprecated_ids().items():
         if old not in gym.registry:
             spec = gym.registry[new]
-            gym.register(id=old, entry_point="envs.registry:make_deprecated",
-                         kwargs=dict(replacement=new, **spec.kwargs), max_episode_steps=MAX_EPISODE_STEPS)
+            gym.register(
+                id=old,
+                entry_point="envs.registry:make_deprecated",
+                kwargs=dict(replacement=new, **spec.kwargs),
+                max_episode_steps=MAX_EPISODE_STEPS,
+            )
 
 
 def registered_ids() -> list[str]:

@@ -15,8 +15,17 @@ import numpy as np
 from envs.drawer_block import DRAWER_CLOSED, DRAWER_OPEN, REACH, DrawerBlockEnv
 
 SAFE_Z = 0.28
-SKILLS: tuple[str, ...] = ("move_to(block)", "move_to(handle)", "move_to(drawer)", "move_to(goal)",
-                           "grasp(block)", "grasp(handle)", "release()", "pull(handle)", "push(handle)")
+SKILLS: tuple[str, ...] = (
+    "move_to(block)",
+    "move_to(handle)",
+    "move_to(drawer)",
+    "move_to(goal)",
+    "grasp(block)",
+    "grasp(handle)",
+    "release()",
+    "pull(handle)",
+    "push(handle)",
+)
 GOALS = {
     "stow": "put the blue block into the drawer and close the drawer",
     "retrieve": "take the blue block out of the drawer and put it on the green goal mark",
@@ -103,7 +112,7 @@ class SkillExecutor:
             raise ValueError(f"unknown skill {skill!r}; known: {SKILLS}")
         self.frames = []
         env, grip = self.env, self._grip()
-        name, arg = skill.split("(")[0], skill[skill.index("(") + 1:-1]
+        name, arg = skill.split("(")[0], skill[skill.index("(") + 1 : -1]
         steps = 0
         if name == "move_to":
             target_tip = self._target(arg)
@@ -141,10 +150,38 @@ class SkillExecutor:
 
 
 SCRIPTED_PLANS = {
-    "stow": ["move_to(handle)", "grasp(handle)", "pull(handle)", "release()", "move_to(block)", "grasp(block)",
-             "move_to(drawer)", "release()", "move_to(handle)", "grasp(handle)", "push(handle)", "release()"],
-    "retrieve": ["move_to(handle)", "grasp(handle)", "pull(handle)", "release()", "move_to(block)", "grasp(block)",
-                 "move_to(goal)", "release()"],
-    "tidy": ["move_to(block)", "grasp(block)", "move_to(goal)", "release()", "move_to(handle)", "grasp(handle)",
-             "push(handle)", "release()"],
+    "stow": [
+        "move_to(handle)",
+        "grasp(handle)",
+        "pull(handle)",
+        "release()",
+        "move_to(block)",
+        "grasp(block)",
+        "move_to(drawer)",
+        "release()",
+        "move_to(handle)",
+        "grasp(handle)",
+        "push(handle)",
+        "release()",
+    ],
+    "retrieve": [
+        "move_to(handle)",
+        "grasp(handle)",
+        "pull(handle)",
+        "release()",
+        "move_to(block)",
+        "grasp(block)",
+        "move_to(goal)",
+        "release()",
+    ],
+    "tidy": [
+        "move_to(block)",
+        "grasp(block)",
+        "move_to(goal)",
+        "release()",
+        "move_to(handle)",
+        "grasp(handle)",
+        "push(handle)",
+        "release()",
+    ],
 }

@@ -7,8 +7,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-import numpy as np
-import pytest
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 import envs  # noqa: F401,E402  (registers the ids)
 from loopback import Loopback  # noqa: E402  (tests/, beside this file)

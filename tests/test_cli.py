@@ -19,12 +19,44 @@ def test_envs_lists_ids_with_spaces(capsys):
 
 def test_collect_then_video_then_eval(tmp_path, capsys):
     data = tmp_path / "d.hdf5"
-    assert main(["collect", "--env", "embodied/reach-v3", "--episodes", "3", "--noise", "0,0.5",
-                 "--max-steps", "40", "--out", str(data)]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                "--env",
+                "embodied/reach-v3",
+                "--episodes",
+                "3",
+                "--noise",
+                "0,0.5",
+                "--max-steps",
+                "40",
+                "--out",
+                str(data),
+            ]
+        )
+        == 0
+    )
     assert len(load_episodes(data)) == 3
     video = tmp_path / "v.mp4"
-    assert main(["video", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "10", "--size", "64",
-                 "--out", str(video)]) == 0
+    assert (
+        main(
+            [
+                "video",
+                "--env",
+                "embodied/reach-v3",
+                "--episodes",
+                "2",
+                "--max-steps",
+                "10",
+                "--size",
+                "64",
+                "--out",
+                str(video),
+            ]
+        )
+        == 0
+    )
     assert iio.imread(video).shape == (11, 64, 128, 3)
     assert main(["eval", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "150"]) == 0
     assert '"success_rate": 1.0' in capsys.readouterr().out
@@ -42,7 +74,7 @@ def test_bad_input_gives_one_error_line_and_no_file(tmp_path):
     for args in cases:
         result = run_cli(*args)
         assert result.returncode == 2, (args, result.stderr)
-        lines = [l for l in result.stderr.splitlines() if l.strip()]
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
     assert list(tmp_path.iterdir()) == []
 
@@ -62,8 +94,11 @@ from embodied.config import build_parser  # noqa: E402
 from embodied.sweep import config_class  # noqa: E402
 
 
-@pytest.mark.parametrize("cls", [CollectConfig, VideoConfig, EvalConfig, AdaptConfig] + [config_class(a) for a in AGENTS],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls",
+    [CollectConfig, VideoConfig, EvalConfig, AdaptConfig] + [config_class(a) for a in AGENTS],
+    ids=lambda c: c.__name__,
+)
 def test_every_option_explains_itself_and_shows_its_default(cls):
     parser = build_parser(cls)
     formatter = parser._get_formatter()
@@ -74,10 +109,15 @@ def test_every_option_explains_itself_and_shows_its_default(cls):
         assert "(default: %(default)s)" in shown or "default:" in action.help or "None:" in action.help, f.name
 
 
-@pytest.mark.parametrize("argv", [[command, "--help"] for command in ("envs", "collect", "video", "eval", "sweep", "report")]
-                         + [["train", agent, "--help"] for agent in AGENTS], ids=" ".join)
+@pytest.mark.parametrize(
+    "argv",
+    [[command, "--help"] for command in ("envs", "collect", "video", "eval", "sweep", "report", "study", "adapt")]
+    + [["train", agent, "--help"] for agent in AGENTS],
+    ids=" ".join,
+)
 def test_every_help_page_prints_every_option(capsys, argv):
-    """argparse %-formats help strings: a stray '%' in an option's description made `embodied train pearl --help` crash."""
+    """argparse %-formats help strings: a stray '%' in an option's description made
+    `embodied train pearl --help` crash."""
     try:
         code = main(argv)
     except SystemExit as stop:  # argparse's own --help exits (0) after printing
@@ -93,37 +133,47 @@ def test_train_help_lists_the_agents(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"  {name} " in out for name in AGENTS)
-    assert main(["--help"]) == 0 and "sweep" in capsys.readouterr().out
+    out = main(["--help"]) == 0 and capsys.readouterr().out
+    assert "sweep" in out and "adapt" in out
 
 
-@pytest.mark.parametrize("args, message", [
-    (["eval", "--episodes", "-3"], "--episodes must be positive"),
-    (["eval", "--seed", "-1"], "--seed must be >= 0"),
-    (["collect", "--seed", "-1", "--episodes", "1"], "--seed must be >= 0"),
-    (["train", "parl", "--seed", "-1"], "--seed must be >= 0"),
-    (["collect", "--max-steps", "0", "--episodes", "1"], "--max-steps must be positive"),
-    (["video", "--max-steps", "-1"], "--max-steps must be positive"),
-    (["video", "--size", "100000"], "at most 4096"),  # used to fail inside the EGL driver with a traceback
-    (["video", "--out", "rollout.txt"], "ending in .mp4"),  # ffmpeg refused the suffix with a traceback
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "--episodes", "-3"], "--episodes must be positive"),
+        (["eval", "--seed", "-1"], "--seed must be >= 0"),
+        (["collect", "--seed", "-1", "--episodes", "1"], "--seed must be >= 0"),
+        (["train", "parl", "--seed", "-1"], "--seed must be >= 0"),
+        (["collect", "--max-steps", "0", "--episodes", "1"], "--max-steps must be positive"),
+        (["video", "--max-steps", "-1"], "--max-steps must be positive"),
+        (["video", "--size", "100000"], "at most 4096"),  # used to fail inside the EGL driver with a traceback
+        (["video", "--out", "rollout.txt"], "ending in .mp4"),  # ffmpeg refused the suffix with a traceback
+    ],
+)
 def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "repo", "--target-kl", "-1"], "target_kl must be positive"),  # the dual variable would grow forever
-    (["train", "parl", "--batch-size", "0"], "batch_size must be positive"),
-    (["train", "parl", "--teacher-flip-prob", "1.5"], "teacher_flip_prob must be in"),
-    (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),
-    (["train", "walle", "--llm", "http://127.0.0.1:99999"], "is not a URL: Port out of range"),
-    (["train", "pearl", "--gw-method", "sinkhorn"], "gw_method must be one of"),  # a traceback after collecting data
-    (["train", "pearl", "--gw-epsilon", "0"], "gw_epsilon must be positive"),  # the entropic plan diverged
-    (["train", "pearl", "--teacher-gamma", "-1"], "teacher_gamma must be in (0, 1]"),
-    (["train", "parl", "--run-name", "/abs"], "one directory name under --run-dir"),
-    (["train", "repo", "--run-name", "../elsewhere"], "one directory name under --run-dir"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "repo", "--target-kl", "-1"], "target_kl must be positive"),  # the dual variable would grow forever
+        (["train", "parl", "--batch-size", "0"], "batch_size must be positive"),
+        (["train", "parl", "--teacher-flip-prob", "1.5"], "teacher_flip_prob must be in"),
+        (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),
+        (["train", "walle", "--llm", "http://127.0.0.1:99999"], "is not a URL: Port out of range"),
+        (
+            ["train", "pearl", "--gw-method", "sinkhorn"],
+            "gw_method must be one of",
+        ),  # a traceback after collecting data
+        (["train", "pearl", "--gw-epsilon", "0"], "gw_epsilon must be positive"),  # the entropic plan diverged
+        (["train", "pearl", "--teacher-gamma", "-1"], "teacher_gamma must be in (0, 1]"),
+        (["train", "parl", "--run-name", "/abs"], "one directory name under --run-dir"),
+        (["train", "repo", "--run-name", "../elsewhere"], "one directory name under --run-dir"),
+    ],
+)
 def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, capsys, args, message):
     """Each of these used to start training (or, for --llm, crash with a traceback after creating the run)."""
     assert main([*args, "--run-dir", str(tmp_path / "runs")]) == 2
@@ -138,14 +188,36 @@ def test_an_llm_server_that_is_down_is_an_error_line_not_a_traceback(tmp_path, c
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    assert main(["train", "walle", "--llm", f"http://127.0.0.1:{port}", "--tasks", "retrieve", "--iterations", "0",
-                 "--episodes-per-task", "1", "--max-decisions", "2", "--no-video", "--run-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "walle",
+                "--llm",
+                f"http://127.0.0.1:{port}",
+                "--tasks",
+                "retrieve",
+                "--iterations",
+                "0",
+                "--episodes-per-task",
+                "1",
+                "--max-decisions",
+                "2",
+                "--no-video",
+                "--run-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "Traceback" not in err and f"error: LLM server http://127.0.0.1:{port}/v1 unreachable" in err
 
 
 def test_a_missing_dataset_leaves_no_run_directory(tmp_path, capsys):
-    assert main(["train", "pearl", "--source-data", str(tmp_path / "nope.hdf5"), "--run-dir", str(tmp_path / "runs")]) == 2
+    assert (
+        main(["train", "pearl", "--source-data", str(tmp_path / "nope.hdf5"), "--run-dir", str(tmp_path / "runs")]) == 2
+    )
     assert "no such dataset" in capsys.readouterr().err and not (tmp_path / "runs").exists()
 
 
@@ -154,8 +226,24 @@ def test_drawer_block_envs_work_with_video_and_eval(tmp_path, capsys, task):
     env = f"embodied/drawer-block-{task}-v0"
     assert main(["eval", "--env", env, "--episodes", "1"]) == 0
     assert '"success_rate": 1.0' in capsys.readouterr().out  # the scripted skill plan solves it
-    assert main(["video", "--env", env, "--episodes", "1", "--max-steps", "20", "--size", "100",
-                 "--out", str(tmp_path / "v.mp4")]) == 0
+    assert (
+        main(
+            [
+                "video",
+                "--env",
+                env,
+                "--episodes",
+                "1",
+                "--max-steps",
+                "20",
+                "--size",
+                "100",
+                "--out",
+                str(tmp_path / "v.mp4"),
+            ]
+        )
+        == 0
+    )
     assert iio.imread(tmp_path / "v.mp4").shape[1:] == (112, 112, 3)  # rounded up to a multiple of 16
 
 
@@ -174,7 +262,9 @@ def test_collect_writes_a_dataset_that_minari_opens(tmp_path):
     import minari
 
     out = tmp_path / "reach"
-    assert main(["collect", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "20", "--out", str(out)]) == 0
+    assert (
+        main(["collect", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "20", "--out", str(out)]) == 0
+    )
     ds = minari.MinariDataset(out / "data")
     assert ds.total_episodes == 2 and ds.total_steps == 40
     episode = next(iter(ds.iterate_episodes()))
@@ -196,7 +286,9 @@ def test_minari_datasets_get_the_same_safety_checks(tmp_path):
     from embodied.errors import EmbodiedError
 
     out = tmp_path / "reach"
-    assert main(["collect", "--env", "embodied/reach-v3", "--episodes", "1", "--max-steps", "10", "--out", str(out)]) == 0
+    assert (
+        main(["collect", "--env", "embodied/reach-v3", "--episodes", "1", "--max-steps", "10", "--out", str(out)]) == 0
+    )
     meta = json.loads((out / "data" / "metadata.json").read_text())
     meta["total_episodes"] = 10**15
     (out / "data" / "metadata.json").write_text(json.dumps(meta))
@@ -209,7 +301,11 @@ def test_minari_datasets_get_the_same_safety_checks(tmp_path):
         f["episode_0/rewards"] = h5py.ExternalLink("/etc/passwd", "/x")
     with Dataset(out) as ds, pytest.raises(EmbodiedError, match="link"):
         ds[0]
-    for bad in ("[1]", json.dumps({**meta, "env_spec": [1]}), json.dumps(meta).replace('"total_steps": 10', '"total_steps": 1e400')):
+    for bad in (
+        "[1]",
+        json.dumps({**meta, "env_spec": [1]}),
+        json.dumps(meta).replace('"total_steps": 10', '"total_steps": 1e400'),
+    ):
         (out / "data" / "metadata.json").write_text(bad)  # not objects, infinity: once AttributeError, OverflowError
         with pytest.raises(EmbodiedError, match="not a readable Minari dataset"):
             Dataset(out)

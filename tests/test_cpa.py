@@ -6,8 +6,18 @@ import ot
 import pytest
 import torch
 
-from agents.pearl.cpa import (GWConfig, agreement, calibrate, cost_matrix, cross_task_transfer, factored, gw_coupling,
-                              label_accuracy, segment_features, transfer_labels)
+from agents.pearl.cpa import (
+    GWConfig,
+    agreement,
+    calibrate,
+    cost_matrix,
+    cross_task_transfer,
+    factored,
+    gw_coupling,
+    label_accuracy,
+    segment_features,
+    transfer_labels,
+)
 from agents.pearl.few_shot import fit_few_shot, orientation_probability, stacking_weight, transfer_share
 from agents.pearl.gw import FactoredCost, fused_gw, gw_loss, sinkhorn
 from embodied.data.segments import Segments
@@ -33,11 +43,16 @@ def test_factored_gw_matches_pot_dense_solver(rng):
     np.testing.assert_allclose(d1.numpy(), (torch.cdist(x, x) ** 2 / raw1.mean()).numpy(), atol=1e-9)
     p, q = torch.full((50,), 1 / 50, dtype=torch.float64), torch.full((45,), 1 / 45, dtype=torch.float64)
     ours = fused_gw(c1, c2, eps=0.05, tol=1e-7, max_iter=300)
-    ref = ot.gromov.entropic_gromov_wasserstein(d1, d2, p, q, "square_loss", epsilon=0.05, solver="PGD", max_iter=300,
-                                                tol=1e-10)
+    ref = ot.gromov.entropic_gromov_wasserstein(
+        d1, d2, p, q, "square_loss", epsilon=0.05, solver="PGD", max_iter=300, tol=1e-10
+    )
     assert float((ours.plan - ref).abs().sum()) < 1e-2
-    assert ours.gw_loss == pytest.approx(float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ours.plan)), rel=1e-4)
-    assert gw_loss(c1, c2, ref) == pytest.approx(float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ref)), rel=1e-6)
+    assert ours.gw_loss == pytest.approx(
+        float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ours.plan)), rel=1e-4
+    )
+    assert gw_loss(c1, c2, ref) == pytest.approx(
+        float(ot.gromov.gwloss(*ot.gromov.init_matrix(d1, d2, p, q), ref)), rel=1e-6
+    )
 
 
 def test_svd_factors_of_a_distance_matrix_give_the_dense_labels(rng):
@@ -48,7 +63,10 @@ def test_svd_factors_of_a_distance_matrix_give_the_dense_labels(rng):
     fast = fused_gw(factored(c_src, 32), factored(c_tgt, 32), 5e-3).plan
     first, second = sample_pairs(150, 500, rng)
     prefs = ScriptedTeacher().label(src.rewards, *sample_pairs(150, 800, rng))
-    assert agreement(transfer_labels(dense, prefs, first, second)[0], transfer_labels(fast, prefs, first, second)[0]) > 0.95
+    assert (
+        agreement(transfer_labels(dense, prefs, first, second)[0], transfer_labels(fast, prefs, first, second)[0])
+        > 0.95
+    )
 
 
 def mirror_pair(rng, n=200, length=5, skew=(3, 4)):
@@ -60,12 +78,14 @@ def mirror_pair(rng, n=200, length=5, skew=(3, 4)):
     maps good source segments onto bad target ones. The arm, as in every task, moves calmly when
     the segment is good and flails when it is bad.
     """
+
     def task(quality, position):
         obs = np.zeros((n, length, 39), np.float32)
         obs[:, :, 4:18] = position[:, None, None] + 0.01 * rng.normal(size=(n, length, 14))
         flail = 1.0 - quality
-        act = (rng.choice([-1.0, 1.0], size=(n, length, 4)) * flail[:, None, None]
-               + 0.05 * rng.normal(size=(n, length, 4))).astype(np.float32)
+        act = (
+            rng.choice([-1.0, 1.0], size=(n, length, 4)) * flail[:, None, None] + 0.05 * rng.normal(size=(n, length, 4))
+        ).astype(np.float32)
         rewards = np.repeat(quality[:, None], length, 1).astype(np.float32)
         return Segments(obs, act, rewards, np.zeros((n, length), bool), np.arange(n), np.zeros(n, int))
 
@@ -127,9 +147,16 @@ def test_few_shot_never_worse_than_its_labels_alone(mirrored, rng, alpha, rule):
         return preference_accuracy(model, tgt.observations, tgt.actions, held)
 
     result = cross_task_transfer(src, source, tgt, first, second, GWConfig(alpha=alpha), shots=shots)
-    model, choice = fit_few_shot(lambda: RewardModel(39, 4, hidden=32), tgt.observations, tgt.actions,
-                                 Preferences(first, second, result.labels), shots, RewardTrainConfig(epochs=10),
-                                 shot_epochs=30, rule=rule)
+    model, choice = fit_few_shot(
+        lambda: RewardModel(39, 4, hidden=32),
+        tgt.observations,
+        tgt.actions,
+        Preferences(first, second, result.labels),
+        shots,
+        RewardTrainConfig(epochs=10),
+        shot_epochs=30,
+        rule=rule,
+    )
     alone = reward_accuracy(shots)
     assert preference_accuracy(model, tgt.observations, tgt.actions, held) >= alone - 0.02, (alone, choice)
 
@@ -142,9 +169,16 @@ def test_few_shot_weights_turn_off_an_inverted_transfer_and_keep_a_right_one(mir
     held = ScriptedTeacher().label(tgt.rewards, *sample_pairs(len(tgt), 1000, np.random.default_rng(7)))
 
     def fit(labels):
-        return fit_few_shot(lambda: RewardModel(39, 4, hidden=32), tgt.observations, tgt.actions,
-                            Preferences(first, second, labels), shots, RewardTrainConfig(epochs=10), shot_epochs=30,
-                            rule=rule)
+        return fit_few_shot(
+            lambda: RewardModel(39, 4, hidden=32),
+            tgt.observations,
+            tgt.actions,
+            Preferences(first, second, labels),
+            shots,
+            RewardTrainConfig(epochs=10),
+            shot_epochs=30,
+            rule=rule,
+        )
 
     model, inverted = fit(1.0 - truth)
     assert inverted["accuracy_transfer"] < 0.2, inverted
@@ -179,6 +213,7 @@ def test_transfer_share_rules_switch_an_unoriented_transfer_off_hard_or_by_its_p
     assert pure == stacking_weight(two_of_five, shots_diff, labels) > 0.0
     assert transfer_share(two_of_five, shots_diff, labels, "stacking-oriented") == pytest.approx(0.34375 * pure)
     assert transfer_share(shots_diff, shots_diff, labels, "stacking-oriented") == pytest.approx(
-        transfer_share(shots_diff, shots_diff, labels, "stacking") * 63 / 64)
+        transfer_share(shots_diff, shots_diff, labels, "stacking") * 63 / 64
+    )
     with pytest.raises(ValueError, match="unknown few-shot weighting rule"):
         transfer_share(shots_diff, shots_diff, labels, "best")

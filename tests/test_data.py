@@ -10,9 +10,15 @@ from envs.experts import scripted_expert
 
 def _episode(T=20, dim=39, seed=0):
     r = np.random.default_rng(seed)
-    return Episode(r.normal(size=(T + 1, dim)).astype(np.float32), r.uniform(-1, 1, (T, 4)).astype(np.float32),
-                   r.normal(size=T).astype(np.float32), np.zeros(T, bool), np.eye(1, T, T - 1, dtype=bool)[0],
-                   {"success": r.random(T) > 0.5}, seed=seed)
+    return Episode(
+        r.normal(size=(T + 1, dim)).astype(np.float32),
+        r.uniform(-1, 1, (T, 4)).astype(np.float32),
+        r.normal(size=T).astype(np.float32),
+        np.zeros(T, bool),
+        np.eye(1, T, T - 1, dtype=bool)[0],
+        {"success": r.random(T) > 0.5},
+        seed=seed,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +29,9 @@ def reach_episodes():
 
 def test_roundtrip_lazy_and_in_memory(tmp_path, reach_episodes):
     env = make_env("embodied/reach-v3")
-    path = write_dataset(tmp_path / "d.hdf5", reach_episodes, "embodied/reach-v3", env.observation_space, env.action_space)
+    path = write_dataset(
+        tmp_path / "d.hdf5", reach_episodes, "embodied/reach-v3", env.observation_space, env.action_space
+    )
     with Dataset(path) as ds:
         assert len(ds) == 4 and ds.total_steps == 320 and ds.env_id == "embodied/reach-v3"
         ep = ds[2]
@@ -71,6 +79,7 @@ def test_missing_corrupt_and_mismatched_files_give_clear_errors(tmp_path):
 
 def _space():
     import gymnasium as gym
+
     return gym.spaces.Box(-1, 1, (4,), np.float32)
 
 
@@ -95,8 +104,8 @@ def test_segments_are_windows_of_the_episodes(rng):
     assert set(seg.episode) <= {0, 1}, "an episode shorter than the segment is never used"
     for i in range(0, 200, 17):
         e, s = seg.episode[i], seg.start[i]
-        np.testing.assert_array_equal(seg.observations[i], eps[e].observations[s:s + 5])
-        np.testing.assert_array_equal(seg.rewards[i], eps[e].rewards[s:s + 5])
+        np.testing.assert_array_equal(seg.observations[i], eps[e].observations[s : s + 5])
+        np.testing.assert_array_equal(seg.rewards[i], eps[e].rewards[s : s + 5])
     assert seg.start[seg.episode == 0].max() <= 25
     # starts are uniform over all valid windows: episode 0 has 26 of the 32
     assert 0.7 < np.mean(seg.episode == 0) < 0.92
@@ -119,8 +128,9 @@ def test_pixel_datasets_in_minaris_layout_round_trip_bit_for_bit(tmp_path, obs_t
     episodes = collect(env, scripted_expert(env), 2, NoiseSchedule((0.0, 0.5), (0.0, 0.2)), max_steps=12)
     write_minari(tmp_path / "ds", episodes, env)
     as_dict = lambda obs: obs if isinstance(obs, dict) else {"pixels": obs}  # noqa: E731
-    for ours, theirs, recorded in zip(load_episodes(tmp_path / "ds"),
-                                      minari.MinariDataset(tmp_path / "ds" / "data").iterate_episodes(), episodes):
+    for ours, theirs, recorded in zip(
+        load_episodes(tmp_path / "ds"), minari.MinariDataset(tmp_path / "ds" / "data").iterate_episodes(), episodes
+    ):
         for key, frames in as_dict(recorded.observations).items():
             assert np.array_equal(as_dict(ours.observations)[key], frames)
             assert np.array_equal(as_dict(theirs.observations)[key], frames)
@@ -134,8 +144,24 @@ def test_collected_datasets_have_a_minari_id_that_minaris_tools_list_load_and_re
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     assert cli_main(["collect", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "10"]) == 0
-    assert cli_main(["collect", "--env", "embodied/reach-v3", "--policy", "random", "--episodes", "1",
-                     "--max-steps", "10", "--dataset-id", "embodied/reach-v3/noise-v1"]) == 0
+    assert (
+        cli_main(
+            [
+                "collect",
+                "--env",
+                "embodied/reach-v3",
+                "--policy",
+                "random",
+                "--episodes",
+                "1",
+                "--max-steps",
+                "10",
+                "--dataset-id",
+                "embodied/reach-v3/noise-v1",
+            ]
+        )
+        == 0
+    )
     listed = minari.list_local_datasets()
     assert {"embodied/reach-v3/expert-v0", "embodied/reach-v3/noise-v1"} <= set(listed)
     dataset = minari.load_dataset("embodied/reach-v3/expert-v0")
@@ -154,8 +180,9 @@ def test_the_documented_offline_rl_conversion_keeps_each_action_with_its_observa
     from envs.experts import scripted_expert
 
     env = make_env("embodied/reach-v3")
-    write_minari(tmp_path / "ds", collect(env, scripted_expert(env), 3, NoiseSchedule((0.0, 0.5), (0.0,)),
-                                          max_steps=15), env)
+    write_minari(
+        tmp_path / "ds", collect(env, scripted_expert(env), 3, NoiseSchedule((0.0, 0.5), (0.0,)), max_steps=15), env
+    )
     episodes = load_episodes(tmp_path / "ds")
     arrays = to_transitions(episodes)
     assert len(arrays["observations"]) == len(arrays["actions"]) == 45

@@ -9,8 +9,10 @@ import pytest
 import envs  # noqa: F401
 from envs.distractions import AXES
 
-SETTINGS = [dict(axes=axis) for axis in AXES] + [dict(axes="background", background="shapes"),
-                                                   dict(axes=AXES, difficulty=0.5)]
+SETTINGS = [dict(axes=axis) for axis in AXES] + [
+    dict(axes="background", background="shapes"),
+    dict(axes=AXES, difficulty=0.5),
+]
 
 
 def _rollout(env, seed: int, steps: int, episodes: int = 1):
@@ -31,9 +33,13 @@ def _rollout(env, seed: int, steps: int, episodes: int = 1):
     return np.stack(frames), np.stack(states), np.array(rewards), clean
 
 
-@pytest.mark.parametrize("kwargs", SETTINGS, ids=lambda k: "-".join(f"{v}" if isinstance(v, str) else
-                                                                      f"{len(v) if isinstance(v, tuple) else v}"
-                                                                      for v in k.values()))
+@pytest.mark.parametrize(
+    "kwargs",
+    SETTINGS,
+    ids=lambda k: "-".join(
+        f"{v}" if isinstance(v, str) else f"{len(v) if isinstance(v, tuple) else v}" for v in k.values()
+    ),
+)
 def test_each_axis_changes_the_frames_and_not_the_task(kwargs):
     plain = gym.make("embodied/push-pixels-v3")
     dist = gym.make("embodied/push-distractor-v3", **kwargs)
@@ -83,8 +89,12 @@ def test_walking_axes_move_within_an_episode_and_lighting_holds():
     for _ in range(10):
         env.step(np.zeros(4, np.float32))
     later = env.unwrapped.distraction_params()
-    assert {k: v.shape for k, v in first.items()} == {"background": (12,), "color": (9,), "camera": (6,),
-                                                      "lighting": (4,)}
+    assert {k: v.shape for k, v in first.items()} == {
+        "background": (12,),
+        "color": (9,),
+        "camera": (6,),
+        "lighting": (4,),
+    }
     for axis in ("background", "color", "camera"):
         assert not np.allclose(first[axis], later[axis]), axis
     np.testing.assert_array_equal(first["lighting"], later["lighting"])
@@ -95,10 +105,16 @@ def test_walking_axes_move_within_an_episode_and_lighting_holds():
 def test_today_default_is_the_background_video_and_options_are_checked():
     env = gym.make("embodied/reach-distractor-v3")
     assert env.unwrapped.distractions.axes == ("background",) and env.unwrapped.distractions.difficulty == 1.0
-    assert gym.make("embodied/reach-distractor-v3", axes="color, camera").unwrapped.distractions.axes == ("color",
-                                                                                                            "camera")
-    for bad, match in ((dict(axes="colour"), "subset of background"), (dict(difficulty=1.5), r"in \[0, 1\]"),
-                       (dict(background="video"), "noise, shapes"), (dict(axes=()), "non-empty")):
+    assert gym.make("embodied/reach-distractor-v3", axes="color, camera").unwrapped.distractions.axes == (
+        "color",
+        "camera",
+    )
+    for bad, match in (
+        (dict(axes="colour"), "subset of background"),
+        (dict(difficulty=1.5), r"in \[0, 1\]"),
+        (dict(background="video"), "noise, shapes"),
+        (dict(axes=()), "non-empty"),
+    ):
         with pytest.raises(ValueError, match=match):
             gym.make("embodied/reach-distractor-v3", **bad)
     with pytest.raises(ValueError, match="options of the distractor envs"):
@@ -118,7 +134,23 @@ def test_old_ids_still_make_the_same_env_with_a_deprecation_warning():
 def test_cli_passes_distraction_options_and_refuses_them_for_plain_envs(tmp_path, capsys):
     from embodied.cli import main
 
-    assert main(["eval", "--env", "embodied/reach-distractor-v3", "--axes", "camera,lighting", "--difficulty", "0.5",
-                 "--episodes", "1", "--max-steps", "5"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--env",
+                "embodied/reach-distractor-v3",
+                "--axes",
+                "camera,lighting",
+                "--difficulty",
+                "0.5",
+                "--episodes",
+                "1",
+                "--max-steps",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert main(["eval", "--env", "embodied/reach-v3", "--axes", "color", "--episodes", "1"]) != 0
     assert "options of the distractor envs" in capsys.readouterr().err

@@ -84,13 +84,16 @@ def test_pixels_with_state_dict_observation():
     assert set(obs) == {"pixels", "state"} and obs["state"].shape == (39,)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(width=0), "width"),
-    (dict(height=-3), "height"),
-    (dict(width=100_000, height=100_000), r"width must be an integer in \[1, 4096\]"),  # was a 28 GiB MemoryError
-    (dict(camera="ceiling"), "unknown camera"),
-    (dict(obs_type="depth"), "unknown obs_type"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(width=0), "width"),
+        (dict(height=-3), "height"),
+        (dict(width=100_000, height=100_000), r"width must be an integer in \[1, 4096\]"),  # was a 28 GiB MemoryError
+        (dict(camera="ceiling"), "unknown camera"),
+        (dict(obs_type="depth"), "unknown obs_type"),
+    ],
+)
 def test_bad_kwargs_name_the_problem(kwargs, message):
     with pytest.raises(ValueError, match=message):
         gym.make("embodied/reach-pixels-v3", **kwargs)
@@ -196,8 +199,9 @@ def test_action_repeat_skips_dropped_renders_but_returns_the_same_observations(v
 
     kwargs = dict(max_episode_steps=13)
     fast = ActionRepeat(make_env(f"embodied/reach-{variant}-v3", **kwargs), 2)
-    every = ActionRepeat(gym.wrappers.TransformObservation(make_env(f"embodied/reach-{variant}-v3", **kwargs),
-                                                           lambda o: o, None), 2)  # an observation wrapper: no skipping
+    every = ActionRepeat(
+        gym.wrappers.TransformObservation(make_env(f"embodied/reach-{variant}-v3", **kwargs), lambda o: o, None), 2
+    )  # an observation wrapper: no skipping
     assert fast._deferrable_env() is fast.unwrapped and every._deferrable_env() is None
     renders = []
     original = fast.unwrapped._pixels

@@ -9,7 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_mutated_files_of_every_kind_load_or_give_one_error_line():
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "fuzz.py"), "--cases", "135", "--seed", "0"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fuzz.py"), "--cases", "135", "--seed", "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert done.returncode == 0 and "0 failures" in done.stdout, done.stdout[-3000:] + done.stderr[-2000:]
     assert "135 cases" in done.stdout

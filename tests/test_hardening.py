@@ -71,10 +71,13 @@ def _one_error_line(capsys, argv) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("target, kwargs", [
-    ("embodied.policies:os.system", {"command": "touch {marker}"}),  # a module the allowed package imports
-    ("embodied.checkpoint:save_checkpoint", {"path": "{marker}", "state": {}}),  # a project function that writes
-])
+@pytest.mark.parametrize(
+    "target, kwargs",
+    [
+        ("embodied.policies:os.system", {"command": "touch {marker}"}),  # a module the allowed package imports
+        ("embodied.checkpoint:save_checkpoint", {"path": "{marker}", "state": {}}),  # a project function that writes
+    ],
+)
 def test_policy_files_cannot_choose_what_gets_called(tmp_path, capsys, target, kwargs):
     """A weights-only file still names the class to build: only the agents' policy classes may be built from it."""
     marker = tmp_path / "pwned"
@@ -85,13 +88,16 @@ def test_policy_files_cannot_choose_what_gets_called(tmp_path, capsys, target, k
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": 10**9}}, "do not fit"),  # would allocate 10^9 x 39 floats
-    ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": "8"}}, "plain numbers"),
-    ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": 8, "extra": 1}}, "cannot build"),
-    ({"state_dict": {}}, "'net.0.bias' is missing in the file"),
-    ({"kwargs": {"obs_dim": 5, "act_dim": 4, "hidden": 8}}, "cannot build|do not fit"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": 10**9}}, "do not fit"),  # would allocate 10^9 x 39 floats
+        ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": "8"}}, "plain numbers"),
+        ({"kwargs": {"obs_dim": 39, "act_dim": 4, "hidden": 8, "extra": 1}}, "cannot build"),
+        ({"state_dict": {}}, "'net.0.bias' is missing in the file"),
+        ({"kwargs": {"obs_dim": 5, "act_dim": 4, "hidden": 8}}, "cannot build|do not fit"),
+    ],
+)
 def test_policy_files_that_do_not_fit_are_one_clear_error(tmp_path, capsys, change, message):
     policy = _policy_file(tmp_path / "policy.pt", **change)
     assert re.search(message, _one_error_line(capsys, ["eval", "--policy", policy, "--episodes", "1"]))
@@ -105,24 +111,54 @@ def test_a_policy_for_another_task_is_refused_by_its_sizes(tmp_path, capsys):
     policy = str(save_policy(tmp_path / "p.pt", TanhGaussianActor(**kwargs), kwargs))
     line = _one_error_line(capsys, ["eval", "--policy", policy, "--episodes", "1"])
     assert "observations of size 5" in line and "(39,)" in line
-    assert cli_main(["eval", "--policy", _policy_file(tmp_path / "ok.pt"), "--episodes", "1"]) == 0  # a fitting one runs
+    assert (
+        cli_main(["eval", "--policy", _policy_file(tmp_path / "ok.pt"), "--episodes", "1"]) == 0
+    )  # a fitting one runs
 
 
-@pytest.mark.parametrize("path, content, message", [
-    ("rules/iter_0/r.py", "import os\ndef rule(s, a, g):\n    return os.system('touch {marker}')\n", "exactly one function"),
-    ("rules/iter_0/r.py", b"# binary\n\xff\xfe", "not UTF-8 text"),
-    ("rules/iter_0/r.py", "#" * 200_000, "over the limit"),
-    ("model/iter_0/effects_grasp.py", "def rule(s, a, g):\n    return 1\n", "does not name its skill"),
-    ("model/iter_0/observed.json", '{"state": {"grasp(block)": {"next": "many"}}}', "not a JSON object of observed"),
-])
+@pytest.mark.parametrize(
+    "path, content, message",
+    [
+        (
+            "rules/iter_0/r.py",
+            "import os\ndef rule(s, a, g):\n    return os.system('touch {marker}')\n",
+            "exactly one function",
+        ),
+        ("rules/iter_0/r.py", b"# binary\n\xff\xfe", "not UTF-8 text"),
+        ("rules/iter_0/r.py", "#" * 200_000, "over the limit"),
+        ("model/iter_0/effects_grasp.py", "def rule(s, a, g):\n    return 1\n", "does not name its skill"),
+        (
+            "model/iter_0/observed.json",
+            '{"state": {"grasp(block)": {"next": "many"}}}',
+            "not a JSON object of observed",
+        ),
+    ],
+)
 def test_a_hostile_world_model_directory_is_one_clear_error(tmp_path, capsys, path, content, message):
     """``embodied train walle --world-model DIR`` reads rule files and facts another run (or anyone) wrote."""
     marker = tmp_path / "pwned"
     file = tmp_path / "learned" / path
     file.parent.mkdir(parents=True)
-    file.write_bytes(content) if isinstance(content, bytes) else file.write_text(content.replace("{marker}", str(marker)))
-    line = _one_error_line(capsys, ["train", "walle", "--world-model", str(tmp_path / "learned"), "--tasks", "retrieve",
-                                    "--iterations", "0", "--run-dir", str(tmp_path), "--run-name", "w"])
+    file.write_bytes(content) if isinstance(content, bytes) else file.write_text(
+        content.replace("{marker}", str(marker))
+    )
+    line = _one_error_line(
+        capsys,
+        [
+            "train",
+            "walle",
+            "--world-model",
+            str(tmp_path / "learned"),
+            "--tasks",
+            "retrieve",
+            "--iterations",
+            "0",
+            "--run-dir",
+            str(tmp_path),
+            "--run-name",
+            "w",
+        ],
+    )
     assert line.startswith(f"error: --world-model {tmp_path / 'learned'}") and message in line, line
     assert not marker.exists() and not (tmp_path / "w").exists()  # refused before a run directory or the LLM
 
@@ -130,8 +166,13 @@ def test_a_hostile_world_model_directory_is_one_clear_error(tmp_path, capsys, pa
 def test_checkpoints_keep_numpy_paths_and_allowlisted_dataclasses(tmp_path):
     from embodied.teacher import Preferences
 
-    state = {"buf": np.arange(6, dtype=np.float32).reshape(2, 3), "rng": np.random.default_rng(1).bit_generator.state,
-             "prefs": Preferences(np.arange(3), np.arange(3), np.ones(3)), "dir": tmp_path, "t": (1, "a")}
+    state = {
+        "buf": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "rng": np.random.default_rng(1).bit_generator.state,
+        "prefs": Preferences(np.arange(3), np.arange(3), np.ones(3)),
+        "dir": tmp_path,
+        "t": (1, "a"),
+    }
     back = load_checkpoint(save_checkpoint(tmp_path / "c.pt", state))
     np.testing.assert_array_equal(back["buf"], state["buf"])
     assert back["rng"] == state["rng"] and back["t"] == (1, "a") and back["dir"] == str(tmp_path)
@@ -152,22 +193,32 @@ def test_npz_stage_outputs_are_atomic_and_never_unpickled(tmp_path):
 
 # --- datasets ---------------------------------------------------------------------------------
 
+
 def _good(tmp_path):
     env = make_env("embodied/reach-v3")
     r = np.random.default_rng(0)
-    ep = Episode(r.normal(size=(11, 39)).astype(np.float32), r.uniform(-1, 1, (10, 4)).astype(np.float32),
-                 np.zeros(10, np.float32), np.zeros(10, bool), np.eye(1, 10, 9, dtype=bool)[0], {"success": np.zeros(10, bool)})
+    ep = Episode(
+        r.normal(size=(11, 39)).astype(np.float32),
+        r.uniform(-1, 1, (10, 4)).astype(np.float32),
+        np.zeros(10, np.float32),
+        np.zeros(10, bool),
+        np.eye(1, 10, 9, dtype=bool)[0],
+        {"success": np.zeros(10, bool)},
+    )
     return write_dataset(tmp_path / "d.hdf5", [ep], "embodied/reach-v3", env.observation_space, env.action_space)
 
 
-@pytest.mark.parametrize("attack, message", [
-    (lambda f, d: f.attrs.__setitem__("total_episodes", 10**15), "declares"),
-    (lambda f, d: f.attrs.__delitem__("env_id"), "malformed header"),
-    (lambda f, d: f.attrs.__setitem__("observation_space", "[1, 2]"), "malformed header"),
-    (lambda f, d: f.attrs.__setitem__("total_steps", 10**15), "declares"),
-    (lambda f, d: f.attrs.__setitem__("total_steps", float("inf")), "malformed header"),
-    (lambda f, d: f.attrs.__setitem__("total_episodes", float("nan")), "malformed header"),
-])
+@pytest.mark.parametrize(
+    "attack, message",
+    [
+        (lambda f, d: f.attrs.__setitem__("total_episodes", 10**15), "declares"),
+        (lambda f, d: f.attrs.__delitem__("env_id"), "malformed header"),
+        (lambda f, d: f.attrs.__setitem__("observation_space", "[1, 2]"), "malformed header"),
+        (lambda f, d: f.attrs.__setitem__("total_steps", 10**15), "declares"),
+        (lambda f, d: f.attrs.__setitem__("total_steps", float("inf")), "malformed header"),
+        (lambda f, d: f.attrs.__setitem__("total_episodes", float("nan")), "malformed header"),
+    ],
+)
 def test_hostile_headers_give_one_clear_error_before_allocating(tmp_path, attack, message):
     path = _good(tmp_path)
     with h5py.File(path, "r+") as f:
@@ -181,8 +232,9 @@ def _replace(group, name, data=None, **kwargs):
     return group.create_dataset(name, data=data, **kwargs)
 
 
-@pytest.mark.parametrize("attack", ["external", "external-link", "virtual", "shape", "dtype", "steps", "steps-inf",
-                                    "action-range"])
+@pytest.mark.parametrize(
+    "attack", ["external", "external-link", "virtual", "shape", "dtype", "steps", "steps-inf", "action-range"]
+)
 def test_hostile_episodes_are_refused(tmp_path, attack):
     path = _good(tmp_path)
     secret = tmp_path / "secret.bin"
@@ -215,6 +267,7 @@ def test_hostile_episodes_are_refused(tmp_path, attack):
 
 # --- runs ---------------------------------------------------------------------------------------
 
+
 def test_one_writer_per_run_directory(tmp_path):
     first = Run(tmp_path, "r")
     for resume in (False, True):
@@ -225,9 +278,16 @@ def test_one_writer_per_run_directory(tmp_path):
 
 
 def test_the_lock_holds_across_processes(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", f"from embodied.runs import Run; import time; "
-                               f"r = Run({str(tmp_path)!r}, 'r', tensorboard=False); print('ok', flush=True); time.sleep(30)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from embodied.runs import Run; import time; "
+            f"r = Run({str(tmp_path)!r}, 'r', tensorboard=False); print('ok', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout.readline().strip() == "ok"
     try:
         with pytest.raises(EmbodiedError, match=f"pid {holder.pid}"):
@@ -256,14 +316,20 @@ def test_resume_drops_metric_rows_logged_after_the_checkpoint(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path / "r" / "metrics.jsonl")] == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("tamper, message", [
-    (lambda f: f.write_text(f.read_text() + '[1, 2]\n'), "record 3: '\\[1, 2\\]' is not a metric record"),
-    (lambda f: f.write_text(f.read_text() + '{"step": "3", "eval/success_rate": 1}\n'), "is not a metric record"),
-    (lambda f: f.write_text(f.read_text() + '{"step": 3, "eval/success_rate": "high"}\n'), "is not a metric record"),
-    (lambda f: f.write_text(f.read_text() + '{"step": 1e400, "eval/success_rate": 1}\n'), "is not a metric record"),
-    (lambda f: f.write_bytes(b"\xff\xfe"), "cannot read .*utf-8"),
-    (lambda f: (f.unlink(), f.mkdir()), "cannot read .*Is a directory|is not a regular file"),
-])
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda f: f.write_text(f.read_text() + "[1, 2]\n"), "record 3: '\\[1, 2\\]' is not a metric record"),
+        (lambda f: f.write_text(f.read_text() + '{"step": "3", "eval/success_rate": 1}\n'), "is not a metric record"),
+        (
+            lambda f: f.write_text(f.read_text() + '{"step": 3, "eval/success_rate": "high"}\n'),
+            "is not a metric record",
+        ),
+        (lambda f: f.write_text(f.read_text() + '{"step": 1e400, "eval/success_rate": 1}\n'), "is not a metric record"),
+        (lambda f: f.write_bytes(b"\xff\xfe"), "cannot read .*utf-8"),
+        (lambda f: (f.unlink(), f.mkdir()), "cannot read .*Is a directory|is not a regular file"),
+    ],
+)
 def test_metric_files_written_by_something_else_are_one_clear_error(tmp_path, capsys, tamper, message):
     """``embodied report`` and ``--resume`` read metrics.jsonl; a line cut off by a kill ends the records (tested
     above), anything else that is not a record names the file instead of crashing the reader."""
@@ -308,12 +374,46 @@ def lock_is_free(directory) -> bool:
 
 
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path):
-    args = ["parl", "--task", "reach-v3", "--method", "pebble", "--total-steps", "100000", "--max-episode-steps", "100",
-            "--seed-steps", "100", "--batch-size", "32", "--sac-hidden", "32", "--no-video", "--eval-every", "100000"]
+    args = [
+        "parl",
+        "--task",
+        "reach-v3",
+        "--method",
+        "pebble",
+        "--total-steps",
+        "100000",
+        "--max-episode-steps",
+        "100",
+        "--seed-steps",
+        "100",
+        "--batch-size",
+        "32",
+        "--sac-hidden",
+        "32",
+        "--no-video",
+        "--eval-every",
+        "100000",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "embodied.cli", "train", *args, "--device", "cpu", "--run-dir",
-                             str(tmp_path), "--run-name", "r"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "embodied.cli",
+            "train",
+            *args,
+            "--device",
+            "cpu",
+            "--run-dir",
+            str(tmp_path),
+            "--run-name",
+            "r",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "r" / "metrics.jsonl"
     deadline = time.time() + 120
     while (not metrics.exists() or not metrics.read_text()) and time.time() < deadline:
@@ -336,9 +436,33 @@ def repo_run(tmp_path_factory):
     return root / "r"
 
 
-TINY_REPO = ["--total-steps", "80", "--max-episode-steps", "40", "--prefill", "80", "--train-every", "80",
-             "--train-steps", "1", "--batch-size", "2", "--seq-len", "8", "--eval-every", "1000", "--eval-episodes",
-             "1", "--checkpoint-every", "40", "--no-video", "--threads", "1", "--device", "cpu"]
+TINY_REPO = [
+    "--total-steps",
+    "80",
+    "--max-episode-steps",
+    "40",
+    "--prefill",
+    "80",
+    "--train-every",
+    "80",
+    "--train-steps",
+    "1",
+    "--batch-size",
+    "2",
+    "--seq-len",
+    "8",
+    "--eval-every",
+    "1000",
+    "--eval-episodes",
+    "1",
+    "--checkpoint-every",
+    "40",
+    "--no-video",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def _shrink_first_matrix(state):
@@ -352,15 +476,18 @@ def _crop_stored_frames(state):
     episode["obs"] = episode["obs"][:, :32]
 
 
-@pytest.mark.parametrize("forge, message", [
-    (lambda s: s.pop("agent"), "no entry 'agent'"),  # e.g. another agent's checkpoint
-    (_shrink_first_matrix, "size mismatch"),
-    (lambda s: s.update(step="80; rm -rf ~"), "invalid literal for int"),
-    (lambda s: s.update(episode=float("inf")), "cannot convert float infinity"),
-    (_crop_stored_frames, r"observations of shape \(32, 64, 3\), this environment \(64, 64, 3\)"),
-    (lambda s: s["_run"].update(rng={"python": 3}), "cannot unpack"),
-    (lambda s: s["_run"].update(metrics_rows=-3), "-3 metric rows"),
-])
+@pytest.mark.parametrize(
+    "forge, message",
+    [
+        (lambda s: s.pop("agent"), "no entry 'agent'"),  # e.g. another agent's checkpoint
+        (_shrink_first_matrix, "size mismatch"),
+        (lambda s: s.update(step="80; rm -rf ~"), "invalid literal for int"),
+        (lambda s: s.update(episode=float("inf")), "cannot convert float infinity"),
+        (_crop_stored_frames, r"observations of shape \(32, 64, 3\), this environment \(64, 64, 3\)"),
+        (lambda s: s["_run"].update(rng={"python": 3}), "cannot unpack"),
+        (lambda s: s["_run"].update(metrics_rows=-3), "-3 metric rows"),
+    ],
+)
 def test_resume_refuses_a_checkpoint_that_does_not_fit_with_one_clear_error(tmp_path, capsys, repo_run, forge, message):
     """Weights-only files can still be another agent's, another configuration's or edited: one error, no traceback,
     and the run directory as it was."""
@@ -370,18 +497,34 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_with_one_clear_error(tmp_
     forge(state)
     save_checkpoint(run / "checkpoints" / "last.pt", state)
     before = (run / "metrics.jsonl").read_text()
-    line = _one_error_line(capsys, ["train", "repo", *TINY_REPO, "--total-steps", "120", "--run-dir", str(tmp_path),
-                                    "--run-name", "r", "--resume"])
+    line = _one_error_line(
+        capsys,
+        [
+            "train",
+            "repo",
+            *TINY_REPO,
+            "--total-steps",
+            "120",
+            "--run-dir",
+            str(tmp_path),
+            "--run-name",
+            "r",
+            "--resume",
+        ],
+    )
     assert "does not fit this run" in line and re.search(message, line), line
     assert (run / "metrics.jsonl").read_text() == before
 
 
-@pytest.mark.parametrize("tamper, message", [
-    (lambda d: d.update(first=d["first"] + 10**6), r"segment indices outside \[0, 60\)"),  # was an IndexError
-    (lambda d: d.update(label=d["label"] * 7), r"labels outside \[0, 1\]"),  # was trained on silently
-    (lambda d: d.update(label=d["label"][:3]), "not three arrays of one length"),  # was trained on silently
-    (lambda d: d.update(second=d["second"] + 0.5), "not integers"),
-])
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda d: d.update(first=d["first"] + 10**6), r"segment indices outside \[0, 60\)"),  # was an IndexError
+        (lambda d: d.update(label=d["label"] * 7), r"labels outside \[0, 1\]"),  # was trained on silently
+        (lambda d: d.update(label=d["label"][:3]), "not three arrays of one length"),  # was trained on silently
+        (lambda d: d.update(second=d["second"] + 0.5), "not integers"),
+    ],
+)
 def test_pearl_refuses_a_labels_stage_file_that_does_not_fit(tmp_path, capsys, tamper, message):
     """A finished stage's output is trusted on --resume; labels.npz is checked against the run's target segments."""
     from test_pearl import TOY  # tests/, beside this file
@@ -400,9 +543,11 @@ def test_pearl_refuses_a_labels_stage_file_that_does_not_fit(tmp_path, capsys, t
 
 def _ctrl_c_then(function):
     """``function``, but first the Ctrl-C a user presses while it runs."""
+
     def pressed(*args, **kwargs):
         signal.raise_signal(signal.SIGINT)
         return function(*args, **kwargs)
+
     return pressed
 
 
@@ -416,15 +561,57 @@ def test_ctrl_c_during_the_last_step_lets_the_run_finish(tmp_path, monkeypatch):
 
     # RePo: the only evaluation is the final one, after the last episode
     monkeypatch.setattr(repo_train, "evaluate_agent", _ctrl_c_then(repo_train.evaluate_agent))
-    assert cli_main(["train", "repo", "--total-steps", "80", "--max-episode-steps", "40", "--prefill", "80",
-                     "--train-every", "80", "--train-steps", "1", "--batch-size", "2", "--seq-len", "8",
-                     "--eval-every", "1000", "--eval-episodes", "1", "--checkpoint-every", "1000", "--no-video",
-                     "--threads", "1", "--device", "cpu", "--run-dir", str(tmp_path), "--run-name", "repo"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "repo",
+                "--total-steps",
+                "80",
+                "--max-episode-steps",
+                "40",
+                "--prefill",
+                "80",
+                "--train-every",
+                "80",
+                "--train-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--seq-len",
+                "8",
+                "--eval-every",
+                "1000",
+                "--eval-episodes",
+                "1",
+                "--checkpoint-every",
+                "1000",
+                "--no-video",
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+                "--run-dir",
+                str(tmp_path),
+                "--run-name",
+                "repo",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "repo" / "summary.json").read_text())["steps"] == 80
     # WALL-E: the rules are saved in every iteration, the last one included
     monkeypatch.setattr(NeuroSymbolicWorldModel, "save", _ctrl_c_then(NeuroSymbolicWorldModel.save))
-    cfg = WalleConfig(tasks=("retrieve",), planner="rules", iterations=0, episodes_per_task=1, max_decisions=8,
-                      video=False, run_dir=tmp_path, run_name="walle")
+    cfg = WalleConfig(
+        tasks=("retrieve",),
+        planner="rules",
+        iterations=0,
+        episodes_per_task=1,
+        max_decisions=8,
+        video=False,
+        run_dir=tmp_path,
+        run_name="walle",
+    )
     run_walle(cfg, llm=DistractedLLM())
     assert json.loads((tmp_path / "walle" / "summary.json").read_text())["iterations"] == 0
 

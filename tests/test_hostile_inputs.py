@@ -7,7 +7,6 @@ written through a symbolic link; an LLM call has one deadline over its retries a
 
 import json
 import os
-import re
 import threading
 import time
 
@@ -33,10 +32,12 @@ def one_error_line(capsys, argv) -> str:
 
 # --- tensors from disk ---------------------------------------------------------------------------
 
+
 def _crafted(kind: str):
     if kind == "sparse":  # indices far outside the shape: its first use segfaulted the process
-        return torch.sparse_coo_tensor(torch.tensor([[0, 10**9]]), torch.tensor([1.0, 2.0]), (3,),
-                                       check_invariants=False)
+        return torch.sparse_coo_tensor(
+            torch.tensor([[0, 10**9]]), torch.tensor([1.0, 2.0]), (3,), check_invariants=False
+        )
     if kind == "expanded":  # one float of storage for a million-element shape
         return torch.zeros(1).expand(10**6)
     if kind == "offset-view":
@@ -46,8 +47,15 @@ def _crafted(kind: str):
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind, message", [("sparse", "layout torch.sparse_coo"), ("expanded", "a view"),
-                                           ("offset-view", "a view"), ("complex", "dtype torch.complex64")])
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("sparse", "layout torch.sparse_coo"),
+        ("expanded", "a view"),
+        ("offset-view", "a view"),
+        ("complex", "dtype torch.complex64"),
+    ],
+)
 def test_tensors_that_weights_only_accepts_but_are_unsafe_are_refused(tmp_path, kind, message):
     path = tmp_path / "last.pt"
     torch.save({"sac": {"actor": {"w": _crafted(kind)}}}, path)
@@ -79,9 +87,13 @@ def test_an_expanded_tensor_in_a_policy_file_is_one_error_line_before_it_is_used
 
 
 def test_real_checkpoints_still_load(tmp_path):
-    state = {"net": torch.nn.Linear(3, 2).state_dict(), "opt": torch.optim.Adam(torch.nn.Linear(3, 2).parameters())
-             .state_dict(), "arr": np.arange(6.0).reshape(2, 3), "empty": [torch.zeros(0), torch.zeros(0)],
-             "rng": torch.get_rng_state()}
+    state = {
+        "net": torch.nn.Linear(3, 2).state_dict(),
+        "opt": torch.optim.Adam(torch.nn.Linear(3, 2).parameters()).state_dict(),
+        "arr": np.arange(6.0).reshape(2, 3),
+        "empty": [torch.zeros(0), torch.zeros(0)],
+        "rng": torch.get_rng_state(),
+    }
     save_checkpoint(tmp_path / "c.pt", state)
     back = load_checkpoint(tmp_path / "c.pt")
     assert np.array_equal(back["arr"], state["arr"]) and torch.equal(back["rng"], state["rng"])
@@ -89,15 +101,19 @@ def test_real_checkpoints_still_load(tmp_path):
 
 # --- readers with caps -----------------------------------------------------------------------------
 
+
 def test_json_depth_ignores_brackets_in_strings():
     assert json_depth('{"a": "[[[[{{{", "b": [[1]]}') == 3
     assert json_depth('"\\"[["') == 0
 
 
-@pytest.mark.parametrize("content, message", [
-    ("[" * 100_000 + "]" * 100_000, "nests JSON deeper"),  # escaped as RecursionError before
-    ('{"a": ' * 70 + "1" + "}" * 70, "nests JSON deeper"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[" * 100_000 + "]" * 100_000, "nests JSON deeper"),  # escaped as RecursionError before
+        ('{"a": ' * 70 + "1" + "}" * 70, "nests JSON deeper"),
+    ],
+)
 def test_deeply_nested_config_is_one_error_on_resume(tmp_path, content, message):
     Run(tmp_path, "r", tensorboard=False).close()
     (tmp_path / "r" / "config.json").write_text(content)
@@ -156,8 +172,14 @@ def _tiny_file_declaring_gigabytes(path, arrays: int, rows: int):
 
     env = make_env("embodied/reach-v3")
     obs = np.zeros((3, 39), np.float32)
-    ep = Episode(observations=obs, actions=np.zeros((2, 4), np.float32), rewards=np.zeros(2, np.float32),
-                 terminations=np.zeros(2, bool), truncations=np.zeros(2, bool), infos={})
+    ep = Episode(
+        observations=obs,
+        actions=np.zeros((2, 4), np.float32),
+        rewards=np.zeros(2, np.float32),
+        terminations=np.zeros(2, bool),
+        truncations=np.zeros(2, bool),
+        infos={},
+    )
     write_dataset(path, [ep], "embodied/reach-v3", env.observation_space, env.action_space)
     with h5py.File(path, "r+") as f:
         f.attrs["total_steps"] = rows
@@ -185,6 +207,7 @@ def test_an_episode_whose_arrays_together_are_too_large_is_refused_before_readin
 
 # --- run directories ---------------------------------------------------------------------------------
 
+
 def test_a_run_directory_that_is_a_symlink_is_refused_before_anything_is_written(tmp_path):
     target = tmp_path / "elsewhere"
     target.mkdir()
@@ -200,8 +223,21 @@ def test_a_run_dir_that_is_a_symlink_is_refused_and_the_empty_target_gets_nothin
     target = tmp_path / "empty"
     target.mkdir()
     (tmp_path / "runs").symlink_to(target)
-    line = one_error_line(capsys, ["train", "parl", "--task", "reach-v3", "--total-steps", "10",
-                                   "--run-dir", str(tmp_path / "runs"), "--run-name", "r"])
+    line = one_error_line(
+        capsys,
+        [
+            "train",
+            "parl",
+            "--task",
+            "reach-v3",
+            "--total-steps",
+            "10",
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--run-name",
+            "r",
+        ],
+    )
     assert "symbolic link" in line and os.listdir(target) == []
 
 
@@ -216,6 +252,7 @@ def test_a_lock_file_that_is_a_symlink_is_not_followed(tmp_path):
 
 
 # --- the sandbox's host side -----------------------------------------------------------------------
+
 
 def test_a_batch_larger_than_one_request_is_split_not_retried_forever():
     from embodied.sandbox import SandboxedFunction, WorkerPool, run_batch
@@ -281,13 +318,16 @@ def test_an_answer_over_the_size_cap_is_a_bad_result_not_a_timeout():
     pool.close()
 
 
-@pytest.mark.parametrize("source", [
-    "def rule(s, a, g):\n    len = rule\n    return len(s)",
-    "def rule(s, a, g):\n    for len in [rule]:\n        return len(s)",
-    "def rule(min, a, g):\n    return min(a)",
-    "def rule(s, a, g):\n    x = [len(s) for max in [rule]]\n    return x",
-    "def rule(s, a, g):\n    rule = len\n    return rule(s)",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def rule(s, a, g):\n    len = rule\n    return len(s)",
+        "def rule(s, a, g):\n    for len in [rule]:\n        return len(s)",
+        "def rule(min, a, g):\n    return min(a)",
+        "def rule(s, a, g):\n    x = [len(s) for max in [rule]]\n    return x",
+        "def rule(s, a, g):\n    rule = len\n    return rule(s)",
+    ],
+)
 def test_rebinding_a_builtin_name_is_refused(source):
     from embodied.sandbox import UnsafeCodeError, check_source
 
@@ -296,6 +336,7 @@ def test_rebinding_a_builtin_name_is_refused(source):
 
 
 # --- the LLM client ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("answer", ["redirect", "retry"])
 def test_one_deadline_covers_retries_and_redirects(loopback, answer):
@@ -332,8 +373,16 @@ def test_score_has_one_deadline_for_all_its_candidates(loopback):
             self.rfile.read(int(self.headers["Content-Length"]))
             time.sleep(0.4)
             text = "assistant: x"
-            body = {"choices": [{"logprobs": {"text_offset": list(range(len(text))),
-                                              "token_logprobs": [None] + [-1.0] * (len(text) - 1)}}]}
+            body = {
+                "choices": [
+                    {
+                        "logprobs": {
+                            "text_offset": list(range(len(text))),
+                            "token_logprobs": [None] + [-1.0] * (len(text) - 1),
+                        }
+                    }
+                ]
+            }
             self.send_body(json.dumps(body).encode(), content_type="application/json")
 
     llm = OpenAICompatibleLLM(loopback.start(Slow), timeout=1.0, retries=0)
@@ -365,12 +414,19 @@ def test_a_damaged_string_heap_that_made_libhdf5_loop_forever_is_one_error():
     import sys
 
     path = os.path.join(os.path.dirname(__file__), "data", "damaged_string_heap.hdf5")
-    script = ("import embodied.data.dataset as d; d.ATTRIBUTE_SECONDS = 2.0\n"
-              f"from embodied.data import load_episodes\nload_episodes({path!r})")
+    script = (
+        "import embodied.data.dataset as d; d.ATTRIBUTE_SECONDS = 2.0\n"
+        f"from embodied.data import load_episodes\nload_episodes({path!r})"
+    )
     start = time.monotonic()
     try:  # in a child, so that a loader which loops forever fails this test instead of hanging the suite
-        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                              cwd=os.path.dirname(os.path.dirname(__file__)))
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=os.path.dirname(os.path.dirname(__file__)),
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("loading the damaged file hung")
     assert "EmbodiedError" in done.stderr and "did not finish within 2 s" in done.stderr, done.stderr[-2000:]

@@ -24,13 +24,24 @@ class FakeServer(QuietHandler):
             self.send_body(b"", 503)
             return
         if self.path == "/v1/chat/completions":
-            reply = {"choices": [{"message": {"role": "assistant", "content": f" echo: {body['messages'][-1]['content']} "}}]}
+            reply = {
+                "choices": [{"message": {"role": "assistant", "content": f" echo: {body['messages'][-1]['content']} "}}]
+            }
         elif self.path == "/v1/completions":
             text = body["prompt"]
             start = text.rfind("assistant: ") + len("assistant: ")
             cost = -1.0 if text[start:].startswith("good") else -3.0
-            reply = {"choices": [{"text": text, "logprobs": {"text_offset": list(range(len(text))),
-                                                             "token_logprobs": [None] + [cost] * (len(text) - 1)}}]}
+            reply = {
+                "choices": [
+                    {
+                        "text": text,
+                        "logprobs": {
+                            "text_offset": list(range(len(text))),
+                            "token_logprobs": [None] + [cost] * (len(text) - 1),
+                        },
+                    }
+                ]
+            }
         else:
             self.send_body(b"", 404)
             return
@@ -110,7 +121,7 @@ def test_embedded_cached_scores_equal_full_sequence_scores(smollm):
         full = torch.cat([prompt, ids], 1)
         with torch.no_grad():
             logp = torch.log_softmax(smollm.model(full).logits[0, :-1].float(), -1)
-        reference.append(float(logp[prompt.shape[1] - 1:].gather(1, full[0, prompt.shape[1]:, None]).sum()))
+        reference.append(float(logp[prompt.shape[1] - 1 :].gather(1, full[0, prompt.shape[1] :, None]).sum()))
     assert smollm.score(messages, candidates) == pytest.approx(reference, abs=1e-3)
 
 
@@ -130,6 +141,7 @@ def test_the_cache_goes_under_the_name_the_forward_takes():
 
 # --- hostile servers -------------------------------------------------------------------------
 
+
 class Hostile(QuietHandler):
     """Loopback server whose behaviour is chosen per test: ``Hostile.mode``."""
 
@@ -146,11 +158,14 @@ class Hostile(QuietHandler):
             self.send_header("Location", f"http://localhost:{Hostile.other_port}/steal/chat/completions")
             self.end_headers()
             return
-        bodies = {"html": b"<html><body>502 Bad Gateway</body></html>", "empty": b"",
-                  "wrong-type": json.dumps({"choices": [{"message": {"content": 42}}]}).encode(),
-                  "list": b"[1, 2, 3]",
-                  "nan": b'{"choices": [{"logprobs": {"text_offset": [0, 1000], "token_logprobs": [null, NaN]}}]}',
-                  "huge": b'{"x": "' + b"a" * (3 * 1024 * 1024) + b'"}'}
+        bodies = {
+            "html": b"<html><body>502 Bad Gateway</body></html>",
+            "empty": b"",
+            "wrong-type": json.dumps({"choices": [{"message": {"content": 42}}]}).encode(),
+            "list": b"[1, 2, 3]",
+            "nan": b'{"choices": [{"logprobs": {"text_offset": [0, 1000], "token_logprobs": [null, NaN]}}]}',
+            "huge": b'{"x": "' + b"a" * (3 * 1024 * 1024) + b'"}',
+        }
         if mode == "drip":
             self.send_response(200)
             self.send_header("Content-Length", "100000")

@@ -74,10 +74,37 @@ def test_sac_learns_a_one_step_problem():
     assert err < 0.25, err
 
 
-TOY = ["--task", "reach-v3", "--total-steps", "600", "--max-episode-steps", "100", "--seed-steps", "200",
-       "--query-every", "200", "--queries-per-session", "10", "--segment-length", "20", "--reward-epochs", "3",
-       "--eval-every", "300", "--eval-episodes", "1", "--checkpoint-every", "200", "--sac-hidden", "64",
-       "--batch-size", "64", "--unsup-steps", "0", "--no-video"]
+TOY = [
+    "--task",
+    "reach-v3",
+    "--total-steps",
+    "600",
+    "--max-episode-steps",
+    "100",
+    "--seed-steps",
+    "200",
+    "--query-every",
+    "200",
+    "--queries-per-session",
+    "10",
+    "--segment-length",
+    "20",
+    "--reward-epochs",
+    "3",
+    "--eval-every",
+    "300",
+    "--eval-episodes",
+    "1",
+    "--checkpoint-every",
+    "200",
+    "--sac-hidden",
+    "64",
+    "--batch-size",
+    "64",
+    "--unsup-steps",
+    "0",
+    "--no-video",
+]
 
 
 @pytest.mark.parametrize("method", ["parl", "pebble", "sac"])
@@ -86,18 +113,39 @@ def test_loop_runs_end_to_end(method, tmp_path):
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["feedback"] == (0 if method == "sac" else 30)
     assert [c[0] for c in summary["curve"]] == [300, 600]
+    assert summary["episode_steps"] == 100  # what the curve's returns sum over
     assert load_policy_module(tmp_path / "r" / "policy.pt").act(np.zeros(39, np.float32)).shape == (4,)
     if method == "parl":
-        logs = [json.loads(l) for l in open(tmp_path / "r" / "metrics.jsonl")]
+        logs = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
         norms = [r["parl/indirect_norm"] for r in logs if "parl/indirect_norm" in r]
         assert len(norms) == 3 and all(n > 0 for n in norms), "the implicit term is computed at every session"
 
 
 def test_resume_continues_from_checkpoint(tmp_path):
-    assert cli_main(["train", "parl", *TOY, "--method", "pebble", "--total-steps", "300", "--run-dir", str(tmp_path),
-                     "--run-name", "r"]) == 0
-    assert cli_main(["train", "parl", *TOY, "--method", "pebble", "--run-dir", str(tmp_path), "--run-name", "r",
-                     "--resume"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "parl",
+                *TOY,
+                "--method",
+                "pebble",
+                "--total-steps",
+                "300",
+                "--run-dir",
+                str(tmp_path),
+                "--run-name",
+                "r",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli_main(
+            ["train", "parl", *TOY, "--method", "pebble", "--run-dir", str(tmp_path), "--run-name", "r", "--resume"]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["feedback"] == 30 and summary["curve"][-1][0] == 600
 
@@ -125,7 +173,11 @@ def test_state_entropy_pretraining_covers_more_states_than_random_actions():
         rng = np.random.default_rng(seed)
         env = make_env("embodied/reach-v3", max_episode_steps=100)
         env.action_space.seed(seed)
-        sac, buffer, entropy = SAC(39, 4, SACConfig(hidden=64, batch_size=64)), ReplayBuffer(39, 4, steps), StateEntropyReward()
+        sac, buffer, entropy = (
+            SAC(39, 4, SACConfig(hidden=64, batch_size=64)),
+            ReplayBuffer(39, 4, steps),
+            StateEntropyReward(),
+        )
         obs, _ = env.reset(seed=seed)
         cells = set()
         for t in range(steps):
@@ -136,7 +188,7 @@ def test_state_entropy_pretraining_covers_more_states_than_random_actions():
             obs = nxt
             if explore and t >= 200:
                 o, a, _, n, d = buffer.sample(64, rng, "cpu")
-                sac.update(o, a, entropy(n, buffer.obs[:buffer.size], rng), n, d)
+                sac.update(o, a, entropy(n, buffer.obs[: buffer.size], rng), n, d)
             if term or trunc:
                 obs, _ = env.reset(seed=seed + t)
         return len(cells)
@@ -168,8 +220,9 @@ def test_reward_diagnostics_on_a_constructed_case(rng):
     agree = reward_agreement(same, buffer, recent, rng)
     assert agree["diag/rank_corr_recent"] == pytest.approx(1.0) and agree["diag/rank_corr_buffer"] == pytest.approx(1.0)
     succ = buffer.true_rew[:100] > 1.0
-    assert agree["diag/reward_gap_success"] == pytest.approx(2 * (buffer.true_rew[:100][succ].mean()
-                                                                  - buffer.true_rew[:100][~succ].mean()), rel=1e-5)
+    assert agree["diag/reward_gap_success"] == pytest.approx(
+        2 * (buffer.true_rew[:100][succ].mean() - buffer.true_rew[:100][~succ].mean()), rel=1e-5
+    )
     assert agree["diag/success_fraction_buffer"] == pytest.approx(succ.mean())
     assert reward_agreement(reversed_, buffer, recent, rng)["diag/rank_corr_recent"] == pytest.approx(-1.0)
     shift = session_shift(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5, 2.5]))
@@ -181,13 +234,22 @@ def test_every_session_logs_the_diagnostics(tmp_path):
     assert cli_main(["train", "parl", *TOY, "--method", "parl", "--run-dir", str(tmp_path), "--run-name", "r"]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
     sessions = [r for r in rows if "feedback/labels" in r]
-    keys = {"diag/rank_corr_recent", "diag/rank_corr_buffer", "diag/reward_gap_success", "diag/session_shift",
-            "diag/session_rank_corr", "diag/implicit_cos_direct", "diag/implicit_to_direct_norm", "parl/indirect_norm"}
+    keys = {
+        "diag/rank_corr_recent",
+        "diag/rank_corr_buffer",
+        "diag/reward_gap_success",
+        "diag/session_shift",
+        "diag/session_rank_corr",
+        "diag/implicit_cos_direct",
+        "diag/implicit_to_direct_norm",
+        "parl/indirect_norm",
+    }
     assert len(sessions) == 3 and all(keys <= set(r) for r in sessions)
     assert all(r["diag/implicit_to_direct_norm"] == pytest.approx(0.25, rel=1e-3) for r in sessions)
     assert any("sac/q_mean" in r and "sac/alpha" in r and "sac/entropy" in r for r in rows)
-    assert any("diag/rank_corr_recent" in r and "eval/success_rate" not in r and "feedback/labels" not in r
-               for r in rows), "the agreement is also logged at each evaluation"
+    assert any(
+        "diag/rank_corr_recent" in r and "eval/success_rate" not in r and "feedback/labels" not in r for r in rows
+    ), "the agreement is also logged at each evaluation"
 
 
 def test_pretraining_runs_before_the_first_query_and_resets_the_critic(tmp_path, monkeypatch):
@@ -220,8 +282,9 @@ def test_a_state_action_reward_fit_to_preferences_pays_for_actions_the_true_rewa
         accuracy[use_action] = preference_accuracy(model, held.observations, held.actions, held_prefs)
         with torch.no_grad():
             o = torch.as_tensor(obs)
-            over_actions = torch.stack([model(o, torch.as_tensor(rng.uniform(-1, 1, (len(obs), 4)), dtype=torch.float32))
-                                        for _ in range(8)])
+            over_actions = torch.stack(
+                [model(o, torch.as_tensor(rng.uniform(-1, 1, (len(obs), 4)), dtype=torch.float32)) for _ in range(8)]
+            )
             spread[use_action] = float(over_actions.std(0).mean() / over_actions.mean(0).std())
     assert spread[True] > 0.2, spread
     assert spread[False] == 0.0
@@ -232,5 +295,6 @@ def test_evaluations_log_success_at_any_step_and_at_the_last(tmp_path):
     assert cli_main(["train", "parl", *TOY, "--method", "sac", "--run-dir", str(tmp_path), "--run-name", "r"]) == 0
     rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
     evals = [r for r in rows if "eval/success_rate" in r]
-    assert len(evals) == 2 and all("eval/success_final" in r and r["eval/success_final"] <= r["eval/success_rate"]
-                                   for r in evals)
+    assert len(evals) == 2 and all(
+        "eval/success_final" in r and r["eval/success_final"] <= r["eval/success_rate"] for r in evals
+    )

@@ -4,13 +4,26 @@ import numpy as np
 import pytest
 import torch
 
-from agents.pearl.cpa import (GWConfig, cost_matrix, cross_task_transfer, gw_coupling, label_accuracy,
-                              segment_features, transfer_labels)
+from agents.pearl.cpa import (
+    GWConfig,
+    cost_matrix,
+    cross_task_transfer,
+    gw_coupling,
+    label_accuracy,
+    segment_features,
+    transfer_labels,
+)
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer
 from agents.pearl.train import best_episodes, episode_credit
 from embodied.checkpoint import load_checkpoint, save_checkpoint
-from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig, preference_accuracy,
-                                    train_reward_model)
+from embodied.reward_models import (
+    GaussianRewardModel,
+    RewardEnsemble,
+    RewardModel,
+    RewardTrainConfig,
+    preference_accuracy,
+    train_reward_model,
+)
 from embodied.cli import main as cli_main
 from embodied.data import NoiseSchedule, collect, sample_segments
 from embodied.make import make_env
@@ -152,34 +165,119 @@ def test_iql_at_temperature_zero_clones_the_behaviour_whatever_the_reward():
     for agent in agents.values():
         for _ in range(800):
             agent.update(*buffer.sample(256, gen))
-    error = {t: float(((torch.as_tensor(a.policy.act(obs[:500].numpy())) - behaviour[:500]) ** 2).sum(-1).mean())
-             for t, a in agents.items()}
+    error = {
+        t: float(((torch.as_tensor(a.policy.act(obs[:500].numpy())) - behaviour[:500]) ** 2).sum(-1).mean())
+        for t, a in agents.items()
+    }
     assert error[0.0] < 0.02 and error[3.0] > 5 * error[0.0], error
 
 
-TOY = ["--source-task", "reach-v3", "--target-task", "reach-wall-v3", "--episodes", "4", "--max-steps", "40",
-       "--segment-length", "10", "--segments", "60", "--source-queries", "200", "--target-queries", "200",
-       "--reward-epochs", "3", "--eval-every", "1000", "--eval-episodes", "1", "--checkpoint-every", "50",
-       "--no-video"]
+TOY = [
+    "--source-task",
+    "reach-v3",
+    "--target-task",
+    "reach-wall-v3",
+    "--episodes",
+    "4",
+    "--max-steps",
+    "40",
+    "--segment-length",
+    "10",
+    "--segments",
+    "60",
+    "--source-queries",
+    "200",
+    "--target-queries",
+    "200",
+    "--reward-epochs",
+    "3",
+    "--eval-every",
+    "1000",
+    "--eval-episodes",
+    "1",
+    "--checkpoint-every",
+    "50",
+    "--no-video",
+]
 
 
 def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path):
-    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "100", "--eval-every", "25", "--run-dir", str(tmp_path),
-                     "--run-name", "full", "--video"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "pearl",
+                *TOY,
+                "--iql-steps",
+                "100",
+                "--eval-every",
+                "25",
+                "--run-dir",
+                str(tmp_path),
+                "--run-name",
+                "full",
+                "--video",
+            ]
+        )
+        == 0
+    )
     run = tmp_path / "full"
-    for name in ("config.json", "metrics.jsonl", "labels.npz", "reward.pt", "policy.pt", "summary.json",
-                 "source.hdf5", "target.hdf5", "videos/eval.mp4"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "labels.npz",
+        "reward.pt",
+        "policy.pt",
+        "summary.json",
+        "source.hdf5",
+        "target.hdf5",
+        "videos/eval.mp4",
+    ):
         assert (run / name).exists(), name
     summary = json.loads((run / "summary.json").read_text())
     assert 0 <= summary["label_accuracy"] <= 1 and summary["iql_steps"] == 100
+    assert summary["episode_steps"] == 40  # the evaluation episodes its return_mean sums over
     curve = summary["success_curve"]
     assert [step for step, _ in curve] == [25, 50, 75, 100]
     assert summary["success_late_mean"] == pytest.approx((curve[2][1] + curve[3][1]) / 2)
 
-    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "50", "--eval-every", "25", "--run-dir", str(tmp_path),
-                     "--run-name", "cut"]) == 0
-    assert cli_main(["train", "pearl", *TOY, "--iql-steps", "100", "--eval-every", "25", "--run-dir", str(tmp_path),
-                     "--run-name", "cut", "--resume"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "pearl",
+                *TOY,
+                "--iql-steps",
+                "50",
+                "--eval-every",
+                "25",
+                "--run-dir",
+                str(tmp_path),
+                "--run-name",
+                "cut",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli_main(
+            [
+                "train",
+                "pearl",
+                *TOY,
+                "--iql-steps",
+                "100",
+                "--eval-every",
+                "25",
+                "--run-dir",
+                str(tmp_path),
+                "--run-name",
+                "cut",
+                "--resume",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["success_curve"] == curve  # evaluations survive
     a = load_policy_module(run / "policy.pt").state_dict()
     b = load_policy_module(tmp_path / "cut" / "policy.pt").state_dict()
@@ -189,8 +287,21 @@ def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path):
 
 def test_few_shot_run_weights_two_reward_models_and_resumes_from_them(tmp_path, capsys):
     def args(steps):
-        return ["train", "pearl", *TOY, "--few-shot-labels", "6", "--iql-steps", str(steps), "--eval-every", "25",
-                "--run-dir", str(tmp_path), "--run-name", "k6"]
+        return [
+            "train",
+            "pearl",
+            *TOY,
+            "--few-shot-labels",
+            "6",
+            "--iql-steps",
+            str(steps),
+            "--eval-every",
+            "25",
+            "--run-dir",
+            str(tmp_path),
+            "--run-name",
+            "k6",
+        ]
 
     assert cli_main(args(50)) == 0
     assert "few-shot reward: transfer model x" in capsys.readouterr().out
@@ -255,8 +366,26 @@ def seen(monkeypatch) -> dict:
 
 def test_episode_credit_reaches_iqls_buffer(tmp_path, seen):
     for credit in ("0", "1"):
-        assert cli_main(["train", "pearl", *TOY, "--iql-episode-credit", credit, "--iql-steps", "5", "--eval-every", "5",
-                         "--run-dir", str(tmp_path), "--run-name", f"credit{credit}"]) == 0
+        assert (
+            cli_main(
+                [
+                    "train",
+                    "pearl",
+                    *TOY,
+                    "--iql-episode-credit",
+                    credit,
+                    "--iql-steps",
+                    "5",
+                    "--eval-every",
+                    "5",
+                    "--run-dir",
+                    str(tmp_path),
+                    "--run-name",
+                    f"credit{credit}",
+                ]
+            )
+            == 0
+        )
         per_episode = seen["rew"].reshape(4, 40)  # 4 episodes x 40 steps
         spread = per_episode.std(axis=1)
         assert (spread < 1e-5).all() if credit == "1" else (spread > 1e-3).all(), spread
@@ -266,8 +395,28 @@ def test_episode_credit_reaches_iqls_buffer(tmp_path, seen):
 
 
 def test_return_filtered_run_trains_iql_on_the_kept_episodes_only(tmp_path, capsys, seen):
-    assert cli_main(["train", "pearl", *TOY, "--iql-top", "0.5", "--iql-temperature", "0", "--iql-steps", "20",
-                     "--eval-every", "20", "--run-dir", str(tmp_path), "--run-name", "top"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "pearl",
+                *TOY,
+                "--iql-top",
+                "0.5",
+                "--iql-temperature",
+                "0",
+                "--iql-steps",
+                "20",
+                "--eval-every",
+                "20",
+                "--run-dir",
+                str(tmp_path),
+                "--run-name",
+                "top",
+            ]
+        )
+        == 0
+    )
     assert "IQL learns from the best 2 of 4 episodes by learned return" in capsys.readouterr().out
     summary = json.loads((tmp_path / "top" / "summary.json").read_text())
     assert summary["iql_episodes"] == 2 and summary["iql_episodes_success"] in (0.0, 0.5, 1.0)
@@ -283,8 +432,10 @@ def test_reward_ensemble_standardises_its_members_and_survives_a_checkpoint(tmp_
         for p in large.parameters():
             p.mul_(100.0)
     ensemble = RewardEnsemble([small, large], [0.75, 0.25]).standardise(obs.numpy(), act.numpy())
-    members = [(m.mean_reward(obs, act) - m.mean_reward(obs, act).mean()) / m.mean_reward(obs, act).std()
-               for m in (small, large)]
+    members = [
+        (m.mean_reward(obs, act) - m.mean_reward(obs, act).mean()) / m.mean_reward(obs, act).std()
+        for m in (small, large)
+    ]
     torch.testing.assert_close(ensemble.mean_reward(obs, act), 0.75 * members[0] + 0.25 * members[1])
     save_checkpoint(tmp_path / "r.pt", ensemble.state_dict())
     again = RewardEnsemble([RewardModel(39, 4, hidden=8), RewardModel(39, 4, hidden=8)])

@@ -37,8 +37,11 @@ def test_dual_variable_rises_above_budget_and_falls_below():
 
 def _batch(rng, batch=3, length=6):
     obs = rng.integers(0, 255, size=(batch, length + 1, 64, 64, 3), dtype=np.uint8)
-    return torch.as_tensor(obs), torch.as_tensor(rng.uniform(-1, 1, (batch, length, 4)).astype(np.float32)), \
-        torch.as_tensor(rng.normal(size=(batch, length)).astype(np.float32))
+    return (
+        torch.as_tensor(obs),
+        torch.as_tensor(rng.uniform(-1, 1, (batch, length, 4)).astype(np.float32)),
+        torch.as_tensor(rng.normal(size=(batch, length)).astype(np.float32)),
+    )
 
 
 @pytest.mark.parametrize("mode, reaches", [("repo", False), ("dreamer", True)])
@@ -108,15 +111,20 @@ def test_short_training_lowers_the_reward_loss(reach_replay):
 def test_adaptation_changes_only_the_encoder(reach_replay):
     torch.manual_seed(0)
     agent = RePoAgent(4, WorldModelConfig(probe_decoder=True), BehaviorConfig(horizon=5))
-    before = {name: p.detach().clone() for name, p in
-              list(agent.model.named_parameters()) + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()]}
+    before = {
+        name: p.detach().clone()
+        for name, p in list(agent.model.named_parameters())
+        + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()]
+    }
     target = SequenceReplay()
     env = ActionRepeat(make_env("embodied/reach-distractor-v3", max_episode_steps=80), 2)
     for i in range(2):
         obs, act, _, _ = run_episode(env, agent, seed=100 + i, explore=True)
         target.add_episode(obs, act, np.zeros(len(act), np.float32))
     adapt_encoder(agent, reach_replay, target, AdaptConfig(steps=5, batch_size=4, seq_len=8), np.random.default_rng(0))
-    after = dict(list(agent.model.named_parameters()) + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()])
+    after = dict(
+        list(agent.model.named_parameters()) + [("behavior." + n, p) for n, p in agent.behavior.named_parameters()]
+    )
     changed = {name for name in before if not torch.equal(before[name], after[name])}
     assert changed and all(name.startswith("encoder.") for name in changed), changed
 
@@ -212,9 +220,35 @@ def test_sequence_replay_samples_windows_inside_episodes(rng):
 
 
 def test_train_loop_and_resume(tmp_path):
-    args = ["train", "repo", "--total-steps", "240", "--max-episode-steps", "80", "--prefill", "80", "--train-every", "80",
-            "--train-steps", "1", "--batch-size", "2", "--seq-len", "8", "--eval-every", "160", "--eval-episodes", "1",
-            "--checkpoint-every", "80", "--no-video", "--run-dir", str(tmp_path), "--run-name", "r"]
+    args = [
+        "train",
+        "repo",
+        "--total-steps",
+        "240",
+        "--max-episode-steps",
+        "80",
+        "--prefill",
+        "80",
+        "--train-every",
+        "80",
+        "--train-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "8",
+        "--eval-every",
+        "160",
+        "--eval-episodes",
+        "1",
+        "--checkpoint-every",
+        "80",
+        "--no-video",
+        "--run-dir",
+        str(tmp_path),
+        "--run-name",
+        "r",
+    ]
     assert cli_main(args[:3] + ["160"] + args[4:]) == 0
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["step"] == 160 and state["updates"] == 2 and len(state["replay"]["episodes"]) == 2
@@ -229,14 +263,59 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
     it from metrics.jsonl, a run without summary.json (stopped early) included and counted."""
     from agents.repo.adapt import run_adapt
 
-    assert cli_main(["train", "repo", "--total-steps", "80", "--max-episode-steps", "40", "--prefill", "80",
-                     "--train-every", "80", "--train-steps", "1", "--batch-size", "2", "--seq-len", "8",
-                     "--eval-every", "80", "--eval-episodes", "1", "--checkpoint-every", "80", "--no-video",
-                     "--threads", "1", "--run-dir", str(tmp_path), "--run-name", "source"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "repo",
+                "--total-steps",
+                "80",
+                "--max-episode-steps",
+                "40",
+                "--prefill",
+                "80",
+                "--train-every",
+                "80",
+                "--train-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--seq-len",
+                "8",
+                "--eval-every",
+                "80",
+                "--eval-episodes",
+                "1",
+                "--checkpoint-every",
+                "80",
+                "--no-video",
+                "--threads",
+                "1",
+                "--run-dir",
+                str(tmp_path),
+                "--run-name",
+                "source",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "adapt"
-    summary = run_adapt(AdaptConfig(source_run=tmp_path / "source", collect_episodes=2, steps=5, batch_size=2, seq_len=8,
-                                    probe_pairs=8, eval_episodes=1, eval_every=2, device="cpu", threads=1,
-                                    run_dir=out, run_name="calib0-s0"))
+    summary = run_adapt(
+        AdaptConfig(
+            source_run=tmp_path / "source",
+            collect_episodes=2,
+            steps=5,
+            batch_size=2,
+            seq_len=8,
+            probe_pairs=8,
+            eval_episodes=1,
+            eval_every=2,
+            device="cpu",
+            threads=1,
+            run_dir=out,
+            run_name="calib0-s0",
+        )
+    )
     curve = summary["curve"]
     assert [p["step"] for p in curve] == [0, 2, 4, 5]
     assert curve[0]["return_mean"] == summary["before"]["return_mean"]
@@ -267,13 +346,22 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
 def test_adaptation_report_pairs_the_arms_seed_by_seed(tmp_path, capsys):
     """The report's calibrated-minus-pair-free table: differences taken within a seed, only at steps both
     arms reached, and a seed whose arms scored different ceilings (another source) left out and named."""
+
     def run(pairs, seed, ceiling, returns):  # returns: {step: distractor return}, before = returns[0]
         directory = tmp_path / f"calib{pairs}-s{seed}"
         directory.mkdir()
         (directory / "config.json").write_text(json.dumps({"calibration_pairs": pairs, "seed": seed}))
-        rows = [{"step": step, "eval/ceiling_return": ceiling, "eval/return_mean": ret, "eval/success_rate": 0.0,
-                 "eval/gap_closed": (ret - returns[0]) / (ceiling - returns[0]), "eval/embedding_error": 1.0}
-                for step, ret in returns.items()]
+        rows = [
+            {
+                "step": step,
+                "eval/ceiling_return": ceiling,
+                "eval/return_mean": ret,
+                "eval/success_rate": 0.0,
+                "eval/gap_closed": (ret - returns[0]) / (ceiling - returns[0]),
+                "eval/embedding_error": 1.0,
+            }
+            for step, ret in returns.items()
+        ]
         (directory / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
 
     run(0, 0, 700, {0: 200, 500: 450, 1000: 300})  # gap closed 0.5 at 500
@@ -287,8 +375,11 @@ def test_adaptation_report_pairs_the_arms_seed_by_seed(tmp_path, capsys):
     study["report"](tmp_path)
     text = capsys.readouterr().out
     assert "left out, their ceilings differ or are not logged: seed 2 (200 pairs)" in text
-    rows = {int(line.split("|")[2]): [c.strip() for c in line.split("|")[3:6]]
-            for line in text.splitlines() if line.startswith("| 200 pairs - 0 pairs |")}
+    rows = {
+        int(line.split("|")[2]): [c.strip() for c in line.split("|")[3:6]]
+        for line in text.splitlines()
+        if line.startswith("| 200 pairs - 0 pairs |")
+    }
     assert sorted(rows) == [500, 1000]
     assert rows[500][0] == "2" and rows[500][1].startswith("250.00 [") and rows[500][2].startswith("0.50 [")
     assert rows[1000] == ["1", "300.00", "0.60"]  # seed 1 alone: 700 - 400, 1.0 - 0.4
@@ -329,14 +420,43 @@ def test_repo_config_rejects_negative_noise_and_zero_reward_scale():
 def test_repo_trains_on_chosen_distraction_axes_and_checks_them_before_the_run(tmp_path, capsys):
     from agents.repo.train import RePoConfig
 
-    args = ["train", "repo", "--variant", "distractor", "--axes", "camera,color", "--difficulty", "0.5",
-            "--total-steps", "160", "--max-episode-steps", "80", "--prefill", "80", "--train-every", "80",
-            "--train-steps", "1", "--batch-size", "2", "--seq-len", "8", "--eval-every", "160", "--eval-episodes", "1",
-            "--no-video", "--run-dir", str(tmp_path)]
+    args = [
+        "train",
+        "repo",
+        "--variant",
+        "distractor",
+        "--axes",
+        "camera,color",
+        "--difficulty",
+        "0.5",
+        "--total-steps",
+        "160",
+        "--max-episode-steps",
+        "80",
+        "--prefill",
+        "80",
+        "--train-every",
+        "80",
+        "--train-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "8",
+        "--eval-every",
+        "160",
+        "--eval-episodes",
+        "1",
+        "--no-video",
+        "--run-dir",
+        str(tmp_path),
+    ]
     assert cli_main(args) == 0
     run = tmp_path / "repo-reach-v3-distractor-color+camera-d0.5-repo-s0"  # canonical axis order in the name
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["axes"] == "color,camera" and summary["difficulty"] == 0.5
+    assert summary["axes"] == "color,camera" and summary["difficulty"] == 0.5 and summary["episode_steps"] == 80
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "eval/return" in line]
+    assert evals and {"eval/success_rate", "eval/success_final"} <= set(evals[-1])  # any step and last step
     with pytest.raises(ValueError, match="apply to the distractor variant"):
         RePoConfig(variant="pixels", axes="color")
     for bad in (["--axes", "colour"], ["--difficulty", "2"], ["--background", "video"]):
@@ -354,10 +474,10 @@ def test_actor_entropy_is_the_tanh_normals_and_falls_when_actions_saturate():
     feat = torch.randn(256, 8)
     action, entropy = actor(feat)
     mean, std = actor.net(feat).chunk(2, -1)
-    dist = TransformedDistribution(Normal(5 * torch.tanh(mean / 5), F.softplus(std + actor.raw_init_std) + 0.1),
-                                   TanhTransform())
-    torch.testing.assert_close(entropy, -dist.log_prob(action.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1),
-                               rtol=1e-3, atol=1e-3)
+    dist = TransformedDistribution(
+        Normal(5 * torch.tanh(mean / 5), F.softplus(std + actor.raw_init_std) + 0.1), TanhTransform()
+    )
+    torch.testing.assert_close(entropy, -dist.log_prob(action.clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1), rtol=1e-3, atol=1e-3)
     assert 0.7 < (F.softplus(torch.zeros(()) + actor.raw_init_std) + 0.1).item() < 0.9, "initial std 0.8"
     with torch.no_grad():  # push every mean to saturation: the tanh-Normal's entropy must drop
         actor.net[-1].bias[:3] = 20.0
@@ -407,8 +527,10 @@ def _reference_losses(model: WorldModel, obs, act, rew):
     sg = lambda d: Normal(d.loc.detach(), d.scale.detach())  # noqa: E731
     post = Normal(states["post_mean"], states["post_std"])
     prior = Normal(states["prior_mean"], states["prior_std"])
-    kl = (model.cfg.kl_balance * kl_divergence(sg(post), prior).sum(-1).mean()
-          + (1 - model.cfg.kl_balance) * kl_divergence(post, sg(prior)).sum(-1).mean())
+    kl = (
+        model.cfg.kl_balance * kl_divergence(sg(post), prior).sum(-1).mean()
+        + (1 - model.cfg.kl_balance) * kl_divergence(post, sg(prior)).sum(-1).mean()
+    )
     return {"reward_nll": -Normal(reward_pred, 1.0).log_prob(rew).mean(), "kl": kl}, states
 
 
@@ -434,8 +556,7 @@ def test_fast_world_model_matches_the_reference_losses_and_gradients(rng):
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         if p.requires_grad and name != "log_beta":
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
-    assert all(p.is_contiguous(memory_format=torch.channels_last)
-               for p in model.encoder.parameters() if p.dim() == 4)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.encoder.parameters() if p.dim() == 4)
 
 
 def test_fast_decoder_equals_its_transposed_convolutions():
@@ -447,14 +568,18 @@ def test_fast_decoder_equals_its_transposed_convolutions():
     feat = torch.randn(2, 3, 230)
     x = decoder.fc(feat.reshape(6, 230))[:, :, None, None].contiguous()
     for layer in decoder.net:
-        x = (F.conv_transpose2d(x, layer.weight.contiguous(), layer.bias, stride=2)
-             if isinstance(layer, torch.nn.ConvTranspose2d) else F.elu(x))
+        x = (
+            F.conv_transpose2d(x, layer.weight.contiguous(), layer.bias, stride=2)
+            if isinstance(layer, torch.nn.ConvTranspose2d)
+            else F.elu(x)
+        )
     torch.testing.assert_close(decoder(feat), x.reshape(2, 3, 3, 64, 64), rtol=1e-5, atol=1e-5)
 
 
 def _assert_same_training(a: RePoAgent, b: RePoAgent) -> None:
-    for (name, p), q in zip([*a.model.named_parameters(), *a.behavior.named_parameters()],
-                            [*b.model.parameters(), *b.behavior.parameters()]):
+    for (name, p), q in zip(
+        [*a.model.named_parameters(), *a.behavior.named_parameters()], [*b.model.parameters(), *b.behavior.parameters()]
+    ):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
@@ -463,8 +588,10 @@ def test_update_never_waits_for_the_device(rng, monkeypatch):
     (.item(), bool(), float(), .tolist()) or making a tensor from host data inside the update.
     Adam's own step is exempt: on a GPU it runs capturable, without those (PyTorch's part)."""
     torch.manual_seed(0)
-    agents = [RePoAgent(4, WorldModelConfig(mode="dreamer"), BehaviorConfig(horizon=3)),
-              RePoAgent(4, WorldModelConfig(mode="repo", probe_decoder=True), BehaviorConfig(horizon=3))]
+    agents = [
+        RePoAgent(4, WorldModelConfig(mode="dreamer"), BehaviorConfig(horizon=3)),
+        RePoAgent(4, WorldModelConfig(mode="repo", probe_decoder=True), BehaviorConfig(horizon=3)),
+    ]
     batch = _batch(rng, batch=2, length=4)
     inside_adam = []
 
@@ -475,6 +602,7 @@ def test_update_never_waits_for_the_device(rng, monkeypatch):
             if not inside_adam:
                 raise AssertionError(f"the update called {name}: it waits for the device or copies host data to it")
             return real(*args, **kwargs)
+
         return check
 
     real_step = torch.optim.Adam.step
@@ -502,7 +630,7 @@ def test_update_never_waits_for_the_device(rng, monkeypatch):
 def test_restoring_the_training_state_undoes_updates_and_fresh_optimizer_states(rng):
     """A CUDA graph's warm-up runs real updates; putting the state back (parameters, buffers, optimizer
     moments and step counts, zeroed where the warm-up created them) must leave no trace of them."""
-    from embodied.cuda_graph import _TrainingState
+    from agents.repo.cuda_graph import _TrainingState
 
     obs, act, rew = (x.numpy() for x in _batch(rng, batch=2, length=4))
     torch.manual_seed(0)
@@ -529,7 +657,7 @@ def test_restoring_the_training_state_undoes_updates_and_fresh_optimizer_states(
 
 
 def test_cuda_graph_option_names_its_need_and_checkpoints_move_between_modes(rng, tmp_path, capsys):
-    from embodied.cuda_graph import GraphedUpdate, set_capturable
+    from agents.repo.cuda_graph import GraphedUpdate, set_capturable
 
     assert cli_main(["train", "repo", "--cuda-graph", "--device", "cpu", "--run-dir", str(tmp_path / "runs")]) != 0
     assert "--cuda-graph needs a CUDA device" in capsys.readouterr().err

@@ -16,23 +16,114 @@ from pathlib import Path
 
 import pytest
 
-PARL = ["parl", "--task", "reach-v3", "--method", "parl", "--total-steps", "600", "--max-episode-steps", "100",
-        "--seed-steps", "100", "--query-every", "100", "--queries-per-session", "10", "--feedback-budget", "40",
-        "--segment-length", "10", "--batch-size", "32", "--sac-hidden", "32", "--eval-every", "200",
-        "--eval-episodes", "1", "--checkpoint-every", "100", "--no-video"]
-REPO = ["repo", "--total-steps", "400", "--max-episode-steps", "80", "--prefill", "80", "--train-every", "80",
-        "--train-steps", "2", "--batch-size", "2", "--seq-len", "8", "--eval-every", "160", "--eval-episodes", "1",
-        "--checkpoint-every", "80", "--no-video"]
-PEARL = ["pearl", "--source-task", "reach-v3", "--target-task", "reach-wall-v3", "--episodes", "4", "--max-steps", "40",
-         "--segment-length", "10", "--segments", "60", "--source-queries", "200", "--target-queries", "200",
-         "--reward-epochs", "3", "--eval-every", "100", "--eval-episodes", "1", "--checkpoint-every", "50",
-         "--iql-steps", "400", "--no-video"]
+PARL = [
+    "parl",
+    "--task",
+    "reach-v3",
+    "--method",
+    "parl",
+    "--total-steps",
+    "600",
+    "--max-episode-steps",
+    "100",
+    "--seed-steps",
+    "100",
+    "--query-every",
+    "100",
+    "--queries-per-session",
+    "10",
+    "--feedback-budget",
+    "40",
+    "--segment-length",
+    "10",
+    "--batch-size",
+    "32",
+    "--sac-hidden",
+    "32",
+    "--eval-every",
+    "200",
+    "--eval-episodes",
+    "1",
+    "--checkpoint-every",
+    "100",
+    "--no-video",
+]
+REPO = [
+    "repo",
+    "--total-steps",
+    "400",
+    "--max-episode-steps",
+    "80",
+    "--prefill",
+    "80",
+    "--train-every",
+    "80",
+    "--train-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--seq-len",
+    "8",
+    "--eval-every",
+    "160",
+    "--eval-episodes",
+    "1",
+    "--checkpoint-every",
+    "80",
+    "--no-video",
+]
+PEARL = [
+    "pearl",
+    "--source-task",
+    "reach-v3",
+    "--target-task",
+    "reach-wall-v3",
+    "--episodes",
+    "4",
+    "--max-steps",
+    "40",
+    "--segment-length",
+    "10",
+    "--segments",
+    "60",
+    "--source-queries",
+    "200",
+    "--target-queries",
+    "200",
+    "--reward-epochs",
+    "3",
+    "--eval-every",
+    "100",
+    "--eval-episodes",
+    "1",
+    "--checkpoint-every",
+    "50",
+    "--iql-steps",
+    "400",
+    "--no-video",
+]
 
 
 def train(args: list[str], run_dir: Path, name: str, resume: bool = False) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    cmd = [sys.executable, "-m", "embodied.cli", "train", *args, "--device", "cpu", "--run-dir", str(run_dir),
-           "--run-name", name] + (["--resume"] if resume else [])
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "embodied.cli",
+        "train",
+        *args,
+        "--device",
+        "cpu",
+        "--run-dir",
+        str(run_dir),
+        "--run-name",
+        name,
+    ] + (["--resume"] if resume else [])
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

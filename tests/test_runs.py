@@ -108,8 +108,12 @@ def test_resume_refuses_settings_that_shape_the_result_and_names_them(tmp_path):
         Run(tmp_path, "r", config=RePoConfig(total_steps=100), resume=True)
     with pytest.raises(EmbodiedError, match="--seed 1"):
         Run(tmp_path, "r", config=RePoConfig(total_steps=100, beta_lr=1e-2, seed=1), resume=True)
-    Run(tmp_path, "r", config=RePoConfig(total_steps=500, beta_lr=1e-2, device="cpu", threads=1, eval_every=50,
-                                         video=False), resume=True).close()  # more steps, elsewhere: fine
+    Run(
+        tmp_path,
+        "r",
+        config=RePoConfig(total_steps=500, beta_lr=1e-2, device="cpu", threads=1, eval_every=50, video=False),
+        resume=True,
+    ).close()  # more steps, elsewhere: fine
     assert json.loads((tmp_path / "r" / "config.json").read_text())["total_steps"] == 500
     # a run from before --iql-episode-credit existed learned with the per-step reward (ORIGINAL_IQL):
     Run(tmp_path, "p", config=PearlConfig()).close()

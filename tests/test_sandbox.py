@@ -4,13 +4,13 @@ import pytest
 
 from embodied.sandbox import RuleRuntimeError, RuleTimeout, UnsafeCodeError, compile_function
 
-GOOD = '''
+GOOD = """
 def rule(state, action, graphs):
     if action.get("skill") == "grasp" and not state.get("gripper_open"):
         return ("the gripper is closed", False, "release first")
     holding = [o for o, v in state.get("grasped", {}).items() if v]
     return (f"holding {len(holding)}", True, "")
-'''
+"""
 
 
 def test_a_well_formed_rule_runs():
@@ -19,32 +19,38 @@ def test_a_well_formed_rule_runs():
     assert rule({"gripper_open": True, "grasped": {"a": True, "b": False}}, {"skill": "grasp"}, {})[1] is True
 
 
-@pytest.mark.parametrize("source, message", [
-    ("import os\ndef rule(s, a, g):\n    return 1", "exactly one function"),
-    ("def rule(s, a, g):\n    import os\n    return os.listdir('/')", "Import"),
-    ("def rule(s, a, g):\n    return ().__class__.__bases__[0].__subclasses__()", "underscore"),
-    ("def rule(s, a, g):\n    return open('/etc/passwd').read()", "'open'|'read'"),
-    ("def rule(s, a, g):\n    return open('/etc/passwd')", "call to 'open'"),
-    ("def rule(s, a, g):\n    return eval('1+1')", "call to 'eval'"),
-    ("def rule(s, a, g):\n    return getattr(s, 'x')", "call to 'getattr'"),
-    ("def rule(s, a, g):\n    while True:\n        pass", "While"),
-    ("def rule(s, a, g):\n    return rule(s, a, g)", "recursion"),
-    ("def rule(s, a, g):\n    f = lambda: 1\n    return f()", "Lambda"),
-    ("def rule(s, a, g):\n    global x\n    return 1", "Global"),
-    ("def rule(s, a, g):\n    return __import__('os')", "__import__"),
-    ("def rule(s, a, g):\n    return s.__dict__", "underscore"),
-    ("def rule(s, a, g):\n    return 'a' * 10**10", r"Mult is not allowed \(line 2\)"),  # operators: the parent's line
-    ("def rule(s, a, g):\n    x = 1\n    x <<= 99", r"LShift is not allowed \(line 3\)"),
-    ("def rule(s, a, g):\n    return g.system('rm -rf /')", "attribute 'system'"),
-    ("def rule(s, a, g)\n    return 1", "syntax error"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("import os\ndef rule(s, a, g):\n    return 1", "exactly one function"),
+        ("def rule(s, a, g):\n    import os\n    return os.listdir('/')", "Import"),
+        ("def rule(s, a, g):\n    return ().__class__.__bases__[0].__subclasses__()", "underscore"),
+        ("def rule(s, a, g):\n    return open('/etc/passwd').read()", "'open'|'read'"),
+        ("def rule(s, a, g):\n    return open('/etc/passwd')", "call to 'open'"),
+        ("def rule(s, a, g):\n    return eval('1+1')", "call to 'eval'"),
+        ("def rule(s, a, g):\n    return getattr(s, 'x')", "call to 'getattr'"),
+        ("def rule(s, a, g):\n    while True:\n        pass", "While"),
+        ("def rule(s, a, g):\n    return rule(s, a, g)", "recursion"),
+        ("def rule(s, a, g):\n    f = lambda: 1\n    return f()", "Lambda"),
+        ("def rule(s, a, g):\n    global x\n    return 1", "Global"),
+        ("def rule(s, a, g):\n    return __import__('os')", "__import__"),
+        ("def rule(s, a, g):\n    return s.__dict__", "underscore"),
+        (
+            "def rule(s, a, g):\n    return 'a' * 10**10",
+            r"Mult is not allowed \(line 2\)",
+        ),  # operators: the parent's line
+        ("def rule(s, a, g):\n    x = 1\n    x <<= 99", r"LShift is not allowed \(line 3\)"),
+        ("def rule(s, a, g):\n    return g.system('rm -rf /')", "attribute 'system'"),
+        ("def rule(s, a, g)\n    return 1", "syntax error"),
+    ],
+)
 def test_hostile_code_is_refused_before_running(source, message):
     with pytest.raises(UnsafeCodeError, match=message):
         compile_function(source)
 
 
 def test_runaway_loops_are_stopped_by_the_budget():
-    source = '''
+    source = """
 def rule(state, action, graphs):
     total = 0
     for a in state:
@@ -52,7 +58,7 @@ def rule(state, action, graphs):
             for c in state:
                 total = total + 1
     return ("", True, "")
-'''
+"""
     rule = compile_function(source, max_ops=50_000, seconds=5.0)
     start = time.perf_counter()
     with pytest.raises(RuleTimeout):
@@ -62,15 +68,18 @@ def rule(state, action, graphs):
 
 
 def test_time_limit_applies_too():
-    source = '''
+    source = """
 def rule(state, action, graphs):
     n = 0
     for x in state:
         n = n + 1
     return n
-'''
-    rule = compile_function(source.replace("        n = n + 1", "        for y in state:\n            n = n + 1"),
-                            max_ops=10**12, seconds=0.05)
+"""
+    rule = compile_function(
+        source.replace("        n = n + 1", "        for y in state:\n            n = n + 1"),
+        max_ops=10**12,
+        seconds=0.05,
+    )
     with pytest.raises(RuleTimeout):
         rule(list(range(10**4)), {}, {})
 
@@ -91,10 +100,14 @@ def test_only_safe_builtins_exist_in_the_worker():
 
 # --- the worker process: what an in-process checker cannot stop -------------------------------
 
-import os  # noqa: E402
 
-from embodied.sandbox import (RuleMemoryError, SandboxBadResult, SandboxError, WorkerPool,  # noqa: E402
-                              run_batch)
+from embodied.sandbox import (  # noqa: E402
+    RuleMemoryError,
+    SandboxBadResult,
+    SandboxError,
+    WorkerPool,
+    run_batch,
+)
 from embodied.sandbox.policy import RejectedCode, parse_checked  # noqa: E402
 
 EIGHTY = "[" + ",".join(["0"] * 80) + "]"
@@ -102,8 +115,10 @@ EIGHTY = "[" + ",".join(["0"] * 80) + "]"
 
 def doubling(tail: str) -> str:
     """Nested lists that share references: 2^80 paths, built in 80 steps."""
-    return (f"def rule(s, a, g):\n    x = [1]\n    y = [1]\n    for i in {EIGHTY}:\n"
-            f"        x = [x, x]\n        y = [y, y]\n    {tail}\n")
+    return (
+        f"def rule(s, a, g):\n    x = [1]\n    y = [1]\n    for i in {EIGHTY}:\n"
+        f"        x = [x, x]\n        y = [y, y]\n    {tail}\n"
+    )
 
 
 @pytest.mark.parametrize("tail", ["return x == y", "return len(str(x))", "return (x == y, True, '')"])
@@ -130,10 +145,13 @@ def test_rules_cannot_change_the_callers_objects():
     assert state == {"x": 1} and action == {"args": [0]}
 
 
-@pytest.mark.parametrize("tail, kind", [
-    ("return x", SandboxBadResult),  # 2^80 leaves: refused by depth before it is ever walked
-    ("return [1, 2] == [1, 2] and {1: 2}.keys()", SandboxBadResult),  # not plain data
-])
+@pytest.mark.parametrize(
+    "tail, kind",
+    [
+        ("return x", SandboxBadResult),  # 2^80 leaves: refused by depth before it is ever walked
+        ("return [1, 2] == [1, 2] and {1: 2}.keys()", SandboxBadResult),  # not plain data
+    ],
+)
 def test_results_are_validated_in_the_worker(tail, kind):
     rule = compile_function(doubling(tail))
     with pytest.raises(kind):
@@ -141,18 +159,25 @@ def test_results_are_validated_in_the_worker(tail, kind):
 
 
 def test_default_arguments_and_annotations_are_refused_without_running_them():
-    for source in ["def rule(s, a, g=print('ran')):\n    return 1",
-                   "def rule(s, a, g=[0] * 10):\n    return 1",
-                   "def rule(s, a, g: print('ran')):\n    return 1",
-                   "def rule(s, a, *, g=1):\n    return 1"]:
+    for source in [
+        "def rule(s, a, g=print('ran')):\n    return 1",
+        "def rule(s, a, g=[0] * 10):\n    return 1",
+        "def rule(s, a, g: print('ran')):\n    return 1",
+        "def rule(s, a, *, g=1):\n    return 1",
+    ]:
         with pytest.raises(UnsafeCodeError):
             compile_function(source)
 
 
-@pytest.mark.parametrize("source", ["def rule(s, a, g):\n    return " + "(" * 5000 + "1" + ")" * 5000,
-                                    "def rule(s, a, g):\n    return " + "-" * 100_000 + "1",
-                                    "def rule(s, a, g):\n    return 1 / 0",
-                                    "x" * 30_000])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def rule(s, a, g):\n    return " + "(" * 5000 + "1" + ")" * 5000,
+        "def rule(s, a, g):\n    return " + "-" * 100_000 + "1",
+        "def rule(s, a, g):\n    return 1 / 0",
+        "x" * 30_000,
+    ],
+)
 def test_compile_problems_are_the_sandboxs_error_not_raw_builtins(source):
     try:
         compile_function(source)({}, {}, {})

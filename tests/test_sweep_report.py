@@ -14,8 +14,25 @@ import pytest
 from embodied.cli import main as cli_main
 from embodied.report import aggregate, build_report, find_runs, final_scores, group_runs, improvement
 
-TINY = ["--task", "reach-v3", "--method", "sac", "--max-episode-steps", "100", "--seed-steps", "100",
-        "--batch-size", "32", "--sac-hidden", "32", "--eval-every", "300", "--eval-episodes", "1", "--no-video"]
+TINY = [
+    "--task",
+    "reach-v3",
+    "--method",
+    "sac",
+    "--max-episode-steps",
+    "100",
+    "--seed-steps",
+    "100",
+    "--batch-size",
+    "32",
+    "--sac-hidden",
+    "32",
+    "--eval-every",
+    "300",
+    "--eval-episodes",
+    "1",
+    "--no-video",
+]
 
 
 def ray_pids() -> set[int]:
@@ -23,15 +40,18 @@ def ray_pids() -> set[int]:
     return {int(p) for p in out.split()}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--agent", "nope", "--out", "x"], "unknown agent"),
-    (["--agent", "parl", "--out", "x", "--grid", "bogus=1,2"], "not an option"),
-    (["--agent", "parl", "--out", "x", "--grid", "method"], "KEY=V1,V2"),
-    (["--agent", "parl", "--out", "x", "--grid", "method=parl,telepathy"], "method must be one of"),
-    (["--agent", "parl", "--out", "x", "--seeds", "a,b"], "integers"),
-    (["--agent", "parl", "--out", "x", "--", "--seed", "3"], "set by the sweep"),
-    (["--agent", "parl", "--out", "x", "--", "--bogus", "1"], "unknown option"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--agent", "nope", "--out", "x"], "unknown agent"),
+        (["--agent", "parl", "--out", "x", "--grid", "bogus=1,2"], "not an option"),
+        (["--agent", "parl", "--out", "x", "--grid", "method"], "KEY=V1,V2"),
+        (["--agent", "parl", "--out", "x", "--grid", "method=parl,telepathy"], "method must be one of"),
+        (["--agent", "parl", "--out", "x", "--seeds", "a,b"], "integers"),
+        (["--agent", "parl", "--out", "x", "--", "--seed", "3"], "set by the sweep"),
+        (["--agent", "parl", "--out", "x", "--", "--bogus", "1"], "unknown option"),
+    ],
+)
 def test_bad_sweeps_fail_with_one_line_before_starting(tmp_path, capsys, monkeypatch, argv, message):
     import embodied.sweep
 
@@ -45,12 +65,15 @@ def test_bad_sweeps_fail_with_one_line_before_starting(tmp_path, capsys, monkeyp
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("gpus, found, message", [
-    ("0.5", 0, "needs a CUDA GPU, and this machine has none"),
-    ("1.5", 2, "a fraction in (0, 1] or a whole number"),
-    ("-1", 1, "a fraction in (0, 1] or a whole number"),
-    ("2", 1, "more than this machine's 1 GPUs"),
-])
+@pytest.mark.parametrize(
+    "gpus, found, message",
+    [
+        ("0.5", 0, "needs a CUDA GPU, and this machine has none"),
+        ("1.5", 2, "a fraction in (0, 1] or a whole number"),
+        ("-1", 1, "a fraction in (0, 1] or a whole number"),
+        ("2", 1, "more than this machine's 1 GPUs"),
+    ],
+)
 def test_gpu_shares_are_refused_in_one_line_where_they_cannot_run(tmp_path, capsys, monkeypatch, gpus, found, message):
     import embodied.sweep
 
@@ -84,17 +107,52 @@ def test_a_gpu_share_reaches_each_trials_ray_task_and_mps_wraps_a_shared_gpu(tmp
 
     monkeypatch.setattr(embodied.sweep, "_MPS", FakeMPS)
     monkeypatch.setattr(embodied.sweep, "_run_on_ray_now", fake_ray)
-    assert cli_main(["sweep", "--agent", "parl", "--seeds", "0,1", "--out", str(tmp_path / "out"),
-                     "--cpus-per-trial", "2", "--gpus-per-trial", "0.25"]) == 0
-    assert seen == {"mps": True, "trials": 2, "options": {"num_cpus": 2, "num_gpus": 0.25, "max_retries": 3,
-                                                         "retry_exceptions": False}}
+    assert (
+        cli_main(
+            [
+                "sweep",
+                "--agent",
+                "parl",
+                "--seeds",
+                "0,1",
+                "--out",
+                str(tmp_path / "out"),
+                "--cpus-per-trial",
+                "2",
+                "--gpus-per-trial",
+                "0.25",
+            ]
+        )
+        == 0
+    )
+    assert seen == {
+        "mps": True,
+        "trials": 2,
+        "options": {"num_cpus": 2, "num_gpus": 0.25, "max_retries": 3, "retry_exceptions": False},
+    }
     record = json.loads((tmp_path / "out" / "sweep.json").read_text())
     assert record["gpus_per_trial"] == 0.25 and record["cpus_per_trial"] == 2
 
 
 def sweep_cmd(out: Path, seeds: str, steps: int) -> list[str]:
-    return [sys.executable, "-m", "embodied.cli", "sweep", "--agent", "parl", "--seeds", seeds, "--out", str(out),
-            "--grid", "queries_per_session=10,20", "--", *TINY, "--total-steps", str(steps)]
+    return [
+        sys.executable,
+        "-m",
+        "embodied.cli",
+        "sweep",
+        "--agent",
+        "parl",
+        "--seeds",
+        seeds,
+        "--out",
+        str(out),
+        "--grid",
+        "queries_per_session=10,20",
+        "--",
+        *TINY,
+        "--total-steps",
+        str(steps),
+    ]
 
 
 @pytest.mark.xdist_group("ray")  # one local Ray at a time: this test checks that the sweep stops its own
@@ -129,8 +187,11 @@ def test_sweep_runs_skips_finished_trials_and_retries_a_killed_worker(tmp_path):
     assert proc.returncode == 0, stderr[-2000:]
     summary = json.loads((target / "summary.json").read_text())
     assert summary["curve"][-1][0] == 3000
-    steps = [json.loads(line)["step"] for line in (target / "metrics.jsonl").read_text().splitlines()
-             if "eval/success_rate" in line]
+    steps = [
+        json.loads(line)["step"]
+        for line in (target / "metrics.jsonl").read_text().splitlines()
+        if "eval/success_rate" in line
+    ]
     assert steps == sorted(set(steps)), "every evaluation logged once after the resume"
     time.sleep(1.0)
     assert ray_pids() <= before, "the sweep stopped its local Ray"
@@ -142,8 +203,10 @@ def synthetic_runs(root: Path, groups: dict[str, list[list[float]]]) -> None:
             d = root / f"{method}-s{seed}"
             d.mkdir(parents=True)
             (d / "config.json").write_text(json.dumps({"method": method, "seed": seed, "task": "t"}))
-            rows = [{"step": 1000 * (i + 1), "eval/success_rate": v, "feedback/labels": 50 * (i + 1)}
-                    for i, v in enumerate(values)]
+            rows = [
+                {"step": 1000 * (i + 1), "eval/success_rate": v, "feedback/labels": 50 * (i + 1)}
+                for i, v in enumerate(values)
+            ]
             (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             (d / "summary.json").write_text(json.dumps({"final_success_rate": values[-1]}))
 
@@ -152,31 +215,51 @@ def test_report_numbers_are_rliables(tmp_path):
     from rliable import library as rly, metrics
 
     rng = np.random.default_rng(0)
-    groups = {"a": [list(rng.uniform(0, 1, 4)) for _ in range(6)], "b": [list(rng.uniform(0.3, 1, 4)) for _ in range(6)]}
+    groups = {
+        "a": [list(rng.uniform(0, 1, 4)) for _ in range(6)],
+        "b": [list(rng.uniform(0.3, 1, 4)) for _ in range(6)],
+    }
     synthetic_runs(tmp_path, groups)
     runs = find_runs(tmp_path)
     scores = final_scores(group_runs(runs, ["method"]), "eval/success_rate")
-    expected = {k: np.array([[v[-1]] for v in runs_]) for k, runs_ in
-                (("method=a", groups["a"]), ("method=b", groups["b"]))}
+    expected = {
+        k: np.array([[v[-1]] for v in runs_]) for k, runs_ in (("method=a", groups["a"]), ("method=b", groups["b"]))
+    }
     for k in expected:
         np.testing.assert_allclose(scores[k], expected[k])
     ours = aggregate(scores, reps=500, seed=3)
     assert aggregate(scores, reps=500, seed=3) == ours, "a report reproduces"
     np.random.seed(3)  # rliable draws from NumPy's global generator
     point, interval = rly.get_interval_estimates(
-        expected, lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]), reps=500,
-        random_state=np.random.RandomState(3))
+        expected,
+        lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
+        reps=500,
+        random_state=np.random.RandomState(3),
+    )
     for k in expected:
         assert ours[k]["iqm"] == pytest.approx(point[k][0]) and ours[k]["mean"] == pytest.approx(point[k][1])
-        for ours_key, (row, col) in {"iqm_low": (0, 0), "iqm_high": (1, 0), "mean_low": (0, 1), "mean_high": (1, 1)}.items():
+        for ours_key, (row, col) in {
+            "iqm_low": (0, 0),
+            "iqm_high": (1, 0),
+            "mean_low": (0, 1),
+            "mean_high": (1, 1),
+        }.items():
             assert ours[k][ours_key] == pytest.approx(interval[k][row, col])
         assert ours[k]["iqm_low"] <= ours[k]["iqm"] <= ours[k]["iqm_high"]
     p, low, high = improvement(expected["method=b"], expected["method=a"], reps=500, seed=1)
     assert p == pytest.approx(metrics.probability_of_improvement(expected["method=b"], expected["method=a"]))
     assert low <= p <= high
 
-    text = build_report(tmp_path, "eval/success_rate", None, [("method=b", "method=a")], 0.5, "feedback/labels", 500,
-                        tmp_path / "curves.png")
+    text = build_report(
+        tmp_path,
+        "eval/success_rate",
+        None,
+        [("method=b", "method=a")],
+        0.5,
+        "feedback/labels",
+        500,
+        tmp_path / "curves.png",
+    )
     assert "| method=a | 6 |" in text and f"{ours['method=a']['iqm']:.3f}" in text and "method=b > method=a" in text
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
@@ -204,8 +287,9 @@ def test_report_at_step_compares_runs_stopped_by_a_budget_at_one_step(tmp_path):
     synthetic_runs(tmp_path, {"a": [[0.1, 0.2, 0.3, 0.9], [0.2, 0.4, 0.6]], "b": [[0.5]]})
     for d in tmp_path.iterdir():
         (d / "summary.json").unlink()
-    text = build_report(tmp_path, "eval/success_rate", ["method"], [], None, None, 200, None, unfinished=True,
-                        at_step=3000)
+    text = build_report(
+        tmp_path, "eval/success_rate", ["method"], [], None, None, 200, None, unfinished=True, at_step=3000
+    )
     assert "2 runs (1 short of step 3000 left out)" in text and "<= 3000" in text
     assert "| method=a | 2 | 0.450 [0.300, 0.600] |" in text, text  # 0.3 and 0.6 at step 3000, not 0.9
     assert "method=b" not in text
@@ -216,14 +300,25 @@ def test_run_measures_on_a_constructed_curve():
     """Reach, hold, area and retention on a curve whose values are known."""
     from embodied.report import RunRecord, run_measures
 
-    rows = [{"step": s, "eval/success_rate": v} for s, v in ((1000, 0.0), (2000, 0.8), (3000, 0.4), (4000, 1.0),
-                                                              (5000, 0.9))]
+    rows = [
+        {"step": s, "eval/success_rate": v}
+        for s, v in ((1000, 0.0), (2000, 0.8), (3000, 0.4), (4000, 1.0), (5000, 0.9))
+    ]
     rows += [{"step": 1500, "feedback/labels": 50}, {"step": 2500, "feedback/labels": 100}]
     m = run_measures(RunRecord(Path("r"), {}, rows), "eval/success_rate", 0.8, "feedback/labels")
-    assert m == {"final": 0.9, "area": pytest.approx(0.62), "steps_to_reach": 2000.0, "steps_to_hold": 4000.0,
-                 "reached": True, "kept": True, "cost_to_reach": 50.0, "cost_to_hold": 100.0}
-    never = run_measures(RunRecord(Path("r"), {}, rows[:1] + [{"step": 9000, "eval/success_rate": 0.5}]),
-                         "eval/success_rate", 0.8, None)
+    assert m == {
+        "final": 0.9,
+        "area": pytest.approx(0.62),
+        "steps_to_reach": 2000.0,
+        "steps_to_hold": 4000.0,
+        "reached": True,
+        "kept": True,
+        "cost_to_reach": 50.0,
+        "cost_to_hold": 100.0,
+    }
+    never = run_measures(
+        RunRecord(Path("r"), {}, rows[:1] + [{"step": 9000, "eval/success_rate": 0.5}]), "eval/success_rate", 0.8, None
+    )
     assert never["steps_to_reach"] == never["steps_to_hold"] == 9000.0 and not never["reached"]
 
 
@@ -231,13 +326,44 @@ def test_run_measures_on_a_constructed_curve():
 def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp_path):
     """The PARL study's own file, at a tiny size: sweep, reports, records; then the report from the records alone."""
     root = Path(__file__).resolve().parents[1]
-    tiny = ["--set", "total_steps=300", "--set", "seed_steps=100", "--set", "unsup_steps=50", "--set", "query_every=50",
-            "--set", "queries_per_session=4", "--set", "segment_length=10", "--set", "max_episode_steps=50",
-            "--set", "eval_every=150", "--set", "eval_episodes=1", "--set", "reward_epochs=1", "--set", "sac_hidden=16",
-            "--set", "batch_size=16"]
+    tiny = [
+        "--set",
+        "total_steps=300",
+        "--set",
+        "seed_steps=100",
+        "--set",
+        "unsup_steps=50",
+        "--set",
+        "query_every=50",
+        "--set",
+        "queries_per_session=4",
+        "--set",
+        "segment_length=10",
+        "--set",
+        "max_episode_steps=50",
+        "--set",
+        "eval_every=150",
+        "--set",
+        "eval_episodes=1",
+        "--set",
+        "reward_epochs=1",
+        "--set",
+        "sac_hidden=16",
+        "--set",
+        "batch_size=16",
+    ]
     out, results = tmp_path / "runs", tmp_path / "results"
-    argv = ["study", str(root / "bench" / "studies" / "parl.toml"), "--seeds", "0", *tiny, "--out", str(out),
-            "--results", str(results)]
+    argv = [
+        "study",
+        str(root / "bench" / "studies" / "parl.toml"),
+        "--seeds",
+        "0",
+        *tiny,
+        "--out",
+        str(out),
+        "--results",
+        str(results),
+    ]
     assert cli_main(argv) == 0
     report = (results / "report-drawer-close-v3.md").read_text()
     assert "| method=parl | 1 |" in report and "| method=sac | 1 |" in report and "Retention" in report
@@ -249,6 +375,18 @@ def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp
 
     shutil.rmtree(out)
     (results / "report-drawer-close-v3.md").unlink()
-    assert cli_main(["study", str(root / "bench" / "studies" / "parl.toml"), "--report-only", "--out", str(out),
-                     "--results", str(results)]) == 0
+    assert (
+        cli_main(
+            [
+                "study",
+                str(root / "bench" / "studies" / "parl.toml"),
+                "--report-only",
+                "--out",
+                str(out),
+                "--results",
+                str(results),
+            ]
+        )
+        == 0
+    )
     assert (results / "report-drawer-close-v3.md").read_text() == report

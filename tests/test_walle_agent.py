@@ -33,11 +33,18 @@ class DistractedLLM:
         return [0.0 if c == "grasp(block)" else -1.0 if c == right else -10.0 for c in candidates]
 
 
-GRASP_RULE = Rule.from_source("grasp_block_needs_near_block", (
-    "def grasp_block_needs_near_block(state, action, graphs):\n"
-    "    if action.get('skill') == 'grasp(block)' and not (state.get('near_block') and state.get('gripper_empty')):\n"
-    "        return ('the block is out of reach or the gripper is busy', False, 'make near_block hold before grasp(block)')\n"
-    "    return ('', True, '')\n"), "grasp(block) requires near_block and gripper_empty")
+GRASP_RULE = Rule.from_source(
+    "grasp_block_needs_near_block",
+    (
+        "def grasp_block_needs_near_block(state, action, graphs):\n"
+        "    if action.get('skill') == 'grasp(block)' and not (\n"
+        "            state.get('near_block') and state.get('gripper_empty')):\n"
+        "        return ('the block is out of reach or the gripper is busy', False,\n"
+        "                'make near_block hold before grasp(block)')\n"
+        "    return ('', True, '')\n"
+    ),
+    "grasp(block) requires near_block and gripper_empty",
+)
 
 
 def test_scripted_plans_solve_every_task_through_the_skills():
@@ -65,8 +72,9 @@ def test_planner_with_a_correct_rule_solves_what_the_unchecked_proposer_fails():
     env = DrawerBlockEnv("retrieve")
     unchecked = run_episode(env, DistractedLLM(), "retrieve", None, seed=0, max_decisions=14)
     assert not unchecked.success and all(t.action["skill"] == "grasp(block)" for t in unchecked.transitions)
-    checked = run_episode(env, DistractedLLM(), "retrieve", NeuroSymbolicWorldModel([GRASP_RULE]), seed=0,
-                          max_decisions=14)
+    checked = run_episode(
+        env, DistractedLLM(), "retrieve", NeuroSymbolicWorldModel([GRASP_RULE]), seed=0, max_decisions=14
+    )
     assert checked.success and checked.rejections > 0
 
 
@@ -83,27 +91,48 @@ def test_rules_learned_from_failures_and_exploration_fix_the_planner():
         explored.append(Transition(state, {"skill": skill, "args": []}, executor.execute(skill).success))
     rules = learn_rules([], failed + explored)
     assert rules, "the failures of grasp(block) must be explained"
-    assert run_episode(env, DistractedLLM(), "retrieve", NeuroSymbolicWorldModel(rules), seed=0,
-                       max_decisions=14).success
+    assert run_episode(
+        env, DistractedLLM(), "retrieve", NeuroSymbolicWorldModel(rules), seed=0, max_decisions=14
+    ).success
 
 
 def test_rules_are_saved_as_readable_files_and_load_back(tmp_path):
     model = NeuroSymbolicWorldModel([GRASP_RULE])
     model.save(tmp_path)
     text = (tmp_path / "grasp_block_needs_near_block.py").read_text()
-    assert text.startswith("# grasp(block) requires near_block and gripper_empty") and "def grasp_block_needs_near_block" in text
+    assert (
+        text.startswith("# grasp(block) requires near_block and gripper_empty")
+        and "def grasp_block_needs_near_block" in text
+    )
     loaded = NeuroSymbolicWorldModel.load(tmp_path)
     assert loaded.check({"near_block": False}, "grasp(block)")[0] is False
     assert loaded.check({"near_block": True, "gripper_empty": True}, "grasp(block)")[0] is True
 
 
-def test_learning_loop_end_to_end(tmp_path):
-    cfg = WalleConfig(tasks=("retrieve",), planner="rules", iterations=1, episodes_per_task=1, max_decisions=8,
-                      video=False, run_dir=tmp_path, run_name="walle")
+def test_learning_loop_end_to_end(tmp_path, monkeypatch):
+    import embodied.runs
+
+    seeded = []
+    original = embodied.runs.seed_everything
+    monkeypatch.setattr(embodied.runs, "seed_everything", lambda seed: seeded.append(seed) or original(seed))
+    cfg = WalleConfig(
+        seed=5,
+        tasks=("retrieve",),
+        planner="rules",
+        iterations=1,
+        episodes_per_task=1,
+        max_decisions=8,
+        video=False,
+        run_dir=tmp_path,
+        run_name="walle",
+    )
     results = run_walle(cfg, llm=DistractedLLM())["results"]
+    assert seeded == [5], "WALL-E starts its run as every agent does (start_run), seeded"
     assert [r["rules"] for r in results][0] == 0 and results[1]["rules"] > 0
     assert results[1]["success"]["retrieve"] >= results[0]["success"]["retrieve"]
-    assert (tmp_path / "walle" / "results.json").exists() and list((tmp_path / "walle" / "rules" / "iter_1").glob("*.py"))
+    assert (tmp_path / "walle" / "results.json").exists() and list(
+        (tmp_path / "walle" / "rules" / "iter_1").glob("*.py")
+    )
 
 
 def test_llm_ranking_breaks_ties_the_data_cannot():
@@ -119,17 +148,30 @@ def test_llm_ranking_breaks_ties_the_data_cannot():
     # grasp(block) failed twice, always far from the block and over nothing: several rules explain it
     state = {"near_block": False, "over_goal": False, "gripper_empty": True}
     failures = [Transition(state, {"skill": "grasp(block)"}, False)] * 2
-    candidates = [r for r in propose_precondition_rules(failures) if r.name.endswith(("not_near_block", "not_over_goal"))]
-    for word, expected in (("near_block", "grasp_block_fails_when_not_near_block"),
-                           ("over_goal", "grasp_block_fails_when_not_over_goal")):
+    candidates = [
+        r for r in propose_precondition_rules(failures) if r.name.endswith(("not_near_block", "not_over_goal"))
+    ]
+    for word, expected in (
+        ("near_block", "grasp_block_fails_when_not_near_block"),
+        ("over_goal", "grasp_block_fails_when_not_over_goal"),
+    ):
         chosen = greedy_cover(rank_with_llm(Prefers(word), candidates, "context"), failures)
         assert [r.name for r in chosen] == [expected]
 
 
 def test_resume_after_an_iteration_equals_an_uninterrupted_run(tmp_path):
     def config(name, iterations, resume=False):
-        return WalleConfig(tasks=("retrieve",), planner="rules", iterations=iterations, episodes_per_task=1,
-                           max_decisions=8, video=False, run_dir=tmp_path, run_name=name, resume=resume)
+        return WalleConfig(
+            tasks=("retrieve",),
+            planner="rules",
+            iterations=iterations,
+            episodes_per_task=1,
+            max_decisions=8,
+            video=False,
+            run_dir=tmp_path,
+            run_name=name,
+            resume=resume,
+        )
 
     full = run_walle(config("full", 2), llm=DistractedLLM())["results"]
     run_walle(config("cut", 1), llm=DistractedLLM())

@@ -4,7 +4,7 @@ import pytest
 
 from agents.walle.goals import parse_goal
 from agents.walle.lookahead import run_episode, search, search_novel
-from agents.walle.transition_model import TransitionModel, state_key
+from agents.walle.transition_model import TransitionModel
 from agents.walle.train import WalleConfig, run_walle
 from embodied.cli import main as cli_main
 from envs.drawer_block import DrawerBlockEnv
@@ -85,12 +85,19 @@ def test_exploration_goes_to_an_untried_skill():
     assert model.tried(state, path[-1]) == 0
 
 
-@pytest.mark.parametrize("spec, ok", [
-    ("stow", True), ("block-on-table-drawer-closed:block_in_drawer+drawer_closed", True),
-    ("block-in-drawer-drawer-open:!block_in_drawer+!drawer_open", True),
-    ("block-under-table:block_on_goal", False), ("block-on-table-drawer-open:flying", False), ("sweep", False),
-    ("block-on-table-drawer-open:", False), ("block-on-table-drawer-open:drawer_open+drawer_open", False),
-])
+@pytest.mark.parametrize(
+    "spec, ok",
+    [
+        ("stow", True),
+        ("block-on-table-drawer-closed:block_in_drawer+drawer_closed", True),
+        ("block-in-drawer-drawer-open:!block_in_drawer+!drawer_open", True),
+        ("block-under-table:block_on_goal", False),
+        ("block-on-table-drawer-open:flying", False),
+        ("sweep", False),
+        ("block-on-table-drawer-open:", False),
+        ("block-on-table-drawer-open:drawer_open+drawer_open", False),
+    ],
+)
 def test_goal_specs_parse_and_bad_ones_give_one_line(spec, ok, capsys, tmp_path):
     if ok:
         goal = parse_goal(spec)
@@ -105,15 +112,30 @@ def test_goal_specs_parse_and_bad_ones_give_one_line(spec, ok, capsys, tmp_path)
 
 
 def test_lookahead_learns_to_solve_tasks_and_new_goals_need_no_learning(tmp_path):
-    cfg = WalleConfig(tasks=("retrieve", "tidy"), iterations=3, episodes_per_task=2, max_decisions=40, video=False,
-                      run_dir=tmp_path, run_name="learn")
+    cfg = WalleConfig(
+        tasks=("retrieve", "tidy"),
+        iterations=3,
+        episodes_per_task=2,
+        max_decisions=40,
+        video=False,
+        run_dir=tmp_path,
+        run_name="learn",
+    )
     results = run_walle(cfg, llm=Flat())["results"]
     assert results[0]["effect_rules"] == 0 and results[-1]["effect_rules"] > 0
     assert all(v == 1.0 for v in results[-1]["success"].values()), results[-1]
     assert list((tmp_path / "learn" / "model" / "iter_3").glob("effects_*.py"))
     # a goal never used in learning, solved from the saved model without learning
-    new = WalleConfig(tasks=("block-on-table-drawer-open:block_on_goal",), iterations=0, episodes_per_task=1,
-                      max_decisions=20, video=False, run_dir=tmp_path, run_name="new", world_model=tmp_path / "learn")
+    new = WalleConfig(
+        tasks=("block-on-table-drawer-open:block_on_goal",),
+        iterations=0,
+        episodes_per_task=1,
+        max_decisions=20,
+        video=False,
+        run_dir=tmp_path,
+        run_name="new",
+        world_model=tmp_path / "learn",
+    )
     assert run_walle(new, llm=Flat())["results"][0]["success"] == {"block-on-table-drawer-open:block_on_goal": 1.0}
 
 
@@ -127,7 +149,7 @@ class RuleWriter:
         return self.reply
 
 
-GOOD_RELEASE = '''```python
+GOOD_RELEASE = """```python
 def effects(state, action, graphs):
     new = dict(state)
     if state.get("holding_block") and state.get("over_goal"):
@@ -138,7 +160,7 @@ def effects(state, action, graphs):
     new["near_block"] = False
     new["near_handle"] = False
     return new
-```'''
+```"""
 
 
 def test_llm_written_rules_go_through_the_same_checks(tmp_path):
@@ -150,7 +172,9 @@ def test_llm_written_rules_go_through_the_same_checks(tmp_path):
     marker = tmp_path / "ran"
     hostile = f"```python\ndef effects(state, action, graphs=open({str(marker)!r}, 'w')):\n    return state\n```"
     assert rule_from_llm(RuleWriter(hostile), "release()", triples) is None and not marker.exists()
-    wrong = "def effects(state, action, graphs):\n    return dict(state)\n"  # predicts nothing changes: worse than fitted
+    wrong = (
+        "def effects(state, action, graphs):\n    return dict(state)\n"  # predicts nothing changes: worse than fitted
+    )
     assert rule_from_llm(RuleWriter(wrong), "release()", triples) is None
     assert rule_from_llm(RuleWriter("I cannot write code."), "release()", triples) is None
 

@@ -57,13 +57,18 @@ def reward_agreement(reward, buffer, recent, rng: np.random.Generator, max_buffe
     learned = reward(buffer.obs[idx], buffer.act[idx])
     out["diag/rank_corr_buffer"] = rank_correlation(learned, buffer.true_rew[idx])
     success = buffer.success[idx] > 0.5
-    out["diag/reward_gap_success"] = (float(learned[success].mean() - learned[~success].mean())
-                                      if success.any() and (~success).any() else float("nan"))
+    out["diag/reward_gap_success"] = (
+        float(learned[success].mean() - learned[~success].mean())
+        if success.any() and (~success).any()
+        else float("nan")
+    )
     out["diag/success_fraction_buffer"] = float(success.mean())
     return out
 
 
 def session_shift(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
     """How far a feedback session moved the (standardised) reward on the same transitions."""
-    return {"diag/session_shift": float(np.mean(np.abs(after - before))),
-            "diag/session_rank_corr": rank_correlation(before, after)}
+    return {
+        "diag/session_shift": float(np.mean(np.abs(after - before))),
+        "diag/session_rank_corr": rank_correlation(before, after),
+    }

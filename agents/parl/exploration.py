@@ -23,7 +23,7 @@ def knn_distance(states: torch.Tensor, reference: torch.Tensor, k: int = 5, chun
     """
     if len(reference) <= k:
         raise ValueError(f"the k-NN estimate needs more than k={k} reference states, got {len(reference)}")
-    dists = torch.cat([torch.cdist(states, reference[i:i + chunk]) for i in range(0, len(reference), chunk)], 1)
+    dists = torch.cat([torch.cdist(states, reference[i : i + chunk]) for i in range(0, len(reference), chunk)], 1)
     return dists.kthvalue(k + 1, dim=1).values
 
 

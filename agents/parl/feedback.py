@@ -35,7 +35,7 @@ class RecentEpisodes:
             obs, act, rew = usable[i]
             s = rng.integers(0, len(act) - length + 1)
             for dst, src in zip(out, (obs, act, rew)):
-                dst.append(src[s:s + length])
+                dst.append(src[s : s + length])
         return tuple(np.stack(x) for x in out)
 
     def state_dict(self) -> dict:
@@ -45,8 +45,14 @@ class RecentEpisodes:
         """Restore, checking that every episode is ``(obs (T+1, obs_dim), act (T, act_dim), rew (T,))``."""
         episodes = [tuple(e) for e in state["episodes"]]
         for i, (obs, act, rew) in enumerate(episodes):
-            if (len(obs) != len(act) + 1 or len(act) != len(rew) or obs.ndim != 2 or act.ndim != 2
-                    or obs_dim not in (None, obs.shape[1]) or act_dim not in (None, act.shape[1])):
+            if (
+                len(obs) != len(act) + 1
+                or len(act) != len(rew)
+                or obs.ndim != 2
+                or act.ndim != 2
+                or obs_dim not in (None, obs.shape[1])
+                or act_dim not in (None, act.shape[1])
+            ):
                 raise ValueError(f"recent episode {i} does not fit: obs {obs.shape}, act {act.shape}, rew {rew.shape}")
         self.episodes = deque(episodes, maxlen=int(state["capacity"]))
 
@@ -58,8 +64,17 @@ def ensemble_disagreement(ensemble: list[nn.Module], obs_a, act_a, obs_b, act_b)
     return torch.stack(probs).std(0).cpu().numpy()
 
 
-def query(recent: RecentEpisodes, teacher: ScriptedTeacher, ensemble: list[nn.Module], num: int, length: int,
-          selection: str, rng: np.random.Generator, device, oversample: int = 10):
+def query(
+    recent: RecentEpisodes,
+    teacher: ScriptedTeacher,
+    ensemble: list[nn.Module],
+    num: int,
+    length: int,
+    selection: str,
+    rng: np.random.Generator,
+    device,
+    oversample: int = 10,
+):
     """Draw ``num`` segment pairs from recent episodes, select them, and ask the teacher.
 
     Returns ``(obs (2N, L, D), act (2N, L, A), Preferences over indices into those arrays)``.
@@ -85,7 +100,9 @@ def merge(store: dict | None, obs: np.ndarray, act: np.ndarray, prefs: Preferenc
     if store is None:
         return {"obs": obs, "act": act, "prefs": prefs}
     offset = len(store["obs"])
-    merged = Preferences(np.concatenate([store["prefs"].first, prefs.first + offset]),
-                         np.concatenate([store["prefs"].second, prefs.second + offset]),
-                         np.concatenate([store["prefs"].label, prefs.label]))
+    merged = Preferences(
+        np.concatenate([store["prefs"].first, prefs.first + offset]),
+        np.concatenate([store["prefs"].second, prefs.second + offset]),
+        np.concatenate([store["prefs"].label, prefs.label]),
+    )
     return {"obs": np.concatenate([store["obs"], obs]), "act": np.concatenate([store["act"], act]), "prefs": merged}

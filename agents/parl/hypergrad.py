@@ -27,7 +27,7 @@ def flat(tensors: Sequence[torch.Tensor | None], like: Params) -> torch.Tensor:
 def unflat(vector: torch.Tensor, like: Params) -> list[torch.Tensor]:
     out, i = [], 0
     for p in like:
-        out.append(vector[i:i + p.numel()].view_as(p))
+        out.append(vector[i : i + p.numel()].view_as(p))
         i += p.numel()
     return out
 
@@ -40,8 +40,9 @@ def hessian_vector_product(loss_fn: Callable[[], torch.Tensor], params: Params, 
     return flat(hv, params).detach()
 
 
-def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
-                       tol: float = 1e-10) -> torch.Tensor:
+def conjugate_gradient(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10, tol: float = 1e-10
+) -> torch.Tensor:
     """Approximately solve ``A x = b`` for symmetric ``A``; stops early on negative curvature."""
     x = torch.zeros_like(b)
     r = b.clone()
@@ -63,8 +64,9 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
     return x
 
 
-def neumann_inverse(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 20,
-                    alpha: float = 0.1) -> torch.Tensor:
+def neumann_inverse(
+    matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 20, alpha: float = 0.1
+) -> torch.Tensor:
     """``A^-1 b ~ alpha * sum_k (I - alpha A)^k b``; converges when ``0 < alpha < 2 / lambda_max(A)``."""
     term = b.clone()
     total = b.clone()
@@ -74,8 +76,15 @@ def neumann_inverse(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.Ten
     return alpha * total
 
 
-def inverse_hvp(lower_loss: Callable[[], torch.Tensor], theta: Params, vector: torch.Tensor, solver: str = "cg",
-                damping: float = 0.0, iters: int = 10, alpha: float = 0.1) -> torch.Tensor:
+def inverse_hvp(
+    lower_loss: Callable[[], torch.Tensor],
+    theta: Params,
+    vector: torch.Tensor,
+    solver: str = "cg",
+    damping: float = 0.0,
+    iters: int = 10,
+    alpha: float = 0.1,
+) -> torch.Tensor:
     """``(H + damping I)^-1 vector`` with ``H`` the Hessian of ``lower_loss`` in ``theta``."""
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {SOLVERS}")
@@ -92,9 +101,17 @@ def inverse_hvp(lower_loss: Callable[[], torch.Tensor], theta: Params, vector: t
     return neumann_inverse(matvec, vector, iters, alpha)
 
 
-def implicit_term(lower_loss: Callable[[], torch.Tensor], theta: Params, nu: Params, upper_grad_theta: torch.Tensor,
-                  solver: str = "cg", damping: float = 0.0, iters: int = 10, alpha: float = 0.1,
-                  curvature_loss: Callable[[], torch.Tensor] | None = None) -> list[torch.Tensor]:
+def implicit_term(
+    lower_loss: Callable[[], torch.Tensor],
+    theta: Params,
+    nu: Params,
+    upper_grad_theta: torch.Tensor,
+    solver: str = "cg",
+    damping: float = 0.0,
+    iters: int = 10,
+    alpha: float = 0.1,
+    curvature_loss: Callable[[], torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
     """The indirect part of dU/dnu: ``-(grad^2_{nu theta} g) (H + damping I)^-1 grad_theta U``, per ``nu`` tensor.
 
     ``H`` is the Hessian of ``curvature_loss`` (default: ``lower_loss`` itself); pass a loss whose
@@ -107,9 +124,16 @@ def implicit_term(lower_loss: Callable[[], torch.Tensor], theta: Params, nu: Par
     return [-(m if m is not None else torch.zeros_like(p)) for m, p in zip(mixed, nu)]
 
 
-def hypergradient(upper_loss: Callable[[], torch.Tensor], lower_loss: Callable[[], torch.Tensor], theta: Params,
-                  nu: Params, solver: str = "cg", damping: float = 0.0, iters: int = 10,
-                  alpha: float = 0.1) -> list[torch.Tensor]:
+def hypergradient(
+    upper_loss: Callable[[], torch.Tensor],
+    lower_loss: Callable[[], torch.Tensor],
+    theta: Params,
+    nu: Params,
+    solver: str = "cg",
+    damping: float = 0.0,
+    iters: int = 10,
+    alpha: float = 0.1,
+) -> list[torch.Tensor]:
     """Total derivative dU/dnu at the current (assumed lower-optimal) theta: direct + implicit term."""
     upper = upper_loss()
     direct = torch.autograd.grad(upper, nu, retain_graph=True, allow_unused=True)

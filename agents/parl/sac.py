@@ -81,7 +81,6 @@ class TanhGaussianActor(nn.Module):
         return self.sample(x)[0].cpu().numpy()
 
 
-
 class ReplayBuffer:
     """Transitions in preallocated arrays; rewards can be rewritten (relabelled) at any time."""
 
@@ -105,15 +104,21 @@ class ReplayBuffer:
 
     def sample(self, n: int, rng: np.random.Generator, device) -> tuple[torch.Tensor, ...]:
         idx = rng.integers(0, self.size, size=n)
-        return tuple(torch.as_tensor(x[idx], device=device) for x in (self.obs, self.act, self.rew, self.next_obs, self.done))
+        return tuple(
+            torch.as_tensor(x[idx], device=device) for x in (self.obs, self.act, self.rew, self.next_obs, self.done)
+        )
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "success", "size", "pos")}
+        return {
+            k: getattr(self, k) for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "success", "size", "pos")
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore into this buffer's arrays (its capacity may be larger, e.g. a resumed run made longer)."""
         if state["size"] > self.capacity:
-            raise ValueError(f"checkpointed buffer holds {state['size']} transitions, more than capacity {self.capacity}")
+            raise ValueError(
+                f"checkpointed buffer holds {state['size']} transitions, more than capacity {self.capacity}"
+            )
         for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "success"):
             if k in state:  # checkpoints written before success flags were kept have none
                 getattr(self, k)[: state["size"]] = state[k][: state["size"]]
@@ -170,12 +175,19 @@ class SAC:
         alpha_loss.backward()
         self.alpha_opt.step()
         soft_update(self.critic_target, self.critic, cfg.tau)
-        return {"sac/critic_loss": critic_loss.item(), "sac/actor_loss": actor_loss.item(),
-                "sac/alpha": self.alpha.item(), "sac/entropy": -logp.mean().item(), "sac/q_mean": q1.mean().item()}
+        return {
+            "sac/critic_loss": critic_loss.item(),
+            "sac/actor_loss": actor_loss.item(),
+            "sac/alpha": self.alpha.item(),
+            "sac/entropy": -logp.mean().item(),
+            "sac/q_mean": q1.mean().item(),
+        }
 
     def state_dict(self) -> dict:
-        state = {k: getattr(self, k).state_dict() for k in
-                 ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt")}
+        state = {
+            k: getattr(self, k).state_dict()
+            for k in ("actor", "critic", "critic_target", "actor_opt", "critic_opt", "alpha_opt")
+        }
         state["log_alpha"] = self.log_alpha.detach().cpu()
         return state
 

@@ -64,9 +64,14 @@ class ParlConfig(RunOptions):
     total_steps: int = 100_000  # environment steps of the whole run
     max_episode_steps: int = 500  # steps per episode (Meta-World's limit is 500)
     seed_steps: int = 1000  # random-action steps before learning starts
-    unsup_steps: int = field(default=2000, metadata={"help": "PEBBLE's unsupervised pre-training: steps of SAC on a "
-                             "k-NN state-entropy reward after the seed steps, before the first query (parl and pebble; "
-                             "0: off)"})
+    unsup_steps: int = field(
+        default=2000,
+        metadata={
+            "help": "PEBBLE's unsupervised pre-training: steps of SAC on a "
+            "k-NN state-entropy reward after the seed steps, before the first query (parl and pebble; "
+            "0: off)"
+        },
+    )
     unsup_k: int = 5  # k of the k-NN state-entropy estimate
     feedback_budget: int = 1000  # total preference labels the teacher gives
     queries_per_session: int = 50  # labels asked per feedback session
@@ -74,18 +79,33 @@ class ParlConfig(RunOptions):
     segment_length: int = 50  # steps per segment that the teacher compares
     selection: str = field(default="disagreement", metadata={"help": "uniform or disagreement"})
     ensemble_size: int = 3  # reward models in the ensemble
-    reward_input: str = field(default="state", metadata={"help": "state: r(s), as the true reward is (the default); "
-                              "state-action: r(s, a), as PEBBLE's code has it (the policy can exploit its action input)"})
+    reward_input: str = field(
+        default="state",
+        metadata={
+            "help": "state: r(s), as the true reward is (the default); "
+            "state-action: r(s, a), as PEBBLE's code has it (the policy can exploit its action input)"
+        },
+    )
     reward_epochs: int = 50  # epochs of reward training per session
     reward_lr: float = 3e-4  # reward-model learning rate
     recent_episodes: int = 10  # latest episodes of the current policy that queries are cut from
     hypergrad_solver: str = field(default="cg", metadata={"help": "cg, neumann or identity"})
-    hypergrad_curvature: str = field(default="fisher", metadata={"help": "H for the inverse: fisher (PSD, Gauss-Newton) or surrogate (exact Hessian of g, often indefinite)"})
+    hypergrad_curvature: str = field(
+        default="fisher",
+        metadata={
+            "help": "H for the inverse: fisher (PSD, Gauss-Newton) or surrogate (exact Hessian of g, often indefinite)"
+        },
+    )
     hypergrad_damping: float = 0.1  # damping added to the curvature before inversion
     hypergrad_iters: int = 10  # CG or Neumann iterations of the inverse-HVP
     hypergrad_samples: int = 2048  # on-policy samples for the lower-level surrogate
-    implicit_ratio: float = field(default=0.25, metadata={"help": "norm of PARL's implicit (hypergradient) step as a "
-                                  "fraction of the norm of the same session's direct (Bradley-Terry) update"})
+    implicit_ratio: float = field(
+        default=0.25,
+        metadata={
+            "help": "norm of PARL's implicit (hypergradient) step as a "
+            "fraction of the norm of the same session's direct (Bradley-Terry) update"
+        },
+    )
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
     teacher_gamma: float = 1.0  # scripted teacher's discount over a segment (1: plain return)
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal'
@@ -104,9 +124,25 @@ class ParlConfig(RunOptions):
         check_choice("reward_input", self.reward_input, ("state", "state-action"))
         if self.implicit_ratio < 0:
             raise ValueError(f"implicit_ratio must be >= 0, got {self.implicit_ratio}")
-        check_positive(self, "total_steps", "max_episode_steps", "queries_per_session", "query_every", "segment_length",
-                       "ensemble_size", "reward_epochs", "reward_lr", "recent_episodes", "hypergrad_iters",
-                       "hypergrad_samples", "sac_hidden", "batch_size", "eval_every", "eval_episodes", "checkpoint_every")
+        check_positive(
+            self,
+            "total_steps",
+            "max_episode_steps",
+            "queries_per_session",
+            "query_every",
+            "segment_length",
+            "ensemble_size",
+            "reward_epochs",
+            "reward_lr",
+            "recent_episodes",
+            "hypergrad_iters",
+            "hypergrad_samples",
+            "sac_hidden",
+            "batch_size",
+            "eval_every",
+            "eval_episodes",
+            "checkpoint_every",
+        )
         if self.seed_steps < 0 or self.feedback_budget < 0 or self.unsup_steps < 0:
             raise ValueError("seed_steps, unsup_steps and feedback_budget must be >= 0")
         check_positive(self, "unsup_k")
@@ -139,9 +175,17 @@ class LearnedReward:
     def relabel(self, buffer: ReplayBuffer, chunk: int = 8192) -> None:
         """Recompute the standardisation on the buffer and rewrite every stored reward."""
         n = buffer.size
-        raw = np.concatenate([self.raw(torch.as_tensor(buffer.obs[i:min(i + chunk, n)], device=self.device),
-                                       torch.as_tensor(buffer.act[i:min(i + chunk, n)], device=self.device)).cpu().numpy()
-                              for i in range(0, n, chunk)])
+        raw = np.concatenate(
+            [
+                self.raw(
+                    torch.as_tensor(buffer.obs[i : min(i + chunk, n)], device=self.device),
+                    torch.as_tensor(buffer.act[i : min(i + chunk, n)], device=self.device),
+                )
+                .cpu()
+                .numpy()
+                for i in range(0, n, chunk)
+            ]
+        )
         self.mean, self.std = float(raw.mean()), float(raw.std() + 1e-6)
         buffer.rew[:n] = (raw - self.mean) / self.std
 
@@ -163,9 +207,17 @@ def bt_losses(reward: LearnedReward, obs: torch.Tensor, act: torch.Tensor, prefs
     return torch.nn.functional.binary_cross_entropy_with_logits(logits, label, reduction="none")
 
 
-def implicit_step(cfg: ParlConfig, sac: SAC, reward: LearnedReward, recent: RecentEpisodes, obs_q: np.ndarray,
-                  act_q: np.ndarray, prefs, rng: np.random.Generator,
-                  direct_norm: float) -> tuple[torch.Tensor, dict[str, float]]:
+def implicit_step(
+    cfg: ParlConfig,
+    sac: SAC,
+    reward: LearnedReward,
+    recent: RecentEpisodes,
+    obs_q: np.ndarray,
+    act_q: np.ndarray,
+    prefs,
+    rng: np.random.Generator,
+    direct_norm: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """PARL's extra upper-level step: the hypergradient term through the policy's trajectory distribution.
 
     Its step has ``cfg.implicit_ratio`` times the norm ``direct_norm`` of the session's Bradley-Terry
@@ -193,7 +245,9 @@ def implicit_step(cfg: ParlConfig, sac: SAC, reward: LearnedReward, recent: Rece
         act_l.append(act)
         t = np.arange(len(act))
         discount.append(np.triu(0.99 ** (t[None, :] - t[:, None]).clip(min=0)))
-    pick = [rng.choice(len(a), size=min(len(a), max(1, cfg.hypergrad_samples // len(act_l))), replace=False) for a in act_l]
+    pick = [
+        rng.choice(len(a), size=min(len(a), max(1, cfg.hypergrad_samples // len(act_l))), replace=False) for a in act_l
+    ]
 
     def lower() -> torch.Tensor:
         terms = []
@@ -213,8 +267,16 @@ def implicit_step(cfg: ParlConfig, sac: SAC, reward: LearnedReward, recent: Rece
         with torch.no_grad():
             mean_old, std_old = sac.actor._dist(states)
         curvature = lambda: sac.actor.kl_from(states, mean_old, std_old)  # noqa: E731
-    indirect = implicit_term(lower, theta, nu, upper_grad_theta, cfg.hypergrad_solver, cfg.hypergrad_damping,
-                             cfg.hypergrad_iters, curvature_loss=curvature)
+    indirect = implicit_term(
+        lower,
+        theta,
+        nu,
+        upper_grad_theta,
+        cfg.hypergrad_solver,
+        cfg.hypergrad_damping,
+        cfg.hypergrad_iters,
+        curvature_loss=curvature,
+    )
     # The raw term's norm swings over orders of magnitude between sessions (the inverse curvature is
     # ill-conditioned); its direction is what the hypergradient adds. Its step is a fixed fraction of
     # the direct update's norm, so the two parts of the upper-level step keep comparable weight.
@@ -227,8 +289,17 @@ def implicit_step(cfg: ParlConfig, sac: SAC, reward: LearnedReward, recent: Rece
     return applied, {"parl/indirect_norm": norm, "parl/upper_grad_theta_norm": upper_grad_theta.norm().item()}
 
 
-def feedback_session(cfg: ParlConfig, sac: SAC, reward: LearnedReward, buffer: ReplayBuffer, recent: RecentEpisodes,
-                     teacher: ScriptedTeacher, store: dict | None, num: int, rng: np.random.Generator):
+def feedback_session(
+    cfg: ParlConfig,
+    sac: SAC,
+    reward: LearnedReward,
+    buffer: ReplayBuffer,
+    recent: RecentEpisodes,
+    teacher: ScriptedTeacher,
+    store: dict | None,
+    num: int,
+    rng: np.random.Generator,
+):
     """Query ``num`` labels on the current policy's recent segments, refit the reward (PARL: plus the
     implicit term), relabel the buffer. Returns the grown label store and the session's diagnostics."""
     device = sac.device
@@ -239,9 +310,15 @@ def feedback_session(cfg: ParlConfig, sac: SAC, reward: LearnedReward, buffer: R
     store = merge(store, obs_q, act_q, prefs)
     labels = len(store["prefs"])
     for i, member in enumerate(reward.members):
-        train_reward_model(member, store["obs"], store["act"], store["prefs"],
-                           RewardTrainConfig(epochs=cfg.reward_epochs, lr=cfg.reward_lr), device,
-                           seed=cfg.seed * 100 + i + labels)
+        train_reward_model(
+            member,
+            store["obs"],
+            store["act"],
+            store["prefs"],
+            RewardTrainConfig(epochs=cfg.reward_epochs, lr=cfg.reward_lr),
+            device,
+            seed=cfg.seed * 100 + i + labels,
+        )
     metrics = {}
     if cfg.method == "parl":
         direct = flat(reward.params(), reward.params()).detach() - nu_before
@@ -283,14 +360,29 @@ def run_parl(cfg: ParlConfig) -> dict:
             step, episode, feedback = (int(state[k]) for k in ("step", "episode", "feedback"))
             store, curve = state["store"], list(state["curve"])
             if store is not None and (store["obs"].shape[2:] != (obs_dim,) or store["act"].shape[2:] != (act_dim,)):
-                raise ValueError(f"its labelled segments have obs {store['obs'].shape} and act {store['act'].shape}, "
-                                 f"this task obs size {obs_dim}, act size {act_dim}")
+                raise ValueError(
+                    f"its labelled segments have obs {store['obs'].shape} and act {store['act'].shape}, "
+                    f"this task obs size {obs_dim}, act size {act_dim}"
+                )
         print(f"resuming at env step {step} (episode {episode}, {feedback} labels used)")
 
     def checkpoint() -> None:
-        run.save({"sac": sac.state_dict(), "reward": reward.state_dict(), "buffer": buffer.state_dict(),
-                  "recent": recent.state_dict(), "intrinsic": intrinsic.stats.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                  "step": step, "episode": episode, "feedback": feedback, "store": store, "curve": curve})
+        run.save(
+            {
+                "sac": sac.state_dict(),
+                "reward": reward.state_dict(),
+                "buffer": buffer.state_dict(),
+                "recent": recent.state_dict(),
+                "intrinsic": intrinsic.stats.state_dict(),
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "episode": episode,
+                "feedback": feedback,
+                "store": store,
+                "curve": curve,
+            }
+        )
 
     learned = cfg.method != "sac"
     learn_start = cfg.seed_steps + (cfg.unsup_steps if learned else 0)  # first query; PEBBLE's pre-training before
@@ -312,8 +404,13 @@ def run_parl(cfg: ParlConfig) -> dict:
         step += 1
         bar.update(1)
 
-        if learned and feedback < cfg.feedback_budget and step >= learn_start and len(recent.episodes) > 0 \
-                and (step - learn_start) % cfg.query_every == 0:
+        if (
+            learned
+            and feedback < cfg.feedback_budget
+            and step >= learn_start
+            and len(recent.episodes) > 0
+            and (step - learn_start) % cfg.query_every == 0
+        ):
             first_session = store is None
             num = min(cfg.queries_per_session, cfg.feedback_budget - feedback)
             store, metrics = feedback_session(cfg, sac, reward, buffer, recent, teacher, store, num, rng)
@@ -325,23 +422,36 @@ def run_parl(cfg: ParlConfig) -> dict:
         if step >= cfg.seed_steps:
             batch = buffer.sample(cfg.batch_size, rng, device)
             if learned and step < learn_start:  # PEBBLE's unsupervised phase: state-entropy reward
-                batch = (*batch[:2], intrinsic(batch[3], buffer.obs[:buffer.size], rng), *batch[3:])
+                batch = (*batch[:2], intrinsic(batch[3], buffer.obs[: buffer.size], rng), *batch[3:])
             metrics = sac.update(*batch)
             if step % 1000 == 0 or step % cfg.eval_every == 0:
                 run.logger.log(step, metrics)
 
         if step % cfg.eval_every == 0 or step == cfg.total_steps:
-            result = evaluate(eval_env, sac.actor.act, cfg.eval_episodes, seed=10_000_000 + cfg.seed, max_steps=cfg.max_episode_steps)
+            result = evaluate(
+                eval_env, sac.actor.act, cfg.eval_episodes, seed=10_000_000 + cfg.seed, max_steps=cfg.max_episode_steps
+            )
             curve.append((step, result["success_rate"], result["return_mean"]))
-            run.logger.log(step, {"eval/success_rate": result["success_rate"], "eval/success_final": result["success_final"],
-                                  "eval/return": result["return_mean"]})  # success_rate: at any step (Meta-World's)
+            run.logger.log(
+                step,
+                {
+                    "eval/success_rate": result["success_rate"],
+                    "eval/success_final": result["success_final"],
+                    "eval/return": result["return_mean"],
+                },
+            )  # success_rate: at any step (Meta-World's)
             if learned and store is not None and len(recent.episodes) > 0:
                 run.logger.log(step, reward_agreement(reward, buffer, recent, rng))
-            bar.write(f"step {step}: success {result['success_rate']:.2f} true return {result['return_mean']:.1f} labels {feedback}")
+            bar.write(
+                f"step {step}: success {result['success_rate']:.2f} true return {result['return_mean']:.1f} "
+                f"over {result['episode_steps']:.0f} steps, labels {feedback}"
+            )
 
         if terminated or truncated:
             recent.add(np.stack(ep_obs), np.stack(ep_act), np.asarray(ep_rew))
-            run.logger.log(step, {"train/episode_true_return": float(np.sum(ep_rew)), "train/success": float(info["success"])})
+            run.logger.log(
+                step, {"train/episode_true_return": float(np.sum(ep_rew)), "train/success": float(info["success"])}
+            )
             episode += 1
             if step >= next_checkpoint:
                 checkpoint()
@@ -352,12 +462,24 @@ def run_parl(cfg: ParlConfig) -> dict:
     checkpoint()
     save_policy(run.path("policy.pt"), sac.actor, sac.actor_kwargs)
     if cfg.video:
-        venv = make_env(f"embodied/{cfg.task}", render_mode="rgb_array", render_width=128, render_height=128,
-                        max_episode_steps=cfg.max_episode_steps)
+        venv = make_env(
+            f"embodied/{cfg.task}",
+            render_mode="rgb_array",
+            render_width=128,
+            render_height=128,
+            max_episode_steps=cfg.max_episode_steps,
+        )
         frames = [record_episode(venv, sac.actor.act, seed=20_000_000 + i)[0] for i in range(4)]
         write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
-    summary = {"task": cfg.task, "method": cfg.method, "seed": cfg.seed, "feedback": feedback,
-               "final_success_rate": curve[-1][1], "curve": curve}
+    summary = {
+        "task": cfg.task,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "feedback": feedback,
+        "final_success_rate": curve[-1][1],
+        "curve": curve,  # (env step, success rate, return over an episode of episode_steps steps)
+        "episode_steps": cfg.max_episode_steps,
+    }
     run.write_summary(summary)
     run.close()
     print(json.dumps({k: v for k, v in summary.items() if k != "curve"}))

@@ -62,8 +62,10 @@ def arm_features(segments: Segments) -> np.ndarray:
     """
     obs, act = segments.observations, segments.actions
     if obs.shape[-1] != 39 or act.shape[-1] != 4:
-        raise ValueError(f"arm features need Meta-World's 39-d observations and 4-d actions, got {obs.shape[-1]}-d "
-                         f"and {act.shape[-1]}-d; use --gw-alpha 1 (structure only) for other tasks")
+        raise ValueError(
+            f"arm features need Meta-World's 39-d observations and 4-d actions, got {obs.shape[-1]}-d "
+            f"and {act.shape[-1]}-d; use --gw-alpha 1 (structure only) for other tasks"
+        )
     speed = np.linalg.norm(obs[..., 0:3] - obs[..., 18:21], axis=-1)
     magnitude = np.linalg.norm(act[..., :3], axis=-1)
     change = np.linalg.norm(np.diff(act, axis=1, prepend=act[:, :1]), axis=-1)
@@ -115,7 +117,9 @@ def solve_fused(c_src: FactoredCost, c_tgt: FactoredCost, cross: FactoredCost | 
     if cross is None or cfg.alpha >= 1:
         return out
     out["from-structure"] = fused_gw(c_src, c_tgt, alpha=cfg.alpha, cross=cross, init=out["structure"].plan, **kwargs)
-    out["from-arm"] = fused_gw(c_src, c_tgt, alpha=cfg.alpha, cross=cross, init=entropic_ot(cross, cfg.epsilon), **kwargs)
+    out["from-arm"] = fused_gw(
+        c_src, c_tgt, alpha=cfg.alpha, cross=cross, init=entropic_ot(cross, cfg.epsilon), **kwargs
+    )
     return out
 
 
@@ -130,17 +134,25 @@ def gw_coupling(c_src: torch.Tensor, c_tgt: torch.Tensor, cfg: GWConfig = GWConf
     if cfg.method not in GW_METHODS:
         raise ValueError(f"unknown GW method {cfg.method!r}; choose one of {GW_METHODS}")
     if cfg.method == "lowrank":
-        return fused_gw(factored(c_src, cfg.rank), factored(c_tgt, cfg.rank), cfg.epsilon, max_iter=cfg.max_iter,
-                        tol=cfg.tol).plan
+        return fused_gw(
+            factored(c_src, cfg.rank), factored(c_tgt, cfg.rank), cfg.epsilon, max_iter=cfg.max_iter, tol=cfg.tol
+        ).plan
     n, m = c_src.shape[0], c_tgt.shape[0]
     p = torch.full((n,), 1.0 / n, dtype=torch.float64, device=c_src.device)
     q = torch.full((m,), 1.0 / m, dtype=torch.float64, device=c_tgt.device)
     if cfg.method == "exact":
-        plan = ot.gromov.gromov_wasserstein(c_src.cpu().numpy(), c_tgt.cpu().numpy(), p.cpu().numpy(), q.cpu().numpy(),
-                                            "square_loss", numItermaxEmd=max(100_000, 50 * n * m // 1000))
+        plan = ot.gromov.gromov_wasserstein(
+            c_src.cpu().numpy(),
+            c_tgt.cpu().numpy(),
+            p.cpu().numpy(),
+            q.cpu().numpy(),
+            "square_loss",
+            numItermaxEmd=max(100_000, 50 * n * m // 1000),
+        )
         return torch.as_tensor(plan, device=c_src.device)
-    plan = ot.gromov.entropic_gromov_wasserstein(c_src, c_tgt, p, q, "square_loss", epsilon=cfg.epsilon,
-                                                 max_iter=cfg.max_iter * 2, tol=1e-9, solver="PGD")
+    plan = ot.gromov.entropic_gromov_wasserstein(
+        c_src, c_tgt, p, q, "square_loss", epsilon=cfg.epsilon, max_iter=cfg.max_iter * 2, tol=1e-9, solver="PGD"
+    )
     if not torch.all(torch.isfinite(plan)):
         raise FloatingPointError("entropic GW diverged (NaN in the plan); raise epsilon or use method='exact'")
     return plan
@@ -159,8 +171,9 @@ def nearest_neighbour_coupling(src_features: np.ndarray, tgt_features: np.ndarra
     return plan
 
 
-def transfer_labels(plan: torch.Tensor, source: Preferences, first: np.ndarray, second: np.ndarray,
-                    chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def transfer_labels(
+    plan: torch.Tensor, source: Preferences, first: np.ndarray, second: np.ndarray, chunk: int = 2048
+) -> tuple[np.ndarray, np.ndarray]:
     """Soft labels and their coupling mass for target pairs ``(first[q], second[q])``.
 
     Each labelled source pair is used in both orders (z and 1 - z). Pairs with no mass get 0.5.
@@ -177,8 +190,8 @@ def transfer_labels(plan: torch.Tensor, source: Preferences, first: np.ndarray, 
     rows_k, rows_l = plan[k], plan[l_]  # (2S, m)
     labels, masses = [], []
     for start in range(0, len(first), chunk):
-        i = torch.as_tensor(first[start:start + chunk], device=plan.device)
-        j = torch.as_tensor(second[start:start + chunk], device=plan.device)
+        i = torch.as_tensor(first[start : start + chunk], device=plan.device)
+        j = torch.as_tensor(second[start : start + chunk], device=plan.device)
         weight = rows_k[:, i] * rows_l[:, j]  # (2S, q)
         mass = weight.sum(0)
         num = (weight * z[:, None]).sum(0)
@@ -216,13 +229,16 @@ def arm_cost(src_segments: Segments, tgt_segments: Segments, device: torch.devic
     xs, xt = arm_features(src_segments), arm_features(tgt_segments)
     both = np.concatenate([xs, xt])
     mu, sd = both.mean(0), both.std(0) + 1e-6
-    cost = torch.cdist(torch.as_tensor((xs - mu) / sd, dtype=torch.float64, device=device),
-                       torch.as_tensor((xt - mu) / sd, dtype=torch.float64, device=device))
+    cost = torch.cdist(
+        torch.as_tensor((xs - mu) / sd, dtype=torch.float64, device=device),
+        torch.as_tensor((xt - mu) / sd, dtype=torch.float64, device=device),
+    )
     return cost / cost.max().clamp_min(1e-12)
 
 
-def calibrate(labels: np.ndarray, predicted_on_shots: np.ndarray, shots: Preferences,
-              flip_confidence: float = 0.95) -> tuple[np.ndarray, float]:
+def calibrate(
+    labels: np.ndarray, predicted_on_shots: np.ndarray, shots: Preferences, flip_confidence: float = 0.95
+) -> tuple[np.ndarray, float]:
     """Few-shot orientation and weighting of transferred labels by ``K`` true target labels.
 
     ``a`` = how often the transfer agrees with the shots (Laplace-smoothed, ties excluded). Labels are
@@ -242,9 +258,16 @@ def calibrate(labels: np.ndarray, predicted_on_shots: np.ndarray, shots: Prefere
     return 0.5 + (-1.0 if mirrored else 1.0) * abs(2 * a - 1) * (labels - 0.5), float(a)
 
 
-def cross_task_transfer(src_segments: Segments, source: Preferences, tgt_segments: Segments, first: np.ndarray,
-                        second: np.ndarray, cfg: GWConfig = GWConfig(), device: torch.device | str = "cpu",
-                        shots: Preferences | None = None) -> TransferResult:
+def cross_task_transfer(
+    src_segments: Segments,
+    source: Preferences,
+    tgt_segments: Segments,
+    first: np.ndarray,
+    second: np.ndarray,
+    cfg: GWConfig = GWConfig(),
+    device: torch.device | str = "cpu",
+    shots: Preferences | None = None,
+) -> TransferResult:
     """The whole of CPA: features -> costs -> (fused) GW coupling -> transferred target labels.
 
     ``shots``: optional few-shot target labels; they pick among the starts (most agreement) and
@@ -254,7 +277,9 @@ def cross_task_transfer(src_segments: Segments, source: Preferences, tgt_segment
     and with shots ``shot_agreement`` (the calibration ``a``).
     """
     if src_segments.length != tgt_segments.length:
-        raise ValueError(f"source segments have length {src_segments.length}, target {tgt_segments.length}; they must match")
+        raise ValueError(
+            f"source segments have length {src_segments.length}, target {tgt_segments.length}; they must match"
+        )
     start = time.perf_counter()
     c_src = cost_matrix(segment_features(src_segments), device)
     c_tgt = cost_matrix(segment_features(tgt_segments), device)
@@ -278,9 +303,12 @@ def cross_task_transfer(src_segments: Segments, source: Preferences, tgt_segment
     else:
         chosen = zero_shot_start(objectives)
     labels, mass = labelled[chosen][0][:q], labelled[chosen][1][:q]
-    confidence = {"chosen_start": chosen, "objective": objectives,
-                  "starts_agreement": min(agreement(labels, labelled[n][0][:q]) for n in candidates),
-                  "structure_agreement": agreement(labels, labelled["structure"][0][:q])}
+    confidence = {
+        "chosen_start": chosen,
+        "objective": objectives,
+        "starts_agreement": min(agreement(labels, labelled[n][0][:q]) for n in candidates),
+        "structure_agreement": agreement(labels, labelled["structure"][0][:q]),
+    }
     if has_shots:
         labels, confidence["shot_agreement"] = calibrate(labels, labelled[chosen][0][q:], shots)
     return TransferResult(labels, mass, time.perf_counter() - start, confidence)

@@ -55,15 +55,19 @@ def standardised_returns(model: torch.nn.Module, obs: np.ndarray, act: np.ndarra
     """Segment returns of the model's reward standardised per step over all segments, as ``RewardEnsemble``
     scores them: differences of these are what the ensemble's weights mix."""
     model.to(device).eval()
-    reward = model.mean_reward(torch.as_tensor(obs, dtype=torch.float32, device=device),
-                               torch.as_tensor(act, dtype=torch.float32, device=device))
+    reward = model.mean_reward(
+        torch.as_tensor(obs, dtype=torch.float32, device=device),
+        torch.as_tensor(act, dtype=torch.float32, device=device),
+    )
     return ((reward - reward.mean()) / reward.std().clamp_min(1e-8)).sum(-1).cpu().numpy()
 
 
 SHARE_GRID = np.linspace(0.0, 1.0, 51)
 
 
-def share_likelihood(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def share_likelihood(
+    transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """``(w, log p(shots | w))`` on ``SHARE_GRID``: the shots' Bradley-Terry likelihood of the mix with transfer
     share ``w``, its temperature ``c`` integrated out under a log-uniform prior (``stacking_weight``)."""
     y = np.asarray(labels, float)
@@ -74,8 +78,9 @@ def share_likelihood(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: 
     return SHARE_GRID, np.logaddexp.reduce(loglik, axis=1) - np.log(c.size)
 
 
-def stacking_weight(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray,
-                    log_prior: np.ndarray | None = None) -> float:
+def stacking_weight(
+    transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray, log_prior: np.ndarray | None = None
+) -> float:
     """Posterior mean of the transfer's share ``w`` of the reward, given the shots.
 
     Each shot ``q`` is a Bradley-Terry observation of ``c * (w * transfer_diff[q] + (1 - w) * shots_diff[q])``
@@ -110,7 +115,9 @@ def orientation_probability(transfer_diff: np.ndarray, labels: np.ndarray) -> fl
 SHARE_RULES = ("stacking", "stacking-pure", "stacking-oriented")
 
 
-def transfer_share(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray, rule: str = "stacking") -> float:
+def transfer_share(
+    transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np.ndarray, rule: str = "stacking"
+) -> float:
     """The transfer's share of the few-shot reward (>= 2 shots).
 
     ``stacking-pure``: ``stacking_weight`` alone. It leaves an inverted transfer 0.05-0.25 of the reward on the
@@ -129,9 +136,20 @@ def transfer_share(transfer_diff: np.ndarray, shots_diff: np.ndarray, labels: np
     return share * orientation_probability(transfer_diff, labels) if rule == "stacking-oriented" else share
 
 
-def fit_few_shot(make_model: Callable[[], torch.nn.Module], obs: np.ndarray, act: np.ndarray, transferred: Preferences,
-                 shots: Preferences, cfg: RewardTrainConfig, shot_epochs: int = 200, folds: int = 5,
-                 device: torch.device | str = "cpu", seed: int = 0, log=None, rule: str = "stacking") -> tuple[RewardEnsemble, dict]:
+def fit_few_shot(
+    make_model: Callable[[], torch.nn.Module],
+    obs: np.ndarray,
+    act: np.ndarray,
+    transferred: Preferences,
+    shots: Preferences,
+    cfg: RewardTrainConfig,
+    shot_epochs: int = 200,
+    folds: int = 5,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    log=None,
+    rule: str = "stacking",
+) -> tuple[RewardEnsemble, dict]:
     """The transfer model and the shots model, weighted by ``transfer_share(rule)`` (the accuracy rule, each
     member's ``2 acc - 1`` on the shots, where there is a single shot); returns ``(ensemble, scores)``: the
     ensemble standardised over the segments ``obs``, ``act``; ``scores`` holds both rules' transfer share and,
@@ -169,7 +187,15 @@ def fit_few_shot(make_model: Callable[[], torch.nn.Module], obs: np.ndarray, act
     stacked = transfer_share(transfer_diff, shots_diff, shots.label, rule) if len(shots) >= 2 else float("nan")
     weights = by_accuracy if np.isnan(stacked) else [stacked, 1.0 - stacked]
     ensemble = RewardEnsemble([transfer, fit(shots, shot_cfg)], weights).to(device).standardise(obs, act)
-    evidence = {"transfer_diff": transfer_diff.tolist(), "shots_diff": shots_diff.tolist(), "label": shots.label.tolist()}
-    return ensemble, {**{f"accuracy_{m}": accuracy[m] for m in MEMBERS},
-                      **{f"weight_{m}": float(w) for m, w in zip(MEMBERS, ensemble.weights)},
-                      "stacking_transfer": stacked, "accuracy_rule_transfer": by_accuracy[0], "evidence": evidence}
+    evidence = {
+        "transfer_diff": transfer_diff.tolist(),
+        "shots_diff": shots_diff.tolist(),
+        "label": shots.label.tolist(),
+    }
+    return ensemble, {
+        **{f"accuracy_{m}": accuracy[m] for m in MEMBERS},
+        **{f"weight_{m}": float(w) for m, w in zip(MEMBERS, ensemble.weights)},
+        "stacking_transfer": stacked,
+        "accuracy_rule_transfer": by_accuracy[0],
+        "evidence": evidence,
+    }

@@ -3,8 +3,8 @@
 A cost matrix given as ``C = L R^T`` (``L, R`` of width r: randomised-SVD factors of a distance
 matrix, as CPA uses, or the exact rank-(d + 2) factors of a squared-Euclidean cost on
 d-dimensional features, ``FactoredCost.squared_euclidean``). The square-loss GW gradient is
-``constC - 2 C1 T C2^T``, and ``constC`` is a row term plus a column term, which entropic OT absorbs into its dual potentials;
-so each outer iteration needs only ``C1 T C2^T = L1 (R1^T T R2) L2^T``, never an n x n x m product.
+``constC - 2 C1 T C2^T``, and ``constC`` is a row term plus a column term, which entropic OT absorbs into
+its dual potentials; so each outer iteration needs only ``C1 T C2^T = L1 (R1^T T R2) L2^T``, never an n x n x m product.
 The fused term ``<M, T>`` (a cross-task cost, also factored) is added to the same linearisation.
 
 Each outer iteration is Peyre et al.'s (2016) projected step ``T <- Sinkhorn(grad(T), eps)``, the
@@ -79,8 +79,16 @@ class SinkhornState:
     g: torch.Tensor
 
 
-def sinkhorn(cost: torch.Tensor, p: torch.Tensor, q: torch.Tensor, eps: float, state: SinkhornState | None = None,
-             max_iter: int = 1000, tol: float = 1e-5, absorb_every: int = 20) -> tuple[torch.Tensor, SinkhornState]:
+def sinkhorn(
+    cost: torch.Tensor,
+    p: torch.Tensor,
+    q: torch.Tensor,
+    eps: float,
+    state: SinkhornState | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-5,
+    absorb_every: int = 20,
+) -> tuple[torch.Tensor, SinkhornState]:
     """Entropic OT plan (float32) for a dense float32 ``cost``, warm-started from ``state``.
 
     The kernel ``exp((f_i + g_j - C_ij) / eps)`` is built from the current potentials, so it is
@@ -140,8 +148,16 @@ class FusedGWResult:
     iterations: int
 
 
-def fused_gw(c1: FactoredCost, c2: FactoredCost, eps: float, alpha: float = 1.0, cross: FactoredCost | None = None,
-             init: torch.Tensor | None = None, max_iter: int = 100, tol: float = 1e-3) -> FusedGWResult:
+def fused_gw(
+    c1: FactoredCost,
+    c2: FactoredCost,
+    eps: float,
+    alpha: float = 1.0,
+    cross: FactoredCost | None = None,
+    init: torch.Tensor | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+) -> FusedGWResult:
     """Entropic fused GW with uniform marginals: ``min alpha GW(T) + (1 - alpha) <M, T> - eps H(T)``.
 
     ``alpha = 1`` (or ``cross=None``) is plain entropic GW. ``init``: the starting plan (default the

@@ -49,7 +49,6 @@ class IQLPolicy(nn.Module):
         return torch.tanh(self.net(x)).cpu().numpy()
 
 
-
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
     """Asymmetric L2: weight ``expectile`` where diff > 0 (Q above V), ``1 - expectile`` below."""
     weight = torch.where(diff > 0, expectile, 1.0 - expectile)
@@ -96,12 +95,18 @@ class IQL:
         self.pi_opt.zero_grad()
         pi_loss.backward()
         self.pi_opt.step()
-        return {"iql/v_loss": v_loss.item(), "iql/q_loss": q_loss.item(), "iql/pi_loss": pi_loss.item(),
-                "iql/v_mean": v.mean().item()}
+        return {
+            "iql/v_loss": v_loss.item(),
+            "iql/q_loss": q_loss.item(),
+            "iql/pi_loss": pi_loss.item(),
+            "iql/v_mean": v.mean().item(),
+        }
 
     def state_dict(self) -> dict:
-        return {name: getattr(self, name).state_dict()
-                for name in ("q", "q_target", "v", "policy", "q_opt", "v_opt", "pi_opt")}
+        return {
+            name: getattr(self, name).state_dict()
+            for name in ("q", "q_target", "v", "policy", "q_opt", "v_opt", "pi_opt")
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():

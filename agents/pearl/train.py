@@ -17,12 +17,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.cpa import (GW_METHODS, GWConfig, cross_task_transfer, label_accuracy, nearest_neighbour_coupling,
-                              segment_features, transfer_labels)
+from agents.pearl.cpa import (
+    GW_METHODS,
+    GWConfig,
+    cross_task_transfer,
+    label_accuracy,
+    nearest_neighbour_coupling,
+    segment_features,
+    transfer_labels,
+)
 from agents.pearl.few_shot import MEMBERS, SHARE_RULES, fit_few_shot
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
-from embodied.reward_models import (GaussianRewardModel, RewardEnsemble, RewardModel, RewardTrainConfig,
-                                 preference_accuracy, train_reward_model)
+from embodied.reward_models import (
+    GaussianRewardModel,
+    RewardEnsemble,
+    RewardModel,
+    RewardTrainConfig,
+    preference_accuracy,
+    train_reward_model,
+)
 from embodied.checkpoint import load_arrays, load_checkpoint, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
@@ -47,12 +60,22 @@ class PearlConfig(RunOptions):
 
     source_task: str = "button-press-v3"  # Meta-World task with scripted (source) preference labels
     target_task: str = "button-press-wall-v3"  # Meta-World task whose labels are transferred (zero-shot)
-    source_data: Path | None = field(default=None, metadata={"help": "dataset file for the source task (else collected)"})
-    target_data: Path | None = field(default=None, metadata={"help": "dataset file for the target task (else collected)"})
+    source_data: Path | None = field(
+        default=None, metadata={"help": "dataset file for the source task (else collected)"}
+    )
+    target_data: Path | None = field(
+        default=None, metadata={"help": "dataset file for the target task (else collected)"}
+    )
     episodes: int = 60  # episodes collected per task when no dataset is given
     max_steps: int = 200  # steps per collected episode
-    noise: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)  # Gaussian action-noise stds of the data collector, cycled over episodes
-    epsilon: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)  # random-action probabilities of the data collector, cycled over episodes
+    noise: tuple[float, ...] = field(
+        default=(0.0, 0.3, 1.0, 3.0),
+        metadata={"help": "Gaussian action-noise stds of the data collector, cycled over episodes"},
+    )
+    epsilon: tuple[float, ...] = field(
+        default=(0.0, 0.1, 0.5, 1.0),
+        metadata={"help": "random-action probabilities of the data collector, cycled over episodes"},
+    )
     segment_length: int = 25  # steps per trajectory segment that the teacher compares
     segments: int = 1000  # segments cut per task
     source_queries: int = 5000  # labelled source segment pairs
@@ -60,11 +83,48 @@ class PearlConfig(RunOptions):
     teacher_gamma: float = 1.0  # scripted teacher's discount over a segment (1: plain return; <1: myopic)
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal' (0.5 label)
-    labels: str = field(default="cpa", metadata={"help": "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target teacher), shots (the --few-shot-labels alone: the few-shot baseline)"})
-    few_shot_labels: int = 0  # K scripted target labels: they orient the transfer and weight its reward model against one fit to them (0: zero-shot)
-    shot_epochs: int = 200  # epochs of the reward model fit to the few-shot labels alone (the few-shot pair's second member, or --labels shots)
-    few_shot_rule: str = "stacking"  # the transfer's share of the few-shot reward (agents/pearl/few_shot.py: stacking, stacking-pure, stacking-oriented)
-    gw_method: str = "lowrank"  # Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)
+    labels: str = field(
+        default="cpa",
+        metadata={
+            "help": (
+                "target labels: cpa (transfer), nn (nearest-neighbour transfer), oracle (scripted target "
+                "teacher), shots (the --few-shot-labels alone: the few-shot baseline)"
+            )
+        },
+    )
+    few_shot_labels: int = field(
+        default=0,
+        metadata={
+            "help": (
+                "K scripted target labels: they orient the transfer and weight its reward model against one fit "
+                "to them (0: zero-shot)"
+            )
+        },
+    )
+    shot_epochs: int = field(
+        default=200,
+        metadata={
+            "help": (
+                "epochs of the reward model fit to the few-shot labels alone (the few-shot pair's second member, "
+                "or --labels shots)"
+            )
+        },
+    )
+    few_shot_rule: str = field(
+        default="stacking",
+        metadata={
+            "help": (
+                "the transfer's share of the few-shot reward (agents/pearl/few_shot.py: stacking, stacking-pure, "
+                "stacking-oriented)"
+            )
+        },
+    )
+    gw_method: str = field(
+        default="lowrank",
+        metadata={
+            "help": "Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)"
+        },
+    )
     gw_epsilon: float = 5e-3  # entropic regularisation of the GW solver
     gw_alpha: float = 0.9  # weight of the structure (GW) term; the rest on the shared arm features (1: plain GW)
     gw_rank: int = 32  # rank of the factored cost matrices (lowrank solver)
@@ -72,9 +132,31 @@ class PearlConfig(RunOptions):
     reward_epochs: int = 30  # epochs of reward-model training
     kl_weight: float = 0.01  # weight of the Gaussian reward model's KL term (RRL)
     iql_steps: int = 30000  # IQL gradient steps on the relabelled target data
-    iql_temperature: float = 3.0  # IQL's advantage temperature (0: behaviour cloning of the data IQL learns from, %BC with --iql-top)
-    iql_top: float = field(default=1.0, metadata={"help": "share of the target episodes, the best by learned return, that IQL learns from (1: all; 0.25: the top quarter, return-filtered as in %BC)"})
-    iql_episode_credit: float = field(default=1.0, metadata={"help": "share of each step's learned reward that IQL sees replaced by its episode's mean (1: each episode's learned return spread evenly over its steps, uniform return redistribution; 0: the learned reward per step, as in the paper)"})
+    iql_temperature: float = field(
+        default=3.0,
+        metadata={
+            "help": "IQL's advantage temperature (0: behaviour cloning of the data IQL learns from, %BC with --iql-top)"
+        },
+    )
+    iql_top: float = field(
+        default=1.0,
+        metadata={
+            "help": (
+                "share of the target episodes, the best by learned return, that IQL learns from (1: all; 0.25: "
+                "the top quarter, return-filtered as in %BC)"
+            )
+        },
+    )
+    iql_episode_credit: float = field(
+        default=1.0,
+        metadata={
+            "help": (
+                "share of each step's learned reward that IQL sees replaced by its episode's mean (1: each "
+                "episode's learned return spread evenly over its steps, uniform return redistribution; 0: the "
+                "learned reward per step, as in the paper)"
+            )
+        },
+    )
     eval_every: int = 10000  # evaluate the policy every this many steps
     eval_episodes: int = 10  # episodes per evaluation
     checkpoint_every: int = 5000  # save a checkpoint every this many steps
@@ -89,8 +171,20 @@ class PearlConfig(RunOptions):
         check_choice("labels", self.labels, LABEL_SOURCES)
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
         check_choice("few_shot_rule", self.few_shot_rule, SHARE_RULES)
-        check_positive(self, "shot_epochs", "episodes", "max_steps", "segment_length", "segments", "source_queries", "target_queries",
-                       "reward_epochs", "eval_episodes", "checkpoint_every", "eval_every")
+        check_positive(
+            self,
+            "shot_epochs",
+            "episodes",
+            "max_steps",
+            "segment_length",
+            "segments",
+            "source_queries",
+            "target_queries",
+            "reward_epochs",
+            "eval_episodes",
+            "checkpoint_every",
+            "eval_every",
+        )
         if self.few_shot_labels < 0:
             raise ValueError(f"few_shot_labels must be >= 0, got {self.few_shot_labels}")
         if self.labels == "shots" and self.few_shot_labels < 1:
@@ -125,11 +219,24 @@ def _episodes(cfg: PearlConfig, task: str, data: Path | None, run: Run, name: st
 
     env = make_env(env_id)
     bar = progress(total=cfg.episodes, desc=f"collect {task}")
-    episodes = collect(env, scripted_expert(env), cfg.episodes, NoiseSchedule(cfg.noise, cfg.epsilon), seed=seed,
-                       max_steps=cfg.max_steps, progress=lambda _: bar.update(1))
+    episodes = collect(
+        env,
+        scripted_expert(env),
+        cfg.episodes,
+        NoiseSchedule(cfg.noise, cfg.epsilon),
+        seed=seed,
+        max_steps=cfg.max_steps,
+        progress=lambda _: bar.update(1),
+    )
     bar.close()
-    write_dataset(path, episodes, env_id, env.observation_space, env.action_space,
-                  metadata={"noise": list(cfg.noise), "epsilon": list(cfg.epsilon), "max_steps": cfg.max_steps})
+    write_dataset(
+        path,
+        episodes,
+        env_id,
+        env.observation_space,
+        env.action_space,
+        metadata={"noise": list(cfg.noise), "epsilon": list(cfg.epsilon), "max_steps": cfg.max_steps},
+    )
     return episodes
 
 
@@ -143,7 +250,9 @@ def target_labels(cfg: PearlConfig, src, tgt, teacher: ScriptedTeacher, rng: np.
     s_first, s_second = sample_pairs(len(src), cfg.source_queries, rng)
     source = teacher.label(src.rewards, s_first, s_second, rng)
     t_first, t_second = sample_pairs(len(tgt), cfg.target_queries, rng)
-    truth = ScriptedTeacher(teacher.gamma, teacher.equal_threshold).label(tgt.rewards, t_first, t_second).label  # reporting only
+    truth = (
+        ScriptedTeacher(teacher.gamma, teacher.equal_threshold).label(tgt.rewards, t_first, t_second).label
+    )  # reporting only
     shots = None
     if cfg.few_shot_labels:
         shots = teacher.label(tgt.rewards, *sample_pairs(len(tgt), cfg.few_shot_labels, rng), rng)
@@ -165,8 +274,14 @@ def target_labels(cfg: PearlConfig, src, tgt, teacher: ScriptedTeacher, rng: np.
     if shots is not None:
         t_first, t_second = np.concatenate([t_first, shots.first]), np.concatenate([t_second, shots.second])
         labels = np.concatenate([labels, shots.label])
-    return {"first": t_first, "second": t_second, "label": labels, "accuracy": accuracy, "seconds": seconds,
-            **{k: np.float64(v) for k, v in confidence.items()}}
+    return {
+        "first": t_first,
+        "second": t_second,
+        "label": labels,
+        "accuracy": accuracy,
+        "seconds": seconds,
+        **{k: np.float64(v) for k, v in confidence.items()},
+    }
 
 
 def report_confidence(lab: dict) -> None:
@@ -187,8 +302,9 @@ def check_stored_labels(lab: dict, segments: int) -> None:
     target segments, a label in [0, 1] for each, and the reported numbers as scalars."""
     first, second, label = (np.asarray(lab[k]) for k in ("first", "second", "label"))
     if not (first.ndim == second.ndim == label.ndim == 1 and len(first) == len(second) == len(label)):
-        raise ValueError(f"first, second and label are not three arrays of one length: {first.shape}, {second.shape}, "
-                         f"{label.shape}")
+        raise ValueError(
+            f"first, second and label are not three arrays of one length: {first.shape}, {second.shape}, {label.shape}"
+        )
     if first.dtype.kind not in "iu" or second.dtype.kind not in "iu":
         raise ValueError(f"segment indices are {first.dtype} / {second.dtype}, not integers")
     if len(first) and (min(first.min(), second.min()) < 0 or max(first.max(), second.max()) >= segments):
@@ -204,7 +320,9 @@ def trains_few_shot_ensemble(labels: str, few_shot_labels: int) -> bool:
     return few_shot_labels > 0 and labels in ("cpa", "nn")
 
 
-def new_reward_model(reward_model: str, labels: str, few_shot_labels: int, obs_dim: int, act_dim: int) -> torch.nn.Module:
+def new_reward_model(
+    reward_model: str, labels: str, few_shot_labels: int, obs_dim: int, act_dim: int
+) -> torch.nn.Module:
     """The (untrained) reward model a run with these settings trains and checkpoints, to load its ``reward.pt`` into."""
     cls = REWARD_MODELS[reward_model]
     if trains_few_shot_ensemble(labels, few_shot_labels):
@@ -220,19 +338,23 @@ def run_segments(src_eps, tgt_eps, segment_length: int, count: int, seed: int):
     return src, sample_segments(tgt_eps, segment_length, count, rng), rng
 
 
-def heldout_accuracy(reward: torch.nn.Module, tgt_eps, segment_length: int, seed: int, noise_free: ScriptedTeacher,
-                     device) -> float:
+def heldout_accuracy(
+    reward: torch.nn.Module, tgt_eps, segment_length: int, seed: int, noise_free: ScriptedTeacher, device
+) -> float:
     """The reward model's preference accuracy against the noise-free target teacher on fresh segments and
     pairs (500 and 2000, drawn from ``seed``), the same for every run of that seed."""
     held = sample_segments(tgt_eps, segment_length, 500, np.random.default_rng(seed + 1))
     first, second = sample_pairs(len(held), 2000, np.random.default_rng(seed + 2))
-    return preference_accuracy(reward, held.observations, held.actions, noise_free.label(held.rewards, first, second),
-                               device)
+    return preference_accuracy(
+        reward, held.observations, held.actions, noise_free.label(held.rewards, first, second), device
+    )
 
 
 def run_pearl(cfg: PearlConfig) -> dict:
     shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
-    run, device = start_run(cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}")
+    run, device = start_run(
+        cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}"
+    )
     teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
 
     src_eps = _episodes(cfg, cfg.source_task, cfg.source_data, run, "source", seed=cfg.seed * 10_000)
@@ -256,12 +378,20 @@ def run_pearl(cfg: PearlConfig) -> dict:
         print(f"labelling target pairs with {cfg.labels} ...")
         lab = target_labels(cfg, src, tgt, teacher, rng, device)
         save_arrays(labels_path, lab)
-    print(f"target label accuracy ({cfg.labels}): {float(lab['accuracy']):.3f}; {len(lab['label'])} labelled pairs "
-          f"({cfg.few_shot_labels} few-shot)")
+    print(
+        f"target label accuracy ({cfg.labels}): {float(lab['accuracy']):.3f}; {len(lab['label'])} labelled pairs "
+        f"({cfg.few_shot_labels} few-shot)"
+    )
     report_confidence(lab)
     if "labels" not in stages:
-        run.logger.log(0, {"labels/accuracy": float(lab["accuracy"]), "labels/seconds": float(lab["seconds"]),
-                           **{f"labels/{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])}})
+        run.logger.log(
+            0,
+            {
+                "labels/accuracy": float(lab["accuracy"]),
+                "labels/seconds": float(lab["seconds"]),
+                **{f"labels/{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
+            },
+        )
         stage_done("labels")
     prefs = Preferences(lab["first"], lab["second"], lab["label"])
 
@@ -279,32 +409,61 @@ def run_pearl(cfg: PearlConfig) -> dict:
         train_cfg = RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight)
         log = lambda e, m: run.logger.log(e, m)  # noqa: E731
         if few_shot:
-            reward, scores = fit_few_shot(lambda: reward_cls(obs_dim, act_dim), tgt.observations, tgt.actions,
-                                          prefs.subset(slice(0, len(prefs) - k)), prefs.subset(slice(len(prefs) - k, None)),
-                                          train_cfg, cfg.shot_epochs, device=device, seed=cfg.seed, log=log,
-                                          rule=cfg.few_shot_rule)
-            print(f"few-shot reward: transfer model x {scores['weight_transfer']:.2f} + {k}-label model x "
-                  f"{scores['weight_shots']:.2f} (accuracy on the {k} labels: transfer {scores['accuracy_transfer']:.2f}, "
-                  f"labels alone {scores['accuracy_shots']:.2f} cross-validated)")
-            run.logger.log(0, {f"reward/few_shot_{name}": v for name, v in scores.items()
-                               if isinstance(v, float) and not np.isnan(v)})
+            reward, scores = fit_few_shot(
+                lambda: reward_cls(obs_dim, act_dim),
+                tgt.observations,
+                tgt.actions,
+                prefs.subset(slice(0, len(prefs) - k)),
+                prefs.subset(slice(len(prefs) - k, None)),
+                train_cfg,
+                cfg.shot_epochs,
+                device=device,
+                seed=cfg.seed,
+                log=log,
+                rule=cfg.few_shot_rule,
+            )
+            print(
+                f"few-shot reward: transfer model x {scores['weight_transfer']:.2f} + {k}-label model x "
+                f"{scores['weight_shots']:.2f} (accuracy on the {k} labels: "
+                f"transfer {scores['accuracy_transfer']:.2f}, "
+                f"labels alone {scores['accuracy_shots']:.2f} cross-validated)"
+            )
+            run.logger.log(
+                0,
+                {
+                    f"reward/few_shot_{name}": v
+                    for name, v in scores.items()
+                    if isinstance(v, float) and not np.isnan(v)
+                },
+            )
         else:
             if cfg.labels == "shots":
                 train_cfg.epochs = cfg.shot_epochs
             train_reward_model(reward, tgt.observations, tgt.actions, prefs, train_cfg, device, cfg.seed, log=log)
         save_checkpoint(reward_path, reward.state_dict())
-    reward_acc = heldout_accuracy(reward, tgt_eps, cfg.segment_length, cfg.seed,
-                                  ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold), device)
+    reward_acc = heldout_accuracy(
+        reward,
+        tgt_eps,
+        cfg.segment_length,
+        cfg.seed,
+        ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold),
+        device,
+    )
     print(f"reward model held-out preference accuracy vs target teacher: {reward_acc:.3f}")
     if "reward" not in stages:
         run.logger.log(0, {"reward/heldout_accuracy": reward_acc})
         stage_done("reward")
 
-    policy_stats = train_iql(cfg, run, reward, tgt_eps, obs_dim, act_dim, device, resumed if "iql" in resumed else None,
-                             stages)
-    summary = {"label_accuracy": float(lab["accuracy"]), "label_seconds": float(lab["seconds"]),
-               **{f"transfer_{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
-               "reward_heldout_accuracy": reward_acc, **policy_stats}
+    policy_stats = train_iql(
+        cfg, run, reward, tgt_eps, obs_dim, act_dim, device, resumed if "iql" in resumed else None, stages
+    )
+    summary = {
+        "label_accuracy": float(lab["accuracy"]),
+        "label_seconds": float(lab["seconds"]),
+        **{f"transfer_{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
+        "reward_heldout_accuracy": reward_acc,
+        **policy_stats,
+    }
     run.write_summary(summary)
     run.close()
     print(json.dumps(summary))
@@ -363,19 +522,32 @@ def iql_dataset(reward: torch.nn.Module, episodes, device, top: float = 1.0, cre
     return episodes, rewards
 
 
-def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_dim: int, device,
-              state: dict | None, stages: list[str]) -> dict:
+def train_iql(
+    cfg: PearlConfig,
+    run: Run,
+    reward,
+    episodes,
+    obs_dim: int,
+    act_dim: int,
+    device,
+    state: dict | None,
+    stages: list[str],
+) -> dict:
     """IQL on what ``iql_dataset`` makes of the target data under ``cfg``'s ``iql_top`` and
     ``iql_episode_credit``; ``state``: the checkpoint to continue from (None: start)."""
     everything = episodes
     episodes, rewards = iql_dataset(reward, episodes, device, cfg.iql_top, cfg.iql_episode_credit)
     kept: dict = {}
     if cfg.iql_top < 1:
-        kept = {"iql_episodes": len(episodes),
-                "iql_episodes_success": float(np.mean([bool(e.success) for e in episodes]))}  # reporting only
-        print(f"IQL learns from the best {len(episodes)} of {len(everything)} episodes by learned return "
-              f"(their true success rate: {kept['iql_episodes_success']:.2f}; all episodes: "
-              f"{np.mean([bool(e.success) for e in everything]):.2f})")
+        kept = {
+            "iql_episodes": len(episodes),
+            "iql_episodes_success": float(np.mean([bool(e.success) for e in episodes])),
+        }  # reporting only
+        print(
+            f"IQL learns from the best {len(episodes)} of {len(everything)} episodes by learned return "
+            f"(their true success rate: {kept['iql_episodes_success']:.2f}; all episodes: "
+            f"{np.mean([bool(e.success) for e in everything]):.2f})"
+        )
     buffer = TransitionBuffer(*transitions_from_episodes(episodes, rewards), device)
     agent = IQL(obs_dim, act_dim, IQLConfig(temperature=cfg.iql_temperature), device)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -391,7 +563,9 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
     bar = progress(total=cfg.iql_steps, initial=step, desc="IQL")
 
     def checkpoint() -> None:
-        run.save({"iql": agent.state_dict(), "generator": gen.get_state(), "step": step, "evals": evals, "stages": stages})
+        run.save(
+            {"iql": agent.state_dict(), "generator": gen.get_state(), "step": step, "evals": evals, "stages": stages}
+        )
 
     while step < cfg.iql_steps:
         run.stop(step, checkpoint)
@@ -402,10 +576,19 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
             run.logger.log(step, metrics)
         if step % cfg.eval_every == 0 or step == cfg.iql_steps:
             last_eval = evaluate(env, policy.act, cfg.eval_episodes, seed=10_000 + cfg.seed, max_steps=cfg.max_steps)
-            run.logger.log(step, {"eval/success_rate": last_eval["success_rate"],  # at any step (Meta-World's)
-                                  "eval/success_final": last_eval["success_final"], "eval/return": last_eval["return_mean"]})
+            run.logger.log(
+                step,
+                {
+                    "eval/success_rate": last_eval["success_rate"],  # at any step (Meta-World's)
+                    "eval/success_final": last_eval["success_final"],
+                    "eval/return": last_eval["return_mean"],
+                },
+            )
             evals.append((step, float(last_eval["success_rate"])))
-            bar.write(f"step {step}: success {last_eval['success_rate']:.2f} return {last_eval['return_mean']:.1f}")
+            bar.write(
+                f"step {step}: success {last_eval['success_rate']:.2f} return {last_eval['return_mean']:.1f} "
+                f"over {last_eval['episode_steps']:.0f} steps"
+            )
         if step % cfg.checkpoint_every == 0 or step == cfg.iql_steps:
             checkpoint()
     bar.close()
@@ -417,9 +600,15 @@ def train_iql(cfg: PearlConfig, run: Run, reward, episodes, obs_dim: int, act_di
         venv = make_env(f"embodied/{cfg.target_task}", render_mode="rgb_array", render_width=128, render_height=128)
         frames = [record_episode(venv, policy.act, seed=20_000 + i, max_steps=cfg.max_steps)[0] for i in range(4)]
         write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
-    return {**kept, "success_rate": last_eval["success_rate"], "return_mean": last_eval["return_mean"], "iql_steps": step,
-            "success_late_mean": late_mean(evals, cfg.iql_steps, last_eval["success_rate"]),
-            "success_curve": [list(e) for e in evals]}
+    return {
+        **kept,
+        "success_rate": last_eval["success_rate"],
+        "return_mean": last_eval["return_mean"],
+        "episode_steps": last_eval["episode_steps"],  # what return_mean sums over
+        "iql_steps": step,
+        "success_late_mean": late_mean(evals, cfg.iql_steps, last_eval["success_rate"]),
+        "success_curve": [list(e) for e in evals],
+    }
 
 
 def late_mean(evals: list[tuple[int, float]], steps: int, fallback: float) -> float:

@@ -18,7 +18,7 @@ over the clean embeddings' variance: 0 is invariance, 2 is as far as two unrelat
 and the discriminator's accuracy (0.5: target embeddings are inside the source support).
 
     embodied train repo ... --run-name src          # train on clean pixels
-    python -m agents.repo.adapt --source-run runs/src --target-variant distractor
+    embodied adapt --source-run runs/src --target-variant distractor [--axes color,camera]
 """
 
 from __future__ import annotations
@@ -78,8 +78,9 @@ class AdaptConfig:
     run_name: str | None = None  # run directory name (None: adapt-<source run>-to-<variant>)
 
     def __post_init__(self):
-        check_positive(self, "collect_episodes", "batch_size", "seq_len", "eval_episodes", "probe_pairs",
-                       "encoder_lr", "disc_lr")
+        check_positive(
+            self, "collect_episodes", "batch_size", "seq_len", "eval_episodes", "probe_pairs", "encoder_lr", "disc_lr"
+        )
         check_choice("target_variant", self.target_variant, ("distractor", "pixels"))
         check_distraction_options(self, self.target_variant)
         for name in ("steps", "calibration_pairs", "calib_coef", "align_coef", "kl_coef", "eval_every"):
@@ -96,12 +97,15 @@ class SupportAligner(nn.Module):
         self.log_tau = mlp(embed_dim, 1, hidden, layers=3)
         self.u = nn.Parameter(torch.tensor(1.0))
 
-    def step(self, src: torch.Tensor, tgt: torch.Tensor, opt: torch.optim.Optimizer, u_opt: torch.optim.Optimizer) -> dict:
+    def step(
+        self, src: torch.Tensor, tgt: torch.Tensor, opt: torch.optim.Optimizer, u_opt: torch.optim.Optimizer
+    ) -> dict:
         """Train the discriminator (tau-weighted source = 1, target = 0), tau, and its dual variable."""
         tau = self.log_tau(src).exp().squeeze(-1)
         d_src, d_tgt = self.disc(src).squeeze(-1), self.disc(tgt).squeeze(-1)
-        disc_loss = (tau.detach() * F.binary_cross_entropy_with_logits(d_src, torch.ones_like(d_src), reduction="none")).mean() \
-            + F.binary_cross_entropy_with_logits(d_tgt, torch.zeros_like(d_tgt))
+        disc_loss = (
+            tau.detach() * F.binary_cross_entropy_with_logits(d_src, torch.ones_like(d_src), reduction="none")
+        ).mean() + F.binary_cross_entropy_with_logits(d_tgt, torch.zeros_like(d_tgt))
         # tau puts source mass where the discriminator thinks "target-like" (low d): min E[tau d] s.t. E[tau] = 1
         tau_loss = (tau * d_src.detach()).mean() + self.u.detach() * (tau.mean() - 1)
         opt.zero_grad()
@@ -112,19 +116,27 @@ class SupportAligner(nn.Module):
         u_loss.backward()
         u_opt.step()
         accuracy = 0.5 * ((d_src > 0).float().mean() + (d_tgt < 0).float().mean())
-        return {"adapt/disc_loss": disc_loss.item(), "adapt/tau_mean": tau.mean().item(),
-                "adapt/disc_accuracy": accuracy.item()}
+        return {
+            "adapt/disc_loss": disc_loss.item(),
+            "adapt/tau_mean": tau.mean().item(),
+            "adapt/disc_accuracy": accuracy.item(),
+        }
 
 
 @torch.no_grad()
 def embed_frames(encoder: nn.Module, frames: np.ndarray, device, batch: int = 256) -> torch.Tensor:
     """``encoder`` over uint8 frames ``(N, H, W, 3)``, ``batch`` at a time (no gradient)."""
-    return torch.cat([encoder(preprocess(torch.as_tensor(frames[i:i + batch], device=device)))
-                      for i in range(0, len(frames), batch)])
+    return torch.cat(
+        [
+            encoder(preprocess(torch.as_tensor(frames[i : i + batch], device=device)))
+            for i in range(0, len(frames), batch)
+        ]
+    )
 
 
-def paired_embedding_error(encoder: nn.Module, source_encoder: nn.Module, distracted: np.ndarray, clean: np.ndarray,
-                           device) -> float:
+def paired_embedding_error(
+    encoder: nn.Module, source_encoder: nn.Module, distracted: np.ndarray, clean: np.ndarray, device
+) -> float:
     """Mean squared distance of ``encoder(distracted)`` from ``source_encoder(clean)``, over the clean
     embeddings' total variance (0: the distractors change nothing; 2: as far as two unrelated clean frames)."""
     target = embed_frames(source_encoder, clean, device)
@@ -138,7 +150,9 @@ def embed_replay(encoder: nn.Module, replay: SequenceReplay, device) -> Sequence
     once, not at every step (a fifth of a step on a CPU: 1.83 -> 1.50 s at 16 x 32, 1 thread)."""
     embedded = SequenceReplay(replay.capacity_steps)
     for episode in replay.episodes:
-        embedded.add_episode(embed_frames(encoder, episode["obs"], device).cpu().numpy(), episode["act"], episode["rew"])
+        embedded.add_episode(
+            embed_frames(encoder, episode["obs"], device).cpu().numpy(), episode["act"], episode["rew"]
+        )
     return embedded
 
 
@@ -150,7 +164,9 @@ def load_source(source_run: Path, device) -> tuple[RePoConfig, RePoAgent, Sequen
     with restoring(path, fix="point --source-run at a run of `embodied train repo`"):
         # adaptation trains the encoder alone, eagerly: a source trained with --cuda-graph loads on any device
         cfg = dataclasses.replace(config_from_dict(RePoConfig, state["config"]), cuda_graph=False)
-        env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, **distraction_options(cfg))
+        env = make_pixel_env(
+            cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, **distraction_options(cfg)
+        )
         agent = build_agent(cfg, env.action_space.shape[0], device)
         agent.load_state_dict(state["agent"])
         replay = SequenceReplay()
@@ -158,10 +174,17 @@ def load_source(source_run: Path, device) -> tuple[RePoConfig, RePoAgent, Sequen
     return cfg, agent, replay
 
 
-def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceReplay, cfg: AdaptConfig,
-                  rng: np.random.Generator, log=None, calibration: tuple[np.ndarray, np.ndarray] | None = None,
-                  source_encoder: nn.Module | None = None,
-                  evaluate: Callable[[int], None] | None = None) -> dict[str, float]:
+def adapt_encoder(
+    agent: RePoAgent,
+    source: SequenceReplay,
+    target: SequenceReplay,
+    cfg: AdaptConfig,
+    rng: np.random.Generator,
+    log=None,
+    calibration: tuple[np.ndarray, np.ndarray] | None = None,
+    source_encoder: nn.Module | None = None,
+    evaluate: Callable[[int], None] | None = None,
+) -> dict[str, float]:
     """Train ``agent.model.encoder`` only; every other parameter is left exactly as it was.
 
     ``calibration``: paired (distracted, clean) uint8 frames ``(N, H, W, 3)`` for the calibration term.
@@ -177,20 +200,28 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
     source_encoder.requires_grad_(False)
     if calibration is not None:
         if len(calibration[0]) != len(calibration[1]) or len(calibration[0]) == 0:
-            raise ValueError(f"calibration needs the same positive number of distracted and clean frames, got "
-                             f"{len(calibration[0])} and {len(calibration[1])}")
+            raise ValueError(
+                f"calibration needs the same positive number of distracted and clean frames, got "
+                f"{len(calibration[0])} and {len(calibration[1])}"
+            )
         calib_d = torch.as_tensor(calibration[0], device=device)
         calib_target = embed_frames(source_encoder, calibration[1], device)
-        calib_scale = calib_target.var(0).sum().clamp_min(1e-8) if len(calib_target) > 1 else torch.ones((), device=device)
+        calib_scale = (
+            calib_target.var(0).sum().clamp_min(1e-8) if len(calib_target) > 1 else torch.ones((), device=device)
+        )
     source_embeddings = embed_replay(source_encoder, source, device)
     aligner = SupportAligner(model.encoder.out_dim).to(device)
     enc_opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.encoder_lr)
     disc_opt = torch.optim.Adam(list(aligner.disc.parameters()) + list(aligner.log_tau.parameters()), lr=cfg.disc_lr)
     u_opt = torch.optim.Adam([aligner.u], lr=cfg.disc_lr)
-    frozen_parts = [model.rssm, model.reward_head, agent.behavior] + ([model.decoder] if model.decoder is not None else [])
+    frozen_parts = [model.rssm, model.reward_head, agent.behavior] + (
+        [model.decoder] if model.decoder is not None else []
+    )
     bar = progress(total=cfg.steps, desc="adapt encoder")
     for step in range(cfg.steps):
-        src_embed = torch.as_tensor(source_embeddings.sample(cfg.batch_size, cfg.seq_len, rng)[0], device=device).flatten(0, 1)
+        src_embed = torch.as_tensor(
+            source_embeddings.sample(cfg.batch_size, cfg.seq_len, rng)[0], device=device
+        ).flatten(0, 1)
         tgt_obs, tgt_act, _ = target.sample(cfg.batch_size, cfg.seq_len, rng)  # rewards unused
         tgt_obs, tgt_act = torch.as_tensor(tgt_obs, device=device), torch.as_tensor(tgt_act, device=device)
         tgt_embed_seq = model.encoder(preprocess(tgt_obs))
@@ -199,12 +230,17 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
             d_tgt = aligner.disc(tgt_embed_seq.flatten(0, 1)).squeeze(-1)
             align_loss = F.binary_cross_entropy_with_logits(d_tgt, torch.ones_like(d_tgt))
             states = model.rssm.observe(tgt_embed_seq[:, 1:], tgt_act)
-            kl = normal_kl(states["post_mean"], states["post_std"],
-                           states["prior_mean"], states["prior_std"]).sum(-1).mean()
+            kl = (
+                normal_kl(states["post_mean"], states["post_std"], states["prior_mean"], states["prior_std"])
+                .sum(-1)
+                .mean()
+            )
             loss = cfg.align_coef * align_loss + cfg.kl_coef * kl
             if calibration is not None:
                 pick = torch.as_tensor(rng.choice(len(calib_d), min(64, len(calib_d)), replace=False), device=device)
-                calib = (model.encoder(preprocess(calib_d[pick])) - calib_target[pick]).pow(2).sum(-1).mean() / calib_scale
+                calib = (model.encoder(preprocess(calib_d[pick])) - calib_target[pick]).pow(2).sum(
+                    -1
+                ).mean() / calib_scale
                 loss = loss + cfg.calib_coef * calib
                 metrics["adapt/calibration"] = calib.item()
         enc_opt.zero_grad()
@@ -221,7 +257,9 @@ def adapt_encoder(agent: RePoAgent, source: SequenceReplay, target: SequenceRepl
     return metrics
 
 
-def split_pairs(lengths: list[int], calibration: int, probe: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def split_pairs(
+    lengths: list[int], calibration: int, probe: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Frame indices (into the episodes concatenated) for calibration and for the held-out probe.
 
     Calibration frames come from the first episodes, as few as hold ``calibration`` frames; the probe
@@ -230,8 +268,10 @@ def split_pairs(lengths: list[int], calibration: int, probe: int, rng: np.random
     starts = np.concatenate([[0], np.cumsum(lengths)])
     used = int(np.searchsorted(starts, calibration)) if calibration else 0  # episodes the calibration draws on
     if used >= len(lengths):
-        raise EmbodiedError(f"--calibration-pairs {calibration} needs frames from every collected episode "
-                            f"({starts[-1]} frames in {len(lengths)}); collect more episodes or use fewer pairs")
+        raise EmbodiedError(
+            f"--calibration-pairs {calibration} needs frames from every collected episode "
+            f"({starts[-1]} frames in {len(lengths)}); collect more episodes or use fewer pairs"
+        )
     calib = rng.choice(starts[used], calibration, replace=False) if calibration else np.zeros(0, int)
     rest = np.arange(starts[used], starts[-1])
     return calib, rng.choice(rest, min(probe, len(rest)), replace=False)
@@ -244,16 +284,21 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     src_cfg, agent, source = load_source(cfg.source_run, device)
     name = cfg.run_name or f"adapt-{Path(cfg.source_run).name}-to-{variant_label(cfg, cfg.target_variant)}"
     run = Run(cfg.run_dir, name, config=cfg, resume=True)
-    env = make_pixel_env(src_cfg.task, cfg.target_variant, src_cfg.max_episode_steps, src_cfg.action_repeat,
-                         **distraction_options(cfg))
+    env = make_pixel_env(
+        src_cfg.task, cfg.target_variant, src_cfg.max_episode_steps, src_cfg.action_repeat, **distraction_options(cfg)
+    )
     rng = np.random.default_rng(cfg.seed)
     eval_seed = 30_000_000 + cfg.seed
-    clean_env = make_pixel_env(src_cfg.task, src_cfg.variant, src_cfg.max_episode_steps, src_cfg.action_repeat,
-                               **distraction_options(src_cfg))
+    clean_env = make_pixel_env(
+        src_cfg.task, src_cfg.variant, src_cfg.max_episode_steps, src_cfg.action_repeat, **distraction_options(src_cfg)
+    )
     ceiling = evaluate_agent(clean_env, agent, cfg.eval_episodes, seed=eval_seed)  # the source's own pixels
     before = evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed)
-    print(f"on {src_cfg.variant} (ceiling): return {ceiling['return_mean']:.1f} success {ceiling['success_rate']:.2f}; "
-          f"{cfg.target_variant} before adaptation: return {before['return_mean']:.1f} success {before['success_rate']:.2f}")
+    print(
+        f"on {src_cfg.variant} (ceiling): return {ceiling['return_mean']:.1f} success {ceiling['success_rate']:.2f}; "
+        f"{cfg.target_variant} before adaptation: return {before['return_mean']:.1f} "
+        f"success {before['success_rate']:.2f}"
+    )
     target, distracted, clean = SequenceReplay(), [], []
     for i in range(cfg.collect_episodes):
         pairs: list = []
@@ -277,8 +322,13 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     def record(step: int, result: dict) -> None:
         """A point of the curve, also in metrics.jsonl (with the ceiling): a run stopped early still reports."""
         curve.append(point(step, result))
-        run.logger.log(step, {"eval/ceiling_return": ceiling["return_mean"],
-                              **{f"eval/{k}": v for k, v in curve[-1].items() if k != "step"}})
+        run.logger.log(
+            step,
+            {
+                "eval/ceiling_return": ceiling["return_mean"],
+                **{f"eval/{k}": v for k, v in curve[-1].items() if k != "step"},
+            },
+        )
 
     def evaluate(step: int) -> None:
         record(step, evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed))
@@ -286,19 +336,39 @@ def run_adapt(cfg: AdaptConfig) -> dict:
 
     record(0, before)
 
-    last = adapt_encoder(agent, source, target, cfg, rng, log=lambda s, m: run.logger.log(s, m),
-                         calibration=(distracted[calib], clean[calib]) if len(calib) else None,
-                         source_encoder=source_encoder, evaluate=evaluate)
+    last = adapt_encoder(
+        agent,
+        source,
+        target,
+        cfg,
+        rng,
+        log=lambda s, m: run.logger.log(s, m),
+        calibration=(distracted[calib], clean[calib]) if len(calib) else None,
+        source_encoder=source_encoder,
+        evaluate=evaluate,
+    )
     record(cfg.steps, evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed))
     after, closed = {k: curve[-1][k] for k in before}, curve[-1]["gap_closed"]
     error_before, error_after = curve[0]["embedding_error"], curve[-1]["embedding_error"]
-    print(f"after adaptation: return {after['return_mean']:.1f} success {after['success_rate']:.2f} "
-          f"(gap to the ceiling closed: {closed:.0%}); paired embedding error {error_before:.3f} -> {error_after:.3f}; "
-          f"discriminator accuracy {last['adapt/disc_accuracy']:.2f}")
-    summary = {"source_run": str(cfg.source_run), "target_variant": cfg.target_variant, "ceiling": ceiling,
-               "before": before, "after": after, "gap_closed": closed, "steps": cfg.steps,
-               "calibration_pairs": int(len(calib)), "embedding_error_before": error_before,
-               "embedding_error_after": error_after, "disc_accuracy": last["adapt/disc_accuracy"], "curve": curve}
+    print(
+        f"after adaptation: return {after['return_mean']:.1f} success {after['success_rate']:.2f} "
+        f"(gap to the ceiling closed: {closed:.0%}); paired embedding error {error_before:.3f} -> {error_after:.3f}; "
+        f"discriminator accuracy {last['adapt/disc_accuracy']:.2f}"
+    )
+    summary = {
+        "source_run": str(cfg.source_run),
+        "target_variant": cfg.target_variant,
+        "ceiling": ceiling,
+        "before": before,
+        "after": after,
+        "gap_closed": closed,
+        "steps": cfg.steps,
+        "calibration_pairs": int(len(calib)),
+        "embedding_error_before": error_before,
+        "embedding_error_after": error_after,
+        "disc_accuracy": last["adapt/disc_accuracy"],
+        "curve": curve,
+    }
     run.write_summary(summary)
     save_checkpoint(run.path("encoder.pt"), agent.model.encoder.state_dict())  # atomic, loads with weights_only
     run.close()
@@ -306,15 +376,11 @@ def run_adapt(cfg: AdaptConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    run_adapt(parse_config(AdaptConfig, sys.argv[1:] if argv is None else argv, prog="python -m agents.repo.adapt"))
+    run_adapt(parse_config(AdaptConfig, sys.argv[1:] if argv is None else argv, prog="embodied adapt"))
     return 0
 
 
-if __name__ == "__main__":
-    from embodied.errors import EmbodiedError as _E
+if __name__ == "__main__":  # python -m agents.repo.adapt: the same as embodied adapt
+    from embodied.cli import main as cli_main
 
-    try:
-        sys.exit(main())
-    except _E as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(cli_main(["adapt", *sys.argv[1:]]))

@@ -8,13 +8,19 @@ import torch
 from agents.repo.behavior import Behavior, BehaviorConfig
 from agents.repo.networks import preprocess
 from agents.repo.world_model import WorldModel, WorldModelConfig
-from embodied.cuda_graph import GraphedUpdate, set_capturable
+from agents.repo.cuda_graph import GraphedUpdate, set_capturable
 
 
 class RePoAgent:
-    def __init__(self, act_dim: int, wm_cfg: WorldModelConfig = WorldModelConfig(),
-                 beh_cfg: BehaviorConfig = BehaviorConfig(), device="cpu", expl_noise: float = 0.0,
-                 cuda_graph: bool = False):
+    def __init__(
+        self,
+        act_dim: int,
+        wm_cfg: WorldModelConfig = WorldModelConfig(),
+        beh_cfg: BehaviorConfig = BehaviorConfig(),
+        device="cpu",
+        expl_noise: float = 0.0,
+        cuda_graph: bool = False,
+    ):
         self.device = torch.device(device)
         if cuda_graph and self.device.type != "cuda":
             raise ValueError(f"--cuda-graph needs a CUDA device, got {self.device}")
@@ -26,8 +32,13 @@ class RePoAgent:
         self._graph: GraphedUpdate | None = None  # captured at the first update
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
-        opts = [self.model.opt, self.model.beta_opt, self.model.probe_opt, self.behavior.actor_opt,
-                self.behavior.critic_opt]
+        opts = [
+            self.model.opt,
+            self.model.beta_opt,
+            self.model.probe_opt,
+            self.behavior.actor_opt,
+            self.behavior.critic_opt,
+        ]
         return [opt for opt in opts if opt is not None]
 
     def _update(self, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -62,10 +73,15 @@ class RePoAgent:
         return dict(zip(metrics, values))
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "behavior": self.behavior.state_dict(),
-                "model_opt": self.model.opt.state_dict(), "beta_opt": self.model.beta_opt.state_dict(),
-                "probe_opt": self.model.probe_opt.state_dict() if self.model.probe_opt else None,
-                "actor_opt": self.behavior.actor_opt.state_dict(), "critic_opt": self.behavior.critic_opt.state_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "behavior": self.behavior.state_dict(),
+            "model_opt": self.model.opt.state_dict(),
+            "beta_opt": self.model.beta_opt.state_dict(),
+            "probe_opt": self.model.probe_opt.state_dict() if self.model.probe_opt else None,
+            "actor_opt": self.behavior.actor_opt.state_dict(),
+            "critic_opt": self.behavior.critic_opt.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -81,12 +97,22 @@ class RePoAgent:
         self._graph = None
 
 
-def run_episode(env, agent: RePoAgent, seed: int, explore: bool, rng: np.random.Generator | None = None,
-                random_policy: bool = False, frames: list | None = None, clean: list | None = None):
-    """One episode; returns (obs (T+1,...), act (T, A), rew (T,), success).
+def run_episode(
+    env,
+    agent: RePoAgent,
+    seed: int,
+    explore: bool,
+    rng: np.random.Generator | None = None,
+    random_policy: bool = False,
+    frames: list | None = None,
+    clean: list | None = None,
+    finals: list | None = None,
+):
+    """One episode; returns (obs (T+1,...), act (T, A), rew (T,), success at any step).
 
     ``frames`` gets the rendered video frames, ``clean`` each observation without its distractor
-    background (``clean_pixels``), aligned with the returned observations.
+    background (``clean_pixels``), aligned with the returned observations; ``finals`` the success of
+    the last step (what Stable-Baselines3's evaluation counts).
     """
     obs, _ = env.reset(seed=seed)
     state = agent.initial_state()
@@ -108,10 +134,19 @@ def run_episode(env, agent: RePoAgent, seed: int, explore: bool, rng: np.random.
         rewards.append(reward)
         success = success or bool(info.get("success", False))
         done = terminated or truncated
+    if finals is not None:
+        finals.append(bool(info.get("success", False)))
     return np.stack(observations), np.stack(actions).astype(np.float32), np.asarray(rewards, np.float32), success
 
 
 def evaluate_agent(env, agent: RePoAgent, episodes: int, seed: int) -> dict[str, float]:
-    runs = [run_episode(env, agent, seed + i, explore=False) for i in range(episodes)]
+    """Return and success over seeded episodes: ``success_rate`` at any step (Meta-World's), ``success_final``
+    at the last step."""
+    finals: list[bool] = []
+    runs = [run_episode(env, agent, seed + i, explore=False, finals=finals) for i in range(episodes)]
     returns = [float(r[2].sum()) for r in runs]
-    return {"return_mean": float(np.mean(returns)), "success_rate": float(np.mean([r[3] for r in runs]))}
+    return {
+        "return_mean": float(np.mean(returns)),
+        "success_rate": float(np.mean([r[3] for r in runs])),
+        "success_final": float(np.mean(finals)),
+    }

@@ -134,6 +134,10 @@ class Behavior(nn.Module):
         nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.grad_clip)
         self.critic_opt.step()
         soft_update(self.slow_critic, self.critic, cfg.slow_critic_tau)
-        return {"behavior/actor_loss": actor_loss.detach(), "behavior/critic_loss": critic_loss.detach(),
-                "behavior/imagined_return": returns.detach().mean(), "behavior/entropy": entropy.detach().mean(),
-                "behavior/return_scale": scale.detach()}
+        return {
+            "behavior/actor_loss": actor_loss.detach(),
+            "behavior/critic_loss": critic_loss.detach(),
+            "behavior/imagined_return": returns.detach().mean(),
+            "behavior/entropy": entropy.detach().mean(),
+            "behavior/return_scale": scale.detach(),
+        }

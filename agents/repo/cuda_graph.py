@@ -39,8 +39,10 @@ class _TrainingState:
 
     def __init__(self, modules: Sequence[nn.Module], optimizers: Sequence[torch.optim.Optimizer]):
         self.tensors = [(t, t.detach().clone()) for m in modules for t in (*m.parameters(), *m.buffers())]
-        self.opt_states = [(opt, {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()}
-                                  for p, s in opt.state.items()}) for opt in optimizers]
+        self.opt_states = [
+            (opt, {p: {k: v.clone() if torch.is_tensor(v) else v for k, v in s.items()} for p, s in opt.state.items()})
+            for opt in optimizers
+        ]
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -65,8 +67,14 @@ class GraphedUpdate:
     then replays it.
     """
 
-    def __init__(self, fn: Callable[..., dict[str, torch.Tensor]], modules: Sequence[nn.Module],
-                 optimizers: Sequence[torch.optim.Optimizer], device: torch.device, warmup: int = 2):
+    def __init__(
+        self,
+        fn: Callable[..., dict[str, torch.Tensor]],
+        modules: Sequence[nn.Module],
+        optimizers: Sequence[torch.optim.Optimizer],
+        device: torch.device,
+        warmup: int = 2,
+    ):
         device = torch.device(device)
         if device.type != "cuda":
             raise ValueError(f"a CUDA graph needs a CUDA device, got {device}")

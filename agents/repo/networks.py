@@ -12,7 +12,7 @@ from embodied.nets import mlp
 
 
 # Gaussian densities written out as torch.distributions computes them, without its argument checks: each
-# check is a host synchronisation on a GPU, which a captured update (embodied.cuda_graph) may not contain.
+# check is a host synchronisation on a GPU, which a captured update (agents.repo.cuda_graph) may not contain.
 HALF_LOG_2PI = math.log(math.sqrt(2 * math.pi))
 
 
@@ -44,9 +44,16 @@ class ConvEncoder(nn.Module):
     def __init__(self, depth: int = 32):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, depth, 4, 2), nn.ELU(inplace=True), nn.Conv2d(depth, 2 * depth, 4, 2), nn.ELU(inplace=True),
-            nn.Conv2d(2 * depth, 4 * depth, 4, 2), nn.ELU(inplace=True), nn.Conv2d(4 * depth, 8 * depth, 4, 2),
-            nn.ELU(inplace=True), nn.Flatten())
+            nn.Conv2d(3, depth, 4, 2),
+            nn.ELU(inplace=True),
+            nn.Conv2d(depth, 2 * depth, 4, 2),
+            nn.ELU(inplace=True),
+            nn.Conv2d(2 * depth, 4 * depth, 4, 2),
+            nn.ELU(inplace=True),
+            nn.Conv2d(4 * depth, 8 * depth, 4, 2),
+            nn.ELU(inplace=True),
+            nn.Flatten(),
+        )
         self.net.to(memory_format=torch.channels_last)
         self.out_dim = 8 * depth * 2 * 2
 
@@ -63,9 +70,14 @@ class ConvDecoder(nn.Module):
         super().__init__()
         self.fc = nn.Linear(feat_dim, 32 * depth)
         self.net = nn.Sequential(
-            nn.ConvTranspose2d(32 * depth, 4 * depth, 5, 2), nn.ELU(inplace=True),
-            nn.ConvTranspose2d(4 * depth, 2 * depth, 5, 2), nn.ELU(inplace=True),
-            nn.ConvTranspose2d(2 * depth, depth, 6, 2), nn.ELU(inplace=True), nn.ConvTranspose2d(depth, 3, 6, 2))
+            nn.ConvTranspose2d(32 * depth, 4 * depth, 5, 2),
+            nn.ELU(inplace=True),
+            nn.ConvTranspose2d(4 * depth, 2 * depth, 5, 2),
+            nn.ELU(inplace=True),
+            nn.ConvTranspose2d(2 * depth, depth, 6, 2),
+            nn.ELU(inplace=True),
+            nn.ConvTranspose2d(depth, 3, 6, 2),
+        )
         self.net.to(memory_format=torch.channels_last)  # as the encoder: faster on the CPU
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
@@ -80,8 +92,9 @@ class ConvDecoder(nn.Module):
 class RSSM(nn.Module):
     """Recurrent state-space model: deterministic GRU state ``h`` (200) and Gaussian stochastic ``z`` (30)."""
 
-    def __init__(self, embed_dim: int, act_dim: int, deter: int = 200, stoch: int = 30, hidden: int = 200,
-                 min_std: float = 0.1):
+    def __init__(
+        self, embed_dim: int, act_dim: int, deter: int = 200, stoch: int = 30, hidden: int = 200, min_std: float = 0.1
+    ):
         super().__init__()
         self.deter, self.stoch, self.min_std = deter, stoch, min_std
         self.inp = nn.Sequential(nn.Linear(stoch + act_dim, hidden), nn.ELU())
@@ -116,8 +129,8 @@ class RSSM(nn.Module):
         """
         h, z = self.initial(embeds.shape[0], embeds.device)
         first, rest = self.post_net[0], self.post_net[1:]
-        embed_part = F.linear(embeds, first.weight[:, self.deter:], first.bias)
-        h_weight = first.weight[:, :self.deter]
+        embed_part = F.linear(embeds, first.weight[:, self.deter :], first.bias)
+        h_weight = first.weight[:, : self.deter]
         out = {k: [] for k in ("h", "z", "prior_mean", "prior_std", "post_mean", "post_std")}
         for t in range(actions.shape[1]):
             h, _, prior_mean, prior_std = self.img_step(h, z, actions[:, t])

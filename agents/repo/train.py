@@ -40,10 +40,19 @@ class RePoConfig(RunOptions):
     task: str = "reach-v3"  # Meta-World task, rendered from pixels
     variant: str = field(default="pixels", metadata={"help": "pixels or distractor"})
     mode: str = field(default="repo", metadata={"help": "repo or dreamer"})
-    axes: str | None = field(default=None, metadata={"help": "distractor variant: the axes that vary, comma-separated "
-                             "from background,color,camera,lighting (default: background)"})
-    difficulty: float | None = field(default=None, metadata={"help": "distractor variant: strength in [0, 1] (default 1)"})
-    background: str | None = field(default=None, metadata={"help": "distractor variant: noise or shapes (default noise)"})
+    axes: str | None = field(
+        default=None,
+        metadata={
+            "help": "distractor variant: the axes that vary, comma-separated "
+            "from background,color,camera,lighting (default: background)"
+        },
+    )
+    difficulty: float | None = field(
+        default=None, metadata={"help": "distractor variant: strength in [0, 1] (default 1)"}
+    )
+    background: str | None = field(
+        default=None, metadata={"help": "distractor variant: noise or shapes (default noise)"}
+    )
     total_steps: int = 500_000  # environment steps (before action repeat)
     max_episode_steps: int = 500  # steps per episode (before action repeat)
     action_repeat: int = 2  # environment steps per agent action
@@ -54,38 +63,81 @@ class RePoConfig(RunOptions):
     seq_len: int = 50  # steps per training sequence
     target_kl: float = 3.0  # KL budget (nats) that the dual variable beta enforces
     init_beta: float = 1e-5  # initial value of the dual variable beta
-    beta_lr: float = field(default=1e-4, metadata={"help": "dual ascent step on log beta (Adam); the authors' 1e-4 "
-                                                          "suits ~1e5 updates, a short run needs ~1e-2"})
-    reward_scale: float = field(default=0.1, metadata={"help": "rewards as the model sees them; Meta-World's "
-                                                                "per-step [0, 10] to the [0, 1] of the DMC tasks the "
-                                                                "hyperparameters were tuned on"})
-    expl_noise: float = field(default=0.0, metadata={"help": "Gaussian action noise while collecting, on top of the "
-                                                              "stochastic actor (the authors use 0, Dreamer v1 0.3)"})
-    probe_decoder: bool = field(default=False, metadata={"help": "RePo: train a reconstruction probe on detached features"})
+    beta_lr: float = field(
+        default=1e-4,
+        metadata={
+            "help": "dual ascent step on log beta (Adam); the authors' 1e-4 suits ~1e5 updates, a short run needs ~1e-2"
+        },
+    )
+    reward_scale: float = field(
+        default=0.1,
+        metadata={
+            "help": "rewards as the model sees them; Meta-World's "
+            "per-step [0, 10] to the [0, 1] of the DMC tasks the "
+            "hyperparameters were tuned on"
+        },
+    )
+    expl_noise: float = field(
+        default=0.0,
+        metadata={
+            "help": "Gaussian action noise while collecting, on top of the "
+            "stochastic actor (the authors use 0, Dreamer v1 0.3)"
+        },
+    )
+    probe_decoder: bool = field(
+        default=False, metadata={"help": "RePo: train a reconstruction probe on detached features"}
+    )
     eval_every: int = 10_000  # evaluate every this many environment steps
     eval_episodes: int = 5  # episodes per evaluation
     checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps
     compile: bool = field(default=False, metadata={"help": "torch.compile the encoder (GPU)"})
     amp: bool = field(default=False, metadata={"help": "bfloat16 mixed precision for the forward passes (GPU)"})
-    cuda_graph: bool = field(default=False, metadata={"help": "capture one update as a CUDA graph and replay it "
-                                                              "(GPU; the small-batch update is launch-bound)"})
-    RESUMABLE = RunOptions.RESUMABLE + ("total_steps", "eval_every", "eval_episodes", "checkpoint_every", "compile",
-                                        "amp", "cuda_graph")
+    cuda_graph: bool = field(
+        default=False,
+        metadata={
+            "help": "capture one update as a CUDA graph and replay it (GPU; the small-batch update is launch-bound)"
+        },
+    )
+    RESUMABLE = RunOptions.RESUMABLE + (
+        "total_steps",
+        "eval_every",
+        "eval_episodes",
+        "checkpoint_every",
+        "compile",
+        "amp",
+        "cuda_graph",
+    )
 
     def __post_init__(self):
         check_choice("variant", self.variant, ("pixels", "distractor"))
         check_choice("mode", self.mode, MODES)
         check_distraction_options(self, self.variant)
-        check_positive(self, "init_beta", "beta_lr", "target_kl", "reward_scale", "total_steps", "max_episode_steps",
-                       "action_repeat", "train_every", "train_steps", "batch_size", "seq_len", "eval_every",
-                       "eval_episodes", "checkpoint_every")
+        check_positive(
+            self,
+            "init_beta",
+            "beta_lr",
+            "target_kl",
+            "reward_scale",
+            "total_steps",
+            "max_episode_steps",
+            "action_repeat",
+            "train_every",
+            "train_steps",
+            "batch_size",
+            "seq_len",
+            "eval_every",
+            "eval_episodes",
+            "checkpoint_every",
+        )
         if self.cuda_graph and self.compile:
             raise ValueError("choose --cuda-graph or --compile, not both (the graph already removes the launches)")
         if self.expl_noise < 0:
             raise ValueError(f"expl_noise must be >= 0, got {self.expl_noise}")
         if self.seq_len > self.max_episode_steps // self.action_repeat:
-            raise ValueError(f"seq_len {self.seq_len} exceeds the episode length in agent steps "
-                             f"({self.max_episode_steps // self.action_repeat})")
+            raise ValueError(
+                f"seq_len {self.seq_len} exceeds the episode length in agent steps "
+                f"({self.max_episode_steps // self.action_repeat})"
+            )
 
 
 def check_distraction_options(cfg, variant: str) -> None:
@@ -116,15 +168,24 @@ def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repea
 
 
 def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
-    wm_cfg = WorldModelConfig(mode=cfg.mode, target_kl=cfg.target_kl, init_beta=cfg.init_beta, beta_lr=cfg.beta_lr,
-                              probe_decoder=cfg.probe_decoder, amp=cfg.amp, reward_scale=cfg.reward_scale)
+    wm_cfg = WorldModelConfig(
+        mode=cfg.mode,
+        target_kl=cfg.target_kl,
+        init_beta=cfg.init_beta,
+        beta_lr=cfg.beta_lr,
+        probe_decoder=cfg.probe_decoder,
+        amp=cfg.amp,
+        reward_scale=cfg.reward_scale,
+    )
     return RePoAgent(act_dim, wm_cfg, BehaviorConfig(), device, expl_noise=cfg.expl_noise, cuda_graph=cfg.cuda_graph)
 
 
 def run_repo(cfg: RePoConfig) -> dict:
     if cfg.cuda_graph and (resolved := resolve_device(cfg.device)).type != "cuda":  # before the run directory is made
-        raise EmbodiedError(f"--cuda-graph needs a CUDA device, but --device {cfg.device} gives {resolved} "
-                            "(use it on a machine with a CUDA GPU, or leave it out)")
+        raise EmbodiedError(
+            f"--cuda-graph needs a CUDA device, but --device {cfg.device} gives {resolved} "
+            "(use it on a machine with a CUDA GPU, or leave it out)"
+        )
     run, device = start_run(cfg, f"repo-{cfg.task}-{variant_label(cfg, cfg.variant)}-{cfg.mode}-s{cfg.seed}")
     distractions = distraction_options(cfg)
     env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, **distractions)
@@ -146,8 +207,18 @@ def run_repo(cfg: RePoConfig) -> dict:
         print(f"resuming at env step {step}")
 
     def checkpoint() -> None:
-        run.save({"agent": agent.state_dict(), "replay": replay.state_dict(), "rng": rng.bit_generator.state,
-                  "step": step, "episode": episode, "updates": updates, "curve": curve, "config": vars(cfg)})
+        run.save(
+            {
+                "agent": agent.state_dict(),
+                "replay": replay.state_dict(),
+                "rng": rng.bit_generator.state,
+                "step": step,
+                "episode": episode,
+                "updates": updates,
+                "curve": curve,
+                "config": vars(cfg),
+            }
+        )
 
     next_train = max(cfg.prefill, (step // cfg.train_every + 1) * cfg.train_every)
     next_eval = (step // cfg.eval_every + 1) * cfg.eval_every
@@ -155,8 +226,9 @@ def run_repo(cfg: RePoConfig) -> dict:
     bar = progress(total=cfg.total_steps, initial=step, desc=f"{cfg.mode} {cfg.task}-{cfg.variant}")
     while step < cfg.total_steps:
         run.stop(step, checkpoint)  # Ctrl-C: save and stop before the next episode (after the last one: finish)
-        obs, act, rew, success = run_episode(env, agent, seed=cfg.seed * 1_000_000 + episode, explore=True, rng=rng,
-                                             random_policy=step < cfg.prefill)
+        obs, act, rew, success = run_episode(
+            env, agent, seed=cfg.seed * 1_000_000 + episode, explore=True, rng=rng, random_policy=step < cfg.prefill
+        )
         replay.add_episode(obs, act, rew)
         episode += 1
         step += len(act) * cfg.action_repeat
@@ -173,25 +245,52 @@ def run_repo(cfg: RePoConfig) -> dict:
         if step >= next_eval or step >= cfg.total_steps:
             result = evaluate_agent(eval_env, agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
             curve.append((step, result["return_mean"], result["success_rate"]))
-            run.logger.log(step, {"eval/return": result["return_mean"], "eval/success_rate": result["success_rate"]})
-            bar.write(f"step {step}: return {result['return_mean']:.1f} success {result['success_rate']:.2f} "
-                      f"updates {updates} beta {agent.model.beta:.2e}")
+            run.logger.log(
+                step,
+                {
+                    "eval/return": result["return_mean"],
+                    "eval/success_rate": result["success_rate"],
+                    "eval/success_final": result["success_final"],
+                },
+            )
+            bar.write(
+                f"step {step}: return {result['return_mean']:.1f} over {cfg.max_episode_steps} steps "
+                f"success {result['success_rate']:.2f} "
+                f"updates {updates} beta {agent.model.beta:.2e}"
+            )
             next_eval += cfg.eval_every
         if step >= next_ckpt or step >= cfg.total_steps:
             checkpoint()
             next_ckpt += cfg.checkpoint_every
     bar.close()
     if cfg.video:
-        venv = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, render_mode="rgb_array",
-                              render_width=128, render_height=128, **distractions)
+        venv = make_pixel_env(
+            cfg.task,
+            cfg.variant,
+            cfg.max_episode_steps,
+            cfg.action_repeat,
+            render_mode="rgb_array",
+            render_width=128,
+            render_height=128,
+            **distractions,
+        )
         episodes = []
         for i in range(2):
             frames: list = []
             run_episode(venv, agent, seed=20_000_000 + i, explore=False, frames=frames)
             episodes.append(frames)
         write_mp4(run.path("videos", "eval.mp4"), tile(episodes), fps=30)
-    summary = {"task": cfg.task, "variant": cfg.variant, **distractions, "mode": cfg.mode, "steps": step, "updates": updates,
-               "curve": curve, "final_return": curve[-1][1] if curve else None}
+    summary = {
+        "task": cfg.task,
+        "variant": cfg.variant,
+        **distractions,
+        "mode": cfg.mode,
+        "steps": step,
+        "updates": updates,
+        "curve": curve,
+        "final_return": curve[-1][1] if curve else None,
+        "episode_steps": cfg.max_episode_steps,  # env steps each return sums over (action repeat included)
+    }
     run.write_summary(summary)
     run.close()
     print(json.dumps({k: v for k, v in summary.items() if k != "curve"}))

@@ -58,8 +58,11 @@ class WorldModel(nn.Module):
         self.model_params = model_params
         self.opt = torch.optim.Adam(model_params, lr=cfg.model_lr)
         self.beta_opt = torch.optim.Adam([self.log_beta], lr=cfg.beta_lr)
-        self.probe_opt = (torch.optim.Adam(self.decoder.parameters(), lr=cfg.model_lr)
-                          if cfg.mode == "repo" and self.decoder is not None else None)
+        self.probe_opt = (
+            torch.optim.Adam(self.decoder.parameters(), lr=cfg.model_lr)
+            if cfg.mode == "repo" and self.decoder is not None
+            else None
+        )
 
     @property
     def beta(self) -> float:
@@ -83,8 +86,11 @@ class WorldModel(nn.Module):
         kl_prior = normal_kl(*sg_post, *prior).sum(-1).mean()
         kl_post = normal_kl(*post, *sg_prior).sum(-1).mean()
         kl = self.cfg.kl_balance * kl_prior + (1 - self.cfg.kl_balance) * kl_post
-        terms = {"reward_nll": reward_nll, "kl": kl,
-                 "reward_mse": ((reward_pred.detach() - rew) ** 2).mean()}  # logged only: the reward error
+        terms = {
+            "reward_nll": reward_nll,
+            "kl": kl,
+            "reward_mse": ((reward_pred.detach() - rew) ** 2).mean(),
+        }  # logged only: the reward error
         if self.decoder is not None:
             target = images
             source = feat if self.cfg.mode == "dreamer" else feat.detach()  # RePo: probe only

@@ -13,8 +13,19 @@ from dataclasses import dataclass
 
 from envs.drawer_block import LAYOUTS, TASK_LAYOUTS
 
-PREDICATES = ("gripper_empty", "holding_block", "holding_handle", "near_block", "near_handle", "over_drawer",
-              "over_goal", "drawer_open", "drawer_closed", "block_in_drawer", "block_on_goal")
+PREDICATES = (
+    "gripper_empty",
+    "holding_block",
+    "holding_handle",
+    "near_block",
+    "near_handle",
+    "over_drawer",
+    "over_goal",
+    "drawer_open",
+    "drawer_closed",
+    "block_in_drawer",
+    "block_on_goal",
+)
 TASK_GOALS = {
     "stow": "block_in_drawer+drawer_closed+!holding_handle",
     "retrieve": "block_on_goal",
@@ -47,8 +58,10 @@ def parse_goal(spec: str) -> Goal:
         return Goal(spec, TASK_LAYOUTS[spec], parse_conditions(TASK_GOALS[spec]))
     start, sep, goal = spec.partition(":")
     if not sep:
-        raise ValueError(f"task {spec!r}: use one of {', '.join(TASK_GOALS)} or START:GOAL (e.g. "
-                         "block-on-table-drawer-closed:block_in_drawer+drawer_closed)")
+        raise ValueError(
+            f"task {spec!r}: use one of {', '.join(TASK_GOALS)} or START:GOAL (e.g. "
+            "block-on-table-drawer-closed:block_in_drawer+drawer_closed)"
+        )
     if start not in LAYOUTS:
         raise ValueError(f"task {spec!r}: unknown start {start!r}; choose one of {', '.join(LAYOUTS)}")
     return Goal(spec, start, parse_conditions(goal))

@@ -52,8 +52,15 @@ def path_to(parents: dict[str, tuple[str, str] | None], key: str) -> list[str]:
     return plan[::-1]
 
 
-def search(model: TransitionModel, state: dict[str, bool], goal: Goal, order: list[str], max_depth: int = 16,
-           max_states: int = 4096, timing: Timing | None = None) -> list[str] | None:
+def search(
+    model: TransitionModel,
+    state: dict[str, bool],
+    goal: Goal,
+    order: list[str],
+    max_depth: int = 16,
+    max_states: int = 4096,
+    timing: Timing | None = None,
+) -> list[str] | None:
     """Shortest skill sequence that the model predicts reaches ``goal`` (None: none within the limits)."""
     if goal.satisfied(state):
         return []
@@ -82,8 +89,9 @@ def search(model: TransitionModel, state: dict[str, bool], goal: Goal, order: li
     return None
 
 
-def search_novel(model: TransitionModel, state: dict[str, bool], order: list[str], max_depth: int = 8,
-                 max_states: int = 2048) -> list[str] | None:
+def search_novel(
+    model: TransitionModel, state: dict[str, bool], order: list[str], max_depth: int = 8, max_states: int = 2048
+) -> list[str] | None:
     """The shortest path (in the model) to a state where some skill was never tried, plus that skill.
 
     Exploration with lookahead: the agent goes to the nearest gap in its experience and fills
@@ -118,8 +126,16 @@ def llm_order(llm, goal: Goal, state: dict[str, bool], history: list[tuple[str, 
     return [SKILLS[i] for i in sorted(range(len(SKILLS)), key=lambda i: -normalised[i])]
 
 
-def run_episode(env, llm, goal: Goal, model: TransitionModel, seed: int, max_decisions: int = 20,
-                explore: bool = True, record: bool = False) -> LookaheadLog:
+def run_episode(
+    env,
+    llm,
+    goal: Goal,
+    model: TransitionModel,
+    seed: int,
+    max_decisions: int = 20,
+    explore: bool = True,
+    record: bool = False,
+) -> LookaheadLog:
     """One episode on the raw ``DrawerBlockEnv``: receding-horizon search, exploring where it finds no plan."""
     env.reset(seed=seed)
     executor = SkillExecutor(env, record=record)

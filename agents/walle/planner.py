@@ -29,23 +29,30 @@ class EpisodeLog:
     triples: list[tuple[dict, str, dict]] = field(default_factory=list)  # (state, skill, next state)
 
 
-def prompt(goal: Goal, state: dict[str, bool], history: list[tuple[str, bool]], notes: list[str],
-           goal_text: str | None = None) -> list[dict]:
+def prompt(
+    goal: Goal, state: dict[str, bool], history: list[tuple[str, bool]], notes: list[str], goal_text: str | None = None
+) -> list[dict]:
     """The chat that asks for the next skill: goal (``goal_text`` or the task's description), scene, facts,
     the last six skills and how they went, the world model's warnings."""
     goal_text = goal_text or GOALS.get(goal.name, goal.text())
-    lines = [f"Goal: {goal_text}.", f"Scene: {'; '.join(' '.join(t) for t in scene_graph(state))}.",
-             f"Facts: {describe(state)}."]
+    lines = [
+        f"Goal: {goal_text}.",
+        f"Scene: {'; '.join(' '.join(t) for t in scene_graph(state))}.",
+        f"Facts: {describe(state)}.",
+    ]
     if history:
         lines.append("Done so far: " + ", ".join(f"{s} ({'ok' if ok else 'failed'})" for s, ok in history[-6:]) + ".")
     lines += [f"Warning: {n}" for n in notes]
     lines.append(f"Skills: {', '.join(SKILLS)}. Answer with the next skill.")
-    return [{"role": "system", "content": "You control a robot gripper with skills."},
-            {"role": "user", "content": "\n".join(lines)}]
+    return [
+        {"role": "system", "content": "You control a robot gripper with skills."},
+        {"role": "user", "content": "\n".join(lines)},
+    ]
 
 
-def execute_logged(env, executor: SkillExecutor, log, state: dict[str, bool], skill: str,
-                   history: list[tuple[str, bool]]) -> tuple[dict[str, bool], bool]:
+def execute_logged(
+    env, executor: SkillExecutor, log, state: dict[str, bool], skill: str, history: list[tuple[str, bool]]
+) -> tuple[dict[str, bool], bool]:
     """Run ``skill``, log the transition (``log.transitions``, ``triples``, ``frames``, ``decisions``).
 
     As in text games ("nothing happens"), a skill that changed nothing symbolic did not succeed.
@@ -61,8 +68,16 @@ def execute_logged(env, executor: SkillExecutor, log, state: dict[str, bool], sk
     return after, effective
 
 
-def run_episode(env, llm, task: str | Goal, world_model: NeuroSymbolicWorldModel | None, seed: int,
-                max_decisions: int = 20, replan_limit: int = 5, record: bool = False) -> EpisodeLog:
+def run_episode(
+    env,
+    llm,
+    task: str | Goal,
+    world_model: NeuroSymbolicWorldModel | None,
+    seed: int,
+    max_decisions: int = 20,
+    replan_limit: int = 5,
+    record: bool = False,
+) -> EpisodeLog:
     """One episode on the raw ``DrawerBlockEnv`` ``env``; logs every executed transition.
 
     ``task``: a task name or goal spec (``agents/walle/goals.py``), or a parsed ``Goal``.

@@ -69,14 +69,20 @@ def rule_args(transition: Transition, graphs: dict | None = None) -> tuple:
 
 def checked_prediction(rule: Rule, outcome) -> tuple[str, bool, str]:
     out = raise_for(outcome)
-    if not (isinstance(out, tuple) and len(out) == 3 and isinstance(out[1], bool)
-            and isinstance(out[0], str) and isinstance(out[2], str)):
+    if not (
+        isinstance(out, tuple)
+        and len(out) == 3
+        and isinstance(out[1], bool)
+        and isinstance(out[0], str)
+        and isinstance(out[2], str)
+    ):
         raise SandboxBadResult(f"rule {rule.name} returned {str(out)[:100]}, not (feedback, success, suggestion)")
     return out
 
 
-def failure_matrix(rules: Sequence[Rule], transitions: Sequence[Transition],
-                   graphs: dict | None = None) -> list[list[bool | None]]:
+def failure_matrix(
+    rules: Sequence[Rule], transitions: Sequence[Transition], graphs: dict | None = None
+) -> list[list[bool | None]]:
     """``[r][t]``: True when rule r predicts that transition t fails, None when it misbehaved.
 
     All rules on all transitions in one sandbox round trip.
@@ -121,11 +127,13 @@ def propose_precondition_rules(transitions: Sequence[Transition]) -> list[Rule]:
             for value in (True, False):
                 name = re.sub(r"\W+", "_", f"{skill}_fails_when_{'' if value else 'not_'}{pred}").replace("__", "_")
                 need = "not " if value else ""
-                source = (f"def {name}(state, action, graphs):\n"
-                          f"    if action.get('skill') == {skill!r} and state.get({pred!r}) == {value!r}:\n"
-                          f"        return ('{skill} failed because {pred} is {value}', False, "
-                          f"'make {need}{pred} hold before {skill}')\n"
-                          f"    return ('', True, '')\n")
+                source = (
+                    f"def {name}(state, action, graphs):\n"
+                    f"    if action.get('skill') == {skill!r} and state.get({pred!r}) == {value!r}:\n"
+                    f"        return ('{skill} failed because {pred} is {value}', False, "
+                    f"'make {need}{pred} hold before {skill}')\n"
+                    f"    return ('', True, '')\n"
+                )
                 rules.append(Rule.from_source(name, source, f"{skill} requires {pred} == {not value}"))
     return rules
 
@@ -158,16 +166,20 @@ def greedy_cover(rules: Sequence[Rule], failures: Sequence[Transition]) -> list[
     return chosen
 
 
-def learn_rules(current: Sequence[Rule], transitions: Sequence[Transition],
-                candidates: Sequence[Rule] | None = None) -> list[Rule]:
+def learn_rules(
+    current: Sequence[Rule], transitions: Sequence[Transition], candidates: Sequence[Rule] | None = None
+) -> list[Rule]:
     """One learning iteration: keep consistent current rules, add the fewest new ones that explain
     the failures still mispredicted."""
     kept = [r for r, row in zip(current, failure_matrix(current, transitions)) if consistent_row(row, transitions)]
     failures = [t for t in mispredicted(kept, transitions) if not t.success]
     if not failures:
         return kept
-    pool = [r for r in (candidates if candidates is not None else propose_precondition_rules(transitions))
-            if r.name not in {k.name for k in kept}]
+    pool = [
+        r
+        for r in (candidates if candidates is not None else propose_precondition_rules(transitions))
+        if r.name not in {k.name for k in kept}
+    ]
     pool = [r for r, row in zip(pool, failure_matrix(pool, transitions)) if consistent_row(row, transitions)]
     return kept + greedy_cover(pool, failures)
 
@@ -176,13 +188,25 @@ def rank_with_llm(llm, rules: Sequence[Rule], context: str) -> list[Rule]:
     """Order candidate rules by how likely the LLM finds their description (deterministic)."""
     if not rules:
         return []
-    messages = [{"role": "system", "content": "You know how robot manipulation skills can fail."},
-                {"role": "user", "content": f"{context}\nWhich statement is true?"}]
+    messages = [
+        {"role": "system", "content": "You know how robot manipulation skills can fail."},
+        {"role": "user", "content": f"{context}\nWhich statement is true?"},
+    ]
     scores = llm.score(messages, [r.description for r in rules])
     order = sorted(range(len(rules)), key=lambda i: -scores[i] / max(len(rules[i].description), 1))
     return [rules[i] for i in order]
 
 
-__all__ = ["Rule", "Transition", "UnsafeCodeError", "consistent", "failure_matrix", "greedy_cover", "learn_rules",
-           "mispredicted",
-           "propose_precondition_rules", "rank_with_llm", "world_model_predicts_success"]
+__all__ = [
+    "Rule",
+    "Transition",
+    "UnsafeCodeError",
+    "consistent",
+    "failure_matrix",
+    "greedy_cover",
+    "learn_rules",
+    "mispredicted",
+    "propose_precondition_rules",
+    "rank_with_llm",
+    "world_model_predicts_success",
+]

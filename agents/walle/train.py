@@ -35,7 +35,7 @@ from embodied.config import RunOptions, check_choice, parse_config
 from embodied.errors import EmbodiedError
 from embodied.llm import make_llm
 from embodied.llm.http import server_url_problem
-from embodied.runs import Run, progress, set_threads
+from embodied.runs import progress, start_run
 from embodied.sandbox import SandboxError
 from embodied.video import write_mp4
 from envs.drawer_block import TASKS, DrawerBlockEnv
@@ -48,9 +48,16 @@ class WalleConfig(RunOptions):
     """WALL-E: LLM + learned neurosymbolic world model, MPC over manipulation skills."""
 
     tasks: tuple[str, ...] = TASKS  # stow, retrieve, tidy or START:GOAL specs, comma-separated
-    planner: str = field(default="lookahead", metadata={"help": "lookahead (search in the learned transition model), "
-                                                                "rules (one-step MPC with failure rules), llm (alone)"})
-    llm: str = field(default="embedded", metadata={"help": "embedded or the http(s) URL of an OpenAI-compatible server"})
+    planner: str = field(
+        default="lookahead",
+        metadata={
+            "help": "lookahead (search in the learned transition model), "
+            "rules (one-step MPC with failure rules), llm (alone)"
+        },
+    )
+    llm: str = field(
+        default="embedded", metadata={"help": "embedded or the http(s) URL of an OpenAI-compatible server"}
+    )
     llm_model: str = "default"  # model name sent to an HTTP server
     world_model: Path | None = None  # run directory whose last learned model to start from (None: empty)
     iterations: int = 4  # learning iterations after iteration 0 (0: only plan with the model given)
@@ -58,7 +65,15 @@ class WalleConfig(RunOptions):
     max_decisions: int = 40  # skill decisions per episode
     replan_limit: int = 5  # proposals the world model may reject per decision (rules planner)
     explore: bool = True  # lookahead: where no plan exists, go try the nearest untried skill
-    llm_rules: bool = False  # lookahead: ask the LLM to write effect rules (for a capable served model); each is checked, sandboxed and kept only if it fits the data as well as the fitted one
+    llm_rules: bool = field(
+        default=False,
+        metadata={
+            "help": (
+                "lookahead: ask the LLM to write effect rules (for a capable served model); each is checked, "
+                "sandboxed and kept only if it fits the data as well as the fitted one"
+            )
+        },
+    )
     RESUMABLE = RunOptions.RESUMABLE + ("iterations",)
 
     def __post_init__(self):
@@ -108,12 +123,12 @@ def default_run_name(cfg: WalleConfig) -> str:
 
 def run_walle(cfg: WalleConfig, llm=None) -> dict:
     goals = [parse_goal(t) for t in cfg.tasks]
-    transition_model, world_model = (load_models(cfg.world_model) if cfg.world_model is not None  # bad input first
-                                     else (TransitionModel(), NeuroSymbolicWorldModel()))
-    run = Run(cfg.run_dir, cfg.run_name or default_run_name(cfg), config=cfg, resume=cfg.resume)
-    run.catch_interrupts()
-    set_threads(cfg.threads)
-    print(f"run directory: {run.dir}")
+    transition_model, world_model = (
+        load_models(cfg.world_model)
+        if cfg.world_model is not None  # bad input first
+        else (TransitionModel(), NeuroSymbolicWorldModel())
+    )
+    run, _ = start_run(cfg, default_run_name(cfg))  # device, threads, seeds, the run directory: as every agent
     if llm is None:
         llm = make_llm(cfg.llm, device=cfg.device) if cfg.llm == "embedded" else make_llm(cfg.llm, model=cfg.llm_model)
     transitions: list[Transition] = []
@@ -134,18 +149,35 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
         print(f"resuming after iteration {start - 1}")
 
     def checkpoint(iteration: int) -> None:
-        run.save({"iteration": iteration, "results": results,
-                  "knowledge": {k: dict(v) for k, v in world_model.knowledge.achieves.items()},
-                  "rules": [{"name": r.name, "source": r.source, "description": r.description} for r in world_model.rules],
-                  "transitions": [{"state": t.state, "action": t.action, "success": t.success} for t in transitions],
-                  "triples": [{"before": b, "skill": s, "after": a} for b, s, a in triples]})
+        run.save(
+            {
+                "iteration": iteration,
+                "results": results,
+                "knowledge": {k: dict(v) for k, v in world_model.knowledge.achieves.items()},
+                "rules": [
+                    {"name": r.name, "source": r.source, "description": r.description} for r in world_model.rules
+                ],
+                "transitions": [{"state": t.state, "action": t.action, "success": t.success} for t in transitions],
+                "triples": [{"before": b, "skill": s, "after": a} for b, s, a in triples],
+            }
+        )
 
-    envs = {g.name: DrawerBlockEnv(g.base_task, layout=g.layout, render_mode="rgb_array", render_width=192,
-                                   render_height=144) for g in goals}  # frames: multiples of 16 for H.264
+    envs = {
+        g.name: DrawerBlockEnv(
+            g.base_task, layout=g.layout, render_mode="rgb_array", render_width=192, render_height=144
+        )
+        for g in goals
+    }  # frames: multiples of 16 for H.264
     bar = progress(total=(cfg.iterations + 1 - start) * len(goals) * cfg.episodes_per_task, desc="walle episodes")
     for iteration in range(start, cfg.iterations + 1):
-        row = {"iteration": iteration, "planner": cfg.planner, "rules": len(world_model.rules),
-               "effect_rules": len(transition_model.rules), "success": {}, "decisions": {}}
+        row = {
+            "iteration": iteration,
+            "planner": cfg.planner,
+            "rules": len(world_model.rules),
+            "effect_rules": len(transition_model.rules),
+            "success": {},
+            "decisions": {},
+        }
         seconds, split = [], {"llm": [], "search": [], "sandbox": []}
         for goal in goals:
             logs = []
@@ -153,26 +185,44 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
                 record = cfg.video and iteration == cfg.iterations and e == 0
                 env = envs[goal.name]
                 if cfg.planner == "lookahead":
-                    log = lookahead.run_episode(env, llm, goal, transition_model, seed=cfg.seed * 1000 + e,
-                                                max_decisions=cfg.max_decisions, explore=cfg.explore, record=record)
+                    log = lookahead.run_episode(
+                        env,
+                        llm,
+                        goal,
+                        transition_model,
+                        seed=cfg.seed * 1000 + e,
+                        max_decisions=cfg.max_decisions,
+                        explore=cfg.explore,
+                        record=record,
+                    )
                     for t in log.timings:
                         split["llm"].append(t.llm)
                         split["search"].append(t.search)
                         split["sandbox"].append(t.sandbox)
                     triples += log.triples
                 else:
-                    log = planner.run_episode(env, llm, goal, world_model if cfg.planner == "rules" else None,
-                                              seed=cfg.seed * 1000 + e, max_decisions=cfg.max_decisions,
-                                              replan_limit=cfg.replan_limit, record=record)
+                    log = planner.run_episode(
+                        env,
+                        llm,
+                        goal,
+                        world_model if cfg.planner == "rules" else None,
+                        seed=cfg.seed * 1000 + e,
+                        max_decisions=cfg.max_decisions,
+                        replan_limit=cfg.replan_limit,
+                        record=record,
+                    )
                     triples += log.triples
                 logs.append(log)
                 transitions += log.transitions
                 seconds += log.decision_seconds
                 if log.frames:
-                    write_mp4(run.path("videos", f"{re.sub(r'[^A-Za-z0-9_+-]+', '-', goal.name)}-iter{iteration}.mp4"),
-                              log.frames, fps=30)
+                    write_mp4(
+                        run.path("videos", f"{re.sub(r'[^A-Za-z0-9_+-]+', '-', goal.name)}-iter{iteration}.mp4"),
+                        log.frames,
+                        fps=30,
+                    )
                 bar.update(1)
-                bar.set_postfix(iteration=iteration, success=f"{np.mean([l.success for l in logs]):.2f}")
+                bar.set_postfix(iteration=iteration, success=f"{np.mean([log.success for log in logs]):.2f}")
             row["success"][goal.name] = float(np.mean([log.success for log in logs]))
             row["decisions"][goal.name] = float(np.mean([log.decisions for log in logs]))
         row["decision_ms_mean"] = 1000 * float(np.mean(seconds)) if seconds else 0.0
@@ -183,9 +233,15 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
             row["model_accuracy_rules_only"] = transition_model.accuracy(triples, rules_only=True)
         results.append(row)
         bar.write(json.dumps(row))
-        run.logger.log(iteration, {"walle/success": float(np.mean(list(row["success"].values()))),
-                                   "walle/rules": row["rules"], "walle/effect_rules": row["effect_rules"],
-                                   "walle/decision_ms": row["decision_ms_mean"]})
+        run.logger.log(
+            iteration,
+            {
+                "walle/success": float(np.mean(list(row["success"].values()))),
+                "walle/rules": row["rules"],
+                "walle/effect_rules": row["effect_rules"],
+                "walle/decision_ms": row["decision_ms_mean"],
+            },
+        )
         world_model.save(run.path("rules", f"iter_{iteration}"))
         transition_model.save(run.path("model", f"iter_{iteration}"))
         if iteration < cfg.iterations:
@@ -204,9 +260,18 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
     with open(run.path("results.json"), "w") as f:
         json.dump(results, f, indent=2)
     last = results[-1]
-    run.write_summary({"tasks": list(cfg.tasks), "planner": cfg.planner, "seed": cfg.seed, "iterations": cfg.iterations,
-                       "success": last["success"], "final_success_rate": float(np.mean(list(last["success"].values()))),
-                       "decision_ms_mean": last["decision_ms_mean"], "decision_ms_p95": last["decision_ms_p95"]})
+    run.write_summary(
+        {
+            "tasks": list(cfg.tasks),
+            "planner": cfg.planner,
+            "seed": cfg.seed,
+            "iterations": cfg.iterations,
+            "success": last["success"],
+            "final_success_rate": float(np.mean(list(last["success"].values()))),
+            "decision_ms_mean": last["decision_ms_mean"],
+            "decision_ms_p95": last["decision_ms_p95"],
+        }
+    )
     run.close()
     print(json.dumps({"run": str(run.dir), "success": last["success"]}))
     return {"results": results}

@@ -60,7 +60,11 @@ def fit_predicate(pairs: Sequence[tuple[dict, bool]], p: str, predicates: Sequen
     before = np.array([[bool(b.get(q)) for q in predicates] for b, _ in pairs], dtype=bool)
     target = np.array([after for _, after in pairs], dtype=bool)
     same = before[:, index[p]] if p in index else np.zeros(len(pairs), bool)
-    leaf_pred = {("same",): same, ("const", True): np.ones(len(pairs), bool), ("const", False): np.zeros(len(pairs), bool)}
+    leaf_pred = {
+        ("same",): same,
+        ("const", True): np.ones(len(pairs), bool),
+        ("const", False): np.zeros(len(pairs), bool),
+    }
     leaf_ok = {h: (v == target) for h, v in leaf_pred.items()}
     best, best_score = ("same",), int(leaf_ok[("same",)].sum())
     for h in LEAVES[1:]:
@@ -68,8 +72,12 @@ def fit_predicate(pairs: Sequence[tuple[dict, bool]], p: str, predicates: Sequen
             best, best_score = h, int(leaf_ok[h].sum())
     literals = [(q, w) for q in predicates for w in (True, False)]
     conditions = [((lit,), (before[:, index[lit[0]]] == lit[1])) for lit in literals]
-    conditions += [((a, b), (before[:, index[a[0]]] == a[1]) & (before[:, index[b[0]]] == b[1]))
-                   for i, a in enumerate(literals) for b in literals[i + 1:] if a[0] != b[0]]
+    conditions += [
+        ((a, b), (before[:, index[a[0]]] == a[1]) & (before[:, index[b[0]]] == b[1]))
+        for i, a in enumerate(literals)
+        for b in literals[i + 1 :]
+        if a[0] != b[0]
+    ]
     for literals_, mask in conditions:
         for then in LEAVES:
             inside = int((leaf_ok[then] & mask).sum())
@@ -89,7 +97,7 @@ def _leaf_code(h: Hypothesis, p: str, indent: str) -> list[str]:
 def rule_source(skill: str, hypotheses: dict[str, Hypothesis], count: int) -> tuple[str, str]:
     """(function name, readable code) of the effect rule of ``skill``."""
     name = "effects_" + re.sub(r"\W+", "_", skill).strip("_")
-    lines = [f"def {name}(state, action, graphs):", f"    new = dict(state)"]
+    lines = [f"def {name}(state, action, graphs):", "    new = dict(state)"]
     for p, h in sorted(hypotheses.items()):
         if h[0] == "if":
             then, other = _leaf_code(h[2], p, "        "), _leaf_code(h[3], p, "        ")
@@ -107,8 +115,7 @@ def rule_source(skill: str, hypotheses: dict[str, Hypothesis], count: int) -> tu
 class TransitionModel:
     """Effect rules (sandboxed code) + observed outcomes (facts). Unknown skills predict ``None``."""
 
-    def __init__(self, rules: dict[str, Rule] | None = None, observed: dict | None = None,
-                 triples: list | None = None):
+    def __init__(self, rules: dict[str, Rule] | None = None, observed: dict | None = None, triples: list | None = None):
         self.rules: dict[str, Rule] = dict(rules or {})  # skill -> effect rule
         self.triples: list[tuple[dict, str, dict]] = list(triples or [])  # what the rules were fit on
         self.observed: dict[str, dict[str, Counter]] = defaultdict(lambda: defaultdict(Counter))
@@ -152,8 +159,9 @@ class TransitionModel:
             elif skill in self.rules:
                 to_run.append(i)
         if to_run:
-            outcomes = run_batch([(self.rules[queries[i][1]].function, (queries[i][0], {"skill": queries[i][1]}, {}))
-                                  for i in to_run])
+            outcomes = run_batch(
+                [(self.rules[queries[i][1]].function, (queries[i][0], {"skill": queries[i][1]}, {})) for i in to_run]
+            )
             for i, outcome in zip(to_run, outcomes):
                 if outcome.error is None and isinstance(outcome.value, dict):
                     out[i] = {k: bool(outcome.value.get(k, False)) for k in queries[i][0]}
@@ -163,7 +171,9 @@ class TransitionModel:
         """Fraction of ``triples`` whose next state is predicted exactly."""
         model = TransitionModel(self.rules) if rules_only else self
         predicted = model.predict_many([(b, s) for b, s, _ in triples])
-        return sum(p == {k: bool(a.get(k)) for k in b} for p, (b, s, a) in zip(predicted, triples)) / max(len(triples), 1)
+        return sum(p == {k: bool(a.get(k)) for k in b} for p, (b, s, a) in zip(predicted, triples)) / max(
+            len(triples), 1
+        )
 
     def save(self, directory: str | Path) -> None:
         """Each effect rule as a readable ``.py``; the observed outcomes as ``observed.json``."""
@@ -173,7 +183,9 @@ class TransitionModel:
             with atomic_path(directory / f"{rule.name}.py") as tmp:
                 tmp.write_text(f"# {rule.description}\n# skill: {skill}\n{rule.source}")
         with atomic_path(directory / "observed.json") as tmp:
-            tmp.write_text(json.dumps({k: {s: dict(c) for s, c in v.items()} for k, v in self.observed.items()}, indent=1))
+            tmp.write_text(
+                json.dumps({k: {s: dict(c) for s, c in v.items()} for k, v in self.observed.items()}, indent=1)
+            )
 
     @classmethod
     def load(cls, directory: str | Path) -> "TransitionModel":
@@ -181,10 +193,10 @@ class TransitionModel:
         rules = {}
         for path in sorted(directory.glob("effects_*.py")):
             lines = read_rule_file(path).splitlines()
-            skill = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("# skill:")), None)
+            skill = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("# skill:")), None)
             if skill is None:
                 raise UnsafeCodeError(f"{path} does not name its skill (# skill: ...)")
-            source = "\n".join(l for l in lines if not l.startswith("#")) + "\n"
+            source = "\n".join(line for line in lines if not line.startswith("#")) + "\n"
             description = lines[0].lstrip("# ") if lines and lines[0].startswith("#") else ""
             try:
                 rules[skill] = Rule.from_source(path.stem, source, description)  # checked, never run here
@@ -201,10 +213,13 @@ class TransitionModel:
 def is_observed_outcomes(data) -> bool:
     """``observed.json``'s shape: state key -> skill -> next-state key -> a count."""
     return isinstance(data, dict) and all(
-        isinstance(by_skill, dict) and all(
+        isinstance(by_skill, dict)
+        and all(
             isinstance(outcomes, dict) and all(type(n) is int and n >= 0 for n in outcomes.values())
-            for outcomes in by_skill.values())
-        for by_skill in data.values())
+            for outcomes in by_skill.values()
+        )
+        for by_skill in data.values()
+    )
 
 
 __all__ = ["SandboxError", "TransitionModel", "fit_predicate", "rule_source", "state_key"]
@@ -229,9 +244,11 @@ def rule_from_llm(llm, skill: str, triples: Sequence[tuple[dict, str, dict]], ma
     examples = [(b, a) for b, s, a in triples if s == skill][:max_examples]
     if not examples:
         return None
-    lines = [f"Write a Python function effects(state, action, graphs) that returns the predicates after the "
-             f"robot skill {skill}, as a new dict. Use only dict(state), if, comparisons and assignments.",
-             "Examples (before -> after, true predicates listed):"]
+    lines = [
+        f"Write a Python function effects(state, action, graphs) that returns the predicates after the "
+        f"robot skill {skill}, as a new dict. Use only dict(state), if, comparisons and assignments.",
+        "Examples (before -> after, true predicates listed):",
+    ]
     lines += [f"- {state_key(b) or 'nothing'} -> {state_key(a) or 'nothing'}" for b, a in examples]
     try:
         reply = llm.generate([{"role": "user", "content": "\n".join(lines)}], max_tokens=400)

@@ -22,7 +22,9 @@ def scene_graph(state: dict[str, bool]) -> list[tuple[str, str, str]]:
         triples.append(("block", "inside", "drawer"))
     if state.get("block_on_goal"):
         triples.append(("block", "on", "goal"))
-    triples.append(("drawer", "is", "open" if state.get("drawer_open") else "closed" if state.get("drawer_closed") else "ajar"))
+    triples.append(
+        ("drawer", "is", "open" if state.get("drawer_open") else "closed" if state.get("drawer_closed") else "ajar")
+    )
     for name in ("block", "handle"):
         if state.get(f"near_{name}"):
             triples.append(("gripper", "near", name))
@@ -44,11 +46,16 @@ class KnowledgeGraph:
     def skills_achieving(self, predicate: str, value: bool = True) -> list[str]:
         """Skills seen to make ``predicate`` true (or, for ``value=False``, to make its negation true)."""
         if value:
-            return sorted((s for s, eff in self.achieves.items() if eff.get(predicate)),
-                          key=lambda s: -self.achieves[s][predicate])
+            return sorted(
+                (s for s, eff in self.achieves.items() if eff.get(predicate)),
+                key=lambda s: -self.achieves[s][predicate],
+            )
         opposite = {"gripper_empty": "holding_block", "drawer_closed": "drawer_open", "drawer_open": "drawer_closed"}
-        return self.skills_achieving(opposite.get(predicate, ""), True) if predicate in opposite else \
-            (["release()"] if predicate.startswith("holding_") else [])
+        return (
+            self.skills_achieving(opposite.get(predicate, ""), True)
+            if predicate in opposite
+            else (["release()"] if predicate.startswith("holding_") else [])
+        )
 
 
 class NeuroSymbolicWorldModel:

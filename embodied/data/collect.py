@@ -35,7 +35,9 @@ class NoiseSchedule:
         return self.gaussian[episode % len(self.gaussian)], self.epsilon[episode % len(self.epsilon)]
 
 
-def noisy(action: np.ndarray, space: gym.spaces.Box, std: float, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+def noisy(
+    action: np.ndarray, space: gym.spaces.Box, std: float, epsilon: float, rng: np.random.Generator
+) -> np.ndarray:
     """With probability ``epsilon`` a uniform random action, else ``action`` plus N(0, std), clipped."""
     if rng.random() < epsilon:
         return rng.uniform(space.low, space.high).astype(space.dtype)
@@ -49,8 +51,15 @@ def _stack(observations: list) -> np.ndarray | dict[str, np.ndarray]:
     return np.stack(observations)
 
 
-def rollout(env: gym.Env, policy: Policy, seed: int, std: float = 0.0, epsilon: float = 0.0,
-            max_steps: int | None = None, rng: np.random.Generator | None = None) -> Episode:
+def rollout(
+    env: gym.Env,
+    policy: Policy,
+    seed: int,
+    std: float = 0.0,
+    epsilon: float = 0.0,
+    max_steps: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> Episode:
     """Run one episode until termination, truncation or ``max_steps``."""
     rng = rng or np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
@@ -74,12 +83,26 @@ def rollout(env: gym.Env, policy: Policy, seed: int, std: float = 0.0, epsilon: 
         done = terminated or truncated
     infos = {"success": np.array(successes)}
     infos.update({k: np.asarray(v, dtype=np.float32) for k, v in info_keys.items() if len(v) == t})
-    return Episode(_stack(observations), np.stack(actions), np.asarray(rewards, np.float32),
-                   np.asarray(terms), np.asarray(truncs), infos, seed=seed)
+    return Episode(
+        _stack(observations),
+        np.stack(actions),
+        np.asarray(rewards, np.float32),
+        np.asarray(terms),
+        np.asarray(truncs),
+        infos,
+        seed=seed,
+    )
 
 
-def collect(env: gym.Env, policy: Policy, episodes: int, noise: NoiseSchedule, seed: int = 0,
-            max_steps: int | None = None, progress=None) -> list[Episode]:
+def collect(
+    env: gym.Env,
+    policy: Policy,
+    episodes: int,
+    noise: NoiseSchedule,
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress=None,
+) -> list[Episode]:
     """``episodes`` rollouts with seeds ``seed, seed+1, ...`` and noise levels from ``noise``."""
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")

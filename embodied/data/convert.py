@@ -35,6 +35,11 @@ def to_transitions(episodes: Sequence[Episode]) -> dict[str, np.ndarray]:
     for e, end in zip(episodes, np.cumsum([len(e.actions) for e in episodes]) - 1):
         if not (e.terminations[-1] or e.truncations[-1]):  # a cut-off episode: its last step is a timeout
             timeouts[end] = 1.0
-    return {"observations": obs, "actions": np.concatenate([e.actions for e in episodes]),
-            "rewards": np.concatenate([e.rewards for e in episodes]).astype(np.float32), "terminals": terminals,
-            "timeouts": timeouts, "next_observations": nxt}
+    return {
+        "observations": obs,
+        "actions": np.concatenate([e.actions for e in episodes]),
+        "rewards": np.concatenate([e.rewards for e in episodes]).astype(np.float32),
+        "terminals": terminals,
+        "timeouts": timeouts,
+        "next_observations": nxt,
+    }

@@ -34,15 +34,26 @@ FORMAT_VERSION = 1
 def space_to_json(space: gym.Space) -> dict:
     """A JSON description of a Box or Dict space (as Minari serialises them)."""
     if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "dtype": str(space.dtype), "shape": list(space.shape),
-                "low": np.asarray(space.low).tolist(), "high": np.asarray(space.high).tolist()}
+        return {
+            "type": "Box",
+            "dtype": str(space.dtype),
+            "shape": list(space.shape),
+            "low": np.asarray(space.low).tolist(),
+            "high": np.asarray(space.high).tolist(),
+        }
     if isinstance(space, gym.spaces.Dict):
         return {"type": "Dict", "subspaces": {k: space_to_json(v) for k, v in space.spaces.items()}}
     raise TypeError(f"cannot serialise space of type {type(space).__name__}")
 
 
-def write_dataset(path: str | os.PathLike, episodes: Sequence[Episode], env_id: str,
-                  observation_space: gym.Space, action_space: gym.Space, metadata: dict | None = None) -> Path:
+def write_dataset(
+    path: str | os.PathLike,
+    episodes: Sequence[Episode],
+    env_id: str,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    metadata: dict | None = None,
+) -> Path:
     """Write ``episodes`` to ``path`` atomically (a crash leaves no partial file)."""
     validate_episodes(episodes)
     with atomic_path(path) as tmp:
@@ -95,7 +106,11 @@ def declared_shapes(space: dict, what: str):
         raise ValueError(f"{what} space is not a JSON object")
     if space.get("type") == "Box":
         shape = space.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and 0 < d <= 1_000_000 for d in shape) or len(shape) > 4:
+        if (
+            not isinstance(shape, list)
+            or not all(isinstance(d, int) and 0 < d <= 1_000_000 for d in shape)
+            or len(shape) > 4
+        ):
             raise ValueError(f"{what} space has an invalid shape {shape!r}")
         return tuple(shape)
     if space.get("type") == "Dict" and isinstance(space.get("subspaces"), dict):
@@ -166,7 +181,7 @@ def read_attributes(obj: h5py.HLObject, path: Path) -> dict:
                 values = {k: str(f[obj.name].attrs[k]) for k in variable}
             data = memoryview(json.dumps(values).encode())
             while data:
-                data = data[os.write(write_fd, data):]
+                data = data[os.write(write_fd, data) :]
         finally:
             os._exit(0)
     os.close(write_fd)
@@ -222,8 +237,9 @@ class Dataset:
         try:
             self._file = h5py.File(data_file, "r")
         except OSError as err:
-            raise EmbodiedError(f"{self.path} is not a readable HDF5 dataset (corrupt or truncated?): "
-                                f"{one_line(err)}") from None
+            raise EmbodiedError(
+                f"{self.path} is not a readable HDF5 dataset (corrupt or truncated?): {one_line(err)}"
+            ) from None
         try:
             self._read_header(env_id)
         except EmbodiedError:
@@ -237,19 +253,25 @@ class Dataset:
         if self._minari is None:
             attrs = read_attributes(self._file, Path(self._file.filename))
         else:
-            attrs = {"format": FORMAT, "format_version": FORMAT_VERSION,
-                     **{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in self._minari.items()}}
+            attrs = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                **{k: (json.dumps(v) if isinstance(v, dict) else v) for k, v in self._minari.items()},
+            }
         attrs = {k: (v.decode("utf-8") if isinstance(v, bytes) else v) for k, v in attrs.items()}
         if attrs.get("format") != FORMAT:
             raise EmbodiedError(f"{self.path} is not an embodied dataset (format attribute {attrs.get('format')!r})")
         if int(attrs.get("format_version", -1)) != FORMAT_VERSION:
-            raise EmbodiedError(f"{self.path} has format version {attrs.get('format_version')}, expected {FORMAT_VERSION}")
+            raise EmbodiedError(
+                f"{self.path} has format version {attrs.get('format_version')}, expected {FORMAT_VERSION}"
+            )
         self.env_id: str = str(attrs["env_id"])
         if env_id is not None and env_id != self.env_id:
             raise EmbodiedError(f"{self.path} was recorded on {self.env_id!r}, not {env_id!r}")
         self.metadata: dict = parse_json(attr_text(attrs["metadata"]), f"{self.path} metadata")
-        self.observation_space: dict = parse_json(attr_text(attrs["observation_space"]),
-                                                  f"{self.path} observation space")
+        self.observation_space: dict = parse_json(
+            attr_text(attrs["observation_space"]), f"{self.path} observation space"
+        )
         self.action_space: dict = parse_json(attr_text(attrs["action_space"]), f"{self.path} action space")
         self.total_steps = int(attrs["total_steps"])
         self._n = int(attrs["total_episodes"])
@@ -289,21 +311,28 @@ class Dataset:
             if not isinstance(infos_group, h5py.Group) or len(infos_group) > 64:
                 raise ValueError("infos is not a small group")
             info_rows, skip = (steps + 1, 1) if self._minari else (steps, 0)  # Minari keeps the reset's info first
-            nodes = {"actions": checked(group, "actions", steps, self._act_shape),
-                     "rewards": checked(group, "rewards", steps, ()),
-                     "terminations": checked(group, "terminations", steps, ()),
-                     "truncations": checked(group, "truncations", steps, ())}
+            nodes = {
+                "actions": checked(group, "actions", steps, self._act_shape),
+                "rewards": checked(group, "rewards", steps, ()),
+                "terminations": checked(group, "terminations", steps, ()),
+                "truncations": checked(group, "truncations", steps, ()),
+            }
             info_nodes = {k: checked(infos_group, k, info_rows, None) for k in infos_group}
-            every = [*(obs_nodes.values() if isinstance(obs_nodes, dict) else [obs_nodes]), *nodes.values(),
-                     *info_nodes.values()]
+            every = [
+                *(obs_nodes.values() if isinstance(obs_nodes, dict) else [obs_nodes]),
+                *nodes.values(),
+                *info_nodes.values(),
+            ]
             declared = sum(int(n.size) * n.dtype.itemsize for n in every)  # a few-KB file may declare gigabytes
             if declared > MAX_EPISODE_BYTES:
                 raise ValueError(f"its arrays would need {declared} bytes together (at most {MAX_EPISODE_BYTES})")
             self.bytes_read += declared
             if self.bytes_read > MAX_DATASET_BYTES:
-                raise ValueError(f"reading it would bring the dataset to {self.bytes_read} bytes in memory "
-                                 f"(at most {MAX_DATASET_BYTES})")
-            observations = ({k: n[()] for k, n in obs_nodes.items()} if isinstance(obs_nodes, dict) else obs_nodes[()])
+                raise ValueError(
+                    f"reading it would bring the dataset to {self.bytes_read} bytes in memory "
+                    f"(at most {MAX_DATASET_BYTES})"
+                )
+            observations = {k: n[()] for k, n in obs_nodes.items()} if isinstance(obs_nodes, dict) else obs_nodes[()]
             episode = Episode(
                 observations=observations,
                 actions=nodes["actions"][()],
@@ -311,7 +340,9 @@ class Dataset:
                 terminations=nodes["terminations"][()],
                 truncations=nodes["truncations"][()],
                 infos={k: n[()][skip:] for k, n in info_nodes.items()},
-                seed=None if group.attrs.get("seed") is None or int(group.attrs["seed"]) < 0 else int(group.attrs["seed"]),
+                seed=None
+                if group.attrs.get("seed") is None or int(group.attrs["seed"]) < 0
+                else int(group.attrs["seed"]),
             )
             episode.validate()
             if self._act_bounds is not None:  # collect clips; an action outside the space was not recorded by a policy

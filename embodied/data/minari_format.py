@@ -54,8 +54,9 @@ def default_dataset_id(env_id: str, policy: str) -> str:
 
 def check_dataset_id(dataset_id: str) -> str:
     if not DATASET_ID.match(dataset_id):
-        raise EmbodiedError(f"dataset id {dataset_id!r} is not Minari's namespace/name-vN (e.g. "
-                            f"embodied/reach-v3/expert-v0)")
+        raise EmbodiedError(
+            f"dataset id {dataset_id!r} is not Minari's namespace/name-vN (e.g. embodied/reach-v3/expert-v0)"
+        )
     return dataset_id
 
 
@@ -68,8 +69,13 @@ def dataset_path(dataset_id: str, root: str | os.PathLike | None = None) -> Path
     return Path(root).expanduser() / dataset_id
 
 
-def write_minari(path: str | os.PathLike, episodes: Sequence[Episode], env: gym.Env, metadata: dict | None = None,
-                 dataset_id: str | None = None) -> Path:
+def write_minari(
+    path: str | os.PathLike,
+    episodes: Sequence[Episode],
+    env: gym.Env,
+    metadata: dict | None = None,
+    dataset_id: str | None = None,
+) -> Path:
     """Write ``episodes`` recorded on ``env`` as a Minari dataset folder at ``path`` (replacing one there), with the
     metadata Minari's tools read (id, requirements for ``recover_environment()``, author, description)."""
     import minari
@@ -85,26 +91,48 @@ def write_minari(path: str | os.PathLike, episodes: Sequence[Episode], env: gym.
     try:
         # jpeg_encoding=False: Minari's default stores image observations as JPEG (lossy: a mean error of
         # 5.9/255 on our frames, and object arrays that no reader but Minari's own decodes)
-        storage = MinariStorage.new(tmp / "data", observation_space=env.observation_space,
-                                    action_space=env.action_space, env_spec=env.spec, jpeg_encoding=False)
+        storage = MinariStorage.new(
+            tmp / "data",
+            observation_space=env.observation_space,
+            action_space=env.action_space,
+            env_spec=env.spec,
+            jpeg_encoding=False,
+        )
         env_id = env.spec.id if env.spec else "embodied/env"
         policy = str((metadata or {}).get("policy", "unknown"))
-        storage.update_metadata({"dataset_id": check_dataset_id(dataset_id or default_dataset_id(env_id, policy)),
-                                 "minari_version": minari.__version__, "algorithm_name": policy,
-                                 "author": {"embodied collect"},
-                                 "requirements": ["embodied", "metaworld==3.1.1", "mujoco>=3.3"],
-                                 "description": json.dumps(metadata or {})})
+        storage.update_metadata(
+            {
+                "dataset_id": check_dataset_id(dataset_id or default_dataset_id(env_id, policy)),
+                "minari_version": minari.__version__,
+                "algorithm_name": policy,
+                "author": {"embodied collect"},
+                "requirements": ["embodied", "metaworld==3.1.1", "mujoco>=3.3"],
+                "description": json.dumps(metadata or {}),
+            }
+        )
         buffers = []
         for i, e in enumerate(episodes):
-            infos = {k: np.concatenate([np.zeros((1, *np.shape(v)[1:]), np.asarray(v).dtype), np.asarray(v)])
-                     for k, v in e.infos.items()}
-            observations = ({k: np.asarray(v) for k, v in e.observations.items()} if isinstance(e.observations, dict)
-                            else list(e.observations))  # a Dict space is stored as a group of arrays
-            buffers.append(EpisodeBuffer(id=i, seed=e.seed, observations=observations,
-                                         actions=list(np.asarray(e.actions, np.float32)),
-                                         rewards=list(np.asarray(e.rewards, np.float64)),
-                                         terminations=list(np.asarray(e.terminations, bool)),
-                                         truncations=list(np.asarray(e.truncations, bool)), infos=infos))
+            infos = {
+                k: np.concatenate([np.zeros((1, *np.shape(v)[1:]), np.asarray(v).dtype), np.asarray(v)])
+                for k, v in e.infos.items()
+            }
+            observations = (
+                {k: np.asarray(v) for k, v in e.observations.items()}
+                if isinstance(e.observations, dict)
+                else list(e.observations)
+            )  # a Dict space is stored as a group of arrays
+            buffers.append(
+                EpisodeBuffer(
+                    id=i,
+                    seed=e.seed,
+                    observations=observations,
+                    actions=list(np.asarray(e.actions, np.float32)),
+                    rewards=list(np.asarray(e.rewards, np.float64)),
+                    terminations=list(np.asarray(e.terminations, bool)),
+                    truncations=list(np.asarray(e.truncations, bool)),
+                    infos=infos,
+                )
+            )
         storage.update_episodes(buffers)
         compress_hdf5(tmp / "data" / "main_data.hdf5")
         mode = 0o777 & ~current_umask()
@@ -160,12 +188,16 @@ def read_minari_header(path: Path) -> dict:
             "action_space": json.loads(meta["action_space"]),
             "total_episodes": int(meta["total_episodes"]),
             "total_steps": int(meta["total_steps"]),
-            "metadata": json.loads(meta.get("description") or "{}") if str(meta.get("description", "")).startswith("{") else {},
+            "metadata": json.loads(meta.get("description") or "{}")
+            if str(meta.get("description", "")).startswith("{")
+            else {},
         }
     except EmbodiedError as err:
         raise EmbodiedError(f"{path} is not a readable Minari dataset: {err}") from None
     except (OSError, KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as err:
-        raise EmbodiedError(f"{path} is not a readable Minari dataset (metadata.json: {type(err).__name__}: {err})") from None
+        raise EmbodiedError(
+            f"{path} is not a readable Minari dataset (metadata.json: {type(err).__name__}: {err})"
+        ) from None
     if meta.get("data_format", "hdf5") != "hdf5":
         raise EmbodiedError(f"{path}: only Minari's hdf5 data format is supported, not {meta.get('data_format')!r}")
     return header

@@ -33,7 +33,9 @@ class Segments:
         return self.observations.shape[1]
 
     def subset(self, index: np.ndarray) -> "Segments":
-        return Segments(*(getattr(self, f)[index] for f in ("observations", "actions", "rewards", "success", "episode", "start")))
+        return Segments(
+            *(getattr(self, f)[index] for f in ("observations", "actions", "rewards", "success", "episode", "start"))
+        )
 
 
 def sample_segments(episodes: Sequence[Episode], length: int, count: int, rng: np.random.Generator) -> Segments:
@@ -63,5 +65,11 @@ def sample_segments(episodes: Sequence[Episode], length: int, count: int, rng: n
         act.append(ep.actions[idx])
         rew.append(ep.rewards[idx])
         suc.append(ep.infos["success"][idx] if "success" in ep.infos else np.zeros(length, bool))
-    return Segments(np.stack(obs).astype(np.float32), np.stack(act).astype(np.float32),
-                    np.stack(rew).astype(np.float32), np.stack(suc), episode_idx, start)
+    return Segments(
+        np.stack(obs).astype(np.float32),
+        np.stack(act).astype(np.float32),
+        np.stack(rew).astype(np.float32),
+        np.stack(suc),
+        episode_idx,
+        start,
+    )

@@ -40,7 +40,9 @@ class EmbeddedLLM:
         try:
             from transformers import AutoModelForCausalLM, AutoTokenizer
         except ImportError as err:
-            raise LLMUnavailable("transformers is needed for the embedded model: pip install transformers gguf") from err
+            raise LLMUnavailable(
+                "transformers is needed for the embedded model: pip install transformers gguf"
+            ) from err
         path = Path(model_path) if model_path else smollm2_path()
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
@@ -55,9 +57,10 @@ class EmbeddedLLM:
     @torch.no_grad()
     def generate(self, messages: Messages, max_tokens: int = 64) -> str:
         ids = self._prompt_ids(messages)
-        out = self.model.generate(ids, max_new_tokens=max_tokens, do_sample=False,
-                                  pad_token_id=self.tokenizer.eos_token_id)
-        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        out = self.model.generate(
+            ids, max_new_tokens=max_tokens, do_sample=False, pad_token_id=self.tokenizer.eos_token_id
+        )
+        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
 
     @torch.no_grad()
     def score(self, messages: Messages, candidates: Sequence[str]) -> list[float]:
@@ -67,8 +70,10 @@ class EmbeddedLLM:
         out = self.model(prompt, use_cache=True)
         cache = getattr(out, "cache", None) or out.past_key_values
         first_logp = torch.log_softmax(out.logits[0, -1].float(), -1)  # predicts each candidate's first token
-        pieces = [self.tokenizer(c, add_special_tokens=False, return_tensors="pt").input_ids[0].to(self.device)
-                  for c in candidates]
+        pieces = [
+            self.tokenizer(c, add_special_tokens=False, return_tensors="pt").input_ids[0].to(self.device)
+            for c in candidates
+        ]
         length = max(len(p) for p in pieces)
         pad = self.tokenizer.eos_token_id or 0
         batch = torch.full((len(pieces), length), pad, dtype=torch.long, device=self.device)

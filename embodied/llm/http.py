@@ -53,8 +53,16 @@ def server_url_problem(url: str) -> str | None:
 
 
 class OpenAICompatibleLLM:
-    def __init__(self, base_url: str, model: str = "default", api_key: str | None = None, timeout: float = 30.0,
-                 retries: int = 3, backoff: float = 0.5, max_response_bytes: int = 4 * 1024 * 1024):
+    def __init__(
+        self,
+        base_url: str,
+        model: str = "default",
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_response_bytes: int = 4 * 1024 * 1024,
+    ):
         self.base_url = base_url.rstrip("/")
         if not self.base_url.endswith("/v1"):
             self.base_url += "/v1"
@@ -82,8 +90,10 @@ class OpenAICompatibleLLM:
             if attempt < self.retries:
                 time.sleep(max(0.0, min(self.backoff * 2**attempt, deadline - time.monotonic())))
         if time.monotonic() >= deadline:
-            raise LLMUnavailable(f"LLM server {self.base_url}: no answer within the {self.timeout} s deadline of the "
-                                 f"call ({tries} tries{f'; last: {last}' if last else ''})")
+            raise LLMUnavailable(
+                f"LLM server {self.base_url}: no answer within the {self.timeout} s deadline of the "
+                f"call ({tries} tries{f'; last: {last}' if last else ''})"
+            )
         raise LLMUnavailable(f"LLM server {self.base_url} unreachable after {tries} tries: {last}")
 
     def _request(self, url: str, data: bytes, deadline: float) -> dict:
@@ -93,8 +103,10 @@ class OpenAICompatibleLLM:
             if status in (301, 302, 303, 307, 308):
                 target = urllib.parse.urlsplit(urllib.parse.urljoin(url, headers.get("location", "")))
                 if (target.scheme, target.hostname, target.port) != (origin.scheme, origin.hostname, origin.port):
-                    raise LLMUnavailable(f"{url} redirected to another host ({target.scheme}://{target.netloc}); "
-                                         "not following it (credentials stay with the configured server)")
+                    raise LLMUnavailable(
+                        f"{url} redirected to another host ({target.scheme}://{target.netloc}); "
+                        "not following it (credentials stay with the configured server)"
+                    )
                 url = urllib.parse.urlunsplit(target)
                 continue
             if status in RETRYABLE:
@@ -137,8 +149,12 @@ class OpenAICompatibleLLM:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         try:
-            conn.request("POST", urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")), body=data,
-                         headers=headers)
+            conn.request(
+                "POST",
+                urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, "")),
+                body=data,
+                headers=headers,
+            )
             response = conn.getresponse()
             body = bytearray()
             while True:
@@ -164,8 +180,11 @@ class OpenAICompatibleLLM:
             conn.close()
 
     def generate(self, messages: Messages, max_tokens: int = 64) -> str:
-        reply = self._post("/chat/completions", {"messages": list(messages), "max_tokens": max_tokens, "temperature": 0},
-                           self._deadline())
+        reply = self._post(
+            "/chat/completions",
+            {"messages": list(messages), "max_tokens": max_tokens, "temperature": 0},
+            self._deadline(),
+        )
         try:
             content = reply["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
@@ -179,8 +198,11 @@ class OpenAICompatibleLLM:
         scores = []
         deadline = self._deadline()  # one deadline for all the candidates
         for candidate in candidates:
-            reply = self._post("/completions", {"prompt": prompt + candidate, "max_tokens": 0, "echo": True,
-                                                "logprobs": 1, "temperature": 0}, deadline)
+            reply = self._post(
+                "/completions",
+                {"prompt": prompt + candidate, "max_tokens": 0, "echo": True, "logprobs": 1, "temperature": 0},
+                deadline,
+            )
             try:
                 lp = reply["choices"][0]["logprobs"]
                 offsets, token_logprobs = lp["text_offset"], lp["token_logprobs"]

@@ -55,8 +55,12 @@ class SandboxCrashed(SandboxError):
 
 
 ERRORS: dict[str, type[SandboxError]] = {
-    "rejected": UnsafeCodeError, "timeout": RuleTimeout, "memory": RuleMemoryError, "raised": RuleRuntimeError,
-    "bad_result": SandboxBadResult, "crashed": SandboxCrashed,
+    "rejected": UnsafeCodeError,
+    "timeout": RuleTimeout,
+    "memory": RuleMemoryError,
+    "raised": RuleRuntimeError,
+    "bad_result": SandboxBadResult,
+    "crashed": SandboxCrashed,
 }
 
 
@@ -113,6 +117,20 @@ def compile_function(source: str, max_ops: int = 100_000, seconds: float = 0.5) 
     return SandboxedFunction(source, max_ops=max_ops, seconds=seconds)
 
 
-__all__ = ["ERRORS", "Outcome", "RuleMemoryError", "RuleRuntimeError", "RuleTimeout", "SandboxBadResult",
-           "SandboxCrashed", "SandboxError", "SandboxedFunction", "UnsafeCodeError", "WorkerPool", "check_source",
-           "compile_function", "raise_for", "run_batch"]
+__all__ = [
+    "ERRORS",
+    "Outcome",
+    "RuleMemoryError",
+    "RuleRuntimeError",
+    "RuleTimeout",
+    "SandboxBadResult",
+    "SandboxCrashed",
+    "SandboxError",
+    "SandboxedFunction",
+    "UnsafeCodeError",
+    "WorkerPool",
+    "check_source",
+    "compile_function",
+    "raise_for",
+    "run_batch",
+]

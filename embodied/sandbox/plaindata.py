@@ -79,7 +79,7 @@ def decode(data, limits: Limits = Limits()):
         if isinstance(d, list):
             return [walk(x, depth + 1) for x in d]
         if isinstance(d, dict) and len(d) == 1:
-            (tag, body), = d.items()
+            ((tag, body),) = d.items()
             try:
                 if tag == "x" and body in ("nan", "inf", "-inf"):
                     return float(body)

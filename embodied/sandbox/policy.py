@@ -10,17 +10,102 @@ from __future__ import annotations
 import ast
 from collections import deque
 
-SAFE_BUILTIN_NAMES = ("len", "any", "all", "min", "max", "abs", "bool", "int", "float", "str", "set", "frozenset",
-                      "list", "tuple", "dict", "sorted", "round", "isinstance", "True", "False", "None")
-SAFE_METHODS = {"get", "items", "keys", "values", "startswith", "endswith", "lower", "upper", "strip", "split",
-                "join", "count", "index"}  # not str.format: "{0.__class__}" reaches attributes at run time
+SAFE_BUILTIN_NAMES = (
+    "len",
+    "any",
+    "all",
+    "min",
+    "max",
+    "abs",
+    "bool",
+    "int",
+    "float",
+    "str",
+    "set",
+    "frozenset",
+    "list",
+    "tuple",
+    "dict",
+    "sorted",
+    "round",
+    "isinstance",
+    "True",
+    "False",
+    "None",
+)
+SAFE_METHODS = {
+    "get",
+    "items",
+    "keys",
+    "values",
+    "startswith",
+    "endswith",
+    "lower",
+    "upper",
+    "strip",
+    "split",
+    "join",
+    "count",
+    "index",
+}  # not str.format: "{0.__class__}" reaches attributes at run time
 ALLOWED_NODES = (
-    ast.Module, ast.FunctionDef, ast.arguments, ast.arg, ast.Return, ast.If, ast.For, ast.Break, ast.Continue,
-    ast.Pass, ast.Assign, ast.AugAssign, ast.Expr, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub,
-    ast.UAdd, ast.BinOp, ast.Add, ast.Sub, ast.Div, ast.FloorDiv, ast.Mod, ast.Compare, ast.Eq, ast.NotEq, ast.Lt,
-    ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot, ast.IfExp, ast.Call, ast.keyword, ast.Name,
-    ast.Load, ast.Store, ast.Constant, ast.Tuple, ast.List, ast.Dict, ast.Set, ast.Subscript, ast.Slice,
-    ast.Attribute, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.comprehension, ast.JoinedStr,
+    ast.Module,
+    ast.FunctionDef,
+    ast.arguments,
+    ast.arg,
+    ast.Return,
+    ast.If,
+    ast.For,
+    ast.Break,
+    ast.Continue,
+    ast.Pass,
+    ast.Assign,
+    ast.AugAssign,
+    ast.Expr,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.BinOp,
+    ast.Add,
+    ast.Sub,
+    ast.Div,
+    ast.FloorDiv,
+    ast.Mod,
+    ast.Compare,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.In,
+    ast.NotIn,
+    ast.Is,
+    ast.IsNot,
+    ast.IfExp,
+    ast.Call,
+    ast.keyword,
+    ast.Name,
+    ast.Load,
+    ast.Store,
+    ast.Constant,
+    ast.Tuple,
+    ast.List,
+    ast.Dict,
+    ast.Set,
+    ast.Subscript,
+    ast.Slice,
+    ast.Attribute,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+    ast.comprehension,
+    ast.JoinedStr,
     ast.FormattedValue,
 )
 MAX_SOURCE_CHARS = 20_000
@@ -81,8 +166,13 @@ def check_node(node: ast.AST, func: ast.FunctionDef, line: int | str = "?") -> N
         raise RejectedCode(f"name {node.id!r} is not allowed (leading underscore)")
     if isinstance(node, ast.arg) and node.arg.startswith("_"):
         raise RejectedCode(f"argument {node.arg!r} is not allowed (leading underscore)")
-    bound = node.arg if isinstance(node, ast.arg) else node.id if isinstance(node, ast.Name) and not isinstance(
-        node.ctx, ast.Load) else None
+    bound = (
+        node.arg
+        if isinstance(node, ast.arg)
+        else node.id
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
+        else None
+    )
     if bound is not None and (bound in SAFE_BUILTIN_NAMES or bound == func.name):
         # rebinding 'len = f' would make 'len(x)' a recursive call that the check above cannot see
         raise RejectedCode(f"name {bound!r} cannot be rebound {where}")

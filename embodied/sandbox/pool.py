@@ -56,8 +56,13 @@ class Worker:
     def __init__(self, memory_bytes: int):
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", str(WORKER), str(memory_bytes)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={},
-            close_fds=True, start_new_session=True)  # its own session: a terminal's Ctrl-C is the host's alone
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={},
+            close_fds=True,
+            start_new_session=True,
+        )  # its own session: a terminal's Ctrl-C is the host's alone
         self.known: set[str] = set()
         self.buffer = b""
 
@@ -151,8 +156,14 @@ class WorkerPool:
                 self._idle.append(worker)
         self._available.release()
 
-    def run(self, sources: dict[str, str], calls: list[tuple[str, tuple]], max_ops: int, seconds: float,
-            batch_seconds: float | None = None) -> list[Outcome]:
+    def run(
+        self,
+        sources: dict[str, str],
+        calls: list[tuple[str, tuple]],
+        max_ops: int,
+        seconds: float,
+        batch_seconds: float | None = None,
+    ) -> list[Outcome]:
         """Run ``calls`` (function id, argument tuple) in one worker; one ``Outcome`` per call, in order.
 
         ``sources`` maps every id in ``calls`` to its (already checked) source. Each call has
@@ -172,14 +183,19 @@ class WorkerPool:
                 raise TypeError(f"sandbox arguments must be plain data: {err}") from None
             room = MAX_REQUEST - len(sources[fid].encode()) - 4096
             if len(encoded[i]) > room:
-                outcomes[i] = Outcome(error="rejected", message=f"the call's arguments are {len(encoded[i])} bytes, "
-                                      f"over the {MAX_REQUEST}-byte request limit of the sandbox")
+                outcomes[i] = Outcome(
+                    error="rejected",
+                    message=f"the call's arguments are {len(encoded[i])} bytes, "
+                    f"over the {MAX_REQUEST}-byte request limit of the sandbox",
+                )
         todo = [i for i in range(len(calls)) if outcomes[i] is None]
         while todo:
             worker = self._take(deadline)
             if worker is None:  # no worker freed up before the batch's deadline
                 for i in todo:
-                    outcomes[i] = Outcome(error="timeout", message="no sandbox worker was free before the batch's deadline")
+                    outcomes[i] = Outcome(
+                        error="timeout", message="no sandbox worker was free before the batch's deadline"
+                    )
                 break
             try:
                 if len(worker.known) > self.max_functions:
@@ -188,7 +204,11 @@ class WorkerPool:
                 chunk, needed, size = [], set(), 256
                 for i in todo:  # as many calls as fit in one request (at least one: each fits alone)
                     fid = calls[i][0]
-                    extra = len(encoded[i]) + 1 + (len(sources[fid].encode()) + 64 if fid not in worker.known and fid not in needed else 0)
+                    extra = (
+                        len(encoded[i])
+                        + 1
+                        + (len(sources[fid].encode()) + 64 if fid not in worker.known and fid not in needed else 0)
+                    )
                     if chunk and size + extra > MAX_REQUEST:
                         break
                     chunk.append(i)
@@ -202,8 +222,10 @@ class WorkerPool:
                     worker.kill()
                     worker = None
                     self.restarts += 1
-                    outcomes[chunk[0]] = Outcome(error="crashed", message=f"the sandbox worker {reason} before the "
-                                                 f"request was sent; it was replaced")
+                    outcomes[chunk[0]] = Outcome(
+                        error="crashed",
+                        message=f"the sandbox worker {reason} before the request was sent; it was replaced",
+                    )
                     todo = todo[1:]  # never the same request again: each pass settles at least one call
                     continue
                 worker.known |= needed
@@ -237,7 +259,9 @@ class WorkerPool:
                 todo = todo[done:]
                 if todo and time.monotonic() >= deadline:
                     for i in todo:
-                        outcomes[i] = Outcome(error="timeout", message="the batch's deadline passed before this call ran")
+                        outcomes[i] = Outcome(
+                            error="timeout", message="the batch's deadline passed before this call ran"
+                        )
                     todo = []
             finally:
                 self._give(worker)
