@@ -42,7 +42,7 @@ from pathlib import Path
 from embodied.atomic import atomic_path
 from embodied.cli import AGENTS
 from embodied.config import parse_command_args, parse_config
-from embodied.errors import EmbodiedError
+from embodied.errors import EmbodiedError, one_line
 from embodied.safe_io import MAX_METRICS_BYTES, load_json, read_text
 
 RESERVED = {"seed", "run_dir", "run_name", "resume", "threads"}  # the sweep sets these itself
@@ -189,7 +189,17 @@ def run_trial(agent: str, argv: list[str], out: str, name: str, threads: int) ->
             continue
         raise RuntimeError(f"trial {name} failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
     files = {f: read_text(run_dir / f, MAX_METRICS_BYTES, f) for f in SMALL_FILES if (run_dir / f).exists()}
-    return {"name": name, "skipped": False, "seconds": time.time() - start, "files": files}
+    return {"name": name, "skipped": False, "seconds": time.time() - start, "files": files, "node": _node_id()}
+
+
+def _node_id() -> str | None:
+    """The Ray node this trial ran on (recorded in sweep.json: where to find its checkpoints on a cluster)."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # not inside Ray (a direct call)
+        return None
 
 
 def sync_back(out: Path, result: dict) -> None:
@@ -344,7 +354,17 @@ def _run_on_ray_now(
             logging_level="ERROR",
         )
     else:
-        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+        except Exception as err:  # Ray's own errors, multi-line: one line that says what to do
+            text = one_line(err, 200)
+            hint = (
+                "; the cluster uses token authentication: copy the head's ~/.ray/auth_token to this machine (or set "
+                "RAY_AUTH_TOKEN) and set RAY_AUTH_MODE=token"
+                if "token" in text.lower() or "authenticat" in text.lower()
+                else "; is `ray start --head` running there, and is its port reachable?"
+            )
+            raise EmbodiedError(f"cannot join the Ray cluster at {address}: {text}{hint}") from None
     try:
         total = int(ray.cluster_resources().get("CPU", 0))
         if cpus > total:
@@ -365,6 +385,7 @@ def _run_on_ray_now(
                     "name": trial.name,
                     "status": "skipped" if result["skipped"] else "finished",
                     "seconds": round(result.get("seconds", 0.0), 1),
+                    "node": result.get("node"),
                     **_summary_fields(out / trial.name),
                 }
             except Exception as err:  # the trial's own failure (after Ray's retries for worker deaths)
