@@ -347,6 +347,7 @@ def _run_on_ray_now(
         # trials (measured: a PARL trial 3-4x slower beside one unrelated process); trials are the work here.
         os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(
+            address="local",  # a Ray of its own: never a cluster that happens to run here (or a stale record of one)
             num_cpus=os.cpu_count(),
             num_gpus=local_gpu_count() if gpus else 0,
             include_dashboard=False,

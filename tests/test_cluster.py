@@ -42,6 +42,9 @@ def stop_started(before: set[int]) -> set[int]:
                 pass
         time.sleep(2)
         started &= ray_pids()
+    record = Path("/tmp/ray/ray_current_cluster")  # what `ray stop` would remove: a later ray.init() would read it
+    if record.exists() and record.read_text().strip().endswith(f":{PORT}"):
+        record.unlink()
     return started
 
 
