@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
+from datetime import date
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -76,6 +78,7 @@ def main() -> None:
     parser.add_argument("--task", default="reach-v3")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", help="also write the table, with the machine it ran on, to this markdown file")
     args = parser.parse_args()
     base = env_id(args.task)
     rows = [
@@ -86,11 +89,6 @@ def main() -> None:
             vector_steps_per_second(base, args.steps, args.workers),
         ),
         ("pixel env 64x64, 1 process", "frames/s", steps_per_second(env_id(args.task, "pixels"), args.steps // 4)),
-        (
-            "distractor env 64x64, 1 process",
-            "frames/s",
-            steps_per_second(env_id(args.task, "distractor"), args.steps // 4),
-        ),
         *[
             (
                 f"distractor env 64x64, {label}",
@@ -102,13 +100,32 @@ def main() -> None:
         (
             "video export 256x256 (render+caption+H.264)",
             "frames/s",
-            video_export_fps(args.steps // 10, 256, "/tmp/_bench.mp4"),
+            video_export_fps(args.steps // 10, 256, os.path.join(tempfile.mkdtemp(), "bench.mp4")),
         ),
     ]
-    print(f"| what ({args.task}, {os.cpu_count()} CPU cores) | unit | rate |")
-    print("| --- | --- | ---: |")
-    for name, unit, rate in rows:
-        print(f"| {name} | {unit} | {rate:,.0f} |")
+    lines = [f"| what ({args.task}, {os.cpu_count()} CPU cores) | unit | rate |", "| --- | --- | ---: |"]
+    lines += [f"| {name} | {unit} | {rate:,.0f} |" for name, unit, rate in rows]
+    print("\n".join(lines))
+    if args.out:
+        header = [
+            "# Environment and video throughput",
+            "",
+            f"`python bench/envs_and_video.py --task {args.task} --steps {args.steps} --workers {args.workers}` on "
+            f"{date.today()}: {cpu_model()}, {os.cpu_count()} cores, MUJOCO_GL={os.environ.get('MUJOCO_GL')}, one "
+            "process per row (the vector row: one per worker), nothing else running. Distractor rows: each axis "
+            "alone at difficulty 1 (every step renders; the background axis adds a segmentation render).",
+            "",
+        ]
+        with open(args.out, "w") as f:
+            f.write("\n".join(header + lines) + "\n")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "CPU of unknown model"
 
 
 if __name__ == "__main__":

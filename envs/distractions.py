@@ -11,7 +11,7 @@ axis moves) a bounded random walk at every environment step:
                 +-0.5 * difficulty in each channel, walking every step
 ``camera``      the camera moved (up to 6 cm) and turned (up to 0.2 rad about each axis) times the
                 difficulty, walking every step
-``lighting``    brightness (x0.2-1.8), ambient level and the direction of every light, times the
+``lighting``    diffuse intensity (x0.2-1.8), ambient level and the direction of every light, times the
                 difficulty, fixed within an episode
 
 Only what is drawn changes: colours, lights and the camera are edited in the renderer's scene after
@@ -36,7 +36,7 @@ COLOR_GROUPS = ("robot", "objects", "scene")
 MAX_COLOR_DELTA = 0.5  # RGB in [0, 1]; DCS's hardest colour setting is of this order
 MAX_CAMERA_SHIFT = 0.06  # metres, each axis of the camera frame
 MAX_CAMERA_TURN = 0.2  # radians about each axis of the camera frame
-MAX_LIGHT_GAIN = 0.8  # brightness factor in [1 - 0.8, 1 + 0.8]
+MAX_LIGHT_GAIN = 0.8  # diffuse intensity factor in [1 - 0.8, 1 + 0.8]
 MAX_AMBIENT_SHIFT = 0.3
 MAX_LIGHT_TURN = 0.6  # radians
 
