@@ -140,6 +140,14 @@ class Run:
         with atomic_path(self.dir / "summary.json") as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
 
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        """How every run ends: ``summary.json`` (atomically), the logger and lock released, and one JSON line
+        on stdout with the run directory and the summary's entries that are not lists (curves stay in the file)."""
+        self.write_summary(summary)
+        self.close()
+        shown = {"run": str(self.dir), **{k: v for k, v in summary.items() if not isinstance(v, (list, tuple))}}
+        print(json.dumps(shown))
+
     def catch_interrupts(self) -> None:
         """Make the first Ctrl-C a stop request (answered at ``stop``); a second one stops at once."""
         if threading.current_thread() is not threading.main_thread():

@@ -75,6 +75,15 @@ def test_run_dir_logs_metrics_and_refuses_to_clobber(tmp_path):
     resumed.close()
 
 
+def test_finish_writes_the_summary_releases_the_run_and_prints_one_line(tmp_path, capsys):
+    run = Run(tmp_path, "r", config=Cfg())
+    run.finish({"final": 0.5, "curve": [[1, 0.2], [2, 0.5]], "success": {"stow": 1.0}})
+    assert json.loads((run.dir / "summary.json").read_text())["curve"] == [[1, 0.2], [2, 0.5]]
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(printed[-1]) == {"run": str(run.dir), "final": 0.5, "success": {"stow": 1.0}}
+    Run(tmp_path, "r", config=Cfg(), resume=True).close()  # the lock was released: the run opens again
+
+
 def test_device_auto_and_errors():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda")

@@ -31,7 +31,6 @@ reward by its choice of action instead of by the task (``agents.parl.diagnostics
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 
@@ -480,9 +479,7 @@ def run_parl(cfg: ParlConfig) -> dict:
         "curve": curve,  # (env step, success rate, return over an episode of episode_steps steps)
         "episode_steps": cfg.max_episode_steps,
     }
-    run.write_summary(summary)
-    run.close()
-    print(json.dumps({k: v for k, v in summary.items() if k != "curve"}))
+    run.finish(summary)
     return summary
 
 

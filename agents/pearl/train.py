@@ -9,7 +9,6 @@ and IQL checkpoints periodically, so ``--resume`` continues a killed run where i
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -464,9 +463,7 @@ def run_pearl(cfg: PearlConfig) -> dict:
         "reward_heldout_accuracy": reward_acc,
         **policy_stats,
     }
-    run.write_summary(summary)
-    run.close()
-    print(json.dumps(summary))
+    run.finish(summary)
     return summary
 
 

@@ -369,9 +369,8 @@ def run_adapt(cfg: AdaptConfig) -> dict:
         "disc_accuracy": last["adapt/disc_accuracy"],
         "curve": curve,
     }
-    run.write_summary(summary)
     save_checkpoint(run.path("encoder.pt"), agent.model.encoder.state_dict())  # atomic, loads with weights_only
-    run.close()
+    run.finish(summary)
     return summary
 
 

@@ -10,7 +10,6 @@ so ``--resume`` continues a killed run.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -291,9 +290,7 @@ def run_repo(cfg: RePoConfig) -> dict:
         "final_return": curve[-1][1] if curve else None,
         "episode_steps": cfg.max_episode_steps,  # env steps each return sums over (action repeat included)
     }
-    run.write_summary(summary)
-    run.close()
-    print(json.dumps({k: v for k, v in summary.items() if k != "curve"}))
+    run.finish(summary)
     return summary
 
 

@@ -35,6 +35,7 @@ from embodied.config import RunOptions, check_choice, parse_config
 from embodied.errors import EmbodiedError
 from embodied.llm import make_llm
 from embodied.llm.http import server_url_problem
+from embodied.atomic import atomic_path
 from embodied.runs import progress, start_run
 from embodied.sandbox import SandboxError
 from embodied.video import write_mp4
@@ -257,10 +258,10 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
         if iteration < cfg.iterations:  # after the last iteration a stop request lets the run finish
             run.stop(iteration, lambda: None)  # Ctrl-C: the checkpoint of this iteration is saved
     bar.close()
-    with open(run.path("results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    with atomic_path(run.path("results.json")) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
     last = results[-1]
-    run.write_summary(
+    run.finish(
         {
             "tasks": list(cfg.tasks),
             "planner": cfg.planner,
@@ -272,8 +273,6 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
             "decision_ms_p95": last["decision_ms_p95"],
         }
     )
-    run.close()
-    print(json.dumps({"run": str(run.dir), "success": last["success"]}))
     return {"results": results}
 
 
