@@ -84,6 +84,15 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
     )  # a typo is an error
     hints = typing.get_type_hints(cls)
     comments = field_comments(cls)
+    presets = getattr(cls, "PRESETS", {})
+    if presets:
+        parser.add_argument(
+            "--preset",
+            choices=sorted(presets),
+            default=None,
+            help="named settings applied before the other options, which override them: "
+            + "; ".join(f"{name}: {describe_preset(values)}" for name, values in sorted(presets.items())),
+        )
     for field in dataclasses.fields(cls):
         tp = hints[field.name]
         flag = "--" + field.name.replace("_", "-")
@@ -101,13 +110,28 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
     return parser
 
 
+def describe_preset(values: dict[str, Any]) -> str:
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+
+
 def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> T:
-    """An instance of dataclass ``cls`` from command-line flags."""
+    """An instance of dataclass ``cls`` from command-line flags; ``--preset NAME`` (a key of ``cls.PRESETS``)
+    sets defaults that the other flags override."""
     parser = build_parser(cls, prog=prog)
+    presets = getattr(cls, "PRESETS", {})
+    if presets:
+        first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        first.add_argument("--preset", default=None)
+        name = first.parse_known_args(list(argv))[0].preset
+        if name is not None and name not in presets:
+            raise EmbodiedError(f"--preset {name!r}: choose one of {', '.join(sorted(presets))}")
+        if name is not None:
+            parser.set_defaults(**presets[name])
     namespace, unknown = parser.parse_known_args(list(argv))
     if unknown:
         raise EmbodiedError(f"unknown option(s) for {prog or cls.__name__}: {' '.join(unknown)} (see --help)")
     values = vars(namespace)
+    values.pop("preset", None)  # what it set is in the values (and so in config.json)
     from embodied.make import TASK_FIELDS, task_name
 
     for name in TASK_FIELDS:  # checked before anything is created; the printed id is accepted too
@@ -148,6 +172,8 @@ class RunOptions:
     # Values a run's config.json without an option (written before the option existed) ran with, where that
     # differs from the option's default today; options missing from config.json and not named are not checked.
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Named settings (``--preset NAME``), DreamerV3's idea: one definition of a scale that scripts and studies share.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:

@@ -1,5 +1,6 @@
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,32 @@ class Cfg:
     levels: tuple[float, ...] = (0.0, 0.5)
     limit: int | None = None
     out: Path = Path("o")
+
+
+@dataclass
+class PresetCfg:
+    steps: int = 10
+    lr: float = 3e-4
+    PRESETS: ClassVar[dict] = {"small": {"steps": 2, "lr": 1e-2}}
+
+
+def test_a_preset_sets_defaults_that_flags_override(capsys):
+    assert parse_config(PresetCfg, ["--preset", "small"]) == PresetCfg(steps=2, lr=1e-2)
+    assert parse_config(PresetCfg, ["--steps", "5", "--preset", "small"]) == PresetCfg(steps=5, lr=1e-2)
+    assert parse_config(PresetCfg, []) == PresetCfg()
+    with pytest.raises(EmbodiedError, match="choose one of small"):
+        parse_config(PresetCfg, ["--preset", "huge"])
+    with pytest.raises(SystemExit):
+        parse_config(PresetCfg, ["--help"])
+    assert "small: --steps 2 --lr 0.01" in capsys.readouterr().out
+
+
+def test_repo_cpu_scale_is_a_preset():
+    from agents.repo.train import RePoConfig
+
+    cfg = parse_config(RePoConfig, ["--preset", "cpu-small", "--total-steps", "600"])
+    assert (cfg.batch_size, cfg.seq_len, cfg.beta_lr, cfg.total_steps) == (16, 32, 1e-2, 600)
+    assert "preset" not in config_to_dict(cfg)  # config.json holds the values it set
 
 
 def test_config_parses_types_and_roundtrips():
