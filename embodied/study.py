@@ -12,7 +12,7 @@ The file names the agent, the seeds, a grid, the options every trial shares and 
     [grid]                       # a cross product, one run directory per point and seed
     method = ["parl", "pebble"]
     [options]                    # passed to every trial (option names as in the agent's dataclass)
-    total_steps = 10000
+    total_steps = 10000          # (preset = "NAME" applies one of the agent's presets; the others override it)
     [report]
     split = "task"               # optional: one report per value of this grid key
     where = ["method=pebble"]    # optional: only these runs (KEY=VALUE, as embodied report --where)
@@ -82,7 +82,7 @@ def option_text(value) -> str:
 def passthrough(options: dict, cls: type) -> list[str]:
     from embodied.sweep import option_args
 
-    fields = {f for f in cls.__dataclass_fields__}
+    fields = {f for f in cls.__dataclass_fields__} | ({"preset"} if getattr(cls, "PRESETS", None) else set())
     unknown = [k for k in options if k not in fields]
     if unknown:
         raise EmbodiedError(f"[options] {', '.join(unknown)}: not options of this agent (embodied train AGENT --help)")

@@ -92,6 +92,8 @@ def parse_grid(items: list[str], cls: type) -> dict[str, list[str]]:
 
 def option_args(key: str, value: str, cls: type) -> list[str]:
     flag = "--" + key.replace("_", "-")
+    if key == "preset":
+        return [flag, value]
     if typing.get_type_hints(cls)[key] is bool:
         if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise EmbodiedError(f"--grid {key}: {value!r} is not a boolean")

@@ -322,6 +322,20 @@ def test_run_measures_on_a_constructed_curve():
     assert never["steps_to_reach"] == never["steps_to_hold"] == 9000.0 and not never["reached"]
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "bench" / "studies").glob("*.toml")),
+                         ids=lambda p: p.name)  # fmt: skip
+def test_every_study_file_plans_trials_whose_options_the_agent_accepts(path):
+    """Each trial's full command line is parsed by the agent's own config (presets included), without Ray."""
+    from embodied.study import load_study, option_text, passthrough
+    from embodied.sweep import config_class, parse_grid, plan
+
+    study = load_study(path)
+    cls = config_class(study["agent"])
+    grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
+    trials = plan(study["agent"], [int(s) for s in study["seeds"]], grid, passthrough(study["options"], cls))
+    assert len(trials) == len(study["seeds"]) * int(np.prod([len(v) for v in grid.values()]))
+
+
 @pytest.mark.xdist_group("ray")
 def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp_path):
     """The PARL study's own file, at a tiny size: sweep, reports, records; then the report from the records alone."""
