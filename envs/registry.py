@@ -12,8 +12,9 @@ The ids of earlier releases (``embodied/reach-pixels-v3``) still make the same e
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
-from gymnasium import logger
 
 from envs.drawer_block import TASKS as DRAWER_BLOCK_TASKS
 from envs.metaworld_env import MAX_EPISODE_STEPS, TASKS
@@ -53,7 +54,9 @@ def make_deprecated(replacement: str, **kwargs):
     """Entry point of an old id: the env of ``replacement``, after a warning that names it."""
     from envs.metaworld_env import MetaWorldEnv
 
-    logger.deprecation(f"this id is deprecated; use {replacement} (same environment)")
+    # FutureWarning, not DeprecationWarning: Python shows it by default (a DeprecationWarning raised here,
+    # outside the user's __main__, would be hidden)
+    warnings.warn(f"this id is deprecated; use {replacement} (the same environment)", FutureWarning, stacklevel=2)
     return MetaWorldEnv(**kwargs)
 
 
