@@ -123,7 +123,8 @@ def test_today_default_is_the_background_video_and_options_are_checked():
 
 def test_old_ids_still_make_the_same_env_with_a_deprecation_warning():
     with warnings.catch_warnings(record=True) as caught:
-        warnings.resetwarnings()  # Python's default filters: what a user sees
+        warnings.resetwarnings()  # as Python's defaults outside __main__: DeprecationWarning hidden
+        warnings.simplefilter("ignore", DeprecationWarning)
         old = gym.make("embodied/reach-v3-distractor", axes="color")
     assert any("use embodied/reach-distractor-v3" in str(w.message) for w in caught)
     new = gym.make("embodied/reach-distractor-v3", axes="color")
