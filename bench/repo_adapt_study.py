@@ -69,17 +69,37 @@ def cell(values: list[float]) -> str:
     return f"{stats['mean']:.2f} [{stats['mean_low']:.2f}, {stats['mean_high']:.2f}]"
 
 
-def curve_points(run: Path) -> list[dict]:
-    """The evaluations a run logged along its adaptation (metrics.jsonl's eval/ rows), finished or not."""
+def load_runs(source: Path) -> list[dict]:
+    """The adaptation runs of a study: ``{"name", "config", "summary" (None if unfinished), "rows"}`` each, from its
+    run directories (``calib<N>-s<seed>/``) or from the ``records.jsonl`` that ``--pack`` wrote from them."""
     from embodied.runs import read_metrics
 
+    if source.is_file():
+        return [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    runs = []
+    for path in sorted(source.glob("calib*-s*/config.json")):
+        summary = path.parent / "summary.json"
+        metrics = path.parent / "metrics.jsonl"
+        runs.append(
+            {
+                "name": path.parent.name,
+                "config": json.loads(path.read_text()),
+                "summary": json.loads(summary.read_text()) if summary.exists() else None,
+                "rows": read_metrics(metrics) if metrics.exists() else [],
+            }
+        )
+    return runs
+
+
+def curve_points(rows: list[dict]) -> list[dict]:
+    """The evaluations a run logged along its adaptation (metrics.jsonl's eval/ rows), finished or not."""
     return [
         {
             "step": row["step"],
             "ceiling": row.get("eval/ceiling_return"),
             **{key: row[f"eval/{key}"] for key, _ in CURVE_COLUMNS},
         }
-        for row in read_metrics(run / "metrics.jsonl")
+        for row in rows
         if "eval/return_mean" in row
     ]
 
@@ -126,19 +146,21 @@ def paired_differences(runs: dict[tuple[int, int], list[dict]]) -> None:
 
 
 def report(out: Path) -> None:
+    runs = load_runs(out)
     arms: dict[str, list[dict]] = {}
-    for path in sorted(out.glob("calib*-s*/summary.json")):
-        summary = json.loads(path.read_text())
-        arms.setdefault(f"{summary['calibration_pairs']} pairs, {summary['steps']} steps", []).append(summary)
+    for run in runs:
+        summary = run["summary"]
+        if summary is not None:
+            arms.setdefault(f"{summary['calibration_pairs']} pairs, {summary['steps']} steps", []).append(summary)
     curves: dict[str, list[list[dict]]] = {}
     by_run: dict[tuple[int, int], list[dict]] = {}
     unfinished: dict[str, int] = {}
-    for path in sorted(out.glob("calib*-s*/config.json")):
-        config = json.loads(path.read_text())
+    for run in runs:
+        config = run["config"]
         arm = f"{config['calibration_pairs']} pairs"
-        curve = by_run[config["calibration_pairs"], config["seed"]] = curve_points(path.parent)
+        curve = by_run[config["calibration_pairs"], config["seed"]] = curve_points(run["rows"])
         curves.setdefault(arm, []).append(curve)
-        unfinished[arm] = unfinished.get(arm, 0) + (not (path.parent / "summary.json").exists())
+        unfinished[arm] = unfinished.get(arm, 0) + (run["summary"] is None)
     if not arms and not any(curves.values()):
         raise SystemExit(f"no adaptation runs under {out}")
     print("mean over seeds [95 % bootstrap CI]\n")
@@ -179,10 +201,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("runs/repo_adapt"))
-    parser.add_argument("--report", type=Path)
+    parser.add_argument("--report", type=Path, help="a study's run directories, or the records.jsonl --pack wrote")
+    parser.add_argument("--pack", type=Path, metavar="RECORDS", help="write --out's runs to this records.jsonl")
     args = parser.parse_args()
     if args.report:
         report(args.report)
+        return
+    if args.pack:
+        runs = load_runs(args.out)
+        args.pack.write_text("".join(json.dumps(run, separators=(",", ":")) + "\n" for run in runs))
+        print(f"wrote {len(runs)} runs to {args.pack}")
         return
     if args.source_run is None:
         parser.error("--source-run is needed to adapt (or --report to summarise)")
