@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embodied.atomic import ensure_writable_dir
-from embodied.config import parse_config
+from embodied.config import DistractionOptions, parse_config
 from embodied.errors import EmbodiedError
 
 AGENTS: dict[str, tuple[str, str]] = {  # name -> (training module with main(argv), its config dataclass)
@@ -21,7 +21,7 @@ AGENTS: dict[str, tuple[str, str]] = {  # name -> (training module with main(arg
 
 
 @dataclass
-class CollectConfig:
+class CollectConfig(DistractionOptions):
     """Collect trajectories with a (noisy) policy into a dataset file."""
 
     env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
@@ -53,22 +53,11 @@ class CollectConfig:
         default=(0.0,), metadata={"help": "random-action probabilities, cycled over episodes"}
     )
     max_steps: int | None = field(default=None, metadata={"help": "cut episodes at this many steps"})
-    axes: str | None = field(
-        default=None,
-        metadata={
-            "help": "distractor envs: the axes that vary, comma-separated "
-            "from background,color,camera,lighting (default: background)"
-        },
-    )
-    difficulty: float | None = field(
-        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"}
-    )
-    background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
     seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
 
 @dataclass
-class VideoConfig:
+class VideoConfig(DistractionOptions):
     """Record episodes of a policy to an H.264 mp4."""
 
     env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
@@ -81,22 +70,11 @@ class VideoConfig:
     grid: bool = field(default=True, metadata={"help": "tile episodes side by side (else one after another)"})
     captions: bool = True  # write return and success on each frame
     max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
-    axes: str | None = field(
-        default=None,
-        metadata={
-            "help": "distractor envs: the axes that vary, comma-separated "
-            "from background,color,camera,lighting (default: background)"
-        },
-    )
-    difficulty: float | None = field(
-        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"}
-    )
-    background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
     seed: int = 0  # seed of the first episode (episode i uses seed + i)
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(DistractionOptions):
     """Evaluate a policy: success rate and return over seeded episodes."""
 
     env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
@@ -104,17 +82,6 @@ class EvalConfig:
     episodes: int = 10  # number of episodes
     max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
     seed: int = 1000  # seed of the first episode (episode i uses seed + i)
-    axes: str | None = field(
-        default=None,
-        metadata={
-            "help": "distractor envs: the axes that vary, comma-separated "
-            "from background,color,camera,lighting (default: background)"
-        },
-    )
-    difficulty: float | None = field(
-        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"}
-    )
-    background: str | None = field(default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"})
 
 
 def cmd_envs(argv: list[str]) -> int:
@@ -181,7 +148,8 @@ def check_max_steps(cfg) -> None:
 def cmd_collect(argv: list[str]) -> int:
     from embodied.data import NoiseSchedule, collect, write_dataset
     from embodied.data.minari_format import write_minari
-    from embodied.make import distraction_options, make_env
+    from embodied.config import distraction_options
+    from embodied.make import make_env
     from embodied.policies import make_policy
     from embodied.runs import progress
 
@@ -223,7 +191,8 @@ def cmd_collect(argv: list[str]) -> int:
 
 
 def cmd_video(argv: list[str]) -> int:
-    from embodied.make import distraction_options, make_env
+    from embodied.config import distraction_options
+    from embodied.make import make_env
     from embodied.policies import make_policy
     from embodied.video import record_episode, tile, write_mp4
     from envs.rendering import MAX_FRAME_SIZE
@@ -257,7 +226,8 @@ def cmd_video(argv: list[str]) -> int:
 
 def cmd_eval(argv: list[str]) -> int:
     from embodied.evaluation import evaluate
-    from embodied.make import distraction_options, make_env
+    from embodied.config import distraction_options
+    from embodied.make import make_env
     from embodied.policies import make_policy
 
     cfg = parse_config(EvalConfig, argv, prog="embodied eval")

@@ -176,6 +176,47 @@ class RunOptions:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
 
+@dataclasses.dataclass
+class DistractionOptions:
+    """The keyword arguments of the distractor ids (``envs.distractions``), as options; ``None``: the env's default."""
+
+    axes: str | None = dataclasses.field(
+        default=None,
+        metadata={
+            "help": "distractor envs: the axes that vary, comma-separated from background,color,camera,lighting "
+            "(default: background)"
+        },
+    )
+    difficulty: float | None = dataclasses.field(
+        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"}
+    )
+    background: str | None = dataclasses.field(
+        default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"}
+    )
+
+
+def distraction_options(cfg: Any) -> dict:
+    """The distractor options a config sets, as env kwargs (an env without them refuses them)."""
+    names = [f.name for f in dataclasses.fields(DistractionOptions)]
+    return {k: getattr(cfg, k) for k in names if getattr(cfg, k, None) is not None}
+
+
+def check_distraction_options(cfg: Any, variant: str) -> None:
+    """Distractor options checked with the config, before anything is created: they need the distractor
+    variant, and their values must be ones the env accepts (``axes`` is written back in canonical order)."""
+    from envs.distractions import BACKGROUNDS, parse_axes
+
+    options = distraction_options(cfg)
+    if options and variant != "distractor":
+        raise ValueError(f"--{'/--'.join(options)} apply to the distractor variant, not {variant!r}")
+    if "axes" in options:
+        cfg.axes = ",".join(parse_axes(options["axes"]))
+    if "difficulty" in options and not 0 <= options["difficulty"] <= 1:
+        raise ValueError(f"difficulty must be in [0, 1], got {options['difficulty']}")
+    if "background" in options:
+        check_choice("background", options["background"], tuple(BACKGROUNDS))
+
+
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     """``ValueError`` naming the option unless ``value`` is one of ``choices``."""
     if value not in choices:

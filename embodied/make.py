@@ -45,14 +45,6 @@ def task_name(value: str, option: str = "--task") -> str:
     return name
 
 
-DISTRACTION_OPTIONS = ("axes", "difficulty", "background")  # keyword arguments of the distractor ids
-
-
-def distraction_options(cfg) -> dict:
-    """The distractor options a config sets (``None``: the env's default), as env kwargs."""
-    return {k: getattr(cfg, k) for k in DISTRACTION_OPTIONS if getattr(cfg, k, None) is not None}
-
-
 def make_env(env_id: str, **kwargs) -> gym.Env:
     """``gym.make`` for our ids (and any other registered id), turning failures into one clear line."""
     import envs  # noqa: F401  (registers the embodied/* ids)

@@ -38,26 +38,30 @@ from torch import nn
 from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import frozen
 from agents.repo.networks import normal_kl, preprocess
-from agents.repo.train import RePoConfig, build_agent, check_distraction_options, make_pixel_env, variant_label
+from agents.repo.train import RePoConfig, build_agent, make_pixel_env, variant_label
 from embodied.checkpoint import load_checkpoint, restoring, save_checkpoint, seed_everything
-from embodied.config import check_choice, check_positive, config_from_dict, parse_config
+from embodied.config import (
+    DistractionOptions,
+    check_choice,
+    check_distraction_options,
+    check_positive,
+    config_from_dict,
+    distraction_options,
+    parse_config,
+)
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
-from embodied.make import distraction_options
 from embodied.nets import mlp
 from embodied.replay import SequenceReplay
 from embodied.runs import Run, progress, set_threads
 
 
 @dataclass
-class AdaptConfig:
+class AdaptConfig(DistractionOptions):
     """Reward-free test-time adaptation of a RePo encoder to a new environment variant."""
 
     source_run: Path = Path("runs/repo")  # run directory of `embodied train repo` whose last checkpoint is adapted
     target_variant: str = "distractor"  # environment variant to adapt to: distractor or pixels
-    axes: str | None = None  # target distractor axes, comma-separated (None: the background video)
-    difficulty: float | None = None  # target distractor strength in [0, 1] (None: 1)
-    background: str | None = None  # target background video: noise or shapes (None: noise)
     collect_episodes: int = 10  # target episodes the agent's own policy collects (no rewards used)
     steps: int = 2000  # encoder gradient steps
     batch_size: int = 16  # target sequences per step

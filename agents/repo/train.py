@@ -20,38 +20,32 @@ import torch
 from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import BehaviorConfig
 from agents.repo.world_model import MODES, WorldModelConfig
-from embodied.config import RunOptions, check_choice, check_positive, parse_config
+from embodied.config import (
+    DistractionOptions,
+    RunOptions,
+    check_choice,
+    check_distraction_options,
+    check_positive,
+    distraction_options,
+    parse_config,
+)
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
-from embodied.make import distraction_options, make_env
+from embodied.make import make_env
 from embodied.replay import SequenceReplay
 from embodied.runs import progress, start_run
 from embodied.video import tile, write_mp4
-from envs.distractions import BACKGROUNDS, parse_axes
 from envs.registry import env_id
 from envs.wrappers import ActionRepeat
 
 
 @dataclass
-class RePoConfig(RunOptions):
+class RePoConfig(DistractionOptions, RunOptions):
     """RePo: resilient model-based RL from pixels (Dreamer baseline with --mode dreamer)."""
 
     task: str = "reach-v3"  # Meta-World task, rendered from pixels
     variant: str = field(default="pixels", metadata={"help": "pixels or distractor"})
     mode: str = field(default="repo", metadata={"help": "repo or dreamer"})
-    axes: str | None = field(
-        default=None,
-        metadata={
-            "help": "distractor variant: the axes that vary, comma-separated "
-            "from background,color,camera,lighting (default: background)"
-        },
-    )
-    difficulty: float | None = field(
-        default=None, metadata={"help": "distractor variant: strength in [0, 1] (default 1)"}
-    )
-    background: str | None = field(
-        default=None, metadata={"help": "distractor variant: noise or shapes (default noise)"}
-    )
     total_steps: int = 500_000  # environment steps (before action repeat)
     max_episode_steps: int = 500  # steps per episode (before action repeat)
     action_repeat: int = 2  # environment steps per agent action
@@ -157,19 +151,6 @@ class RePoConfig(RunOptions):
                 f"seq_len {self.seq_len} exceeds the episode length in agent steps "
                 f"({self.max_episode_steps // self.action_repeat})"
             )
-
-
-def check_distraction_options(cfg, variant: str) -> None:
-    """``--axes/--difficulty/--background`` are checked with the config, before a run directory exists."""
-    options = distraction_options(cfg)
-    if options and variant != "distractor":
-        raise ValueError(f"--{'/--'.join(options)} apply to the distractor variant, not {variant!r}")
-    if "axes" in options:
-        cfg.axes = ",".join(parse_axes(options["axes"]))
-    if "difficulty" in options and not 0 <= options["difficulty"] <= 1:
-        raise ValueError(f"difficulty must be in [0, 1], got {options['difficulty']}")
-    if "background" in options:
-        check_choice("background", options["background"], tuple(BACKGROUNDS))
 
 
 def variant_label(cfg, variant: str) -> str:
