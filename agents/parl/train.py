@@ -150,6 +150,159 @@ class ParlConfig(RunOptions):
             raise ValueError(f"segment_length {self.segment_length} exceeds max_episode_steps {self.max_episode_steps}")
 
 
+def run_parl(cfg: ParlConfig) -> dict:
+    run, device = start_run(cfg, f"parl-{cfg.task}-{cfg.method}-s{cfg.seed}")
+    env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
+    eval_env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
+    env.action_space.seed(cfg.seed)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    sac = SAC(obs_dim, act_dim, SACConfig(hidden=cfg.sac_hidden, batch_size=cfg.batch_size), device)
+    reward = LearnedReward(obs_dim, act_dim, cfg.ensemble_size, device, use_action=cfg.reward_input == "state-action")
+    buffer = ReplayBuffer(obs_dim, act_dim, cfg.total_steps)
+    recent = RecentEpisodes(cfg.recent_episodes)
+    teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
+    intrinsic = StateEntropyReward(cfg.unsup_k)
+    rng = np.random.default_rng(cfg.seed)
+    step, episode, feedback, store, curve = 0, 0, 0, None, []
+
+    state = run.load()
+    if state is not None:
+        with run.restoring():
+            sac.load_state_dict(state["sac"])
+            reward.load_state_dict(state["reward"])
+            buffer.load_state_dict(state["buffer"])
+            recent.load_state_dict(state["recent"], obs_dim, act_dim)
+            if "intrinsic" in state:
+                intrinsic.stats.load_state_dict(state["intrinsic"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            step, episode, feedback = (int(state[k]) for k in ("step", "episode", "feedback"))
+            store, curve = state["store"], list(state["curve"])
+            if store is not None and (store["obs"].shape[2:] != (obs_dim,) or store["act"].shape[2:] != (act_dim,)):
+                raise ValueError(
+                    f"its labelled segments have obs {store['obs'].shape} and act {store['act'].shape}, "
+                    f"this task obs size {obs_dim}, act size {act_dim}"
+                )
+        print(f"resuming at env step {step} (episode {episode}, {feedback} labels used)")
+
+    def checkpoint() -> None:
+        run.save(
+            {
+                "sac": sac.state_dict(),
+                "reward": reward.state_dict(),
+                "buffer": buffer.state_dict(),
+                "recent": recent.state_dict(),
+                "intrinsic": intrinsic.stats.state_dict(),
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "episode": episode,
+                "feedback": feedback,
+                "store": store,
+                "curve": curve,
+            }
+        )
+
+    learned = cfg.method != "sac"
+    learn_start = cfg.seed_steps + (cfg.unsup_steps if learned else 0)  # first query; PEBBLE's pre-training before
+    obs, _ = env.reset(seed=cfg.seed * 100_000 + episode)
+    ep_obs, ep_act, ep_rew = [obs], [], []
+    next_checkpoint = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
+    bar = progress(total=cfg.total_steps, initial=step, desc=f"{cfg.method} {cfg.task}")
+    while step < cfg.total_steps:
+        run.stop(step, checkpoint)  # Ctrl-C: save and stop here
+        action = env.action_space.sample() if step < cfg.seed_steps else sac.actor.act(obs, deterministic=False)
+        next_obs, true_r, terminated, truncated, info = env.step(action)
+        buffer.add(obs, action, true_r, next_obs, float(terminated), float(info.get("success", 0.0)))
+        if learned:
+            buffer.rew[(buffer.pos - 1) % buffer.capacity] = reward(obs[None], np.asarray(action, np.float32)[None])[0]
+        ep_obs.append(next_obs)
+        ep_act.append(action)
+        ep_rew.append(true_r)
+        obs = next_obs
+        step += 1
+        bar.update(1)
+
+        if (
+            learned
+            and feedback < cfg.feedback_budget
+            and step >= learn_start
+            and len(recent.episodes) > 0
+            and (step - learn_start) % cfg.query_every == 0
+        ):
+            first_session = store is None
+            num = min(cfg.queries_per_session, cfg.feedback_budget - feedback)
+            store, metrics = feedback_session(cfg, sac, reward, buffer, recent, teacher, store, num, rng)
+            feedback += num
+            if first_session and cfg.unsup_steps > 0:
+                sac.reset_critic()  # PEBBLE: the Q-values of the intrinsic reward are of no use for the task
+            run.logger.log(step, {"feedback/labels": feedback, **metrics})
+
+        if step >= cfg.seed_steps:
+            batch = buffer.sample(cfg.batch_size, rng, device)
+            if learned and step < learn_start:  # PEBBLE's unsupervised phase: state-entropy reward
+                batch = (*batch[:2], intrinsic(batch[3], buffer.obs[: buffer.size], rng), *batch[3:])
+            metrics = sac.update(*batch)
+            if step % 1000 == 0 or step % cfg.eval_every == 0:
+                run.logger.log(step, metrics)
+
+        if step % cfg.eval_every == 0 or step == cfg.total_steps:
+            result = evaluate(
+                eval_env, sac.actor.act, cfg.eval_episodes, seed=10_000_000 + cfg.seed, max_steps=cfg.max_episode_steps
+            )
+            curve.append((step, result["success_rate"], result["return_mean"]))
+            run.logger.log(
+                step,
+                {
+                    "eval/success_rate": result["success_rate"],
+                    "eval/success_final": result["success_final"],
+                    "eval/return": result["return_mean"],
+                },
+            )  # success_rate: at any step (Meta-World's)
+            if learned and store is not None and len(recent.episodes) > 0:
+                run.logger.log(step, reward_agreement(reward, buffer, recent, rng))
+            bar.write(
+                f"step {step}: success {result['success_rate']:.2f} true return {result['return_mean']:.1f} "
+                f"over {result['episode_steps']:.0f} steps, labels {feedback}"
+            )
+
+        if terminated or truncated:
+            recent.add(np.stack(ep_obs), np.stack(ep_act), np.asarray(ep_rew))
+            run.logger.log(
+                step, {"train/episode_true_return": float(np.sum(ep_rew)), "train/success": float(info["success"])}
+            )
+            episode += 1
+            if step >= next_checkpoint:
+                checkpoint()
+                next_checkpoint += cfg.checkpoint_every
+            obs, _ = env.reset(seed=cfg.seed * 100_000 + episode)
+            ep_obs, ep_act, ep_rew = [obs], [], []
+    bar.close()
+    checkpoint()
+    save_policy(run.path("policy.pt"), sac.actor, sac.actor_kwargs)
+    if cfg.video:
+        venv = make_env(
+            f"embodied/{cfg.task}",
+            render_mode="rgb_array",
+            render_width=128,
+            render_height=128,
+            max_episode_steps=cfg.max_episode_steps,
+        )
+        frames = [record_episode(venv, sac.actor.act, seed=20_000_000 + i)[0] for i in range(4)]
+        write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
+    summary = {
+        "task": cfg.task,
+        "method": cfg.method,
+        "seed": cfg.seed,
+        "feedback": feedback,
+        "final_success_rate": curve[-1][1],
+        "curve": curve,  # (env step, success rate, return over an episode of episode_steps steps)
+        "episode_steps": cfg.max_episode_steps,
+    }
+    run.finish(summary)
+    return summary
+
+
 class LearnedReward:
     """The reward ensemble with a running standardisation, as SAC sees it."""
 
@@ -328,159 +481,6 @@ def feedback_session(
     metrics.update(session_shift(before, reward(obs_r, act_r)))
     metrics.update(reward_agreement(reward, buffer, recent, rng))
     return store, metrics
-
-
-def run_parl(cfg: ParlConfig) -> dict:
-    run, device = start_run(cfg, f"parl-{cfg.task}-{cfg.method}-s{cfg.seed}")
-    env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
-    eval_env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
-    env.action_space.seed(cfg.seed)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    sac = SAC(obs_dim, act_dim, SACConfig(hidden=cfg.sac_hidden, batch_size=cfg.batch_size), device)
-    reward = LearnedReward(obs_dim, act_dim, cfg.ensemble_size, device, use_action=cfg.reward_input == "state-action")
-    buffer = ReplayBuffer(obs_dim, act_dim, cfg.total_steps)
-    recent = RecentEpisodes(cfg.recent_episodes)
-    teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
-    intrinsic = StateEntropyReward(cfg.unsup_k)
-    rng = np.random.default_rng(cfg.seed)
-    step, episode, feedback, store, curve = 0, 0, 0, None, []
-
-    state = run.load()
-    if state is not None:
-        with run.restoring():
-            sac.load_state_dict(state["sac"])
-            reward.load_state_dict(state["reward"])
-            buffer.load_state_dict(state["buffer"])
-            recent.load_state_dict(state["recent"], obs_dim, act_dim)
-            if "intrinsic" in state:
-                intrinsic.stats.load_state_dict(state["intrinsic"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
-            step, episode, feedback = (int(state[k]) for k in ("step", "episode", "feedback"))
-            store, curve = state["store"], list(state["curve"])
-            if store is not None and (store["obs"].shape[2:] != (obs_dim,) or store["act"].shape[2:] != (act_dim,)):
-                raise ValueError(
-                    f"its labelled segments have obs {store['obs'].shape} and act {store['act'].shape}, "
-                    f"this task obs size {obs_dim}, act size {act_dim}"
-                )
-        print(f"resuming at env step {step} (episode {episode}, {feedback} labels used)")
-
-    def checkpoint() -> None:
-        run.save(
-            {
-                "sac": sac.state_dict(),
-                "reward": reward.state_dict(),
-                "buffer": buffer.state_dict(),
-                "recent": recent.state_dict(),
-                "intrinsic": intrinsic.stats.state_dict(),
-                "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "episode": episode,
-                "feedback": feedback,
-                "store": store,
-                "curve": curve,
-            }
-        )
-
-    learned = cfg.method != "sac"
-    learn_start = cfg.seed_steps + (cfg.unsup_steps if learned else 0)  # first query; PEBBLE's pre-training before
-    obs, _ = env.reset(seed=cfg.seed * 100_000 + episode)
-    ep_obs, ep_act, ep_rew = [obs], [], []
-    next_checkpoint = (step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-    bar = progress(total=cfg.total_steps, initial=step, desc=f"{cfg.method} {cfg.task}")
-    while step < cfg.total_steps:
-        run.stop(step, checkpoint)  # Ctrl-C: save and stop here
-        action = env.action_space.sample() if step < cfg.seed_steps else sac.actor.act(obs, deterministic=False)
-        next_obs, true_r, terminated, truncated, info = env.step(action)
-        buffer.add(obs, action, true_r, next_obs, float(terminated), float(info.get("success", 0.0)))
-        if learned:
-            buffer.rew[(buffer.pos - 1) % buffer.capacity] = reward(obs[None], np.asarray(action, np.float32)[None])[0]
-        ep_obs.append(next_obs)
-        ep_act.append(action)
-        ep_rew.append(true_r)
-        obs = next_obs
-        step += 1
-        bar.update(1)
-
-        if (
-            learned
-            and feedback < cfg.feedback_budget
-            and step >= learn_start
-            and len(recent.episodes) > 0
-            and (step - learn_start) % cfg.query_every == 0
-        ):
-            first_session = store is None
-            num = min(cfg.queries_per_session, cfg.feedback_budget - feedback)
-            store, metrics = feedback_session(cfg, sac, reward, buffer, recent, teacher, store, num, rng)
-            feedback += num
-            if first_session and cfg.unsup_steps > 0:
-                sac.reset_critic()  # PEBBLE: the Q-values of the intrinsic reward are of no use for the task
-            run.logger.log(step, {"feedback/labels": feedback, **metrics})
-
-        if step >= cfg.seed_steps:
-            batch = buffer.sample(cfg.batch_size, rng, device)
-            if learned and step < learn_start:  # PEBBLE's unsupervised phase: state-entropy reward
-                batch = (*batch[:2], intrinsic(batch[3], buffer.obs[: buffer.size], rng), *batch[3:])
-            metrics = sac.update(*batch)
-            if step % 1000 == 0 or step % cfg.eval_every == 0:
-                run.logger.log(step, metrics)
-
-        if step % cfg.eval_every == 0 or step == cfg.total_steps:
-            result = evaluate(
-                eval_env, sac.actor.act, cfg.eval_episodes, seed=10_000_000 + cfg.seed, max_steps=cfg.max_episode_steps
-            )
-            curve.append((step, result["success_rate"], result["return_mean"]))
-            run.logger.log(
-                step,
-                {
-                    "eval/success_rate": result["success_rate"],
-                    "eval/success_final": result["success_final"],
-                    "eval/return": result["return_mean"],
-                },
-            )  # success_rate: at any step (Meta-World's)
-            if learned and store is not None and len(recent.episodes) > 0:
-                run.logger.log(step, reward_agreement(reward, buffer, recent, rng))
-            bar.write(
-                f"step {step}: success {result['success_rate']:.2f} true return {result['return_mean']:.1f} "
-                f"over {result['episode_steps']:.0f} steps, labels {feedback}"
-            )
-
-        if terminated or truncated:
-            recent.add(np.stack(ep_obs), np.stack(ep_act), np.asarray(ep_rew))
-            run.logger.log(
-                step, {"train/episode_true_return": float(np.sum(ep_rew)), "train/success": float(info["success"])}
-            )
-            episode += 1
-            if step >= next_checkpoint:
-                checkpoint()
-                next_checkpoint += cfg.checkpoint_every
-            obs, _ = env.reset(seed=cfg.seed * 100_000 + episode)
-            ep_obs, ep_act, ep_rew = [obs], [], []
-    bar.close()
-    checkpoint()
-    save_policy(run.path("policy.pt"), sac.actor, sac.actor_kwargs)
-    if cfg.video:
-        venv = make_env(
-            f"embodied/{cfg.task}",
-            render_mode="rgb_array",
-            render_width=128,
-            render_height=128,
-            max_episode_steps=cfg.max_episode_steps,
-        )
-        frames = [record_episode(venv, sac.actor.act, seed=20_000_000 + i)[0] for i in range(4)]
-        write_mp4(run.path("videos", "eval.mp4"), tile(frames), fps=30)
-    summary = {
-        "task": cfg.task,
-        "method": cfg.method,
-        "seed": cfg.seed,
-        "feedback": feedback,
-        "final_success_rate": curve[-1][1],
-        "curve": curve,  # (env step, success rate, return over an episode of episode_steps steps)
-        "episode_steps": cfg.max_episode_steps,
-    }
-    run.finish(summary)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

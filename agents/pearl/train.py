@@ -207,6 +207,124 @@ class PearlConfig(RunOptions):
         check_teacher_options(self)
 
 
+def run_pearl(cfg: PearlConfig) -> dict:
+    shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
+    run, device = start_run(
+        cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}"
+    )
+    teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
+
+    src_eps = _episodes(cfg, cfg.source_task, cfg.source_data, run, "source", seed=cfg.seed * 10_000)
+    tgt_eps = _episodes(cfg, cfg.target_task, cfg.target_data, run, "target", seed=cfg.seed * 10_000 + 5_000)
+    src, tgt, rng = run_segments(src_eps, tgt_eps, cfg.segment_length, cfg.segments, cfg.seed)
+
+    resumed = run.load() or {}  # global RNGs and metric rows as at the last checkpoint
+    with run.restoring():
+        stages = [str(name) for name in resumed.get("stages", [])]  # finished stages: outputs trusted, others redone
+
+    def stage_done(name: str) -> None:
+        stages.append(name)
+        run.save({"stages": stages})
+
+    labels_path = run.path("labels.npz")
+    if labels_path.exists() and "labels" in stages:
+        lab = load_arrays(labels_path, ("first", "second", "label", "accuracy", "seconds", *CONFIDENCE_KEYS))
+        with run.restoring(labels_path):
+            check_stored_labels(lab, len(tgt))
+    else:
+        print(f"labelling target pairs with {cfg.labels} ...")
+        lab = target_labels(cfg, src, tgt, teacher, rng, device)
+        save_arrays(labels_path, lab)
+    print(
+        f"target label accuracy ({cfg.labels}): {float(lab['accuracy']):.3f}; {len(lab['label'])} labelled pairs "
+        f"({cfg.few_shot_labels} few-shot)"
+    )
+    report_confidence(lab)
+    if "labels" not in stages:
+        run.logger.log(
+            0,
+            {
+                "labels/accuracy": float(lab["accuracy"]),
+                "labels/seconds": float(lab["seconds"]),
+                **{f"labels/{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
+            },
+        )
+        stage_done("labels")
+    prefs = Preferences(lab["first"], lab["second"], lab["label"])
+
+    obs_dim, act_dim = tgt.observations.shape[-1], tgt.actions.shape[-1]
+    reward_cls = REWARD_MODELS[cfg.reward_model]
+    k = cfg.few_shot_labels
+    few_shot = trains_few_shot_ensemble(cfg.labels, k)
+    reward = new_reward_model(cfg.reward_model, cfg.labels, k, obs_dim, act_dim)
+    reward_path = run.path("reward.pt")
+    if reward_path.exists() and "reward" in stages:
+        with run.restoring(reward_path):
+            reward.load_state_dict(load_checkpoint(reward_path))
+    else:
+        print(f"training {cfg.reward_model} reward model ...")
+        train_cfg = RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight)
+        log = lambda e, m: run.logger.log(e, m)  # noqa: E731
+        if few_shot:
+            reward, scores = fit_few_shot(
+                lambda: reward_cls(obs_dim, act_dim),
+                tgt.observations,
+                tgt.actions,
+                prefs.subset(slice(0, len(prefs) - k)),
+                prefs.subset(slice(len(prefs) - k, None)),
+                train_cfg,
+                cfg.shot_epochs,
+                device=device,
+                seed=cfg.seed,
+                log=log,
+                rule=cfg.few_shot_rule,
+            )
+            print(
+                f"few-shot reward: transfer model x {scores['weight_transfer']:.2f} + {k}-label model x "
+                f"{scores['weight_shots']:.2f} (accuracy on the {k} labels: "
+                f"transfer {scores['accuracy_transfer']:.2f}, "
+                f"labels alone {scores['accuracy_shots']:.2f} cross-validated)"
+            )
+            run.logger.log(
+                0,
+                {
+                    f"reward/few_shot_{name}": v
+                    for name, v in scores.items()
+                    if isinstance(v, float) and not np.isnan(v)
+                },
+            )
+        else:
+            if cfg.labels == "shots":
+                train_cfg.epochs = cfg.shot_epochs
+            train_reward_model(reward, tgt.observations, tgt.actions, prefs, train_cfg, device, cfg.seed, log=log)
+        save_checkpoint(reward_path, reward.state_dict())
+    reward_acc = heldout_accuracy(
+        reward,
+        tgt_eps,
+        cfg.segment_length,
+        cfg.seed,
+        ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold),
+        device,
+    )
+    print(f"reward model held-out preference accuracy vs target teacher: {reward_acc:.3f}")
+    if "reward" not in stages:
+        run.logger.log(0, {"reward/heldout_accuracy": reward_acc})
+        stage_done("reward")
+
+    policy_stats = train_iql(
+        cfg, run, reward, tgt_eps, obs_dim, act_dim, device, resumed if "iql" in resumed else None, stages
+    )
+    summary = {
+        "label_accuracy": float(lab["accuracy"]),
+        "label_seconds": float(lab["seconds"]),
+        **{f"transfer_{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
+        "reward_heldout_accuracy": reward_acc,
+        **policy_stats,
+    }
+    run.finish(summary)
+    return summary
+
+
 def _episodes(cfg: PearlConfig, task: str, data: Path | None, run: Run, name: str, seed: int):
     env_id = f"embodied/{task}"
     if data is not None:
@@ -347,124 +465,6 @@ def heldout_accuracy(
     return preference_accuracy(
         reward, held.observations, held.actions, noise_free.label(held.rewards, first, second), device
     )
-
-
-def run_pearl(cfg: PearlConfig) -> dict:
-    shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
-    run, device = start_run(
-        cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}"
-    )
-    teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
-
-    src_eps = _episodes(cfg, cfg.source_task, cfg.source_data, run, "source", seed=cfg.seed * 10_000)
-    tgt_eps = _episodes(cfg, cfg.target_task, cfg.target_data, run, "target", seed=cfg.seed * 10_000 + 5_000)
-    src, tgt, rng = run_segments(src_eps, tgt_eps, cfg.segment_length, cfg.segments, cfg.seed)
-
-    resumed = run.load() or {}  # global RNGs and metric rows as at the last checkpoint
-    with run.restoring():
-        stages = [str(name) for name in resumed.get("stages", [])]  # finished stages: outputs trusted, others redone
-
-    def stage_done(name: str) -> None:
-        stages.append(name)
-        run.save({"stages": stages})
-
-    labels_path = run.path("labels.npz")
-    if labels_path.exists() and "labels" in stages:
-        lab = load_arrays(labels_path, ("first", "second", "label", "accuracy", "seconds", *CONFIDENCE_KEYS))
-        with run.restoring(labels_path):
-            check_stored_labels(lab, len(tgt))
-    else:
-        print(f"labelling target pairs with {cfg.labels} ...")
-        lab = target_labels(cfg, src, tgt, teacher, rng, device)
-        save_arrays(labels_path, lab)
-    print(
-        f"target label accuracy ({cfg.labels}): {float(lab['accuracy']):.3f}; {len(lab['label'])} labelled pairs "
-        f"({cfg.few_shot_labels} few-shot)"
-    )
-    report_confidence(lab)
-    if "labels" not in stages:
-        run.logger.log(
-            0,
-            {
-                "labels/accuracy": float(lab["accuracy"]),
-                "labels/seconds": float(lab["seconds"]),
-                **{f"labels/{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
-            },
-        )
-        stage_done("labels")
-    prefs = Preferences(lab["first"], lab["second"], lab["label"])
-
-    obs_dim, act_dim = tgt.observations.shape[-1], tgt.actions.shape[-1]
-    reward_cls = REWARD_MODELS[cfg.reward_model]
-    k = cfg.few_shot_labels
-    few_shot = trains_few_shot_ensemble(cfg.labels, k)
-    reward = new_reward_model(cfg.reward_model, cfg.labels, k, obs_dim, act_dim)
-    reward_path = run.path("reward.pt")
-    if reward_path.exists() and "reward" in stages:
-        with run.restoring(reward_path):
-            reward.load_state_dict(load_checkpoint(reward_path))
-    else:
-        print(f"training {cfg.reward_model} reward model ...")
-        train_cfg = RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight)
-        log = lambda e, m: run.logger.log(e, m)  # noqa: E731
-        if few_shot:
-            reward, scores = fit_few_shot(
-                lambda: reward_cls(obs_dim, act_dim),
-                tgt.observations,
-                tgt.actions,
-                prefs.subset(slice(0, len(prefs) - k)),
-                prefs.subset(slice(len(prefs) - k, None)),
-                train_cfg,
-                cfg.shot_epochs,
-                device=device,
-                seed=cfg.seed,
-                log=log,
-                rule=cfg.few_shot_rule,
-            )
-            print(
-                f"few-shot reward: transfer model x {scores['weight_transfer']:.2f} + {k}-label model x "
-                f"{scores['weight_shots']:.2f} (accuracy on the {k} labels: "
-                f"transfer {scores['accuracy_transfer']:.2f}, "
-                f"labels alone {scores['accuracy_shots']:.2f} cross-validated)"
-            )
-            run.logger.log(
-                0,
-                {
-                    f"reward/few_shot_{name}": v
-                    for name, v in scores.items()
-                    if isinstance(v, float) and not np.isnan(v)
-                },
-            )
-        else:
-            if cfg.labels == "shots":
-                train_cfg.epochs = cfg.shot_epochs
-            train_reward_model(reward, tgt.observations, tgt.actions, prefs, train_cfg, device, cfg.seed, log=log)
-        save_checkpoint(reward_path, reward.state_dict())
-    reward_acc = heldout_accuracy(
-        reward,
-        tgt_eps,
-        cfg.segment_length,
-        cfg.seed,
-        ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold),
-        device,
-    )
-    print(f"reward model held-out preference accuracy vs target teacher: {reward_acc:.3f}")
-    if "reward" not in stages:
-        run.logger.log(0, {"reward/heldout_accuracy": reward_acc})
-        stage_done("reward")
-
-    policy_stats = train_iql(
-        cfg, run, reward, tgt_eps, obs_dim, act_dim, device, resumed if "iql" in resumed else None, stages
-    )
-    summary = {
-        "label_accuracy": float(lab["accuracy"]),
-        "label_seconds": float(lab["seconds"]),
-        **{f"transfer_{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
-        "reward_heldout_accuracy": reward_acc,
-        **policy_stats,
-    }
-    run.finish(summary)
-    return summary
 
 
 def relabel(reward: torch.nn.Module, episodes, device) -> list[np.ndarray]:

@@ -153,33 +153,6 @@ class RePoConfig(DistractionOptions, RunOptions):
             )
 
 
-def variant_label(cfg, variant: str) -> str:
-    """The variant with its non-default distractions, for run names: ``distractor-color+camera-d0.5``."""
-    options = distraction_options(cfg)
-    parts = [variant] + ([options["axes"].replace(",", "+")] if "axes" in options else [])
-    parts += [f"d{options['difficulty']:g}"] if "difficulty" in options else []
-    parts += [options["background"]] if "background" in options else []
-    return "-".join(parts)
-
-
-def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repeat: int, **kwargs):
-    env = make_env(env_id(task, variant), max_episode_steps=max_episode_steps, **kwargs)
-    return ActionRepeat(env, action_repeat)
-
-
-def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
-    wm_cfg = WorldModelConfig(
-        mode=cfg.mode,
-        target_kl=cfg.target_kl,
-        init_beta=cfg.init_beta,
-        beta_lr=cfg.beta_lr,
-        probe_decoder=cfg.probe_decoder,
-        amp=cfg.amp,
-        reward_scale=cfg.reward_scale,
-    )
-    return RePoAgent(act_dim, wm_cfg, BehaviorConfig(), device, expl_noise=cfg.expl_noise, cuda_graph=cfg.cuda_graph)
-
-
 def run_repo(cfg: RePoConfig) -> dict:
     if cfg.cuda_graph and (resolved := resolve_device(cfg.device)).type != "cuda":  # before the run directory is made
         raise EmbodiedError(
@@ -293,6 +266,33 @@ def run_repo(cfg: RePoConfig) -> dict:
     }
     run.finish(summary)
     return summary
+
+
+def variant_label(cfg, variant: str) -> str:
+    """The variant with its non-default distractions, for run names: ``distractor-color+camera-d0.5``."""
+    options = distraction_options(cfg)
+    parts = [variant] + ([options["axes"].replace(",", "+")] if "axes" in options else [])
+    parts += [f"d{options['difficulty']:g}"] if "difficulty" in options else []
+    parts += [options["background"]] if "background" in options else []
+    return "-".join(parts)
+
+
+def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repeat: int, **kwargs):
+    env = make_env(env_id(task, variant), max_episode_steps=max_episode_steps, **kwargs)
+    return ActionRepeat(env, action_repeat)
+
+
+def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
+    wm_cfg = WorldModelConfig(
+        mode=cfg.mode,
+        target_kl=cfg.target_kl,
+        init_beta=cfg.init_beta,
+        beta_lr=cfg.beta_lr,
+        probe_decoder=cfg.probe_decoder,
+        amp=cfg.amp,
+        reward_scale=cfg.reward_scale,
+    )
+    return RePoAgent(act_dim, wm_cfg, BehaviorConfig(), device, expl_noise=cfg.expl_noise, cuda_graph=cfg.cuda_graph)
 
 
 def main(argv: list[str] | None = None) -> int:

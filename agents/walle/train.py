@@ -91,37 +91,6 @@ class WalleConfig(RunOptions):
             raise ValueError(f"--world-model {self.world_model}: no such run directory")
 
 
-def learn_failure_rules(llm, goals: list[Goal], world_model: NeuroSymbolicWorldModel, transitions: list) -> list:
-    """WALL-E 2.0's learning step: candidates ranked by the LLM, then consistency and greedy coverage."""
-    context = f"A robot gripper works on a drawer and a block. Goal: {'; '.join(g.text() for g in goals)}."
-    candidates = rank_with_llm(llm, propose_precondition_rules(transitions), context)
-    return learn_rules(world_model.rules, transitions, candidates)
-
-
-def latest(directory: Path) -> Path | None:
-    iters = sorted(directory.glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
-    return iters[-1] if iters else None
-
-
-def load_models(run_dir: Path) -> tuple[TransitionModel, NeuroSymbolicWorldModel]:
-    """The last transition model and failure rules a WALL-E run saved."""
-    run_dir = Path(run_dir).expanduser()
-    model_dir, rules_dir = latest(run_dir / "model"), latest(run_dir / "rules")
-    if model_dir is None and rules_dir is None:
-        raise EmbodiedError(f"{run_dir} holds no learned WALL-E model (model/iter_*/ or rules/iter_*/)")
-    try:
-        transition = TransitionModel.load(model_dir) if model_dir else TransitionModel()
-        rules = NeuroSymbolicWorldModel.load(rules_dir) if rules_dir else NeuroSymbolicWorldModel()
-    except (SandboxError, ValueError, OSError) as err:  # refused code, undecodable text, a malformed observed.json
-        raise EmbodiedError(f"--world-model {run_dir}: {err}") from None
-    return transition, rules
-
-
-def default_run_name(cfg: WalleConfig) -> str:
-    tasks = "+".join(re.sub(r"[^A-Za-z0-9_+-]+", "-", t) for t in cfg.tasks)[:120]
-    return f"walle-{cfg.planner}-{tasks}-s{cfg.seed}"
-
-
 def run_walle(cfg: WalleConfig, llm=None) -> dict:
     goals = [parse_goal(t) for t in cfg.tasks]
     transition_model, world_model = (
@@ -274,6 +243,37 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
         }
     )
     return {"results": results}
+
+
+def learn_failure_rules(llm, goals: list[Goal], world_model: NeuroSymbolicWorldModel, transitions: list) -> list:
+    """WALL-E 2.0's learning step: candidates ranked by the LLM, then consistency and greedy coverage."""
+    context = f"A robot gripper works on a drawer and a block. Goal: {'; '.join(g.text() for g in goals)}."
+    candidates = rank_with_llm(llm, propose_precondition_rules(transitions), context)
+    return learn_rules(world_model.rules, transitions, candidates)
+
+
+def latest(directory: Path) -> Path | None:
+    iters = sorted(directory.glob("iter_*"), key=lambda p: int(p.name.split("_")[1]))
+    return iters[-1] if iters else None
+
+
+def load_models(run_dir: Path) -> tuple[TransitionModel, NeuroSymbolicWorldModel]:
+    """The last transition model and failure rules a WALL-E run saved."""
+    run_dir = Path(run_dir).expanduser()
+    model_dir, rules_dir = latest(run_dir / "model"), latest(run_dir / "rules")
+    if model_dir is None and rules_dir is None:
+        raise EmbodiedError(f"{run_dir} holds no learned WALL-E model (model/iter_*/ or rules/iter_*/)")
+    try:
+        transition = TransitionModel.load(model_dir) if model_dir else TransitionModel()
+        rules = NeuroSymbolicWorldModel.load(rules_dir) if rules_dir else NeuroSymbolicWorldModel()
+    except (SandboxError, ValueError, OSError) as err:  # refused code, undecodable text, a malformed observed.json
+        raise EmbodiedError(f"--world-model {run_dir}: {err}") from None
+    return transition, rules
+
+
+def default_run_name(cfg: WalleConfig) -> str:
+    tasks = "+".join(re.sub(r"[^A-Za-z0-9_+-]+", "-", t) for t in cfg.tasks)[:120]
+    return f"walle-{cfg.planner}-{tasks}-s{cfg.seed}"
 
 
 def main(argv: list[str] | None = None) -> int:
