@@ -98,6 +98,7 @@ def update_flops(mode: str, args, device, obs, act, rew) -> float | None:
 
 def measure(args, device, label: str) -> None:
     rng = np.random.default_rng(0)
+    peak, source = peak_tflops(device, args)  # once: both modes are judged against the same figure
     for mode in ("repo", "dreamer"):
         torch.manual_seed(0)
         # cuda_graph= only when asked: the older revisions that --against measures have no such argument
@@ -124,7 +125,6 @@ def measure(args, device, label: str) -> None:
             times.append(time.perf_counter() - start)
         ups = 1 / float(np.median(times))
         flops = update_flops(mode, args, device, obs, act, rew)
-        peak, source = peak_tflops(device, args)
         rate = "" if flops is None else f"{flops * ups / 1e12:.3f}"
         share = "" if flops is None else f"{100 * flops * ups / 1e12 / peak:.2f} % of {peak:.3g} ({source})"
         gflop = "" if flops is None else f"{flops / 1e9:.1f}"

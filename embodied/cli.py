@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from embodied.atomic import ensure_writable_dir
-from embodied.config import DistractionOptions, parse_config
+from embodied.config import DistractionOptions, distraction_options, parse_config
 from embodied.errors import EmbodiedError
 
 AGENTS: dict[str, tuple[str, str]] = {  # name -> (training module with main(argv), its config dataclass)
@@ -148,7 +148,6 @@ def check_max_steps(cfg) -> None:
 def cmd_collect(argv: list[str]) -> int:
     from embodied.data import NoiseSchedule, collect, write_dataset
     from embodied.data.minari_format import write_minari
-    from embodied.config import distraction_options
     from embodied.make import make_env
     from embodied.policies import make_policy
     from embodied.runs import progress
@@ -191,7 +190,6 @@ def cmd_collect(argv: list[str]) -> int:
 
 
 def cmd_video(argv: list[str]) -> int:
-    from embodied.config import distraction_options
     from embodied.make import make_env
     from embodied.policies import make_policy
     from embodied.video import record_episode, tile, write_mp4
@@ -226,7 +224,6 @@ def cmd_video(argv: list[str]) -> int:
 
 def cmd_eval(argv: list[str]) -> int:
     from embodied.evaluation import evaluate
-    from embodied.config import distraction_options
     from embodied.make import make_env
     from embodied.policies import make_policy
 

@@ -204,17 +204,14 @@ def distraction_options(cfg: Any) -> dict:
 def check_distraction_options(cfg: Any, variant: str) -> None:
     """Distractor options checked with the config, before anything is created: they need the distractor
     variant, and their values must be ones the env accepts (``axes`` is written back in canonical order)."""
-    from envs.distractions import BACKGROUNDS, parse_axes
+    from envs.distractions import check_options
 
     options = distraction_options(cfg)
     if options and variant != "distractor":
         raise ValueError(f"--{'/--'.join(options)} apply to the distractor variant, not {variant!r}")
+    axes, _, _ = check_options(options.get("axes"), options.get("difficulty"), options.get("background"))
     if "axes" in options:
-        cfg.axes = ",".join(parse_axes(options["axes"]))
-    if "difficulty" in options and not 0 <= options["difficulty"] <= 1:
-        raise ValueError(f"difficulty must be in [0, 1], got {options['difficulty']}")
-    if "background" in options:
-        check_choice("background", options["background"], tuple(BACKGROUNDS))
+        cfg.axes = ",".join(axes)
 
 
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:

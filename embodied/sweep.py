@@ -330,7 +330,7 @@ class _MPS:
 def _run_on_ray(
     agent: str, trials: list[Trial], out: Path, address: str | None, cpus: int, retries: int, gpus: float = 0.0
 ) -> list[dict]:
-    if gpus and 0 < gpus < 1 and address is None:
+    if 0 < gpus < 1 and address is None:
         with _MPS():
             return _run_on_ray_now(agent, trials, out, address, cpus, retries, gpus)
     return _run_on_ray_now(agent, trials, out, address, cpus, retries, gpus)

@@ -43,13 +43,36 @@ MAX_LIGHT_TURN = 0.6  # radians
 
 @dataclass(frozen=True)
 class _Walk:
-    """A parameter vector in [-1, 1]^k: uniform at reset, a clipped Gaussian walk of ``step_std`` per step."""
+    """A parameter vector in [-1, 1]^k: uniform at reset, a clipped Gaussian walk of ``step_std`` per step;
+    its value at difficulty 1 is the vector times ``scale`` (one number per entry, in physical units)."""
 
-    size: int
+    scale: tuple[float, ...]
     step_std: float
 
+    @property
+    def size(self) -> int:
+        return len(self.scale)
 
-_WALKS = {"color": _Walk(3 * len(COLOR_GROUPS), 0.03), "camera": _Walk(6, 0.03), "lighting": _Walk(4, 0.0)}
+
+_WALKS = {
+    "color": _Walk((MAX_COLOR_DELTA,) * 3 * len(COLOR_GROUPS), 0.03),  # RGB offset of each group
+    "camera": _Walk((MAX_CAMERA_SHIFT,) * 3 + (MAX_CAMERA_TURN,) * 3, 0.03),  # shift xyz, turn about 3 axes
+    "lighting": _Walk((MAX_LIGHT_GAIN, MAX_AMBIENT_SHIFT, MAX_LIGHT_TURN, MAX_LIGHT_TURN), 0.0),
+}
+
+
+def check_options(axes=None, difficulty: float | None = None, background: str | None = None):
+    """The checks every distractor option gets (the env's, and a config's before a run starts); ``None`` is the
+    default (the background video at difficulty 1). Returns the axes in canonical order, the difficulty as a
+    float and the background family."""
+    axes = ("background",) if axes is None else axes
+    difficulty = 1.0 if difficulty is None else difficulty
+    background = "noise" if background is None else background
+    if not 0.0 <= float(difficulty) <= 1.0:
+        raise ValueError(f"difficulty must be in [0, 1], got {difficulty!r}")
+    if background not in BACKGROUNDS:
+        raise ValueError(f"unknown background {background!r}; choose one of {', '.join(BACKGROUNDS)}")
+    return parse_axes(axes), float(difficulty), background
 
 
 def parse_axes(axes) -> tuple[str, ...]:
@@ -68,9 +91,9 @@ class Distractions:
 
     Args:
         model: the task's MuJoCo model (read for body names, never written).
-        axes: which axes vary (see the module docstring).
-        difficulty: in [0, 1]; 0 applies nothing.
-        background: the video family of the ``background`` axis, ``noise`` or ``shapes``.
+        axes: which axes vary (see the module docstring); None: the background alone.
+        difficulty: in [0, 1]; 0 applies nothing; None: 1.
+        background: the video family of the ``background`` axis, ``noise`` or ``shapes``; None: noise.
         height, width: size of the background video (the observation size).
         background_bodies: ids of the bodies the background replaces (and ``EMPTY``).
     """
@@ -79,19 +102,13 @@ class Distractions:
         self,
         model: mujoco.MjModel,
         axes,
-        difficulty: float,
-        background: str,
+        difficulty: float | None,
+        background: str | None,
         height: int,
         width: int,
         background_bodies: np.ndarray,
     ):
-        self.axes = parse_axes(axes)
-        if not 0.0 <= float(difficulty) <= 1.0:
-            raise ValueError(f"difficulty must be in [0, 1], got {difficulty!r}")
-        if background not in BACKGROUNDS:
-            raise ValueError(f"unknown background {background!r}; choose one of {', '.join(BACKGROUNDS)}")
-        self.difficulty = float(difficulty)
-        self.background = background
+        self.axes, self.difficulty, self.background = check_options(axes, difficulty, background)
         self.height, self.width = height, width
         self.background_bodies = background_bodies
         self._geom_group = _geom_groups(model, background_bodies)
@@ -168,17 +185,16 @@ class Distractions:
             h, w = frame.shape[0] // 2, frame.shape[1] // 2
             quadrants = [frame[:h, :w], frame[:h, w:], frame[h:, :w], frame[h:, w:]]
             out["background"] = self.difficulty * np.concatenate([q.mean((0, 1)) for q in quadrants])
-        scale = {
-            "color": [MAX_COLOR_DELTA] * 9,
-            "camera": [MAX_CAMERA_SHIFT] * 3 + [MAX_CAMERA_TURN] * 3,
-            "lighting": [MAX_LIGHT_GAIN, MAX_AMBIENT_SHIFT, MAX_LIGHT_TURN, MAX_LIGHT_TURN],
-        }
-        for axis, unit in self._params.items():
-            out[axis] = self.difficulty * np.asarray(scale[axis]) * unit
+        for axis in self._params:
+            out[axis] = self._value(axis)
         return {k: v.astype(np.float32) for k, v in out.items()}
 
+    def _value(self, axis: str) -> np.ndarray:
+        """An axis's parameters in physical units: its [-1, 1] vector times its scale and the difficulty."""
+        return self.difficulty * np.asarray(_WALKS[axis].scale) * self._params[axis]
+
     def _edit_colors(self, scene: mujoco.MjvScene) -> None:
-        offsets = self.difficulty * MAX_COLOR_DELTA * self._params["color"].reshape(len(COLOR_GROUPS), 3)
+        offsets = self._value("color").reshape(len(COLOR_GROUPS), 3)
         for i in range(scene.ngeom):
             geom = scene.geoms[i]
             if geom.objtype != mujoco.mjtObj.mjOBJ_GEOM or geom.objid < 0:
@@ -187,8 +203,8 @@ class Distractions:
             rgba[:3] = np.clip(rgba[:3] + offsets[self._geom_group[geom.objid]], 0.0, 1.0)
 
     def _edit_camera(self, scene: mujoco.MjvScene) -> None:
-        p = self.difficulty * self._params["camera"]
-        shift, turn = MAX_CAMERA_SHIFT * p[:3], MAX_CAMERA_TURN * p[3:]
+        value = self._value("camera")
+        shift, turn = value[:3], value[3:]
         for cam in scene.camera:
             forward, up = np.array(cam.forward, dtype=np.float64), np.array(cam.up, dtype=np.float64)
             right = np.cross(forward, up)
@@ -198,15 +214,13 @@ class Distractions:
             cam.up[:] = rotation @ up
 
     def _edit_lights(self, scene: mujoco.MjvScene) -> None:
-        p = self.difficulty * self._params["lighting"]
-        gain = 1.0 + MAX_LIGHT_GAIN * p[0]
-        rotation = _rotation(np.array([1.0, 0, 0]), MAX_LIGHT_TURN * p[2]) @ _rotation(
-            np.array([0, 1.0, 0]), MAX_LIGHT_TURN * p[3]
-        )
+        gain_change, ambient_shift, turn_x, turn_y = self._value("lighting")
+        gain = 1.0 + gain_change
+        rotation = _rotation(np.array([1.0, 0, 0]), turn_x) @ _rotation(np.array([0, 1.0, 0]), turn_y)
         for i in range(scene.nlight):
             light = scene.lights[i]
             light.diffuse[:] = np.clip(np.array(light.diffuse) * gain, 0, 1)
-            light.ambient[:] = np.clip(np.array(light.ambient) + MAX_AMBIENT_SHIFT * p[1], 0, 1)
+            light.ambient[:] = np.clip(np.array(light.ambient) + ambient_shift, 0, 1)
             light.dir[:] = rotation @ np.array(light.dir)
 
 

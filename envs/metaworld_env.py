@@ -142,13 +142,7 @@ class MetaWorldEnv(gym.Env):
         self.distractions = None
         if distractor:
             self.distractions = Distractions(
-                self._mw.model,
-                ("background",) if axes is None else axes,
-                1.0 if difficulty is None else difficulty,
-                "noise" if background is None else background,
-                self.height,
-                self.width,
-                background_bodies,
+                self._mw.model, axes, difficulty, background, self.height, self.width, background_bodies
             )
         self._distraction_rng: np.random.Generator | None = None
 
@@ -173,14 +167,12 @@ class MetaWorldEnv(gym.Env):
         self._mw.np_random = self.np_random  # object/goal sampling follows our seed
         state, _ = self._mw.reset()
         if self.obs_type != "state":
-            mujoco.mj_forward(
-                self._mw.model, self._mw.data
-            )  # Meta-World moves goal sites without it: stale first frame
+            # Meta-World moves goal sites without it: a stale first frame
+            mujoco.mj_forward(self._mw.model, self._mw.data)
         self._step_count = 0
         if self.distractions is not None:
-            if (
-                seed is not None or self._distraction_rng is None
-            ):  # a generator of its own: the task's draws stay the plain env's
+            # a generator of its own: the task's draws stay the plain env's
+            if seed is not None or self._distraction_rng is None:
                 self._distraction_rng = np.random.default_rng(None if seed is None else [seed, 0xD157])
             self.distractions.reset(self._distraction_rng)
         self._succeeded = False
@@ -244,20 +236,19 @@ class MetaWorldEnv(gym.Env):
         A simulator privilege; a real camera has no such pair."""
         if self.obs_type == "state":
             raise ValueError("clean_pixels needs a pixel obs_type ('pixels' or 'pixels+state')")
-        if self._obs_renderer is None:
-            self._obs_renderer = FastRenderer(self._mw.model, self.width, self.height, self.camera)
-        return self._obs_renderer.rgb(self._mw.data)
+        return self._observation_renderer().rgb(self._mw.data)
 
     def distraction_params(self) -> dict[str, np.ndarray]:
         """The current parameters of each distraction axis (``Distractions.params``); empty without distractions."""
         return {} if self.distractions is None else self.distractions.params()
 
-    def _pixels(self) -> np.ndarray:
-        if self.distractions is None or not self.distractions.active:
-            return self.clean_pixels()
+    def _observation_renderer(self) -> FastRenderer:
         if self._obs_renderer is None:
             self._obs_renderer = FastRenderer(self._mw.model, self.width, self.height, self.camera)
-        return self._distracted(self._obs_renderer)
+        return self._obs_renderer
+
+    def _pixels(self) -> np.ndarray:
+        return self._distracted(self._observation_renderer())
 
     def _distracted(self, renderer: FastRenderer) -> np.ndarray:
         """A frame with the distractions applied (the plain frame without them)."""

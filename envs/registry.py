@@ -7,7 +7,7 @@
                                         ``envs.distractions``); the default is a moving background video
 ``embodied/drawer-block-<stow|retrieve|tidy>-v0``  long-horizon tasks in a scene of ours (WALL-E)
 
-The ids of earlier releases (``embodied/reach-pixels-v3``) still make the same env, with a deprecation warning.
+The ids of earlier releases (``embodied/reach-v3-pixels``) still make the same env, with a deprecation warning.
 """
 
 from __future__ import annotations
