@@ -59,7 +59,7 @@ def report(run_dir: Path, plot: Path | None) -> None:
     mse, kl, beta = (window_means(records, f"model/{k}", edges) for k in ("reward_mse", "kl", "beta"))
     print(
         f"{cfg.mode} on {cfg.task}-{cfg.variant}: batch {cfg.batch_size} x {cfg.seq_len}, "
-        f"{cfg.train_steps} updates / {cfg.train_every} env steps, target KL {cfg.target_kl}, "
+        f"{cfg.train_steps} updates / {cfg.train_every} env steps, target KL {cfg.wm.target_kl}, "
         f"random policy return {baseline:.1f} (same {cfg.eval_episodes} eval seeds)"
     )
     print("| env steps | reward MSE | KL (nats) | beta | eval return | eval success |")
@@ -78,7 +78,7 @@ def report(run_dir: Path, plot: Path | None) -> None:
         axes[0].set_yscale("log")
         axes[0].set_title("reward prediction MSE")
         axes[1].plot([r["step"] for r in model], [r["model/kl"] for r in model], label="KL")
-        axes[1].axhline(cfg.target_kl, color="k", ls="--", label="budget")
+        axes[1].axhline(cfg.wm.target_kl, color="k", ls="--", label="budget")
         axes[1].set_yscale("log")
         axes[1].set_title("KL(posterior || prior)")
         axes[1].legend()

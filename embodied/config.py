@@ -3,6 +3,12 @@
 ``parse_config(MyConfig, ["--lr", "1e-3", "--no-use-gpu"])`` turns each field into a flag
 (underscores become dashes), converting by the field's type; booleans get ``--x/--no-x``;
 tuples and lists take comma-separated values. Unknown flags are an error that names them.
+
+A field whose type is itself a dataclass is a section: its fields are dotted options
+(``wm: WorldModelConfig`` gives ``--wm.target-kl``), so a component's settings are declared once,
+in the component's own config, and every one of them is an option, in ``--help`` and in
+``config.json`` (nested there). Sweeps, studies and reports name them by the dotted key
+(``wm.target_kl``).
 """
 
 from __future__ import annotations
@@ -39,6 +45,74 @@ def _converter(tp: Any):
     if tp is Path:
         return Path
     return str
+
+
+def is_section(tp: Any) -> bool:
+    """A field type that holds a nested config (its fields become dotted options)."""
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def option_fields(cls: type) -> list[tuple[str, Any, dataclasses.Field, Any]]:
+    """``(dotted name, type, field, owning class)`` of every option of config class ``cls``, sections expanded.
+
+    Fields with ``metadata={"option": False}`` are set by their owner (e.g. a section's copy of the agent's
+    ``--mode``) and are not options.
+    """
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.metadata.get("option") is False:
+            continue
+        if is_section(hints[f.name]):
+            out += [(f"{f.name}.{name}", tp, sub, owner) for name, tp, sub, owner in option_fields(hints[f.name])]
+        else:
+            out.append((f.name, hints[f.name], f, cls))
+    return out
+
+
+def option_types(cls: type) -> dict[str, Any]:
+    """``dotted name -> type`` of every option of ``cls`` (what sweeps and studies check their keys against)."""
+    return {name: tp for name, tp, _, _ in option_fields(cls)}
+
+
+def flag(key: str) -> str:
+    """The command-line flag of a (dotted) option name: ``wm.target_kl`` -> ``--wm.target-kl``."""
+    return "--" + key.replace("_", "-")
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def option_defaults(cls: type) -> dict[str, Any]:
+    """``dotted name -> default`` as the class declares it (a section's defaults are its own class's, unless the
+    owner's ``default_factory`` builds it otherwise)."""
+    out = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init or f.metadata.get("option") is False:
+            continue
+        if is_section(hints[f.name]):
+            default = field_default(f)
+            for name in option_types(hints[f.name]):
+                value = default
+                for part in name.split("."):
+                    value = getattr(value, part)
+                out[f"{f.name}.{name}"] = value
+        else:
+            out[f.name] = field_default(f)
+    return out
+
+
+def flatten(data: dict, prefix: str = "") -> dict:
+    """A nested config dict (``config.json``) as dotted keys: ``{"wm": {"kl": 3}}`` -> ``{"wm.kl": 3}``."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -82,8 +156,6 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
         formatter_class=HelpFormatter,
         allow_abbrev=False,
     )  # a typo is an error
-    hints = typing.get_type_hints(cls)
-    comments = field_comments(cls)
     presets = getattr(cls, "PRESETS", {})
     if presets:
         parser.add_argument(
@@ -93,25 +165,33 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
             help="named settings applied before the other options, which override them: "
             + "; ".join(f"{name}: {describe_preset(values)}" for name, values in sorted(presets.items())),
         )
-    for field in dataclasses.fields(cls):
-        tp = hints[field.name]
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()  # type: ignore[misc]
-        helptext = (field.metadata.get("help") or comments.get(field.name, "")).replace("%", "%%")  # plain text, not
-        # a %-format for argparse (a '%BC' in a comment made --help crash)
+    defaults = option_defaults(cls)
+    groups: dict[str, Any] = {}
+    for key, tp, field, owner in option_fields(cls):
+        section = key.rpartition(".")[0]
+        if section and section not in groups:
+            doc = (owner.__doc__ or "").strip().split("\n")[0]
+            groups[section] = parser.add_argument_group(f"{section}.* options", doc or None)
+        target = groups[section] if section else parser
+        default = defaults[key]
+        helptext = (field.metadata.get("help") or field_comments(owner).get(field.name, "")).replace("%", "%%")
+        # plain text, not a %-format for argparse (a '%BC' in a comment made --help crash)
         if isinstance(default, tuple):
             default = ",".join(str(v) for v in default)  # shown as it is typed
         if tp is bool:
-            parser.add_argument(
-                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=default, help=helptext
+            target.add_argument(
+                flag(key), dest=key, action=argparse.BooleanOptionalAction, default=default, help=helptext
             )
         else:
-            parser.add_argument(flag, dest=field.name, type=_converter(tp), default=default, help=helptext)
+            metavar = key.rpartition(".")[2].upper() if section else None
+            target.add_argument(
+                flag(key), dest=key, type=_converter(tp), default=default, help=helptext, metavar=metavar
+            )
     return parser
 
 
 def describe_preset(values: dict[str, Any]) -> str:
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+    return " ".join(f"{flag(k)} {v}" for k, v in values.items())
 
 
 def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> T:
@@ -129,7 +209,14 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
             parser.set_defaults(**presets[name])
     namespace, unknown = parser.parse_known_args(list(argv))
     if unknown:
-        raise EmbodiedError(f"unknown option(s) for {prog or cls.__name__}: {' '.join(unknown)} (see --help)")
+        renamed = getattr(cls, "RENAMED", {})
+        moved = [
+            f"{u.split('=')[0]} is now {flag(renamed[k])}"
+            for u in unknown
+            if u.startswith("--") and (k := u.split("=")[0][2:].replace("-", "_")) in renamed
+        ]
+        hint = f" ({'; '.join(moved)})" if moved else " (see --help)"
+        raise EmbodiedError(f"unknown option(s) for {prog or cls.__name__}: {' '.join(unknown)}{hint}")
     values = vars(namespace)
     values.pop("preset", None)  # what it set is in the values (and so in config.json)
     from embodied.make import TASK_FIELDS, task_name
@@ -140,9 +227,28 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
     if isinstance(values.get("seed"), int) and values["seed"] < 0:
         raise EmbodiedError(f"--seed must be >= 0, got {values['seed']} (NumPy's seeding takes non-negative integers)")
     try:
-        return cls(**values)
+        return cls(**nest(cls, values))
     except (TypeError, ValueError) as err:
         raise EmbodiedError(f"invalid configuration: {err}") from None
+
+
+def nest(cls: type, values: dict) -> dict:
+    """Keyword arguments of ``cls`` from dotted option values, each section built as its own config
+    (from the owner's default for it, so a section default the owner sets differently is kept)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if is_section(hints[f.name]):
+            prefix = f.name + "."
+            sub = {k[len(prefix) :]: v for k, v in values.items() if k.startswith(prefix)}
+            if isinstance(values.get(f.name), dict):  # already nested (config.json)
+                sub = {**flatten(values[f.name]), **sub}
+            kwargs[f.name] = dataclasses.replace(field_default(f), **nest(hints[f.name], sub))
+        elif f.name in values:
+            kwargs[f.name] = values[f.name]
+    return kwargs
 
 
 @dataclasses.dataclass
@@ -173,7 +279,11 @@ class RunOptions:
     # differs from the option's default today; options missing from config.json and not named are not checked.
     LEGACY_DEFAULTS: ClassVar[dict[str, Any]] = {}
     # Named settings (``--preset NAME``), DreamerV3's idea: one definition of a scale that scripts and studies share.
+    # Keys are option names, dotted for a section's options (``"wm.beta_lr"``).
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    # Options that moved into a section: old name -> dotted name. A config.json written before the move is read
+    # (and checked on --resume) under the new names; the old flag is refused with the new one named.
+    RENAMED: ClassVar[dict[str, str]] = {}
 
 
 @dataclasses.dataclass
@@ -228,20 +338,31 @@ def check_positive(config: Any, *names: str) -> None:
 
 
 def config_to_dict(config: Any) -> dict:
+    """The config as ``config.json`` holds it: sections nested, paths as strings, tuples as lists."""
+
     def convert(value):
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, tuple):
             return list(value)
+        if isinstance(value, dict):
+            return {k: convert(v) for k, v in value.items()}
         return value
 
     return {k: convert(v) for k, v in dataclasses.asdict(config).items()}
 
 
+def saved_options(cls: type, saved: dict) -> dict:
+    """A saved ``config.json`` as dotted keys under today's names (``RENAMED`` applied)."""
+    renamed = getattr(cls, "RENAMED", {})
+    return {renamed.get(k, k): v for k, v in flatten(saved).items()}
+
+
 def check_resume(config: Any, saved: dict) -> None:
     """``EmbodiedError`` naming every option of ``config`` that differs from the run's ``saved`` config.json
     and that a resume may not change (``RESUMABLE``): resuming with other settings would silently mix two runs."""
-    current = json.loads(json.dumps(config_to_dict(config)))  # the form config.json holds (lists, strings)
+    current = flatten(json.loads(json.dumps(config_to_dict(config))))  # the form config.json holds (lists, strings)
+    saved = saved_options(type(config), saved)
     allowed = set(getattr(config, "RESUMABLE", RunOptions.RESUMABLE))
     legacy = getattr(config, "LEGACY_DEFAULTS", {})
     differ = []
@@ -250,7 +371,7 @@ def check_resume(config: Any, saved: dict) -> None:
             continue
         was = saved.get(key, legacy.get(key))
         if was != value:
-            differ.append(f"--{key.replace('_', '-')} {value!r} (the run has {was!r})")
+            differ.append(f"{flag(key)} {value!r} (the run has {was!r})")
     if differ:
         raise EmbodiedError(
             "--resume with settings that differ from the run's config.json: "
@@ -260,19 +381,21 @@ def check_resume(config: Any, saved: dict) -> None:
 
 
 def config_from_dict(cls: type[T], data: dict) -> T:
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for field in dataclasses.fields(cls):
-        if field.name in data:
-            value, hint = data[field.name], hints[field.name]
-            if typing.get_origin(hint) is tuple:
-                value = tuple(value)
-            elif hint is Path or (
-                typing.get_origin(hint) in (typing.Union, types.UnionType) and Path in typing.get_args(hint)
-            ):
-                value = None if value is None else Path(value)
-            kwargs[field.name] = value
-    return cls(**kwargs)
+    """The config a ``config.json`` (or a checkpoint's copy) describes; keys it lacks take today's defaults."""
+    values = {}
+    types_ = option_types(cls)
+    for key, value in saved_options(cls, data).items():
+        hint = types_.get(key)
+        if hint is None:
+            continue
+        if typing.get_origin(hint) is tuple:
+            value = tuple(value)
+        elif hint is Path or (
+            typing.get_origin(hint) in (typing.Union, types.UnionType) and Path in typing.get_args(hint)
+        ):
+            value = None if value is None else Path(value)
+        values[key] = value
+    return cls(**nest(cls, values))
 
 
 def save_config(config: Any, path: Path) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied.atomic import atomic_path, ensure_writable_dir
-from embodied.config import parse_command_args
+from embodied.config import flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import load_json
 from embodied.runs import read_metrics
@@ -103,7 +103,7 @@ def find_runs(root: Path) -> list[RunRecord]:
         runs.append(
             RunRecord(
                 path,
-                config if isinstance(config, dict) else {},
+                flatten(config) if isinstance(config, dict) else {},  # sections as dotted keys
                 read_metrics(path / "metrics.jsonl"),
                 (path / "summary.json").exists(),
             )

@@ -37,7 +37,7 @@ import tomllib
 from pathlib import Path
 
 from embodied.atomic import atomic_path, ensure_writable_dir
-from embodied.config import parse_command_args
+from embodied.config import flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
 
@@ -59,6 +59,8 @@ def load_study(path: Path) -> dict:
     for table in ("grid", "options", "report"):
         if not isinstance(study.setdefault(table, {}), dict):
             raise EmbodiedError(f"study file {path}: [{table}] must be a table")
+    for table in ("grid", "options"):  # TOML reads `wm.target_kl = 3` as a nested table: the dotted option name
+        study[table] = flatten(study[table])
     if set(study["report"]) - REPORT_KEYS:
         raise EmbodiedError(f"study file {path}: unknown [report] keys {sorted(set(study['report']) - REPORT_KEYS)}")
     if not all(isinstance(v, list) and v for v in study["grid"].values()):
@@ -82,7 +84,9 @@ def option_text(value) -> str:
 def passthrough(options: dict, cls: type) -> list[str]:
     from embodied.sweep import option_args
 
-    fields = {f for f in cls.__dataclass_fields__} | ({"preset"} if getattr(cls, "PRESETS", None) else set())
+    from embodied.config import option_types
+
+    fields = set(option_types(cls)) | ({"preset"} if getattr(cls, "PRESETS", None) else set())
     unknown = [k for k in options if k not in fields]
     if unknown:
         raise EmbodiedError(f"[options] {', '.join(unknown)}: not options of this agent (embodied train AGENT --help)")

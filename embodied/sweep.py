@@ -41,7 +41,8 @@ from pathlib import Path
 
 from embodied.atomic import atomic_path
 from embodied.cli import AGENTS
-from embodied.config import parse_command_args, parse_config
+from embodied.config import flag as option_flag
+from embodied.config import option_types, parse_command_args, parse_config
 from embodied.errors import EmbodiedError, one_line
 from embodied.safe_io import MAX_METRICS_BYTES, load_json, read_text
 
@@ -66,7 +67,7 @@ def config_class(agent: str) -> type:
 
 def parse_grid(items: list[str], cls: type) -> dict[str, list[str]]:
     """``["method=parl,pebble", ...]`` -> {"method": ["parl", "pebble"]}, checked against ``cls``'s fields."""
-    fields = {f.name for f in dataclasses.fields(cls)}
+    fields = option_types(cls)
     grid: dict[str, list[str]] = {}
     for item in items:
         key, sep, values = item.partition("=")
@@ -81,7 +82,7 @@ def parse_grid(items: list[str], cls: type) -> dict[str, list[str]]:
             raise EmbodiedError(f"--grid {item!r}: {key} is set by the sweep itself (use --seeds for seeds)")
         if key in grid:
             raise EmbodiedError(f"--grid names {key!r} twice")
-        hint = typing.get_type_hints(cls)[key]
+        hint = fields[key]
         # tuples take comma-separated values themselves: separate grid values with ';' for those
         split = ";" if typing.get_origin(hint) in (tuple, list) else ","
         grid[key] = [v for v in values.split(split) if v != ""]
@@ -91,10 +92,10 @@ def parse_grid(items: list[str], cls: type) -> dict[str, list[str]]:
 
 
 def option_args(key: str, value: str, cls: type) -> list[str]:
-    flag = "--" + key.replace("_", "-")
+    flag = option_flag(key)
     if key == "preset":
         return [flag, value]
-    if typing.get_type_hints(cls)[key] is bool:
+    if option_types(cls)[key] is bool:
         if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise EmbodiedError(f"--grid {key}: {value!r} is not a boolean")
         return [flag if value.lower() in ("true", "1", "yes") else "--no-" + flag[2:]]
@@ -110,8 +111,8 @@ def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: 
     """Every trial of the sweep, each config checked (``__post_init__`` too) before anything starts."""
     cls = config_class(agent)
     for key in RESERVED:
-        if "--" + key.replace("_", "-") in passthrough:
-            raise EmbodiedError(f"--{key.replace('_', '-')} is set by the sweep; do not pass it after --")
+        if option_flag(key) in passthrough:
+            raise EmbodiedError(f"{option_flag(key)} is set by the sweep; do not pass it after --")
     trials = []
     # seeds outermost: trials start in this order, so a sweep cut short has whole seeds of every setting
     for seed, values in itertools.product(seeds, list(itertools.product(*grid.values())) if grid else [()]):

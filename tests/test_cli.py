@@ -81,7 +81,6 @@ def test_bad_input_gives_one_error_line_and_no_file(tmp_path):
 
 # --- what a new user meets ----------------------------------------------------------------------
 
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 
@@ -90,7 +89,7 @@ import pytest  # noqa: E402
 
 from agents.repo.adapt import AdaptConfig  # noqa: E402
 from embodied.cli import AGENTS, CollectConfig, EvalConfig, VideoConfig  # noqa: E402
-from embodied.config import build_parser  # noqa: E402
+from embodied.config import build_parser, flag, option_types  # noqa: E402
 from embodied.sweep import config_class  # noqa: E402
 
 
@@ -102,11 +101,11 @@ from embodied.sweep import config_class  # noqa: E402
 def test_every_option_explains_itself_and_shows_its_default(cls):
     parser = build_parser(cls)
     formatter = parser._get_formatter()
-    for f in dataclasses.fields(cls):
-        action = next(a for a in parser._actions if a.dest == f.name)
-        assert action.help and action.help.strip(), f"--{f.name} has no description"
+    for name in option_types(cls):  # a section's options (--wm.target-kl) too
+        action = next(a for a in parser._actions if a.dest == name)
+        assert action.help and action.help.strip(), f"--{name} has no description"
         shown = formatter._get_help_string(action)  # what --help prints for this option
-        assert "(default: %(default)s)" in shown or "default:" in action.help or "None:" in action.help, f.name
+        assert "(default: %(default)s)" in shown or "default:" in action.help or "None:" in action.help, name
 
 
 @pytest.mark.parametrize(
@@ -125,7 +124,7 @@ def test_every_help_page_prints_every_option(capsys, argv):
     out = capsys.readouterr().out
     assert code == 0, out
     if argv[0] == "train":
-        assert all(f"--{f.name.replace('_', '-')}" in out for f in dataclasses.fields(config_class(argv[1])))
+        assert all(flag(name) in out for name in option_types(config_class(argv[1])))
     assert "Traceback" not in out and "usage:" in out
 
 
@@ -159,7 +158,10 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "repo", "--target-kl", "-1"], "target_kl must be positive"),  # the dual variable would grow forever
+        (
+            ["train", "repo", "--wm.target-kl", "-1"],
+            "wm.target_kl must be positive",
+        ),  # the dual variable would grow forever
         (["train", "parl", "--batch-size", "0"], "batch_size must be positive"),
         (["train", "parl", "--teacher-flip-prob", "1.5"], "teacher_flip_prob must be in"),
         (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),

@@ -98,7 +98,7 @@ def reach_replay():
 def test_short_training_lowers_the_reward_loss(reach_replay):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    agent = RePoAgent(4, WorldModelConfig(probe_decoder=False), BehaviorConfig(horizon=5))
+    agent = RePoAgent(4, WorldModelConfig(probe_decoder=False, reward_scale=1.0), BehaviorConfig(horizon=5))
     batch = reach_replay.sample(8, 16, rng)
     t = lambda x: torch.as_tensor(x)  # noqa: E731
     first = agent.model.losses(t(batch[0]), t(batch[1]), t(batch[2]))[0]["reward_nll"].item()
@@ -413,8 +413,8 @@ def test_repo_config_rejects_negative_noise_and_zero_reward_scale():
 
     with pytest.raises(ValueError, match="expl_noise"):
         RePoConfig(expl_noise=-0.1)
-    with pytest.raises(ValueError, match="reward_scale"):
-        RePoConfig(reward_scale=0.0)
+    with pytest.raises(ValueError, match="wm.reward_scale"):
+        RePoConfig(wm=WorldModelConfig(reward_scale=0.0))
 
 
 def test_repo_trains_on_chosen_distraction_axes_and_checks_them_before_the_run(tmp_path, capsys):

@@ -1,5 +1,6 @@
+import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from embodied.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from embodied.config import config_from_dict, config_to_dict, parse_config
+from embodied.config import check_resume, config_from_dict, config_to_dict, parse_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
 from embodied.runs import Run, read_metrics
@@ -46,7 +47,7 @@ def test_repo_cpu_scale_is_a_preset():
     from agents.repo.train import RePoConfig
 
     cfg = parse_config(RePoConfig, ["--preset", "cpu-small", "--total-steps", "600"])
-    assert (cfg.batch_size, cfg.seq_len, cfg.beta_lr, cfg.total_steps) == (16, 32, 1e-2, 600)
+    assert (cfg.batch_size, cfg.seq_len, cfg.wm.beta_lr, cfg.total_steps) == (16, 32, 1e-2, 600)
     assert "preset" not in config_to_dict(cfg)  # config.json holds the values it set
 
 
@@ -55,6 +56,55 @@ def test_config_parses_types_and_roundtrips():
     assert cfg == Cfg(lr=0.1, use_thing=False, levels=(1.0, 2.5), limit=7, out=Path("a/b"))
     assert parse_config(Cfg, ["--limit", "none"]).limit is None
     assert config_from_dict(Cfg, json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+
+
+@dataclass
+class Inner:
+    """A component's own settings."""
+
+    lr: float = 1e-3  # learning rate
+    shape: tuple[int, ...] = (2, 3)  # layer sizes
+    copied: str = field(default="a", metadata={"option": False})  # set by the owner
+
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError(f"inner.lr must be positive, got {self.lr}")
+
+
+@dataclass
+class Outer:
+    steps: int = 10  # steps
+    mode: str = "a"  # copied into the section
+    inner: Inner = field(default_factory=lambda: Inner(lr=5e-3))  # the owner's default for the section
+    RENAMED: ClassVar[dict] = {"lr": "inner.lr"}
+
+    def __post_init__(self):
+        self.inner = dataclasses.replace(self.inner, copied=self.mode)
+
+
+def test_a_section_is_dotted_options_nested_in_config_json_and_checked_on_resume(tmp_path, capsys):
+    cfg = parse_config(Outer, ["--inner.lr", "0.1", "--inner.shape", "4", "--mode", "b"])
+    assert cfg == Outer(mode="b", inner=Inner(lr=0.1, shape=(4,), copied="b"))
+    assert parse_config(Outer, []).inner.lr == 5e-3  # the owner's default for its section
+    saved = json.loads(json.dumps(config_to_dict(cfg)))
+    assert saved["inner"] == {"lr": 0.1, "shape": [4], "copied": "b"}
+    assert config_from_dict(Outer, saved) == cfg
+    old = {"steps": 10, "mode": "b", "lr": 0.1}  # written before lr moved into the section
+    assert config_from_dict(Outer, old).inner.lr == 0.1
+    check_resume(cfg, old)
+    with pytest.raises(EmbodiedError, match=r"--inner.lr 0\.005 \(the run has 0\.1\)"):
+        check_resume(parse_config(Outer, []), old)
+    with pytest.raises(EmbodiedError, match="--lr is now --inner.lr"):
+        parse_config(Outer, ["--lr", "0.1"])
+    with pytest.raises(EmbodiedError, match="inner.lr must be positive"):
+        parse_config(Outer, ["--inner.lr", "0"])
+    with pytest.raises(EmbodiedError, match="--inner.copied"):
+        parse_config(Outer, ["--inner.copied", "x"])  # set by the owner, not an option
+    with pytest.raises(SystemExit):
+        parse_config(Outer, ["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "inner.* options" in out and "A component's own settings" in out
+    assert "--inner.lr LR learning rate (default: 0.005)" in out and "(default: 2,3)" in out
 
 
 def test_unknown_option_is_a_clear_error():
@@ -138,16 +188,19 @@ def test_resume_refuses_settings_that_shape_the_result_and_names_them(tmp_path):
     (and the run's value); where it runs, how long and how often it reports may change."""
     from agents.pearl.train import PearlConfig
     from agents.repo.train import RePoConfig
+    from agents.repo.world_model import WorldModelConfig
 
-    Run(tmp_path, "r", config=RePoConfig(total_steps=100, beta_lr=1e-2)).close()
-    with pytest.raises(EmbodiedError, match=r"--beta-lr 0\.0001 \(the run has 0\.01\)"):
+    Run(tmp_path, "r", config=RePoConfig(total_steps=100, wm=WorldModelConfig(beta_lr=1e-2))).close()
+    with pytest.raises(EmbodiedError, match=r"--wm.beta-lr 0\.0001 \(the run has 0\.01\)"):
         Run(tmp_path, "r", config=RePoConfig(total_steps=100), resume=True)
     with pytest.raises(EmbodiedError, match="--seed 1"):
-        Run(tmp_path, "r", config=RePoConfig(total_steps=100, beta_lr=1e-2, seed=1), resume=True)
+        Run(tmp_path, "r", config=RePoConfig(total_steps=100, wm=WorldModelConfig(beta_lr=1e-2), seed=1), resume=True)
     Run(
         tmp_path,
         "r",
-        config=RePoConfig(total_steps=500, beta_lr=1e-2, device="cpu", threads=1, eval_every=50, video=False),
+        config=RePoConfig(
+            total_steps=500, wm=WorldModelConfig(beta_lr=1e-2), device="cpu", threads=1, eval_every=50, video=False
+        ),
         resume=True,
     ).close()  # more steps, elsewhere: fine
     assert json.loads((tmp_path / "r" / "config.json").read_text())["total_steps"] == 500

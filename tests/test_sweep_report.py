@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from embodied.errors import EmbodiedError
 from embodied.cli import main as cli_main
 from embodied.report import aggregate, build_report, find_runs, final_scores, group_runs, improvement
 
@@ -334,6 +335,30 @@ def test_every_study_file_plans_trials_whose_options_the_agent_accepts(path):
     grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
     trials = plan(study["agent"], [int(s) for s in study["seeds"]], grid, passthrough(study["options"], cls))
     assert len(trials) == len(study["seeds"]) * int(np.prod([len(v) for v in grid.values()]))
+
+
+def test_a_study_names_a_section_option_by_its_dotted_key(tmp_path):
+    """TOML reads `wm.beta_lr = 0.01` as a nested table; the study turns it back into the option --wm.beta-lr."""
+    from embodied.study import load_study, option_text, passthrough
+    from embodied.sweep import config_class, parse_grid, plan
+
+    path = tmp_path / "s.toml"
+    path.write_text(
+        'agent = "repo"\nseeds = [0]\n[grid]\n"wm.target_kl" = [1.0, 3.0]\n'
+        '[options]\npreset = "cpu-small"\nwm.beta_lr = 0.02\nbehavior.return_norm = false\n'
+    )
+    study = load_study(path)
+    assert study["options"]["wm.beta_lr"] == 0.02
+    cls = config_class("repo")
+    grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
+    trials = plan("repo", [0], grid, passthrough(study["options"], cls))
+    assert [t.settings["wm.target_kl"] for t in trials] == ["1.0", "3.0"]
+    argv = trials[0].argv
+    assert argv[argv.index("--wm.beta-lr") + 1] == "0.02" and "--no-behavior.return-norm" in argv
+    bad = tmp_path / "bad.toml"
+    bad.write_text('agent = "repo"\nseeds = [0]\n[options]\nwm.bogus = 1\n')
+    with pytest.raises(EmbodiedError, match="wm.bogus"):
+        passthrough(load_study(bad)["options"], cls)
 
 
 @pytest.mark.xdist_group("ray")

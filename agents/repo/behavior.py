@@ -23,17 +23,26 @@ from embodied.nets import mixed_precision, mlp, soft_update
 
 @dataclass
 class BehaviorConfig:
-    horizon: int = 15
-    gamma: float = 0.99
-    lam: float = 0.95
-    actor_lr: float = 8e-5
-    critic_lr: float = 8e-5
-    entropy_coef: float = 3e-4
-    grad_clip: float = 100.0
-    hidden: int = 200
+    """The actor-critic trained in imagination (Dreamer's behaviour learning)."""
+
+    horizon: int = 15  # imagination horizon in agent steps
+    gamma: float = 0.99  # discount
+    lam: float = 0.95  # lambda of the lambda-returns
+    actor_lr: float = 8e-5  # learning rate of the actor
+    critic_lr: float = 8e-5  # learning rate of the critic
+    entropy_coef: float = 3e-4  # weight of the actor's entropy bonus
+    grad_clip: float = 100.0  # gradient norm clip of actor and critic
+    hidden: int = 200  # hidden units of the actor's and critic's layers
     slow_critic_tau: float = 0.02  # Polyak step of the bootstrapping critic (DreamerV3); 1 = no slow critic
     return_norm: bool = True  # divide returns by their running 5-95 percentile range (DreamerV3)
-    return_norm_decay: float = 0.99
+    return_norm_decay: float = 0.99  # decay of the running percentiles of the return normalisation
+
+    def __post_init__(self):
+        for name in ("horizon", "actor_lr", "critic_lr", "hidden"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"behavior.{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.slow_critic_tau <= 1:
+            raise ValueError(f"behavior.slow_critic_tau must be in (0, 1], got {self.slow_critic_tau}")
 
 
 @contextlib.contextmanager

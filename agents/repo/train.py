@@ -10,6 +10,7 @@ so ``--resume`` continues a killed run.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import BehaviorConfig
 from agents.repo.world_model import MODES, WorldModelConfig
 from embodied.config import (
+    config_to_dict,
     DistractionOptions,
     RunOptions,
     check_choice,
@@ -54,22 +56,6 @@ class RePoConfig(DistractionOptions, RunOptions):
     train_steps: int = 100  # gradient updates per burst
     batch_size: int = 50  # sequences per batch
     seq_len: int = 50  # steps per training sequence
-    target_kl: float = 3.0  # KL budget (nats) that the dual variable beta enforces
-    init_beta: float = 1e-5  # initial value of the dual variable beta
-    beta_lr: float = field(
-        default=1e-4,
-        metadata={
-            "help": "dual ascent step on log beta (Adam); the authors' 1e-4 suits ~1e5 updates, a short run needs ~1e-2"
-        },
-    )
-    reward_scale: float = field(
-        default=0.1,
-        metadata={
-            "help": "rewards as the model sees them; Meta-World's "
-            "per-step [0, 10] to the [0, 1] of the DMC tasks the "
-            "hyperparameters were tuned on"
-        },
-    )
     expl_noise: float = field(
         default=0.0,
         metadata={
@@ -77,14 +63,13 @@ class RePoConfig(DistractionOptions, RunOptions):
             "stochastic actor (the authors use 0, Dreamer v1 0.3)"
         },
     )
-    probe_decoder: bool = field(
-        default=False, metadata={"help": "RePo: train a reconstruction probe on detached features"}
-    )
     eval_every: int = 10_000  # evaluate every this many environment steps
     eval_episodes: int = 5  # episodes per evaluation
     checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps
     compile: bool = field(default=False, metadata={"help": "torch.compile the encoder (GPU)"})
     amp: bool = field(default=False, metadata={"help": "bfloat16 mixed precision for the forward passes (GPU)"})
+    wm: WorldModelConfig = field(default_factory=WorldModelConfig)
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
     cuda_graph: bool = field(
         default=False,
         metadata={
@@ -100,6 +85,9 @@ class RePoConfig(DistractionOptions, RunOptions):
         "amp",
         "cuda_graph",
     )
+    RENAMED = {
+        name: f"wm.{name}" for name in ("target_kl", "init_beta", "beta_lr", "reward_scale", "probe_decoder")
+    }  # options of the world model's own config since it became a section
     # The defaults are the authors' scale (500k env steps, 100 updates of 50 x 50 every 500). cpu-small is what
     # fits a 2-core CPU in about an hour (~1.5-2 updates/s at 16 x 32): 30k env steps at the authors' 0.2 updates
     # per env step, 100-step agent episodes, and a dual step on log beta raised from 1e-4 (tuned for ~1e5
@@ -114,7 +102,7 @@ class RePoConfig(DistractionOptions, RunOptions):
             train_steps=40,
             batch_size=16,
             seq_len=32,
-            beta_lr=1e-2,
+            **{"wm.beta_lr": 1e-2},
             eval_every=2000,
             eval_episodes=5,
             checkpoint_every=2000,
@@ -125,12 +113,9 @@ class RePoConfig(DistractionOptions, RunOptions):
         check_choice("variant", self.variant, ("pixels", "distractor"))
         check_choice("mode", self.mode, MODES)
         check_distraction_options(self, self.variant)
+        self.wm = dataclasses.replace(self.wm, mode=self.mode, amp=self.amp)  # the agent's switches, one definition
         check_positive(
             self,
-            "init_beta",
-            "beta_lr",
-            "target_kl",
-            "reward_scale",
             "total_steps",
             "max_episode_steps",
             "action_repeat",
@@ -189,7 +174,7 @@ def run_repo(cfg: RePoConfig) -> dict:
                 "episode": episode,
                 "updates": updates,
                 "curve": curve,
-                "config": vars(cfg),
+                "config": config_to_dict(cfg),
             }
         )
 
@@ -283,16 +268,7 @@ def make_pixel_env(task: str, variant: str, max_episode_steps: int, action_repea
 
 
 def build_agent(cfg: RePoConfig, act_dim: int, device) -> RePoAgent:
-    wm_cfg = WorldModelConfig(
-        mode=cfg.mode,
-        target_kl=cfg.target_kl,
-        init_beta=cfg.init_beta,
-        beta_lr=cfg.beta_lr,
-        probe_decoder=cfg.probe_decoder,
-        amp=cfg.amp,
-        reward_scale=cfg.reward_scale,
-    )
-    return RePoAgent(act_dim, wm_cfg, BehaviorConfig(), device, expl_noise=cfg.expl_noise, cuda_graph=cfg.cuda_graph)
+    return RePoAgent(act_dim, cfg.wm, cfg.behavior, device, expl_noise=cfg.expl_noise, cuda_graph=cfg.cuda_graph)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ A decoder, if any, is a probe on detached features: no reconstruction gradient r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -23,28 +23,47 @@ MODES = ("repo", "dreamer")
 
 @dataclass
 class WorldModelConfig:
-    mode: str = "repo"
-    deter: int = 200
-    stoch: int = 30
-    hidden: int = 200
-    model_lr: float = 3e-4
-    grad_clip: float = 100.0
-    target_kl: float = 3.0  # RePo: the KL budget in nats
-    init_beta: float = 1e-5
-    beta_lr: float = 1e-4
-    kl_balance: float = 5 / 6  # weight of KL(sg(post) || prior)
-    free_nats: float = 3.0  # Dreamer baseline
-    kl_scale: float = 1.0  # Dreamer baseline
+    """The latent world model (RSSM, reward head, KL term), RePo's or Dreamer's."""
+
+    mode: str = field(default="repo", metadata={"option": False})  # set from the agent's --mode
+    deter: int = 200  # deterministic state size of the RSSM
+    stoch: int = 30  # stochastic state size of the RSSM
+    hidden: int = 200  # hidden units of the RSSM's and reward head's layers
+    model_lr: float = 3e-4  # learning rate of the world model
+    grad_clip: float = 100.0  # gradient norm clip of the world model
+    target_kl: float = 3.0  # RePo: the KL budget (nats) that the dual variable beta enforces
+    init_beta: float = 1e-5  # RePo: initial value of the dual variable beta
+    beta_lr: float = field(
+        default=1e-4,
+        metadata={
+            "help": "RePo: dual ascent step on log beta (Adam); the authors' 1e-4 suits ~1e5 updates, a short run "
+            "needs ~1e-2"
+        },
+    )
+    kl_balance: float = 5 / 6  # weight of KL(sg(post) || prior) in the KL term
+    free_nats: float = 3.0  # Dreamer: KL below this many nats is not penalised
+    kl_scale: float = 1.0  # Dreamer: weight of the KL term
     probe_decoder: bool = False  # RePo: a reconstruction probe on detached features (for inspection; costs time)
-    amp: bool = False  # bfloat16 autocast for the forward passes (GPU)
-    reward_scale: float = 1.0  # the model learns reward * scale (Meta-World's [0, 10] -> DMC's [0, 1] with 0.1)
+    amp: bool = field(default=False, metadata={"option": False})  # set from the agent's --amp
+    reward_scale: float = field(
+        default=0.1,
+        metadata={
+            "help": "rewards as the model sees them: Meta-World's per-step [0, 10] to the [0, 1] of the DMC tasks "
+            "the hyperparameters were tuned on"
+        },
+    )
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"world model mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("deter", "stoch", "hidden", "model_lr", "target_kl", "init_beta", "beta_lr", "reward_scale"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"wm.{name} must be positive, got {getattr(self, name)}")
 
 
 class WorldModel(nn.Module):
     def __init__(self, act_dim: int, cfg: WorldModelConfig = WorldModelConfig()):
         super().__init__()
-        if cfg.mode not in MODES:
-            raise ValueError(f"world model mode must be one of {MODES}, got {cfg.mode!r}")
         self.cfg = cfg
         self.encoder = ConvEncoder()
         self.rssm = RSSM(self.encoder.out_dim, act_dim, cfg.deter, cfg.stoch, cfg.hidden)
