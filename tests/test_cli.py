@@ -167,10 +167,10 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
         (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),
         (["train", "walle", "--llm", "http://127.0.0.1:99999"], "is not a URL: Port out of range"),
         (
-            ["train", "pearl", "--gw-method", "sinkhorn"],
-            "gw_method must be one of",
+            ["train", "pearl", "--gw.method", "sinkhorn"],
+            "gw.method must be one of",
         ),  # a traceback after collecting data
-        (["train", "pearl", "--gw-epsilon", "0"], "gw_epsilon must be positive"),  # the entropic plan diverged
+        (["train", "pearl", "--gw.epsilon", "0"], "gw.epsilon must be positive"),  # the entropic plan diverged
         (["train", "pearl", "--teacher-gamma", "-1"], "teacher_gamma must be in (0, 1]"),
         (["train", "parl", "--run-name", "/abs"], "one directory name under --run-dir"),
         (["train", "repo", "--run-name", "../elsewhere"], "one directory name under --run-dir"),

@@ -25,7 +25,7 @@ solution agree is reported as the transfer's confidence.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import ot
@@ -64,7 +64,7 @@ def arm_features(segments: Segments) -> np.ndarray:
     if obs.shape[-1] != 39 or act.shape[-1] != 4:
         raise ValueError(
             f"arm features need Meta-World's 39-d observations and 4-d actions, got {obs.shape[-1]}-d "
-            f"and {act.shape[-1]}-d; use --gw-alpha 1 (structure only) for other tasks"
+            f"and {act.shape[-1]}-d; use --gw.alpha 1 (structure only) for other tasks"
         )
     speed = np.linalg.norm(obs[..., 0:3] - obs[..., 18:21], axis=-1)
     magnitude = np.linalg.norm(act[..., :3], axis=-1)
@@ -96,12 +96,28 @@ def factored(cost: torch.Tensor, rank: int, seed: int = 0) -> FactoredCost:
 
 @dataclass
 class GWConfig:
-    method: str = "lowrank"  # "lowrank" (ours: factored costs, fused), "entropic" (POT, dense) or "exact" (POT's CG)
+    """The Gromov-Wasserstein alignment of target segments with source segments (CPA's transfer)."""
+
+    method: str = field(
+        default="lowrank",
+        metadata={
+            "help": "Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)"
+        },
+    )
     epsilon: float = 5e-3  # entropic regularisation (POT's convention)
     alpha: float = 0.9  # weight of the structure (GW) term; 1 - alpha on the shared arm features (1: plain GW)
-    rank: int = 32  # rank of the factored costs (lowrank)
+    rank: int = 32  # rank of the factored cost matrices (lowrank)
     max_iter: int = 100  # outer (GW linearisation) iterations
     tol: float = 1e-3  # stop when the plan changes less than this (L1; measured: labels settle by 1e-2)
+
+    def __post_init__(self):
+        if self.method not in GW_METHODS:
+            raise ValueError(f"gw.method must be one of {GW_METHODS}, got {self.method!r}")
+        for name in ("epsilon", "rank", "max_iter", "tol"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"gw.{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"gw.alpha must be in (0, 1], got {self.alpha}")
 
 
 def solve_fused(c_src: FactoredCost, c_tgt: FactoredCost, cross: FactoredCost | None, cfg: GWConfig) -> dict:
@@ -131,8 +147,6 @@ def zero_shot_start(objectives: dict) -> str:
 
 def gw_coupling(c_src: torch.Tensor, c_tgt: torch.Tensor, cfg: GWConfig = GWConfig()) -> torch.Tensor:
     """Gromov-Wasserstein coupling ``(n_src, n_tgt)`` with uniform marginals (structure only)."""
-    if cfg.method not in GW_METHODS:
-        raise ValueError(f"unknown GW method {cfg.method!r}; choose one of {GW_METHODS}")
     if cfg.method == "lowrank":
         return fused_gw(
             factored(c_src, cfg.rank), factored(c_tgt, cfg.rank), cfg.epsilon, max_iter=cfg.max_iter, tol=cfg.tol

@@ -8,7 +8,7 @@ gamma 0.99, tau 0.005, expectile 0.7, temperature 3.0, batch 256.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,14 +20,23 @@ from embodied.nets import TwinQ, mlp, soft_update
 
 @dataclass
 class IQLConfig:
-    hidden: int = 256
-    lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    expectile: float = 0.7
-    temperature: float = 3.0
-    batch_size: int = 256
-    max_weight: float = 100.0
+    """Implicit Q-learning (Kostrikov et al. 2022) on the relabelled target data."""
+
+    hidden: int = 256  # hidden units of the policy, Q and value networks
+    lr: float = 3e-4  # learning rate of all three
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # Polyak step of the target Q network
+    expectile: float = 0.7  # expectile of the value regression (0.5: the mean; towards 1: the max)
+    temperature: float = field(default=3.0, metadata={"option": False})  # the agent's --iql-temperature
+    batch_size: int = 256  # transitions per gradient step
+    max_weight: float = 100.0  # clip of the advantage weights exp(temperature * A)
+
+    def __post_init__(self):
+        for name in ("hidden", "lr", "batch_size", "max_weight"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"iql.{name} must be positive, got {getattr(self, name)}")
+        if not 0 < self.expectile < 1:
+            raise ValueError(f"iql.expectile must be in (0, 1), got {self.expectile}")
 
 
 class IQLPolicy(nn.Module):

@@ -10,6 +10,7 @@ and IQL checkpoints periodically, so ``--resume`` continues a killed run where i
 from __future__ import annotations
 
 import sys
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,6 @@ import numpy as np
 import torch
 
 from agents.pearl.cpa import (
-    GW_METHODS,
     GWConfig,
     cross_task_transfer,
     label_accuracy,
@@ -118,15 +118,7 @@ class PearlConfig(RunOptions):
             )
         },
     )
-    gw_method: str = field(
-        default="lowrank",
-        metadata={
-            "help": "Gromov-Wasserstein solver: lowrank (ours, fused, fast), entropic (POT, dense) or exact (POT)"
-        },
-    )
-    gw_epsilon: float = 5e-3  # entropic regularisation of the GW solver
-    gw_alpha: float = 0.9  # weight of the structure (GW) term; the rest on the shared arm features (1: plain GW)
-    gw_rank: int = 32  # rank of the factored cost matrices (lowrank solver)
+    gw: GWConfig = field(default_factory=GWConfig)
     reward_model: str = field(default="gaussian", metadata={"help": "gaussian (RRL) or plain"})
     reward_epochs: int = 30  # epochs of reward-model training
     kl_weight: float = 0.01  # weight of the Gaussian reward model's KL term (RRL)
@@ -156,11 +148,13 @@ class PearlConfig(RunOptions):
             )
         },
     )
+    iql: IQLConfig = field(default_factory=IQLConfig)
     eval_every: int = 10000  # evaluate the policy every this many steps
     eval_episodes: int = 10  # episodes per evaluation
     checkpoint_every: int = 5000  # save a checkpoint every this many steps
     RESUMABLE = RunOptions.RESUMABLE + ("iql_steps", "eval_every", "eval_episodes", "checkpoint_every")
     LEGACY_DEFAULTS = ORIGINAL_IQL  # runs from before the IQL options learned like this
+    RENAMED = {f"gw_{name}": f"gw.{name}" for name in ("method", "epsilon", "alpha", "rank")}  # now GWConfig's
 
     def __post_init__(self):
         for name in ("source_data", "target_data"):
@@ -188,20 +182,17 @@ class PearlConfig(RunOptions):
             raise ValueError(f"few_shot_labels must be >= 0, got {self.few_shot_labels}")
         if self.labels == "shots" and self.few_shot_labels < 1:
             raise ValueError("--labels shots learns from the few-shot labels alone: give --few-shot-labels K > 0")
-        if not 0 < self.gw_alpha <= 1:
-            raise ValueError(f"gw_alpha must be in (0, 1], got {self.gw_alpha}")
         if not 0 < self.iql_top <= 1:
             raise ValueError(f"iql_top must be in (0, 1], got {self.iql_top}")
         if not 0 <= self.iql_episode_credit <= 1:
             raise ValueError(f"iql_episode_credit must be in [0, 1], got {self.iql_episode_credit}")
         if self.iql_temperature < 0:
             raise ValueError(f"iql_temperature must be >= 0, got {self.iql_temperature}")
+        self.iql = dataclasses.replace(self.iql, temperature=self.iql_temperature)  # one option, --iql-temperature
         if self.iql_steps < 0:
             raise ValueError(f"iql_steps must be >= 0, got {self.iql_steps}")
         if self.segment_length > self.max_steps:
             raise ValueError(f"segment_length {self.segment_length} exceeds max_steps {self.max_steps}")
-        check_choice("gw_method", self.gw_method, GW_METHODS)
-        check_positive(self, "gw_epsilon", "gw_rank")
         if self.kl_weight < 0:
             raise ValueError(f"kl_weight must be >= 0, got {self.kl_weight}")
         check_teacher_options(self)
@@ -383,8 +374,7 @@ def target_labels(cfg: PearlConfig, src, tgt, teacher: ScriptedTeacher, rng: np.
         plan = nearest_neighbour_coupling(segment_features(src, False), segment_features(tgt, False))
         labels, _ = transfer_labels(plan, source, t_first, t_second)
     else:
-        gw = GWConfig(cfg.gw_method, cfg.gw_epsilon, cfg.gw_alpha, cfg.gw_rank)
-        result = cross_task_transfer(src, source, tgt, t_first, t_second, gw, device, shots)
+        result = cross_task_transfer(src, source, tgt, t_first, t_second, cfg.gw, device, shots)
         labels, seconds = result.labels, result.seconds
         confidence.update({k: v for k, v in result.confidence.items() if k in CONFIDENCE_KEYS})
     accuracy = label_accuracy(labels, truth) if len(truth) else float("nan")
@@ -546,7 +536,7 @@ def train_iql(
             f"{np.mean([bool(e.success) for e in everything]):.2f})"
         )
     buffer = TransitionBuffer(*transitions_from_episodes(episodes, rewards), device)
-    agent = IQL(obs_dim, act_dim, IQLConfig(temperature=cfg.iql_temperature), device)
+    agent = IQL(obs_dim, act_dim, cfg.iql, device)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, evals = 0, []  # evals: (step, success rate) of every evaluation so far
     if state is not None:
