@@ -162,7 +162,7 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
             ["train", "repo", "--wm.target-kl", "-1"],
             "wm.target_kl must be positive",
         ),  # the dual variable would grow forever
-        (["train", "parl", "--batch-size", "0"], "batch_size must be positive"),
+        (["train", "parl", "--sac.batch-size", "0"], "sac.batch_size must be positive"),
         (["train", "parl", "--teacher-flip-prob", "1.5"], "teacher_flip_prob must be in"),
         (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),
         (["train", "walle", "--llm", "http://127.0.0.1:99999"], "is not a URL: Port out of range"),

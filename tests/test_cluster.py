@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 TINY = ["--task", "reach-v3", "--method", "sac", "--max-episode-steps", "100", "--seed-steps", "100",
-        "--batch-size", "32", "--sac-hidden", "32", "--eval-every", "200", "--eval-episodes", "1", "--no-video",
+        "--sac.batch-size", "32", "--sac.hidden", "32", "--eval-every", "200", "--eval-episodes", "1", "--no-video",
         "--total-steps", "200"]  # fmt: skip
 PORT = "6391"
 

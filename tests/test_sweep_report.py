@@ -24,9 +24,9 @@ TINY = [
     "100",
     "--seed-steps",
     "100",
-    "--batch-size",
+    "--sac.batch-size",
     "32",
-    "--sac-hidden",
+    "--sac.hidden",
     "32",
     "--eval-every",
     "300",
@@ -387,9 +387,9 @@ def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp
         "--set",
         "reward_epochs=1",
         "--set",
-        "sac_hidden=16",
+        "sac.hidden=16",
         "--set",
-        "batch_size=16",
+        "sac.batch_size=16",
     ]
     out, results = tmp_path / "runs", tmp_path / "results"
     argv = [

@@ -24,14 +24,23 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 @dataclass
 class SACConfig:
-    hidden: int = 256
-    actor_lr: float = 3e-4
-    critic_lr: float = 3e-4
-    alpha_lr: float = 3e-4
-    gamma: float = 0.99
-    tau: float = 0.005
-    batch_size: int = 256
-    init_alpha: float = 0.1
+    """The lower level: Soft Actor-Critic's networks and updates."""
+
+    hidden: int = 256  # hidden units per layer of the actor and the critics
+    actor_lr: float = 3e-4  # learning rate of the actor
+    critic_lr: float = 3e-4  # learning rate of the critics
+    alpha_lr: float = 3e-4  # learning rate of the entropy temperature alpha
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # Polyak step of the target critics
+    batch_size: int = 256  # transitions per update
+    init_alpha: float = 0.1  # initial entropy temperature
+
+    def __post_init__(self):
+        for name in ("hidden", "actor_lr", "critic_lr", "alpha_lr", "tau", "batch_size", "init_alpha"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"sac.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.gamma < 1:
+            raise ValueError(f"sac.gamma must be in [0, 1), got {self.gamma}")
 
 
 class TanhGaussianActor(nn.Module):

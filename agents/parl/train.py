@@ -108,12 +108,12 @@ class ParlConfig(RunOptions):
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
     teacher_gamma: float = 1.0  # scripted teacher's discount over a segment (1: plain return)
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal'
-    sac_hidden: int = 256  # hidden units per layer of SAC's actor and critics
-    batch_size: int = 256  # SAC minibatch size
+    sac: SACConfig = field(default_factory=SACConfig)
     eval_every: int = 10_000  # evaluate every this many environment steps
     eval_episodes: int = 10  # episodes per evaluation
     checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps (at episode ends)
     RESUMABLE = RunOptions.RESUMABLE + ("total_steps", "eval_every", "eval_episodes", "checkpoint_every")
+    RENAMED = {"sac_hidden": "sac.hidden", "batch_size": "sac.batch_size"}  # now SACConfig's
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
@@ -136,8 +136,6 @@ class ParlConfig(RunOptions):
             "recent_episodes",
             "hypergrad_iters",
             "hypergrad_samples",
-            "sac_hidden",
-            "batch_size",
             "eval_every",
             "eval_episodes",
             "checkpoint_every",
@@ -156,7 +154,7 @@ def run_parl(cfg: ParlConfig) -> dict:
     eval_env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
     env.action_space.seed(cfg.seed)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    sac = SAC(obs_dim, act_dim, SACConfig(hidden=cfg.sac_hidden, batch_size=cfg.batch_size), device)
+    sac = SAC(obs_dim, act_dim, cfg.sac, device)
     reward = LearnedReward(obs_dim, act_dim, cfg.ensemble_size, device, use_action=cfg.reward_input == "state-action")
     buffer = ReplayBuffer(obs_dim, act_dim, cfg.total_steps)
     recent = RecentEpisodes(cfg.recent_episodes)
@@ -239,7 +237,7 @@ def run_parl(cfg: ParlConfig) -> dict:
             run.logger.log(step, {"feedback/labels": feedback, **metrics})
 
         if step >= cfg.seed_steps:
-            batch = buffer.sample(cfg.batch_size, rng, device)
+            batch = buffer.sample(cfg.sac.batch_size, rng, device)
             if learned and step < learn_start:  # PEBBLE's unsupervised phase: state-entropy reward
                 batch = (*batch[:2], intrinsic(batch[3], buffer.obs[: buffer.size], rng), *batch[3:])
             metrics = sac.update(*batch)
