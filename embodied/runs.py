@@ -15,7 +15,9 @@ beside the agent's state, the global random generators and how many metric rows 
 resumes to the same result and logs every step once; ``Run.restoring`` wraps the code that puts the
 agent's state back, so a checkpoint that loads but does not fit the run is one clear error.
 ``Run.catch_interrupts`` turns the first Ctrl-C into a request the training loop answers at
-``Run.stop`` by saving and raising ``RunInterrupted``.
+``Run.stop`` by saving and raising ``RunInterrupted``. ``Stages`` is a pipeline of steps whose
+outputs are files of the run (PEARL: labels, reward model, policy): a resumed run reuses a stage's
+output only when the checkpoint records the stage as finished, and logs its metrics once.
 """
 
 from __future__ import annotations
@@ -333,3 +335,38 @@ def parse_metric_lines(lines: Iterable[str], path: str | Path = "metrics.jsonl")
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", initial: int = 0) -> Iterator:
     """A progress bar with rate and ETA (tqdm), on stderr."""
     return tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True, mininterval=1.0)
+
+
+class Stages:
+    """The finished stages of a run's pipeline, kept in its checkpoint (``state["stages"]``).
+
+    ``output(name, path, make, save, load)`` returns the stage's output: read back by ``load`` (inside
+    ``Run.restoring``, so a file that does not fit is one clear error) when a resumed run finished the stage and
+    its file is there, else made by ``make`` and written by ``save``. ``finish(name, metrics)`` then logs the
+    stage's metrics at step 0 (once: a resumed run logged them already) and checkpoints it as finished. A stage
+    cut off between the two is redone.
+    """
+
+    def __init__(self, run: Run, resumed: dict):
+        self.run = run
+        with run.restoring():
+            self.finished = [str(name) for name in resumed.get("stages", [])]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.finished
+
+    def output(self, name: str, path: Path, make, save, load):
+        if name in self.finished and path.exists():
+            with self.run.restoring(path):
+                return load(path)
+        value = make()
+        save(path, value)
+        return value
+
+    def finish(self, name: str, metrics: Mapping[str, float] | None = None) -> None:
+        if name in self.finished:
+            return
+        if metrics:
+            self.run.logger.log(0, dict(metrics))
+        self.finished.append(name)
+        self.run.save({"stages": self.finished})

@@ -11,7 +11,7 @@ from embodied.checkpoint import load_checkpoint, rng_state, save_checkpoint, set
 from embodied.config import check_resume, config_from_dict, config_to_dict, parse_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
-from embodied.runs import Run, read_metrics
+from embodied.runs import Run, Stages, read_metrics
 
 
 @dataclass
@@ -215,3 +215,37 @@ def test_resume_refuses_settings_that_shape_the_result_and_names_them(tmp_path):
     (tmp_path / "p" / "config.json").write_text("{not json")
     with pytest.raises(EmbodiedError, match="cannot read .*config.json"):
         Run(tmp_path, "p", config=PearlConfig(iql_episode_credit=0.0), resume=True)
+
+
+def test_stages_reuse_a_finished_output_redo_an_unfinished_one_and_log_once(tmp_path):
+    made = []
+
+    def pipeline(finish_second: bool):
+        run = Run(tmp_path, "r", config=Cfg(), resume=(tmp_path / "r").exists())
+        stages = Stages(run, run.load() or {})
+        outputs = []
+        for name in ("a", "b"):
+            make = lambda name=name: (made.append(name), [len(made)])[1]  # noqa: E731
+            value = stages.output(name, run.path(f"{name}.json"), make, write_json, read_json)
+            outputs.append(value)
+            if name == "a" or finish_second:
+                stages.finish(name, {f"{name}/metric": 1.0})
+        run.close()
+        return outputs
+
+    assert pipeline(finish_second=False) == [[1], [2]]
+    assert pipeline(finish_second=True) == [[1], [3]]  # a reused from its file; b was cut off: redone
+    assert pipeline(finish_second=True) == [[1], [3]] and made == ["a", "b", "b"]
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    assert [k for r in rows for k in r if k.endswith("/metric")] == ["a/metric", "b/metric"]  # each logged once
+    (tmp_path / "r" / "a.json").write_text("{not json")
+    with pytest.raises(EmbodiedError, match="a.json"):
+        pipeline(finish_second=True)
+
+
+def write_json(path, value):
+    path.write_text(json.dumps(value))
+
+
+def read_json(path):
+    return json.loads(path.read_text())

@@ -41,7 +41,7 @@ from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from embodied.policies import save_policy
-from embodied.runs import Run, progress, start_run
+from embodied.runs import Run, Stages, progress, start_run
 from embodied.teacher import Preferences, ScriptedTeacher, check_teacher_options, sample_pairs
 from embodied.video import record_episode, tile, write_mp4
 
@@ -210,85 +210,44 @@ def run_pearl(cfg: PearlConfig) -> dict:
     src, tgt, rng = run_segments(src_eps, tgt_eps, cfg.segment_length, cfg.segments, cfg.seed)
 
     resumed = run.load() or {}  # global RNGs and metric rows as at the last checkpoint
-    with run.restoring():
-        stages = [str(name) for name in resumed.get("stages", [])]  # finished stages: outputs trusted, others redone
+    stages = Stages(run, resumed)  # finished stages: their outputs are reused, the others redone
 
-    def stage_done(name: str) -> None:
-        stages.append(name)
-        run.save({"stages": stages})
-
-    labels_path = run.path("labels.npz")
-    if labels_path.exists() and "labels" in stages:
-        lab = load_arrays(labels_path, ("first", "second", "label", "accuracy", "seconds", *CONFIDENCE_KEYS))
-        with run.restoring(labels_path):
-            check_stored_labels(lab, len(tgt))
-    else:
+    def make_labels() -> dict:
         print(f"labelling target pairs with {cfg.labels} ...")
-        lab = target_labels(cfg, src, tgt, teacher, rng, device)
-        save_arrays(labels_path, lab)
+        return target_labels(cfg, src, tgt, teacher, rng, device)
+
+    lab = stages.output(
+        "labels", run.path("labels.npz"), make_labels, save_arrays, lambda path: load_labels(path, len(tgt))
+    )
     print(
         f"target label accuracy ({cfg.labels}): {float(lab['accuracy']):.3f}; {len(lab['label'])} labelled pairs "
         f"({cfg.few_shot_labels} few-shot)"
     )
     report_confidence(lab)
-    if "labels" not in stages:
-        run.logger.log(
-            0,
-            {
-                "labels/accuracy": float(lab["accuracy"]),
-                "labels/seconds": float(lab["seconds"]),
-                **{f"labels/{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
-            },
-        )
-        stage_done("labels")
+    stages.finish(
+        "labels",
+        {
+            "labels/accuracy": float(lab["accuracy"]),
+            "labels/seconds": float(lab["seconds"]),
+            **{f"labels/{k}": float(lab[k]) for k in CONFIDENCE_KEYS if not np.isnan(lab[k])},
+        },
+    )
     prefs = Preferences(lab["first"], lab["second"], lab["label"])
 
     obs_dim, act_dim = tgt.observations.shape[-1], tgt.actions.shape[-1]
-    reward_cls = REWARD_MODELS[cfg.reward_model]
-    k = cfg.few_shot_labels
-    few_shot = trains_few_shot_ensemble(cfg.labels, k)
-    reward = new_reward_model(cfg.reward_model, cfg.labels, k, obs_dim, act_dim)
-    reward_path = run.path("reward.pt")
-    if reward_path.exists() and "reward" in stages:
-        with run.restoring(reward_path):
-            reward.load_state_dict(load_checkpoint(reward_path))
-    else:
-        print(f"training {cfg.reward_model} reward model ...")
-        train_cfg = RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight)
-        log = lambda e, m: run.logger.log(e, m)  # noqa: E731
-        if few_shot:
-            reward, scores = fit_few_shot(
-                lambda: reward_cls(obs_dim, act_dim),
-                tgt.observations,
-                tgt.actions,
-                prefs.subset(slice(0, len(prefs) - k)),
-                prefs.subset(slice(len(prefs) - k, None)),
-                train_cfg,
-                cfg.shot_epochs,
-                device=device,
-                seed=cfg.seed,
-                log=log,
-                rule=cfg.few_shot_rule,
-            )
-            print(
-                f"few-shot reward: transfer model x {scores['weight_transfer']:.2f} + {k}-label model x "
-                f"{scores['weight_shots']:.2f} (accuracy on the {k} labels: "
-                f"transfer {scores['accuracy_transfer']:.2f}, "
-                f"labels alone {scores['accuracy_shots']:.2f} cross-validated)"
-            )
-            run.logger.log(
-                0,
-                {
-                    f"reward/few_shot_{name}": v
-                    for name, v in scores.items()
-                    if isinstance(v, float) and not np.isnan(v)
-                },
-            )
-        else:
-            if cfg.labels == "shots":
-                train_cfg.epochs = cfg.shot_epochs
-            train_reward_model(reward, tgt.observations, tgt.actions, prefs, train_cfg, device, cfg.seed, log=log)
-        save_checkpoint(reward_path, reward.state_dict())
+    reward = new_reward_model(cfg.reward_model, cfg.labels, cfg.few_shot_labels, obs_dim, act_dim)
+
+    def load_reward(path: Path):
+        reward.load_state_dict(load_checkpoint(path))
+        return reward
+
+    reward = stages.output(
+        "reward",
+        run.path("reward.pt"),
+        lambda: fit_reward(cfg, reward, tgt, prefs, run, device),
+        lambda path, model: save_checkpoint(path, model.state_dict()),
+        load_reward,
+    )
     reward_acc = heldout_accuracy(
         reward,
         tgt_eps,
@@ -298,9 +257,7 @@ def run_pearl(cfg: PearlConfig) -> dict:
         device,
     )
     print(f"reward model held-out preference accuracy vs target teacher: {reward_acc:.3f}")
-    if "reward" not in stages:
-        run.logger.log(0, {"reward/heldout_accuracy": reward_acc})
-        stage_done("reward")
+    stages.finish("reward", {"reward/heldout_accuracy": reward_acc})
 
     policy_stats = train_iql(
         cfg, run, reward, tgt_eps, obs_dim, act_dim, device, resumed if "iql" in resumed else None, stages
@@ -314,6 +271,51 @@ def run_pearl(cfg: PearlConfig) -> dict:
     }
     run.finish(summary)
     return summary
+
+
+def load_labels(path: Path, segments: int) -> dict:
+    """A finished labels stage's output, checked against the run's target segments."""
+    lab = load_arrays(path, ("first", "second", "label", "accuracy", "seconds", *CONFIDENCE_KEYS))
+    check_stored_labels(lab, segments)
+    return lab
+
+
+def fit_reward(cfg: PearlConfig, reward, tgt, prefs: Preferences, run: Run, device):
+    """The reward stage: ``reward`` fit to the target labels, or with few-shot labels the weighted pair of a
+    transfer model and a model of the K labels alone (``fit_few_shot``), which is returned instead."""
+    print(f"training {cfg.reward_model} reward model ...")
+    train_cfg = RewardTrainConfig(epochs=cfg.reward_epochs, kl_weight=cfg.kl_weight)
+    log = lambda e, m: run.logger.log(e, m)  # noqa: E731
+    k = cfg.few_shot_labels
+    if not trains_few_shot_ensemble(cfg.labels, k):
+        if cfg.labels == "shots":
+            train_cfg.epochs = cfg.shot_epochs
+        train_reward_model(reward, tgt.observations, tgt.actions, prefs, train_cfg, device, cfg.seed, log=log)
+        return reward
+    obs_dim, act_dim = tgt.observations.shape[-1], tgt.actions.shape[-1]
+    fitted, scores = fit_few_shot(
+        lambda: REWARD_MODELS[cfg.reward_model](obs_dim, act_dim),
+        tgt.observations,
+        tgt.actions,
+        prefs.subset(slice(0, len(prefs) - k)),
+        prefs.subset(slice(len(prefs) - k, None)),
+        train_cfg,
+        cfg.shot_epochs,
+        device=device,
+        seed=cfg.seed,
+        log=log,
+        rule=cfg.few_shot_rule,
+    )
+    print(
+        f"few-shot reward: transfer model x {scores['weight_transfer']:.2f} + {k}-label model x "
+        f"{scores['weight_shots']:.2f} (accuracy on the {k} labels: "
+        f"transfer {scores['accuracy_transfer']:.2f}, "
+        f"labels alone {scores['accuracy_shots']:.2f} cross-validated)"
+    )
+    run.logger.log(
+        0, {f"reward/few_shot_{name}": v for name, v in scores.items() if isinstance(v, float) and not np.isnan(v)}
+    )
+    return fitted
 
 
 def _episodes(cfg: PearlConfig, task: str, data: Path | None, run: Run, name: str, seed: int):
@@ -518,7 +520,7 @@ def train_iql(
     act_dim: int,
     device,
     state: dict | None,
-    stages: list[str],
+    stages: Stages,
 ) -> dict:
     """IQL on what ``iql_dataset`` makes of the target data under ``cfg``'s ``iql_top`` and
     ``iql_episode_credit``; ``state``: the checkpoint to continue from (None: start)."""
@@ -551,7 +553,13 @@ def train_iql(
 
     def checkpoint() -> None:
         run.save(
-            {"iql": agent.state_dict(), "generator": gen.get_state(), "step": step, "evals": evals, "stages": stages}
+            {
+                "iql": agent.state_dict(),
+                "generator": gen.get_state(),
+                "step": step,
+                "evals": evals,
+                "stages": stages.finished,
+            }
         )
 
     while step < cfg.iql_steps:
