@@ -212,6 +212,19 @@ def synthetic_runs(root: Path, groups: dict[str, list[list[float]]]) -> None:
             (d / "summary.json").write_text(json.dumps({"final_success_rate": values[-1]}))
 
 
+def test_a_report_selects_and_groups_runs_by_a_section_option(tmp_path):
+    """config.json nests a section's options; reports name them by the dotted key."""
+    from embodied.report import select
+
+    synthetic_runs(tmp_path, {"a": [[0.1, 0.2]] * 2})
+    for i, d in enumerate(sorted(tmp_path.iterdir())):
+        config = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**config, "wm": {"target_kl": float(1 + 2 * i)}}))
+    runs = find_runs(tmp_path)
+    assert [r.config["wm.target_kl"] for r in select(runs, ["wm.target_kl=3.0"])] == [3.0]
+    assert sorted(group_runs(runs, ["wm.target_kl"])) == ["wm.target_kl=1.0", "wm.target_kl=3.0"]
+
+
 def test_report_numbers_are_rliables(tmp_path):
     from rliable import library as rly, metrics
 
