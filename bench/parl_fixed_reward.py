@@ -1,0 +1,152 @@
+"""SAC on a fixed learned reward, r(s) against r(s, a): the reward input's effect without PARL's feedback loop.
+
+    python bench/parl_fixed_reward.py --seeds 0-9 --out bench/results/parl_fixed_reward.jsonl   # runs (resumable)
+    python bench/parl_fixed_reward.py --report bench/results/parl_fixed_reward.jsonl             # the table
+
+Per seed: 12 episodes of Meta-World's scripted expert with mixed noise (as PEARL's collector), 600 segments of
+25 steps, 1200 pairs labelled by the scripted teacher; one reward model of the state and one of state and action
+(`embodied.reward_models.RewardModel`, 30 epochs, the same labels and seed), each standardised on the expert data.
+Then SAC from scratch (`agents.parl.sac`, the PARL study's settings: 2 x 256, batch 128, 1000 random steps, 100-step
+episodes) on each fixed reward, success at any step of 5 evaluation episodes every 1000 env steps. The reward never
+changes, so what differs between the arms is only whether the model can pay for actions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def run(seed: int, use_action: bool, task: str, steps: int, episode_steps: int) -> dict:
+    from agents.parl.sac import SAC, ReplayBuffer, SACConfig
+    from embodied.data import NoiseSchedule, collect, sample_segments
+    from embodied.evaluation import evaluate
+    from embodied.make import make_env
+    from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
+    from embodied.teacher import ScriptedTeacher, sample_pairs
+    from envs.experts import scripted_expert
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    env = make_env(f"embodied/{task}", max_episode_steps=episode_steps)
+    eval_env = make_env(f"embodied/{task}", max_episode_steps=episode_steps)
+    noise = NoiseSchedule((0.0, 0.5, 2.0), (0.0, 0.3, 1.0))
+    episodes = collect(env, scripted_expert(env), 12, noise, seed=seed * 100, max_steps=episode_steps)
+    seg = sample_segments(episodes, 25, 600, np.random.default_rng(seed))
+    prefs = ScriptedTeacher().label(seg.rewards, *sample_pairs(600, 1200, rng))
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    model = RewardModel(obs_dim, act_dim, hidden=256, use_action=use_action)
+    train_reward_model(model, seg.observations, seg.actions, prefs, RewardTrainConfig(epochs=30))
+    with torch.no_grad():
+        obs = torch.as_tensor(np.concatenate([e.observations[:-1] for e in episodes]), dtype=torch.float32)
+        raw = model(obs, torch.as_tensor(np.concatenate([e.actions for e in episodes]), dtype=torch.float32))
+    mean, std = float(raw.mean()), float(raw.std()) + 1e-6
+
+    @torch.no_grad()
+    def reward(o, a) -> float:
+        t = lambda x: torch.as_tensor(np.asarray(x, np.float32)[None])  # noqa: E731
+        return (float(model(t(o), t(a))[0]) - mean) / std
+
+    sac = SAC(obs_dim, act_dim, SACConfig(hidden=256, batch_size=128))
+    buffer = ReplayBuffer(obs_dim, act_dim, steps)
+    o, _ = env.reset(seed=seed * 1000)
+    episode, curve, start = 0, [], time.time()
+    for step in range(1, steps + 1):
+        a = env.action_space.sample() if step <= 1000 else sac.actor.act(o, deterministic=False)
+        o2, true_r, terminated, truncated, _ = env.step(a)
+        buffer.add(o, a, true_r, o2, float(terminated))
+        buffer.rew[(buffer.pos - 1) % buffer.capacity] = reward(o, a)
+        o = o2
+        if step > 1000:
+            sac.update(*buffer.sample(128, rng, "cpu"))
+        if terminated or truncated:
+            episode += 1
+            o, _ = env.reset(seed=seed * 1000 + episode)
+        if step % 1000 == 0:
+            curve.append(
+                [
+                    step,
+                    evaluate(eval_env, sac.actor.act, 5, seed=10_000 + seed, max_steps=episode_steps)["success_rate"],
+                ]
+            )
+    arm = "state-action" if use_action else "state"
+    return {"task": task, "seed": seed, "reward_input": arm, "curve": curve, "seconds": round(time.time() - start)}
+
+
+def seeds_arg(text: str) -> list[int]:
+    if "-" in text:
+        lo, hi = text.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def report(path: Path) -> str:
+    from rliable import library as rly
+    from rliable import metrics
+
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    arms = sorted({r["reward_input"] for r in records})
+    out = [
+        f"SAC on a fixed learned reward, {records[0]['task']}: success (any step, 5 episodes) every 1000 env steps; "
+        f"seeds {sorted({r['seed'] for r in records})}; mean with 95 % stratified-bootstrap CIs (rliable).",
+        "",
+        "| reward input | runs | final success | mean over the curve | reached 0.8 | of those, ended >= 0.8 |",
+        "| --- | ---: | --- | --- | ---: | ---: |",
+    ]
+    for arm in arms:
+        rs = [r for r in records if r["reward_input"] == arm]
+        final = np.array([[r["curve"][-1][1]] for r in rs])
+        area = np.array([[np.mean([v for _, v in r["curve"]])] for r in rs])
+        cells = []
+        for scores in (final, area):
+            point, ci = rly.get_interval_estimates(
+                {arm: scores}, lambda x: np.array([metrics.aggregate_mean(x)]), reps=2000
+            )
+            cells.append(f"{point[arm][0]:.2f} [{ci[arm][0][0]:.2f}, {ci[arm][1][0]:.2f}]")
+        reached = [r for r in rs if max(v for _, v in r["curve"]) >= 0.8]
+        kept = sum(r["curve"][-1][1] >= 0.8 for r in reached)
+        out.append(f"| {arm} | {len(rs)} | {cells[0]} | {cells[1]} | {len(reached)} | {kept} |")
+    out += ["", "Per run, success every 1000 env steps:", ""]
+    for r in sorted(records, key=lambda r: (r["reward_input"], r["seed"])):
+        out.append(f"- {r['reward_input']} seed {r['seed']}: {' '.join(f'{v:.1f}' for _, v in r['curve'])}")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=seeds_arg, default=seeds_arg("0-9"))
+    parser.add_argument("--task", default="drawer-close-v3")
+    parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--episode-steps", type=int, default=100)
+    parser.add_argument("--arms", default="state,state-action")
+    parser.add_argument("--out", type=Path, default=Path("runs/parl_fixed_reward.jsonl"))
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.report), end="")
+        return
+    torch.set_num_threads(1)  # one process per core: run two of these side by side on a 2-core CPU
+    done = set()
+    if args.out.exists():
+        done = {(r["seed"], r["reward_input"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for seed in args.seeds:
+        for arm in args.arms.split(","):
+            if (seed, arm) in done:
+                continue
+            record = run(seed, arm == "state-action", args.task, args.steps, args.episode_steps)
+            print(json.dumps(record), flush=True)
+            with args.out.open("a") as f:  # one line per finished run: a killed job loses only the run in flight
+                f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
