@@ -93,7 +93,9 @@ def passthrough(options: dict, cls: type) -> list[str]:
     return [a for k, v in options.items() for a in option_args(k, option_text(v), cls)]
 
 
-def run_study(study: dict, out: Path, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0) -> None:
+def run_study(
+    study: dict, out: Path, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0, backend: str = "ray"
+) -> None:
     from embodied.sweep import config_class, parse_grid, sweep
 
     cls = config_class(study["agent"])
@@ -106,6 +108,7 @@ def run_study(study: dict, out: Path, cpus_per_trial: int = 1, gpus_per_trial: f
         passthrough(study["options"], cls),
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
+        backend=backend,
     )
 
 
@@ -194,6 +197,12 @@ def main(argv: list[str]) -> int:
         help="GPU share per trial (0.25: four trials on each GPU); 0: CPU only",
     )
     parser.add_argument(
+        "--backend",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray: Ray tasks; local: child processes of this command, for a machine without Ray",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="no training: report from --out if it holds runs, else from the results' records.jsonl",
@@ -223,7 +232,7 @@ def main(argv: list[str]) -> int:
     if not args.report_only:
         if args.cpus_per_trial <= 0:
             raise EmbodiedError("--cpus-per-trial must be positive")
-        run_study(study, out, args.cpus_per_trial, args.gpus_per_trial)
+        run_study(study, out, args.cpus_per_trial, args.gpus_per_trial, args.backend)
     if out.exists() and any(out.rglob("metrics.jsonl")):
         write_records(out, records, keys, study)
     elif not records.exists():

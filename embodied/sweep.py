@@ -14,6 +14,9 @@
   GPU, as Ray allows; whole numbers above 1); Ray sets each trial's ``CUDA_VISIBLE_DEVICES``. Where
   NVIDIA's multi-process service is installed and the sweep starts Ray itself, it runs for the
   sweep, so the trials' kernels share the GPU instead of taking turns. Without a GPU it is refused.
+- ``--backend local`` runs the same trials as child processes of the sweep itself, as many at a time as
+  the cores (and GPU shares) allow, for a machine without Ray; a trial killed by a signal is resumed
+  from its checkpoint (``--max-retries`` times).
 - Without ``--address`` a local Ray with all cores starts and stops with the sweep; with it the
   sweep joins a cluster. ``OUT`` should then be a shared path; if it is not, each trial's small
   files (config, metrics, summary) are copied back to ``OUT`` on the head, so that ``embodied
@@ -23,6 +26,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import dataclasses
 import importlib
@@ -190,9 +194,21 @@ def run_trial(agent: str, argv: list[str], out: str, name: str, threads: int) ->
         if "in use by another process" in proc.stderr and attempt < 19:
             time.sleep(1.0)
             continue
-        raise RuntimeError(f"trial {name} failed (exit {proc.returncode}): {proc.stderr.strip()[-1500:]}")
+        raise TrialFailed(name, proc.returncode, proc.stderr)
     files = {f: read_text(run_dir / f, MAX_METRICS_BYTES, f) for f in SMALL_FILES if (run_dir / f).exists()}
     return {"name": name, "skipped": False, "seconds": time.time() - start, "files": files, "node": _node_id()}
+
+
+class TrialFailed(RuntimeError):
+    """A trial's process exited with an error; ``killed`` when a signal ended it (out of memory, a kill)."""
+
+    def __init__(self, name: str, returncode: int, stderr: str):
+        super().__init__(f"trial {name} failed (exit {returncode}): {stderr.strip()[-1500:]}")
+        self.name, self.returncode, self.stderr = name, returncode, stderr
+        self.killed = returncode < 0
+
+    def __reduce__(self):  # Ray sends it back pickled
+        return TrialFailed, (self.name, self.returncode, self.stderr)
 
 
 def _node_id() -> str | None:
@@ -250,7 +266,12 @@ def sweep(
     cpus_per_trial: int = 1,
     max_retries: int = 3,
     gpus_per_trial: float = 0.0,
+    backend: str = "ray",
 ) -> list[dict]:
+    if backend not in ("ray", "local"):
+        raise EmbodiedError(f"--backend {backend!r}: ray or local")
+    if backend == "local" and address is not None:
+        raise EmbodiedError("--backend local runs on this machine: leave out --address")
     check_gpus_per_trial(gpus_per_trial, address)
     trials = plan(agent, seeds, grid, passthrough)
     out = out.expanduser().resolve()
@@ -262,7 +283,9 @@ def sweep(
         f"{gpu_note} each, out {out}"
     )
     rows = [{"name": t.name, "status": "done before", **_summary_fields(out / t.name)} for t in trials if t not in todo]
-    if todo:
+    if todo and backend == "local":
+        rows += _run_locally(agent, todo, out, cpus_per_trial, max_retries, gpus_per_trial)
+    elif todo:
         rows += _run_on_ray(agent, todo, out, address, cpus_per_trial, max_retries, gpus_per_trial)
     rows.sort(key=lambda r: r["name"])
     print_table(rows)
@@ -276,6 +299,7 @@ def sweep(
                     "passthrough": passthrough,
                     "cpus_per_trial": cpus_per_trial,
                     "gpus_per_trial": gpus_per_trial,
+                    "backend": backend,
                     "trials": rows,
                 },
                 indent=2,
@@ -383,27 +407,74 @@ def _run_on_ray_now(
             done, _ = ray.wait(list(pending), num_returns=1)
             trial = pending.pop(done[0])
             try:
-                result = ray.get(done[0])
-                sync_back(out, result)
-                row = {
-                    "name": trial.name,
-                    "status": "skipped" if result["skipped"] else "finished",
-                    "seconds": round(result.get("seconds", 0.0), 1),
-                    "node": result.get("node"),
-                    **_summary_fields(out / trial.name),
-                }
+                row = _finished_row(out, trial, ray.get(done[0]))
             except Exception as err:  # the trial's own failure (after Ray's retries for worker deaths)
-                row = {"name": trial.name, "status": "failed", "error": str(err).strip().splitlines()[-1][:300]}
-            rows.append(row)
-            value = "" if row.get("value") is None else f" {row['metric']} {row['value']:.3f}"
-            print(
-                f"[{len(rows)}/{len(trials)}] {row['status']:8s} {trial.name} {row.get('seconds', '')}s{value}"
-                + (f" ({row['error']})" if "error" in row else ""),
-                flush=True,
-            )
+                row = _failed_row(trial, err)
+            _report_progress(rows, row, len(trials))
         return rows
     finally:
         ray.shutdown()
+
+
+def _finished_row(out: Path, trial: Trial, result: dict) -> dict:
+    sync_back(out, result)
+    return {
+        "name": trial.name,
+        "status": "skipped" if result["skipped"] else "finished",
+        "seconds": round(result.get("seconds", 0.0), 1),
+        "node": result.get("node"),
+        **_summary_fields(out / trial.name),
+    }
+
+
+def _failed_row(trial: Trial, err: Exception) -> dict:
+    return {"name": trial.name, "status": "failed", "error": str(err).strip().splitlines()[-1][:300]}
+
+
+def _report_progress(rows: list[dict], row: dict, total: int) -> None:
+    rows.append(row)
+    value = "" if row.get("value") is None else f" {row['metric']} {row['value']:.3f}"
+    print(
+        f"[{len(rows)}/{total}] {row['status']:8s} {row['name']} {row.get('seconds', '')}s{value}"
+        + (f" ({row['error']})" if "error" in row else ""),
+        flush=True,
+    )
+
+
+def _run_locally(agent: str, trials: list[Trial], out: Path, cpus: int, retries: int, gpus: float) -> list[dict]:
+    """The trials as child processes of this one, without Ray: as many at a time as fit the cores (``cpus``
+    each) and the GPUs (``gpus`` of one each); a trial killed by a signal is resumed up to ``retries`` times."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    total = os.cpu_count() or 1
+    if cpus > total:
+        raise EmbodiedError(f"--cpus-per-trial {cpus} is more than this machine's {total} CPUs")
+    slots = total // cpus
+    if gpus:
+        slots = min(slots, max(1, int(local_gpu_count() / gpus + 1e-9)))
+
+    def attempt(trial: Trial) -> dict:
+        for tries in range(retries + 1):
+            try:
+                return run_trial(agent, trial.argv, str(out), trial.name, cpus)
+            except TrialFailed as err:
+                if not err.killed or tries == retries:
+                    raise
+                print(f"sweep: {trial.name} was killed; resuming it from its checkpoint", flush=True)
+        raise AssertionError("unreachable")
+
+    print(f"sweep: {slots} trials at a time on this machine (no Ray)")
+    rows: list[dict] = []
+    with _MPS() if 0 < gpus < 1 else contextlib.nullcontext(), ThreadPoolExecutor(slots) as pool:
+        futures = {pool.submit(attempt, t): t for t in trials}
+        for future in as_completed(futures):
+            trial = futures[future]
+            try:
+                row = _finished_row(out, trial, future.result())
+            except Exception as err:
+                row = _failed_row(trial, err)
+            _report_progress(rows, row, len(trials))
+    return rows
 
 
 def print_table(rows: list[dict]) -> None:
@@ -447,7 +518,16 @@ def main(argv: list[str]) -> int:
         help="GPU share per trial: 0.25 runs four trials on each GPU (Ray's fractional GPUs; MPS where "
         "installed); 0: CPU only",
     )
-    parser.add_argument("--max-retries", type=int, default=3, help="Ray retries of a trial whose worker died")
+    parser.add_argument(
+        "--max-retries", type=int, default=3, help="retries of a trial whose worker (or, local, process) was killed"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray: Ray tasks (a local Ray, or a cluster with --address); local: child processes of this sweep, "
+        "for a machine without Ray",
+    )
     args = parse_command_args(parser, argv, "embodied sweep")
     if args is None:
         return 0
@@ -470,5 +550,6 @@ def main(argv: list[str]) -> int:
         args.cpus_per_trial,
         args.max_retries,
         args.gpus_per_trial,
+        args.backend,
     )
     return 0

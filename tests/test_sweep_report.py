@@ -135,7 +135,7 @@ def test_a_gpu_share_reaches_each_trials_ray_task_and_mps_wraps_a_shared_gpu(tmp
     assert record["gpus_per_trial"] == 0.25 and record["cpus_per_trial"] == 2
 
 
-def sweep_cmd(out: Path, seeds: str, steps: int) -> list[str]:
+def sweep_cmd(out: Path, seeds: str, steps: int, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -149,6 +149,7 @@ def sweep_cmd(out: Path, seeds: str, steps: int) -> list[str]:
         str(out),
         "--grid",
         "queries_per_session=10,20",
+        *extra,
         "--",
         *TINY,
         "--total-steps",
@@ -196,6 +197,33 @@ def test_sweep_runs_skips_finished_trials_and_retries_a_killed_worker(tmp_path):
     assert steps == sorted(set(steps)), "every evaluation logged once after the resume"
     time.sleep(1.0)
     assert ray_pids() <= before, "the sweep stopped its local Ray"
+
+
+@pytest.mark.xdist_group("ray")  # it checks that no Ray starts: none of the Ray tests beside it
+def test_a_local_sweep_runs_without_ray_and_resumes_a_killed_trial(tmp_path):
+    before = ray_pids()
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        sweep_cmd(out, "0", 3000, "--backend", "local"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    target = out / "parl-queries_per_session=10-s0"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (target / "checkpoints" / "last.pt").exists():
+        time.sleep(0.2)
+    assert ray_pids() <= before, "no Ray"
+    os.kill(int((target / ".lock").read_text()), signal.SIGKILL)  # the trial's own process
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "2 trials at a time" in stdout or "1 trials at a time" in stdout
+    assert "was killed; resuming it from its checkpoint" in stdout
+    for name in ("parl-queries_per_session=10-s0", "parl-queries_per_session=20-s0"):
+        assert json.loads((out / name / "summary.json").read_text())["curve"][-1][0] == 3000
+    steps = [json.loads(line)["step"] for line in (target / "metrics.jsonl").read_text().splitlines()]
+    evals = [
+        json.loads(line)["step"] for line in (target / "metrics.jsonl").read_text().splitlines() if "eval/" in line
+    ]
+    assert evals == sorted(set(evals)) and steps, "every evaluation logged once after the resume"
+    assert json.loads((out / "sweep.json").read_text())["backend"] == "local"
 
 
 def synthetic_runs(root: Path, groups: dict[str, list[list[float]]]) -> None:
