@@ -3,12 +3,15 @@
 # against four sharing the GPU (--gpus-per-trial 0.25, MPS where installed), each eager and with --cuda-graph.
 #   bash bench/gpu_sweep_rate.sh OUT        # ~8 minutes on one H100-class GPU; prints a markdown table
 #   SEEDS=0,1 STEPS=2000 bash bench/gpu_sweep_rate.sh OUT
+# BACKEND=ray uses Ray's fractional GPUs instead of the sweep's own processes (the default, local, needs no Ray,
+# which a lent GPU machine lacks).
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 OUT=${1:?usage: bench/gpu_sweep_rate.sh OUT}
 SEEDS=${SEEDS:-0,1,2,3}
 STEPS=${STEPS:-3000}
 CPUS=${CPUS:-2}
+BACKEND=${BACKEND:-local}
 mkdir -p "$OUT"
 TRIAL=(--task reach-v3 --variant distractor --total-steps "$STEPS" --prefill 1000 --train-every 500 --train-steps 50
        --batch-size 50 --seq-len 50 --eval-every "$STEPS" --eval-episodes 2 --no-video)
@@ -19,7 +22,7 @@ for share in 1 0.25; do
     dir="$OUT/share$share${graph:+-graph}"
     start=$(date +%s.%N)
     timeout 600 embodied sweep --agent repo --seeds "$SEEDS" --out "$dir" --cpus-per-trial "$CPUS" \
-      --gpus-per-trial "$share" -- "${TRIAL[@]}" --device cuda $graph > "$dir.log" 2>&1
+      --gpus-per-trial "$share" --backend "$BACKEND" -- "${TRIAL[@]}" --device cuda $graph > "$dir.log" 2>&1
     rc=$?
     python - "$start" "$dir" "$share" "${graph:-eager}" "$rc" <<'PY'
 import json, pathlib, sys, time
