@@ -216,8 +216,9 @@ def _node_id() -> str | None:
     try:
         import ray
 
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # not inside Ray (a direct call)
+        # only inside a Ray task: outside one (a local sweep), asking for the context would start a Ray
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # no Ray installed
         return None
 
 

@@ -228,6 +228,16 @@ def test_a_local_sweep_runs_without_ray_and_resumes_a_killed_trial(tmp_path):
     assert json.loads((out / "sweep.json").read_text())["backend"] == "local"
 
 
+def test_a_trial_outside_ray_does_not_start_one():
+    """A local sweep's trial asks for its Ray node; outside a Ray task that must not start a Ray (it did: Ray's
+    runtime context initialises one on demand)."""
+    import ray
+
+    from embodied.sweep import _node_id
+
+    assert _node_id() is None and not ray.is_initialized()
+
+
 def synthetic_runs(root: Path, groups: dict[str, list[list[float]]]) -> None:
     for method, runs in groups.items():
         for seed, values in enumerate(runs):
