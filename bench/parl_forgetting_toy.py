@@ -1,0 +1,171 @@
+"""A small problem on which learned-reward PEBBLE runs learn the task and then lose it, while the SAC oracle keeps it.
+
+    python bench/parl_forgetting_toy.py --seeds 0-4 --out bench/results/parl_forgetting_toy.jsonl   # runs
+    python bench/parl_forgetting_toy.py --report bench/results/parl_forgetting_toy.jsonl             # the table
+
+The task, registered here as ``embodied/point-hold-toy-v0``, is shaped like a Meta-World one: a 2-D hand moves
+(0.2 per step) from near (-0.5, -0.5) to a goal at (0.5, 0.5) and must stay; two of the four action dimensions do
+nothing (like the gripper on a pushing task); the observation adds ten per-episode random features that do not
+matter (like object placements); the reward is a function of the state after the step, -max(d - 0.1, 0), flat
+inside the goal region; success is d < 0.15; 30-step episodes. Every run is ``embodied train parl`` on it (in this
+process, where the task is registered): 4000 env steps, 300 random, no pre-training, 30 labels every 300 steps up
+to 300, 10-step segments, SAC 2 x 128 with batch 128, 5 evaluation episodes every 300 steps; arms PEBBLE with a
+reward of s (the default), PEBBLE with a reward of (s, a), and the SAC oracle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+
+TASK = "point-hold-toy-v0"
+ARMS = {"pebble-state": ("pebble", "state"), "pebble-state-action": ("pebble", "state-action"), "sac": ("sac", "state")}
+
+
+class PointHold(gym.Env):
+    """Move the hand to a fixed goal and keep it there (see the module docstring)."""
+
+    goal = np.array([0.5, 0.5], np.float32)
+
+    def __init__(self):
+        self.observation_space = gym.spaces.Box(-1, 1, (12,), np.float32)
+        self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self.hand, self.features]).astype(np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.hand = (np.array([-0.5, -0.5]) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
+        self.features = self.np_random.uniform(-1, 1, 10).astype(np.float32)
+        return self._obs(), {}
+
+    def step(self, action):
+        self.hand = np.clip(self.hand + 0.2 * np.clip(action[:2], -1, 1), -1, 1).astype(np.float32)
+        distance = float(np.linalg.norm(self.hand - self.goal))
+        return self._obs(), -max(distance - 0.1, 0.0), False, False, {"success": float(distance < 0.15)}
+
+
+def register() -> None:
+    if f"embodied/{TASK}" not in gym.registry:
+        gym.register(f"embodied/{TASK}", entry_point=PointHold, max_episode_steps=30)
+
+
+def run(arm: str, seed: int) -> dict:
+    import torch
+
+    import envs  # noqa: F401  (the embodied/* ids, before ours)
+    from embodied.cli import main
+
+    torch.set_num_threads(1)
+    register()
+    method, reward_input = ARMS[arm]
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [
+            "train", "parl", "--task", TASK, "--method", method, "--reward-input", reward_input, "--seed", str(seed),
+            "--total-steps", "4000", "--max-episode-steps", "30", "--seed-steps", "300", "--unsup-steps", "0",
+            "--query-every", "300", "--queries-per-session", "30", "--segment-length", "10",
+            "--feedback-budget", "300", "--reward-epochs", "20", "--sac.hidden", "128", "--sac.batch-size", "128",
+            "--eval-every", "300", "--eval-episodes", "5", "--checkpoint-every", "100000", "--no-video",
+            "--run-dir", tmp, "--run-name", "r",
+        ]  # fmt: skip
+        if main(argv) != 0:
+            raise RuntimeError(f"{arm} seed {seed} failed")
+        rows = [json.loads(line) for line in (Path(tmp) / "r" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/success_rate" in r]
+    agreement = {r["step"]: r["diag/rank_corr_recent"] for r in rows if r.get("diag/rank_corr_recent") is not None}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "curve": [[r["step"], r["eval/success_rate"], r["eval/success_final"]] for r in evals],
+        "rank_corr_recent": sorted(agreement.items()),
+    }
+
+
+def _job(args: tuple[str, int]) -> dict:
+    return run(*args)
+
+
+def report(path: Path) -> str:
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    seeds = sorted({r["seed"] for r in records})
+    out = [
+        f"{TASK}: success at any step of 5 evaluation episodes every 300 env steps, seeds {seeds}.",
+        "",
+        "| arm | runs | reached 0.8 | of those, ended >= 0.8 | final success, mean [95 % CI] | peak, mean [95 % CI] |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for arm in ARMS:
+        rs = [r for r in records if r["arm"] == arm]
+        if not rs:
+            continue
+        reached = [r for r in rs if max(c[1] for c in r["curve"]) >= 0.8]
+        kept = sum(r["curve"][-1][1] >= 0.8 for r in reached)
+        final = mean_ci(np.array([[r["curve"][-1][1]] for r in rs]))
+        peak = mean_ci(np.array([[max(c[1] for c in r["curve"])] for r in rs]))
+        out.append(f"| {arm} | {len(rs)} | {len(reached)} | {kept} | {final} | {peak} |")
+    out += [
+        "",
+        "Per run, success every 300 env steps (learned-reward arms: the learned reward's rank correlation with the",
+        "true one on the policy's recent transitions at the last evaluation):",
+        "",
+    ]
+    for r in sorted(records, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"])):
+        corr = f" (agreement {r['rank_corr_recent'][-1][1]:.2f})" if r["rank_corr_recent"] else ""
+        out.append(f"- {r['arm']} seed {r['seed']}: {' '.join(f'{c[1]:.1f}' for c in r['curve'])}{corr}")
+    return "\n".join(out) + "\n"
+
+
+def mean_ci(scores: np.ndarray) -> str:
+    """Mean over runs with rliable's 95 % stratified-bootstrap interval."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    point, ci = rly.get_interval_estimates(
+        {"x": scores}, lambda x: np.array([metrics.aggregate_mean(x)]), reps=2000, random_state=np.random.RandomState(0)
+    )
+    return f"{point['x'][0]:.2f} [{ci['x'][0][0]:.2f}, {ci['x'][1][0]:.2f}]"
+
+
+def seeds_arg(text: str) -> list[int]:
+    if "-" in text:
+        lo, hi = text.split("-")
+        return list(range(int(lo), int(hi) + 1))
+    return [int(s) for s in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=seeds_arg, default=seeds_arg("0-4"))
+    parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    parser.add_argument("--out", type=Path, default=Path("runs/parl_forgetting_toy.jsonl"))
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.report), end="")
+        return
+    import multiprocessing
+
+    done = set()
+    if args.out.exists():
+        done = {(r["arm"], r["seed"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
+    todo = [(arm, seed) for seed in args.seeds for arm in args.arms.split(",") if (arm, seed) not in done]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        for record in pool.imap_unordered(_job, todo):
+            with args.out.open("a") as f:  # one line per finished run: a killed job loses only the runs in flight
+                f.write(json.dumps(record) + "\n")
+            print(f"{record['arm']} seed {record['seed']}: final {record['curve'][-1][1]:.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
