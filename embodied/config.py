@@ -167,6 +167,7 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
         )
     defaults = option_defaults(cls)
     groups: dict[str, Any] = {}
+    comments: dict[type, dict[str, str]] = {}
     for key, tp, field, owner in option_fields(cls):
         section = key.rpartition(".")[0]
         if section and section not in groups:
@@ -174,7 +175,9 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
             groups[section] = parser.add_argument_group(f"{section}.* options", doc or None)
         target = groups[section] if section else parser
         default = defaults[key]
-        helptext = (field.metadata.get("help") or field_comments(owner).get(field.name, "")).replace("%", "%%")
+        if owner not in comments:
+            comments[owner] = field_comments(owner)  # reads the class's source: once per class, not per option
+        helptext = (field.metadata.get("help") or comments[owner].get(field.name, "")).replace("%", "%%")
         # plain text, not a %-format for argparse (a '%BC' in a comment made --help crash)
         if isinstance(default, tuple):
             default = ",".join(str(v) for v in default)  # shown as it is typed
