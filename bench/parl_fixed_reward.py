@@ -89,32 +89,24 @@ def seeds_arg(text: str) -> list[int]:
 
 
 def report(path: Path) -> str:
-    from rliable import library as rly
-    from rliable import metrics
+    """The runs' measures (``embodied.report.measures_section``: final success, mean over the curve, steps to
+    reach and hold 0.8, retention; IQM and mean with 95 % CIs, P(r(s) better)), then each run's curve."""
+    from embodied.report import RunRecord, measures_section
 
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    arms = sorted({r["reward_input"] for r in records})
+    groups: dict[str, list] = {}
+    for r in records:
+        rows = [{"step": step, "eval/success_rate": value} for step, value in r["curve"]]
+        groups.setdefault(f"reward_input={r['reward_input']}", []).append(RunRecord(Path(str(r["seed"])), {}, rows))
+    compare = [("reward_input=state", "reward_input=state-action")]
     out = [
-        f"SAC on a fixed learned reward, {records[0]['task']}: success (any step, 5 episodes) every 1000 env steps; "
-        f"seeds {sorted({r['seed'] for r in records})}; mean with 95 % stratified-bootstrap CIs (rliable).",
+        f"SAC on a fixed learned reward, {records[0]['task']}: success at any step of 5 evaluation episodes every "
+        f"1000 env steps; seeds {sorted({r['seed'] for r in records})}.",
+        *measures_section(dict(sorted(groups.items())), "eval/success_rate", 0.8, None, compare, reps=2000),
         "",
-        "| reward input | runs | final success | mean over the curve | reached 0.8 | of those, ended >= 0.8 |",
-        "| --- | ---: | --- | --- | ---: | ---: |",
+        "Per run, success every 1000 env steps:",
+        "",
     ]
-    for arm in arms:
-        rs = [r for r in records if r["reward_input"] == arm]
-        final = np.array([[r["curve"][-1][1]] for r in rs])
-        area = np.array([[np.mean([v for _, v in r["curve"]])] for r in rs])
-        cells = []
-        for scores in (final, area):
-            point, ci = rly.get_interval_estimates(
-                {arm: scores}, lambda x: np.array([metrics.aggregate_mean(x)]), reps=2000
-            )
-            cells.append(f"{point[arm][0]:.2f} [{ci[arm][0][0]:.2f}, {ci[arm][1][0]:.2f}]")
-        reached = [r for r in rs if max(v for _, v in r["curve"]) >= 0.8]
-        kept = sum(r["curve"][-1][1] >= 0.8 for r in reached)
-        out.append(f"| {arm} | {len(rs)} | {cells[0]} | {cells[1]} | {len(reached)} | {kept} |")
-    out += ["", "Per run, success every 1000 env steps:", ""]
     for r in sorted(records, key=lambda r: (r["reward_input"], r["seed"])):
         out.append(f"- {r['reward_input']} seed {r['seed']}: {' '.join(f'{v:.1f}' for _, v in r['curve'])}")
     return "\n".join(out) + "\n"

@@ -95,24 +95,21 @@ def _job(args: tuple[str, int]) -> dict:
 
 
 def report(path: Path) -> str:
+    """The runs' measures (``embodied.report.measures_section``: final success, mean over the curve, steps to
+    reach and hold 0.8, retention; IQM and mean with 95 % CIs, P(X better)), then each run's curve."""
+    from embodied.report import RunRecord, measures_section
+
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    seeds = sorted({r["seed"] for r in records})
+    groups: dict[str, list] = {arm: [] for arm in ARMS}
+    for r in records:
+        rows = [{"step": step, "eval/success_rate": value} for step, value, _ in r["curve"]]
+        groups[r["arm"]].append(RunRecord(Path(str(r["seed"])), {}, rows))
+    groups = {arm: runs for arm, runs in groups.items() if runs}
+    compare = [("pebble-state", "sac"), ("pebble-state", "pebble-state-action")]
     out = [
-        f"{TASK}: success at any step of 5 evaluation episodes every 300 env steps, seeds {seeds}.",
-        "",
-        "| arm | runs | reached 0.8 | of those, ended >= 0.8 | final success, mean [95 % CI] | peak, mean [95 % CI] |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
-    ]
-    for arm in ARMS:
-        rs = [r for r in records if r["arm"] == arm]
-        if not rs:
-            continue
-        reached = [r for r in rs if max(c[1] for c in r["curve"]) >= 0.8]
-        kept = sum(r["curve"][-1][1] >= 0.8 for r in reached)
-        final = mean_ci(np.array([[r["curve"][-1][1]] for r in rs]))
-        peak = mean_ci(np.array([[max(c[1] for c in r["curve"])] for r in rs]))
-        out.append(f"| {arm} | {len(rs)} | {len(reached)} | {kept} | {final} | {peak} |")
-    out += [
+        f"{TASK}: success at any step of 5 evaluation episodes every 300 env steps, seeds "
+        f"{sorted({r['seed'] for r in records})}.",
+        *measures_section(groups, "eval/success_rate", 0.8, None, compare, reps=2000),
         "",
         "Per run, success every 300 env steps (learned-reward arms: the learned reward's rank correlation with the",
         "true one on the policy's recent transitions at the last evaluation):",
@@ -122,17 +119,6 @@ def report(path: Path) -> str:
         corr = f" (agreement {r['rank_corr_recent'][-1][1]:.2f})" if r["rank_corr_recent"] else ""
         out.append(f"- {r['arm']} seed {r['seed']}: {' '.join(f'{c[1]:.1f}' for c in r['curve'])}{corr}")
     return "\n".join(out) + "\n"
-
-
-def mean_ci(scores: np.ndarray) -> str:
-    """Mean over runs with rliable's 95 % stratified-bootstrap interval."""
-    from rliable import library as rly
-    from rliable import metrics
-
-    point, ci = rly.get_interval_estimates(
-        {"x": scores}, lambda x: np.array([metrics.aggregate_mean(x)]), reps=2000, random_state=np.random.RandomState(0)
-    )
-    return f"{point['x'][0]:.2f} [{ci['x'][0][0]:.2f}, {ci['x'][1][0]:.2f}]"
 
 
 def seeds_arg(text: str) -> list[int]:
