@@ -81,13 +81,6 @@ def run(seed: int, use_action: bool, task: str, steps: int, episode_steps: int) 
     return {"task": task, "seed": seed, "reward_input": arm, "curve": curve, "seconds": round(time.time() - start)}
 
 
-def seeds_arg(text: str) -> list[int]:
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
-
-
 def report(path: Path) -> str:
     """The runs' measures (``embodied.report.measures_section``: final success, mean over the curve, steps to
     reach and hold 0.8, retention; IQM and mean with 95 % CIs, P(r(s) better)), then each run's curve."""
@@ -113,8 +106,10 @@ def report(path: Path) -> str:
 
 
 def main() -> None:
+    from embodied.sweep import parse_seeds
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=seeds_arg, default=seeds_arg("0-9"))
+    parser.add_argument("--seeds", type=parse_seeds, default="0-9")
     parser.add_argument("--task", default="drawer-close-v3")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--episode-steps", type=int, default=100)

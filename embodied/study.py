@@ -180,7 +180,7 @@ def main(argv: list[str]) -> int:
         "--results", type=Path, default=None, help="reports and records (default: bench/results/<study>)"
     )
     parser.add_argument(
-        "--seeds", default=None, help="comma-separated seeds instead of the file's (e.g. a small re-run)"
+        "--seeds", default=None, help="seeds instead of the file's, comma-separated or a range like 0-9 (e.g. a small re-run)"
     )
     parser.add_argument(
         "--set",
@@ -212,10 +212,9 @@ def main(argv: list[str]) -> int:
         return 0
     study = load_study(args.file)
     if args.seeds is not None:
-        try:
-            study["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise EmbodiedError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+        from embodied.sweep import parse_seeds
+
+        study["seeds"] = parse_seeds(args.seeds)
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -106,6 +106,22 @@ def option_args(key: str, value: str, cls: type) -> list[str]:
     return [flag, value]
 
 
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """Seeds as ``0,1,2``, a range ``0-9`` (both ends included), or both mixed (``0-4,7``): distinct, >= 0."""
+    seeds = []
+    try:
+        for part in (p.strip() for p in text.split(",")):
+            if not part:
+                continue
+            lo, dash, hi = part.partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if dash and lo else [int(part)]
+    except ValueError:
+        raise EmbodiedError(f"{option} {text!r}: expected integers like 0,1,2 or a range like 0-9") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise EmbodiedError(f"{option} {text!r}: expected distinct non-negative integers")
+    return seeds
+
+
 def trial_name(agent: str, settings: dict, seed: int) -> str:
     parts = [agent] + [f"{k}={v}" for k, v in settings.items()] + [f"s{seed}"]
     return re.sub(r"[^A-Za-z0-9=.,_+-]+", "_", "-".join(parts))[:200]
@@ -499,7 +515,7 @@ def main(argv: list[str]) -> int:
         epilog="Options after -- go to every trial (embodied train AGENT --help lists them).",
     )
     parser.add_argument("--agent", required=True, help=f"one of {', '.join(sorted(AGENTS))}")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    parser.add_argument("--seeds", default="0,1,2", help="seeds: comma-separated, or a range like 0-9")
     parser.add_argument(
         "--grid",
         action="append",
@@ -532,12 +548,7 @@ def main(argv: list[str]) -> int:
     args = parse_command_args(parser, argv, "embodied sweep")
     if args is None:
         return 0
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip() != ""]
-    except ValueError:
-        raise EmbodiedError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise EmbodiedError(f"--seeds {args.seeds!r}: expected distinct non-negative integers")
+    seeds = parse_seeds(args.seeds)
     if args.cpus_per_trial <= 0 or args.max_retries < 0:
         raise EmbodiedError("--cpus-per-trial must be positive and --max-retries >= 0")
     grid = parse_grid(args.grid, config_class(args.agent))

@@ -49,6 +49,8 @@ def ray_pids() -> set[int]:
         (["--agent", "parl", "--out", "x", "--grid", "method"], "KEY=V1,V2"),
         (["--agent", "parl", "--out", "x", "--grid", "method=parl,telepathy"], "method must be one of"),
         (["--agent", "parl", "--out", "x", "--seeds", "a,b"], "integers"),
+        (["--agent", "parl", "--out", "x", "--seeds", "0-2,1"], "distinct"),
+        (["--agent", "parl", "--out", "x", "--seeds", "3-1"], "distinct"),
         (["--agent", "parl", "--out", "x", "--", "--seed", "3"], "set by the sweep"),
         (["--agent", "parl", "--out", "x", "--", "--bogus", "1"], "unknown option"),
     ],
@@ -64,6 +66,17 @@ def test_bad_sweeps_fail_with_one_line_before_starting(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_seeds_are_lists_ranges_or_both():
+    from embodied.sweep import parse_seeds
+
+    assert parse_seeds("0,1,2") == [0, 1, 2]
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0-2, 7") == [0, 1, 2, 7]
+    for bad in ("", "-1", "1-x", "2,2"):
+        with pytest.raises(EmbodiedError):
+            parse_seeds(bad)
 
 
 @pytest.mark.parametrize(
