@@ -14,7 +14,6 @@ changes, so what differs between the arms is only whether the model can pay for 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -86,7 +85,9 @@ def report(path: Path) -> str:
     reach and hold 0.8, retention; IQM and mean with 95 % CIs, P(r(s) better)), then each run's curve."""
     from embodied.report import RunRecord, measures_section
 
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from records import read_records
+
+    records = read_records(path)
     groups: dict[str, list] = {}
     for r in records:
         rows = [{"step": step, "eval/success_rate": value} for step, value in r["curve"]]
@@ -120,19 +121,15 @@ def main() -> None:
     if args.report:
         print(report(args.report), end="")
         return
+    from records import run_jobs
+
     torch.set_num_threads(1)  # one process per core: run two of these side by side on a 2-core CPU
-    done = set()
-    if args.out.exists():
-        done = {(r["seed"], r["reward_input"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
-        for arm in args.arms.split(","):
-            if (seed, arm) in done:
-                continue
-            record = run(seed, arm == "state-action", args.task, args.steps, args.episode_steps)
-            print(json.dumps(record), flush=True)
-            with args.out.open("a") as f:  # one line per finished run: a killed job loses only the run in flight
-                f.write(json.dumps(record) + "\n")
+    run_jobs(
+        args.out,
+        [(seed, arm) for seed in args.seeds for arm in args.arms.split(",")],
+        lambda job: run(job[0], job[1] == "state-action", args.task, args.steps, args.episode_steps),
+        key=lambda r: (r["seed"], r["reward_input"]),
+    )
 
 
 if __name__ == "__main__":
