@@ -180,7 +180,9 @@ def main(argv: list[str]) -> int:
         "--results", type=Path, default=None, help="reports and records (default: bench/results/<study>)"
     )
     parser.add_argument(
-        "--seeds", default=None, help="seeds instead of the file's, comma-separated or a range like 0-9 (e.g. a small re-run)"
+        "--seeds",
+        default=None,
+        help="seeds instead of the file's, comma-separated or a range like 0-9 (e.g. a small re-run)",
     )
     parser.add_argument(
         "--set",
