@@ -27,7 +27,16 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 
 TASK = "point-hold-toy-v0"
-ARMS = {"pebble-state": ("pebble", "state"), "pebble-state-action": ("pebble", "state-action"), "sac": ("sac", "state")}
+CLEAN_TASK = "point-hold-toy-clean-v0"  # the same task without the ten irrelevant features
+ARMS = {  # arm: (method, reward input, task)
+    "pebble-state": ("pebble", "state", TASK),
+    "pebble-state-action": ("pebble", "state-action", TASK),
+    "sac": ("sac", "state", TASK),
+    "pebble-state-clean": ("pebble", "state", CLEAN_TASK),
+    "parl-state": ("parl", "state", TASK),
+    "parl-state-clean": ("parl", "state", CLEAN_TASK),
+    "sac-clean": ("sac", "state", CLEAN_TASK),
+}
 
 
 class PointHold(gym.Env):
@@ -35,8 +44,9 @@ class PointHold(gym.Env):
 
     goal = np.array([0.5, 0.5], np.float32)
 
-    def __init__(self):
-        self.observation_space = gym.spaces.Box(-1, 1, (12,), np.float32)
+    def __init__(self, nuisance: int = 10):
+        self.nuisance = nuisance
+        self.observation_space = gym.spaces.Box(-1, 1, (2 + nuisance,), np.float32)
         self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)
 
     def _obs(self) -> np.ndarray:
@@ -45,7 +55,7 @@ class PointHold(gym.Env):
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
         self.hand = (np.array([-0.5, -0.5]) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
-        self.features = self.np_random.uniform(-1, 1, 10).astype(np.float32)
+        self.features = self.np_random.uniform(-1, 1, self.nuisance).astype(np.float32)
         return self._obs(), {}
 
     def step(self, action):
@@ -55,8 +65,9 @@ class PointHold(gym.Env):
 
 
 def register() -> None:
-    if f"embodied/{TASK}" not in gym.registry:
-        gym.register(f"embodied/{TASK}", entry_point=PointHold, max_episode_steps=30)
+    for task, nuisance in ((TASK, 10), (CLEAN_TASK, 0)):
+        if f"embodied/{task}" not in gym.registry:
+            gym.register(f"embodied/{task}", entry_point=PointHold, max_episode_steps=30, kwargs={"nuisance": nuisance})
 
 
 def run(arm: str, seed: int) -> dict:
@@ -67,10 +78,10 @@ def run(arm: str, seed: int) -> dict:
 
     torch.set_num_threads(1)
     register()
-    method, reward_input = ARMS[arm]
+    method, reward_input, task = ARMS[arm]
     with tempfile.TemporaryDirectory() as tmp:
         argv = [
-            "train", "parl", "--task", TASK, "--method", method, "--reward-input", reward_input, "--seed", str(seed),
+            "train", "parl", "--task", task, "--method", method, "--reward-input", reward_input, "--seed", str(seed),
             "--total-steps", "4000", "--max-episode-steps", "30", "--seed-steps", "300", "--unsup-steps", "0",
             "--query-every", "300", "--queries-per-session", "30", "--segment-length", "10",
             "--feedback-budget", "300", "--reward-epochs", "20", "--sac.hidden", "128", "--sac.batch-size", "128",
@@ -90,47 +101,56 @@ def run(arm: str, seed: int) -> dict:
     }
 
 
-def _job(args: tuple[str, int]) -> dict:
-    return run(*args)
-
-
 def report(path: Path) -> str:
     """The runs' measures (``embodied.report.measures_section``: final success, mean over the curve, steps to
-    reach and hold 0.8, retention; IQM and mean with 95 % CIs, P(X better)), then each run's curve."""
+    reach and hold 0.8, retention; IQM and mean with 95 % CIs, P(X better)) for success at any step of an episode
+    (Meta-World's) and for success at its last step (the hand held at the goal), then each run's curve."""
     from embodied.report import RunRecord, measures_section
 
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    from records import read_records
+
+    records = read_records(path)
     groups: dict[str, list] = {arm: [] for arm in ARMS}
     for r in records:
-        rows = [{"step": step, "eval/success_rate": value} for step, value, _ in r["curve"]]
+        rows = [{"step": c[0], "eval/success_rate": c[1], "eval/success_final": c[2]} for c in r["curve"]]
         groups[r["arm"]].append(RunRecord(Path(str(r["seed"])), {}, rows))
     groups = {arm: runs for arm, runs in groups.items() if runs}
-    compare = [("pebble-state", "sac"), ("pebble-state", "pebble-state-action")]
+    compare = [
+        ("pebble-state", "sac"),
+        ("pebble-state", "pebble-state-action"),
+        ("pebble-state-clean", "pebble-state"),
+        ("parl-state-clean", "pebble-state-clean"),
+        ("parl-state", "pebble-state"),
+    ]
     out = [
-        f"{TASK}: success at any step of 5 evaluation episodes every 300 env steps, seeds "
-        f"{sorted({r['seed'] for r in records})}.",
+        f"{TASK} (and {CLEAN_TASK}, the same without the ten irrelevant features): 5 evaluation episodes every 300 "
+        f"env steps, seeds {sorted({r['seed'] for r in records})}.",
+        "",
+        "## Success at any step of an episode",
         *measures_section(groups, "eval/success_rate", 0.8, None, compare, reps=2000),
         "",
-        "Per run, success every 300 env steps (learned-reward arms: the learned reward's rank correlation with the",
-        "true one on the policy's recent transitions at the last evaluation):",
+        "## Success at the episode's last step (held at the goal)",
+        *measures_section(groups, "eval/success_final", 0.8, None, compare, reps=2000),
+        "",
+        "Per run, success at any step / at the last step every 300 env steps (learned-reward arms: the learned",
+        "reward's rank correlation with the true one on the policy's recent transitions at the last evaluation):",
         "",
     ]
     for r in sorted(records, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"])):
         corr = f" (agreement {r['rank_corr_recent'][-1][1]:.2f})" if r["rank_corr_recent"] else ""
-        out.append(f"- {r['arm']} seed {r['seed']}: {' '.join(f'{c[1]:.1f}' for c in r['curve'])}{corr}")
+        out.append(f"- {r['arm']} seed {r['seed']}: {' '.join(f'{c[1]:.1f}/{c[2]:.1f}' for c in r['curve'])}{corr}")
     return "\n".join(out) + "\n"
 
 
-def seeds_arg(text: str) -> list[int]:
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
+def _job(args: tuple[str, int]) -> dict:
+    return run(*args)
 
 
 def main() -> None:
+    from embodied.sweep import parse_seeds
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=seeds_arg, default=seeds_arg("0-4"))
+    parser.add_argument("--seeds", type=parse_seeds, default="0-4")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     parser.add_argument("--out", type=Path, default=Path("runs/parl_forgetting_toy.jsonl"))
@@ -139,18 +159,16 @@ def main() -> None:
     if args.report:
         print(report(args.report), end="")
         return
-    import multiprocessing
+    from records import run_jobs
 
-    done = set()
-    if args.out.exists():
-        done = {(r["arm"], r["seed"]) for r in map(json.loads, args.out.read_text().splitlines()) if r}
-    todo = [(arm, seed) for seed in args.seeds for arm in args.arms.split(",") if (arm, seed) not in done]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
-        for record in pool.imap_unordered(_job, todo):
-            with args.out.open("a") as f:  # one line per finished run: a killed job loses only the runs in flight
-                f.write(json.dumps(record) + "\n")
-            print(f"{record['arm']} seed {record['seed']}: final {record['curve'][-1][1]:.1f}", flush=True)
+    run_jobs(
+        args.out,
+        [(arm, seed) for seed in args.seeds for arm in args.arms.split(",")],
+        _job,
+        key=lambda r: (r["arm"], r["seed"]),
+        processes=args.jobs,
+        describe=lambda r: f"{r['arm']} seed {r['seed']}: final {r['curve'][-1][1]:.1f}",
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+"""Does PARL/PEBBLE's reward model find the goal from preferences? With and without per-episode irrelevant features.
+
+    python bench/parl_reward_nuisance.py --seeds 0-4 --out bench/results/parl_reward_nuisance.jsonl   # fits
+    python bench/parl_reward_nuisance.py --report bench/results/parl_reward_nuisance.jsonl              # the table
+
+No RL: the reward learner alone, on data that covers the task. Per seed and setting, episodes of the point-hold
+toy (``bench/parl_forgetting_toy.py``; 10 or 0 irrelevant per-episode features) in which a scripted hand visits
+three random targets, ten steps each, with noise, so that every part of the square is visited; ``labels`` pairs of
+10-step segments (one episode per label) labelled by the scripted teacher; one ``RewardModel`` of the state
+(PARL's default, 2 x 256, 50 epochs). Measured on fresh episodes and a 41 x 41 grid of hand positions (with fresh
+features): preference accuracy on held-out pairs, on the training pairs, the grid rank correlation with the true
+reward, and where the learned reward is highest -- its distance from the goal (the true reward is flat within 0.1
+of it, so anything above 0.1 is a wrong optimum for a policy to find).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+SETTINGS = [(nuisance, labels) for nuisance in (0, 10) for labels in (300, 1000, 3000)]
+
+
+def segments(nuisance: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` 10-step segments, one per fresh episode: observations ``(N, 10, 2 + nuisance)``, true rewards."""
+    from parl_forgetting_toy import PointHold
+
+    env = PointHold(nuisance)
+    obs_out, rew_out = [], []
+    for _ in range(count):
+        obs, _ = env.reset(seed=int(rng.integers(2**31)))
+        observations, rewards = [], []
+        for t in range(30):
+            if t % 10 == 0:
+                target = rng.uniform(-1, 1, 2)
+            action = np.clip((target - env.hand) / 0.2, -1, 1) + 0.3 * rng.normal(size=2)
+            obs, reward, *_ = env.step(np.concatenate([action, np.zeros(2)]).astype(np.float32))
+            observations.append(obs)
+            rewards.append(reward)
+        start = rng.integers(0, 21)
+        obs_out.append(np.stack(observations[start : start + 10]))
+        rew_out.append(np.asarray(rewards[start : start + 10], np.float32))
+    return np.stack(obs_out), np.stack(rew_out)
+
+
+def fit(seed: int, nuisance: int, labels: int) -> dict:
+    import torch
+    from scipy.stats import spearmanr
+
+    from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
+    from embodied.teacher import ScriptedTeacher
+
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    teacher = ScriptedTeacher()
+    pairs = lambda n: (np.arange(n), np.arange(n, 2 * n))  # noqa: E731
+    obs, rew = segments(nuisance, 2 * labels, rng)
+    prefs = teacher.label(rew, *pairs(labels))
+    act = np.zeros((*obs.shape[:2], 4), np.float32)
+    model = RewardModel(obs.shape[-1], 4, use_action=False)
+    train_reward_model(model, obs, act, prefs, RewardTrainConfig(epochs=50), seed=seed)
+    test_obs, test_rew = segments(nuisance, 2000, rng)
+    test_prefs = teacher.label(test_rew, *pairs(1000))
+    test_act = np.zeros((*test_obs.shape[:2], 4), np.float32)
+
+    grid = np.stack(np.meshgrid(np.linspace(-1, 1, 41), np.linspace(-1, 1, 41)), -1).reshape(-1, 2)
+    distance = np.linalg.norm(grid - 0.5, axis=1)
+    argmax_distance, rank = [], []
+    for _ in range(5):  # five fresh feature vectors: the optimum an episode's policy would be led to
+        states = np.concatenate([grid, np.tile(rng.uniform(-1, 1, nuisance), (len(grid), 1))], 1).astype(np.float32)
+        with torch.no_grad():
+            learned = model(torch.as_tensor(states), None).numpy()
+        argmax_distance.append(float(distance[learned.argmax()]))
+        rank.append(float(spearmanr(learned, -np.maximum(distance - 0.1, 0)).statistic))
+    return {
+        "seed": seed,
+        "nuisance": nuisance,
+        "labels": labels,
+        "train_accuracy": preference_accuracy(model, obs, act, prefs),
+        "heldout_accuracy": preference_accuracy(model, test_obs, test_act, test_prefs),
+        "grid_rank_corr": float(np.mean(rank)),
+        "argmax_distance": float(np.mean(argmax_distance)),
+    }
+
+
+def report(path: Path) -> str:
+    from embodied.report import aggregate
+
+    from records import read_records
+
+    records = read_records(path)
+    measures = ["heldout_accuracy", "train_accuracy", "grid_rank_corr", "argmax_distance"]
+    out = [
+        f"Seeds {sorted({r['seed'] for r in records})}; per setting, mean over seeds [95 % bootstrap CI] "
+        "(`embodied.report.aggregate`). `argmax_distance`: distance from the goal of the learned reward's highest "
+        "grid point, averaged over five fresh feature vectors (0.1 or less is on the goal).",
+        "",
+        "| irrelevant features | labels | seeds | " + " | ".join(measures) + " |",
+        "| ---: | ---: | ---: | " + " | ".join("---" for _ in measures) + " |",
+    ]
+    for nuisance, labels in SETTINGS:
+        rows = [r for r in records if (r["nuisance"], r["labels"]) == (nuisance, labels)]
+        if not rows:
+            continue
+        cells = []
+        for m in measures:
+            st = aggregate({"x": np.array([[r[m]] for r in rows])})["x"]
+            cells.append(f"{st['mean']:.3f} [{st['mean_low']:.3f}, {st['mean_high']:.3f}]")
+        out.append(f"| {nuisance} | {labels} | {len(rows)} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _job(args: tuple[int, int, int]) -> dict:
+    return fit(*args)
+
+
+def main() -> None:
+    from embodied.sweep import parse_seeds
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=parse_seeds, default="0-4")
+    parser.add_argument("--jobs", type=int, default=2, help="fits at a time (one torch thread each)")
+    parser.add_argument("--out", type=Path, default=Path("runs/parl_reward_nuisance.jsonl"))
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.report), end="")
+        return
+    from records import run_jobs
+
+    run_jobs(
+        args.out,
+        [(seed, *setting) for seed in args.seeds for setting in SETTINGS],
+        _job,
+        key=lambda r: (r["seed"], r["nuisance"], r["labels"]),
+        processes=args.jobs,
+    )
+
+
+if __name__ == "__main__":
+    main()
