@@ -1,16 +1,14 @@
-"""A small problem on which learned-reward PEBBLE runs learn the task and then lose it, while the SAC oracle keeps it.
+"""A small problem on which learned-reward PEBBLE and PARL runs learn the task and then lose it, while the SAC oracle
+keeps it; and the same problem without the irrelevant features that cause it.
 
-    python bench/parl_forgetting_toy.py --seeds 0-4 --out bench/results/parl_forgetting_toy.jsonl   # runs
+    python bench/parl_forgetting_toy.py --seeds 0-9 --out bench/results/parl_forgetting_toy.jsonl   # runs
     python bench/parl_forgetting_toy.py --report bench/results/parl_forgetting_toy.jsonl             # the table
 
-The task, registered here as ``embodied/point-hold-toy-v0``, is shaped like a Meta-World one: a 2-D hand moves
-(0.2 per step) from near (-0.5, -0.5) to a goal at (0.5, 0.5) and must stay; two of the four action dimensions do
-nothing (like the gripper on a pushing task); the observation adds ten per-episode random features that do not
-matter (like object placements); the reward is a function of the state after the step, -max(d - 0.1, 0), flat
-inside the goal region; success is d < 0.15; 30-step episodes. Every run is ``embodied train parl`` on it (in this
-process, where the task is registered): 4000 env steps, 300 random, no pre-training, 30 labels every 300 steps up
-to 300, 10-step segments, SAC 2 x 128 with batch 128, 5 evaluation episodes every 300 steps; arms PEBBLE with a
-reward of s (the default), PEBBLE with a reward of (s, a), and the SAC oracle.
+The tasks are ``embodied/point-hold-v0`` (a hand that must reach a goal and stay, two idle action dimensions, ten
+irrelevant per-episode features; ``envs/point_hold.py``) and ``embodied/point-hold-clean-v0`` (no features).
+Every run is ``embodied train parl`` on one of them (in this process): 4000 env steps, 300 random, no
+pre-training, 30 labels every 300 steps up to 300, 10-step segments, SAC 2 x 128 with batch 128, 5 evaluation
+episodes every 300 steps. Arms: method (PEBBLE, PARL, SAC oracle) x reward input (s, or (s, a)) x task.
 """
 
 from __future__ import annotations
@@ -23,61 +21,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import gymnasium as gym  # noqa: E402
-import numpy as np  # noqa: E402
 
-TASK = "point-hold-toy-v0"
-CLEAN_TASK = "point-hold-toy-clean-v0"  # the same task without the ten irrelevant features
+TASK = "point-hold-v0"
+CLEAN_TASK = "point-hold-clean-v0"  # the same task without the ten irrelevant features
 ARMS = {  # arm: (method, reward input, task)
     "pebble-state": ("pebble", "state", TASK),
     "pebble-state-action": ("pebble", "state-action", TASK),
     "sac": ("sac", "state", TASK),
     "pebble-state-clean": ("pebble", "state", CLEAN_TASK),
+    "pebble-state-action-clean": ("pebble", "state-action", CLEAN_TASK),
     "parl-state": ("parl", "state", TASK),
     "parl-state-clean": ("parl", "state", CLEAN_TASK),
     "sac-clean": ("sac", "state", CLEAN_TASK),
 }
 
 
-class PointHold(gym.Env):
-    """Move the hand to a fixed goal and keep it there (see the module docstring)."""
-
-    goal = np.array([0.5, 0.5], np.float32)
-
-    def __init__(self, nuisance: int = 10):
-        self.nuisance = nuisance
-        self.observation_space = gym.spaces.Box(-1, 1, (2 + nuisance,), np.float32)
-        self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)
-
-    def _obs(self) -> np.ndarray:
-        return np.concatenate([self.hand, self.features]).astype(np.float32)
-
-    def reset(self, seed=None, options=None):
-        super().reset(seed=seed)
-        self.hand = (np.array([-0.5, -0.5]) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
-        self.features = self.np_random.uniform(-1, 1, self.nuisance).astype(np.float32)
-        return self._obs(), {}
-
-    def step(self, action):
-        self.hand = np.clip(self.hand + 0.2 * np.clip(action[:2], -1, 1), -1, 1).astype(np.float32)
-        distance = float(np.linalg.norm(self.hand - self.goal))
-        return self._obs(), -max(distance - 0.1, 0.0), False, False, {"success": float(distance < 0.15)}
-
-
-def register() -> None:
-    for task, nuisance in ((TASK, 10), (CLEAN_TASK, 0)):
-        if f"embodied/{task}" not in gym.registry:
-            gym.register(f"embodied/{task}", entry_point=PointHold, max_episode_steps=30, kwargs={"nuisance": nuisance})
-
-
 def run(arm: str, seed: int) -> dict:
     import torch
 
-    import envs  # noqa: F401  (the embodied/* ids, before ours)
     from embodied.cli import main
 
     torch.set_num_threads(1)
-    register()
     method, reward_input, task = ARMS[arm]
     with tempfile.TemporaryDirectory() as tmp:
         argv = [
@@ -119,6 +83,7 @@ def report(path: Path) -> str:
         ("pebble-state", "sac"),
         ("pebble-state", "pebble-state-action"),
         ("pebble-state-clean", "pebble-state"),
+        ("pebble-state-clean", "pebble-state-action-clean"),
         ("parl-state-clean", "pebble-state-clean"),
         ("parl-state", "pebble-state"),
     ]

@@ -4,7 +4,7 @@
     python bench/parl_reward_nuisance.py --report bench/results/parl_reward_nuisance.jsonl              # the table
 
 No RL: the reward learner alone, on data that covers the task. Per seed and setting, episodes of the point-hold
-toy (``bench/parl_forgetting_toy.py``; 10 or 0 irrelevant per-episode features) in which a scripted hand visits
+task (``envs/point_hold.py``, 10 or 0 irrelevant per-episode features) in which a scripted hand visits
 three random targets, ten steps each, with noise, so that every part of the square is visited; ``labels`` pairs of
 10-step segments (one episode per label) labelled by the scripted teacher; one ``RewardModel`` of the state
 (PARL's default, 2 x 256, 50 epochs). Measured on fresh episodes and a 41 x 41 grid of hand positions (with fresh
@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
@@ -29,9 +28,9 @@ SETTINGS = [(nuisance, labels) for nuisance in (0, 10) for labels in (300, 1000,
 
 def segments(nuisance: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``count`` 10-step segments, one per fresh episode: observations ``(N, 10, 2 + nuisance)``, true rewards."""
-    from parl_forgetting_toy import PointHold
+    from envs.point_hold import PointHoldEnv
 
-    env = PointHold(nuisance)
+    env = PointHoldEnv(nuisance)
     obs_out, rew_out = [], []
     for _ in range(count):
         obs, _ = env.reset(seed=int(rng.integers(2**31)))

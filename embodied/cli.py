@@ -89,6 +89,7 @@ def cmd_envs(argv: list[str]) -> int:
 
     from envs.drawer_block import ASSET, DrawerBlockEnv
     from envs.metaworld_env import action_space, observation_space
+    from envs.point_hold import PointHoldEnv
     from envs.registry import registered_ids
     from envs.rendering import CAMERAS
 
@@ -114,16 +115,20 @@ def cmd_envs(argv: list[str]) -> int:
         if pattern not in env_id:
             continue
         spec = gym.spec(env_id)
+        act = action_space()
         if spec.entry_point.endswith("DrawerBlockEnv"):
             obs = DrawerBlockEnv(**spec.kwargs).observation_space
             policies, cameras = "scripted (skill plan), random", drawer_cameras
+        elif spec.entry_point.endswith("PointHoldEnv"):
+            env = PointHoldEnv(**spec.kwargs)
+            obs, act, policies, cameras = env.observation_space, env.action_space, "random", ["(none: no rendering)"]
         else:
             obs = observation_space(spec.kwargs.get("obs_type", "state"))
             policies, cameras = "scripted (expert), random", ["corner2"] + [c for c in CAMERAS if c != "corner2"]
         shape = {k: v.shape for k, v in obs.spaces.items()} if hasattr(obs, "spaces") else obs.shape
         dtype = "" if hasattr(obs, "spaces") else str(obs.dtype)
         print(
-            f"{env_id:50s} {f'{dtype}{list(shape)}':20s} {f'{list(action_space().shape)}':12s} "
+            f"{env_id:50s} {f'{dtype}{list(shape)}':20s} {f'{list(act.shape)}':12s} "
             f"{spec.max_episode_steps:>5d}  {policies:26s} {','.join(cameras)}"
         )
         shown += 1

@@ -93,7 +93,10 @@ def make_policy(spec: str, env: gym.Env) -> Policy:
         from envs.drawer_block import DrawerBlockEnv
         from envs.experts import scripted_expert, scripted_plan
 
-        return scripted_plan(env) if isinstance(env.unwrapped, DrawerBlockEnv) else scripted_expert(env)
+        try:
+            return scripted_plan(env) if isinstance(env.unwrapped, DrawerBlockEnv) else scripted_expert(env)
+        except ValueError as err:  # a task without one (the diagnostic point-hold tasks)
+            raise EmbodiedError(f"{err}; use --policy random or a policy file") from None
     module = load_policy_module(spec)
     spaces = {"obs_dim": ("observation", env.observation_space.shape), "act_dim": ("action", env.action_space.shape)}
     for key, (what, shape) in spaces.items():

@@ -8,8 +8,8 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering unless the user chose a backend
 
-from envs.registry import drawer_block_ids, metaworld_ids, register_all, registered_ids
+from envs.registry import drawer_block_ids, metaworld_ids, point_hold_ids, register_all, registered_ids
 
 register_all()
 
-__all__ = ["drawer_block_ids", "metaworld_ids", "register_all", "registered_ids"]
+__all__ = ["drawer_block_ids", "metaworld_ids", "point_hold_ids", "register_all", "registered_ids"]

@@ -6,6 +6,7 @@
 ``embodied/<name>-distractor-v3``       pixels with distractions (kwargs: axes, difficulty, background; see
                                         ``envs.distractions``); the default is a moving background video
 ``embodied/drawer-block-<stow|retrieve|tidy>-v0``  long-horizon tasks in a scene of ours (WALL-E)
+``embodied/point-hold-v0``, ``embodied/point-hold-clean-v0``  a diagnostic task for learned rewards (PARL)
 
 The ids of earlier releases (``embodied/reach-v3-pixels``) still make the same env, with a deprecation warning.
 """
@@ -18,6 +19,7 @@ import gymnasium as gym
 
 from envs.drawer_block import TASKS as DRAWER_BLOCK_TASKS
 from envs.metaworld_env import MAX_EPISODE_STEPS, TASKS
+from envs.point_hold import MAX_EPISODE_STEPS as POINT_HOLD_STEPS, VARIANTS as POINT_HOLD_VARIANTS
 
 NAMESPACE = "embodied"
 VARIANTS = {
@@ -50,6 +52,10 @@ def drawer_block_ids() -> list[str]:
     return [f"{NAMESPACE}/drawer-block-{task}-v0" for task in DRAWER_BLOCK_TASKS]
 
 
+def point_hold_ids() -> list[str]:
+    return [f"{NAMESPACE}/{name}" for name in POINT_HOLD_VARIANTS]
+
+
 def make_deprecated(replacement: str, **kwargs):
     """Entry point of an old id: the env of ``replacement``, after a warning that names it."""
     from envs.metaworld_env import MetaWorldEnv
@@ -69,6 +75,14 @@ def register_all() -> None:
                 entry_point="envs.drawer_block:DrawerBlockEnv",
                 kwargs=dict(task=task),
                 max_episode_steps=3000,
+            )
+    for name, nuisance in POINT_HOLD_VARIANTS.items():
+        if f"{NAMESPACE}/{name}" not in gym.registry:
+            gym.register(
+                id=f"{NAMESPACE}/{name}",
+                entry_point="envs.point_hold:PointHoldEnv",
+                kwargs=dict(nuisance=nuisance),
+                max_episode_steps=POINT_HOLD_STEPS,
             )
     for task in TASKS:
         for variant, kwargs in VARIANTS.items():

@@ -24,8 +24,26 @@ def test_every_id_passes_gymnasium_and_sb3_checkers(env_id):
 def test_all_fifty_tasks_in_three_variants():
     assert len(TASKS) == 50
     assert len(envs.metaworld_ids()) == 150
-    assert set(envs.registered_ids()) == set(envs.metaworld_ids()) | set(envs.drawer_block_ids())
+    assert set(envs.registered_ids()) == set(envs.metaworld_ids()) | set(envs.drawer_block_ids()) | set(
+        envs.point_hold_ids()
+    )
     assert gym.spec("embodied/reach-v3").max_episode_steps == 500
+
+
+def test_point_hold_pays_for_the_goal_and_only_the_first_two_action_dimensions_move_the_hand():
+    env = gym.make("embodied/point-hold-v0")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (12,) and gym.make("embodied/point-hold-clean-v0").observation_space.shape == (2,)
+    features = obs[2:].copy()
+    obs, _, *_ = env.step(np.array([0, 0, 1, -1], np.float32))  # the idle dimensions do nothing
+    assert np.allclose(obs[2:], features) and np.allclose(obs[:2], env.unwrapped.hand)
+    rewards, successes = [], []
+    for _ in range(8):  # straight to the goal, then stay
+        obs, reward, terminated, truncated, info = env.step(np.clip((0.5 - obs[:2]) / 0.2, -1, 1).tolist() + [0, 0])
+        rewards.append(reward)
+        successes.append(info["success"])
+    assert np.all(np.diff(rewards) >= -1e-6) and rewards[-1] == 0.0 and successes[-1] == 1.0
+    assert np.allclose(obs[2:], features)  # constant within the episode
 
 
 def test_module_prefix_make_works():

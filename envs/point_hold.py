@@ -1,0 +1,44 @@
+"""A 30-second diagnostic task for learned-reward RL, shaped like a Meta-World one.
+
+A 2-D hand moves (0.2 per step) from near (-0.5, -0.5) to a goal at (0.5, 0.5) and must stay there; two of the
+four action dimensions do nothing (like the gripper on a pushing task); the reward is a function of the state
+after the step, -max(d - 0.1, 0), flat inside the goal region; success is d < 0.15; 30-step episodes.
+``embodied/point-hold-v0`` adds ten random per-episode features to the observation that do not matter (like
+object placements that the task does not depend on); ``embodied/point-hold-clean-v0`` has none. A SAC oracle
+learns either within ~1000 steps, so the pair tells apart what a learned reward adds (``docs/agents/parl.md``).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+MAX_EPISODE_STEPS = 30
+VARIANTS = {"point-hold-v0": 10, "point-hold-clean-v0": 0}  # id (without namespace) -> irrelevant features
+
+
+class PointHoldEnv(gym.Env):
+    """Move the hand to a fixed goal and keep it there; ``nuisance`` irrelevant per-episode features."""
+
+    goal = np.array([0.5, 0.5], np.float32)
+
+    def __init__(self, nuisance: int = 10):
+        if nuisance < 0:
+            raise ValueError(f"nuisance must be >= 0, got {nuisance}")
+        self.nuisance = nuisance
+        self.observation_space = gym.spaces.Box(-1, 1, (2 + nuisance,), np.float32)
+        self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+
+    def _obs(self) -> np.ndarray:
+        return np.concatenate([self.hand, self.features]).astype(np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.hand = (np.array([-0.5, -0.5]) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
+        self.features = self.np_random.uniform(-1, 1, self.nuisance).astype(np.float32)
+        return self._obs(), {}
+
+    def step(self, action):
+        self.hand = np.clip(self.hand + 0.2 * np.clip(action[:2], -1, 1), -1, 1).astype(np.float32)
+        distance = float(np.linalg.norm(self.hand - self.goal))
+        return self._obs(), -max(distance - 0.1, 0.0), False, False, {"success": float(distance < 0.15)}
