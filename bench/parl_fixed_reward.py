@@ -13,7 +13,6 @@ changes, so what differs between the arms is only whether the model can pay for 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -107,16 +106,13 @@ def report(path: Path) -> str:
 
 
 def main() -> None:
-    from embodied.sweep import parse_seeds
+    from records import study_parser
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=parse_seeds, default="0-9")
+    parser = study_parser(__doc__, seeds="0-9", out="runs/parl_fixed_reward.jsonl")
     parser.add_argument("--task", default="drawer-close-v3")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--episode-steps", type=int, default=100)
     parser.add_argument("--arms", default="state,state-action")
-    parser.add_argument("--out", type=Path, default=Path("runs/parl_fixed_reward.jsonl"))
-    parser.add_argument("--report", type=Path)
     args = parser.parse_args()
     if args.report:
         print(report(args.report), end="")

@@ -13,7 +13,6 @@ episodes every 300 steps. Arms: method (PEBBLE, PARL, SAC oracle) x reward input
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -112,14 +111,10 @@ def _job(args: tuple[str, int]) -> dict:
 
 
 def main() -> None:
-    from embodied.sweep import parse_seeds
+    from records import study_parser
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=parse_seeds, default="0-4")
+    parser = study_parser(__doc__, seeds="0-4", out="runs/parl_forgetting_toy.jsonl", jobs=2)
     parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
-    parser.add_argument("--out", type=Path, default=Path("runs/parl_forgetting_toy.jsonl"))
-    parser.add_argument("--report", type=Path)
     args = parser.parse_args()
     if args.report:
         print(report(args.report), end="")

@@ -15,7 +15,6 @@ of it, so anything above 0.1 is a wrong optimum for a policy to find).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -121,13 +120,9 @@ def _job(args: tuple[int, int, int]) -> dict:
 
 
 def main() -> None:
-    from embodied.sweep import parse_seeds
+    from records import study_parser
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=parse_seeds, default="0-4")
-    parser.add_argument("--jobs", type=int, default=2, help="fits at a time (one torch thread each)")
-    parser.add_argument("--out", type=Path, default=Path("runs/parl_reward_nuisance.jsonl"))
-    parser.add_argument("--report", type=Path)
+    parser = study_parser(__doc__, seeds="0-4", out="runs/parl_reward_nuisance.jsonl", jobs=2)
     args = parser.parse_args()
     if args.report:
         print(report(args.report), end="")

@@ -5,9 +5,25 @@ A killed study loses only the jobs in flight; running the same command again doe
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
+
+
+def study_parser(doc: str, seeds: str, out: str, jobs: int | None = None) -> argparse.ArgumentParser:
+    """The options every bench study shares: ``--seeds`` (a list or a range), ``--out`` (its records file),
+    ``--report FILE`` (print the table of a records file instead of running) and, where jobs run in
+    processes of their own, ``--jobs``."""
+    from embodied.sweep import parse_seeds
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--seeds", type=parse_seeds, default=seeds, help="a list (0,1,2) or a range (0-9)")
+    parser.add_argument("--out", type=Path, default=Path(out), help="records file (runs already in it are skipped)")
+    parser.add_argument("--report", type=Path, help="print the table of this records file and stop")
+    if jobs is not None:
+        parser.add_argument("--jobs", type=int, default=jobs, help="jobs at a time (one torch thread each)")
+    return parser
 
 
 def read_records(path: Path) -> list[dict]:
