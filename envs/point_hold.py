@@ -36,9 +36,10 @@ class PointHoldEnv(gym.Env):
         super().reset(seed=seed)
         self.hand = (np.array([-0.5, -0.5]) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
         self.features = self.np_random.uniform(-1, 1, self.nuisance).astype(np.float32)
-        return self._obs(), {}
+        return self._obs(), {"success": 0.0, "is_success": False}
 
     def step(self, action):
         self.hand = np.clip(self.hand + 0.2 * np.clip(action[:2], -1, 1), -1, 1).astype(np.float32)
         distance = float(np.linalg.norm(self.hand - self.goal))
-        return self._obs(), -max(distance - 0.1, 0.0), False, False, {"success": float(distance < 0.15)}
+        success = float(distance < 0.15)
+        return self._obs(), -max(distance - 0.1, 0.0), False, False, {"success": success, "is_success": bool(success)}
