@@ -198,8 +198,10 @@ def test_state_entropy_pretraining_covers_more_states_than_random_actions():
 
 
 def test_reward_diagnostics_on_a_constructed_case(rng):
-    """Rank correlations, the success gap and the session shift, where the right values are known."""
-    from agents.parl.diagnostics import rank_correlation, reward_agreement, session_shift
+    """Rank correlations, the success gap, preference accuracy and the session shift, where the right values are
+    known."""
+    from agents.parl.diagnostics import preference_accuracy, rank_correlation, reward_agreement, session_shift
+    from embodied.teacher import Preferences
 
     buffer = ReplayBuffer(3, 1, 200)
     recent = RecentEpisodes(2)
@@ -225,6 +227,14 @@ def test_reward_diagnostics_on_a_constructed_case(rng):
     )
     assert agree["diag/success_fraction_buffer"] == pytest.approx(succ.mean())
     assert reward_agreement(reversed_, buffer, recent, rng)["diag/rank_corr_recent"] == pytest.approx(-1.0)
+    segments = rng.normal(size=(6, 4, 3)).astype(np.float32)  # 6 segments of 4 steps
+    seg_act = np.zeros((6, 4, 1), np.float32)
+    returns = segments[..., 0].sum(1)
+    prefs = Preferences(np.arange(3), np.arange(3, 6), (returns[:3] > returns[3:]).astype(float))
+    assert preference_accuracy(same, segments, seg_act, prefs) == 1.0
+    assert preference_accuracy(reversed_, segments, seg_act, prefs) == 0.0
+    half = Preferences(prefs.first, prefs.second, np.array([prefs.label[0], 1 - prefs.label[1], 0.5]))
+    assert preference_accuracy(same, segments, seg_act, half) == 0.5  # the tie is left out
     shift = session_shift(np.array([0.0, 1.0, 2.0]), np.array([0.5, 1.5, 2.5]))
     assert shift == {"diag/session_shift": 0.5, "diag/session_rank_corr": pytest.approx(1.0)}
     assert np.isnan(rank_correlation(np.ones(5), np.arange(5)))
@@ -242,9 +252,16 @@ def test_every_session_logs_the_diagnostics(tmp_path):
         "diag/session_rank_corr",
         "diag/implicit_cos_direct",
         "diag/implicit_to_direct_norm",
+        "diag/pref_accuracy_new",
+        "diag/pref_accuracy_train",
         "parl/indirect_norm",
     }
     assert len(sessions) == 3 and all(keys <= set(r) for r in sessions)
+    assert sessions[0]["diag/pref_accuracy_new"] is None  # NaN: no reward had been fit before the first session
+    assert (
+        all(0 <= r["diag/pref_accuracy_train"] <= 1 for r in sessions)
+        and 0 <= sessions[1]["diag/pref_accuracy_new"] <= 1
+    )
     assert all(r["diag/implicit_to_direct_norm"] == pytest.approx(0.25, rel=1e-3) for r in sessions)
     assert any("sac/q_mean" in r and "sac/alpha" in r and "sac/entropy" in r for r in rows)
     assert any(

@@ -12,6 +12,11 @@ Logged at every feedback session of PARL and PEBBLE (keys under ``diag/``):
   policy's recent states (mean absolute change in standardised units, and the rank correlation of
   the rewards before and after). A session that reorders the policy's own states asks SAC for a
   different task.
+- ``pref_accuracy_new`` / ``pref_accuracy_train``: how often the reward orders a pair of segments as the
+  teacher did, on the session's new pairs *before* they are used for training (segments of episodes the
+  reward has never been fit to) and on all labels after the refit. A reward that fits its labels but not
+  new episodes' has learned to tell its training episodes apart (by features that vary between episodes)
+  more than the task.
 - PARL only: ``implicit_cos_direct``, the cosine between the implicit (hypergradient) update and
   the direct Bradley-Terry update of the reward parameters in the same session.
 SAC's Q scale, alpha and entropy are logged by ``SAC.update`` (``sac/q_mean``, ``sac/alpha``, ...).
@@ -64,6 +69,18 @@ def reward_agreement(reward, buffer, recent, rng: np.random.Generator, max_buffe
     )
     out["diag/success_fraction_buffer"] = float(success.mean())
     return out
+
+
+def preference_accuracy(reward, obs: np.ndarray, act: np.ndarray, prefs) -> float:
+    """How often ``reward(obs (N*L, D), act) -> (N*L,)`` orders segment pairs ``obs (N, L, D)`` as the labels
+    do (ties, label 0.5, left out); NaN without a decided pair."""
+    n, length = obs.shape[:2]
+    returns = np.asarray(reward(obs.reshape(n * length, -1), act.reshape(n * length, -1))).reshape(n, length).sum(1)
+    decided = np.asarray(prefs.label) != 0.5
+    if not decided.any():
+        return float("nan")
+    first, second = np.asarray(prefs.first)[decided], np.asarray(prefs.second)[decided]
+    return float(np.mean((returns[first] > returns[second]) == (np.asarray(prefs.label)[decided] > 0.5)))
 
 
 def session_shift(before: np.ndarray, after: np.ndarray) -> dict[str, float]:

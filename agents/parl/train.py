@@ -37,7 +37,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from agents.parl.diagnostics import cosine, recent_transitions, reward_agreement, session_shift
+from agents.parl.diagnostics import (
+    cosine,
+    preference_accuracy,
+    recent_transitions,
+    reward_agreement,
+    session_shift,
+)
 from agents.parl.exploration import StateEntropyReward
 from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
@@ -457,6 +463,8 @@ def feedback_session(
     before = reward(obs_r, act_r)
     nu_before = flat(reward.params(), reward.params()).detach().clone()
     obs_q, act_q, prefs = query(recent, teacher, reward.members, num, cfg.segment_length, cfg.selection, rng, device)
+    new_accuracy = preference_accuracy(reward, obs_q, act_q, prefs) if store is not None else np.nan  # unseen pairs
+    metrics = {"diag/pref_accuracy_new": new_accuracy}
     store = merge(store, obs_q, act_q, prefs)
     labels = len(store["prefs"])
     for i, member in enumerate(reward.members):
@@ -469,13 +477,14 @@ def feedback_session(
             device,
             seed=cfg.seed * 100 + i + labels,
         )
-    metrics = {}
     if cfg.method == "parl":
         direct = flat(reward.params(), reward.params()).detach() - nu_before
-        applied, metrics = implicit_step(cfg, sac, reward, recent, obs_q, act_q, prefs, rng, direct.norm().item())
+        applied, implicit = implicit_step(cfg, sac, reward, recent, obs_q, act_q, prefs, rng, direct.norm().item())
+        metrics.update(implicit)
         metrics["diag/implicit_cos_direct"] = cosine(applied, direct)
         metrics["diag/implicit_to_direct_norm"] = float(applied.norm() / (direct.norm() + 1e-12))
     reward.relabel(buffer)
+    metrics["diag/pref_accuracy_train"] = preference_accuracy(reward, store["obs"], store["act"], store["prefs"])
     metrics.update(session_shift(before, reward(obs_r, act_r)))
     metrics.update(reward_agreement(reward, buffer, recent, rng))
     return store, metrics
