@@ -18,14 +18,25 @@ VARIANTS = {"point-hold-v0": 10, "point-hold-clean-v0": 0}  # id (without namesp
 
 
 class PointHoldEnv(gym.Env):
-    """Move the hand to a fixed goal and keep it there; ``nuisance`` irrelevant per-episode features."""
+    """Move the hand to a fixed goal and keep it there; ``nuisance`` irrelevant per-episode features.
 
+    ``render_mode="rgb_array"`` draws the square from above (goal region green, hand red), so videos and
+    ``embodied video`` work as on the other ids."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
     goal = np.array([0.5, 0.5], np.float32)
 
-    def __init__(self, nuisance: int = 10):
+    def __init__(
+        self, nuisance: int = 10, render_mode: str | None = None, render_width: int = 64, render_height: int = 64
+    ):
         if nuisance < 0:
             raise ValueError(f"nuisance must be >= 0, got {nuisance}")
-        self.nuisance = nuisance
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        if not (1 <= render_width <= 4096 and 1 <= render_height <= 4096):
+            raise ValueError(f"render size must be 1 to 4096 pixels a side, got {render_width}x{render_height}")
+        self.nuisance, self.render_mode = nuisance, render_mode
+        self.render_width, self.render_height = int(render_width), int(render_height)
         self.observation_space = gym.spaces.Box(-1, 1, (2 + nuisance,), np.float32)
         self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)
 
@@ -37,6 +48,16 @@ class PointHoldEnv(gym.Env):
         self.hand = (np.array([-0.5, -0.5]) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
         self.features = self.np_random.uniform(-1, 1, self.nuisance).astype(np.float32)
         return self._obs(), {"success": 0.0, "is_success": False}
+
+    def render(self) -> np.ndarray:
+        """The square [-1, 1]^2 seen from above: ``uint8 (render_height, render_width, 3)``."""
+        ys, xs = np.mgrid[0 : self.render_height, 0 : self.render_width]
+        x = (xs + 0.5) / self.render_width * 2 - 1
+        y = 1 - (ys + 0.5) / self.render_height * 2
+        frame = np.full((self.render_height, self.render_width, 3), 235, np.uint8)
+        frame[np.hypot(x - self.goal[0], y - self.goal[1]) < 0.15] = (120, 200, 120)
+        frame[np.hypot(x - self.hand[0], y - self.hand[1]) < 0.06] = (210, 50, 50)
+        return frame
 
     def step(self, action):
         self.hand = np.clip(self.hand + 0.2 * np.clip(action[:2], -1, 1), -1, 1).astype(np.float32)

@@ -44,6 +44,11 @@ def test_point_hold_pays_for_the_goal_and_only_the_first_two_action_dimensions_m
         successes.append(info["success"])
     assert np.all(np.diff(rewards) >= -1e-6) and rewards[-1] == 0.0 and successes[-1] == 1.0
     assert np.allclose(obs[2:], features)  # constant within the episode
+    frame = gym.make("embodied/point-hold-v0", render_mode="rgb_array", render_width=40, render_height=40)
+    frame.reset(seed=0)
+    image = frame.render()  # the hand starts near (-0.5, -0.5): red in the lower-left quarter, none elsewhere
+    red = (image[..., 0] > 200) & (image[..., 1] < 100)
+    assert image.shape == (40, 40, 3) and red[20:, :20].any() and not red[:20].any() and not red[:, 20:].any()
 
 
 def test_module_prefix_make_works():
