@@ -106,16 +106,15 @@ def report(path: Path) -> str:
 
 
 def main() -> None:
-    from records import study_parser
+    from records import study_args, study_parser
 
     parser = study_parser(__doc__, seeds="0-9", out="runs/parl_fixed_reward.jsonl")
     parser.add_argument("--task", default="drawer-close-v3")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--episode-steps", type=int, default=100)
     parser.add_argument("--arms", default="state,state-action")
-    args = parser.parse_args()
-    if args.report:
-        print(report(args.report), end="")
+    args = study_args(parser, report)
+    if args is None:
         return
     from records import run_jobs
 

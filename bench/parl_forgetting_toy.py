@@ -111,13 +111,12 @@ def _job(args: tuple[str, int]) -> dict:
 
 
 def main() -> None:
-    from records import study_parser
+    from records import study_args, study_parser
 
     parser = study_parser(__doc__, seeds="0-4", out="runs/parl_forgetting_toy.jsonl", jobs=2)
     parser.add_argument("--arms", default=",".join(ARMS))
-    args = parser.parse_args()
-    if args.report:
-        print(report(args.report), end="")
+    args = study_args(parser, report)
+    if args is None:
         return
     from records import run_jobs
 

@@ -26,6 +26,15 @@ def study_parser(doc: str, seeds: str, out: str, jobs: int | None = None) -> arg
     return parser
 
 
+def study_args(parser: argparse.ArgumentParser, report: Callable[[Path], str]) -> argparse.Namespace | None:
+    """Parsed options, or None once ``--report FILE`` has printed ``report(FILE)`` (nothing is to run)."""
+    args = parser.parse_args()
+    if args.report:
+        print(report(args.report), end="")
+        return None
+    return args
+
+
 def read_records(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
