@@ -190,9 +190,15 @@ def preference_accuracy(
     model.to(device).eval()
     obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
     act_t = torch.as_tensor(act, dtype=torch.float32, device=device)
-    ret = model.mean_reward(obs_t, act_t).sum(-1).cpu().numpy()
-    decided = prefs.label != 0.5
+    return ordering_accuracy(model.mean_reward(obs_t, act_t).sum(-1).cpu().numpy(), prefs)
+
+
+def ordering_accuracy(returns: np.ndarray, prefs: Preferences) -> float:
+    """How often segment returns ``(N,)`` order the pairs of ``prefs`` as its labels do (ties, label 0.5,
+    skipped); NaN without a decided pair."""
+    label = np.asarray(prefs.label)
+    decided = label != 0.5
     if not decided.any():
         return float("nan")
-    pred = ret[prefs.first] > ret[prefs.second]
-    return float(np.mean(pred[decided] == (prefs.label[decided] > 0.5)))
+    pred = returns[np.asarray(prefs.first)] > returns[np.asarray(prefs.second)]
+    return float(np.mean(pred[decided] == (label[decided] > 0.5)))

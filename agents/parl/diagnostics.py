@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
+from embodied.reward_models import ordering_accuracy
+
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rho of two 1-D arrays; NaN when either is constant or has fewer than 3 entries."""
@@ -76,11 +78,7 @@ def preference_accuracy(reward, obs: np.ndarray, act: np.ndarray, prefs) -> floa
     do (ties, label 0.5, left out); NaN without a decided pair."""
     n, length = obs.shape[:2]
     returns = np.asarray(reward(obs.reshape(n * length, -1), act.reshape(n * length, -1))).reshape(n, length).sum(1)
-    decided = np.asarray(prefs.label) != 0.5
-    if not decided.any():
-        return float("nan")
-    first, second = np.asarray(prefs.first)[decided], np.asarray(prefs.second)[decided]
-    return float(np.mean((returns[first] > returns[second]) == (np.asarray(prefs.label)[decided] > 0.5)))
+    return ordering_accuracy(returns, prefs)
 
 
 def session_shift(before: np.ndarray, after: np.ndarray) -> dict[str, float]:
