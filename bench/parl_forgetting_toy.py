@@ -13,7 +13,6 @@ episodes every 300 steps. Arms: method (PEBBLE, PARL, SAC oracle) x reward input
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +38,7 @@ def run(arm: str, seed: int) -> dict:
     import torch
 
     from embodied.cli import main
+    from embodied.runs import read_metrics
 
     torch.set_num_threads(1)
     method, reward_input, task = ARMS[arm]
@@ -53,7 +53,7 @@ def run(arm: str, seed: int) -> dict:
         ]  # fmt: skip
         if main(argv) != 0:
             raise RuntimeError(f"{arm} seed {seed} failed")
-        rows = [json.loads(line) for line in (Path(tmp) / "r" / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(Path(tmp) / "r" / "metrics.jsonl")
     evals = [r for r in rows if "eval/success_rate" in r]
     agreement = {r["step"]: r["diag/rank_corr_recent"] for r in rows if r.get("diag/rank_corr_recent") is not None}
     return {

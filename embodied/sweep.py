@@ -471,14 +471,14 @@ def _run_locally(agent: str, trials: list[Trial], out: Path, cpus: int, retries:
         slots = min(slots, max(1, int(local_gpu_count() / gpus + 1e-9)))
 
     def attempt(trial: Trial) -> dict:
-        for tries in range(retries + 1):
+        for _ in range(retries):
             try:
                 return run_trial(agent, trial.argv, str(out), trial.name, cpus)
             except TrialFailed as err:
-                if not err.killed or tries == retries:
+                if not err.killed:
                     raise
                 print(f"sweep: {trial.name} was killed; resuming it from its checkpoint", flush=True)
-        raise AssertionError("unreachable")
+        return run_trial(agent, trial.argv, str(out), trial.name, cpus)  # the last try: its failure is the trial's
 
     print(f"sweep: {slots} trials at a time on this machine (no Ray)")
     rows: list[dict] = []
