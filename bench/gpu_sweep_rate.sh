@@ -3,8 +3,8 @@
 # against four sharing the GPU (--gpus-per-trial 0.25, MPS where installed), each eager and with --cuda-graph.
 #   bash bench/gpu_sweep_rate.sh OUT        # ~8 minutes on one H100-class GPU; prints a markdown table
 #   SEEDS=0,1 STEPS=2000 bash bench/gpu_sweep_rate.sh OUT
-# BACKEND=ray uses Ray's fractional GPUs instead of the sweep's own processes (the default, local, needs no Ray,
-# which a lent GPU machine lacks).
+# BACKEND=ray uses Ray's fractional GPUs instead of the sweep's own processes (the default, local, needs no Ray
+# installed on the GPU machine).
 set -uo pipefail
 . "$(dirname "$0")/env.sh"
 OUT=${1:?usage: bench/gpu_sweep_rate.sh OUT}
