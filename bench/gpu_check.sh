@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command GPU check (issue #15): on one CUDA GPU, within ~10 minutes, a short training of every
+# One-command GPU check: on one CUDA GPU, within ~10 minutes, a short training of every
 # agent on --device cuda, then RePo's throughput with and without --amp, --compile and --cuda-graph; one table.
 # Measured on one H100 (bench/results/gpu_check.md): ~4 minutes in all (the four trainings 25-34 s each).
 #   bash bench/gpu_check.sh            # DEVICE=cpu bash bench/gpu_check.sh: the same, as a smoke test

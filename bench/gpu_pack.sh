@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs what bench/gpu_check.sh needs on a GPU machine that has Python 3.12 + CUDA torch + transformers
-# but neither network nor our other packages, into folders of <= ~60 MiB each (the lending tool's cap on
+# but neither network nor our other packages, into folders of <= ~60 MiB each (a cap on
 # what one call carries), so that two calls run the whole check:
 #   bash bench/gpu_pack.sh                     # here: writes .gpu/ and .gpu2/ (git-ignored)
 #   call 1 (carry .gpu .gl):  rm -rf .venv; bash .gpu/run1.sh     # PEARL, PARL, RePo rows + throughput

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #15's RePo-vs-Dreamer study on a lent GPU machine, across two calls (a call lasts at most 10 minutes,
-# a session's device time is ~15): pack here first with `GGUF=0 bash bench/gpu_pack.sh` (no LLM needed), then
+# The RePo-vs-Dreamer study (bench/repo_study_gpu.sh) on a GPU machine without network whose commands may run
+# at most 10 minutes each, across two calls: pack here first with `GGUF=0 bash bench/gpu_pack.sh` (no LLM needed), then
 #   call 1 (carry .gpu .gl):  SNAPSHOT_AT=560 bash bench/gpu_study_lease.sh start
 #   call 2, on the same warm machine (within its 30 s idle):  WAIT=150 bash bench/gpu_study_lease.sh collect
 # `start` unpacks the packages, runs the CUDA-graph tests (a captured update equals the eager one), measures

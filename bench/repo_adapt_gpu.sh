@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #15's adaptation beyond 1000 steps, on one machine (made for a lent GPU, where a source run takes minutes,
-# not the CPU's hour): train RePo on clean pixels (reach-v3, bench/repo_scale.py's settings, SOURCE_STEPS env
+# RePo's adaptation beyond 1000 steps, on one machine (made for a GPU, where a source run takes minutes, not the
+# CPU's hour): train RePo on clean pixels (reach-v3, bench/repo_scale.py's settings, SOURCE_STEPS env
 # steps, one checkpoint at the end), then adapt its encoder under distractors for ADAPT_STEPS steps, every seed
 # and calibration arm at once as processes (bench/repo_adapt_study.py: clean ceiling, before, after, gap closed).
 #   DEVICE=cuda CUDA_GRAPH=1 bash bench/repo_adapt_gpu.sh OUT        # then: python bench/repo_adapt_study.py --report OUT/adapt

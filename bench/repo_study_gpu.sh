@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #15's comparison on one machine without Ray (a lent GPU box has neither Ray nor network, and at
-# most ~10 minutes a call): RePo and the Dreamer baseline on reach's distractor variant, SEEDS each, all
+# RePo vs Dreamer under distractors on one machine without Ray (a GPU machine with neither Ray nor network, whose
+# commands may run at most ~10 minutes): RePo and the Dreamer baseline on reach's distractor variant, SEEDS each, all
 # trials at once as processes under one wall-clock budget, at bench/repo_scale.py's CPU scale (0.2 updates
 # per env step, batch 16 x 32; evaluated every EVAL_EVERY=1000 env steps, no checkpoints). Each trial runs
 # until STEPS or BUDGET_S; its metrics.jsonl is flushed per line, so a trial stopped by the budget keeps its
