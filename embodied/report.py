@@ -128,13 +128,30 @@ def group_runs(runs: list[RunRecord], keys: list[str]) -> dict[str, list[RunReco
     return dict(sorted(groups.items()))
 
 
-def final_scores(groups: dict[str, list[RunRecord]], metric: str) -> dict[str, np.ndarray]:
-    """Per group, ``(runs, 1)``: each run's last logged value of ``metric`` (runs without it are left out)."""
-    scores = {}
-    for label, members in groups.items():
-        values = [r.series(metric)[-1][1] for r in members if r.series(metric)]
-        if values:
-            scores[label] = np.asarray(values, dtype=np.float64)[:, None]
+def score_matrix(members: list[RunRecord], value, tasks: str | None) -> np.ndarray | None:
+    """``value(run)`` of a group's runs as rliable's ``(runs, tasks)`` matrix (runs whose value is None left out).
+
+    Without ``tasks`` one column. With a config key (e.g. ``target_task``) one column per value of it, runs in
+    seed order, cut to the task with the fewest, so that the bootstrap resamples runs within each task
+    (rliable's stratified bootstrap) and every task weighs the same."""
+    if tasks is None:
+        values = [v for v in map(value, members) if v is not None]
+        return np.asarray(values, dtype=np.float64)[:, None] if values else None
+    columns: dict[str, list[float]] = {}
+    for run in sorted(members, key=lambda r: (str(r.config.get("seed")), str(r.path))):
+        v = value(run)
+        if v is not None:
+            columns.setdefault(str(run.config.get(tasks)), []).append(v)
+    if not columns:
+        return None
+    n = min(map(len, columns.values()))
+    return np.array([columns[k][:n] for k in sorted(columns)], dtype=np.float64).T
+
+
+def final_scores(groups: dict[str, list[RunRecord]], metric: str, tasks: str | None = None) -> dict[str, np.ndarray]:
+    """Per group, ``(runs, tasks)``: each run's last logged value of ``metric`` (runs without it are left out)."""
+    last = lambda r: r.series(metric)[-1][1] if r.series(metric) else None  # noqa: E731
+    scores = {g: m for g, m in ((g, score_matrix(ms, last, tasks)) for g, ms in groups.items()) if m is not None}
     if not scores:
         raise EmbodiedError(f"no run logged {metric!r}; pass --metric (e.g. eval/success_rate, eval/return)")
     return scores
@@ -233,6 +250,7 @@ def cost_at(run: RunRecord, cost_key: str | None, step: int) -> float | None:
 MEASURES = {  # name -> (what it is, higher is better)
     "final": ("last value", True),
     "area": ("mean over the curve (area under it, per evaluation)", True),
+    "late": ("mean of the evaluations in the second half of the run", True),
     "steps_to_reach": ("env steps to first reach the threshold (the run's last step if never)", False),
     "steps_to_hold": ("env steps from which it stays at or above the threshold to the end (last step if never)", False),
     "cost_to_reach": ("the cost key at the first reach (its last value if never)", False),
@@ -257,6 +275,7 @@ def run_measures(run: RunRecord, metric: str, threshold: float, cost_key: str | 
     out = {
         "final": float(values[-1]),
         "area": float(values.mean()),
+        "late": float(values[steps > last / 2].mean()) if (steps > last / 2).any() else float(values[-1]),
         "steps_to_reach": float(first),
         "steps_to_hold": float(hold),
         "reached": reached,
@@ -274,13 +293,17 @@ def measures_section(
     cost_key: str | None,
     compare: list[tuple[str, str]],
     reps: int,
+    tasks: str | None = None,
 ) -> list[str]:
     """Markdown: each measure per group (IQM and mean with CIs), how many runs kept what they reached, and
     P(X better than Y) for every measure of every comparison."""
-    per_run = {
-        g: [m for m in (run_measures(r, metric, threshold, cost_key) for r in members) if m]
-        for g, members in groups.items()
-    }
+    measured = {id(r): run_measures(r, metric, threshold, cost_key) for ms in groups.values() for r in ms}
+    per_run = {g: [measured[id(r)] for r in members if measured[id(r)]] for g, members in groups.items()}
+
+    def matrix(group: str, name: str) -> np.ndarray:
+        m = score_matrix(groups.get(group, []), lambda r: measured[id(r)].get(name), tasks)
+        return np.zeros((0, 1)) if m is None else m
+
     names = [n for n in MEASURES if any(n in m for ms in per_run.values() for m in ms)]
     lines = [
         "",
@@ -290,8 +313,7 @@ def measures_section(
     lines += [f"- `{n}`: {MEASURES[n][0]}" + (" (lower is better)" if not MEASURES[n][1] else "") for n in names]
     lines += ["", "| group | measure | runs | IQM [95% CI] | mean [95% CI] |", "| --- | --- | ---: | --- | --- |"]
     for name in names:
-        scores = {g: np.array([[m[name]] for m in ms if name in m]) for g, ms in per_run.items()}
-        scores = {g: v for g, v in scores.items() if len(v)}
+        scores = {g: v for g, v in ((g, matrix(g, name)) for g in per_run) if len(v)}
         for g, st in aggregate(scores, reps).items():
             lines.append(
                 f"| {g} | {name} | {st['runs']} | {st['iqm']:.3g} [{st['iqm_low']:.3g}, {st['iqm_high']:.3g}]"
@@ -311,9 +333,8 @@ def measures_section(
         lines += ["", "| comparison | measure | P(X better than Y) [95% CI] |", "| --- | --- | --- |"]
         for x, y in compare:
             for name in names:
-                a = np.array([[m[name]] for m in per_run.get(x, []) if name in m])
-                b = np.array([[m[name]] for m in per_run.get(y, []) if name in m])
-                if len(a) and len(b):
+                a, b = matrix(x, name), matrix(y, name)
+                if len(a) and len(b) and a.shape[1] == b.shape[1]:
                     sign = 1.0 if MEASURES[name][1] else -1.0
                     p, low, high = improvement(sign * a, sign * b, reps)
                     lines.append(f"| {x} vs {y} | {name} | {p:.3f} [{low:.3f}, {high:.3f}] |")
@@ -364,6 +385,7 @@ def build_report(
     where: list[str] = (),
     unfinished: bool = False,
     at_step: int | None = None,
+    tasks: str | None = None,
 ) -> str:
     found = select(find_runs(root), list(where))
     runs = found if unfinished else [r for r in found if r.finished]
@@ -380,13 +402,19 @@ def build_report(
             raise EmbodiedError(
                 f"--at-step {at_step}: no run reached it (the furthest got to {max(r.last_step() for r in short)})"
             )
-    keys = default_group_keys(runs) if group_by is None else group_by
+    if tasks is not None and not any(tasks in r.config for r in runs):
+        raise EmbodiedError(f"--tasks {tasks}: not in any run's config.json")
+    keys = [k for k in (default_group_keys(runs) if group_by is None else group_by) if k != tasks]
     unknown = [k for k in keys if not any(k in r.config for r in runs)]
     if unknown:
         raise EmbodiedError(f"--group-by {', '.join(unknown)}: not in any run's config.json")
     groups = group_runs(runs, keys)
-    scores = final_scores(groups, metric)
+    scores = final_scores(groups, metric, tasks)
     stats = aggregate(scores, reps)
+    n_tasks = len({str(r.config.get(tasks)) for r in runs}) if tasks else 1
+    uneven = [g for g, s in scores.items() if s.shape[1] != n_tasks]
+    if uneven:
+        raise EmbodiedError(f"--tasks {tasks}: group {uneven[0]} has runs on {scores[uneven[0]].shape[1]} of {n_tasks}")
     reasons = [
         f"{n} {why} left out"
         for n, why in ((len(found) - len(runs) - len(short), "unfinished"), (len(short), f"short of step {at_step}"))
@@ -399,7 +427,12 @@ def build_report(
         "",
         f"{len(runs)} runs{left_out}, "
         f"metric `{metric}` ({value}), grouped by {', '.join(keys) or 'nothing'}; "
-        f"IQM and mean with 95 % stratified-bootstrap CIs ({reps} resamples, rliable).",
+        f"IQM and mean with 95 % stratified-bootstrap CIs ({reps} resamples, rliable)"
+        + (
+            f", over the {n_tasks} values of `{tasks}` as tasks (runs resampled within each, 'runs' per task)."
+            if tasks
+            else "."
+        ),
         "",
         "| group | runs | IQM [95% CI] | mean [95% CI] |",
         "| --- | ---: | --- | --- |",
@@ -433,9 +466,9 @@ def build_report(
             costs = [h[1] for h in reached if h[1] is not None]
             med_cost = f"{np.median(costs):.0f}" if costs else "-"
             lines.append(f"| {g} | {len(reached)}/{len(members)} | {med_steps} | {med_cost} |")
-        lines += measures_section(groups, metric, threshold, cost_key, compare, reps)
+        lines += measures_section(groups, metric, threshold, cost_key, compare, reps, tasks)
     curve_data = curves(groups, metric, reps)
-    if plot_path is not None and curve_data:
+    if plot_path is not None and any(len(steps) > 1 for steps, _, _ in curve_data.values()):  # a curve, not a point
         plot_curves(curve_data, metric, plot_path)
         lines += ["", f"![{metric} curves]({plot_path.name})"]
     return "\n".join(lines) + "\n"
@@ -486,6 +519,13 @@ def main(argv: list[str]) -> int:
         help="compare at this step: each run's last value at or "
         "before it; runs that stopped earlier are left out (for runs stopped by a time budget)",
     )
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        metavar="KEY",
+        help="a config key whose values are tasks (e.g. target_task): groups are compared over all of them, "
+        "runs resampled within each task (rliable's stratified bootstrap), each task weighing the same",
+    )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--out", type=Path, default=None, help="markdown file (default: DIR/report.md); PNG beside it")
     args = parse_command_args(parser, argv, "embodied report")
@@ -514,6 +554,7 @@ def main(argv: list[str]) -> int:
         args.where,
         args.unfinished,
         args.at_step,
+        args.tasks,
     )
     with atomic_path(out) as tmp:
         tmp.write_text(text)

@@ -11,10 +11,12 @@ The file names the agent, the seeds, a grid, the options every trial shares and 
     seeds = [0, 1, 2]
     [grid]                       # a cross product, one run directory per point and seed
     method = ["parl", "pebble"]
+    pair = [{source_task = "A", target_task = "B"}, ...]   # a linked axis: options set together, not crossed
     [options]                    # passed to every trial (option names as in the agent's dataclass)
     total_steps = 10000          # (preset = "NAME" applies one of the agent's presets; the others override it)
     [report]
     split = "task"               # optional: one report per value of this grid key
+    tasks = "task"               # optional: also one report over all its values as tasks (stratified bootstrap)
     where = ["method=pebble"]    # optional: only these runs (KEY=VALUE, as embodied report --where)
     out = "runs/parl"            # optional: the run directories (default runs/<study>; studies may share one)
     metric = "eval/success_rate"
@@ -42,7 +44,19 @@ from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
 
 STUDY_KEYS = {"agent", "seeds", "grid", "options", "report", "description", "name"}
-REPORT_KEYS = {"split", "metric", "threshold", "cost_key", "compare", "curves", "group_by", "where", "out", "keep"}
+REPORT_KEYS = {
+    "split",
+    "tasks",
+    "metric",
+    "threshold",
+    "cost_key",
+    "compare",
+    "curves",
+    "group_by",
+    "where",
+    "out",
+    "keep",
+}
 
 
 def load_study(path: Path) -> dict:
@@ -65,11 +79,35 @@ def load_study(path: Path) -> dict:
         raise EmbodiedError(f"study file {path}: unknown [report] keys {sorted(set(study['report']) - REPORT_KEYS)}")
     if not all(isinstance(v, list) and v for v in study["grid"].values()):
         raise EmbodiedError(f"study file {path}: every [grid] entry must be a non-empty list of values")
-    split = study["report"].get("split")
-    if split is not None and split not in study["grid"]:
-        raise EmbodiedError(f"study file {path}: report.split {split!r} is not a grid key")
+    from embodied.sweep import grid_options  # sweep imports the command table, which imports this module
+
+    study["grid"] = text_grid(study["grid"], path)
+    for key in ("split", "tasks"):
+        value = study["report"].get(key)
+        if value is not None and value not in grid_options(study["grid"]):
+            raise EmbodiedError(f"study file {path}: report.{key} {value!r} is not an option the grid sets")
     study.setdefault("name", path.stem)
     return study
+
+
+def text_grid(grid: dict, path: Path) -> dict[str, list[str]]:
+    """The [grid] as ``embodied sweep`` takes it, values as the command line spells them. An entry whose values
+    are tables is a linked axis (``pair = [{source_task = "A", target_task = "B"}, ...]``): each table is one
+    point that sets its options together, so the pairs are not crossed."""
+    out: dict[str, list[str]] = {}
+    for name, values in grid.items():
+        tables = [isinstance(v, dict) for v in values]
+        if not any(tables):
+            out[name] = [option_text(v) for v in values]
+            continue
+        points = [flatten(v) for v in values] if all(tables) else []
+        if not points or any(list(p) != list(points[0]) for p in points):
+            raise EmbodiedError(f"study file {path}: [grid] {name}: every value must be a table with the same keys")
+        texts = [[option_text(v) for v in p.values()] for p in points]
+        if any(":" in v for p in texts for v in p):
+            raise EmbodiedError(f"study file {path}: [grid] {name}: a linked value may not contain ':'")
+        out[":".join(points[0])] = [":".join(p) for p in texts]
+    return out
 
 
 def option_text(value) -> str:
@@ -96,10 +134,10 @@ def passthrough(options: dict, cls: type) -> list[str]:
 def run_study(
     study: dict, out: Path, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0, backend: str = "ray"
 ) -> None:
-    from embodied.sweep import config_class, parse_grid, sweep
+    from embodied.sweep import check_grid, config_class, sweep
 
     cls = config_class(study["agent"])
-    grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
+    grid = check_grid(study["grid"], cls)
     sweep(
         study["agent"],
         [int(s) for s in study["seeds"]],
@@ -134,35 +172,59 @@ def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
 
 
 def write_reports(study: dict, source: Path, results: Path) -> list[Path]:
-    """``embodied report`` on ``source`` (run directories or a records file), once per split value."""
+    """``embodied report`` on ``source`` (run directories or a records file): once per split value, and with
+    ``tasks`` once over all of them (``report.md``, the tasks' runs resampled within each task)."""
+    from embodied.sweep import grid_options
+
+    rep = study["report"]
+    split, tasks = rep.get("split"), rep.get("tasks")
+
+    def grouping(key: str | None) -> list[str]:  # the grid's options but those of the axis that holds ``key``
+        axis = next((a.split(":") for a in study["grid"] if key in a.split(":")), [])
+        return rep.get("group_by") or [k for k in grid_options(study["grid"]) if k not in axis]
+
+    reports = [("report", [], tasks, grouping(tasks))] if tasks else []
+    if split or not tasks:
+        values = grid_options(study["grid"])[split] if split else [None]
+        reports += [
+            ("report" if v is None else f"report-{v}", [] if v is None else [f"{split}={v}"], None, grouping(split))
+            for v in values
+        ]
+    written = []
+    for stem, where, over, group_by in reports:
+        written += write_report(study, source, results, stem, list(rep.get("where", [])) + where, group_by, over)
+    return written
+
+
+def write_report(
+    study: dict, source: Path, results: Path, stem: str, where: list[str], group_by: list[str], tasks: str | None
+) -> list[Path]:
+    """One report of the study's metric (``stem.md``, with its comparisons and threshold measures) and one per
+    extra curve (``stem-<metric>.md``), each with its curves' PNG."""
     from embodied.report import build_report
 
     rep = study["report"]
-    split = rep.get("split")
-    group_by = rep.get("group_by") or [k for k in study["grid"] if k != split]
     compare = [tuple(c) for c in rep.get("compare", [])]
     written = []
-    for value in study["grid"][split] if split else [None]:
-        stem = "report" if value is None else f"report-{value}"
-        where = list(rep.get("where", [])) + ([] if value is None else [f"{split}={option_text(value)}"])
-        for metric in [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])]:
-            main = metric == rep.get("metric", "eval/success_rate")
-            name = stem if main else f"{stem}-{metric.replace('/', '_')}"
-            out = results / f"{name}.md"
-            text = build_report(
-                source,
-                metric,
-                group_by,
-                compare if main else [],
-                rep.get("threshold") if main else None,
-                rep.get("cost_key") if main else None,
-                2000,
-                out.with_name(out.stem + "_curves.png"),
-                where,
-            )
-            with atomic_path(out) as tmp:
-                tmp.write_text(text)
-            written.append(out)
+    for metric in [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])]:
+        main = metric == rep.get("metric", "eval/success_rate")
+        name = stem if main else f"{stem}-{metric.replace('/', '_')}"
+        out = results / f"{name}.md"
+        text = build_report(
+            source,
+            metric,
+            group_by,
+            compare if main else [],
+            rep.get("threshold") if main else None,
+            rep.get("cost_key") if main else None,
+            2000,
+            out.with_name(out.stem + "_curves.png"),
+            where,
+            tasks=tasks,
+        )
+        with atomic_path(out) as tmp:
+            tmp.write_text(text)
+        written.append(out)
     return written
 
 

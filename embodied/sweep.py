@@ -70,29 +70,66 @@ def config_class(agent: str) -> type:
 
 
 def parse_grid(items: list[str], cls: type) -> dict[str, list[str]]:
-    """``["method=parl,pebble", ...]`` -> {"method": ["parl", "pebble"]}, checked against ``cls``'s fields."""
+    """``["method=parl,pebble", ...]`` -> {"method": ["parl", "pebble"]}, checked against ``cls``'s fields.
+
+    A linked axis sets several options together, point by point instead of as a cross product:
+    ``source_task:target_task=plate-slide-v3:plate-slide-back-v3,drawer-open-v3:door-open-v3`` is two points
+    (a task pair each), kept as one key ``"source_task:target_task"`` whose values are ``"A:B"``."""
     fields = option_types(cls)
     grid: dict[str, list[str]] = {}
     for item in items:
         key, sep, values = item.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")
-        if not sep or not key or not values:
-            raise EmbodiedError(f"--grid {item!r}: expected KEY=V1,V2,...")
-        if key not in fields:
-            raise EmbodiedError(
-                f"--grid {item!r}: {key!r} is not an option of this agent (see embodied train AGENT --help)"
-            )
-        if key in RESERVED:
-            raise EmbodiedError(f"--grid {item!r}: {key} is set by the sweep itself (use --seeds for seeds)")
+        keys = [k.strip().lstrip("-").replace("-", "_") for k in key.split(":")]
+        if not sep or not all(keys) or not values:
+            raise EmbodiedError(f"--grid {item!r}: expected KEY=V1,V2,... or KEY1:KEY2=A1:B1,A2:B2,...")
+        # tuples take comma-separated values themselves: separate grid values with ';' for those
+        split = ";" if any(typing.get_origin(fields.get(k)) in (tuple, list) for k in keys) else ","
+        key = ":".join(keys)
         if key in grid:
             raise EmbodiedError(f"--grid names {key!r} twice")
-        hint = fields[key]
-        # tuples take comma-separated values themselves: separate grid values with ';' for those
-        split = ";" if typing.get_origin(hint) in (tuple, list) else ","
         grid[key] = [v for v in values.split(split) if v != ""]
-        if len(set(grid[key])) != len(grid[key]):
-            raise EmbodiedError(f"--grid {item!r} repeats a value")
+    return check_grid(grid, cls)
+
+
+def check_grid(grid: dict[str, list[str]], cls: type) -> dict[str, list[str]]:
+    """The grid, if every key names options of ``cls`` (once in all) and every value gives each of them one."""
+    fields = option_types(cls)
+    named: set[str] = set()
+    for key, points in grid.items():
+        for k in key.split(":"):
+            if k not in fields:
+                raise EmbodiedError(
+                    f"--grid {key}: {k!r} is not an option of this agent (see embodied train AGENT --help)"
+                )
+            if k in RESERVED:
+                raise EmbodiedError(f"--grid {key}: {k} is set by the sweep itself (use --seeds for seeds)")
+            if k in named:
+                raise EmbodiedError(f"--grid names {k!r} twice")
+            named.add(k)
+        if not points:
+            raise EmbodiedError(f"--grid {key}: no values")
+        if len(set(points)) != len(points):
+            raise EmbodiedError(f"--grid {key} repeats a value")
+        bad = [v for v in points if len(v.split(":")) != len(key.split(":"))]
+        if bad:
+            raise EmbodiedError(f"--grid {key}: {bad[0]!r} does not give one value for each of its options")
     return grid
+
+
+def grid_point(key: str, value: str) -> dict[str, str]:
+    """The options one grid value sets: ``{"method": "parl"}``, or for a linked axis one per option."""
+    return dict(zip(key.split(":"), value.split(":"))) if ":" in key else {key: value}
+
+
+def grid_options(grid: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every option the grid sets, with its distinct values in grid order (a linked axis's options apart)."""
+    options: dict[str, list[str]] = {}
+    for key, values in grid.items():
+        for value in values:
+            for k, v in grid_point(key, value).items():
+                if v not in options.setdefault(k, []):
+                    options[k].append(v)
+    return options
 
 
 def option_args(key: str, value: str, cls: type) -> list[str]:
@@ -136,7 +173,7 @@ def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: 
     trials = []
     # seeds outermost: trials start in this order, so a sweep cut short has whole seeds of every setting
     for seed, values in itertools.product(seeds, list(itertools.product(*grid.values())) if grid else [()]):
-        settings = dict(zip(grid, values))
+        settings = {k: v for key, value in zip(grid, values) for k, v in grid_point(key, value).items()}
         extra = [a for k, v in settings.items() for a in option_args(k, v, cls)]
         argv = passthrough + extra + ["--seed", str(seed)]
         try:
@@ -521,7 +558,8 @@ def main(argv: list[str]) -> int:
         action="append",
         default=[],
         metavar="KEY=V1,V2",
-        help="an agent option and its values (repeat for a cross product; ';' separates tuple values)",
+        help="an agent option and its values (repeat for a cross product; ';' separates tuple values); "
+        "KEY1:KEY2=A1:B1,A2:B2 sets two options together, point by point (e.g. source and target task)",
     )
     parser.add_argument("--out", type=Path, required=True, help="directory that holds one run directory per trial")
     parser.add_argument(

@@ -331,6 +331,53 @@ def test_report_numbers_are_rliables(tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
+def test_a_report_over_tasks_resamples_runs_within_each_task(tmp_path):
+    """--tasks KEY: each group is rliable's (runs, tasks) matrix, seeds in order, so that every task weighs the
+    same and the bootstrap is stratified by task; a study writes that report beside the per-task ones."""
+    from rliable import library as rly, metrics
+
+    from embodied.study import write_reports
+
+    rng = np.random.default_rng(1)
+    values = {(m, task): [list(rng.uniform(lo, 1, 4)) for _ in range(3)] for m, lo in (("a", 0), ("b", 0.5))
+              for task in ("t1", "t2")}  # fmt: skip
+    values["a", "t2"].append([0.0, 0.0, 0.0, 0.0])  # a fourth seed on one task only: cut, not counted twice
+    for (method, task), runs in values.items():
+        for seed, curve in enumerate(runs):
+            d = tmp_path / "runs" / f"{method}-{task}-s{seed}"
+            d.mkdir(parents=True)
+            (d / "config.json").write_text(json.dumps({"method": method, "task": task, "seed": seed}))
+            rows = [{"step": 1000 * (i + 1), "eval/success_rate": v} for i, v in enumerate(curve)]
+            (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            (d / "summary.json").write_text("{}")
+    runs = find_runs(tmp_path / "runs")
+    scores = final_scores(group_runs(runs, ["method"]), "eval/success_rate", tasks="task")
+    expected = {f"method={m}": np.array([[values[m, t][s][-1] for t in ("t1", "t2")] for s in range(3)]) for m in "ab"}
+    for k in expected:
+        np.testing.assert_allclose(scores[k], expected[k])
+    np.random.seed(0)
+    point, interval = rly.get_interval_estimates(
+        expected,
+        lambda x: np.array([metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]),
+        reps=500,
+        random_state=np.random.RandomState(0),
+    )
+    text = build_report(
+        tmp_path / "runs", "eval/success_rate", None, [("method=b", "method=a")], 0.5, None, 500, None, tasks="task"
+    )
+    assert "over the 2 values of `task` as tasks" in text and "| method=a | 3 |" in text
+    assert f"{point['method=a'][1]:.3f} [{interval['method=a'][0, 1]:.3f}, {interval['method=a'][1, 1]:.3f}]" in text
+    late = np.mean([np.mean(values["b", t][s][2:]) for t in ("t1", "t2") for s in range(3)])
+    assert "| method=b | late | 3 |" in text and f"{late:.3g} [" in text.split("| method=b | late | 3 |")[1]
+    with pytest.raises(EmbodiedError, match="group method=b has runs on 3 of 4"):  # seed 3: method a alone
+        build_report(tmp_path / "runs", "eval/success_rate", ["method"], [], None, None, 500, None, tasks="seed")
+    study = {"grid": {"method": ["a", "b"], "task": ["t1", "t2"]},
+             "report": {"tasks": "task", "split": "task", "compare": [["method=b", "method=a"]]}}  # fmt: skip
+    written = write_reports(study, tmp_path / "runs", tmp_path / "results")
+    assert [p.name for p in written] == ["report.md", "report-t1.md", "report-t2.md"]
+    assert "as tasks" in written[0].read_text() and "as tasks" not in written[1].read_text()
+
+
 def test_report_on_one_run_and_bad_input(tmp_path, capsys):
     synthetic_runs(tmp_path, {"a": [[0.1, 0.5, 0.9]]})
     assert cli_main(["report", str(tmp_path / "a-s0"), "--threshold", "0.5", "--cost-key", "feedback/labels"]) == 0
@@ -376,6 +423,7 @@ def test_run_measures_on_a_constructed_curve():
     assert m == {
         "final": 0.9,
         "area": pytest.approx(0.62),
+        "late": pytest.approx((0.4 + 1.0 + 0.9) / 3),  # the evaluations after step 2500
         "steps_to_reach": 2000.0,
         "steps_to_hold": 4000.0,
         "reached": True,
@@ -387,26 +435,82 @@ def test_run_measures_on_a_constructed_curve():
         RunRecord(Path("r"), {}, rows[:1] + [{"step": 9000, "eval/success_rate": 0.5}]), "eval/success_rate", 0.8, None
     )
     assert never["steps_to_reach"] == never["steps_to_hold"] == 9000.0 and not never["reached"]
+    assert never["late"] == 0.5
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "bench" / "studies").glob("*.toml")),
                          ids=lambda p: p.name)  # fmt: skip
 def test_every_study_file_plans_trials_whose_options_the_agent_accepts(path):
     """Each trial's full command line is parsed by the agent's own config (presets included), without Ray."""
-    from embodied.study import load_study, option_text, passthrough
-    from embodied.sweep import config_class, parse_grid, plan
+    from embodied.study import load_study, passthrough
+    from embodied.sweep import check_grid, config_class, plan
 
     study = load_study(path)
     cls = config_class(study["agent"])
-    grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
+    grid = check_grid(study["grid"], cls)
     trials = plan(study["agent"], [int(s) for s in study["seeds"]], grid, passthrough(study["options"], cls))
     assert len(trials) == len(study["seeds"]) * int(np.prod([len(v) for v in grid.values()]))
 
 
+def test_a_linked_grid_axis_sets_its_options_together_instead_of_crossing_them(tmp_path):
+    """Task pairs (PEARL's source -> target) are points of one axis, on the command line and in a study file."""
+    from embodied.study import load_study
+    from embodied.sweep import check_grid, config_class, grid_options, parse_grid, plan
+
+    cls = config_class("pearl")
+    pairs = "source_task:target_task=plate-slide-v3:plate-slide-back-v3,drawer-open-v3:door-open-v3"
+    grid = parse_grid([pairs, "labels=cpa,oracle"], cls)
+    trials = plan("pearl", [0], grid, [])
+    assert [(t.settings["source_task"], t.settings["target_task"], t.settings["labels"]) for t in trials] == [
+        ("plate-slide-v3", "plate-slide-back-v3", "cpa"),
+        ("plate-slide-v3", "plate-slide-back-v3", "oracle"),
+        ("drawer-open-v3", "door-open-v3", "cpa"),
+        ("drawer-open-v3", "door-open-v3", "oracle"),
+    ]
+    argv = trials[2].argv
+    assert argv[argv.index("--source-task") + 1] == "drawer-open-v3"
+    assert argv[argv.index("--target-task") + 1] == "door-open-v3"
+    assert grid_options(grid)["target_task"] == ["plate-slide-back-v3", "door-open-v3"]
+    path = tmp_path / "pairs.toml"
+    path.write_text(
+        'agent = "pearl"\nseeds = [0, 1]\n[grid]\npair = [\n'
+        '  {source_task = "plate-slide-v3", target_task = "plate-slide-back-v3", gw.alpha = 0.9},\n'
+        '  {source_task = "drawer-open-v3", target_task = "door-open-v3", gw.alpha = 1.0},\n]\n'
+        '[report]\nsplit = "target_task"\n'
+    )
+    study = load_study(path)
+    assert study["grid"] == {
+        "source_task:target_task:gw.alpha": [
+            "plate-slide-v3:plate-slide-back-v3:0.9",
+            "drawer-open-v3:door-open-v3:1.0",
+        ]
+    }
+    trials = plan("pearl", [0, 1], check_grid(study["grid"], cls), [])
+    assert len(trials) == 4 and trials[1].settings["gw.alpha"] == "1.0"
+    path.write_text('agent = "pearl"\nseeds = [0]\n[grid]\nnoise = [[0.0, 0.3], [1.0]]\n')  # tuple values
+    trials = plan("pearl", [0], check_grid(load_study(path)["grid"], cls), [])
+    assert [t.argv[t.argv.index("--noise") + 1] for t in trials] == ["0.0,0.3", "1.0"]
+    for bad, message in (
+        ("source_task:target_task=plate-slide-v3", "one value for each"),
+        ("source_task:source_task=a:b", "twice"),
+        ("source_task:bogus=a:b", "'bogus' is not an option"),
+    ):
+        with pytest.raises(EmbodiedError, match=message):
+            parse_grid([bad], cls)
+    for grid_text, message in (
+        ('pair = [{source_task = "a", target_task = "b"}, {source_task = "c"}]', "same keys"),
+        ('pair = [{source_task = "a", target_task = "b"}, "c"]', "same keys"),
+        ('pair = [{source_task = "a:x", target_task = "b"}]', "may not contain"),
+    ):
+        path.write_text(f'agent = "pearl"\nseeds = [0]\n[grid]\n{grid_text}\n')
+        with pytest.raises(EmbodiedError, match=message):
+            load_study(path)
+
+
 def test_a_study_names_a_section_option_by_its_dotted_key(tmp_path):
     """TOML reads `wm.beta_lr = 0.01` as a nested table; the study turns it back into the option --wm.beta-lr."""
-    from embodied.study import load_study, option_text, passthrough
-    from embodied.sweep import config_class, parse_grid, plan
+    from embodied.study import load_study, passthrough
+    from embodied.sweep import check_grid, config_class, plan
 
     path = tmp_path / "s.toml"
     path.write_text(
@@ -416,8 +520,7 @@ def test_a_study_names_a_section_option_by_its_dotted_key(tmp_path):
     study = load_study(path)
     assert study["options"]["wm.beta_lr"] == 0.02
     cls = config_class("repo")
-    grid = parse_grid([f"{k}={','.join(option_text(v) for v in vals)}" for k, vals in study["grid"].items()], cls)
-    trials = plan("repo", [0], grid, passthrough(study["options"], cls))
+    trials = plan("repo", [0], check_grid(study["grid"], cls), passthrough(study["options"], cls))
     assert [t.settings["wm.target_kl"] for t in trials] == ["1.0", "3.0"]
     argv = trials[0].argv
     assert argv[argv.index("--wm.beta-lr") + 1] == "0.02" and "--no-behavior.return-norm" in argv
