@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # RePo's adaptation beyond 1000 steps, on one machine (made for a GPU, where a source run takes minutes, not the
-# CPU's hour): train RePo on clean pixels (reach-v3, bench/repo_scale.py's settings, SOURCE_STEPS env
+# CPU's hour): train RePo on clean pixels (reach-v3, --preset cpu-small, SOURCE_STEPS env
 # steps, one checkpoint at the end), then adapt its encoder under distractors for ADAPT_STEPS steps, every seed
 # and calibration arm at once as processes (bench/repo_adapt_study.py: clean ceiling, before, after, gap closed).
 #   DEVICE=cuda CUDA_GRAPH=1 bash bench/repo_adapt_gpu.sh OUT        # then: python bench/repo_adapt_study.py --report OUT/adapt
@@ -22,8 +22,8 @@ export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 start=$(date +%s)
 if [ ! -f "$OUT/source/summary.json" ]; then  # a finished train run writes summary.json; a stopped one does not
   [ -f "$OUT/source/checkpoints/last.pt" ] && echo "resuming the source from $OUT/source/checkpoints/last.pt"
-  read -r -a SCALE <<< "$(python bench/repo_scale.py total_steps="$SOURCE_STEPS" prefill="${PREFILL:-2000}" \
-    checkpoint_every="$SOURCE_STEPS" eval_every=$((SOURCE_STEPS / 4)))" || exit 1
+  SCALE=(--preset cpu-small --total-steps "$SOURCE_STEPS" --prefill "${PREFILL:-2000}" --checkpoint-every "$SOURCE_STEPS"
+         --eval-every $((SOURCE_STEPS / 4)))
   # --resume continues a checkpoint, starts afresh in a new or never-checkpointed directory, and refuses a source
   # whose config.json differs in what a resume may not change
   OMP_NUM_THREADS=$SOURCE_THREADS MKL_NUM_THREADS=$SOURCE_THREADS python -m embodied.cli train repo --task reach-v3 \

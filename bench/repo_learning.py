@@ -1,7 +1,7 @@
 """RePo learning at small scale: reward error, KL against its budget, dual variable, and evaluation
 return against a random policy on the same evaluation seeds.
 
-    python bench/repo_learning.py                                  # train (CPU scale: bench/repo_scale.py), then report
+    python bench/repo_learning.py                                  # train (--preset cpu-small), then report
     python bench/repo_learning.py --report runs/repo-reach-cpu --plot bench/results/repo_learning.png
     python bench/repo_learning.py --mode dreamer --variant distractor --run-name dreamer-reach-distractor
 
@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.repo.train import RePoConfig, make_pixel_env, run_repo
-from embodied.config import config_from_dict
+from embodied.config import config_from_dict, parse_config
 from embodied.runs import read_metrics
-from repo_scale import SCALE  # bench/, beside this script
 
 
 def random_return(cfg: RePoConfig, episodes: int) -> float:
@@ -114,17 +113,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.report is None:
         name = args.run_name or f"repo-learning-{args.task}-{args.variant}-{args.mode}-s{args.seed}"
-        cfg = RePoConfig(
-            task=args.task,
-            variant=args.variant,
-            mode=args.mode,
-            device=args.device,
-            seed=args.seed,
-            threads=args.threads,
-            resume=args.resume,
-            run_name=name,
-            video=False,
-            **SCALE,
+        cfg = parse_config(
+            RePoConfig,
+            ["--preset", "cpu-small", "--task", args.task, "--variant", args.variant, "--mode", args.mode]
+            + ["--device", args.device, "--seed", str(args.seed), "--threads", str(args.threads)]
+            + ["--run-name", name, "--no-video"]
+            + (["--resume"] if args.resume else []),
         )
         run_repo(cfg)
         args.report = Path(cfg.run_dir) / name

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # RePo vs Dreamer under distractors on one machine without Ray (a GPU machine with neither Ray nor network, whose
 # commands may run at most ~10 minutes): RePo and the Dreamer baseline on reach's distractor variant, SEEDS each, all
-# trials at once as processes under one wall-clock budget, at bench/repo_scale.py's CPU scale (0.2 updates
+# trials at once as processes under one wall-clock budget, at RePo's CPU scale (--preset cpu-small: 0.2 updates
 # per env step, batch 16 x 32; evaluated every EVAL_EVERY=1000 env steps, no checkpoints). Each trial runs
 # until STEPS or BUDGET_S; its metrics.jsonl is flushed per line, so a trial stopped by the budget keeps its
 # curve, and the comparison is made at an env step every trial reached (`embodied report DIR --at-step N`).
@@ -39,8 +39,8 @@ if [ "${MPS:-0}" = 1 ]; then
     echo "MPS: nvidia-cuda-mps-control not found; trials take turns on the GPU"
   fi
 fi
-read -r -a SCALE <<< "$(python bench/repo_scale.py total_steps="${STEPS:-30000}" prefill="${PREFILL:-2000}" \
-  eval_every="${EVAL_EVERY:-1000}" checkpoint_every=1000000000)" || exit 1
+SCALE=(--preset cpu-small --total-steps "${STEPS:-30000}" --prefill "${PREFILL:-2000}" --eval-every "${EVAL_EVERY:-1000}"
+       --checkpoint-every 1000000000)
 COMMON=(--task "${TASK:-reach-v3}" "${SCALE[@]}" --device "$DEVICE" --no-video --threads "$THREADS" --run-dir "$OUT" "${GRAPH[@]}")
 smi=
 command -v nvidia-smi >/dev/null && { nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 20 > "$OUT/gpu_use.csv" 2>&1 & smi=$!; }
