@@ -1,4 +1,4 @@
-"""Few-shot weighting rules on the constructed mirror pair (``tests/test_cpa.py``'s ``mirror_pair``): the share
+"""Few-shot weighting rules on the constructed mirror pair (``agents/pearl/mirror.py``): the share
 each rule leaves an inverted transfer, and the reward's accuracy against the shots alone.
 
     python bench/pearl_fewshot_mirror.py
@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_cpa import mirror_pair  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agents.pearl.cpa import GWConfig, cross_task_transfer  # noqa: E402
 from agents.pearl.few_shot import SHARE_RULES, fit_few_shot  # noqa: E402
+from agents.pearl.mirror import mirror_pair  # noqa: E402
 from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model  # noqa: E402
 from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs  # noqa: E402
 

@@ -20,7 +20,7 @@ from agents.pearl.cpa import (
 )
 from agents.pearl.few_shot import fit_few_shot, orientation_probability, stacking_weight, transfer_share
 from agents.pearl.gw import FactoredCost, fused_gw, gw_loss, sinkhorn
-from embodied.data.segments import Segments
+from agents.pearl.mirror import mirror_pair
 from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
 from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
 
@@ -67,31 +67,6 @@ def test_svd_factors_of_a_distance_matrix_give_the_dense_labels(rng):
         agreement(transfer_labels(dense, prefs, first, second)[0], transfer_labels(fast, prefs, first, second)[0])
         > 0.95
     )
-
-
-def mirror_pair(rng, n=200, length=5, skew=(3, 4)):
-    """Two Meta-World-shaped tasks whose object trajectories are a mirror image of each other's quality.
-
-    Quality u in [0, 1] per segment; the object position moves along a line at ``u`` in the source
-    and at ``1 - u`` in the target; quality is skewed low in the source and high in the target, so
-    the position *distributions* coincide: plain GW's optimum maps position to position, which
-    maps good source segments onto bad target ones. The arm, as in every task, moves calmly when
-    the segment is good and flails when it is bad.
-    """
-
-    def task(quality, position):
-        obs = np.zeros((n, length, 39), np.float32)
-        obs[:, :, 4:18] = position[:, None, None] + 0.01 * rng.normal(size=(n, length, 14))
-        flail = 1.0 - quality
-        act = (
-            rng.choice([-1.0, 1.0], size=(n, length, 4)) * flail[:, None, None] + 0.05 * rng.normal(size=(n, length, 4))
-        ).astype(np.float32)
-        rewards = np.repeat(quality[:, None], length, 1).astype(np.float32)
-        return Segments(obs, act, rewards, np.zeros((n, length), bool), np.arange(n), np.zeros(n, int))
-
-    q_src = rng.beta(*skew, size=n)
-    q_tgt = rng.beta(*skew[::-1], size=n)
-    return task(q_src, q_src), task(q_tgt, 1.0 - q_tgt)
 
 
 @pytest.fixture
