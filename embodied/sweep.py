@@ -3,6 +3,8 @@
     embodied sweep --agent parl --seeds 0,1,2,3,4 --grid method=parl,pebble,sac --out runs/study \\
         [--address ADDR] [--cpus-per-trial 1] [--max-retries 3] -- --task button-press-v3 --total-steps 30000
 
+- ``--grid KEY=V1,V2`` axes are crossed; a linked axis ``--grid KEY1:KEY2=A1:B1,A2:B2`` sets its options
+  together, point by point (PEARL's source -> target task pairs).
 - Every trial is ``embodied train AGENT ... --seed S --run-dir OUT --run-name NAME --threads C`` in a
   child process of a Ray task that reserves C CPUs, so Ray never runs more trials than cores and
   each trial's torch uses exactly its share: oversubscription is impossible by construction.
