@@ -6,7 +6,9 @@
 No RL: the reward learner alone, on data that covers the task. Per seed and setting, episodes of the point-hold
 task (``envs/point_hold.py``, 10 or 0 irrelevant per-episode features) in which a scripted hand visits
 three random targets, ten steps each, with noise, so that every part of the square is visited; ``labels`` pairs of
-10-step segments (one episode per label) labelled by the scripted teacher; one ``RewardModel`` of the state
+10-step segments labelled by the scripted teacher, the two segments of a pair from two episodes (``across``) or
+from one (``within``: the features are the same on both sides, so they cannot tell the pair apart by which
+episode a segment came from); one ``RewardModel`` of the state
 (PARL's default, 2 x 256, 50 epochs). Measured on fresh episodes and a 41 x 41 grid of hand positions (with fresh
 features): preference accuracy on held-out pairs, on the training pairs, the grid rank correlation with the true
 reward, and where the learned reward is highest -- its distance from the goal (the true reward is flat within 0.1
@@ -22,7 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-SETTINGS = [(nuisance, labels) for nuisance in (0, 10) for labels in (300, 1000, 3000)]
+SETTINGS = [
+    (nuisance, labels, pairs) for pairs in ("across", "within") for nuisance in (0, 10) for labels in (300, 1000, 3000)
+]
+
+
+def episode(env, rng: np.random.Generator) -> tuple[list, list]:
+    """One 30-step episode in which the hand visits three random targets: observations and true rewards."""
+    env.reset(seed=int(rng.integers(2**31)))
+    observations, rewards = [], []
+    for t in range(30):
+        if t % 10 == 0:
+            target = rng.uniform(-1, 1, 2)
+        action = np.clip((target - env.hand) / 0.2, -1, 1) + 0.3 * rng.normal(size=2)
+        obs, reward, *_ = env.step(np.concatenate([action, np.zeros(2)]).astype(np.float32))
+        observations.append(obs)
+        rewards.append(reward)
+    return observations, rewards
 
 
 def segments(nuisance: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -32,22 +50,28 @@ def segments(nuisance: int, count: int, rng: np.random.Generator) -> tuple[np.nd
     env = PointHoldEnv(nuisance)
     obs_out, rew_out = [], []
     for _ in range(count):
-        obs, _ = env.reset(seed=int(rng.integers(2**31)))
-        observations, rewards = [], []
-        for t in range(30):
-            if t % 10 == 0:
-                target = rng.uniform(-1, 1, 2)
-            action = np.clip((target - env.hand) / 0.2, -1, 1) + 0.3 * rng.normal(size=2)
-            obs, reward, *_ = env.step(np.concatenate([action, np.zeros(2)]).astype(np.float32))
-            observations.append(obs)
-            rewards.append(reward)
+        observations, rewards = episode(env, rng)
         start = rng.integers(0, 21)
         obs_out.append(np.stack(observations[start : start + 10]))
         rew_out.append(np.asarray(rewards[start : start + 10], np.float32))
     return np.stack(obs_out), np.stack(rew_out)
 
 
-def fit(seed: int, nuisance: int, labels: int) -> dict:
+def paired_segments(nuisance: int, pairs: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``2 * pairs`` segments, segment ``i`` and ``i + pairs`` two disjoint thirds of one episode."""
+    from envs.point_hold import PointHoldEnv
+
+    env = PointHoldEnv(nuisance)
+    first, second = [], []
+    for _ in range(pairs):
+        observations, rewards = episode(env, rng)
+        for out, third in zip((first, second), sorted(rng.choice(3, 2, replace=False))):
+            out.append((observations[10 * third : 10 * third + 10], rewards[10 * third : 10 * third + 10]))
+    both = first + second
+    return np.stack([np.stack(o) for o, _ in both]), np.stack([np.asarray(r, np.float32) for _, r in both])
+
+
+def fit(seed: int, nuisance: int, labels: int, pairing: str = "across") -> dict:
     import torch
     from scipy.stats import spearmanr
 
@@ -59,7 +83,7 @@ def fit(seed: int, nuisance: int, labels: int) -> dict:
     rng = np.random.default_rng(seed)
     teacher = ScriptedTeacher()
     pairs = lambda n: (np.arange(n), np.arange(n, 2 * n))  # noqa: E731
-    obs, rew = segments(nuisance, 2 * labels, rng)
+    obs, rew = segments(nuisance, 2 * labels, rng) if pairing == "across" else paired_segments(nuisance, labels, rng)
     prefs = teacher.label(rew, *pairs(labels))
     act = np.zeros((*obs.shape[:2], 4), np.float32)
     model = RewardModel(obs.shape[-1], 4, use_action=False)
@@ -81,6 +105,7 @@ def fit(seed: int, nuisance: int, labels: int) -> dict:
         "seed": seed,
         "nuisance": nuisance,
         "labels": labels,
+        "pairs": pairing,
         "train_accuracy": preference_accuracy(model, obs, act, prefs),
         "heldout_accuracy": preference_accuracy(model, test_obs, test_act, test_prefs),
         "grid_rank_corr": float(np.mean(rank)),
@@ -94,28 +119,31 @@ def report(path: Path) -> str:
     from records import read_records
 
     records = read_records(path)
+    for r in records:
+        r.setdefault("pairs", "across")
     measures = ["heldout_accuracy", "train_accuracy", "grid_rank_corr", "argmax_distance"]
     out = [
         f"Seeds {sorted({r['seed'] for r in records})}; per setting, mean over seeds [95 % bootstrap CI] "
         "(`embodied.report.aggregate`). `argmax_distance`: distance from the goal of the learned reward's highest "
-        "grid point, averaged over five fresh feature vectors (0.1 or less is on the goal).",
+        "grid point, averaged over five fresh feature vectors (0.1 or less is on the goal). Pairs: the two "
+        "segments of a training pair from two episodes (across) or from one (within); held-out pairs are across.",
         "",
-        "| irrelevant features | labels | seeds | " + " | ".join(measures) + " |",
-        "| ---: | ---: | ---: | " + " | ".join("---" for _ in measures) + " |",
+        "| pairs | irrelevant features | labels | seeds | " + " | ".join(measures) + " |",
+        "| --- | ---: | ---: | ---: | " + " | ".join("---" for _ in measures) + " |",
     ]
-    for nuisance, labels in SETTINGS:
-        rows = [r for r in records if (r["nuisance"], r["labels"]) == (nuisance, labels)]
+    for nuisance, labels, pairs in SETTINGS:
+        rows = [r for r in records if (r["nuisance"], r["labels"], r["pairs"]) == (nuisance, labels, pairs)]
         if not rows:
             continue
         cells = []
         for m in measures:
             st = aggregate({"x": np.array([[r[m]] for r in rows])})["x"]
             cells.append(f"{st['mean']:.3f} [{st['mean_low']:.3f}, {st['mean_high']:.3f}]")
-        out.append(f"| {nuisance} | {labels} | {len(rows)} | " + " | ".join(cells) + " |")
+        out.append(f"| {pairs} | {nuisance} | {labels} | {len(rows)} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
 
-def _job(args: tuple[int, int, int]) -> dict:
+def _job(args: tuple[int, int, int, str]) -> dict:
     return fit(*args)
 
 
@@ -132,7 +160,7 @@ def main() -> None:
         args.out,
         [(seed, *setting) for seed in args.seeds for setting in SETTINGS],
         _job,
-        key=lambda r: (r["seed"], r["nuisance"], r["labels"]),
+        key=lambda r: (r["seed"], r["nuisance"], r["labels"], r.get("pairs", "across")),
         processes=args.jobs,
     )
 

@@ -1,4 +1,7 @@
-"""PEARL comparison table: transferred-label accuracy and IQL success per source -> target pair.
+"""PEARL comparison table: transferred-label accuracy and IQL success per source -> target pair, with the
+nearest-neighbour transfer baseline and the plain reward model beside CPA+RRL and the oracle. The main success
+table (CPA+RRL against the oracle and the per-step reward, 4 pairs x 3 seeds) is the study
+``embodied study bench/studies/pearl_success.toml``; this script holds the ablations the docs cite from its records.
 
     python bench/pearl_table.py --pair button-press-v3:button-press-wall-v3 --out runs/pearl_table.jsonl
     python bench/pearl_table.py --report runs/pearl_table.jsonl [more.jsonl ...]
