@@ -251,8 +251,11 @@ MEASURES = {  # name -> (what it is, higher is better)
     "final": ("last value", True),
     "area": ("mean over the curve (area under it, per evaluation)", True),
     "late": ("mean of the evaluations in the second half of the run", True),
-    "steps_to_reach": ("env steps to first reach the threshold (the run's last step if never)", False),
-    "steps_to_hold": ("env steps from which it stays at or above the threshold to the end (last step if never)", False),
+    "steps_to_reach": (
+        "steps (the run's counter: env steps, or updates offline) to first reach the threshold (the last if never)",
+        False,
+    ),
+    "steps_to_hold": ("steps from which it stays at or above the threshold to the end (last step if never)", False),
     "cost_to_reach": ("the cost key at the first reach (its last value if never)", False),
     "cost_to_hold": ("the cost key when it starts to hold (its last value if never)", False),
 }
