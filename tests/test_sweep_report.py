@@ -41,6 +41,24 @@ def ray_pids() -> set[int]:
     return {int(p) for p in out.split()}
 
 
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc), so that a check sees what one command started, not what a
+    test on another worker started at the same time."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -216,7 +234,6 @@ def test_sweep_runs_skips_finished_trials_and_retries_a_killed_worker(tmp_path):
 
 @pytest.mark.xdist_group("ray")  # it checks that no Ray starts: none of the Ray tests beside it
 def test_a_local_sweep_runs_without_ray_and_resumes_a_killed_trial(tmp_path):
-    before = ray_pids()
     out = tmp_path / "sweep"
     proc = subprocess.Popen(
         sweep_cmd(out, "0", 3000, "--backend", "local"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -225,7 +242,7 @@ def test_a_local_sweep_runs_without_ray_and_resumes_a_killed_trial(tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and not (target / "checkpoints" / "last.pt").exists():
         time.sleep(0.2)
-    assert ray_pids() <= before, "no Ray"
+    assert not ray_pids() & descendants(proc.pid), "no Ray"
     os.kill(int((target / ".lock").read_text()), signal.SIGKILL)  # the trial's own process
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
