@@ -137,8 +137,13 @@ def score_matrix(members: list[RunRecord], value, tasks: str | None) -> np.ndarr
     if tasks is None:
         values = [v for v in map(value, members) if v is not None]
         return np.asarray(values, dtype=np.float64)[:, None] if values else None
+
+    def seed_order(run: RunRecord) -> tuple:  # numerically: seed 2 before seed 10
+        seed = run.config.get("seed")
+        return (0, seed, str(run.path)) if isinstance(seed, int) else (1, 0, str(run.path))
+
     columns: dict[str, list[float]] = {}
-    for run in sorted(members, key=lambda r: (str(r.config.get("seed")), str(r.path))):
+    for run in sorted(members, key=seed_order):
         v = value(run)
         if v is not None:
             columns.setdefault(str(run.config.get(tasks)), []).append(v)
@@ -275,10 +280,11 @@ def run_measures(run: RunRecord, metric: str, threshold: float, cost_key: str | 
     first = int(steps[np.argmax(above)]) if reached else last
     below = np.nonzero(~above)[0]
     hold = last if not above[-1] else int(steps[below[-1] + 1]) if len(below) else int(steps[0])
+    second_half = steps > last / 2
     out = {
         "final": float(values[-1]),
         "area": float(values.mean()),
-        "late": float(values[steps > last / 2].mean()) if (steps > last / 2).any() else float(values[-1]),
+        "late": float(values[second_half].mean()) if second_half.any() else float(values[-1]),
         "steps_to_reach": float(first),
         "steps_to_hold": float(hold),
         "reached": reached,
@@ -413,11 +419,11 @@ def build_report(
         raise EmbodiedError(f"--group-by {', '.join(unknown)}: not in any run's config.json")
     groups = group_runs(runs, keys)
     scores = final_scores(groups, metric, tasks)
-    stats = aggregate(scores, reps)
     n_tasks = len({str(r.config.get(tasks)) for r in runs}) if tasks else 1
     uneven = [g for g, s in scores.items() if s.shape[1] != n_tasks]
-    if uneven:
+    if uneven:  # before the bootstrap, not after it
         raise EmbodiedError(f"--tasks {tasks}: group {uneven[0]} has runs on {scores[uneven[0]].shape[1]} of {n_tasks}")
+    stats = aggregate(scores, reps)
     reasons = [
         f"{n} {why} left out"
         for n, why in ((len(found) - len(runs) - len(short), "unfinished"), (len(short), f"short of step {at_step}"))

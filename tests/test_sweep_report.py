@@ -372,6 +372,11 @@ def test_a_report_over_tasks_resamples_runs_within_each_task(tmp_path):
     expected = {f"method={m}": np.array([[values[m, t][s][-1] for t in ("t1", "t2")] for s in range(3)]) for m in "ab"}
     for k in expected:
         np.testing.assert_allclose(scores[k], expected[k])
+    from embodied.report import RunRecord, score_matrix
+
+    by_seed = [RunRecord(Path(f"r{s}"), {"seed": s, "task": t}, []) for s, t in ((10, "t1"), (2, "t1"), (3, "t2"))]
+    matrix = score_matrix(by_seed, lambda r: float(r.config["seed"]), "task")
+    assert matrix.tolist() == [[2.0, 3.0]], "seeds in numeric order: the cut keeps seed 2, not 10"
     np.random.seed(0)
     point, interval = rly.get_interval_estimates(
         expected,
