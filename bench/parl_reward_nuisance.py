@@ -73,8 +73,8 @@ def paired_segments(nuisance: int, pairs: int, rng: np.random.Generator) -> tupl
 
 def fit(seed: int, nuisance: int, labels: int, pairing: str = "across") -> dict:
     import torch
-    from scipy.stats import spearmanr
 
+    from agents.parl.diagnostics import rank_correlation
     from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
     from embodied.teacher import ScriptedTeacher
 
@@ -100,7 +100,7 @@ def fit(seed: int, nuisance: int, labels: int, pairing: str = "across") -> dict:
         with torch.no_grad():
             learned = model(torch.as_tensor(states), None).numpy()
         argmax_distance.append(float(distance[learned.argmax()]))
-        rank.append(float(spearmanr(learned, -np.maximum(distance - 0.1, 0)).statistic))
+        rank.append(rank_correlation(learned, -np.maximum(distance - 0.1, 0)))
     return {
         "seed": seed,
         "nuisance": nuisance,
