@@ -86,7 +86,7 @@ def load_policy_module(path: str | os.PathLike) -> torch.nn.Module:
 
 
 def make_policy(spec: str, env: gym.Env) -> Policy:
-    """``"random"``, ``"scripted"`` (Meta-World's expert, or a drawer-block task's skill plan) or a policy file."""
+    """``"random"``, ``"scripted"`` (the task's expert, or a drawer-block task's skill plan) or a policy file."""
     if spec == "random":
         return lambda _obs: env.action_space.sample()
     if spec == "scripted":
@@ -95,7 +95,7 @@ def make_policy(spec: str, env: gym.Env) -> Policy:
 
         try:
             return scripted_plan(env) if isinstance(env.unwrapped, DrawerBlockEnv) else scripted_expert(env)
-        except ValueError as err:  # a task without one (the diagnostic point-hold tasks)
+        except ValueError as err:  # a task without one
             raise EmbodiedError(f"{err}; use --policy random or a policy file") from None
     module = load_policy_module(spec)
     spaces = {"obs_dim": ("observation", env.observation_space.shape), "act_dim": ("action", env.action_space.shape)}

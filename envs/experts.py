@@ -1,4 +1,4 @@
-"""Meta-World's scripted expert policies, usable on any variant of our environments."""
+"""Meta-World's scripted expert policies, usable on any variant of our environments (and point-hold's)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,14 @@ def scripted_expert(env: gym.Env) -> Callable[[object], np.ndarray]:
     """A policy ``obs -> action`` that runs the task's hand-written expert.
 
     The expert reads the 39-d simulator state, which the env keeps as ``last_state`` whatever its
-    observation type (so it works on pixel and distractor variants too).
+    observation type (so it works on pixel and distractor variants too). On point-hold the expert goes
+    straight to the goal and stays there.
     """
+    from envs.point_hold import PointHoldEnv
+
     base = env.unwrapped
+    if isinstance(base, PointHoldEnv):
+        return lambda _obs: base.expert_action()
     task = getattr(base, "task", None)
     if task not in ENV_POLICY_MAP:
         raise ValueError(f"no scripted expert for env {env.spec.id if env.spec else env!r}")

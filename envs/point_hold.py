@@ -64,3 +64,44 @@ class PointHoldEnv(gym.Env):
         distance = float(np.linalg.norm(self.hand - self.goal))
         success = float(distance < 0.15)
         return self._obs(), -max(distance - 0.1, 0.0), False, False, {"success": success, "is_success": bool(success)}
+
+    def expert_action(self) -> np.ndarray:
+        """The scripted expert's action: straight to the goal at full speed, then stay (the unused dimensions 0)."""
+        move = np.clip((self.goal - self.hand) / 0.2, -1, 1)
+        return np.concatenate([move, np.zeros(2)]).astype(np.float32)
+
+
+def reward_optimal_path(
+    reward, features: np.ndarray | None = None, gamma: float = 0.9, steps: int = MAX_EPISODE_STEPS
+) -> np.ndarray:
+    """Hand positions ``(steps, 2)`` from the start (-0.5, -0.5) under the policy that maximises ``reward``.
+
+    What a learner that optimises a learned reward converges to, computed exactly instead of by RL: value
+    iteration on the lattice of spacing 0.1 that the hand stays on with moves of 0.2 * {-1, -0.5, 0, 0.5, 1}
+    per axis, the unused action dimensions in {-1, 0, 1} (a reward of the action may pay for them).
+    ``reward(obs (N, D), action (N, 4)) -> (N,)`` is applied to the state before the step, as PARL's loop
+    relabels its transitions; ``features`` are the per-episode features of the observation (none by default).
+    """
+    features = np.zeros(0, np.float32) if features is None else np.asarray(features, np.float32)
+    axis = np.round(np.linspace(-1, 1, 21), 6)
+    hands = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2).astype(np.float32)
+    moves, unused = np.linspace(-1, 1, 5), np.array([-1.0, 0.0, 1.0])
+    actions = np.stack(np.meshgrid(moves, moves, unused, unused, indexing="ij"), -1).reshape(-1, 4).astype(np.float32)
+    obs = np.concatenate([hands, np.broadcast_to(features, (len(hands), len(features)))], 1)
+    r = np.asarray(reward(np.repeat(obs, len(actions), 0), np.tile(actions, (len(hands), 1))), np.float64)
+    r = r.reshape(len(hands), len(actions))
+    cell = np.rint((np.clip(hands[:, None] + 0.2 * actions[None, :, :2], -1, 1) + 1) / 0.1).astype(int)
+    after = cell[..., 0] * len(axis) + cell[..., 1]  # lattice index after each (hand, action)
+    value = np.zeros(len(hands))
+    for _ in range(1000):
+        new = (r + gamma * value[after]).max(1)
+        done = np.abs(new - value).max() < 1e-8
+        value = new
+        if done:
+            break
+    policy = (r + gamma * value[after]).argmax(1)
+    state, path = 5 * len(axis) + 5, []  # (-0.5, -0.5)
+    for _ in range(steps):
+        state = after[state, policy[state]]
+        path.append(hands[state])
+    return np.stack(path)

@@ -147,7 +147,6 @@ def test_train_help_lists_the_agents(capsys):
         (["video", "--max-steps", "-1"], "--max-steps must be positive"),
         (["video", "--size", "100000"], "at most 4096"),  # used to fail inside the EGL driver with a traceback
         (["video", "--out", "rollout.txt"], "ending in .mp4"),  # ffmpeg refused the suffix with a traceback
-        (["collect", "--env", "embodied/point-hold-v0", "--episodes", "1"], "use --policy random"),  # no expert
     ],
 )
 def test_bad_numbers_and_paths_give_one_line(capsys, args, message):

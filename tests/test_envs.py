@@ -37,9 +37,9 @@ def test_point_hold_pays_for_the_goal_and_only_the_first_two_action_dimensions_m
     features = obs[2:].copy()
     obs, _, *_ = env.step(np.array([0, 0, 1, -1], np.float32))  # the idle dimensions do nothing
     assert np.allclose(obs[2:], features) and np.allclose(obs[:2], env.unwrapped.hand)
-    rewards, successes = [], []
+    rewards, successes, expert = [], [], scripted_expert(env)
     for _ in range(8):  # straight to the goal, then stay
-        obs, reward, terminated, truncated, info = env.step(np.clip((0.5 - obs[:2]) / 0.2, -1, 1).tolist() + [0, 0])
+        obs, reward, terminated, truncated, info = env.step(expert(obs))
         rewards.append(reward)
         successes.append(info["success"])
     assert np.all(np.diff(rewards) >= -1e-6) and rewards[-1] == 0.0 and successes[-1] == 1.0
@@ -49,6 +49,18 @@ def test_point_hold_pays_for_the_goal_and_only_the_first_two_action_dimensions_m
     image = frame.render()  # the hand starts near (-0.5, -0.5): red in the lower-left quarter, none elsewhere
     red = (image[..., 0] > 200) & (image[..., 1] < 100)
     assert image.shape == (40, 40, 3) and red[20:, :20].any() and not red[:20].any() and not red[:, 20:].any()
+
+
+def test_the_reward_optimal_path_on_point_hold_follows_the_reward():
+    from envs.point_hold import reward_optimal_path
+
+    def true_reward(obs, act):  # the env's reward, of the state after the step
+        return -np.maximum(np.linalg.norm(np.clip(obs[:, :2] + 0.2 * act[:, :2], -1, 1) - 0.5, axis=1) - 0.1, 0)
+
+    distance = np.linalg.norm(reward_optimal_path(true_reward) - 0.5, axis=1)
+    assert distance[4] < 0.15 and distance.max(initial=0, where=np.arange(30) >= 4) < 0.15  # there in 5 steps, stays
+    pushed = reward_optimal_path(lambda obs, act: act[:, 0] - np.abs(act[:, 1]))  # pays for moving right only
+    assert np.allclose(pushed[-1], [1.0, -0.5])
 
 
 def test_module_prefix_make_works():
