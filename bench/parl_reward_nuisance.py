@@ -74,8 +74,13 @@ def paired_segments(nuisance: int, pairs: int, rng: np.random.Generator) -> tupl
 def fit(seed: int, nuisance: int, labels: int, pairing: str = "across") -> dict:
     import torch
 
-    from agents.parl.diagnostics import rank_correlation
-    from embodied.reward_models import RewardModel, RewardTrainConfig, preference_accuracy, train_reward_model
+    from embodied.reward_models import (
+        RewardModel,
+        RewardTrainConfig,
+        preference_accuracy,
+        rank_correlation,
+        train_reward_model,
+    )
     from embodied.teacher import ScriptedTeacher
 
     torch.set_num_threads(1)

@@ -20,14 +20,13 @@ from pathlib import Path
 import torch
 
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer, transitions_from_episodes
-from agents.pearl.train import ORIGINAL_IQL, iql_dataset, late_mean
+from agents.pearl.train import ORIGINAL_IQL, iql_dataset, late_mean, load_trained_reward
 from embodied.evaluation import evaluate
 from embodied.make import make_env
-from pearl_reward_probe import load_run  # bench/, beside this script
 
 
 def retrain(run_dir: Path, seed: int, eval_every: int, steps: int | None = None) -> dict:
-    cfg, episodes, reward = load_run(run_dir)
+    cfg, episodes, reward = load_trained_reward(run_dir)
     cfg["iql_steps"] = steps or cfg["iql_steps"]
     obs_dim, act_dim = episodes[0].observations.shape[-1], episodes[0].actions.shape[-1]
     setting = {key: cfg.get(key, value) for key, value in ORIGINAL_IQL.items()}

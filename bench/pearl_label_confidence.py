@@ -26,9 +26,8 @@ import torch
 
 from agents.pearl.train import REWARD_MODELS, heldout_accuracy, relabel, run_segments
 from embodied.data import load_episodes
-from embodied.reward_models import RewardTrainConfig, train_reward_model
+from embodied.reward_models import RewardTrainConfig, rank_correlation, train_reward_model
 from embodied.teacher import Preferences, ScriptedTeacher
-from pearl_reward_probe import spearman  # bench/, beside this script
 
 
 def by_quartile(values: np.ndarray, correct: np.ndarray) -> list[float]:
@@ -102,7 +101,7 @@ def main() -> None:
                         "variant": variant,
                         "pairs": int(keep.sum()),
                         "heldout_accuracy": round(accuracy, 3),
-                        "rank_corr": round(spearman(learned, true), 3),
+                        "rank_corr": round(rank_correlation(learned, true), 3),
                         "seconds": round(time.perf_counter() - start),
                     }
                 ),

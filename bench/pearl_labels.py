@@ -47,6 +47,7 @@ from embodied.reward_models import (
 )
 from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
 from envs.experts import scripted_expert
+from records import cell  # bench/records.py, the benches' shared helpers
 
 
 DEFAULTS = PearlConfig()  # the data recipe of `embodied train pearl`
@@ -159,12 +160,6 @@ def mix_curve(ensemble: RewardEnsemble, segments, truth: Preferences, points: in
         ret = w * returns[0] + (1.0 - w) * returns[1]
         curve.append(float(np.mean((ret[first] > ret[second]) == right)))
     return curve
-
-
-def cell(values) -> str:
-    """``mean [min, max]`` over seeds (the value alone for one seed)."""
-    values = np.asarray(values, float)
-    return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def column_name(key: str, names: dict[str, str]) -> str:

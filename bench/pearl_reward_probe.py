@@ -1,6 +1,8 @@
 """Where is a PEARL reward model wrong? Per-transition diagnosis of the rewards IQL is trained on.
 
-    python bench/pearl_reward_probe.py runs/pearl_table2/table-A-to-B-{oracle,cpa}-*-s0 [...]
+    embodied study bench/studies/pearl_success.toml      # the runs (records of the probe below are of these)
+    python bench/pearl_reward_probe.py runs/pearl_success/*credit=1.0* --out bench/results/pearl_reward_probe.jsonl
+    python bench/pearl_reward_probe.py --report bench/results/pearl_reward_probe.jsonl   # the table again
 
 For each run directory (a PEARL run with ``reward.pt`` and its target dataset), over every transition
 of the target data (the learned reward per step, standardised as ``relabel`` does: what IQL sees with
@@ -29,41 +31,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
-from agents.pearl.train import best_episodes, new_reward_model, relabel
-from embodied.checkpoint import load_checkpoint
-from embodied.data import load_episodes
+from agents.pearl.train import best_episodes, load_trained_reward, relabel
+from embodied.atomic import atomic_path
+from embodied.reward_models import rank_correlation
 
 
 def ranks(x: np.ndarray) -> np.ndarray:
-    out = np.empty(len(x))
-    out[np.argsort(x, kind="stable")] = np.arange(len(x))
-    return out / max(len(x) - 1, 1)
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
-
-
-def load_run(run_dir: Path) -> tuple[dict, list, torch.nn.Module]:
-    """A finished PEARL run's config, its target episodes and its trained reward model (eval mode)."""
-    cfg = json.loads((run_dir / "config.json").read_text())
-    cfg["target_data"] = cfg.get("target_data") or str(run_dir / "target.hdf5")  # shared data, else the run's own
-    episodes = load_episodes(cfg["target_data"])
-    reward = new_reward_model(
-        cfg["reward_model"],
-        cfg["labels"],
-        cfg.get("few_shot_labels", 0),
-        episodes[0].observations.shape[-1],
-        episodes[0].actions.shape[-1],
-    )
-    reward.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
-    return cfg, episodes, reward.eval()
+    """Ranks scaled to [0, 1], ties at their mean rank (as ``rank_correlation`` ranks)."""
+    return (rankdata(x) - 1) / max(len(x) - 1, 1)
 
 
 def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
     """The row of ``run_dir``, its target data's path and its standardised learned reward per transition."""
-    cfg, episodes, model = load_run(run_dir)
+    cfg, episodes, model = load_trained_reward(run_dir)
     per_episode = relabel(model, episodes, "cpu")
     learned = np.concatenate(per_episode)  # the rewards IQL trains on with --iql-episode-credit 0 --iql-top 1
     solved = np.array([ep.success for ep in episodes], dtype=float)
@@ -81,21 +63,21 @@ def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
         "run": run_dir.name,
         "labels": cfg["labels"],
         "reward_model": cfg["reward_model"],
-        "rank_corr": spearman(learned, true),
-        "near_success_corr": spearman(learned[top], true[top]),
-        "episode_corr": spearman(
+        "rank_corr": rank_correlation(learned, true),
+        "near_success_corr": rank_correlation(learned[top], true[top]),
+        "episode_corr": rank_correlation(
             np.array([r.sum() for r in per_episode]), np.array([ep.rewards.sum() for ep in episodes])
         ),
         "top_quarter_success": float(solved[best].mean()),
         "data_success": float(solved.mean()),
-        "top_quarter_corr": spearman(
+        "top_quarter_corr": rank_correlation(
             np.concatenate([per_episode[i] for i in best]), np.concatenate([episodes[i].rewards for i in best])
         ),
         "success_steps": float(success.mean()),
         "success_gap": float(learned[success].mean() - learned[~success].mean()) if success.any() else float("nan"),
     }
     if std is not None:
-        row["std_error_corr"] = spearman(std, np.abs(ranks(learned) - ranks(true)))
+        row["std_error_corr"] = rank_correlation(std, np.abs(ranks(learned) - ranks(true)))
     summary = run_dir / "summary.json"
     if summary.exists():
         s = json.loads(summary.read_text())
@@ -103,11 +85,33 @@ def probe(run_dir: Path) -> tuple[dict, str, np.ndarray]:
     return row, cfg["target_data"], learned
 
 
+def table(rows: list[dict]) -> str:
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    out = [
+        "| run | reward acc | IQL success | rank corr | near-success corr | success steps | success gap "
+        "| std/error corr | corr with next | episode corr | top-quarter success | data success | top-quarter corr |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['run']} | {fmt(r.get('reward_heldout_accuracy'))} | {fmt(r.get('success_rate'))} "
+            f"| {r['rank_corr']:.2f} "
+            f"| {r['near_success_corr']:.2f} | {r['success_steps']:.3f} | {r['success_gap']:.2f} "
+            f"| {fmt(r.get('std_error_corr'))} | {fmt(r.get('corr_with_next'))} | {r['episode_corr']:.2f} "
+            f"| {r['top_quarter_success']:.2f} | {r['data_success']:.2f} | {r['top_quarter_corr']:.2f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--json", action="store_true", help="one JSON object per run instead of the table")
+    parser.add_argument("runs", nargs="*", type=Path)
+    parser.add_argument("--out", type=Path, help="also write one JSON line per run to this records file")
+    parser.add_argument("--report", type=Path, help="print the table of this records file and stop")
     args = parser.parse_args()
+    if args.report:
+        print(table([json.loads(line) for line in args.report.read_text().splitlines() if line.strip()]), end="")
+        return
     torch.set_num_threads(1)
     missing = [r for r in args.runs if not (r / "reward.pt").exists()]
     for r in missing:
@@ -116,28 +120,13 @@ def main() -> None:
     for run in (r for r in args.runs if r not in missing):
         row, target, learned = probe(run)
         if previous is not None and previous[0] == target:  # the same data: compare the two rewards
-            rows[-1]["corr_with_next"] = spearman(previous[1], learned)
+            rows[-1]["corr_with_next"] = rank_correlation(previous[1], learned)
         rows.append(row)
         previous = (target, learned)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row))
-        return
-    print(
-        "| run | reward acc | IQL success | rank corr | near-success corr | success steps | success gap "
-        "| std/error corr "
-        "| corr with next | episode corr | top-quarter success | data success | top-quarter corr |"
-    )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
-    for r in rows:
-        print(
-            f"| {r['run']} | {fmt(r.get('reward_heldout_accuracy'))} | {fmt(r.get('success_rate'))} "
-            f"| {r['rank_corr']:.2f} "
-            f"| {r['near_success_corr']:.2f} | {r['success_steps']:.3f} | {r['success_gap']:.2f} "
-            f"| {fmt(r.get('std_error_corr'))} | {fmt(r.get('corr_with_next'))} | {r['episode_corr']:.2f} "
-            f"| {r['top_quarter_success']:.2f} | {r['data_success']:.2f} | {r['top_quarter_corr']:.2f} |"
-        )
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    print(table(rows), end="")
 
 
 if __name__ == "__main__":

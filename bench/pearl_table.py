@@ -30,7 +30,7 @@ from agents.pearl.train import ORIGINAL_IQL, PearlConfig, run_pearl, run_segment
 from embodied.data import load_episodes
 from embodied.report import aggregate, improvement
 from embodied.teacher import ScriptedTeacher
-from pearl_labels import cell  # bench/, beside this script
+from records import cell  # bench/records.py, the benches' shared helpers
 
 ARMS = [("oracle", "gaussian"), ("cpa", "gaussian"), ("cpa", "plain")]
 ARM_KEYS = ["oracle", "cpa_rrl", "cpa_plain"]

@@ -10,6 +10,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 
 def study_parser(doc: str, seeds: str, out: str, jobs: int | None = None) -> argparse.ArgumentParser:
     """The options every bench study shares: ``--seeds`` (a list or a range), ``--out`` (its records file),
@@ -70,3 +72,9 @@ def run_jobs(
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         for result in pool.imap_unordered(work, todo):
             record(result)
+
+
+def cell(values) -> str:
+    """``mean [min, max]`` over seeds (the value alone for one seed)."""
+    values = np.asarray(values, float)
+    return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"

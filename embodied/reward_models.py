@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import spearmanr
 from torch import nn
 
 from embodied.nets import mlp
@@ -180,6 +181,15 @@ def train_reward_model(
         if log is not None:
             log(epoch, {"reward/loss": history[-1], **{f"reward/{k}": v for k, v in parts.items()}})
     return history
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho (ties get their mean rank) of two 1-D arrays, e.g. a learned and the true reward on the
+    same transitions; NaN when either is constant or has fewer than 3 entries."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 @torch.no_grad()

@@ -201,7 +201,8 @@ def test_state_entropy_pretraining_covers_more_states_than_random_actions():
 def test_reward_diagnostics_on_a_constructed_case(rng):
     """Rank correlations, the success gap, preference accuracy and the session shift, where the right values are
     known."""
-    from agents.parl.diagnostics import preference_accuracy, rank_correlation, reward_agreement, session_shift
+    from agents.parl.diagnostics import preference_accuracy, reward_agreement, session_shift
+    from embodied.reward_models import rank_correlation
     from embodied.teacher import Preferences
 
     buffer = ReplayBuffer(3, 1, 200)

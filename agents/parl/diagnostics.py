@@ -26,17 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
-
-from embodied.reward_models import ordering_accuracy
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rho of two 1-D arrays; NaN when either is constant or has fewer than 3 entries."""
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
+from embodied.reward_models import ordering_accuracy, rank_correlation
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

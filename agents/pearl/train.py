@@ -9,8 +9,9 @@ and IQL checkpoints periodically, so ``--resume`` continues a killed run where i
 
 from __future__ import annotations
 
-import sys
 import dataclasses
+import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,6 +438,25 @@ def new_reward_model(
     if trains_few_shot_ensemble(labels, few_shot_labels):
         return RewardEnsemble([cls(obs_dim, act_dim) for _ in MEMBERS])
     return cls(obs_dim, act_dim)
+
+
+def load_trained_reward(run_dir: Path) -> tuple[dict, list, torch.nn.Module]:
+    """A finished run's config, its target episodes and its trained reward model (eval mode), for the
+    benches that probe a run's reward."""
+    cfg = json.loads((run_dir / "config.json").read_text())
+    if cfg.get("reward_model") not in REWARD_MODELS:
+        raise ValueError(f"{run_dir}: config.json names no known reward model ({cfg.get('reward_model')!r})")
+    cfg["target_data"] = cfg.get("target_data") or str(run_dir / "target.hdf5")  # shared data, else the run's own
+    episodes = load_episodes(cfg["target_data"])
+    reward = new_reward_model(
+        cfg["reward_model"],
+        cfg["labels"],
+        cfg.get("few_shot_labels", 0),
+        episodes[0].observations.shape[-1],
+        episodes[0].actions.shape[-1],
+    )
+    reward.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
+    return cfg, episodes, reward.eval()
 
 
 def run_segments(src_eps, tgt_eps, segment_length: int, count: int, seed: int):
