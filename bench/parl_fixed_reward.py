@@ -24,9 +24,8 @@ import torch  # noqa: E402
 
 
 def run(seed: int, use_action: bool, task: str, steps: int, episode_steps: int) -> dict:
-    from agents.parl.sac import SAC, ReplayBuffer, SACConfig
+    from agents.parl.sac import SACConfig, train_on_fixed_reward
     from embodied.data import NoiseSchedule, collect, sample_segments
-    from embodied.evaluation import evaluate
     from embodied.make import make_env
     from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
     from embodied.teacher import ScriptedTeacher, sample_pairs
@@ -53,28 +52,11 @@ def run(seed: int, use_action: bool, task: str, steps: int, episode_steps: int) 
         t = lambda x: torch.as_tensor(np.asarray(x, np.float32)[None])  # noqa: E731
         return (float(model(t(o), t(a))[0]) - mean) / std
 
-    sac = SAC(obs_dim, act_dim, SACConfig(hidden=256, batch_size=128))
-    buffer = ReplayBuffer(obs_dim, act_dim, steps)
-    o, _ = env.reset(seed=seed * 1000)
-    episode, curve, start = 0, [], time.time()
-    for step in range(1, steps + 1):
-        a = env.action_space.sample() if step <= 1000 else sac.actor.act(o, deterministic=False)
-        o2, true_r, terminated, truncated, _ = env.step(a)
-        buffer.add(o, a, true_r, o2, float(terminated))
-        buffer.rew[(buffer.pos - 1) % buffer.capacity] = reward(o, a)
-        o = o2
-        if step > 1000:
-            sac.update(*buffer.sample(128, rng, "cpu"))
-        if terminated or truncated:
-            episode += 1
-            o, _ = env.reset(seed=seed * 1000 + episode)
-        if step % 1000 == 0:
-            curve.append(
-                [
-                    step,
-                    evaluate(eval_env, sac.actor.act, 5, seed=10_000 + seed, max_steps=episode_steps)["success_rate"],
-                ]
-            )
+    start = time.time()
+    rows = train_on_fixed_reward(
+        env, eval_env, reward, steps, seed, rng, SACConfig(hidden=256, batch_size=128), max_steps=episode_steps
+    )
+    curve = [[row["step"], row["success_rate"]] for row in rows]
     arm = "state-action" if use_action else "state"
     return {"task": task, "seed": seed, "reward_input": arm, "curve": curve, "seconds": round(time.time() - start)}
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from agents.parl.feedback import RecentEpisodes, merge, query
-from agents.parl.sac import SAC, ReplayBuffer, SACConfig, TanhGaussianActor
+from agents.parl.sac import SAC, ReplayBuffer, SACConfig, TanhGaussianActor, train_on_fixed_reward
 from agents.parl.train import LearnedReward, ParlConfig
 from embodied.cli import main as cli_main
 from embodied.data import NoiseSchedule, collect, sample_segments
@@ -334,6 +334,27 @@ def test_the_policy_a_state_reward_makes_optimal_keeps_the_goal_that_a_state_act
             kept[use_action] += distance[-1] < 0.15
     assert kept[False] == 3 and kept[True] <= 1, kept
     assert ParlConfig().reward_input == "state"  # the loop's default is the reward that keeps the task
+
+
+def test_sac_on_a_fixed_reward_learns_what_that_reward_pays_for():
+    """``train_on_fixed_reward`` trains on the reward it is given, not the env's: paid for moving left, away from
+    point-hold's goal, the hand ends at the left wall."""
+    env, eval_env = make_env("embodied/point-hold-clean-v0"), make_env("embodied/point-hold-clean-v0")
+    torch.manual_seed(0)
+    rows = train_on_fixed_reward(
+        env,
+        eval_env,
+        lambda obs, act: -float(np.clip(act[0], -1, 1)),
+        900,
+        0,
+        np.random.default_rng(0),
+        SACConfig(hidden=64, batch_size=64),
+        random_steps=300,
+        eval_every=300,
+        eval_episodes=2,
+    )
+    assert [r["step"] for r in rows] == [300, 600, 900] and rows[-1]["success_final"] == 0.0
+    assert eval_env.unwrapped.hand[0] == -1.0  # where the last evaluation episode ended
 
 
 def test_evaluations_log_success_at_any_step_and_at_the_last(tmp_path):

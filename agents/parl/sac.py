@@ -207,3 +207,55 @@ class SAC:
                     self.log_alpha.copy_(v)
             else:
                 getattr(self, k).load_state_dict(v)
+
+
+def train_on_fixed_reward(
+    env,
+    eval_env,
+    reward,
+    steps: int,
+    seed: int,
+    rng: np.random.Generator,
+    cfg: SACConfig = SACConfig(),
+    random_steps: int = 1000,
+    eval_every: int = 1000,
+    eval_episodes: int = 5,
+    max_steps: int | None = None,
+) -> list[dict[str, float]]:
+    """SAC from scratch on ``reward(obs, action) -> float`` instead of the env's reward: PARL's lower level for
+    a reward held still, which tells what a learned reward does to a learner without the feedback loop.
+
+    ``random_steps`` uniform actions, then one update per env step. Returns one row per evaluation (every
+    ``eval_every`` env steps, ``eval_episodes`` episodes): ``step``, ``success_rate`` (at any step),
+    ``success_final`` (at the last step) and the true ``return``.
+    """
+    from embodied.evaluation import evaluate
+
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    sac = SAC(obs_dim, act_dim, cfg)
+    buffer = ReplayBuffer(obs_dim, act_dim, steps)
+    env.action_space.seed(seed)
+    obs, _ = env.reset(seed=seed * 1000)
+    episode, rows = 0, []
+    for step in range(1, steps + 1):
+        action = env.action_space.sample() if step <= random_steps else sac.actor.act(obs, deterministic=False)
+        next_obs, true_r, terminated, truncated, _ = env.step(action)
+        buffer.add(obs, action, true_r, next_obs, float(terminated))
+        buffer.rew[(buffer.pos - 1) % buffer.capacity] = reward(obs, action)
+        obs = next_obs
+        if step > random_steps:
+            sac.update(*buffer.sample(cfg.batch_size, rng, "cpu"))
+        if terminated or truncated:
+            episode += 1
+            obs, _ = env.reset(seed=seed * 1000 + episode)
+        if step % eval_every == 0:
+            result = evaluate(eval_env, sac.actor.act, eval_episodes, seed=10_000 + seed, max_steps=max_steps)
+            rows.append(
+                {
+                    "step": step,
+                    "success_rate": result["success_rate"],
+                    "success_final": result["success_final"],
+                    "return": result["return_mean"],
+                }
+            )
+    return rows
