@@ -1,10 +1,11 @@
 """Are CPA's confident labels the right ones, and does a reward trained on them alone come out truer?
 
-    python bench/pearl_label_confidence.py runs/pearl_table2/table-A-to-B-cpa-gaussian-s1 [...] \
-        [--variants soft,hard,soft@0.5,hard@0.5,hard@0.25]
+    embodied study bench/studies/pearl_success.toml      # the runs (the committed records are of three of them)
+    python bench/pearl_label_confidence.py runs/pearl_success/*plate-slide-back*labels=cpa*credit=1.0-s[01] \
+        runs/pearl_success/*button-press-wall*labels=cpa*credit=1.0-s1 > bench/results/pearl_label_confidence.jsonl
 
-For each finished CPA run of bench/pearl_table.py (its config, datasets and ``labels.npz``; the run's
-segments are redrawn from its seed exactly as the run drew them):
+For each finished CPA run (its config, datasets and ``labels.npz``; the run's segments are redrawn from its
+seed exactly as the run drew them), optionally ``--variants soft,hard,soft@0.5,hard@0.5,hard@0.25``:
 - label accuracy against the noise-free target teacher per quartile of confidence |z - 0.5|, and per
   quartile of the pair's true return gap;
 - per variant, a reward model of the run's kind and budget trained on: ``soft`` the transferred labels
