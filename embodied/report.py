@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,7 +159,11 @@ def final_scores(groups: dict[str, list[RunRecord]], metric: str, tasks: str | N
     last = lambda r: r.series(metric)[-1][1] if r.series(metric) else None  # noqa: E731
     scores = {g: m for g, m in ((g, score_matrix(ms, last, tasks)) for g, ms in groups.items()) if m is not None}
     if not scores:
-        raise EmbodiedError(f"no run logged {metric!r}; pass --metric (e.g. eval/success_rate, eval/return)")
+        logged = sorted({k for ms in groups.values() for r in ms for row in r.rows for k in row if k != "step"})
+        shown = [k for k in logged if k.startswith("eval/")] or logged
+        raise EmbodiedError(
+            f"no run logged {metric!r}; pass --metric, one of what they logged: {', '.join(shown[:8]) or 'nothing'}"
+        )
     return scores
 
 
@@ -383,7 +388,7 @@ def select(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
 
 
 def build_report(
-    root: Path,
+    root: Path | list[Path],
     metric: str,
     group_by: list[str] | None,
     compare: list[tuple[str, str]],
@@ -396,7 +401,13 @@ def build_report(
     at_step: int | None = None,
     tasks: str | None = None,
 ) -> str:
-    found = select(find_runs(root), list(where))
+    roots = root if isinstance(root, list) else [root]
+    found = select([run for r in roots for run in find_runs(r)], list(where))  # several: their runs pooled
+    root = ", ".join(str(r) for r in roots)
+    names = Counter(run.path.name for run in found)
+    if len(roots) > 1 and max(names.values()) > 1:
+        twice = sorted(name for name, n in names.items() if n > 1)
+        raise EmbodiedError(f"{root}: run {twice[0]} is in more than one of them ({len(twice)} runs are)")
     runs = found if unfinished else [r for r in found if r.finished]
     if not runs:
         raise EmbodiedError(
@@ -483,6 +494,14 @@ def build_report(
     return "\n".join(lines) + "\n"
 
 
+def default_report_path(source: Path) -> Path:
+    """Where a report goes without ``--out``: inside a directory of runs, or beside a records file under a name of
+    its own (a study's committed ``report.md`` beside it is left alone)."""
+    if source.is_file():
+        return source.with_name(f"{source.stem}-report.md")
+    return source / "report.md"
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="embodied report",
@@ -491,7 +510,11 @@ def main(argv: list[str]) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "dir", type=Path, help="a sweep's output, any directory of runs, one run directory, or a study's records.jsonl"
+        "dir",
+        type=Path,
+        nargs="+",
+        help="a sweep's output, any directory of runs, one run directory, or a study's records.jsonl; "
+        "several: their runs pooled (e.g. two studies' records on the same seeds)",
     )
     parser.add_argument("--metric", default="eval/success_rate", help="metric key in metrics.jsonl")
     parser.add_argument(
@@ -536,7 +559,13 @@ def main(argv: list[str]) -> int:
         "runs resampled within each task (rliable's stratified bootstrap), each task weighing the same",
     )
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
-    parser.add_argument("--out", type=Path, default=None, help="markdown file (default: DIR/report.md); PNG beside it")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="markdown file (default: DIR/report.md, or NAME-report.md beside a records file NAME.jsonl, for the "
+        "first source); PNG beside it",
+    )
     args = parse_command_args(parser, argv, "embodied report")
     if args is None:
         return 0
@@ -544,15 +573,16 @@ def main(argv: list[str]) -> int:
         raise EmbodiedError("--reps must be at least 100")
     if args.at_step is not None and args.at_step <= 0:
         raise EmbodiedError("--at-step must be a positive env step")
-    if not Path(args.dir).expanduser().exists():  # before --out's directory is created inside it
-        raise EmbodiedError(f"no such directory: {args.dir}")
-    out = args.out or Path(args.dir) / "report.md"
+    for source in args.dir:
+        if not source.expanduser().exists():  # before --out's directory is created inside it
+            raise EmbodiedError(f"no such directory: {source}")
+    out = args.out or default_report_path(args.dir[0])
     if out.is_dir():
         raise EmbodiedError(f"--out {out} is a directory; give the markdown file to write")
     ensure_writable_dir(out)  # before the bootstrap, not after it
     plot = out.with_name(out.stem + "_curves.png")
     text = build_report(
-        args.dir,
+        list(args.dir),
         args.metric,
         args.group_by,
         [tuple(c) for c in args.compare],

@@ -418,6 +418,37 @@ def test_report_on_one_run_and_bad_input(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path), "--unfinished"]) == 0
 
 
+def test_a_report_pools_several_sources_and_writes_beside_a_records_file(tmp_path, capsys):
+    """Two studies on the same seeds compared in one report; a records file's report does not replace the
+    study's own report.md beside it."""
+    synthetic_runs(tmp_path / "one", {"a": [[0.1, 0.2]] * 2})
+    synthetic_runs(tmp_path / "two", {"b": [[0.8, 0.9]] * 2})
+    out = tmp_path / "pooled.md"
+    argv = ["report", str(tmp_path / "one"), str(tmp_path / "two"), "--compare", "method=b", "method=a"]
+    assert cli_main([*argv, "--out", str(out), "--reps", "200"]) == 0
+    text = out.read_text()
+    assert "| method=a | 2 |" in text and "| method=b | 2 |" in text and "| method=b > method=a | 1.000" in text
+    capsys.readouterr()
+    assert cli_main(["report", str(tmp_path / "one"), str(tmp_path / "one"), "--out", str(out)]) == 2
+    assert "in more than one of them" in capsys.readouterr().err
+
+    results = tmp_path / "study"
+    results.mkdir()
+    records = [
+        {"name": d.name, "config": json.loads((d / "config.json").read_text()), "rows": rows}
+        for d in sorted((tmp_path / "one").iterdir())
+        for rows in [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]]
+    ]
+    (results / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (results / "report.md").write_text("the study's report")
+    assert cli_main(["report", str(results / "records.jsonl"), "--reps", "200"]) == 0
+    assert "| all | 2 | 0.200" in (results / "records-report.md").read_text()
+    assert (results / "report.md").read_text() == "the study's report"
+    capsys.readouterr()
+    assert cli_main(["report", str(results / "records.jsonl"), "--metric", "eval/return"]) == 2
+    assert "one of what they logged: eval/success_rate" in capsys.readouterr().err
+
+
 def test_report_at_step_compares_runs_stopped_by_a_budget_at_one_step(tmp_path):
     # three runs killed at different steps (no summary.json): 4, 3 and 1 evaluations of 1000 steps each
     synthetic_runs(tmp_path, {"a": [[0.1, 0.2, 0.3, 0.9], [0.2, 0.4, 0.6]], "b": [[0.5]]})
