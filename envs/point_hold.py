@@ -14,6 +14,8 @@ import gymnasium as gym
 import numpy as np
 
 MAX_EPISODE_STEPS = 30
+SPEED = 0.2  # how far the hand moves per step at full action
+START = (-0.5, -0.5)  # the hand's start, up to +-0.1 per axis
 VARIANTS = {"point-hold-v0": 10, "point-hold-clean-v0": 0}  # id (without namespace) -> irrelevant features
 
 
@@ -45,7 +47,7 @@ class PointHoldEnv(gym.Env):
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
-        self.hand = (np.array([-0.5, -0.5]) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
+        self.hand = (np.array(START) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
         self.features = self.np_random.uniform(-1, 1, self.nuisance).astype(np.float32)
         return self._obs(), {"success": 0.0, "is_success": False}
 
@@ -60,21 +62,26 @@ class PointHoldEnv(gym.Env):
         return frame
 
     def step(self, action):
-        self.hand = np.clip(self.hand + 0.2 * np.clip(action[:2], -1, 1), -1, 1).astype(np.float32)
+        self.hand = move(self.hand, action)
         distance = float(np.linalg.norm(self.hand - self.goal))
         success = float(distance < 0.15)
         return self._obs(), -max(distance - 0.1, 0.0), False, False, {"success": success, "is_success": bool(success)}
 
     def expert_action(self) -> np.ndarray:
         """The scripted expert's action: straight to the goal at full speed, then stay (the unused dimensions 0)."""
-        move = np.clip((self.goal - self.hand) / 0.2, -1, 1)
-        return np.concatenate([move, np.zeros(2)]).astype(np.float32)
+        toward = np.clip((self.goal - self.hand) / SPEED, -1, 1)
+        return np.concatenate([toward, np.zeros(2)]).astype(np.float32)
+
+
+def move(hand: np.ndarray, action: np.ndarray) -> np.ndarray:
+    """The hand after one step of ``action`` (its first two dimensions; broadcasts over leading axes)."""
+    return np.clip(hand + SPEED * np.clip(action[..., :2], -1, 1), -1, 1).astype(np.float32)
 
 
 def reward_optimal_path(
     reward, features: np.ndarray | None = None, gamma: float = 0.9, steps: int = MAX_EPISODE_STEPS
 ) -> np.ndarray:
-    """Hand positions ``(steps, 2)`` from the start (-0.5, -0.5) under the policy that maximises ``reward``.
+    """Hand positions ``(steps, 2)`` from ``START`` under the policy that maximises ``reward``.
 
     What a learner that optimises a learned reward converges to, computed exactly instead of by RL: value
     iteration on the lattice of spacing 0.1 that the hand stays on with moves of 0.2 * {-1, -0.5, 0, 0.5, 1}
@@ -90,8 +97,12 @@ def reward_optimal_path(
     obs = np.concatenate([hands, np.broadcast_to(features, (len(hands), len(features)))], 1)
     r = np.asarray(reward(np.repeat(obs, len(actions), 0), np.tile(actions, (len(hands), 1))), np.float64)
     r = r.reshape(len(hands), len(actions))
-    cell = np.rint((np.clip(hands[:, None] + 0.2 * actions[None, :, :2], -1, 1) + 1) / 0.1).astype(int)
-    after = cell[..., 0] * len(axis) + cell[..., 1]  # lattice index after each (hand, action)
+
+    def index(xy: np.ndarray) -> np.ndarray:  # lattice index of hand positions (..., 2)
+        cell = np.rint((xy + 1) / 0.1).astype(int)
+        return cell[..., 0] * len(axis) + cell[..., 1]
+
+    after = index(move(hands[:, None], actions[None]))  # lattice index after each (hand, action)
     value = np.zeros(len(hands))
     for _ in range(1000):
         new = (r + gamma * value[after]).max(1)
@@ -100,7 +111,7 @@ def reward_optimal_path(
         if done:
             break
     policy = (r + gamma * value[after]).argmax(1)
-    state, path = 5 * len(axis) + 5, []  # (-0.5, -0.5)
+    state, path = int(index(np.array(START))), []
     for _ in range(steps):
         state = after[state, policy[state]]
         path.append(hands[state])
