@@ -73,8 +73,7 @@ def fit(seed: int, labels: int, reward_input: str, sac_steps: int = 0) -> dict:
         obs = np.concatenate([ep.observations[:-1] for ep in episodes])
         act = np.concatenate([ep.actions for ep in episodes])
         with torch.no_grad():  # standardised over the expert episodes' transitions, as SAC sees a relabelled buffer
-            raw = reward.raw(torch.as_tensor(obs), torch.as_tensor(act)).numpy()
-        reward.mean, reward.std = float(raw.mean()), float(raw.std() + 1e-6)
+            reward.standardise_by(reward.raw(torch.as_tensor(obs), torch.as_tensor(act)).numpy())
         rows = train_on_fixed_reward(
             make_env("embodied/point-hold-clean-v0"),
             make_env("embodied/point-hold-clean-v0"),

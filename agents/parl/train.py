@@ -342,8 +342,12 @@ class LearnedReward:
                 for i in range(0, n, chunk)
             ]
         )
-        self.mean, self.std = float(raw.mean()), float(raw.std() + 1e-6)
+        self.standardise_by(raw)
         buffer.rew[:n] = (raw - self.mean) / self.std
+
+    def standardise_by(self, raw: np.ndarray) -> None:
+        """Rewards are shown to SAC in standard deviations of ``raw`` (the ensemble's rewards on some data)."""
+        self.mean, self.std = float(raw.mean()), float(raw.std() + 1e-6)
 
     def state_dict(self) -> dict:
         return {"members": [m.state_dict() for m in self.members], "mean": self.mean, "std": self.std}
