@@ -376,12 +376,14 @@ def plot_curves(curve_data, metric: str, path: Path) -> None:
 
 
 def select(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
-    """Runs whose config matches every ``KEY=VALUE`` (compared as text)."""
+    """Runs whose config matches every ``KEY=VALUE`` or ``KEY!=VALUE`` (compared as text; a key a run's config
+    lacks, as in runs made before the option existed, differs from every value)."""
     for item in where:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise EmbodiedError(f"--where {item!r}: expected KEY=VALUE")
-        runs = [r for r in runs if str(r.config.get(key)) == value]
+        negate = "!=" in item
+        key, sep, value = item.partition("!=" if negate else "=")
+        if not sep or not key:
+            raise EmbodiedError(f"--where {item!r}: expected KEY=VALUE or KEY!=VALUE")
+        runs = [r for r in runs if (key in r.config and str(r.config[key]) == value) != negate]
     if not runs:
         raise EmbodiedError(f"no run matches --where {' '.join(where)}")
     return runs
@@ -539,7 +541,7 @@ def main(argv: list[str]) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="only runs whose config has this value (repeatable)",
+        help="only runs whose config has this value, or (KEY!=VALUE) has not (repeatable)",
     )
     parser.add_argument(
         "--unfinished", action="store_true", help="include runs without summary.json (their last value)"

@@ -254,6 +254,7 @@ def test_every_session_logs_the_diagnostics(tmp_path):
         "diag/session_rank_corr",
         "diag/implicit_cos_direct",
         "diag/implicit_to_direct_norm",
+        "diag/implicit_to_direct_move",
         "diag/pref_accuracy_new",
         "diag/pref_accuracy_train",
         "parl/indirect_norm",
@@ -264,11 +265,23 @@ def test_every_session_logs_the_diagnostics(tmp_path):
         all(0 <= r["diag/pref_accuracy_train"] <= 1 for r in sessions)
         and 0 <= sessions[1]["diag/pref_accuracy_new"] <= 1
     )
-    assert all(r["diag/implicit_to_direct_norm"] == pytest.approx(0.25, rel=1e-3) for r in sessions)
+    # the implicit step moves the reward on the policy's recent transitions a quarter as far as the direct one did
+    assert all(r["diag/implicit_to_direct_move"] == pytest.approx(0.25, rel=0.05) for r in sessions)
     assert any("sac/q_mean" in r and "sac/alpha" in r and "sac/entropy" in r for r in rows)
     assert any(
         "diag/rank_corr_recent" in r and "eval/success_rate" not in r and "feedback/labels" not in r for r in rows
     ), "the agreement is also logged at each evaluation"
+
+
+def test_the_implicit_step_can_be_sized_by_its_parameter_norm_instead(tmp_path):
+    argv = ["train", "parl", *TOY, "--method", "parl", "--implicit-measure", "parameters"]
+    assert cli_main([*argv, "--run-dir", str(tmp_path), "--run-name", "r"]) == 0
+    rows = [json.loads(line) for line in open(tmp_path / "r" / "metrics.jsonl")]
+    sessions = [r for r in rows if "feedback/labels" in r]
+    assert len(sessions) == 3
+    assert all(r["diag/implicit_to_direct_norm"] == pytest.approx(0.25, rel=1e-3) for r in sessions)
+    # a step of that norm moves the reward where the policy is by far more than a quarter of the direct update
+    assert max(r["diag/implicit_to_direct_move"] for r in sessions) > 1.0
 
 
 def test_pretraining_runs_before_the_first_query_and_resets_the_critic(tmp_path, monkeypatch):

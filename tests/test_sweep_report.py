@@ -292,7 +292,13 @@ def test_a_report_selects_and_groups_runs_by_a_section_option(tmp_path):
         (d / "config.json").write_text(json.dumps({**config, "wm": {"target_kl": float(1 + 2 * i)}}))
     runs = find_runs(tmp_path)
     assert [r.config["wm.target_kl"] for r in select(runs, ["wm.target_kl=3.0"])] == [3.0]
+    assert [r.config["wm.target_kl"] for r in select(runs, ["wm.target_kl!=3.0"])] == [1.0]
     assert sorted(group_runs(runs, ["wm.target_kl"])) == ["wm.target_kl=1.0", "wm.target_kl=3.0"]
+    runs[0].config.pop("wm.target_kl")  # a run made before the option existed differs from every value
+    assert [r.config.get("wm.target_kl") for r in select(runs, ["wm.target_kl!=3.0"])] == [None]
+    assert select(runs, ["wm.target_kl=3.0"]) == [runs[1]]
+    with pytest.raises(EmbodiedError, match="expected KEY=VALUE or KEY!=VALUE"):
+        select(runs, ["wm.target_kl"])
 
 
 def test_report_numbers_are_rliables(tmp_path):

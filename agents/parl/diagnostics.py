@@ -18,7 +18,9 @@ Logged at every feedback session of PARL and PEBBLE (keys under ``diag/``):
   new episodes' has learned to tell its training episodes apart (by features that vary between episodes)
   more than the task.
 - PARL only: ``implicit_cos_direct``, the cosine between the implicit (hypergradient) update and
-  the direct Bradley-Terry update of the reward parameters in the same session.
+  the direct Bradley-Terry update of the reward parameters in the same session; ``implicit_to_direct_norm``
+  and ``implicit_to_direct_move``, the implicit update's size relative to the direct one, in parameter norm
+  and in how far each moved the reward on the policy's recent transitions.
 SAC's Q scale, alpha and entropy are logged by ``SAC.update`` (``sac/q_mean``, ``sac/alpha``, ...).
 """
 

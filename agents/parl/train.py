@@ -19,9 +19,11 @@ on recent on-policy data (A_nu: reward-to-go under r_nu, minus its mean), and H^
 gradient / Neumann series on Hessian-vector products, or I/damping. H defaults to the policy's
 Fisher matrix (Hessian of the KL to the current policy, as natural-gradient methods use): the
 surrogate's own Hessian, estimated from a few thousand samples, is indefinite and CG then stops
-at its first step (measured). The implicit step gets ``--implicit-ratio`` times the norm of the
-session's direct update (the raw term's norm swings over orders of magnitude). Then the replay
-buffer is relabelled with the new reward.
+at its first step (measured). The implicit step moves the learned reward on the policy's recent
+transitions by ``--implicit-ratio`` times as much as the session's direct update moved it (the raw
+term's norm swings over orders of magnitude, and a step of a fixed parameter norm moved the reward
+where the policy is by up to several times the direct update). Then the replay buffer is relabelled
+with the new reward.
 
 The learned reward is a function of the state alone by default (``--reward-input state``), as
 Meta-World's true reward is: fit to segment preferences, an r(s, a) model also varies with the
@@ -107,8 +109,15 @@ class ParlConfig(RunOptions):
     implicit_ratio: float = field(
         default=0.25,
         metadata={
-            "help": "norm of PARL's implicit (hypergradient) step as a "
-            "fraction of the norm of the same session's direct (Bradley-Terry) update"
+            "help": "size of PARL's implicit (hypergradient) step as a fraction of the same session's direct "
+            "(Bradley-Terry) update, measured as --implicit-measure says"
+        },
+    )
+    implicit_measure: str = field(
+        default="reward",
+        metadata={
+            "help": "what --implicit-ratio compares: reward (how far each update moves the learned reward on the "
+            "policy's recent transitions, mean absolute change) or parameters (the updates' parameter norms)"
         },
     )
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
@@ -127,6 +136,7 @@ class ParlConfig(RunOptions):
         check_choice("hypergrad_curvature", self.hypergrad_curvature, ("fisher", "surrogate"))
         check_choice("selection", self.selection, ("uniform", "disagreement"))
         check_choice("reward_input", self.reward_input, ("state", "state-action"))
+        check_choice("implicit_measure", self.implicit_measure, ("reward", "parameters"))
         if self.implicit_ratio < 0:
             raise ValueError(f"implicit_ratio must be >= 0, got {self.implicit_ratio}")
         check_positive(
@@ -377,11 +387,14 @@ def implicit_step(
     prefs,
     rng: np.random.Generator,
     direct_norm: float,
+    direct_move: float,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PARL's extra upper-level step: the hypergradient term through the policy's trajectory distribution.
 
-    Its step has ``cfg.implicit_ratio`` times the norm ``direct_norm`` of the session's Bradley-Terry
-    update. Returns the update applied to the reward parameters (flat) and its metrics.
+    Its size is ``cfg.implicit_ratio`` times the session's Bradley-Terry update: of ``direct_move``, how far
+    that update moved the reward on the policy's recent transitions (``implicit_measure`` "reward"), or of its
+    parameter norm ``direct_norm`` ("parameters"). Returns the update applied to the reward parameters (flat)
+    and its metrics.
     """
     device = sac.device
     theta = list(sac.actor.parameters())
@@ -439,14 +452,39 @@ def implicit_step(
     )
     # The raw term's norm swings over orders of magnitude between sessions (the inverse curvature is
     # ill-conditioned); its direction is what the hypergradient adds. Its step is a fixed fraction of
-    # the direct update's norm, so the two parts of the upper-level step keep comparable weight.
+    # the direct update, so the two parts of the upper-level step keep comparable weight.
     norm = torch.sqrt(sum((g**2).sum() for g in indirect)).item()
     scale = cfg.implicit_ratio * direct_norm / (norm + 1e-12)
-    with torch.no_grad():
-        for p, g in zip(nu, indirect):
-            p.sub_(scale * g)
+    obs_r, act_r, _ = recent_transitions(recent)
+    start = reward(obs_r, act_r)
+
+    def step(size: float) -> float:
+        """Set the reward to start + size * (-indirect); how far that moved it on the recent transitions."""
+        with torch.no_grad():
+            for p, g, p0 in zip(nu, indirect, origin):
+                p.copy_(p0 - size * g)
+        return float(np.mean(np.abs(reward(obs_r, act_r) - start)))
+
+    origin = [p.detach().clone() for p in nu]
+    move = step(scale)
+    if cfg.implicit_measure == "reward":
+        # A parameter step of a given norm can move the reward where the policy is by much more than the direct
+        # update did (measured: PARL's sessions moved it up to 3x as far as PEBBLE's): bound it where it matters.
+        # The move is nearly linear in the step; two secant corrections land within a few percent of the target.
+        target = cfg.implicit_ratio * direct_move
+        for _ in range(3):
+            if move <= 0 or target <= 0 or abs(move - target) <= 0.02 * target:
+                break
+            scale *= target / move
+            move = step(scale)
+        if target <= 0:
+            scale, move = 0.0, step(0.0)
     applied = -scale * flat(indirect, nu)
-    return applied, {"parl/indirect_norm": norm, "parl/upper_grad_theta_norm": upper_grad_theta.norm().item()}
+    return applied, {
+        "parl/indirect_norm": norm,
+        "parl/upper_grad_theta_norm": upper_grad_theta.norm().item(),
+        "diag/implicit_to_direct_move": move / direct_move if direct_move > 0 else float("nan"),
+    }
 
 
 def feedback_session(
@@ -483,7 +521,10 @@ def feedback_session(
         )
     if cfg.method == "parl":
         direct = flat(reward.params(), reward.params()).detach() - nu_before
-        applied, implicit = implicit_step(cfg, sac, reward, recent, obs_q, act_q, prefs, rng, direct.norm().item())
+        direct_move = float(np.mean(np.abs(reward(obs_r, act_r) - before)))  # in the same (old) standardisation
+        applied, implicit = implicit_step(
+            cfg, sac, reward, recent, obs_q, act_q, prefs, rng, direct.norm().item(), direct_move
+        )
         metrics.update(implicit)
         metrics["diag/implicit_cos_direct"] = cosine(applied, direct)
         metrics["diag/implicit_to_direct_norm"] = float(applied.norm() / (direct.norm() + 1e-12))
