@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agents.pearl.train import REWARD_MODELS, heldout_accuracy, relabel, run_segments
+from agents.pearl.train import REWARD_MODELS, heldout_accuracy, load_run_config, relabel, run_segments
 from embodied.data import load_episodes
 from embodied.reward_models import RewardTrainConfig, rank_correlation, train_reward_model
 from embodied.teacher import Preferences, ScriptedTeacher
@@ -43,10 +43,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     for run in args.runs:
-        cfg = json.loads((run / "config.json").read_text())
-        tgt_eps = load_episodes(cfg.get("target_data") or run / "target.hdf5")
+        cfg = load_run_config(run)
+        tgt_eps = load_episodes(cfg["target_data"])
         _, tgt, _ = run_segments(
-            load_episodes(cfg.get("source_data") or run / "source.hdf5"),
+            load_episodes(cfg["source_data"]),
             tgt_eps,
             cfg["segment_length"],
             cfg["segments"],

@@ -13,7 +13,7 @@ from agents.pearl.cpa import (
     transfer_labels,
 )
 from agents.pearl.iql import IQL, IQLConfig, TransitionBuffer
-from agents.pearl.train import best_episodes, episode_credit
+from agents.pearl.train import best_episodes, episode_credit, load_trained_reward
 from embodied.checkpoint import load_checkpoint, save_checkpoint
 from embodied.reward_models import (
     GaussianRewardModel,
@@ -239,6 +239,17 @@ def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path):
     curve = summary["success_curve"]
     assert [step for step, _ in curve] == [25, 50, 75, 100]
     assert summary["success_late_mean"] == pytest.approx((curve[2][1] + curve[3][1]) / 2)
+    # the benches that probe a finished run load it back: its datasets, and the reward that wrote its labels
+    cfg, episodes, reward = load_trained_reward(run)
+    assert cfg["source_data"] == str(run / "source.hdf5") and cfg["target_data"] == str(run / "target.hdf5")
+    obs = torch.as_tensor(episodes[0].observations[:-1])
+    saved = load_checkpoint(run / "reward.pt")
+    assert not reward.training and all(torch.equal(saved[k], v) for k, v in reward.state_dict().items())
+    assert reward.mean_reward(obs, torch.as_tensor(episodes[0].actions)).shape == (len(obs),)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"task": "reach-v3"}))
+    with pytest.raises(ValueError, match="not a PEARL run's config"):
+        load_trained_reward(tmp_path / "other")
 
     assert (
         cli_main(

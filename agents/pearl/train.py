@@ -10,7 +10,6 @@ and IQL checkpoints periodically, so ``--resume`` continues a killed run where i
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,7 @@ from embodied.evaluation import evaluate
 from embodied.make import make_env
 from embodied.policies import save_policy
 from embodied.runs import Run, Stages, progress, start_run
+from embodied.safe_io import load_json
 from embodied.teacher import Preferences, ScriptedTeacher, check_teacher_options, sample_pairs
 from embodied.video import record_episode, tile, write_mp4
 
@@ -440,13 +440,21 @@ def new_reward_model(
     return cls(obs_dim, act_dim)
 
 
+def load_run_config(run_dir: Path) -> dict:
+    """A finished run's config, its dataset paths resolved (shared data, else the run's own), for the benches
+    that probe a run."""
+    cfg = load_json(Path(run_dir) / "config.json", what="run config")
+    if not isinstance(cfg, dict) or cfg.get("reward_model") not in REWARD_MODELS:
+        raise ValueError(f"{run_dir}: config.json is not a PEARL run's config")
+    for task in ("source", "target"):
+        cfg[f"{task}_data"] = cfg.get(f"{task}_data") or str(Path(run_dir) / f"{task}.hdf5")
+    return cfg
+
+
 def load_trained_reward(run_dir: Path) -> tuple[dict, list, torch.nn.Module]:
     """A finished run's config, its target episodes and its trained reward model (eval mode), for the
     benches that probe a run's reward."""
-    cfg = json.loads((run_dir / "config.json").read_text())
-    if cfg.get("reward_model") not in REWARD_MODELS:
-        raise ValueError(f"{run_dir}: config.json names no known reward model ({cfg.get('reward_model')!r})")
-    cfg["target_data"] = cfg.get("target_data") or str(run_dir / "target.hdf5")  # shared data, else the run's own
+    cfg = load_run_config(run_dir)
     episodes = load_episodes(cfg["target_data"])
     reward = new_reward_model(
         cfg["reward_model"],
