@@ -1,12 +1,13 @@
 """The learned-reward diagnostics of PARL/PEBBLE runs, one row per run, from run directories or a records file.
 
-    python bench/parl_diagnosis.py bench/results/parl_diagnosis/records.jsonl [--out FILE.md]
+    python bench/parl_diagnosis.py bench/results/parl_diagnosis/records.jsonl [--out FILE.md] [--metric KEY]
     python bench/parl_diagnosis.py --action-spread RUN_DIR [RUN_DIR ...] [--out FILE.md]
 
 Per run: the evaluation curve's peak and final success; over the last three feedback sessions the
 mean shift of the reward on the policy's states and the rank correlation before/after; the
 learned reward's success gap and rank correlation with the true reward at the end; for PARL the
-implicit update's norm as a fraction of the direct one and its cosine with it (ranges over sessions).
+implicit update's size as a fraction of the direct one (in parameter norm, and in how far each moved the
+reward on the policy's recent transitions) and its cosine with it (ranges over sessions).
 
 With ``--action-spread``, from each run's last checkpoint: how much the standardised learned reward (as
 SAC sees it) varies with the action at a fixed state (2,000 buffer states, 16 uniform random actions
@@ -30,8 +31,8 @@ import numpy as np  # noqa: E402
 from embodied.report import find_runs  # noqa: E402
 
 
-def row(run) -> str:
-    success = [v for _, v in run.series("eval/success_rate")]
+def row(run, metric: str = "eval/success_rate") -> str:
+    success = [v for _, v in run.series(metric)]
     sessions = [r for r in run.rows if "diag/session_shift" in r][-3:]
     shift = np.mean([r["diag/session_shift"] for r in sessions]) if sessions else float("nan")
     corr = (
@@ -42,13 +43,14 @@ def row(run) -> str:
     gap = run.series("diag/reward_gap_success")
     recent = run.series("diag/rank_corr_recent")
     ratio = [v for _, v in run.series("diag/implicit_to_direct_norm")]
+    move = [v for _, v in run.series("diag/implicit_to_direct_move")]
     cos = [v for _, v in run.series("diag/implicit_cos_direct")]
     span = lambda xs, f: f"{f(min(xs))} to {f(max(xs))}" if xs else "-"  # noqa: E731
     return (
         f"| {run.path.name} | {run.config.get('method')} | {run.config.get('reward_input', 'state-action')} | "
         f"{max(success):.1f} | {success[-1]:.1f} | {shift:.2f} | {corr:.2f} | "
         f"{gap[-1][1]:.2f} | {recent[-1][1]:.2f} | {span(ratio, lambda x: f'{100 * x:.3g} %')} | "
-        f"{span(cos, lambda x: f'{x:+.2f}')} |"
+        f"{span(move, lambda x: f'{100 * x:.3g} %')} | {span(cos, lambda x: f'{x:+.2f}')} |"
     )
 
 
@@ -105,6 +107,7 @@ def main() -> int:
         help="instead: the action spread of these runs' learned rewards (needs their checkpoints)",
     )
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--metric", default="eval/success_rate", help="the success measure of the peak/final columns")
     args = parser.parse_args()
     if args.action_spread:
         text = "\n".join(spread_rows(args.action_spread)) + "\n"
@@ -116,10 +119,11 @@ def main() -> int:
         parser.error("give a records file or a runs directory, or --action-spread RUN_DIR ...")
     lines = [
         "| run | method | reward input | peak success | final | shift (last 3 sessions) | rank corr before/after "
-        "| success gap (end) | rank corr with true reward, recent (end) | implicit / direct norm | cosine |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| success gap (end) | rank corr with true reward, recent (end) | implicit / direct norm "
+        "| implicit / direct move on the policy's states | cosine |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
-    lines += [row(r) for r in find_runs(args.source) if r.series("diag/session_shift")]
+    lines += [row(r, args.metric) for r in find_runs(args.source) if r.series("diag/session_shift")]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
