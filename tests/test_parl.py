@@ -151,6 +151,17 @@ def test_resume_continues_from_checkpoint(tmp_path):
     assert summary["feedback"] == 30 and summary["curve"][-1][0] == 600
 
 
+def test_a_run_from_before_the_implicit_measure_resumes_only_with_the_rule_it_ran_with(tmp_path, capsys):
+    args = ["train", "parl", *TOY, "--method", "parl", "--run-dir", str(tmp_path), "--run-name", "r"]
+    assert cli_main([*args, "--total-steps", "300"]) == 0
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    del config["implicit_measure"]  # as config.json was written before the option existed
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    assert cli_main([*args, "--resume"]) != 0
+    assert "--implicit-measure 'reward' (the run has 'parameters')" in capsys.readouterr().err
+    assert cli_main([*args, "--resume", "--implicit-measure", "parameters"]) == 0
+
+
 def test_knn_distance_and_running_std_on_known_values():
     from agents.parl.exploration import RunningStd, knn_distance
 

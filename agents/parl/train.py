@@ -129,6 +129,8 @@ class ParlConfig(RunOptions):
     checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps (at episode ends)
     RESUMABLE = RunOptions.RESUMABLE + ("total_steps", "eval_every", "eval_episodes", "checkpoint_every")
     RENAMED = {"sac_hidden": "sac.hidden", "batch_size": "sac.batch_size"}  # now SACConfig's
+    # what runs from before an option existed did: a resume must keep it
+    LEGACY_DEFAULTS = {"implicit_measure": "parameters", "reward_input": "state-action"}
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
