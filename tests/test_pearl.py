@@ -430,6 +430,10 @@ def test_return_filtered_run_trains_iql_on_the_kept_episodes_only(tmp_path, caps
     assert "IQL learns from the best 2 of 4 episodes by learned return" in capsys.readouterr().out
     summary = json.loads((tmp_path / "top" / "summary.json").read_text())
     assert summary["iql_episodes"] == 2 and summary["iql_episodes_success"] in (0.0, 0.5, 1.0)
+    logged = [json.loads(line) for line in (tmp_path / "top" / "metrics.jsonl").read_text().splitlines()]
+    kept = next(row for row in logged if "iql/episodes_success" in row)  # where a study's records keep it
+    assert kept["iql/episodes"] == 2 and kept["iql/episodes_success"] == summary["iql_episodes_success"]
+    assert kept["iql/all_success"] == summary["iql_all_success"]
     assert len(seen["rew"]) == 2 * 40 and abs(seen["rew"].mean()) < 1e-5  # the kept episodes, restandardised
     assert seen["temperature"] == 0.0
 

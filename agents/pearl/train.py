@@ -559,11 +559,14 @@ def train_iql(
         kept = {
             "iql_episodes": len(episodes),
             "iql_episodes_success": float(np.mean([bool(e.success) for e in episodes])),
-        }  # reporting only
+            "iql_all_success": float(np.mean([bool(e.success) for e in everything])),
+        }  # reporting only, in the summary and (once) in metrics.jsonl, where study records keep it
+        if state is None:
+            run.logger.log(0, {f"iql/{key.removeprefix('iql_')}": value for key, value in kept.items()})
         print(
             f"IQL learns from the best {len(episodes)} of {len(everything)} episodes by learned return "
             f"(their true success rate: {kept['iql_episodes_success']:.2f}; all episodes: "
-            f"{np.mean([bool(e.success) for e in everything]):.2f})"
+            f"{kept['iql_all_success']:.2f})"
         )
     buffer = TransitionBuffer(*transitions_from_episodes(episodes, rewards), device)
     agent = IQL(obs_dim, act_dim, cfg.iql, device)
