@@ -1,7 +1,7 @@
-"""PEARL comparison table: transferred-label accuracy and IQL success per source -> target pair, with the
-nearest-neighbour transfer baseline and the plain reward model beside CPA+RRL and the oracle. The main success
-table (CPA+RRL against the oracle and the per-step reward, 4 pairs x 3 seeds) is the study
-``embodied study bench/studies/pearl_success.toml``; this script holds the ablations the docs cite from its records.
+"""PEARL comparison table for one source -> target pair and seed: transferred-label accuracy and IQL success,
+with the nearest-neighbour transfer baseline and the plain reward model beside CPA+RRL and the oracle, every arm
+on one shared dataset. The docs' success tables are studies (``bench/studies/pearl_*.toml``); this script makes
+quick single-seed comparisons and the runs that ``bench/pearl_iql_seeds.py`` retrains with new IQL seeds.
 
     python bench/pearl_table.py --pair button-press-v3:button-press-wall-v3 --out runs/pearl_table.jsonl
     python bench/pearl_table.py --report runs/pearl_table.jsonl [more.jsonl ...]
