@@ -390,12 +390,14 @@ def implicit_step(
     rng: np.random.Generator,
     direct_norm: float,
     direct_move: float,
+    on_policy: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PARL's extra upper-level step: the hypergradient term through the policy's trajectory distribution.
 
     Its size is ``cfg.implicit_ratio`` times the session's Bradley-Terry update: of ``direct_move``, how far
     that update moved the reward on the policy's recent transitions (``implicit_measure`` "reward"), or of its
-    parameter norm ``direct_norm`` ("parameters"). Returns the update applied to the reward parameters (flat)
+    parameter norm ``direct_norm`` ("parameters"). ``on_policy``: those transitions' observations and actions,
+    and the reward on them after the direct update. Returns the update applied to the reward parameters (flat)
     and its metrics.
     """
     device = sac.device
@@ -457,8 +459,8 @@ def implicit_step(
     # the direct update, so the two parts of the upper-level step keep comparable weight.
     norm = torch.sqrt(sum((g**2).sum() for g in indirect)).item()
     scale = cfg.implicit_ratio * direct_norm / (norm + 1e-12)
-    obs_r, act_r, _ = recent_transitions(recent)
-    start = reward(obs_r, act_r)
+    obs_r, act_r, start = on_policy
+    origin = [p.detach().clone() for p in nu]
 
     def step(size: float) -> float:
         """Set the reward to start + size * (-indirect); how far that moved it on the recent transitions."""
@@ -467,7 +469,6 @@ def implicit_step(
                 p.copy_(p0 - size * g)
         return float(np.mean(np.abs(reward(obs_r, act_r) - start)))
 
-    origin = [p.detach().clone() for p in nu]
     move = step(scale)
     if cfg.implicit_measure == "reward":
         # A parameter step of a given norm can move the reward where the policy is by much more than the direct
@@ -523,9 +524,20 @@ def feedback_session(
         )
     if cfg.method == "parl":
         direct = flat(reward.params(), reward.params()).detach() - nu_before
-        direct_move = float(np.mean(np.abs(reward(obs_r, act_r) - before)))  # in the same (old) standardisation
+        after_direct = reward(obs_r, act_r)
+        direct_move = float(np.mean(np.abs(after_direct - before)))  # in the same (old) standardisation
         applied, implicit = implicit_step(
-            cfg, sac, reward, recent, obs_q, act_q, prefs, rng, direct.norm().item(), direct_move
+            cfg,
+            sac,
+            reward,
+            recent,
+            obs_q,
+            act_q,
+            prefs,
+            rng,
+            direct.norm().item(),
+            direct_move,
+            (obs_r, act_r, after_direct),
         )
         metrics.update(implicit)
         metrics["diag/implicit_cos_direct"] = cosine(applied, direct)
