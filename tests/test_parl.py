@@ -151,15 +151,50 @@ def test_resume_continues_from_checkpoint(tmp_path):
     assert summary["feedback"] == 30 and summary["curve"][-1][0] == 600
 
 
-def test_a_run_from_before_the_implicit_measure_resumes_only_with_the_rule_it_ran_with(tmp_path, capsys):
-    args = ["train", "parl", *TOY, "--method", "parl", "--run-dir", str(tmp_path), "--run-name", "r"]
+@pytest.mark.parametrize(
+    "method, option, today, then",
+    [("parl", "implicit_measure", "reward", "parameters"), ("pebble", "query_episodes", 100, 10)],
+)
+def test_a_run_from_before_an_option_resumes_only_with_what_it_ran_with(method, option, today, then, tmp_path, capsys):
+    args = ["train", "parl", *TOY, "--method", method, "--run-dir", str(tmp_path), "--run-name", "r"]
     assert cli_main([*args, "--total-steps", "300"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
-    del config["implicit_measure"]  # as config.json was written before the option existed
+    del config[option]  # as config.json was written before the option existed
     (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    flag = "--" + option.replace("_", "-")
     assert cli_main([*args, "--resume"]) != 0
-    assert "--implicit-measure 'reward' (the run has 'parameters')" in capsys.readouterr().err
-    assert cli_main([*args, "--resume", "--implicit-measure", "parameters"]) == 0
+    assert f"{flag} {today!r} (the run has {then!r})" in capsys.readouterr().err
+    assert cli_main([*args, "--resume", flag, str(then)]) == 0
+
+
+@pytest.mark.parametrize("method, pools", [("pebble", [1, 3, 5]), ("parl", [1, 2, 2])])
+def test_pebble_cuts_its_queries_from_all_its_episodes_and_parl_from_the_current_policys(
+    method, pools, tmp_path, monkeypatch
+):
+    """PEBBLE's reward model keeps the last 100 episodes, random ones included, and queries them; PARL's upper level
+    is an expectation over the current policy's trajectories. The diagnostics look at the policy's for both."""
+    import agents.parl.train as parl_train
+
+    seen, agreement = [], parl_train.reward_agreement
+    real_query = parl_train.query
+    monkeypatch.setattr(
+        parl_train, "query", lambda episodes, *a, **k: (seen.append(episodes), real_query(episodes, *a, **k))[1]
+    )
+    recents = []
+    monkeypatch.setattr(
+        parl_train,
+        "reward_agreement",
+        lambda r, b, recent, rng: (recents.append(len(recent.episodes)), agreement(r, b, recent, rng))[1],
+    )
+    argv = [*TOY, "--method", method, "--recent-episodes", "2", "--run-dir", str(tmp_path), "--run-name", "r"]
+    assert cli_main(["train", "parl", *argv]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["query_episodes"] == (
+        100 if method == "pebble" else 2
+    )
+    assert [len(e.episodes) for e in seen] == pools  # sessions at 200, 400, 600 env steps, after 1, 3, 5 episodes
+    first = seen[-1].episodes[0][0][0]  # the oldest episode's first observation
+    assert (first == seen[0].episodes[0][0][0]).all() == (method == "pebble"), "PEBBLE's pool still has the first"
+    assert max(recents) == 2, "the diagnostics look at the last --recent-episodes only"
 
 
 def test_knn_distance_and_running_std_on_known_values():

@@ -1,7 +1,8 @@
 """Preference feedback on the current policy's recent behaviour (B-Pref / PEBBLE protocol).
 
-Segments are cut from the last few episodes the policy produced; pairs are chosen uniformly or
-by ensemble disagreement (the pairs whose predicted preference varies most across members).
+Segments are cut from the last episodes the agent produced (PARL: the current policy's few; PEBBLE:
+its last 100); pairs are chosen uniformly or by ensemble disagreement (the pairs whose predicted
+preference varies most across members).
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class RecentEpisodes:
 
     def add(self, obs: np.ndarray, act: np.ndarray, rew: np.ndarray) -> None:
         self.episodes.append((np.asarray(obs, np.float32), np.asarray(act, np.float32), np.asarray(rew, np.float32)))
+
+    def latest(self, count: int) -> RecentEpisodes:
+        """The last ``count`` of these episodes (the arrays shared, not copied)."""
+        out = RecentEpisodes(count)
+        out.episodes.extend(list(self.episodes)[-count:])
+        return out
 
     def segments(self, length: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``count`` random windows: obs ``(N, L, D)``, act ``(N, L, A)``, true rewards ``(N, L)``."""

@@ -7,7 +7,8 @@
 Loop (A-PARL): random seed steps, then PEBBLE's unsupervised pre-training (SAC on a k-NN
 state-entropy reward, ``--unsup-steps``; the critic is reset when it ends); then SAC steps on the
 learned reward, warm-started throughout; every ``query_every`` steps, preferences on fresh segment
-pairs from the *current* policy's recent episodes; the reward ensemble is fit to all labels by
+pairs (PARL: from the *current* policy's recent episodes; PEBBLE, as published: from its last 100
+episodes of every kind, ``--query-episodes``); the reward ensemble is fit to all labels by
 Bradley-Terry (the direct term, = PEBBLE); PARL then adds the term through the policy's trajectory
 distribution,
 
@@ -60,6 +61,9 @@ from embodied.teacher import ScriptedTeacher, check_teacher_options
 from embodied.video import record_episode, tile, write_mp4
 
 METHODS = ("parl", "pebble", "sac")
+# PEBBLE's reward model keeps the last 100 episodes of every kind and cuts its queries from them (B-Pref's
+# RewardModel max_size); PARL's upper level is an expectation over the current policy's trajectories.
+PEBBLE_QUERY_EPISODES = 100
 
 
 @dataclass
@@ -95,7 +99,15 @@ class ParlConfig(RunOptions):
     )
     reward_epochs: int = 50  # epochs of reward training per session
     reward_lr: float = 3e-4  # reward-model learning rate
-    recent_episodes: int = 10  # latest episodes of the current policy that queries are cut from
+    recent_episodes: int = 10  # latest episodes: the current policy's (diagnostics, implicit term, PARL's queries)
+    query_episodes: int = field(
+        default=0,
+        metadata={
+            "help": "latest episodes the queries are cut from (0: the method's own: pebble the last "
+            f"{PEBBLE_QUERY_EPISODES}, as PEBBLE's code keeps, random and pre-training episodes included; parl the "
+            "current policy's, --recent-episodes)"
+        },
+    )
     hypergrad_solver: str = field(default="cg", metadata={"help": "cg, neumann or identity"})
     hypergrad_curvature: str = field(
         default="fisher",
@@ -130,7 +142,7 @@ class ParlConfig(RunOptions):
     RESUMABLE = RunOptions.RESUMABLE + ("total_steps", "eval_every", "eval_episodes", "checkpoint_every")
     RENAMED = {"sac_hidden": "sac.hidden", "batch_size": "sac.batch_size"}  # now SACConfig's
     # what runs from before an option existed did: a resume must keep it
-    LEGACY_DEFAULTS = {"implicit_measure": "parameters", "reward_input": "state-action"}
+    LEGACY_DEFAULTS = {"implicit_measure": "parameters", "reward_input": "state-action", "query_episodes": 10}
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
@@ -141,6 +153,10 @@ class ParlConfig(RunOptions):
         check_choice("implicit_measure", self.implicit_measure, ("reward", "parameters"))
         if self.implicit_ratio < 0:
             raise ValueError(f"implicit_ratio must be >= 0, got {self.implicit_ratio}")
+        if self.query_episodes < 0:
+            raise ValueError(f"query_episodes must be >= 0 (0: the method's own), got {self.query_episodes}")
+        if self.query_episodes == 0:  # saved resolved, so that config.json says what ran
+            self.query_episodes = PEBBLE_QUERY_EPISODES if self.method == "pebble" else self.recent_episodes
         check_positive(
             self,
             "total_steps",
@@ -175,7 +191,7 @@ def run_parl(cfg: ParlConfig) -> dict:
     sac = SAC(obs_dim, act_dim, cfg.sac, device)
     reward = LearnedReward(obs_dim, act_dim, cfg.ensemble_size, device, use_action=cfg.reward_input == "state-action")
     buffer = ReplayBuffer(obs_dim, act_dim, cfg.total_steps)
-    recent = RecentEpisodes(cfg.recent_episodes)
+    history = RecentEpisodes(max(cfg.recent_episodes, cfg.query_episodes))  # the pool the queries are cut from
     teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
     intrinsic = StateEntropyReward(cfg.unsup_k)
     rng = np.random.default_rng(cfg.seed)
@@ -187,7 +203,7 @@ def run_parl(cfg: ParlConfig) -> dict:
             sac.load_state_dict(state["sac"])
             reward.load_state_dict(state["reward"])
             buffer.load_state_dict(state["buffer"])
-            recent.load_state_dict(state["recent"], obs_dim, act_dim)
+            history.load_state_dict(state["recent"], obs_dim, act_dim)
             if "intrinsic" in state:
                 intrinsic.stats.load_state_dict(state["intrinsic"])
             rng.bit_generator.state = state["rng"]
@@ -207,7 +223,7 @@ def run_parl(cfg: ParlConfig) -> dict:
                 "sac": sac.state_dict(),
                 "reward": reward.state_dict(),
                 "buffer": buffer.state_dict(),
-                "recent": recent.state_dict(),
+                "recent": history.state_dict(),
                 "intrinsic": intrinsic.stats.state_dict(),
                 "rng": rng.bit_generator.state,
                 "torch_rng": torch.get_rng_state(),
@@ -243,12 +259,12 @@ def run_parl(cfg: ParlConfig) -> dict:
             learned
             and feedback < cfg.feedback_budget
             and step >= learn_start
-            and len(recent.episodes) > 0
+            and len(history.episodes) > 0
             and (step - learn_start) % cfg.query_every == 0
         ):
             first_session = store is None
             num = min(cfg.queries_per_session, cfg.feedback_budget - feedback)
-            store, metrics = feedback_session(cfg, sac, reward, buffer, recent, teacher, store, num, rng)
+            store, metrics = feedback_session(cfg, sac, reward, buffer, history, teacher, store, num, rng)
             feedback += num
             if first_session and cfg.unsup_steps > 0:
                 sac.reset_critic()  # PEBBLE: the Q-values of the intrinsic reward are of no use for the task
@@ -275,15 +291,15 @@ def run_parl(cfg: ParlConfig) -> dict:
                     "eval/return": result["return_mean"],
                 },
             )  # success_rate: at any step (Meta-World's)
-            if learned and store is not None and len(recent.episodes) > 0:
-                run.logger.log(step, reward_agreement(reward, buffer, recent, rng))
+            if learned and store is not None and len(history.episodes) > 0:
+                run.logger.log(step, reward_agreement(reward, buffer, history.latest(cfg.recent_episodes), rng))
             bar.write(
                 f"step {step}: success {result['success_rate']:.2f} true return {result['return_mean']:.1f} "
                 f"over {result['episode_steps']:.0f} steps, labels {feedback}"
             )
 
         if terminated or truncated:
-            recent.add(np.stack(ep_obs), np.stack(ep_act), np.asarray(ep_rew))
+            history.add(np.stack(ep_obs), np.stack(ep_act), np.asarray(ep_rew))
             run.logger.log(
                 step, {"train/episode_true_return": float(np.sum(ep_rew)), "train/success": float(info["success"])}
             )
@@ -495,19 +511,21 @@ def feedback_session(
     sac: SAC,
     reward: LearnedReward,
     buffer: ReplayBuffer,
-    recent: RecentEpisodes,
+    history: RecentEpisodes,
     teacher: ScriptedTeacher,
     store: dict | None,
     num: int,
     rng: np.random.Generator,
 ):
-    """Query ``num`` labels on the current policy's recent segments, refit the reward (PARL: plus the
+    """Query ``num`` labels on segments of the last ``query_episodes`` episodes, refit the reward (PARL: plus the
     implicit term), relabel the buffer. Returns the grown label store and the session's diagnostics."""
     device = sac.device
+    recent = history.latest(cfg.recent_episodes)  # the current policy's
+    pool = history.latest(cfg.query_episodes)
     obs_r, act_r, _ = recent_transitions(recent)
     before = reward(obs_r, act_r)
     nu_before = flat(reward.params(), reward.params()).detach().clone()
-    obs_q, act_q, prefs = query(recent, teacher, reward.members, num, cfg.segment_length, cfg.selection, rng, device)
+    obs_q, act_q, prefs = query(pool, teacher, reward.members, num, cfg.segment_length, cfg.selection, rng, device)
     new_accuracy = preference_accuracy(reward, obs_q, act_q, prefs) if store is not None else np.nan  # unseen pairs
     metrics = {"diag/pref_accuracy_new": new_accuracy}
     store = merge(store, obs_q, act_q, prefs)
