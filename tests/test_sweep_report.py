@@ -633,10 +633,11 @@ def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp
     ]
     assert cli_main(argv) == 0
     report = (results / "report-drawer-close-v3.md").read_text()
-    assert "| method=parl | 1 |" in report and "| method=sac | 1 |" in report and "Retention" in report
-    assert "method=parl vs method=pebble | steps_to_hold" in report
+    assert "| method=parl,query_episodes=10 | 1 |" in report and "| method=sac,query_episodes=10 | 1 |" in report
+    assert "| method=pebble,query_episodes=100 | 1 |" in report and "Retention" in report
+    assert "method=parl,query_episodes=10 vs method=pebble,query_episodes=100 | steps_to_hold" in report
     records = [json.loads(line) for line in (results / "records.jsonl").read_text().splitlines()]
-    assert len(records) == 3 and all(r["config"]["task"] == "drawer-close-v3" for r in records)
+    assert len(records) == 4 and all(r["config"]["task"] == "drawer-close-v3" for r in records)
     assert any("diag/rank_corr_recent" in row for r in records for row in r["rows"])
     import shutil
 
