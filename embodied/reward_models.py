@@ -126,6 +126,9 @@ class RewardTrainConfig:
     lr: float = 3e-4
     kl_weight: float = 0.01  # weight of the KL-to-prior term (Gaussian model only)
     weight_decay: float = 1e-4
+    # stop once the model orders more than this fraction of its labels as they say (PEBBLE's code: 0.97, so that
+    # the model does not go on to fit the last few pairs at any cost); 0: always ``epochs``
+    stop_accuracy: float = 0.0
 
 
 def preference_loss(
@@ -153,7 +156,8 @@ def train_reward_model(
     seed: int = 0,
     log=None,
 ) -> list[float]:
-    """Fit ``model`` to ``prefs`` over segments ``obs (N, L, D)``, ``act (N, L, A)``; returns loss per epoch."""
+    """Fit ``model`` to ``prefs`` over segments ``obs (N, L, D)``, ``act (N, L, A)``; returns loss per epoch (fewer
+    than ``cfg.epochs`` where ``cfg.stop_accuracy`` stopped it)."""
     if len(prefs) == 0:
         raise ValueError("empty preference set: nothing to learn a reward from")
     if not (np.all(np.isfinite(obs)) and np.all(np.isfinite(act)) and np.all(np.isfinite(prefs.label))):
@@ -180,6 +184,9 @@ def train_reward_model(
         history.append(total / len(prefs))
         if log is not None:
             log(epoch, {"reward/loss": history[-1], **{f"reward/{k}": v for k, v in parts.items()}})
+        if cfg.stop_accuracy > 0 and preference_accuracy(model, obs, act, prefs, device) > cfg.stop_accuracy:
+            break
+        model.train()
     return history
 
 

@@ -47,6 +47,37 @@ def test_reward_trained_on_teacher_labels_of_policy_segments_ranks_held_out_segm
     assert accuracy > 0.75, accuracy
 
 
+def test_reward_training_stops_once_it_orders_enough_labels_as_pebble_does(rng):
+    """PEBBLE's rule: train until the model orders more than 97 % of its labels right, then stop."""
+    obs = rng.normal(size=(200, 5, 3)).astype(np.float32)
+    act = np.zeros((200, 5, 2), np.float32)
+    prefs = ScriptedTeacher().label(obs[..., 0], *sample_pairs(200, 300, rng))  # true reward: the first feature
+    runs = {}
+    for stop in (0.0, 0.97):
+        torch.manual_seed(0)
+        model = RewardModel(3, 2, hidden=32, use_action=False)
+        runs[stop] = train_reward_model(
+            model, obs, act, prefs, RewardTrainConfig(epochs=100, lr=3e-3, stop_accuracy=stop)
+        )
+        accuracy = preference_accuracy(model, obs, act, prefs)
+        assert accuracy > 0.97 if stop else True, accuracy
+    assert len(runs[0.0]) == 100 and len(runs[0.97]) < 50, (len(runs[0.0]), len(runs[0.97]))
+    assert runs[0.97] == runs[0.0][: len(runs[0.97])], "the same training, only shorter"
+
+
+def test_a_session_logs_how_many_reward_epochs_the_stop_rule_left(tmp_path):
+    for stop, name in ((0.0, "full"), (0.5, "stopped")):
+        argv = [*TOY, "--method", "pebble", "--reward-epochs", "20", "--reward-stop-accuracy", str(stop)]
+        assert cli_main(["train", "parl", *argv, "--run-dir", str(tmp_path), "--run-name", name]) == 0
+    epochs = {
+        name: [
+            r["reward/epochs"] for r in map(json.loads, open(tmp_path / name / "metrics.jsonl")) if "reward/epochs" in r
+        ]
+        for name in ("full", "stopped")
+    }
+    assert epochs["full"] == [20.0, 20.0, 20.0] and max(epochs["stopped"]) < 20, epochs
+
+
 def test_relabel_rewrites_the_buffer_with_standardised_learned_reward(rng):
     buffer = ReplayBuffer(39, 4, capacity=100)
     for _ in range(60):

@@ -99,6 +99,13 @@ class ParlConfig(RunOptions):
     )
     reward_epochs: int = 50  # epochs of reward training per session
     reward_lr: float = 3e-4  # reward-model learning rate
+    reward_stop_accuracy: float = field(
+        default=0.0,
+        metadata={
+            "help": "end a session's reward training once a member orders more than this fraction of all labels "
+            "as the teacher did (PEBBLE's code: 0.97, --reward-epochs then the most); 0: always --reward-epochs"
+        },
+    )
     recent_episodes: int = 10  # latest episodes: the current policy's (diagnostics, implicit term, PARL's queries)
     query_episodes: int = field(
         default=0,
@@ -153,6 +160,8 @@ class ParlConfig(RunOptions):
         check_choice("implicit_measure", self.implicit_measure, ("reward", "parameters"))
         if self.implicit_ratio < 0:
             raise ValueError(f"implicit_ratio must be >= 0, got {self.implicit_ratio}")
+        if not 0 <= self.reward_stop_accuracy <= 1:
+            raise ValueError(f"reward_stop_accuracy must be in [0, 1] (0: off), got {self.reward_stop_accuracy}")
         if self.query_episodes < 0:
             raise ValueError(f"query_episodes must be >= 0 (0: the method's own), got {self.query_episodes}")
         if self.query_episodes == 0:  # saved resolved, so that config.json says what ran
@@ -530,16 +539,19 @@ def feedback_session(
     metrics = {"diag/pref_accuracy_new": new_accuracy}
     store = merge(store, obs_q, act_q, prefs)
     labels = len(store["prefs"])
+    epochs = []
     for i, member in enumerate(reward.members):
-        train_reward_model(
+        losses = train_reward_model(
             member,
             store["obs"],
             store["act"],
             store["prefs"],
-            RewardTrainConfig(epochs=cfg.reward_epochs, lr=cfg.reward_lr),
+            RewardTrainConfig(epochs=cfg.reward_epochs, lr=cfg.reward_lr, stop_accuracy=cfg.reward_stop_accuracy),
             device,
             seed=cfg.seed * 100 + i + labels,
         )
+        epochs.append(len(losses))
+    metrics["reward/epochs"] = float(np.mean(epochs))  # fewer than --reward-epochs where the stop rule ended it
     if cfg.method == "parl":
         direct = flat(reward.params(), reward.params()).detach() - nu_before
         after_direct = reward(obs_r, act_r)
