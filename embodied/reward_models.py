@@ -184,9 +184,11 @@ def train_reward_model(
         history.append(total / len(prefs))
         if log is not None:
             log(epoch, {"reward/loss": history[-1], **{f"reward/{k}": v for k, v in parts.items()}})
-        if cfg.stop_accuracy > 0 and preference_accuracy(model, obs, act, prefs, device) > cfg.stop_accuracy:
-            break
-        model.train()
+        if cfg.stop_accuracy > 0:
+            done = preference_accuracy(model, obs, act, prefs, device) > cfg.stop_accuracy
+            model.train()  # preference_accuracy left it in eval mode; callers get it back as without the rule
+            if done:
+                break
     return history
 
 
