@@ -389,6 +389,13 @@ def select(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
     return runs
 
 
+def of_seeds(runs: list[RunRecord], seeds: list[int]) -> list[RunRecord]:
+    """The runs made with one of ``seeds``: a study's own runs where its run directory also holds other seeds'
+    (a study extended to more seeds beside ablations run on the first ones)."""
+    wanted = set(seeds)
+    return [r for r in runs if r.config.get("seed") in wanted]
+
+
 def build_report(
     root: Path | list[Path],
     metric: str,
@@ -402,9 +409,15 @@ def build_report(
     unfinished: bool = False,
     at_step: int | None = None,
     tasks: str | None = None,
+    seeds: list[int] | None = None,
 ) -> str:
     roots = root if isinstance(root, list) else [root]
-    found = select([run for r in roots for run in find_runs(r)], list(where))  # several: their runs pooled
+    found = [run for r in roots for run in find_runs(r)]  # several: their runs pooled
+    if seeds is not None:
+        found = of_seeds(found, seeds)
+        if not found:
+            raise EmbodiedError(f"no run under {', '.join(map(str, roots))} has one of the seeds {seeds}")
+    found = select(found, list(where))
     root = ", ".join(str(r) for r in roots)
     names = Counter(run.path.name for run in found)
     if len(roots) > 1 and max(names.values()) > 1:
@@ -544,6 +557,11 @@ def main(argv: list[str]) -> int:
         help="only runs whose config has this value, or (KEY!=VALUE) has not (repeatable)",
     )
     parser.add_argument(
+        "--seeds",
+        default=None,
+        help="only runs of these seeds, comma-separated or a range like 0-9 (default: every seed)",
+    )
+    parser.add_argument(
         "--unfinished", action="store_true", help="include runs without summary.json (their last value)"
     )
     parser.add_argument(
@@ -578,6 +596,11 @@ def main(argv: list[str]) -> int:
     for source in args.dir:
         if not source.expanduser().exists():  # before --out's directory is created inside it
             raise EmbodiedError(f"no such directory: {source}")
+    seeds = None
+    if args.seeds is not None:
+        from embodied.sweep import parse_seeds
+
+        seeds = parse_seeds(args.seeds)
     out = args.out or default_report_path(args.dir[0])
     if out.is_dir():
         raise EmbodiedError(f"--out {out} is a directory; give the markdown file to write")
@@ -596,6 +619,7 @@ def main(argv: list[str]) -> int:
         args.unfinished,
         args.at_step,
         args.tasks,
+        seeds,
     )
     with atomic_path(out) as tmp:
         tmp.write_text(text)

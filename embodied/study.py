@@ -151,13 +151,14 @@ def run_study(
 
 
 def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
-    """One line per run: its name, settings, whether it finished, and the rows that logged any of ``keys`` or
-    of a key starting with one of the report's ``keep`` prefixes (e.g. ``"diag/"``)."""
-    from embodied.report import find_runs
+    """One line per run of the study's seeds (a shared run directory may hold other seeds' runs): its name,
+    settings, whether it finished, and the rows that logged any of ``keys`` or of a key starting with one of the
+    report's ``keep`` prefixes (e.g. ``"diag/"``)."""
+    from embodied.report import find_runs, of_seeds
 
     prefixes = tuple(study["report"].get("keep", []))
     lines = []
-    for run in find_runs(out):
+    for run in of_seeds(find_runs(out), [int(s) for s in study["seeds"]]):
         kept = lambda key: key in keys or key.startswith(prefixes)  # noqa: E731
         rows = [{"step": r["step"], **{k: v for k, v in r.items() if kept(k)}} for r in run.rows if any(map(kept, r))]
         settings = {k: v for k, v in sorted(run.config.items()) if isinstance(v, (str, int, float, bool)) or v is None}

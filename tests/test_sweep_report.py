@@ -455,6 +455,29 @@ def test_a_report_pools_several_sources_and_writes_beside_a_records_file(tmp_pat
     assert "one of what they logged: eval/success_rate" in capsys.readouterr().err
 
 
+def test_a_study_and_a_report_keep_to_their_seeds_in_a_shared_run_directory(tmp_path, capsys):
+    """A study extended to more seeds shares its run directory with ablations run on the first ones: each
+    study's records hold its own seeds' runs only, and `embodied report --seeds` pools on named seeds."""
+    out, results = tmp_path / "runs", tmp_path / "results"
+    synthetic_runs(out, {"parl": [[0.1, 0.2], [0.3, 0.4], [0.9, 1.0]], "sac": [[0.5, 0.6]] * 3})
+    study = tmp_path / "s.toml"
+    study.write_text(
+        'agent = "parl"\nseeds = [0, 1]\n[grid]\nmethod = ["parl", "sac"]\n'
+        f'[report]\nout = "{out}"\ncompare = [["method=sac", "method=parl"]]\n'
+    )
+    assert cli_main(["study", str(study), "--report-only", "--results", str(results)]) == 0
+    records = [json.loads(line) for line in (results / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["config"]["seed"] for r in records) == [0, 0, 1, 1]
+    assert "| method=parl | 2 | 0.300" in (results / "report.md").read_text()  # seed 2's 1.0 left out
+
+    pooled = tmp_path / "pooled.md"
+    assert cli_main(["report", str(out), "--seeds", "1-2", "--out", str(pooled), "--reps", "200"]) == 0
+    assert "| method=parl | 2 | 0.700" in pooled.read_text()
+    capsys.readouterr()
+    assert cli_main(["report", str(out), "--seeds", "7", "--out", str(pooled)]) == 2
+    assert "has one of the seeds [7]" in capsys.readouterr().err
+
+
 def test_report_at_step_compares_runs_stopped_by_a_budget_at_one_step(tmp_path):
     # three runs killed at different steps (no summary.json): 4, 3 and 1 evaluations of 1000 steps each
     synthetic_runs(tmp_path, {"a": [[0.1, 0.2, 0.3, 0.9], [0.2, 0.4, 0.6]], "b": [[0.5]]})
