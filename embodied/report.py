@@ -335,14 +335,15 @@ def measures_section(
             )
     lines += [
         "",
-        f"Retention: of the runs that reached {threshold}, how many end at or above it:",
+        f"Retention: of the runs that reached {threshold}, how many end at or above it (the share with its 95 % "
+        "Wilson interval, which stays honest at a few runs and at 0 or 1):",
         "",
-        "| group | reached | kept to the end |",
-        "| --- | ---: | ---: |",
+        "| group | reached | kept to the end | share kept [95% CI] |",
+        "| --- | ---: | ---: | --- |",
     ]
     for g, ms in per_run.items():
-        reached = sum(m["reached"] for m in ms)
-        lines.append(f"| {g} | {reached}/{len(ms)} | {sum(m['kept'] for m in ms)}/{reached} |")
+        reached, kept = sum(m["reached"] for m in ms), sum(m["kept"] for m in ms)
+        lines.append(f"| {g} | {reached}/{len(ms)} | {kept}/{reached} | {share_interval(kept, reached)} |")
     if compare:
         lines += ["", "| comparison | measure | P(X better than Y) [95% CI] |", "| --- | --- | --- |"]
         for x, y in compare:
@@ -353,6 +354,16 @@ def measures_section(
                     p, low, high = improvement(sign * a, sign * b, reps)
                     lines.append(f"| {x} vs {y} | {name} | {p:.3f} [{low:.3f}, {high:.3f}] |")
     return lines
+
+
+def share_interval(successes: int, trials: int) -> str:
+    """``k/n`` as a share with its 95 % Wilson score interval (``-`` for no trials)."""
+    if trials == 0:
+        return "-"
+    from scipy.stats import binomtest
+
+    ci = binomtest(successes, trials).proportion_ci(method="wilson")
+    return f"{successes / trials:.2f} [{ci.low:.2f}, {ci.high:.2f}]"
 
 
 def plot_curves(curve_data, metric: str, path: Path) -> None:

@@ -492,6 +492,13 @@ def test_report_at_step_compares_runs_stopped_by_a_budget_at_one_step(tmp_path):
     assert cli_main(["report", str(tmp_path), "--unfinished", "--at-step", "5000"]) == 2  # nobody got there
 
 
+def test_retention_is_given_with_a_wilson_interval(tmp_path):
+    """Of 7 runs that reach 0.8, 6 end there: 0.86 with the Wilson interval of 6/7, [0.487, 0.974]."""
+    synthetic_runs(tmp_path, {"a": [[0.9, 1.0]] * 6 + [[0.9, 0.1], [0.1, 0.2]]})
+    text = build_report(tmp_path, "eval/success_rate", ["method"], [], 0.8, None, 200, None)
+    assert "| method=a | 7/8 | 6/7 | 0.86 [0.49, 0.97] |" in text, text
+
+
 def test_run_measures_on_a_constructed_curve():
     """Reach, hold, area and retention on a curve whose values are known."""
     from embodied.report import RunRecord, run_measures
