@@ -123,7 +123,13 @@ def main() -> int:
         "| implicit / direct move on the policy's states | cosine |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
-    lines += [row(r, args.metric) for r in find_runs(args.source) if r.series("diag/session_shift")]
+    runs = [r for r in find_runs(args.source) if r.series("diag/session_shift")]
+    missing = [r.path.name for r in runs if not r.series(args.metric)]
+    if missing:
+        parser.error(
+            f"{len(missing)} runs (e.g. {missing[0]}) logged no {args.metric}; name the success key with --metric"
+        )
+    lines += [row(r, args.metric) for r in runs]
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
