@@ -139,6 +139,13 @@ class ParlConfig(RunOptions):
             "policy's recent transitions, mean absolute change) or parameters (the updates' parameter norms)"
         },
     )
+    implicit_direction: str = field(
+        default="hypergradient",
+        metadata={
+            "help": "hypergradient (PARL); random: a random direction of the same size, the control for whether the "
+            "hypergradient's direction carries information"
+        },
+    )
     teacher_flip_prob: float = 0.0  # probability that the scripted teacher flips a label (label noise)
     teacher_gamma: float = 1.0  # scripted teacher's discount over a segment (1: plain return)
     teacher_equal_threshold: float = 0.0  # return difference below which the teacher says 'equal'
@@ -158,6 +165,7 @@ class ParlConfig(RunOptions):
         check_choice("selection", self.selection, ("uniform", "disagreement"))
         check_choice("reward_input", self.reward_input, ("state", "state-action"))
         check_choice("implicit_measure", self.implicit_measure, ("reward", "parameters"))
+        check_choice("implicit_direction", self.implicit_direction, ("hypergradient", "random"))
         if self.implicit_ratio < 0:
             raise ValueError(f"implicit_ratio must be >= 0, got {self.implicit_ratio}")
         if not 0 <= self.reward_stop_accuracy <= 1:
@@ -483,7 +491,11 @@ def implicit_step(
     # ill-conditioned); its direction is what the hypergradient adds. Its step is a fixed fraction of
     # the direct update, so the two parts of the upper-level step keep comparable weight.
     norm = torch.sqrt(sum((g**2).sum() for g in indirect)).item()
-    scale = cfg.implicit_ratio * direct_norm / (norm + 1e-12)
+    if cfg.implicit_direction == "random":  # the control: sized below as the hypergradient's step would be
+        indirect = [
+            torch.as_tensor(rng.standard_normal(tuple(g.shape)), dtype=g.dtype, device=g.device) for g in indirect
+        ]
+    scale = cfg.implicit_ratio * direct_norm / (torch.sqrt(sum((g**2).sum() for g in indirect)).item() + 1e-12)
     obs_r, act_r, start = on_policy
     origin = [p.detach().clone() for p in nu]
 
