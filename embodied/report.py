@@ -400,6 +400,18 @@ def select(runs: list[RunRecord], where: list[str]) -> list[RunRecord]:
     return runs
 
 
+def with_defaults(runs: list[RunRecord], defaults: list[str]) -> list[RunRecord]:
+    """Runs whose config lacks a key of ``KEY=VALUE`` get that value: a run made before an option existed ran with
+    what the option's value now names (e.g. ``implicit_direction=hypergradient``), and belongs in its group."""
+    for item in defaults:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise EmbodiedError(f"--default {item!r}: expected KEY=VALUE")
+        for run in runs:
+            run.config.setdefault(key, value)
+    return runs
+
+
 def of_seeds(runs: list[RunRecord], seeds: list[int]) -> list[RunRecord]:
     """The runs made with one of ``seeds``: a study's own runs where its run directory also holds other seeds'
     (a study extended to more seeds beside ablations run on the first ones)."""
@@ -421,9 +433,10 @@ def build_report(
     at_step: int | None = None,
     tasks: str | None = None,
     seeds: list[int] | None = None,
+    defaults: list[str] = (),
 ) -> str:
     roots = root if isinstance(root, list) else [root]
-    found = [run for r in roots for run in find_runs(r)]  # several: their runs pooled
+    found = with_defaults([run for r in roots for run in find_runs(r)], list(defaults))  # several: pooled
     if seeds is not None:
         found = of_seeds(found, seeds)
         if not found:
@@ -568,6 +581,13 @@ def main(argv: list[str]) -> int:
         help="only runs whose config has this value, or (KEY!=VALUE) has not (repeatable)",
     )
     parser.add_argument(
+        "--default",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a run whose config lacks KEY (made before the option existed) counts as having VALUE (repeatable)",
+    )
+    parser.add_argument(
         "--seeds",
         default=None,
         help="only runs of these seeds, comma-separated or a range like 0-9 (default: every seed)",
@@ -631,6 +651,7 @@ def main(argv: list[str]) -> int:
         args.at_step,
         args.tasks,
         seeds,
+        args.default,
     )
     with atomic_path(out) as tmp:
         tmp.write_text(text)

@@ -54,6 +54,7 @@ REPORT_KEYS = {
     "curves",
     "group_by",
     "where",
+    "defaults",
     "out",
     "keep",
 }
@@ -222,6 +223,7 @@ def write_report(
             out.with_name(out.stem + "_curves.png"),
             where,
             tasks=tasks,
+            defaults=rep.get("defaults", []),
         )
         with atomic_path(out) as tmp:
             tmp.write_text(text)

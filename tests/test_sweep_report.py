@@ -478,6 +478,23 @@ def test_a_study_and_a_report_keep_to_their_seeds_in_a_shared_run_directory(tmp_
     assert "has one of the seeds [7]" in capsys.readouterr().err
 
 
+def test_a_run_made_before_an_option_joins_the_group_its_default_names(tmp_path, capsys):
+    synthetic_runs(tmp_path, {"parl": [[0.1, 0.2], [0.3, 0.4]], "sac": [[0.5, 0.6]]})
+    for d in tmp_path.iterdir():  # the second parl run was made after the option existed and names its value
+        if d.name == "parl-s1":
+            config = json.loads((d / "config.json").read_text())
+            (d / "config.json").write_text(json.dumps({**config, "direction": "hypergradient"}))
+    text = build_report(tmp_path, "eval/success_rate", ["direction"], [], None, None, 200, None, ["method=parl"])
+    assert "| direction=None | 1 |" in text and "| direction=hypergradient | 1 |" in text
+    out = tmp_path / "r.md"
+    argv = ["report", str(tmp_path), "--where", "method=parl", "--group-by", "direction", "--out", str(out)]
+    assert cli_main([*argv, "--default", "direction=hypergradient", "--reps", "200"]) == 0
+    assert "| direction=hypergradient | 2 | " in out.read_text()
+    capsys.readouterr()
+    assert cli_main([*argv, "--default", "direction"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
 def test_report_at_step_compares_runs_stopped_by_a_budget_at_one_step(tmp_path):
     # three runs killed at different steps (no summary.json): 4, 3 and 1 evaluations of 1000 steps each
     synthetic_runs(tmp_path, {"a": [[0.1, 0.2, 0.3, 0.9], [0.2, 0.4, 0.6]], "b": [[0.5]]})
