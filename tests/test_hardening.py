@@ -233,7 +233,8 @@ def _replace(group, name, data=None, **kwargs):
 
 
 @pytest.mark.parametrize(
-    "attack", ["external", "external-link", "virtual", "shape", "dtype", "steps", "steps-inf", "action-range"]
+    "attack",
+    ["external", "external-link", "virtual", "named-datatype", "shape", "dtype", "steps", "steps-inf", "action-range"],
 )
 def test_hostile_episodes_are_refused(tmp_path, attack):
     path = _good(tmp_path)
@@ -251,6 +252,9 @@ def test_hostile_episodes_are_refused(tmp_path, attack):
             layout[:] = h5py.VirtualSource(str(tmp_path / "other.hdf5"), "x", shape=(10,))
             del ep["rewards"]
             ep.create_virtual_dataset("rewards", layout)
+        elif attack == "named-datatype":  # an object that is neither group nor array where an array belongs (fuzzing)
+            del ep["rewards"]
+            ep["rewards"] = np.dtype("float32")
         elif attack == "shape":
             _replace(ep, "actions", np.zeros((10, 4000), np.float32))
         elif attack == "dtype":

@@ -142,6 +142,8 @@ def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | 
     node = group[name]
     if isinstance(node, h5py.Group):
         return node
+    if not isinstance(node, h5py.Dataset):  # e.g. a named datatype
+        raise ValueError(f"{name!r} is a {type(node).__name__}, not an array")
     if node.is_virtual or node.external:
         raise ValueError(f"{name!r} uses external or virtual storage, which is refused")
     if node.dtype.kind not in "biuf":
