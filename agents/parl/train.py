@@ -490,12 +490,13 @@ def implicit_step(
     # The raw term's norm swings over orders of magnitude between sessions (the inverse curvature is
     # ill-conditioned); its direction is what the hypergradient adds. Its step is a fixed fraction of
     # the direct update, so the two parts of the upper-level step keep comparable weight.
-    norm = torch.sqrt(sum((g**2).sum() for g in indirect)).item()
+    norm = step_norm = torch.sqrt(sum((g**2).sum() for g in indirect)).item()
     if cfg.implicit_direction == "random":  # the control: sized below as the hypergradient's step would be
         indirect = [
             torch.as_tensor(rng.standard_normal(tuple(g.shape)), dtype=g.dtype, device=g.device) for g in indirect
         ]
-    scale = cfg.implicit_ratio * direct_norm / (torch.sqrt(sum((g**2).sum() for g in indirect)).item() + 1e-12)
+        step_norm = torch.sqrt(sum((g**2).sum() for g in indirect)).item()
+    scale = cfg.implicit_ratio * direct_norm / (step_norm + 1e-12)
     obs_r, act_r, start = on_policy
     origin = [p.detach().clone() for p in nu]
 
