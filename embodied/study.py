@@ -44,20 +44,34 @@ from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
 
 STUDY_KEYS = {"agent", "seeds", "grid", "options", "report", "description", "name"}
+TEXT, NUMBER, TEXTS, PAIRS = "a string", "a number", "a list of strings", 'a list of pairs like [["a=1", "a=2"]]'
 REPORT_KEYS = {
-    "split",
-    "tasks",
-    "metric",
-    "threshold",
-    "cost_key",
-    "compare",
-    "curves",
-    "group_by",
-    "where",
-    "defaults",
-    "out",
-    "keep",
+    "split": TEXT,
+    "tasks": TEXT,
+    "metric": TEXT,
+    "threshold": NUMBER,
+    "cost_key": TEXT,
+    "compare": PAIRS,
+    "curves": TEXTS,
+    "group_by": TEXTS,
+    "where": TEXTS,
+    "defaults": TEXTS,
+    "out": TEXT,
+    "keep": TEXTS,
 }
+
+
+def is_kind(value, kind: str) -> bool:
+    """Whether a TOML value is of one of the [report] kinds (a string where a list belongs would be read letter by
+    letter further on, so it is refused here)."""
+    texts = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
+    if kind == TEXT:
+        return isinstance(value, str)
+    if kind == NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == TEXTS:
+        return texts(value)
+    return isinstance(value, list) and all(texts(v) and len(v) == 2 for v in value)
 
 
 def load_study(path: Path) -> dict:
@@ -69,15 +83,28 @@ def load_study(path: Path) -> dict:
     unknown = set(study) - STUDY_KEYS
     if unknown:
         raise EmbodiedError(f"study file {path}: unknown keys {sorted(unknown)} (known: {sorted(STUDY_KEYS)})")
-    if "agent" not in study or not isinstance(study.get("seeds"), list) or not study["seeds"]:
+    seeds = study.get("seeds")
+    if not isinstance(study.get("agent"), str) or not isinstance(seeds, list) or not seeds:
         raise EmbodiedError(f'study file {path} needs agent = "..." and seeds = [...]')
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) or len(set(seeds)) < len(
+        seeds
+    ):
+        raise EmbodiedError(f"study file {path}: seeds must be distinct non-negative integers, not {seeds}")
+    for key in ("name", "description"):
+        if not isinstance(study.get(key, ""), str):
+            raise EmbodiedError(f"study file {path}: {key} must be a string")
     for table in ("grid", "options", "report"):
         if not isinstance(study.setdefault(table, {}), dict):
             raise EmbodiedError(f"study file {path}: [{table}] must be a table")
     for table in ("grid", "options"):  # TOML reads `wm.target_kl = 3` as a nested table: the dotted option name
         study[table] = flatten(study[table])
-    if set(study["report"]) - REPORT_KEYS:
-        raise EmbodiedError(f"study file {path}: unknown [report] keys {sorted(set(study['report']) - REPORT_KEYS)}")
+    if set(study["report"]) - set(REPORT_KEYS):
+        raise EmbodiedError(
+            f"study file {path}: unknown [report] keys {sorted(set(study['report']) - set(REPORT_KEYS))}"
+        )
+    for key, value in study["report"].items():
+        if not is_kind(value, REPORT_KEYS[key]):
+            raise EmbodiedError(f"study file {path}: report.{key} must be {REPORT_KEYS[key]}, not {value!r}")
     if not all(isinstance(v, list) and v for v in study["grid"].values()):
         raise EmbodiedError(f"study file {path}: every [grid] entry must be a non-empty list of values")
     from embodied.sweep import grid_options  # sweep imports the command table, which imports this module

@@ -613,6 +613,33 @@ def test_a_linked_grid_axis_sets_its_options_together_instead_of_crossing_them(t
             load_study(path)
 
 
+def test_a_study_file_of_the_wrong_types_is_one_error_naming_the_key(tmp_path):
+    """A string where a list belongs would be read letter by letter (``where = "method=a"`` as the filters
+    'm', 'e', ...): every [report] key and the seeds are type-checked when the file loads."""
+    from embodied.study import load_study
+
+    path = tmp_path / "s.toml"
+    for body, message in (
+        ('seeds = ["a"]', "seeds must be distinct non-negative integers"),
+        ("seeds = [0, 0]", "seeds must be distinct"),
+        ("seeds = [true]", "seeds must be distinct"),
+        ('seeds = [0]\n[report]\nwhere = "method=a"', "report.where must be a list of strings"),
+        ('seeds = [0]\n[report]\ndefaults = "a=1"', "report.defaults must be a list of strings"),
+        ('seeds = [0]\n[report]\ngroup_by = "method"', "report.group_by must be a list of strings"),
+        ('seeds = [0]\n[report]\nkeep = "diag/"', "report.keep must be a list of strings"),
+        ('seeds = [0]\n[report]\nmetric = ["a"]', "report.metric must be a string"),
+        ('seeds = [0]\n[report]\nthreshold = "high"', "report.threshold must be a number"),
+        ("seeds = [0]\n[report]\nthreshold = true", "report.threshold must be a number"),
+        ('seeds = [0]\n[report]\ncompare = ["method=a"]', "report.compare must be a list of pairs"),
+        ('seeds = [0]\n[report]\ncompare = [["method=a", "method=b", "method=c"]]', "report.compare"),
+    ):
+        path.write_text(f'agent = "parl"\n{body}\n')
+        with pytest.raises(EmbodiedError, match=message):
+            load_study(path)
+    path.write_text('agent = "parl"\nseeds = [0, 1]\n[report]\nthreshold = 0.8\ncompare = [["method=a", "method=b"]]\n')
+    assert load_study(path)["report"]["threshold"] == 0.8
+
+
 def test_a_study_names_a_section_option_by_its_dotted_key(tmp_path):
     """TOML reads `wm.beta_lr = 0.01` as a nested table; the study turns it back into the option --wm.beta-lr."""
     from embodied.study import load_study, passthrough
