@@ -86,9 +86,8 @@ def load_study(path: Path) -> dict:
     seeds = study.get("seeds")
     if not isinstance(study.get("agent"), str) or not isinstance(seeds, list) or not seeds:
         raise EmbodiedError(f'study file {path} needs agent = "..." and seeds = [...]')
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds) or len(set(seeds)) < len(
-        seeds
-    ):
+    counts = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    if not counts or len(set(seeds)) < len(seeds):
         raise EmbodiedError(f"study file {path}: seeds must be distinct non-negative integers, not {seeds}")
     for key in ("name", "description"):
         if not isinstance(study.get(key, ""), str):
