@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -205,9 +206,9 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
         "grow",
     ]
     special = {
-        "checkpoint": ["tensor_layout"],
-        "policy": ["tensor_layout", "policy_fields"],
-        "reward_model": ["tensor_layout"],
+        "checkpoint": ["tensor_layout", "zip_deflate"],
+        "policy": ["tensor_layout", "policy_fields", "zip_deflate"],
+        "reward_model": ["tensor_layout", "zip_deflate"],
         "hdf5": ["h5_structure"],
         "minari": ["h5_structure", "json_numbers"],
         "config": ["json_numbers", "json_nesting"],
@@ -246,6 +247,12 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
         target.write_bytes(data + b"\x00" * (rng.choice([1, 20]) << 20))
     elif how == "tensor_layout":
         mutate_tensors(target, rng)
+    elif how == "zip_deflate" and zipfile.is_zipfile(target):  # the same members, compressed (a zip bomb's form)
+        with zipfile.ZipFile(target) as src:
+            members = [(info.filename, src.read(info)) for info in src.infolist()]
+        with zipfile.ZipFile(target, "w") as dst:
+            for name, content in members:
+                dst.writestr(name, content, compress_type=zipfile.ZIP_DEFLATED)
     elif how == "policy_fields":
         import torch
 
@@ -302,7 +309,6 @@ def mutate(kind: str, path: Path, rng: random.Random) -> str:
             np.savez(f, **arrays)
         if rng.random() < 0.3:  # a member whose header declares far more than it holds
             import io
-            import zipfile
 
             header = io.BytesIO()
             np.lib.format.write_array_header_1_0(
@@ -450,8 +456,9 @@ class Worker:
         self.proc.wait()
 
 
-def fuzz(cases: int, seed: int, timeout: float, out: Path | None = None) -> dict:
-    """Run ``cases`` mutated files (kinds in turn); returns counts and the failures."""
+def fuzz(cases: int, seed: int, timeout: float, out: Path | None = None, keep: Path | None = None) -> dict:
+    """Run ``cases`` mutated files (kinds in turn); returns counts and the failures (their files copied under
+    ``keep``, one directory per case, to reproduce them)."""
     sys.path.insert(0, str(ROOT))
     import envs  # noqa: F401
 
@@ -488,6 +495,8 @@ def fuzz(cases: int, seed: int, timeout: float, out: Path | None = None) -> dict
             results[(kind, answer["result"])] += 1
             if answer["result"] not in ("ok", "error"):
                 failures.append({"kind": kind, "mutation": how, "case": i, "outcome": answer})
+                if keep is not None:
+                    shutil.copytree(case_dir, keep / f"case{i}-{kind}", symlinks=True, dirs_exist_ok=True)
             shutil.rmtree(case_dir, ignore_errors=True)
     finally:
         worker.kill()
@@ -512,12 +521,13 @@ def main() -> int:
         "--timeout", type=float, default=20.0, help="seconds a case may take before it counts as a hang"
     )
     parser.add_argument("--out", type=Path, default=None, help="also write the summary as JSON here")
+    parser.add_argument("--keep", type=Path, default=None, help="copy each failing case's files here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker()
         return 0
-    summary = fuzz(args.cases, args.seed, args.timeout, args.out)
+    summary = fuzz(args.cases, args.seed, args.timeout, args.out, args.keep)
     print(
         f"{summary['cases']} cases (seed {summary['seed']}) in {summary['seconds']} s, memory cap "
         f"{MEMORY_CAP >> 20} MiB\n\n| kind | ok | one error line | failures |\n| --- | ---: | ---: | ---: |"

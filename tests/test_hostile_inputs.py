@@ -86,6 +86,29 @@ def test_an_expanded_tensor_in_a_policy_file_is_one_error_line_before_it_is_used
     assert "state_dict/net.0.weight" in line and "view" in line
 
 
+def test_a_checkpoint_of_deflated_zeros_is_refused_before_it_unpacks(tmp_path, capsys):
+    """PyTorch inflates a compressed member into its declared size: a file 1/1000 of what it unpacks to (a few MB
+    would be gigabytes). torch.save never compresses, so a compressed member is refused from the zip directory."""
+    import zipfile
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1 << 22)}}, plain)  # 16 MB stored
+    bomb = tmp_path / "policy.pt"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info), compress_type=zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(bomb) * 500 < os.path.getsize(plain)
+    assert torch.load(bomb, weights_only=True)["state_dict"]["w"].numel() == 1 << 22  # torch alone would unpack it
+    with pytest.raises(EmbodiedError, match="is compressed"):
+        load_checkpoint(bomb)
+    line = one_error_line(capsys, ["eval", "--policy", str(bomb), "--episodes", "1"])
+    assert "compressed" in line
+    legacy = tmp_path / "legacy.pt"  # the pre-1.6 format: not written here, and its own reader is not exposed
+    torch.save({"w": torch.zeros(3)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(EmbodiedError, match="not a zip archive"):
+        load_checkpoint(legacy)
+
+
 def test_real_checkpoints_still_load(tmp_path):
     state = {
         "net": torch.nn.Linear(3, 2).state_dict(),
