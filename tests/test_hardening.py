@@ -234,7 +234,19 @@ def _replace(group, name, data=None, **kwargs):
 
 @pytest.mark.parametrize(
     "attack",
-    ["external", "external-link", "virtual", "named-datatype", "shape", "dtype", "steps", "steps-inf", "action-range"],
+    [
+        "external",
+        "external-link",
+        "virtual",
+        "named-datatype",
+        "group-for-array",
+        "array-for-episode",
+        "shape",
+        "dtype",
+        "steps",
+        "steps-inf",
+        "action-range",
+    ],
 )
 def test_hostile_episodes_are_refused(tmp_path, attack):
     path = _good(tmp_path)
@@ -255,6 +267,13 @@ def test_hostile_episodes_are_refused(tmp_path, attack):
         elif attack == "named-datatype":  # an object that is neither group nor array where an array belongs (fuzzing)
             del ep["rewards"]
             ep["rewards"] = np.dtype("float32")
+        elif attack == "group-for-array":  # a bit flip that turned an array's header into a group's (fuzzing)
+            del ep["actions"]
+            ep.create_group("actions")
+        elif attack == "array-for-episode":
+            steps = ep.attrs["total_steps"]
+            del f["episode_0"]
+            f.create_dataset("episode_0", data=np.zeros(3)).attrs["total_steps"] = steps
         elif attack == "shape":
             _replace(ep, "actions", np.zeros((10, 4000), np.float32))
         elif attack == "dtype":

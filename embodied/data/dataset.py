@@ -133,7 +133,10 @@ def box_bounds(space: dict, shape) -> tuple[np.ndarray, np.ndarray] | None:
 
 def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | None):
     """``group[name]`` after refusing links to other files, external storage, virtual datasets,
-    non-numeric types and shapes other than ``(length, *per_step)``; nothing is read here."""
+    non-numeric types and shapes other than ``(length, *per_step)``; nothing is read here. Where ``length`` is
+    given an array must be there; otherwise a group may be (an episode, its dict observations, its infos)."""
+    if not isinstance(group, h5py.Group):
+        raise ValueError(f"{group.name!r} is a {type(group).__name__}, not a group")
     link = group.get(name, getlink=True)
     if link is None:
         raise KeyError(f"{name!r} is missing")
@@ -141,6 +144,8 @@ def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | 
         raise ValueError(f"{name!r} is a link ({type(link).__name__}); links are refused")
     node = group[name]
     if isinstance(node, h5py.Group):
+        if length is not None:
+            raise ValueError(f"{name!r} is a group, not an array")
         return node
     if not isinstance(node, h5py.Dataset):  # e.g. a named datatype
         raise ValueError(f"{name!r} is a {type(node).__name__}, not an array")
