@@ -216,6 +216,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return from_plain(plain)
 
 
+def load_weights(path: str | os.PathLike) -> dict[str, Any]:
+    """A file of trained weights (a policy, a reward model): ``load_checkpoint``'s checks, and every floating
+    tensor finite, so that a NaN or infinite weight is one error naming it here instead of NaN actions or rewards
+    far downstream."""
+    state = load_checkpoint(path)
+
+    def first_nonfinite(obj, where: str) -> str | None:
+        if isinstance(obj, torch.Tensor):
+            return where if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+        if isinstance(obj, dict):
+            return next((w for k, v in obj.items() if (w := first_nonfinite(v, f"{where}/{k}"))), None)
+        return None
+
+    bad = first_nonfinite(state, "")
+    if bad:
+        raise EmbodiedError(f"{path}: entry {bad} holds NaN or infinite values; these weights cannot be used")
+    return state
+
+
 def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:
     """NumPy ``.npz`` of ``arrays``, written atomically (temp file + rename)."""
     with atomic_path(path) as tmp:

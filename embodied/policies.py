@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from embodied.checkpoint import load_checkpoint
+from embodied.checkpoint import load_weights
 
 from embodied.atomic import atomic_path
 from embodied.errors import EmbodiedError
@@ -47,7 +47,7 @@ def load_policy_module(path: str | os.PathLike) -> torch.nn.Module:
     path = Path(path)
     if not path.exists():
         raise EmbodiedError(f"policy file not found: {path}")
-    payload = load_checkpoint(path)  # weights_only: a forged pickle is refused before anything runs
+    payload = load_weights(path)  # weights_only: a forged pickle is refused before anything runs
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
         raise EmbodiedError(f"{path} is not an embodied policy file (expected format {POLICY_FORMAT})")
     target, kwargs, state = payload.get("target"), payload.get("kwargs"), payload.get("state_dict")

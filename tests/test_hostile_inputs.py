@@ -109,6 +109,21 @@ def test_a_checkpoint_of_deflated_zeros_is_refused_before_it_unpacks(tmp_path, c
         load_checkpoint(legacy)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_policy_file_with_nonfinite_weights_is_one_error_line_naming_the_entry(tmp_path, capsys, value):
+    """NaN weights loaded unchecked gave NaN actions and a traceback from the environment's step."""
+    from agents.parl.sac import TanhGaussianActor
+    from embodied.policies import save_policy
+
+    kwargs = dict(obs_dim=39, act_dim=4, hidden=8)
+    actor = TanhGaussianActor(**kwargs)
+    with torch.no_grad():
+        next(actor.parameters())[0, 0] = value
+    path = save_policy(tmp_path / "policy.pt", actor, kwargs)
+    line = one_error_line(capsys, ["eval", "--policy", str(path), "--episodes", "1"])
+    assert "/state_dict/net.0.weight" in line and "NaN or infinite" in line
+
+
 def test_real_checkpoints_still_load(tmp_path):
     state = {
         "net": torch.nn.Linear(3, 2).state_dict(),

@@ -35,7 +35,7 @@ from embodied.reward_models import (
     preference_accuracy,
     train_reward_model,
 )
-from embodied.checkpoint import load_arrays, load_checkpoint, save_arrays, save_checkpoint
+from embodied.checkpoint import load_arrays, load_weights, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.evaluation import evaluate
@@ -239,7 +239,7 @@ def run_pearl(cfg: PearlConfig) -> dict:
     reward = new_reward_model(cfg.reward_model, cfg.labels, cfg.few_shot_labels, obs_dim, act_dim)
 
     def load_reward(path: Path):
-        reward.load_state_dict(load_checkpoint(path))
+        reward.load_state_dict(load_weights(path))
         return reward
 
     reward = stages.output(
@@ -463,7 +463,7 @@ def load_trained_reward(run_dir: Path) -> tuple[dict, list, torch.nn.Module]:
         episodes[0].observations.shape[-1],
         episodes[0].actions.shape[-1],
     )
-    reward.load_state_dict(load_checkpoint(run_dir / "reward.pt"))
+    reward.load_state_dict(load_weights(run_dir / "reward.pt"))
     return cfg, episodes, reward.eval()
 
 
