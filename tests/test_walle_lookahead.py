@@ -96,6 +96,10 @@ def test_exploration_goes_to_an_untried_skill():
         ("sweep", False),
         ("block-on-table-drawer-open:", False),
         ("block-on-table-drawer-open:drawer_open+drawer_open", False),
+        ("block-on-table-drawer-closed:!drawer_open+!drawer_closed", True),  # half open: a state that exists
+        ("block-on-table-drawer-closed:drawer_open+drawer_closed", False),  # no state is both
+        ("block-on-table-drawer-open:holding_block+holding_handle", False),
+        ("block-on-table-drawer-open:!gripper_empty+!holding_block+!holding_handle", False),
     ],
 )
 def test_goal_specs_parse_and_bad_ones_give_one_line(spec, ok, capsys, tmp_path):
@@ -109,6 +113,28 @@ def test_goal_specs_parse_and_bad_ones_give_one_line(spec, ok, capsys, tmp_path)
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), err
         assert not any(tmp_path.iterdir())
+
+
+def test_every_state_the_environment_reaches_is_one_the_goal_check_allows():
+    """A goal no state satisfies is refused when parsed; the exclusions it uses must hold in the environment, or a
+    reachable goal would be refused: every state along each task's scripted plan and random skills is allowed."""
+    import random
+
+    from agents.walle.goals import definitionally_possible
+
+    rng, seen = random.Random(0), []
+    for task in SCRIPTED_PLANS:
+        for seed, skills in ((0, SCRIPTED_PLANS[task]), (1, [rng.choice(SKILLS) for _ in range(25)])):
+            env = DrawerBlockEnv(task)
+            env.reset(seed=seed)
+            executor = SkillExecutor(env)
+            for skill in skills:
+                executor.execute(skill)
+                seen.append(predicates(env))
+    assert all(definitionally_possible(state) for state in seen)
+    assert any(s["holding_block"] for s in seen) and any(s["holding_handle"] for s in seen)
+    with pytest.raises(ValueError, match="no state"):
+        parse_goal("block-on-table-drawer-closed:drawer_open+drawer_closed")
 
 
 def test_lookahead_learns_to_solve_tasks_and_new_goals_need_no_learning(tmp_path):

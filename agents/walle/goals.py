@@ -9,6 +9,7 @@ New goals need no code: the planner searches the learned model for any conjuncti
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from envs.drawer_block import LAYOUTS, TASK_LAYOUTS
@@ -80,4 +81,29 @@ def parse_conditions(goal: str) -> tuple[tuple[str, bool], ...]:
         conditions.append((name, not negated))
     if not conditions:
         raise ValueError("empty goal")
+    if not any(all(state[p] == v for p, v in conditions) for state in POSSIBLE_STATES):
+        raise ValueError(
+            f"goal {goal!r} asks for what no state is: the predicates' definitions exclude it "
+            "(drawer_open and drawer_closed, gripper_empty and holding something, holding block and handle, "
+            "a held block in the drawer or on the goal); the planner would search until its decision limit"
+        )
     return tuple(conditions)
+
+
+def definitionally_possible(state: dict[str, bool]) -> bool:
+    """What the predicates' definitions (``envs/symbolic.py``) allow, geometry aside: the gripper is empty exactly
+    when it holds nothing and holds one thing at a time (a grasp while holding does nothing), the drawer is not
+    open and closed at once, and a held block is in neither place."""
+    return (
+        state["gripper_empty"] == (not (state["holding_block"] or state["holding_handle"]))
+        and not (state["holding_block"] and state["holding_handle"])
+        and not (state["drawer_open"] and state["drawer_closed"])
+        and not (state["holding_block"] and (state["block_in_drawer"] or state["block_on_goal"]))
+    )
+
+
+POSSIBLE_STATES = [
+    state
+    for values in itertools.product((False, True), repeat=len(PREDICATES))
+    if definitionally_possible(state := dict(zip(PREDICATES, values)))
+]
