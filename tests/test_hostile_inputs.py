@@ -124,6 +124,24 @@ def test_a_policy_file_with_nonfinite_weights_is_one_error_line_naming_the_entry
     assert "/state_dict/net.0.weight" in line and "NaN or infinite" in line
 
 
+def test_a_zip_directory_naming_an_unknown_zip_version_is_one_error(tmp_path):
+    """A bit flip in the version a member needs (found by bench/fuzz.py --cases 30000 --seed 31) made Python's
+    zipfile raise NotImplementedError from the checks that run before torch.load and np.load."""
+    from embodied.checkpoint import load_arrays
+
+    for path, save in (
+        (tmp_path / "last.pt", lambda p: save_checkpoint(p, {"w": torch.zeros(3)})),
+        (tmp_path / "labels.npz", lambda p: np.savez(p, first=np.zeros(3))),
+    ):
+        save(path)
+        data = bytearray(path.read_bytes())
+        at = data.find(b"PK\x01\x02")  # the first central-directory entry: "version needed" is at +6
+        data[at + 6 : at + 8] = (128).to_bytes(2, "little")
+        path.write_bytes(bytes(data))
+        with pytest.raises(EmbodiedError, match="zip file version 12.8"):
+            load_checkpoint(path) if path.suffix == ".pt" else load_arrays(path)
+
+
 def test_real_checkpoints_still_load(tmp_path):
     state = {
         "net": torch.nn.Linear(3, 2).state_dict(),
