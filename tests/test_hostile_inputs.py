@@ -250,13 +250,31 @@ def _tiny_file_declaring_gigabytes(path, arrays: int, rows: int):
             g["infos"].create_dataset(f"x{i}", shape=(rows - 1, 256), dtype=np.float64, chunks=(1, 256))
 
 
-def test_an_episode_whose_arrays_together_are_too_large_is_refused_before_reading(tmp_path):
-    """Each array is under the per-array cap; their sum (~8 GB) is not. The file itself is a few KB."""
+def test_arrays_declaring_more_than_they_store_are_refused_before_reading(tmp_path):
+    """Each array is under the per-array cap (together ~8 GB) in a file of a few KB: HDF5 fills chunks never
+    written with zeros, so every array must store at least what compression could unpack to its size."""
     from embodied.data import Dataset
 
     path = tmp_path / "bomb.hdf5"
     _tiny_file_declaring_gigabytes(path, arrays=4, rows=1_000_000)
     assert os.path.getsize(path) < 1_000_000
+    with Dataset(path) as ds, pytest.raises(EmbodiedError, match="'observations' declares .* but stores 0"):
+        ds[0]
+
+
+def test_an_episode_whose_arrays_together_are_too_large_is_refused_before_reading(tmp_path, monkeypatch):
+    """Written, compressed arrays (zeros deflate ~1000:1) each under the per-array cap, their sum over the
+    episode's: refused before any is read (the caps scaled down so that the file stays small)."""
+    import embodied.data.dataset as dataset
+    from embodied.data import Dataset
+
+    path = tmp_path / "bomb.hdf5"
+    _tiny_file_declaring_gigabytes(path, arrays=0, rows=10)
+    with h5py.File(path, "r+") as f:
+        for i in range(4):
+            f["episode_0/infos"].create_dataset(f"x{i}", data=np.zeros((9, 1 << 15)), compression="gzip")
+    monkeypatch.setattr(dataset, "MAX_ARRAY_BYTES", 1 << 22)
+    monkeypatch.setattr(dataset, "MAX_EPISODE_BYTES", 1 << 22)  # 4 MB; each array 2.4 MB, 9.4 MB together
     with Dataset(path) as ds, pytest.raises(EmbodiedError, match="would need .* bytes together"):
         ds[0]
 

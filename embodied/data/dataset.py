@@ -98,6 +98,7 @@ MAX_STEPS = 100_000_000  # steps a dataset may declare
 MAX_ARRAY_BYTES = 2 * 1024**3  # one array read from disk
 MAX_EPISODE_BYTES = 2 * 1024**3  # all arrays of one episode together (checked before any is read)
 MAX_DATASET_BYTES = 8 * 1024**3  # all episodes that one load() reads into memory
+MAX_INFLATION = 1100  # declared bytes per stored byte: deflate unpacks at most ~1032:1, so more is unwritten chunks
 
 
 def declared_shapes(space: dict, what: str):
@@ -157,8 +158,15 @@ def checked(group: h5py.Group, name: str, length: int | None, per_step: tuple | 
         raise ValueError(f"{name!r} has shape {node.shape}, expected {length} rows")
     if per_step is not None and tuple(node.shape[1:]) != tuple(per_step):
         raise ValueError(f"{name!r} has shape {node.shape}, expected (T, *{tuple(per_step)})")
-    if node.size * node.dtype.itemsize > MAX_ARRAY_BYTES:
-        raise ValueError(f"{name!r} would need {node.size * node.dtype.itemsize} bytes")
+    declared = node.size * node.dtype.itemsize
+    if declared > MAX_ARRAY_BYTES:
+        raise ValueError(f"{name!r} would need {declared} bytes")
+    stored = node.id.get_storage_size()
+    if declared > MAX_INFLATION * stored + (1 << 16):  # HDF5 hands out fill values for chunks never written
+        raise ValueError(
+            f"{name!r} declares {declared} bytes but stores {stored}, more than compression can unpack "
+            f"({MAX_INFLATION}:1): chunks never written"
+        )
     return node
 
 
