@@ -88,6 +88,22 @@ def test_relabel_rewrites_the_buffer_with_standardised_learned_reward(rng):
     assert np.all(buffer.true_rew[:60] == 5.0) and np.all(buffer.rew[60:] == 0)
 
 
+def test_a_restored_buffer_checks_its_position_and_keeps_writing_in_range(rng):
+    """Size and position come from a file: out of range they were used as they were (an IndexError at the next
+    step, mid-run). A buffer of 5 not yet full, restored into one of capacity 5, writes next at slot 0."""
+    small = ReplayBuffer(2, 1, capacity=8)
+    for _ in range(5):
+        small.add(rng.normal(size=2), [0.5], 1.0, rng.normal(size=2), 0.0)
+    exact = ReplayBuffer(2, 1, capacity=5)
+    exact.load_state_dict(small.state_dict())
+    assert (exact.size, exact.pos) == (5, 0)
+    exact.add(np.zeros(2), [0.0], 2.0, np.zeros(2), 0.0)
+    assert exact.true_rew[0] == 2.0 and exact.pos == 1
+    for size, pos in ((5, 9), (-1, 0), (5, -1), (5.0, 0), (3, 4)):
+        with pytest.raises(ValueError, match="size .* and position"):
+            ReplayBuffer(2, 1, capacity=8).load_state_dict({**small.state_dict(), "size": size, "pos": pos})
+
+
 def test_sac_learns_a_one_step_problem():
     """Reward -|a - target(s)|^2 with terminal transitions: SAC's actor must move toward the target."""
     torch.manual_seed(0)

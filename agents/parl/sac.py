@@ -124,17 +124,18 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore into this buffer's arrays (its capacity may be larger, e.g. a resumed run made longer)."""
-        if state["size"] > self.capacity:
-            raise ValueError(
-                f"checkpointed buffer holds {state['size']} transitions, more than capacity {self.capacity}"
-            )
+        size, pos = state["size"], state["pos"]
+        if not all(type(v) is int for v in (size, pos)) or not 0 <= pos <= size:  # pos == size until it is full
+            raise ValueError(f"checkpointed buffer has size {size!r} and position {pos!r}")
+        if size > self.capacity:
+            raise ValueError(f"checkpointed buffer holds {size} transitions, more than capacity {self.capacity}")
         for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "success"):
             if k in state:  # checkpoints written before success flags were kept have none
                 getattr(self, k)[: state["size"]] = state[k][: state["size"]]
         self.size = state["size"]
         # sampling is uniform, so order does not matter: keep writing after the restored data, or
         # where the checkpointed ring buffer would have written next when it is just as large
-        self.pos = state["pos"] if self.size == self.capacity else self.size
+        self.pos = pos % self.capacity if self.size == self.capacity else self.size
 
 
 class SAC:
