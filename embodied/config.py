@@ -18,6 +18,7 @@ import dataclasses
 import inspect
 import io
 import json
+import math
 import textwrap
 import tokenize
 import types
@@ -30,6 +31,25 @@ from embodied.errors import EmbodiedError
 T = TypeVar("T")
 
 
+class CommandParser(argparse.ArgumentParser):
+    """An ``argparse`` parser whose errors are one ``EmbodiedError`` line (argparse prints its whole usage first)."""
+
+    def error(self, message: str):
+        raise EmbodiedError(f"{message} (see {self.prog} --help)")
+
+
+def finite_float(text: str) -> float:
+    """A float option: NaN and infinity pass every ``> 0`` check unnoticed (``nan <= 0`` is False), so no option
+    takes them."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _converter(tp: Any):
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -40,7 +60,9 @@ def _converter(tp: Any):
     if origin in (tuple, list):
         elem = _converter(args[0]) if args else str
         return lambda s: origin(elem(x) for x in s.split(",") if x != "")
-    if tp in (int, float, str):
+    if tp is float:
+        return finite_float
+    if tp in (int, str):
         return tp
     if tp is Path:
         return Path
@@ -150,7 +172,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(cls: type, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog=prog,
         description=description or (cls.__doc__ or "").strip().split("\n")[0],
         formatter_class=HelpFormatter,
@@ -203,7 +225,7 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
     parser = build_parser(cls, prog=prog)
     presets = getattr(cls, "PRESETS", {})
     if presets:
-        first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        first = CommandParser(prog=prog, add_help=False, allow_abbrev=False)
         first.add_argument("--preset", default=None)
         name = first.parse_known_args(list(argv))[0].preset
         if name is not None and name not in presets:
@@ -229,6 +251,8 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
             values[name] = task_name(values[name], "--" + name.replace("_", "-"))
     if isinstance(values.get("seed"), int) and values["seed"] < 0:
         raise EmbodiedError(f"--seed must be >= 0, got {values['seed']} (NumPy's seeding takes non-negative integers)")
+    if isinstance(values.get("threads"), int) and values["threads"] < 0:
+        raise EmbodiedError(f"--threads must be >= 0 (0: one per core), got {values['threads']}")
     try:
         return cls(**nest(cls, values))
     except (TypeError, ValueError) as err:
@@ -331,6 +355,18 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     """``ValueError`` naming the option unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_intervals(config: Any, prefix: str = "", **intervals: str) -> None:
+    """``ValueError`` naming the first field of ``config`` outside its interval, written as in mathematics
+    (``gamma="[0, 1)"``, ``grad_clip="(0, inf)"``); ``prefix`` names a section (``"wm."``)."""
+    for name, interval in intervals.items():
+        value = getattr(config, name)
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = low <= value if interval[0] == "[" else low < value
+        below = value <= high if interval[-1] == "]" else value < high
+        if not (above and below):
+            raise ValueError(f"{prefix}{name} must be in {interval}, got {value}")
 
 
 def check_positive(config: Any, *names: str) -> None:

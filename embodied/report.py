@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied.atomic import atomic_path, ensure_writable_dir
-from embodied.config import flatten, parse_command_args
+from embodied.config import CommandParser, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import load_json
 from embodied.runs import read_metrics
@@ -542,7 +542,7 @@ def default_report_path(source: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="embodied report",
         allow_abbrev=False,
         description="Tables and curves with confidence intervals from run directories (rliable).",

@@ -39,7 +39,7 @@ import tomllib
 from pathlib import Path
 
 from embodied.atomic import atomic_path, ensure_writable_dir
-from embodied.config import flatten, parse_command_args
+from embodied.config import CommandParser, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
 
@@ -258,7 +258,7 @@ def write_report(
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="embodied study",
         description="Run a study file (agent, seeds, grid, shared "
         "options, report) with embodied sweep, then embodied report.",

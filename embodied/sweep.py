@@ -48,7 +48,7 @@ from pathlib import Path
 from embodied.atomic import atomic_path
 from embodied.cli import AGENTS
 from embodied.config import flag as option_flag
-from embodied.config import option_types, parse_command_args, parse_config
+from embodied.config import CommandParser, option_types, parse_command_args, parse_config
 from embodied.errors import EmbodiedError, one_line
 from embodied.safe_io import MAX_METRICS_BYTES, load_json, read_text
 
@@ -546,7 +546,7 @@ def main(argv: list[str]) -> int:
         argv, passthrough = argv[:cut], argv[cut + 1 :]
     else:
         passthrough = []
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="embodied sweep",
         allow_abbrev=False,
         description="Run seeds x grid values of one agent as Ray tasks.",

@@ -147,6 +147,10 @@ def test_train_help_lists_the_agents(capsys):
         (["video", "--max-steps", "-1"], "--max-steps must be positive"),
         (["video", "--size", "100000"], "at most 4096"),  # used to fail inside the EGL driver with a traceback
         (["video", "--out", "rollout.txt"], "ending in .mp4"),  # ffmpeg refused the suffix with a traceback
+        (["eval", "--episodes", "x"], "argument --episodes: invalid int value"),  # argparse printed its usage first
+        (["report"], "the following arguments are required: dir"),
+        (["sweep", "--agent", "parl"], "the following arguments are required: --out"),
+        (["study", "x.toml", "--cpus-per-trial", "one"], "argument --cpus-per-trial: invalid int value"),
     ],
 )
 def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
@@ -174,6 +178,21 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
         (["train", "pearl", "--teacher-gamma", "-1"], "teacher_gamma must be in (0, 1]"),
         (["train", "parl", "--run-name", "/abs"], "one directory name under --run-dir"),
         (["train", "repo", "--run-name", "../elsewhere"], "one directory name under --run-dir"),
+        (["train", "parl", "--sac.critic-lr", "nan"], "--sac.critic-lr: expected a finite number"),  # a traceback
+        (["train", "parl", "--implicit-ratio", "inf"], "--implicit-ratio: expected a finite number"),  # passed >= 0
+        (["train", "parl", "--sac.tau", "2"], "sac.tau must be in (0, 1]"),
+        (["train", "parl", "--hypergrad-damping", "-1"], "hypergrad_damping must be in [0, inf)"),
+        (["train", "pearl", "--iql.tau", "0"], "iql.tau must be in (0, 1]"),
+        (["train", "pearl", "--iql.gamma", "1"], "iql.gamma must be in [0, 1)"),
+        (["train", "repo", "--behavior.gamma", "-1"], "behavior.gamma must be in [0, 1)"),
+        (["train", "repo", "--behavior.lam", "2"], "behavior.lam must be in [0, 1]"),
+        (["train", "repo", "--wm.kl-balance", "1.5"], "wm.kl_balance must be in [0, 1]"),
+        (["train", "repo", "--wm.grad-clip", "0"], "wm.grad_clip must be in (0, inf)"),
+        (["train", "repo", "--prefill", "-1"], "prefill must be in [0, inf)"),
+        (["train", "walle", "--replan-limit", "-1"], "replan_limit must be in [0, inf)"),
+        (["train", "walle", "--threads", "-1"], "--threads must be >= 0"),
+        (["train", "parl", "--seed", "abc"], "argument --seed: invalid int value: 'abc'"),  # argparse's usage first
+        (["train", "repo", "--preset"], "--preset: expected one argument"),
     ],
 )
 def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, capsys, args, message):

@@ -41,6 +41,8 @@ class SACConfig:
                 raise ValueError(f"sac.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.gamma < 1:
             raise ValueError(f"sac.gamma must be in [0, 1), got {self.gamma}")
+        if self.tau > 1:  # a Polyak step past 1 overshoots the online critics
+            raise ValueError(f"sac.tau must be in (0, 1], got {self.tau}")
 
 
 class TanhGaussianActor(nn.Module):

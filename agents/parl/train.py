@@ -51,7 +51,7 @@ from agents.parl.exploration import StateEntropyReward
 from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
-from embodied.config import RunOptions, check_choice, check_positive, parse_config
+from embodied.config import RunOptions, check_choice, check_intervals, check_positive, parse_config
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from embodied.policies import save_policy
@@ -168,6 +168,7 @@ class ParlConfig(RunOptions):
         check_choice("implicit_direction", self.implicit_direction, ("hypergradient", "random"))
         if self.implicit_ratio < 0:
             raise ValueError(f"implicit_ratio must be >= 0, got {self.implicit_ratio}")
+        check_intervals(self, hypergrad_damping="[0, inf)")
         if not 0 <= self.reward_stop_accuracy <= 1:
             raise ValueError(f"reward_stop_accuracy must be in [0, 1] (0: off), got {self.reward_stop_accuracy}")
         if self.query_episodes < 0:

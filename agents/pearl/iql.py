@@ -37,6 +37,10 @@ class IQLConfig:
                 raise ValueError(f"iql.{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.expectile < 1:
             raise ValueError(f"iql.expectile must be in (0, 1), got {self.expectile}")
+        if not 0 < self.tau <= 1:
+            raise ValueError(f"iql.tau must be in (0, 1], got {self.tau}")
+        if not 0 <= self.gamma < 1:
+            raise ValueError(f"iql.gamma must be in [0, 1), got {self.gamma}")
 
 
 class IQLPolicy(nn.Module):

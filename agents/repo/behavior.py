@@ -18,6 +18,7 @@ from torch import nn
 
 from agents.repo.networks import Actor
 from agents.repo.world_model import WorldModel
+from embodied.config import check_intervals
 from embodied.nets import mixed_precision, mlp, soft_update
 
 
@@ -43,6 +44,15 @@ class BehaviorConfig:
                 raise ValueError(f"behavior.{name} must be positive, got {getattr(self, name)}")
         if not 0 < self.slow_critic_tau <= 1:
             raise ValueError(f"behavior.slow_critic_tau must be in (0, 1], got {self.slow_critic_tau}")
+        check_intervals(
+            self,
+            "behavior.",
+            gamma="[0, 1)",
+            lam="[0, 1]",
+            entropy_coef="[0, inf)",
+            grad_clip="(0, inf)",
+            return_norm_decay="[0, 1)",
+        )
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from embodied.config import (
     RunOptions,
     check_choice,
     check_distraction_options,
+    check_intervals,
     check_positive,
     distraction_options,
     parse_config,
@@ -129,8 +130,7 @@ class RePoConfig(DistractionOptions, RunOptions):
         )
         if self.cuda_graph and self.compile:
             raise ValueError("choose --cuda-graph or --compile, not both (the graph already removes the launches)")
-        if self.expl_noise < 0:
-            raise ValueError(f"expl_noise must be >= 0, got {self.expl_noise}")
+        check_intervals(self, expl_noise="[0, inf)", prefill="[0, inf)")
         if self.seq_len > self.max_episode_steps // self.action_repeat:
             raise ValueError(
                 f"seq_len {self.seq_len} exceeds the episode length in agent steps "

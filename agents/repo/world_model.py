@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from agents.repo.networks import RSSM, ConvDecoder, ConvEncoder, normal_kl, normal_log_prob, preprocess
+from embodied.config import check_intervals
 from embodied.nets import mixed_precision, mlp
 
 MODES = ("repo", "dreamer")
@@ -59,6 +60,9 @@ class WorldModelConfig:
         for name in ("deter", "stoch", "hidden", "model_lr", "target_kl", "init_beta", "beta_lr", "reward_scale"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"wm.{name} must be positive, got {getattr(self, name)}")
+        check_intervals(
+            self, "wm.", grad_clip="(0, inf)", kl_balance="[0, 1]", free_nats="[0, inf)", kl_scale="[0, inf)"
+        )
 
 
 class WorldModel(nn.Module):

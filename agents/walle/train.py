@@ -31,7 +31,7 @@ from agents.walle.goals import Goal, parse_goal
 from agents.walle.rules import Rule, Transition, learn_rules, mispredicted, propose_precondition_rules, rank_with_llm
 from agents.walle.transition_model import TransitionModel, rule_from_llm
 from agents.walle.world_model import NeuroSymbolicWorldModel
-from embodied.config import RunOptions, check_choice, parse_config
+from embodied.config import RunOptions, check_choice, check_intervals, parse_config
 from embodied.errors import EmbodiedError
 from embodied.llm import make_llm
 from embodied.llm.http import server_url_problem
@@ -87,6 +87,7 @@ class WalleConfig(RunOptions):
             parse_goal(task)  # raises ValueError naming what is wrong
         if self.iterations < 0 or self.episodes_per_task <= 0 or self.max_decisions <= 0:
             raise ValueError("iterations must be >= 0; episodes_per_task and max_decisions positive")
+        check_intervals(self, replan_limit="[0, inf)")
         if self.world_model is not None and not Path(self.world_model).expanduser().is_dir():
             raise ValueError(f"--world-model {self.world_model}: no such run directory")
 
