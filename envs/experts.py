@@ -13,6 +13,23 @@ from metaworld.policies import ENV_POLICY_MAP
 warnings.filterwarnings("ignore", message=r"Constant\(s\) may be too high")
 
 
+def has_scripted_expert(env_id: str) -> bool:
+    """Whether ``scripted_expert`` works on the registered ``env_id``, read from its registration (nothing is
+    built): Meta-World tasks (any observation variant) and point-hold."""
+    from gymnasium.envs.registration import load_env_creator
+
+    from envs.metaworld_env import MetaWorldEnv
+    from envs.point_hold import PointHoldEnv
+
+    spec = gym.spec(env_id)
+    if "replacement" in spec.kwargs:  # a deprecated id: the one it stands for
+        spec = gym.spec(spec.kwargs["replacement"])
+    creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    if creator is PointHoldEnv:
+        return True
+    return creator is MetaWorldEnv and spec.kwargs.get("task") in ENV_POLICY_MAP
+
+
 def scripted_expert(env: gym.Env) -> Callable[[object], np.ndarray]:
     """A policy ``obs -> action`` that runs the task's hand-written expert.
 

@@ -162,6 +162,15 @@ class PearlConfig(RunOptions):
             path = getattr(self, name)
             if path is not None and not Path(path).expanduser().exists():
                 raise ValueError(f"--{name.replace('_', '-')} {path}: no such dataset file")  # before a run dir exists
+        from envs.experts import has_scripted_expert
+
+        for side in ("source", "target"):  # without a dataset, the task's scripted expert collects one
+            task = getattr(self, f"{side}_task")
+            if getattr(self, f"{side}_data") is None and not has_scripted_expert(f"embodied/{task}"):
+                raise ValueError(
+                    f"--{side}-task {task}: PEARL collects its data with the task's scripted expert, and {task} "
+                    f"has none (Meta-World tasks and point-hold do); pass --{side}-data with a dataset of it"
+                )
         check_choice("labels", self.labels, LABEL_SOURCES)
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
         check_choice("few_shot_rule", self.few_shot_rule, SHARE_RULES)
