@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -112,6 +113,11 @@ class RePoConfig(DistractionOptions, RunOptions):
 
     def __post_init__(self):
         check_choice("variant", self.variant, ("pixels", "distractor"))
+        if env_id(self.task, self.variant) not in gym.registry:
+            raise ValueError(
+                f"--task {self.task}: RePo learns from pixels, and there is no {env_id(self.task, self.variant)} "
+                "(every Meta-World task has one, e.g. --task reach-v3)"
+            )
         check_choice("mode", self.mode, MODES)
         check_distraction_options(self, self.variant)
         self.wm = dataclasses.replace(self.wm, mode=self.mode, amp=self.amp)  # the agent's switches, one definition
