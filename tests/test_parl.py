@@ -486,3 +486,18 @@ def test_evaluations_log_success_at_any_step_and_at_the_last(tmp_path):
     assert len(evals) == 2 and all(
         "eval/success_final" in r and r["eval/success_final"] <= r["eval/success_rate"] for r in evals
     )
+
+
+def test_an_episode_is_the_tasks_own_length_unless_set_and_the_presets_are_the_studies_scales():
+    """A 500-step default turned point-hold's 30-step episodes into 500-step ones without a word."""
+    from embodied.config import parse_config
+
+    assert ParlConfig().max_episode_steps == 500  # Meta-World's limit, as before
+    assert ParlConfig(task="point-hold-clean-v0", segment_length=10).max_episode_steps == 30
+    assert ParlConfig(task="point-hold-v0", segment_length=10, max_episode_steps=60).max_episode_steps == 60
+    hold = parse_config(ParlConfig, ["--task", "point-hold-clean-v0", "--preset", "point-hold"], prog="p")
+    assert (hold.max_episode_steps, hold.segment_length, hold.total_steps, hold.sac.hidden) == (30, 10, 4000, 128)
+    small = parse_config(ParlConfig, ["--task", "drawer-close-v3", "--preset", "cpu-small", "--total-steps", "20"])
+    assert (small.max_episode_steps, small.sac.batch_size, small.total_steps) == (200, 128, 20)
+    with pytest.raises(ValueError, match="--preset point-hold"):
+        ParlConfig(task="point-hold-clean-v0")  # PEBBLE's 50-step segments do not fit a 30-step episode

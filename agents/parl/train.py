@@ -37,6 +37,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -53,7 +54,7 @@ from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
 from embodied.config import RunOptions, check_choice, check_intervals, check_positive, parse_config
 from embodied.evaluation import evaluate
-from embodied.make import make_env
+from embodied.make import make_env, task_name
 from embodied.policies import save_policy
 from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
 from embodied.runs import progress, start_run
@@ -73,7 +74,10 @@ class ParlConfig(RunOptions):
     task: str = "button-press-v3"  # Meta-World task (without the embodied/ prefix)
     method: str = field(default="parl", metadata={"help": "parl, pebble, or sac (oracle on the true reward)"})
     total_steps: int = 100_000  # environment steps of the whole run
-    max_episode_steps: int = 500  # steps per episode (Meta-World's limit is 500)
+    max_episode_steps: int | None = field(
+        default=None,
+        metadata={"help": "steps per episode (None: the task's own limit, 500 on Meta-World, 30 on point-hold)"},
+    )
     seed_steps: int = 1000  # random-action steps before learning starts
     unsup_steps: int = field(
         default=2000,
@@ -155,6 +159,38 @@ class ParlConfig(RunOptions):
     checkpoint_every: int = 10_000  # save a checkpoint every this many environment steps (at episode ends)
     RESUMABLE = RunOptions.RESUMABLE + ("total_steps", "eval_every", "eval_episodes", "checkpoint_every")
     RENAMED = {"sac_hidden": "sac.hidden", "batch_size": "sac.batch_size"}  # now SACConfig's
+    # The studies' scales (bench/studies/parl*.toml): a Meta-World task in 10k env steps of 200-step episodes,
+    # where the oracle solves drawer-close; point-hold in 4k env steps of its own 30-step episodes.
+    PRESETS = {
+        "cpu-small": dict(
+            total_steps=10_000,
+            max_episode_steps=200,
+            seed_steps=1000,
+            unsup_steps=1000,
+            query_every=1000,
+            queries_per_session=50,
+            feedback_budget=400,
+            reward_epochs=20,
+            **{"sac.batch_size": 128},
+            eval_every=1000,
+            eval_episodes=5,
+            checkpoint_every=2500,
+        ),
+        "point-hold": dict(
+            total_steps=4000,
+            seed_steps=300,
+            unsup_steps=300,
+            query_every=300,
+            queries_per_session=30,
+            feedback_budget=300,
+            segment_length=10,
+            reward_epochs=20,
+            **{"sac.hidden": 128, "sac.batch_size": 128},
+            eval_every=300,
+            eval_episodes=5,
+            checkpoint_every=1000,
+        ),
+    }
     # what runs from before an option existed did: a resume must keep it
     LEGACY_DEFAULTS = {"implicit_measure": "parameters", "reward_input": "state-action", "query_episodes": 10}
 
@@ -173,6 +209,8 @@ class ParlConfig(RunOptions):
             raise ValueError(f"reward_stop_accuracy must be in [0, 1] (0: off), got {self.reward_stop_accuracy}")
         if self.query_episodes < 0:
             raise ValueError(f"query_episodes must be >= 0 (0: the method's own), got {self.query_episodes}")
+        if self.max_episode_steps is None:  # saved resolved, like query_episodes below
+            self.max_episode_steps = gym.spec(f"embodied/{task_name(self.task)}").max_episode_steps
         if self.query_episodes == 0:  # saved resolved, so that config.json says what ran
             self.query_episodes = PEBBLE_QUERY_EPISODES if self.method == "pebble" else self.recent_episodes
         check_positive(
@@ -197,7 +235,10 @@ class ParlConfig(RunOptions):
         check_positive(self, "unsup_k")
         check_teacher_options(self)
         if self.segment_length > self.max_episode_steps:
-            raise ValueError(f"segment_length {self.segment_length} exceeds max_episode_steps {self.max_episode_steps}")
+            hint = " (point-hold's: --preset point-hold sets its study's scale)" if "point-hold" in self.task else ""
+            raise ValueError(
+                f"segment_length {self.segment_length} exceeds max_episode_steps {self.max_episode_steps}{hint}"
+            )
 
 
 def run_parl(cfg: ParlConfig) -> dict:
