@@ -195,6 +195,7 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
         (["train", "repo", "--preset"], "--preset: expected one argument"),
         (["train", "pearl", "--source-task", "drawer-block-stow-v0"], "has none"),  # a traceback after the run dir
         (["train", "repo", "--task", "point-hold-v0"], "RePo learns from pixels, and there is no"),  # an unknown id
+        (["train", "pearl", "--source-task", "point-hold-clean-v0"], "use --gw.alpha 1"),  # a traceback after data
     ],
 )
 def test_settings_that_cannot_work_are_refused_before_anything_runs(tmp_path, capsys, args, message):

@@ -33,6 +33,7 @@ import scipy.stats
 import torch
 
 from embodied.data.segments import Segments
+from embodied.errors import EmbodiedError
 from embodied.teacher import Preferences
 
 from agents.pearl.gw import FactoredCost, entropic_ot, fused_gw
@@ -61,8 +62,8 @@ def arm_features(segments: Segments) -> np.ndarray:
     left out on purpose: opposite tasks (open / close) move the same arm the other way.
     """
     obs, act = segments.observations, segments.actions
-    if obs.shape[-1] != 39 or act.shape[-1] != 4:
-        raise ValueError(
+    if obs.shape[-1] != 39 or act.shape[-1] != 4:  # datasets of other tasks (checked for named tasks up front)
+        raise EmbodiedError(
             f"arm features need Meta-World's 39-d observations and 4-d actions, got {obs.shape[-1]}-d "
             f"and {act.shape[-1]}-d; use --gw.alpha 1 (structure only) for other tasks"
         )

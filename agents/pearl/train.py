@@ -172,6 +172,17 @@ class PearlConfig(RunOptions):
                     f"has none (Meta-World tasks and point-hold do); pass --{side}-data with a dataset of it"
                 )
         check_choice("labels", self.labels, LABEL_SOURCES)
+        if self.labels == "cpa" and self.gw.method == "lowrank" and self.gw.alpha < 1:  # fused with arm features
+            from envs.metaworld_env import TASKS
+
+            for side in ("source", "target"):
+                task = getattr(self, f"{side}_task")
+                if getattr(self, f"{side}_data") is None and task not in TASKS:
+                    raise ValueError(
+                        f"--gw.alpha {self.gw.alpha} fuses the plan with arm features, which need Meta-World's "
+                        f"39-d state observations, and --{side}-task {task} has others: use --gw.alpha 1 "
+                        "(structure only)"
+                    )
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
         check_choice("few_shot_rule", self.few_shot_rule, SHARE_RULES)
         check_positive(
