@@ -161,7 +161,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
 
 
 def archive_problem(path: Path) -> str | None:
-    """Why ``path`` is not an archive as ``torch.save`` writes it, read from its zip directory alone. PyTorch's
+    """Why ``path`` is not an archive as ``torch.save`` writes it, read from its zip directory alone, as what
+    follows the file's name in the error (``is refused: ...``, ``is unreadable ...``); None if it is. PyTorch's
     reader allocates each member's declared unpacked size and inflates compressed members, so a few-MB file of
     deflated zeros would unpack to gigabytes; ``torch.save`` never compresses, so a compressed member is refused,
     and stored members cannot declare more bytes than the file holds. The pre-1.6 format (not a zip) is refused
@@ -172,13 +173,13 @@ def archive_problem(path: Path) -> str | None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
     except Exception as err:  # noqa: BLE001 - a damaged directory raises many types (NotImplementedError too)
-        return f"not a zip archive as torch.save writes ({one_line(err, 150)})"
+        return f"is unreadable (corrupt or truncated?): not a zip archive as torch.save writes ({one_line(err, 150)})"
     packed = next((m for m in members if m.compress_type != zipfile.ZIP_STORED), None)
     if packed is not None:
-        return f"member {packed.filename[:100]!r} is compressed (torch.save stores members as they are)"
+        return f"is refused: member {packed.filename[:100]!r} is compressed (torch.save stores members as they are)"
     declared, size = sum(m.file_size for m in members), path.stat().st_size
     if declared > size:
-        return f"its members declare {declared} bytes in a file of {size}"
+        return f"is refused: its members declare {declared} bytes in a file of {size}"
     return None
 
 
@@ -194,7 +195,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise EmbodiedError(f"checkpoint {path} is not a regular file")
     problem = archive_problem(path)
     if problem:
-        raise EmbodiedError(f"checkpoint {path} is refused: {problem}")
+        raise EmbodiedError(f"checkpoint {path} {problem}")
     try:
         plain = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
