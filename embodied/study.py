@@ -158,19 +158,29 @@ def passthrough(options: dict, cls: type) -> list[str]:
     return [a for k, v in options.items() for a in option_args(k, option_text(v), cls)]
 
 
+def check_trials(study: dict) -> tuple[dict, list[str]]:
+    """The study's grid and shared options as ``embodied sweep`` takes them, every trial's config checked (before
+    any directory is made)."""
+    from embodied.sweep import check_grid, config_class, plan
+
+    cls = config_class(study["agent"])
+    grid, shared = check_grid(study["grid"], cls), passthrough(study["options"], cls)
+    plan(study["agent"], [int(s) for s in study["seeds"]], grid, shared)
+    return grid, shared
+
+
 def run_study(
     study: dict, out: Path, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0, backend: str = "ray"
 ) -> None:
-    from embodied.sweep import check_grid, config_class, sweep
+    from embodied.sweep import sweep
 
-    cls = config_class(study["agent"])
-    grid = check_grid(study["grid"], cls)
+    grid, shared = check_trials(study)
     sweep(
         study["agent"],
         [int(s) for s in study["seeds"]],
         grid,
         out,
-        passthrough(study["options"], cls),
+        shared,
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
         backend=backend,
@@ -315,6 +325,8 @@ def main(argv: list[str]) -> int:
         study["options"][key.replace("-", "_")] = value
     out = args.out or Path(study["report"].get("out") or Path("runs") / study["name"])
     results = args.results or Path("bench/results") / study["name"]
+    if not args.report_only:
+        check_trials(study)  # a bad option is one line before the results directory is made
     ensure_writable_dir(results / "report.md")
     records = results / "records.jsonl"
     rep = study["report"]

@@ -178,10 +178,7 @@ def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: 
         settings = {k: v for key, value in zip(grid, values) for k, v in grid_point(key, value).items()}
         extra = [a for k, v in settings.items() for a in option_args(k, v, cls)]
         argv = passthrough + extra + ["--seed", str(seed)]
-        try:
-            parse_config(cls, argv, prog=f"embodied train {agent}")  # bad options fail here, before Ray starts
-        except SystemExit:  # argparse already printed why (a value of the wrong type)
-            raise EmbodiedError(f"invalid options for {agent}: {' '.join(argv)}") from None
+        parse_config(cls, argv, prog=f"embodied train {agent}")  # bad options fail here, before Ray starts
         trials.append(Trial(trial_name(agent, settings, seed), argv, {**settings, "seed": seed}))
     names = [t.name for t in trials]
     if len(set(names)) != len(names):

@@ -640,6 +640,20 @@ def test_a_study_file_of_the_wrong_types_is_one_error_naming_the_key(tmp_path):
     assert load_study(path)["report"]["threshold"] == 0.8
 
 
+def test_a_study_with_a_bad_option_value_is_one_line_and_makes_no_directory(tmp_path, capsys):
+    from embodied.cli import main
+
+    study = tmp_path / "s.toml"
+    study.write_text('agent = "parl"\nseeds = [0]\n[grid]\nmethod = ["sac"]\n[options]\nvideo = false\n')
+    out, results = tmp_path / "runs", tmp_path / "results"
+    for bad in ("total_steps=abc", "sac.tau=2"):
+        argv = ["study", str(study), "--set", bad, "--out", str(out), "--results", str(results), "--backend", "local"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), err
+    assert not out.exists() and not results.exists()
+
+
 def test_a_study_names_a_section_option_by_its_dotted_key(tmp_path):
     """TOML reads `wm.beta_lr = 0.01` as a nested table; the study turns it back into the option --wm.beta-lr."""
     from embodied.study import load_study, passthrough
