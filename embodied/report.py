@@ -33,6 +33,7 @@ from embodied.runs import read_metrics
 
 warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)  # arch, via rliable
 IGNORED_KEYS = {"seed", "run_dir", "run_name", "resume", "threads", "device", "video"}
+BUDGET_KEYS = {"total_steps", "checkpoint_every"}  # may differ within a group (runs compared at --at-step)
 
 
 @dataclass
@@ -116,6 +117,27 @@ def default_group_keys(runs: list[RunRecord]) -> list[str]:
     """Config keys whose values differ between runs (seeds and bookkeeping excluded)."""
     keys = sorted({k for r in runs for k in r.config} - IGNORED_KEYS)
     return [k for k in keys if len({json.dumps(r.config.get(k), sort_keys=True) for r in runs}) > 1]
+
+
+def mixed_setting(
+    groups: dict[str, list[RunRecord]], tasks: str | None, ignore: set[str]
+) -> tuple[str, str, list[str]] | None:
+    """The first group whose runs of one task differ in a setting that every one of them has (seeds, bookkeeping
+    and ``ignore`` aside), as ``(group, key, values)``: runs of an ablation sharing a study's run directory land
+    in its groups unless ``--where`` or ``--group-by`` names what they vary, and the group's statistics then mix
+    two settings without a word. Settings that go with the task (a source task linked to its target) differ
+    between tasks, not within one."""
+    for label, members in groups.items():
+        by_task: dict[str, list[RunRecord]] = {}
+        for run in members:
+            by_task.setdefault(json.dumps(run.config.get(tasks)) if tasks else "", []).append(run)
+        for same_task in by_task.values():
+            shared = set.intersection(*(set(r.config) for r in same_task)) - IGNORED_KEYS - ignore - {tasks}
+            for key in sorted(shared):
+                values = sorted({json.dumps(r.config[key], sort_keys=True) for r in same_task})
+                if len(values) > 1:
+                    return label, key, values
+    return None
 
 
 def group_label(run: RunRecord, keys: list[str]) -> str:
@@ -473,6 +495,13 @@ def build_report(
     uneven = [g for g, s in scores.items() if s.shape[1] != n_tasks]
     if uneven:  # before the bootstrap, not after it
         raise EmbodiedError(f"--tasks {tasks}: group {uneven[0]} has runs on {scores[uneven[0]].shape[1]} of {n_tasks}")
+    mixed = mixed_setting(groups, tasks, BUDGET_KEYS)
+    if mixed:
+        label, key, values = mixed
+        raise EmbodiedError(
+            f"group {label} mixes runs with {key} = {', '.join(values[:4])}: add {key} to --group-by, or keep one "
+            f"with --where {key}=VALUE"
+        )
     stats = aggregate(scores, reps)
     reasons = [
         f"{n} {why} left out"

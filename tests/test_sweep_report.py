@@ -282,6 +282,31 @@ def synthetic_runs(root: Path, groups: dict[str, list[list[float]]]) -> None:
             (d / "summary.json").write_text(json.dumps({"final_success_rate": values[-1]}))
 
 
+def test_a_group_that_mixes_two_settings_is_refused_unless_they_go_with_the_task(tmp_path):
+    """An ablation's runs in a study's run directory joined its groups (the point-hold study's PARL group held
+    the dose runs too, 100 runs for 20): a group whose runs of one task differ in a setting is an error naming it."""
+    from embodied.report import build_report
+
+    synthetic_runs(tmp_path, {"a": [[0.2, 0.9]] * 4, "b": [[0.1, 0.5]] * 4})
+    for d in sorted(tmp_path.iterdir()):  # seeds 2, 3 of method a: an ablation with a larger step
+        config = json.loads((d / "config.json").read_text())
+        ratio = 4.0 if d.name in ("a-s2", "a-s3") else 0.25
+        (d / "config.json").write_text(json.dumps({**config, "implicit_ratio": ratio}))
+    report = lambda **kw: build_report(tmp_path, "eval/success_rate", ["method"], [], None, None, 100, None, **kw)  # noqa: E731
+    with pytest.raises(EmbodiedError, match="group method=a mixes runs with implicit_ratio = 0.25, 4.0"):
+        report()
+    assert "| method=a | 2 |" in report(where=["implicit_ratio=0.25"])
+    assert "method=a,implicit_ratio=4.0" in build_report(
+        tmp_path, "eval/success_rate", ["method", "implicit_ratio"], [], None, None, 100, None
+    )
+    for d in sorted(tmp_path.iterdir()):  # a source task linked to its target differs between tasks: fine
+        config = json.loads((d / "config.json").read_text())
+        seed = config["seed"]
+        config.update(implicit_ratio=0.25, target_task=f"t{seed % 2}", source_task=f"s{seed % 2}")
+        (d / "config.json").write_text(json.dumps(config))
+    assert "| method=a |" in report(tasks="target_task")
+
+
 def test_a_report_selects_and_groups_runs_by_a_section_option(tmp_path):
     """config.json nests a section's options; reports name them by the dotted key."""
     from embodied.report import select
