@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embodied.config import check_intervals
 from embodied.nets import TwinQ, mlp, soft_update
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
@@ -39,10 +40,7 @@ class SACConfig:
         for name in ("hidden", "actor_lr", "critic_lr", "alpha_lr", "tau", "batch_size", "init_alpha"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"sac.{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.gamma < 1:
-            raise ValueError(f"sac.gamma must be in [0, 1), got {self.gamma}")
-        if self.tau > 1:  # a Polyak step past 1 overshoots the online critics
-            raise ValueError(f"sac.tau must be in (0, 1], got {self.tau}")
+        check_intervals(self, "sac.", gamma="[0, 1)", tau="(0, 1]")  # a Polyak step past 1 overshoots the critics
 
 
 class TanhGaussianActor(nn.Module):

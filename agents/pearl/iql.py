@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embodied.config import check_intervals
 from embodied.nets import TwinQ, mlp, soft_update
 
 
@@ -35,12 +36,7 @@ class IQLConfig:
         for name in ("hidden", "lr", "batch_size", "max_weight"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"iql.{name} must be positive, got {getattr(self, name)}")
-        if not 0 < self.expectile < 1:
-            raise ValueError(f"iql.expectile must be in (0, 1), got {self.expectile}")
-        if not 0 < self.tau <= 1:
-            raise ValueError(f"iql.tau must be in (0, 1], got {self.tau}")
-        if not 0 <= self.gamma < 1:
-            raise ValueError(f"iql.gamma must be in [0, 1), got {self.gamma}")
+        check_intervals(self, "iql.", expectile="(0, 1)", tau="(0, 1]", gamma="[0, 1)")
 
 
 class IQLPolicy(nn.Module):

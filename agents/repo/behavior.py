@@ -42,11 +42,10 @@ class BehaviorConfig:
         for name in ("horizon", "actor_lr", "critic_lr", "hidden"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"behavior.{name} must be positive, got {getattr(self, name)}")
-        if not 0 < self.slow_critic_tau <= 1:
-            raise ValueError(f"behavior.slow_critic_tau must be in (0, 1], got {self.slow_critic_tau}")
         check_intervals(
             self,
             "behavior.",
+            slow_critic_tau="(0, 1]",
             gamma="[0, 1)",
             lam="[0, 1]",
             entropy_coef="[0, inf)",
