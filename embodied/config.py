@@ -444,11 +444,12 @@ def save_config(config: Any, path: Path) -> None:
         tmp.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True))
 
 
-def parse_command_args(parser: argparse.ArgumentParser, argv: Sequence[str], command: str) -> argparse.Namespace | None:
-    """``parser.parse_args`` for a subcommand: None after ``--help``; bad options become one ``EmbodiedError``."""
+def parse_command_args(parser: CommandParser, argv: Sequence[str]) -> argparse.Namespace | None:
+    """``parser.parse_args`` for a subcommand: None after ``--help`` (bad options are already one ``EmbodiedError``,
+    raised by ``CommandParser``)."""
     try:
         return parser.parse_args(list(argv))
     except SystemExit as exit_:
         if exit_.code == 0:
             return None
-        raise EmbodiedError(f"bad {command} options (see {command} --help)") from None
+        raise

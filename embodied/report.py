@@ -646,7 +646,7 @@ def main(argv: list[str]) -> int:
         help="markdown file (default: DIR/report.md, or NAME-report.md beside a records file NAME.jsonl, for the "
         "first source); PNG beside it",
     )
-    args = parse_command_args(parser, argv, "embodied report")
+    args = parse_command_args(parser, argv)
     if args is None:
         return 0
     if args.reps < 100:

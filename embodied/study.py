@@ -170,11 +170,17 @@ def check_trials(study: dict) -> tuple[dict, list[str]]:
 
 
 def run_study(
-    study: dict, out: Path, cpus_per_trial: int = 1, gpus_per_trial: float = 0.0, backend: str = "ray"
+    study: dict,
+    checked: tuple[dict, list[str]],
+    out: Path,
+    cpus_per_trial: int = 1,
+    gpus_per_trial: float = 0.0,
+    backend: str = "ray",
 ) -> None:
+    """Every trial of ``study`` through ``embodied sweep``, from its ``check_trials`` (grid and shared options)."""
     from embodied.sweep import sweep
 
-    grid, shared = check_trials(study)
+    grid, shared = checked
     sweep(
         study["agent"],
         [int(s) for s in study["seeds"]],
@@ -310,7 +316,7 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="no training: report from --out if it holds runs, else from the results' records.jsonl",
     )
-    args = parse_command_args(parser, argv, "embodied study")
+    args = parse_command_args(parser, argv)
     if args is None:
         return 0
     study = load_study(args.file)
@@ -325,8 +331,9 @@ def main(argv: list[str]) -> int:
         study["options"][key.replace("-", "_")] = value
     out = args.out or Path(study["report"].get("out") or Path("runs") / study["name"])
     results = args.results or Path("bench/results") / study["name"]
-    if not args.report_only:
-        check_trials(study)  # a bad option is one line before the results directory is made
+    if not args.report_only and args.cpus_per_trial <= 0:
+        raise EmbodiedError("--cpus-per-trial must be positive")
+    checked = None if args.report_only else check_trials(study)  # a bad option fails before any directory is made
     ensure_writable_dir(results / "report.md")
     records = results / "records.jsonl"
     rep = study["report"]
@@ -334,9 +341,7 @@ def main(argv: list[str]) -> int:
         [rep["cost_key"]] if rep.get("cost_key") else []
     )
     if not args.report_only:
-        if args.cpus_per_trial <= 0:
-            raise EmbodiedError("--cpus-per-trial must be positive")
-        run_study(study, out, args.cpus_per_trial, args.gpus_per_trial, args.backend)
+        run_study(study, checked, out, args.cpus_per_trial, args.gpus_per_trial, args.backend)
     if out.exists() and any(out.rglob("metrics.jsonl")):
         write_records(out, records, keys, study)
     elif not records.exists():

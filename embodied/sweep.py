@@ -582,7 +582,7 @@ def main(argv: list[str]) -> int:
         help="ray: Ray tasks (a local Ray, or a cluster with --address); local: child processes of this sweep, "
         "for a machine without Ray",
     )
-    args = parse_command_args(parser, argv, "embodied sweep")
+    args = parse_command_args(parser, argv)
     if args is None:
         return 0
     seeds = parse_seeds(args.seeds)
