@@ -131,8 +131,8 @@ class ReplayBuffer:
             raise ValueError(f"checkpointed buffer holds {size} transitions, more than capacity {self.capacity}")
         for k in ("obs", "next_obs", "act", "rew", "true_rew", "done", "success"):
             if k in state:  # checkpoints written before success flags were kept have none
-                getattr(self, k)[: state["size"]] = state[k][: state["size"]]
-        self.size = state["size"]
+                getattr(self, k)[:size] = state[k][:size]
+        self.size = size
         # sampling is uniform, so order does not matter: keep writing after the restored data, or
         # where the checkpointed ring buffer would have written next when it is just as large
         self.pos = pos % self.capacity if self.size == self.capacity else self.size

@@ -162,27 +162,26 @@ class PearlConfig(RunOptions):
             path = getattr(self, name)
             if path is not None and not Path(path).expanduser().exists():
                 raise ValueError(f"--{name.replace('_', '-')} {path}: no such dataset file")  # before a run dir exists
+        check_choice("labels", self.labels, LABEL_SOURCES)
         from envs.experts import has_scripted_expert
+        from envs.metaworld_env import TASKS
 
-        for side in ("source", "target"):  # without a dataset, the task's scripted expert collects one
+        fused = self.labels == "cpa" and self.gw.method == "lowrank" and self.gw.alpha < 1  # with arm features
+        for side in ("source", "target"):  # a task named without a dataset: its scripted expert collects one
             task = getattr(self, f"{side}_task")
-            if getattr(self, f"{side}_data") is None and not has_scripted_expert(f"embodied/{task}"):
+            if getattr(self, f"{side}_data") is not None:
+                continue
+            if not has_scripted_expert(f"embodied/{task}"):
                 raise ValueError(
                     f"--{side}-task {task}: PEARL collects its data with the task's scripted expert, and {task} "
                     f"has none (Meta-World tasks and point-hold do); pass --{side}-data with a dataset of it"
                 )
-        check_choice("labels", self.labels, LABEL_SOURCES)
-        if self.labels == "cpa" and self.gw.method == "lowrank" and self.gw.alpha < 1:  # fused with arm features
-            from envs.metaworld_env import TASKS
-
-            for side in ("source", "target"):
-                task = getattr(self, f"{side}_task")
-                if getattr(self, f"{side}_data") is None and task not in TASKS:
-                    raise ValueError(
-                        f"--gw.alpha {self.gw.alpha} fuses the plan with arm features, which need Meta-World's "
-                        f"39-d state observations, and --{side}-task {task} has others: use --gw.alpha 1 "
-                        "(structure only)"
-                    )
+            if fused and task not in TASKS:
+                raise ValueError(
+                    f"--gw.alpha {self.gw.alpha} fuses the plan with arm features, which need Meta-World's "
+                    f"39-d state observations, and --{side}-task {task} has others: use --gw.alpha 1 "
+                    "(structure only)"
+                )
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
         check_choice("few_shot_rule", self.few_shot_rule, SHARE_RULES)
         check_positive(
