@@ -501,3 +501,13 @@ def test_an_episode_is_the_tasks_own_length_unless_set_and_the_presets_are_the_s
     assert (small.max_episode_steps, small.sac.batch_size, small.total_steps) == (200, 128, 20)
     with pytest.raises(ValueError, match="--preset point-hold"):
         ParlConfig(task="point-hold-clean-v0")  # PEBBLE's 50-step segments do not fit a 30-step episode
+    # the preset alone is the task it is sized for (it ran button-press with 500-step episodes)
+    assert parse_config(ParlConfig, ["--preset", "point-hold"], prog="p").task == "point-hold-v0"
+
+
+def test_pretraining_needs_more_random_states_than_its_k():
+    """The k-NN entropy estimate failed at the first update, mid-run, when the random steps were <= k."""
+    with pytest.raises(ValueError, match=r"seed_steps \(300\) must exceed unsup_k \(500\)"):
+        ParlConfig(seed_steps=300, unsup_k=500)
+    ParlConfig(seed_steps=300, unsup_k=500, unsup_steps=0)  # no pre-training: k is not used
+    ParlConfig(seed_steps=0, unsup_k=500, method="sac")  # the oracle has no pre-training

@@ -177,6 +177,7 @@ class ParlConfig(RunOptions):
             checkpoint_every=2500,
         ),
         "point-hold": dict(
+            task="point-hold-v0",  # the preset alone trains the task it is sized for; --task picks the variant
             total_steps=4000,
             seed_steps=300,
             unsup_steps=300,
@@ -233,6 +234,11 @@ class ParlConfig(RunOptions):
         if self.seed_steps < 0 or self.feedback_budget < 0 or self.unsup_steps < 0:
             raise ValueError("seed_steps, unsup_steps and feedback_budget must be >= 0")
         check_positive(self, "unsup_k")
+        if self.method != "sac" and self.unsup_steps > 0 and self.seed_steps <= self.unsup_k:
+            raise ValueError(
+                f"PEBBLE's pre-training measures each state's distance to its k-th nearest neighbour among the random "
+                f"steps': seed_steps ({self.seed_steps}) must exceed unsup_k ({self.unsup_k}), or --unsup-steps 0"
+            )
         check_teacher_options(self)
         if self.segment_length > self.max_episode_steps:
             hint = " (point-hold's: --preset point-hold sets its study's scale)" if "point-hold" in self.task else ""
