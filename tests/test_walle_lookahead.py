@@ -115,6 +115,14 @@ def test_goal_specs_parse_and_bad_ones_give_one_line(spec, ok, capsys, tmp_path)
         assert not any(tmp_path.iterdir())
 
 
+def test_a_task_named_twice_is_refused(capsys, tmp_path):
+    """Results, videos and environments are kept per task name: ``stow,stow`` ran 2 episodes and reported one."""
+    assert cli_main(["train", "walle", "--tasks", "stow, stow", "--run-dir", str(tmp_path), "--iterations", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "names a task twice" in err[0], err
+    assert not any(tmp_path.iterdir())
+
+
 def test_every_state_the_environment_reaches_is_one_the_goal_check_allows():
     """A goal no state satisfies is refused when parsed; the exclusions it uses must hold in the environment, or a
     reachable goal would be refused: every state along each task's scripted plan and random skills is allowed."""

@@ -83,8 +83,9 @@ class WalleConfig(RunOptions):
             raise ValueError(f"llm must be 'embedded' or the http(s) URL of a server: {problem}")
         if not self.tasks:
             raise ValueError("--tasks is empty")
-        for task in self.tasks:
-            parse_goal(task)  # raises ValueError naming what is wrong
+        names = [parse_goal(task).name for task in self.tasks]  # raises ValueError naming what is wrong
+        if len(set(names)) < len(names):  # results, videos and environments are kept per task name
+            raise ValueError(f"--tasks names a task twice: {','.join(self.tasks)}")
         if self.iterations < 0 or self.episodes_per_task <= 0 or self.max_decisions <= 0:
             raise ValueError("iterations must be >= 0; episodes_per_task and max_decisions positive")
         check_intervals(self, replan_limit="[0, inf)")
