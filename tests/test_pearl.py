@@ -331,7 +331,7 @@ def test_pipeline_rejects_bad_config(tmp_path, capsys):
     assert "iql_temperature must be >= 0" in capsys.readouterr().err
     assert cli_main(["train", "pearl", "--iql-episode-credit", "1.5", "--run-dir", str(tmp_path)]) == 2
     assert "iql_episode_credit must be in [0, 1]" in capsys.readouterr().err
-    assert cli_main(["train", "pearl", "--segments", "1", "--run-dir", str(tmp_path)]) == 2  # a traceback after collecting
+    assert cli_main(["train", "pearl", "--segments", "1", "--run-dir", str(tmp_path)]) == 2  # was a traceback
     assert "segments must be >= 2" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 

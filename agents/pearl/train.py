@@ -199,7 +199,7 @@ class PearlConfig(RunOptions):
             "eval_every",
         )
         if self.segments < 2:
-            raise ValueError(f"segments must be >= 2: the teacher labels pairs of distinct segments, got {self.segments}")
+            raise ValueError(f"segments must be >= 2 (the teacher labels pairs of segments), got {self.segments}")
         if self.few_shot_labels < 0:
             raise ValueError(f"few_shot_labels must be >= 0, got {self.few_shot_labels}")
         if self.labels == "shots" and self.few_shot_labels < 1:
