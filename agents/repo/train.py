@@ -140,7 +140,8 @@ class RePoConfig(DistractionOptions, RunOptions):
         if self.seq_len > self.max_episode_steps // self.action_repeat:
             raise ValueError(
                 f"seq_len {self.seq_len} exceeds the episode length in agent steps "
-                f"({self.max_episode_steps // self.action_repeat})"
+                f"({self.max_episode_steps // self.action_repeat}: max_episode_steps {self.max_episode_steps} / "
+                f"action_repeat {self.action_repeat})"
             )
 
 
