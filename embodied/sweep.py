@@ -166,12 +166,21 @@ def trial_name(agent: str, settings: dict, seed: int) -> str:
     return re.sub(r"[^A-Za-z0-9=.,_+-]+", "_", "-".join(parts))[:200]
 
 
+def passes(key: str, argv: list[str]) -> bool:
+    """Whether ``argv`` sets option ``key``: ``--key V``, ``--key=V``, or a boolean's ``--no-key``."""
+    flag = option_flag(key)
+    return any(a in (flag, "--no-" + flag[2:]) or a.startswith(flag + "=") for a in argv)
+
+
 def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: list[str]) -> list[Trial]:
     """Every trial of the sweep, each config checked (``__post_init__`` too) before anything starts."""
     cls = config_class(agent)
     for key in RESERVED:
-        if option_flag(key) in passthrough:
+        if passes(key, passthrough):
             raise EmbodiedError(f"{option_flag(key)} is set by the sweep; do not pass it after --")
+    for key in grid_options(grid):  # the grid's value would silently win over the one after --
+        if passes(key, passthrough):
+            raise EmbodiedError(f"{option_flag(key)} is set by --grid {key}; do not pass it after -- as well")
     trials = []
     # seeds outermost: trials start in this order, so a sweep cut short has whole seeds of every setting
     for seed, values in itertools.product(seeds, list(itertools.product(*grid.values())) if grid else [()]):

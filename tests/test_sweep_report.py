@@ -70,6 +70,9 @@ def descendants(pid: int) -> set[int]:
         (["--agent", "parl", "--out", "x", "--seeds", "0-2,1"], "distinct"),
         (["--agent", "parl", "--out", "x", "--seeds", "3-1"], "distinct"),
         (["--agent", "parl", "--out", "x", "--", "--seed", "3"], "set by the sweep"),
+        (["--agent", "parl", "--out", "x", "--", "--seed=3"], "set by the sweep"),
+        (["--agent", "parl", "--out", "x", "--grid", "total_steps=10,20", "--", "--total-steps", "5"], "set by --grid"),
+        (["--agent", "parl", "--out", "x", "--grid", "video=true,false", "--", "--no-video"], "set by --grid"),
         (["--agent", "parl", "--out", "x", "--", "--bogus", "1"], "unknown option"),
     ],
 )
