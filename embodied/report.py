@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied.atomic import atomic_path, ensure_writable_dir
-from embodied.config import CommandParser, flatten, parse_command_args
+from embodied.config import CommandParser, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import load_json
 from embodied.runs import read_metrics
@@ -596,7 +596,9 @@ def main(argv: list[str]) -> int:
         metavar=("X", "Y"),
         help="report P(X > Y) between two group labels (repeatable)",
     )
-    parser.add_argument("--threshold", type=float, default=None, help="report steps needed to reach this metric value")
+    parser.add_argument(
+        "--threshold", type=finite_float, default=None, help="report steps needed to reach this metric value"
+    )
     parser.add_argument(
         "--cost-key",
         default=None,

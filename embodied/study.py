@@ -39,7 +39,7 @@ import tomllib
 from pathlib import Path
 
 from embodied.atomic import atomic_path, ensure_writable_dir
-from embodied.config import CommandParser, flatten, parse_command_args
+from embodied.config import CommandParser, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
 
@@ -301,7 +301,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) per trial")
     parser.add_argument(
         "--gpus-per-trial",
-        type=float,
+        type=finite_float,
         default=0.0,
         help="GPU share per trial (0.25: four trials on each GPU); 0: CPU only",
     )

@@ -48,7 +48,7 @@ from pathlib import Path
 from embodied.atomic import atomic_path
 from embodied.cli import AGENTS
 from embodied.config import flag as option_flag
-from embodied.config import CommandParser, option_types, parse_command_args, parse_config
+from embodied.config import CommandParser, finite_float, option_types, parse_command_args, parse_config
 from embodied.errors import EmbodiedError, one_line
 from embodied.safe_io import MAX_METRICS_BYTES, load_json, read_text
 
@@ -576,7 +576,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cpus-per-trial", type=int, default=1, help="CPUs (and torch threads) reserved per trial")
     parser.add_argument(
         "--gpus-per-trial",
-        type=float,
+        type=finite_float,
         default=0.0,
         help="GPU share per trial: 0.25 runs four trials on each GPU (Ray's fractional GPUs; MPS where "
         "installed); 0: CPU only",

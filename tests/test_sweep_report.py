@@ -71,6 +71,7 @@ def descendants(pid: int) -> set[int]:
         (["--agent", "parl", "--out", "x", "--seeds", "3-1"], "distinct"),
         (["--agent", "parl", "--out", "x", "--", "--seed", "3"], "set by the sweep"),
         (["--agent", "parl", "--out", "x", "--", "--seed=3"], "set by the sweep"),
+        (["--agent", "parl", "--out", "x", "--gpus-per-trial", "nan"], "finite number"),  # was a traceback
         (["--agent", "parl", "--out", "x", "--grid", "total_steps=10,20", "--", "--total-steps", "5"], "set by --grid"),
         (["--agent", "parl", "--out", "x", "--grid", "video=true,false", "--", "--no-video"], "set by --grid"),
         (["--agent", "parl", "--out", "x", "--", "--bogus", "1"], "unknown option"),
@@ -445,10 +446,11 @@ def test_report_on_one_run_and_bad_input(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path), "--compare", "x", "y"]) == 2
     assert cli_main(["report", str(tmp_path), "--out", str(tmp_path)]) == 2  # a directory: was IsADirectoryError
     assert cli_main(["report", str(tmp_path), "--out", "/proc/no/report.md"]) == 2  # was FileNotFoundError
+    assert cli_main(["report", str(tmp_path), "--threshold", "nan"]) == 2  # no step ever reaches NaN
     (tmp_path / "a-s0" / "summary.json").unlink()  # a run still going is left out unless asked for
     assert cli_main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 6 and all(line.startswith("error:") for line in err), err
+    assert len(err) == 7 and all(line.startswith("error:") for line in err), err
     assert cli_main(["report", str(tmp_path), "--unfinished"]) == 0
 
 
