@@ -336,6 +336,23 @@ def test_pipeline_rejects_bad_config(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_dataset_that_cannot_be_used_is_refused_before_the_run_directory(tmp_path, capsys):
+    """Another task's data and episodes shorter than a segment were found after the run directory was made (the
+    second as a traceback)."""
+    data = tmp_path / "hold.hdf5"
+    assert cli_main(["collect", "--env", "embodied/point-hold-v0", "--episodes", "2", "--out", str(data)]) == 0
+    runs = tmp_path / "runs"
+    common = ["train", "pearl", "--run-dir", str(runs), "--target-task", "point-hold-v0", "--gw.alpha", "1"]
+    capsys.readouterr()
+    assert cli_main([*common, "--source-task", "reach-v3", "--source-data", str(data)]) == 2
+    assert "recorded on 'embodied/point-hold-v0'" in capsys.readouterr().err
+    argv = [*common, "--source-task", "point-hold-v0", "--source-data", str(data), "--segment-length", "40"]
+    assert cli_main([*argv, "--max-steps", "50"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no episode has --segment-length 40 steps (longest 30)" in err[0], err
+    assert not runs.exists()
+
+
 def test_best_episodes_keeps_the_top_share_by_learned_return():
     rewards = [np.full(5, r) for r in (0.1, 3.0, -1.0, 2.0, 0.5, 2.0)]  # returns 0.5, 15, -5, 10, 2.5, 10
     assert best_episodes(rewards, 0.5).tolist() == [1, 3, 5]  # ties keep the dataset's order

@@ -37,6 +37,7 @@ from embodied.reward_models import (
 )
 from embodied.checkpoint import load_arrays, load_weights, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
+from embodied.errors import EmbodiedError
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.evaluation import evaluate
 from embodied.make import make_env
@@ -221,14 +222,15 @@ class PearlConfig(RunOptions):
 
 
 def run_pearl(cfg: PearlConfig) -> dict:
+    given = given_episodes(cfg)  # bad input first: a dataset that cannot be used is refused before the run directory
     shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
     run, device = start_run(
         cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}"
     )
     teacher = ScriptedTeacher(cfg.teacher_gamma, cfg.teacher_equal_threshold, cfg.teacher_flip_prob)
 
-    src_eps = _episodes(cfg, cfg.source_task, cfg.source_data, run, "source", seed=cfg.seed * 10_000)
-    tgt_eps = _episodes(cfg, cfg.target_task, cfg.target_data, run, "target", seed=cfg.seed * 10_000 + 5_000)
+    src_eps = given.get("source") or _episodes(cfg, cfg.source_task, run, "source", seed=cfg.seed * 10_000)
+    tgt_eps = given.get("target") or _episodes(cfg, cfg.target_task, run, "target", seed=cfg.seed * 10_000 + 5_000)
     src, tgt, rng = run_segments(src_eps, tgt_eps, cfg.segment_length, cfg.segments, cfg.seed)
 
     resumed = run.load() or {}  # global RNGs and metric rows as at the last checkpoint
@@ -340,10 +342,31 @@ def fit_reward(cfg: PearlConfig, reward, tgt, prefs: Preferences, run: Run, devi
     return fitted
 
 
-def _episodes(cfg: PearlConfig, task: str, data: Path | None, run: Run, name: str, seed: int):
+def given_episodes(cfg: PearlConfig) -> dict[str, list]:
+    """The episodes of ``--source-data``/``--target-data`` by side, checked to be of their task and to hold a
+    segment (vector observations, an episode of at least ``segment_length`` steps)."""
+    given = {}
+    for side, task, data in (
+        ("source", cfg.source_task, cfg.source_data),
+        ("target", cfg.target_task, cfg.target_data),
+    ):
+        if data is None:
+            continue
+        episodes = load_episodes(data, env_id=f"embodied/{task}")
+        if not episodes or max(len(e) for e in episodes) < cfg.segment_length:
+            longest = max((len(e) for e in episodes), default=0)
+            raise EmbodiedError(
+                f"--{side}-data {data}: no episode has --segment-length {cfg.segment_length} steps (longest {longest})"
+            )
+        if isinstance(episodes[0].observations, dict):
+            raise EmbodiedError(f"--{side}-data {data}: segments need vector observations; these are dicts")
+        given[side] = episodes
+    return given
+
+
+def _episodes(cfg: PearlConfig, task: str, run: Run, name: str, seed: int):
+    """The run's own episodes of ``task`` (collected by the scripted expert, or as collected before a resume)."""
     env_id = f"embodied/{task}"
-    if data is not None:
-        return load_episodes(data, env_id=env_id)
     path = run.path(f"{name}.hdf5")
     if path.exists():
         return load_episodes(path, env_id=env_id)
