@@ -342,6 +342,11 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
     steps = [line.split("|")[2:4] for line in text.splitlines() if line.startswith("| 0 pairs |")]
     assert [(int(step), int(seeds)) for step, seeds in steps] == [(0, 2), (2, 2), (4, 2), (5, 2)]
 
+    refused = tmp_path / "refused"  # a sequence longer than the source's episodes: was a traceback after collecting
+    source = str(tmp_path / "source")
+    assert cli_main(["adapt", "--source-run", source, "--seq-len", "21", "--run-dir", str(refused)]) == 2
+    assert "exceeds" in capsys.readouterr().err and not refused.exists()
+
 
 def test_adaptation_report_pairs_the_arms_seed_by_seed(tmp_path, capsys):
     """The report's calibrated-minus-pair-free table: differences taken within a seed, only at steps both

@@ -286,6 +286,9 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     set_threads(cfg.threads)
     seed_everything(cfg.seed)
     src_cfg, agent, source = load_source(cfg.source_run, device)
+    episode = src_cfg.max_episode_steps // src_cfg.action_repeat
+    if cfg.seq_len > episode:  # before the run directory: sampling would fail after collecting
+        raise EmbodiedError(f"--seq-len {cfg.seq_len} exceeds {cfg.source_run}'s episodes ({episode} agent steps)")
     name = cfg.run_name or f"adapt-{Path(cfg.source_run).name}-to-{variant_label(cfg, cfg.target_variant)}"
     run = Run(cfg.run_dir, name, config=cfg, resume=True)
     env = make_pixel_env(
