@@ -99,7 +99,8 @@ class Run:
         try:
             saved = load_json(path, what="run config")
         except EmbodiedError as err:  # too large or deep, not JSON, not UTF-8 text, not a file
-            raise EmbodiedError(f"cannot read {path} to resume: {str(err).replace(str(path), 'it')}") from None
+            said = str(err).replace(f"run config {path}", "it").replace(str(path), "it")  # the path is said once
+            raise EmbodiedError(f"cannot read {path} to resume: {said}") from None
         if not isinstance(saved, dict):  # a list or a string has no keys to compare: the check would pass unseen
             raise EmbodiedError(
                 f"cannot resume: {path} holds {type(saved).__name__}, not the run's settings (an object)"

@@ -213,7 +213,7 @@ def test_resume_refuses_settings_that_shape_the_result_and_names_them(tmp_path):
         Run(tmp_path, "p", config=PearlConfig(), resume=True)
     Run(tmp_path, "p", config=PearlConfig(iql_episode_credit=0.0, iql_steps=99), resume=True).close()
     (tmp_path / "p" / "config.json").write_text("{not json")
-    with pytest.raises(EmbodiedError, match="cannot read .*config.json"):
+    with pytest.raises(EmbodiedError, match=r"cannot read .*config.json to resume: it is not valid JSON"):
         Run(tmp_path, "p", config=PearlConfig(iql_episode_credit=0.0), resume=True)
 
 
