@@ -121,7 +121,7 @@ def cmd_envs(argv: list[str]) -> int:
             policies, cameras = "scripted (skill plan), random", drawer_cameras
         elif spec.entry_point.endswith("PointHoldEnv"):
             env = PointHoldEnv(**spec.kwargs)
-            obs, act, policies, cameras = env.observation_space, env.action_space, "random", ["top (fixed)"]
+            obs, act, policies, cameras = env.observation_space, env.action_space, "scripted (expert), random", ["top"]
         else:
             obs = observation_space(spec.kwargs.get("obs_type", "state"))
             policies, cameras = "scripted (expert), random", ["corner2"] + [c for c in CAMERAS if c != "corner2"]

@@ -29,15 +29,22 @@ class PointHoldEnv(gym.Env):
     goal = np.array([0.5, 0.5], np.float32)
 
     def __init__(
-        self, nuisance: int = 10, render_mode: str | None = None, render_width: int = 64, render_height: int = 64
+        self,
+        nuisance: int = 10,
+        render_mode: str | None = None,
+        render_width: int = 64,
+        render_height: int = 64,
+        camera: str | None = None,
     ):
+        if camera not in (None, "top"):  # one view, from above; named so that --camera works as on the other ids
+            raise ValueError(f"unknown camera {camera!r}; choose one of top")
         if nuisance < 0:
             raise ValueError(f"nuisance must be >= 0, got {nuisance}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if not (1 <= render_width <= 4096 and 1 <= render_height <= 4096):
             raise ValueError(f"render size must be 1 to 4096 pixels a side, got {render_width}x{render_height}")
-        self.nuisance, self.render_mode = nuisance, render_mode
+        self.nuisance, self.render_mode, self.camera = nuisance, render_mode, camera or "top"
         self.render_width, self.render_height = int(render_width), int(render_height)
         self.observation_space = gym.spaces.Box(-1, 1, (2 + nuisance,), np.float32)
         self.action_space = gym.spaces.Box(-1, 1, (4,), np.float32)

@@ -15,6 +15,9 @@ def test_envs_lists_ids_with_spaces(capsys):
     assert main(["envs", "door-open"]) == 0
     out = capsys.readouterr().out
     assert "embodied/door-open-v3 " in out and "uint8[64, 64, 3]" in out and "float32[39]" in out
+    assert main(["envs", "point-hold-v0"]) == 0  # it has a scripted expert and one named view
+    line = capsys.readouterr().out.splitlines()[1]
+    assert "scripted (expert), random" in line and line.endswith(" top")
 
 
 def test_collect_then_video_then_eval(tmp_path, capsys):
