@@ -8,6 +8,7 @@ Meta-World's cameras are mounted upside down, so every frame is flipped vertical
 from __future__ import annotations
 
 import atexit
+import os
 import weakref
 
 import mujoco
@@ -20,6 +21,19 @@ _SLOW_FLAGS = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTIO
 
 
 _LIVE: "weakref.WeakSet[FastRenderer]" = weakref.WeakSet()
+_FORKED_AFTER_RENDERING = False  # set in a child forked from a process that had made a context
+
+
+def _after_fork_in_child() -> None:
+    # A process forked after EGL (Mesa) made a context hangs in the next context it makes (its driver threads
+    # are not copied), and the contexts it inherited belong to the parent: forget them, refuse new ones.
+    global _FORKED_AFTER_RENDERING
+    if _LIVE and os.environ.get("MUJOCO_GL", "egl") == "egl":
+        _FORKED_AFTER_RENDERING = True
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _close_all() -> None:
@@ -48,6 +62,12 @@ class FastRenderer:
             raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(names)}")
         if not (0 < width <= MAX_FRAME_SIZE and 0 < height <= MAX_FRAME_SIZE):
             raise ValueError(f"image size must be in [1, {MAX_FRAME_SIZE}], got width={width} height={height}")
+        if _FORKED_AFTER_RENDERING:
+            raise RuntimeError(
+                "this process was forked from one that had already rendered with EGL, and a new EGL context would "
+                "hang here; start worker processes with 'spawn' (gym.make_vec(..., vector_kwargs={'context': "
+                "'spawn'}), multiprocessing.get_context('spawn'))"
+            )
         make_model_fast(model)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, height)

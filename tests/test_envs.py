@@ -243,6 +243,34 @@ def test_render_rgb_array_for_video():
     assert frame.shape == (80, 96, 3) and frame.std() > 10
 
 
+def test_a_process_forked_after_rendering_refuses_to_render_instead_of_hanging():
+    """Mesa's EGL hangs in a context made by a child forked after its parent made one (an AsyncVectorEnv of pixel
+    envs, forked by default, after a pixel env in the parent): the child says so at once and names 'spawn'."""
+    import os
+    import time
+
+    parent = gym.make("embodied/reach-pixels-v3", width=16, height=16)
+    parent.reset(seed=0)  # a live context in this process
+    pid = os.fork()
+    if pid == 0:  # the child: 3 for the clear error, 4 for anything else; a hang is killed below
+        code = 4
+        try:
+            gym.make("embodied/reach-pixels-v3", width=16, height=16).reset(seed=0)
+        except RuntimeError as err:
+            code = 3 if "'spawn'" in str(err) else 4
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung making an EGL context")
+    assert os.waitstatus_to_exitcode(done[1]) == 3
+    assert parent.reset(seed=1)[0].shape == (16, 16, 3)  # the parent renders on
+
+
 @pytest.mark.parametrize("variant", ["distractor", "pixels"])
 def test_action_repeat_skips_dropped_renders_but_returns_the_same_observations(variant):
     """ActionRepeat renders only the observation it returns; the observations, rewards and ends are those of
