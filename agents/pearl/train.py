@@ -37,8 +37,8 @@ from embodied.reward_models import (
 )
 from embodied.checkpoint import load_arrays, load_weights, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
-from embodied.errors import EmbodiedError
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
+from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
 from embodied.make import make_env
 from embodied.policies import save_policy
