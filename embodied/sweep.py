@@ -496,8 +496,9 @@ def _failed_row(trial: Trial, err: Exception) -> dict:
 def _report_progress(rows: list[dict], row: dict, total: int) -> None:
     rows.append(row)
     value = "" if row.get("value") is None else f" {row['metric']} {row['value']:.3f}"
+    seconds = f" {row['seconds']}s" if "seconds" in row else ""  # a failed trial has no time
     print(
-        f"[{len(rows)}/{total}] {row['status']:8s} {row['name']} {row.get('seconds', '')}s{value}"
+        f"[{len(rows)}/{total}] {row['status']:8s} {row['name']}{seconds}{value}"
         + (f" ({row['error']})" if "error" in row else ""),
         flush=True,
     )

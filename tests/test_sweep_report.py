@@ -776,3 +776,14 @@ def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp
         == 0
     )
     assert (results / "report-drawer-close-v3.md").read_text() == report
+
+
+def test_a_progress_line_gives_a_finished_trials_seconds_and_a_failed_ones_error(capsys):
+    from embodied.sweep import _report_progress
+
+    rows: list[dict] = []
+    _report_progress(rows, {"name": "a-s0", "status": "finished", "seconds": 4.5, "metric": "m", "value": 0.5}, 2)
+    _report_progress(rows, {"name": "a-s1", "status": "failed", "error": "error: boom"}, 2)
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == "[1/2] finished a-s0 4.5s m 0.500"
+    assert second == "[2/2] failed   a-s1 (error: boom)"  # was "a-s1 s (error: boom)"
