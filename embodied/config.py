@@ -24,7 +24,7 @@ import tokenize
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Sequence, TypeVar
+from typing import Any, ClassVar, Iterable, Sequence, TypeVar
 
 from embodied.errors import EmbodiedError
 
@@ -397,12 +397,12 @@ def saved_options(cls: type, saved: dict) -> dict:
     return {renamed.get(k, k): v for k, v in flatten(saved).items()}
 
 
-def check_resume(config: Any, saved: dict) -> None:
-    """``EmbodiedError`` naming every option of ``config`` that differs from the run's ``saved`` config.json
-    and that a resume may not change (``RESUMABLE``): resuming with other settings would silently mix two runs."""
+def differing_options(config: Any, saved: dict, allowed: Iterable[str]) -> list[tuple[str, Any, Any]]:
+    """``(key, value, saved value)`` for every option of ``config`` that differs from a run's ``saved`` config.json,
+    keys in ``allowed`` aside (a key the run lacks counts as its ``LEGACY_DEFAULTS`` value, or is skipped)."""
     current = flatten(json.loads(json.dumps(config_to_dict(config))))  # the form config.json holds (lists, strings)
     saved = saved_options(type(config), saved)
-    allowed = set(getattr(config, "RESUMABLE", RunOptions.RESUMABLE))
+    allowed = set(allowed)
     legacy = getattr(config, "LEGACY_DEFAULTS", {})
     differ = []
     for key, value in current.items():
@@ -410,11 +410,22 @@ def check_resume(config: Any, saved: dict) -> None:
             continue
         was = saved.get(key, legacy.get(key))
         if was != value:
-            differ.append(f"{flag(key)} {value!r} (the run has {was!r})")
+            differ.append((key, value, was))
+    return differ
+
+
+def describe_differences(differ: list[tuple[str, Any, Any]]) -> str:
+    return "; ".join(f"{flag(key)} {value!r} (the run has {was!r})" for key, value, was in differ)
+
+
+def check_resume(config: Any, saved: dict) -> None:
+    """``EmbodiedError`` naming every option of ``config`` that differs from the run's ``saved`` config.json
+    and that a resume may not change (``RESUMABLE``): resuming with other settings would silently mix two runs."""
+    differ = differing_options(config, saved, getattr(config, "RESUMABLE", RunOptions.RESUMABLE))
     if differ:
         raise EmbodiedError(
             "--resume with settings that differ from the run's config.json: "
-            + "; ".join(differ)
+            + describe_differences(differ)
             + ". Resume with the run's own settings, or start a new run (another --run-name)"
         )
 

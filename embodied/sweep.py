@@ -43,12 +43,22 @@ import sys
 import tempfile
 import time
 import typing
+from typing import Any
 from pathlib import Path
 
 from embodied.atomic import atomic_path
 from embodied.cli import AGENTS
 from embodied.config import flag as option_flag
-from embodied.config import CommandParser, finite_float, option_types, parse_command_args, parse_config
+from embodied.config import (
+    CommandParser,
+    RunOptions,
+    describe_differences,
+    differing_options,
+    finite_float,
+    option_types,
+    parse_command_args,
+    parse_config,
+)
 from embodied.errors import EmbodiedError, one_line
 from embodied.safe_io import MAX_METRICS_BYTES, load_json, read_text
 
@@ -62,6 +72,7 @@ class Trial:
     name: str
     argv: list[str]  # options for `embodied train AGENT` without run dir/name/resume/threads
     settings: dict
+    config: Any = None  # the agent's config these options give (what its run directory must hold)
 
 
 def config_class(agent: str) -> type:
@@ -187,12 +198,39 @@ def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: 
         settings = {k: v for key, value in zip(grid, values) for k, v in grid_point(key, value).items()}
         extra = [a for k, v in settings.items() for a in option_args(k, v, cls)]
         argv = passthrough + extra + ["--seed", str(seed)]
-        parse_config(cls, argv, prog=f"embodied train {agent}")  # bad options fail here, before Ray starts
-        trials.append(Trial(trial_name(agent, settings, seed), argv, {**settings, "seed": seed}))
+        config = parse_config(cls, argv, prog=f"embodied train {agent}")  # bad options fail here, before Ray starts
+        trials.append(Trial(trial_name(agent, settings, seed), argv, {**settings, "seed": seed}, config))
     names = [t.name for t in trials]
     if len(set(names)) != len(names):
         raise EmbodiedError("two trials would share a run directory name; make grid values distinct")
     return trials
+
+
+BUDGETS = ("total_steps", "iterations", "iql_steps")  # a finished run given more of one of these is continued
+
+
+def trial_state(run_dir: Path, config: Any) -> str:
+    """``"finished"`` (a finished run of these settings), ``"extend"`` (finished with a smaller budget: continue it),
+    or ``"todo"`` (new, or stopped early: start or resume it). A run directory made with other settings is refused
+    before anything starts: a finished one would pass for the trial's results, an unfinished one would fail late."""
+    if not (run_dir / "config.json").exists():
+        return "finished" if is_finished(run_dir) else "todo"
+    saved = load_json(run_dir / "config.json", what="run config")
+    if not isinstance(saved, dict):
+        raise EmbodiedError(f"{run_dir}/config.json holds no settings; remove the run directory or use another --out")
+    resumable = getattr(config, "RESUMABLE", RunOptions.RESUMABLE)
+    finished = is_finished(run_dir)
+    differ = differing_options(config, saved, RunOptions.RESUMABLE if finished else resumable)
+    if not differ:
+        return "finished" if finished else "todo"
+    if finished and all(
+        key in BUDGETS and key in resumable and isinstance(was, int) and value > was for key, value, was in differ
+    ):
+        return "extend"
+    raise EmbodiedError(
+        f"{run_dir} was {'run' if finished else 'started'} with other settings ({describe_differences(differ)}); "
+        "give the sweep another --out, or remove that run directory"
+    )
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -338,7 +376,12 @@ def sweep(
     trials = plan(agent, seeds, grid, passthrough)
     out = out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    todo = [t for t in trials if not is_finished(out / t.name)]
+    states = {t.name: trial_state(out / t.name, t.config) for t in trials}  # all checked before any trial starts
+    for t in trials:
+        if states[t.name] == "extend":  # its summary described the shorter run; without it the run is resumed
+            print(f"sweep: {t.name} continues to the larger budget")
+            (out / t.name / "summary.json").unlink()
+    todo = [t for t in trials if states[t.name] != "finished"]
     gpu_note = f", {gpus_per_trial:g} GPU" if gpus_per_trial else ""
     print(
         f"sweep: {len(trials)} trials ({len(trials) - len(todo)} finished already), {cpus_per_trial} CPU"

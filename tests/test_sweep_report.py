@@ -787,3 +787,36 @@ def test_a_progress_line_gives_a_finished_trials_seconds_and_a_failed_ones_error
     first, second = capsys.readouterr().out.splitlines()
     assert first == "[1/2] finished a-s0 4.5s m 0.500"
     assert second == "[2/2] failed   a-s1 (error: boom)"  # was "a-s1 s (error: boom)"
+
+
+def test_a_sweep_continues_a_finished_run_to_a_larger_budget_and_refuses_a_run_of_other_settings(tmp_path, capsys):
+    """A finished trial was skipped whatever its run directory held: a study whose budget grew reported the old
+    runs as its own, and one whose settings changed mixed two studies."""
+    out = tmp_path / "sweep"
+    target = out / "parl-method=sac-s0"
+
+    def sweep(*options: str) -> int:
+        argv = ["sweep", "--agent", "parl", "--seeds", "0", "--grid", "method=sac", "--backend", "local"]
+        return cli_main([*argv, "--out", str(out), "--", "--preset", "point-hold", "--no-video", *options])
+
+    def evaluations() -> list[int]:
+        rows = [json.loads(line) for line in (target / "metrics.jsonl").read_text().splitlines()]
+        return [row["step"] for row in rows if "eval/success_rate" in row]
+
+    assert sweep("--total-steps", "300") == 0
+    assert sweep("--total-steps", "300") == 0 and "1 finished already" in capsys.readouterr().out
+    assert sweep("--total-steps", "600") == 0  # more budget: the finished run goes on from its last checkpoint
+    assert "continues to the larger budget" in capsys.readouterr().out
+    assert evaluations() == [300, 600]
+    assert json.loads((target / "summary.json").read_text())["curve"][-1][0] == 600
+    for options, said in (
+        (["--total-steps", "300"], "--total-steps 300 (the run has 600)"),  # a smaller budget is not the run's
+        (["--total-steps", "600", "--eval-every", "150"], "--eval-every 150 (the run has 300)"),
+    ):
+        assert sweep(*options) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "was run with other settings" in err[0] and said in err[0], err
+    (target / "summary.json").unlink()  # stopped early: a resume may change its budget, not what it learns with
+    assert sweep("--total-steps", "600", "--sac.hidden", "64") == 2
+    assert "was started with other settings" in capsys.readouterr().err
+    assert evaluations() == [300, 600]  # nothing ran
