@@ -69,6 +69,24 @@ def test_svd_factors_of_a_distance_matrix_give_the_dense_labels(rng):
     )
 
 
+def test_a_plan_that_failed_is_one_error_line_not_uninformative_labels(rng):
+    """With too small an epsilon POT's solver returns a plan of zeros (every transferred label 0.5, a silent
+    accuracy of 0.5) and ours NaN (a FloatingPointError traceback): both are one EmbodiedError naming --gw.epsilon."""
+    from agents.pearl.gw import GWDiverged
+    from embodied.errors import EmbodiedError
+
+    src, tgt = mirror_pair(rng, n=40)
+    c_src, c_tgt = cost_matrix(segment_features(src)), cost_matrix(segment_features(tgt))
+    with pytest.warns(UserWarning), pytest.raises(EmbodiedError, match="at epsilon 1e-12; raise it"):
+        gw_coupling(c_src, c_tgt, GWConfig(method="entropic", epsilon=1e-12))
+    with pytest.raises(GWDiverged):
+        fused_gw(factored(c_src, 8), factored(c_tgt, 8), 1e-12)
+    assert issubclass(GWDiverged, FloatingPointError)
+    assert float(gw_coupling(c_src, c_tgt, GWConfig(method="entropic", epsilon=5e-3)).sum()) == pytest.approx(
+        1, abs=1e-2
+    )
+
+
 @pytest.fixture
 def mirrored(rng):
     src, tgt = mirror_pair(rng)

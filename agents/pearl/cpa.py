@@ -36,7 +36,7 @@ from embodied.data.segments import Segments
 from embodied.errors import EmbodiedError
 from embodied.teacher import Preferences
 
-from agents.pearl.gw import FactoredCost, entropic_ot, fused_gw
+from agents.pearl.gw import FactoredCost, GWDiverged, entropic_ot, fused_gw
 
 GW_METHODS = ("lowrank", "entropic", "exact")
 
@@ -168,8 +168,8 @@ def gw_coupling(c_src: torch.Tensor, c_tgt: torch.Tensor, cfg: GWConfig = GWConf
     plan = ot.gromov.entropic_gromov_wasserstein(
         c_src, c_tgt, p, q, "square_loss", epsilon=cfg.epsilon, max_iter=cfg.max_iter * 2, tol=1e-9, solver="PGD"
     )
-    if not torch.all(torch.isfinite(plan)):
-        raise FloatingPointError("entropic GW diverged (NaN in the plan); raise epsilon or use method='exact'")
+    if not torch.all(torch.isfinite(plan)) or abs(float(plan.sum()) - 1.0) > 1e-2:  # POT returns zeros on failure
+        raise GWDiverged(cfg.epsilon)
     return plan
 
 

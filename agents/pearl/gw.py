@@ -19,6 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
+from embodied.errors import EmbodiedError
+
+
+class GWDiverged(EmbodiedError, FloatingPointError):
+    """The entropic plan turned NaN: epsilon is too small for the costs' scale (one error line at the command line,
+    a ``FloatingPointError`` to numeric code)."""
+
+    def __init__(self, eps: float):
+        super().__init__(f"entropic GW diverged (NaN in the plan) at epsilon {eps:g}; raise it (--gw.epsilon)")
+
 
 @dataclass
 class FactoredCost:
@@ -192,7 +202,7 @@ def fused_gw(
             break
     plan = plan.to(c1.left.dtype)
     if not torch.all(torch.isfinite(plan)):
-        raise FloatingPointError("entropic GW diverged (NaN in the plan); raise epsilon")
+        raise GWDiverged(eps)
     structure = gw_loss(c1, c2, plan)
     linear = linear_loss(cross, plan) if cross is not None else 0.0
     return FusedGWResult(plan, structure, linear, alpha * structure + (1 - alpha) * linear, it)
