@@ -10,6 +10,7 @@ and IQL checkpoints periodically, so ``--resume`` continues a killed run where i
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ from embodied.reward_models import (
 )
 from embodied.checkpoint import load_arrays, load_weights, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
+from embodied.device import resolve_device
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
@@ -222,7 +224,8 @@ class PearlConfig(RunOptions):
 
 
 def run_pearl(cfg: PearlConfig) -> dict:
-    given = given_episodes(cfg)  # bad input first: a dataset that cannot be used is refused before the run directory
+    check_transfer_fits(cfg)  # bad input first: what cannot run is refused before the run directory is made
+    given = given_episodes(cfg)
     shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
     run, device = start_run(
         cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}"
@@ -340,6 +343,28 @@ def fit_reward(cfg: PearlConfig, reward, tgt, prefs: Preferences, run: Run, devi
         0, {f"reward/few_shot_{name}": v for name, v in scores.items() if isinstance(v, float) and not np.isnan(v)}
     )
     return fitted
+
+
+TRANSFER_MATRICES = 4  # dense segments x segments float64 matrices the transfer holds at its peak, at least
+
+
+def check_transfer_fits(cfg: PearlConfig) -> None:
+    """Refuse a label transfer whose dense matrices cannot fit the device's memory (``--segments 100000`` asked
+    for ~320 GB and failed deep in ``torch.cdist``, or swapped the machine), before anything runs."""
+    if cfg.labels not in ("cpa", "nn"):  # the other label sources compare no segments across tasks
+        return
+    device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    need = TRANSFER_MATRICES * cfg.segments**2 * 8
+    if need > have:
+        raise EmbodiedError(
+            f"--segments {cfg.segments}: the transfer holds {cfg.segments} x {cfg.segments} matrices, at least "
+            f"{need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB of {device.type} memory here; use fewer "
+            "segments (the studies use 1000)"
+        )
 
 
 def given_episodes(cfg: PearlConfig) -> dict[str, list]:
