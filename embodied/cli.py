@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,6 @@ class EvalConfig(DistractionOptions):
 
 
 def cmd_envs(argv: list[str]) -> int:
-    import re
-
     from envs.drawer_block import ASSET, DrawerBlockEnv
     from envs.metaworld_env import action_space, observation_space
     from envs.point_hold import PointHoldEnv
@@ -316,6 +315,17 @@ COMMANDS = {
 }
 
 
+def out_of_memory(err: RuntimeError) -> str | None:
+    """One line for torch's failure to allocate (a size option larger than the machine holds, e.g. ``--sac.hidden
+    100000`` asks for a 40 GB layer); None for any other error."""
+    text = str(err)
+    if type(err).__name__ != "OutOfMemoryError" and "can't allocate memory" not in text:
+        return None
+    asked = re.search(r"allocate (\d+) bytes", text)
+    size = f" of {int(asked.group(1)) / 2**30:.1f} GiB" if asked else ""
+    return f"out of memory: an allocation{size} failed; a size option (a width, batch or count) is too large here"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -339,6 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     except (RecursionError, MemoryError) as err:  # a hostile input that got past the caps: still one line
         what = "nested too deeply" if isinstance(err, RecursionError) else "needed more memory than there is"
         print(f"error: the input {what} ({type(err).__name__})", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        if (said := out_of_memory(err)) is None:
+            raise
+        print(f"error: {said}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `embodied envs | head`
         sys.stderr.close()
