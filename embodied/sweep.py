@@ -34,6 +34,7 @@ import dataclasses
 import importlib
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -65,6 +66,7 @@ from embodied.safe_io import MAX_METRICS_BYTES, load_json, read_text
 RESERVED = {"seed", "run_dir", "run_name", "resume", "threads"}  # the sweep sets these itself
 SMALL_FILES = ("config.json", "metrics.jsonl", "summary.json")
 FINAL_KEYS = ("final_success_rate", "success_rate", "final_return")
+MAX_TRIALS = 10_000  # trials in one sweep
 
 
 @dataclasses.dataclass
@@ -192,6 +194,9 @@ def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: 
     for key in grid_options(grid):  # the grid's value would silently win over the one after --
         if passes(key, passthrough):
             raise EmbodiedError(f"{option_flag(key)} is set by --grid {key}; do not pass it after -- as well")
+    count = len(seeds) * math.prod(len(values) for values in grid.values())
+    if count > MAX_TRIALS:  # each is checked and gets a run directory: 200,000 seeds planned for minutes, silently
+        raise EmbodiedError(f"the sweep has {count} trials (seeds x grid points), more than {MAX_TRIALS}")
     trials = []
     # seeds outermost: trials start in this order, so a sweep cut short has whole seeds of every setting
     for seed, values in itertools.product(seeds, list(itertools.product(*grid.values())) if grid else [()]):
@@ -373,6 +378,8 @@ def sweep(
     if backend == "local" and address is not None:
         raise EmbodiedError("--backend local runs on this machine: leave out --address")
     check_gpus_per_trial(gpus_per_trial, address)
+    if address is None and cpus_per_trial > (os.cpu_count() or 1):  # before --out is made
+        raise EmbodiedError(f"--cpus-per-trial {cpus_per_trial} is more than this machine's {os.cpu_count()} CPUs")
     trials = plan(agent, seeds, grid, passthrough)
     out = out.expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -72,6 +72,8 @@ def descendants(pid: int) -> set[int]:
         (["--agent", "parl", "--out", "x", "--", "--seed", "3"], "set by the sweep"),
         (["--agent", "parl", "--out", "x", "--", "--seed=3"], "set by the sweep"),
         (["--agent", "parl", "--out", "x", "--gpus-per-trial", "nan"], "finite number"),  # was a traceback
+        (["--agent", "parl", "--out", "x", "--seeds", "0-199999"], "200000 trials"),  # planned for minutes
+        (["--agent", "parl", "--out", "x", "--backend", "local", "--cpus-per-trial", "4096"], "more than this"),
         (["--agent", "parl", "--out", "x", "--grid", "total_steps=10,20", "--", "--total-steps", "5"], "set by --grid"),
         (["--agent", "parl", "--out", "x", "--grid", "video=true,false", "--", "--no-video"], "set by --grid"),
         (["--agent", "parl", "--out", "x", "--", "--bogus", "1"], "unknown option"),
