@@ -193,10 +193,13 @@ def cmd_collect(argv: list[str]) -> int:
     return 0
 
 
+MAX_GRID_BYTES = 2 * 2**30  # frames a --grid video holds in memory (episodes side by side need them all)
+
+
 def cmd_video(argv: list[str]) -> int:
     from embodied.make import make_env
     from embodied.policies import make_policy
-    from embodied.video import record_episode, tile, write_mp4
+    from embodied.video import record_episode, tiles, write_mp4
     from envs.rendering import MAX_FRAME_SIZE
 
     cfg = parse_config(VideoConfig, argv, prog="embodied video")
@@ -214,15 +217,32 @@ def cmd_video(argv: list[str]) -> int:
         cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera, **distraction_options(cfg)
     )
     policy = make_policy(cfg.policy, env)
-    episodes, successes = [], []
-    for i in range(cfg.episodes):
-        frames, ret, success = record_episode(env, policy, cfg.seed + i, cfg.max_steps, annotate=cfg.captions)
-        episodes.append(frames)
-        successes.append(success)
-        print(f"episode {i}: return {ret:.1f} success {success}")
-    frames = tile(episodes) if cfg.grid else [f for ep in episodes for f in ep]
-    write_mp4(cfg.out, frames, fps=cfg.fps)
-    print(f"wrote {cfg.out}: {len(frames)} frames")
+    steps = cfg.max_steps or env.spec.max_episode_steps or 1000
+    held = cfg.episodes * (steps + 1) * size * size * 3  # a grid lays out every episode's frames at once
+    if cfg.grid and held > MAX_GRID_BYTES:
+        raise EmbodiedError(
+            f"--grid of {cfg.episodes} episodes of up to {steps + 1} {size}x{size} frames holds "
+            f"{held / 2**30:.1f} GiB (at most {MAX_GRID_BYTES / 2**30:.0f}); give fewer --episodes, a smaller "
+            "--size or --max-steps, or no --grid"
+        )
+
+    def episodes():
+        for i in range(cfg.episodes):
+            frames, ret, success = record_episode(env, policy, cfg.seed + i, cfg.max_steps, annotate=cfg.captions)
+            print(f"episode {i}: return {ret:.1f} success {success}")
+            yield frames
+
+    written = 0
+
+    def counted(frames):
+        nonlocal written
+        for frame in frames:
+            written += 1
+            yield frame
+
+    frames = tiles(list(episodes())) if cfg.grid else (f for ep in episodes() for f in ep)  # one episode at a time
+    write_mp4(cfg.out, counted(frames), fps=cfg.fps)
+    print(f"wrote {cfg.out}: {written} frames")
     return 0
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 import gymnasium as gym
 import imageio.v2 as imageio
@@ -71,33 +72,39 @@ def record_episode(
 
 def tile(episodes: Sequence[Sequence[np.ndarray]], columns: int | None = None) -> list[np.ndarray]:
     """Lay several episodes out in a grid; shorter ones hold their last frame."""
+    return list(tiles(episodes, columns))
+
+
+def tiles(episodes: Sequence[Sequence[np.ndarray]], columns: int | None = None) -> Iterator[np.ndarray]:
+    """``tile``'s frames one at a time (the grid video is not held twice)."""
     n = len(episodes)
     columns = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / columns)
     length = max(len(e) for e in episodes)
     h, w, c = episodes[0][0].shape
-    out = []
     for t in range(length):
         canvas = np.zeros((rows * h, columns * w, c), dtype=np.uint8)
         for i, ep in enumerate(episodes):
             r, col = divmod(i, columns)
             canvas[r * h : (r + 1) * h, col * w : (col + 1) * w] = ep[min(t, len(ep) - 1)]
-        out.append(canvas)
-    return out
+        yield canvas
 
 
-def write_mp4(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int = 30) -> Path:
-    """Encode ``frames`` ``(H, W, 3)`` uint8 as H.264 (yuv420p, plays everywhere), atomically."""
-    if not frames:
-        raise ValueError("no frames to write")
+def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 30) -> Path:
+    """Encode ``frames`` ``(H, W, 3)`` uint8 as H.264 (yuv420p, plays everywhere), atomically; ``frames`` may be a
+    generator, encoded as it yields (a long video is never held in memory)."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError("no frames to write")
     with atomic_path(path) as tmp:
         writer = imageio.get_writer(
             tmp, format="FFMPEG", fps=fps, codec="libx264", quality=7, pixelformat="yuv420p", macro_block_size=16
         )
         try:
-            for frame in frames:
+            for frame in itertools.chain([first], frames):
                 writer.append_data(np.ascontiguousarray(pad_to_16(frame)))
         finally:
             writer.close()

@@ -61,6 +61,9 @@ def test_collect_then_video_then_eval(tmp_path, capsys):
         == 0
     )
     assert iio.imread(video).shape == (11, 64, 128, 3)
+    one_after_another = ["video", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "10", "--no-grid"]
+    assert main([*one_after_another, "--size", "64", "--out", str(video)]) == 0  # streamed, episode by episode
+    assert iio.imread(video).shape == (22, 64, 64, 3)
     assert main(["eval", "--env", "embodied/reach-v3", "--episodes", "2", "--max-steps", "150"]) == 0
     assert '"success_rate": 1.0' in capsys.readouterr().out
 
@@ -70,6 +73,7 @@ def test_bad_input_gives_one_error_line_and_no_file(tmp_path):
         ("collect", "--env", "embodied/reach-v9", "--out", str(tmp_path / "a.hdf5")),
         ("video", "--size", "0", "--out", str(tmp_path / "b.mp4")),
         ("video", "--camera", "nowhere", "--max-steps", "2", "--out", str(tmp_path / "c.mp4")),
+        ("video", "--episodes", "100", "--out", str(tmp_path / "g.mp4")),  # a 9.6 GiB grid: was held in memory
         ("eval", "--policy", str(tmp_path / "missing.pt")),
         ("collect", "--episodes", "1", "--out", "/proc/forbidden/x.hdf5"),
         ("train", "nonexistent-agent"),

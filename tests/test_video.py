@@ -28,9 +28,23 @@ def test_caption_draws_text():
     assert (out[20:] == 128).all(), "only the top band changes"
 
 
+def test_write_mp4_encodes_a_generator_as_it_yields(tmp_path):
+    """A long video is never held: frames are encoded as they come (the CLI streams episode after episode)."""
+    made = []
+
+    def frames():
+        for i in range(5):
+            made.append(i)
+            yield np.full((16, 16, 3), 40 * i, np.uint8)
+
+    assert iio.imread(write_mp4(tmp_path / "g.mp4", frames(), fps=10)).shape == (5, 16, 16, 3) and len(made) == 5
+
+
 def test_write_mp4_bad_input_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         write_mp4(tmp_path / "v.mp4", [], fps=10)
+    with pytest.raises(ValueError):
+        write_mp4(tmp_path / "v.mp4", iter([]), fps=10)
     with pytest.raises(ValueError):
         write_mp4(tmp_path / "v.mp4", [np.zeros((16, 16, 3), np.uint8)], fps=0)
     assert list(tmp_path.iterdir()) == []
