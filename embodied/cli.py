@@ -149,6 +149,31 @@ def check_max_steps(cfg) -> None:
         raise EmbodiedError(f"--max-steps must be positive, got {cfg.max_steps}")
 
 
+def space_bytes(space) -> int:
+    """Bytes of one element of a Gymnasium Box (or Dict of Boxes) space."""
+    import numpy as np
+
+    if hasattr(space, "spaces"):
+        return sum(space_bytes(s) for s in space.spaces.values())
+    return int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+
+
+def check_collection_fits(env, episodes: int, max_steps: int | None) -> None:
+    """``collect`` holds its episodes until it writes them (and copies them then): refuse, before any step, a
+    collection that cannot fit in memory (``--episodes 100000`` of 64x64 frames asked for ~600 GiB)."""
+    import os
+
+    steps = max_steps or env.spec.max_episode_steps or 1000
+    need = 2 * episodes * (steps + 1) * (space_bytes(env.observation_space) + space_bytes(env.action_space) + 32)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise EmbodiedError(
+            f"--episodes {episodes} of up to {steps} steps of {env.observation_space.shape or 'dict'} observations "
+            f"need about {need / 2**30:.0f} GiB while collected and written, more than the {have / 2**30:.0f} GiB "
+            "here; collect fewer episodes per --out"
+        )
+
+
 def cmd_collect(argv: list[str]) -> int:
     from embodied.data import NoiseSchedule, collect, write_dataset
     from embodied.data.minari_format import write_minari
@@ -174,6 +199,7 @@ def cmd_collect(argv: list[str]) -> int:
         )
     ensure_writable_dir(out)  # fail before the work, not after it
     env = make_env(cfg.env, **distraction_options(cfg))
+    check_collection_fits(env, cfg.episodes, cfg.max_steps)
     policy = make_policy(cfg.policy, env)
     bar = progress(total=cfg.episodes, desc=f"collect {cfg.env}")
     episodes = collect(

@@ -74,6 +74,7 @@ def test_bad_input_gives_one_error_line_and_no_file(tmp_path):
         ("video", "--size", "0", "--out", str(tmp_path / "b.mp4")),
         ("video", "--camera", "nowhere", "--max-steps", "2", "--out", str(tmp_path / "c.mp4")),
         ("video", "--episodes", "100", "--out", str(tmp_path / "g.mp4")),  # a 9.6 GiB grid: was held in memory
+        ("collect", "--env", "embodied/reach-pixels-v3", "--episodes", "10000000", "--out", str(tmp_path / "p")),
         ("eval", "--policy", str(tmp_path / "missing.pt")),
         ("collect", "--episodes", "1", "--out", "/proc/forbidden/x.hdf5"),
         ("train", "nonexistent-agent"),
