@@ -119,7 +119,7 @@ def test_pixel_datasets_in_minaris_layout_round_trip_bit_for_bit(tmp_path, obs_t
     stored raw and gzip-compressed, and come back identical through our loader and through Minari's own."""
     import minari
 
-    from embodied.data import NoiseSchedule, collect, load_episodes
+    from embodied.data import NoiseSchedule, collect, load_episodes, write_dataset
     from embodied.data.minari_format import write_minari
     from embodied.make import make_env
     from envs.experts import scripted_expert
@@ -135,6 +135,12 @@ def test_pixel_datasets_in_minaris_layout_round_trip_bit_for_bit(tmp_path, obs_t
             assert np.array_equal(as_dict(ours.observations)[key], frames)
             assert np.array_equal(as_dict(theirs.observations)[key], frames)
         assert np.array_equal(ours.actions, recorded.actions)
+    # and in the single-file layout: a 64x64x3 image space's bounds, listed value by value, overflowed the
+    # 64 KiB object header that the attributes live in (an OSError from h5py after collecting)
+    write_dataset(tmp_path / "ds.hdf5", episodes, "embodied/reach-pixels-v3", env.observation_space, env.action_space)
+    for ours, recorded in zip(load_episodes(tmp_path / "ds.hdf5"), episodes):
+        for key, frames in as_dict(recorded.observations).items():
+            assert np.array_equal(as_dict(ours.observations)[key], frames)
 
 
 def test_collected_datasets_have_a_minari_id_that_minaris_tools_list_load_and_recover(tmp_path, monkeypatch, capsys):

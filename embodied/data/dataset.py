@@ -32,18 +32,29 @@ FORMAT_VERSION = 1
 
 
 def space_to_json(space: gym.Space) -> dict:
-    """A JSON description of a Box or Dict space (as Minari serialises them)."""
+    """A JSON description of a Box or Dict space (as Minari serialises them; bounds the same everywhere, as an
+    image's 0 and 255, as one number, which ``Box`` and the reader broadcast)."""
     if isinstance(space, gym.spaces.Box):
         return {
             "type": "Box",
             "dtype": str(space.dtype),
             "shape": list(space.shape),
-            "low": np.asarray(space.low).tolist(),
-            "high": np.asarray(space.high).tolist(),
+            "low": bound_to_json(space.low),
+            "high": bound_to_json(space.high),
         }
     if isinstance(space, gym.spaces.Dict):
         return {"type": "Dict", "subspaces": {k: space_to_json(v) for k, v in space.spaces.items()}}
     raise TypeError(f"cannot serialise space of type {type(space).__name__}")
+
+
+def bound_to_json(values: np.ndarray) -> float | int | list:
+    values = np.asarray(values)
+    if values.size and np.all(values == values.flat[0]):
+        return values.flat[0].item()
+    return values.tolist()
+
+
+MAX_HEADER_TEXT = 60_000  # bytes of one text attribute: HDF5 keeps it in the object header, which holds 64 KiB
 
 
 def write_dataset(
@@ -60,7 +71,15 @@ def write_dataset(
         with h5py.File(tmp, "w") as f:
             # strings as fixed-length bytes, kept in the object header: a variable-length string lives in
             # HDF5's global heap, and a damaged heap made libhdf5 loop forever reading it (found by fuzzing)
-            text = lambda value: np.bytes_(value.encode("utf-8"))  # noqa: E731
+            def text(value: str) -> np.bytes_:
+                data = value.encode("utf-8")
+                if len(data) > MAX_HEADER_TEXT:
+                    raise ValueError(
+                        f"a {len(data)}-byte description is more than the single-file format's header holds "
+                        f"({MAX_HEADER_TEXT}); write a Minari folder instead (a path without .hdf5)"
+                    )
+                return np.bytes_(data)
+
             f.attrs["format"] = text(FORMAT)
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["env_id"] = text(env_id)
