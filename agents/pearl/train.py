@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -172,6 +173,12 @@ class PearlConfig(RunOptions):
         fused = self.labels == "cpa" and self.gw.method == "lowrank" and self.gw.alpha < 1  # with arm features
         for side in ("source", "target"):  # a task named without a dataset: its scripted expert collects one
             task = getattr(self, f"{side}_task")
+            kwargs = gym.spec(f"embodied/{task}").kwargs if f"embodied/{task}" in gym.registry else {}
+            if kwargs.get("obs_type", "state") != "state":  # a traceback when segments met, after collecting
+                raise ValueError(
+                    f"--{side}-task {task}: PEARL compares segments of state observations and {task}'s are "
+                    f"{kwargs['obs_type']}; use {kwargs['task']}"
+                )
             if getattr(self, f"{side}_data") is not None:
                 continue
             if not has_scripted_expert(f"embodied/{task}"):
@@ -383,8 +390,8 @@ def given_episodes(cfg: PearlConfig) -> dict[str, list]:
             raise EmbodiedError(
                 f"--{side}-data {data}: no episode has --segment-length {cfg.segment_length} steps (longest {longest})"
             )
-        if isinstance(episodes[0].observations, dict):
-            raise EmbodiedError(f"--{side}-data {data}: segments need vector observations; these are dicts")
+        if isinstance(episodes[0].observations, dict) or episodes[0].observations.ndim != 2:
+            raise EmbodiedError(f"--{side}-data {data}: segments need vector (state) observations; these are not")
         given[side] = episodes
     return given
 
