@@ -45,6 +45,19 @@ def task_name(value: str, option: str = "--task") -> str:
     return name
 
 
+def check_state_task(task: str, option: str, agent: str) -> None:
+    """``ValueError`` where ``task`` (a registered name) observes pixels: ``agent`` learns from state vectors, and a
+    pixel id failed deep in its networks or segments after the run directory was made."""
+    import envs  # noqa: F401
+
+    kwargs = gym.spec(f"embodied/{task}").kwargs if f"embodied/{task}" in gym.registry else {}
+    if kwargs.get("obs_type", "state") != "state":
+        raise ValueError(
+            f"{option} {task}: {agent} learns from state observations and {task}'s are {kwargs['obs_type']}; "
+            f"use {kwargs['task']}"
+        )
+
+
 def make_env(env_id: str, **kwargs) -> gym.Env:
     """``gym.make`` for our ids (and any other registered id), turning failures into one clear line."""
     import envs  # noqa: F401  (registers the embodied/* ids)

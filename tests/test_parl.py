@@ -505,6 +505,13 @@ def test_an_episode_is_the_tasks_own_length_unless_set_and_the_presets_are_the_s
     assert parse_config(ParlConfig, ["--preset", "point-hold"], prog="p").task == "point-hold-v0"
 
 
+def test_a_pixel_task_is_refused_naming_its_state_task():
+    """SAC's networks met 64x64x3 frames in a broadcasting traceback, after the run directory was made."""
+    for task in ("reach-pixels-v3", "reach-distractor-v3"):
+        with pytest.raises(ValueError, match=f"--task {task}: PARL learns from state observations.*use reach-v3"):
+            ParlConfig(task=task)
+
+
 def test_pretraining_needs_more_random_states_than_its_k():
     """The k-NN entropy estimate failed at the first update, mid-run, when the random steps were <= k."""
     with pytest.raises(ValueError, match=r"seed_steps \(300\) must exceed unsup_k \(500\)"):

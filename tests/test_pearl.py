@@ -334,7 +334,7 @@ def test_pipeline_rejects_bad_config(tmp_path, capsys):
     assert cli_main(["train", "pearl", "--segments", "1", "--run-dir", str(tmp_path)]) == 2  # was a traceback
     assert "segments must be >= 2" in capsys.readouterr().err
     assert cli_main(["train", "pearl", "--target-task", "reach-pixels-v3", "--run-dir", str(tmp_path)]) == 2
-    assert "PEARL compares segments of state observations" in capsys.readouterr().err  # a traceback after collecting
+    assert "PEARL learns from state observations" in capsys.readouterr().err  # a traceback after collecting
     assert not any(tmp_path.iterdir())
 
 

@@ -54,7 +54,7 @@ from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
 from embodied.config import RunOptions, check_choice, check_intervals, check_positive, parse_config
 from embodied.evaluation import evaluate
-from embodied.make import make_env, task_name
+from embodied.make import check_state_task, make_env, task_name
 from embodied.policies import save_policy
 from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
 from embodied.runs import progress, start_run
@@ -197,6 +197,7 @@ class ParlConfig(RunOptions):
 
     def __post_init__(self):
         check_choice("method", self.method, METHODS)
+        check_state_task(task_name(self.task), "--task", "PARL")  # SAC's networks failed on frames mid-run
         check_choice("hypergrad_solver", self.hypergrad_solver, SOLVERS)
         check_choice("hypergrad_curvature", self.hypergrad_curvature, ("fisher", "surrogate"))
         check_choice("selection", self.selection, ("uniform", "disagreement"))

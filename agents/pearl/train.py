@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -43,7 +42,7 @@ from embodied.device import resolve_device
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
-from embodied.make import make_env
+from embodied.make import check_state_task, make_env
 from embodied.policies import save_policy
 from embodied.runs import Run, Stages, progress, start_run
 from embodied.safe_io import load_json
@@ -173,12 +172,7 @@ class PearlConfig(RunOptions):
         fused = self.labels == "cpa" and self.gw.method == "lowrank" and self.gw.alpha < 1  # with arm features
         for side in ("source", "target"):  # a task named without a dataset: its scripted expert collects one
             task = getattr(self, f"{side}_task")
-            kwargs = gym.spec(f"embodied/{task}").kwargs if f"embodied/{task}" in gym.registry else {}
-            if kwargs.get("obs_type", "state") != "state":  # a traceback when segments met, after collecting
-                raise ValueError(
-                    f"--{side}-task {task}: PEARL compares segments of state observations and {task}'s are "
-                    f"{kwargs['obs_type']}; use {kwargs['task']}"
-                )
+            check_state_task(task, f"--{side}-task", "PEARL")  # its segments met in a traceback, after collecting
             if getattr(self, f"{side}_data") is not None:
                 continue
             if not has_scripted_expert(f"embodied/{task}"):
