@@ -219,7 +219,7 @@ def cmd_collect(argv: list[str]) -> int:
     return 0
 
 
-MAX_GRID_BYTES = 2 * 2**30  # frames a --grid video holds in memory (episodes side by side need them all)
+MAX_GRID_BYTES = 4 * 2**30  # frames a --grid video holds in memory (episodes side by side need them all)
 
 
 def cmd_video(argv: list[str]) -> int:
