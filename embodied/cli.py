@@ -161,11 +161,11 @@ def space_bytes(space) -> int:
 def check_collection_fits(env, episodes: int, max_steps: int | None) -> None:
     """``collect`` holds its episodes until it writes them (and copies them then): refuse, before any step, a
     collection that cannot fit in memory (``--episodes 100000`` of 64x64 frames asked for ~600 GiB)."""
-    import os
+    from embodied.device import memory_bytes
 
     steps = max_steps or env.spec.max_episode_steps or 1000
     need = 2 * episodes * (steps + 1) * (space_bytes(env.observation_space) + space_bytes(env.action_space) + 32)
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have = memory_bytes("cpu")
     if need > have:
         raise EmbodiedError(
             f"--episodes {episodes} of up to {steps} steps of {env.observation_space.shape or 'dict'} observations "

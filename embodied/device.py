@@ -18,3 +18,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EmbodiedError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
     return device
+
+
+def memory_bytes(device: torch.device | str = "cpu") -> int:
+    """The memory of ``device``: a CUDA device's total, else this machine's physical memory (what a setting whose
+    arrays it would hold is checked against before a run starts)."""
+    import os
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -10,7 +10,6 @@ and IQL checkpoints periodically, so ``--resume`` continues a killed run where i
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,7 @@ from embodied.reward_models import (
 )
 from embodied.checkpoint import load_arrays, load_weights, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
-from embodied.device import resolve_device
+from embodied.device import memory_bytes, resolve_device
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
@@ -355,10 +354,7 @@ def check_transfer_fits(cfg: PearlConfig) -> None:
     if cfg.labels not in ("cpa", "nn"):  # the other label sources compare no segments across tasks
         return
     device = resolve_device(cfg.device)
-    if device.type == "cuda":
-        have = torch.cuda.get_device_properties(device).total_memory
-    else:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    have = memory_bytes(device)
     need = TRANSFER_MATRICES * cfg.segments**2 * 8
     if need > have:
         raise EmbodiedError(
