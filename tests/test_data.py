@@ -202,3 +202,26 @@ def test_the_documented_offline_rl_conversion_keeps_each_action_with_its_observa
             assert np.allclose(arrays["next_observations"][start + t], obs, atol=1e-6)
             assert reward == pytest.approx(arrays["rewards"][start + t], rel=1e-5)
         start += len(episode.actions)
+
+
+def test_a_space_too_large_for_the_single_file_header_is_one_clear_error(tmp_path):
+    """Bounds that differ value by value are listed; past the 64 KiB object header h5py said only 'message is too
+    large'. The error names the Minari folder, and no file is left."""
+    import gymnasium as gym
+
+    from embodied.data import write_dataset
+    from embodied.data.episode import Episode
+    from embodied.errors import EmbodiedError
+
+    low = -np.arange(100 * 100, dtype=np.float32).reshape(100, 100)
+    space = gym.spaces.Box(low, -low + 1, dtype=np.float32)
+    episode = Episode(
+        observations=np.zeros((3, 100, 100), np.float32),
+        actions=np.zeros((2, 4), np.float32),
+        rewards=np.zeros(2, np.float32),
+        terminations=np.zeros(2, bool),
+        truncations=np.zeros(2, bool),
+    )
+    with pytest.raises(EmbodiedError, match="write a Minari folder instead"):
+        write_dataset(tmp_path / "d.hdf5", [episode], "embodied/reach-v3", space, gym.spaces.Box(-1, 1, (4,)))
+    assert list(tmp_path.iterdir()) == []

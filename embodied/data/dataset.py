@@ -73,8 +73,8 @@ def write_dataset(
             # HDF5's global heap, and a damaged heap made libhdf5 loop forever reading it (found by fuzzing)
             def text(value: str) -> np.bytes_:
                 data = value.encode("utf-8")
-                if len(data) > MAX_HEADER_TEXT:
-                    raise ValueError(
+                if len(data) > MAX_HEADER_TEXT:  # h5py's OSError would say only "message is too large"
+                    raise EmbodiedError(
                         f"a {len(data)}-byte description is more than the single-file format's header holds "
                         f"({MAX_HEADER_TEXT}); write a Minari folder instead (a path without .hdf5)"
                     )
