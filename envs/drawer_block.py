@@ -20,6 +20,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from envs.actions import checked_action
 from envs.rendering import FastRenderer
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "walle" / "drawer_block.xml"
@@ -138,9 +139,7 @@ class DrawerBlockEnv(gym.Env):
         return self._obs(), {"success": self.solved()}
 
     def step(self, action):
-        action = np.clip(np.asarray(action, dtype=np.float64), -1, 1)
-        if action.shape != (4,):
-            raise ValueError(f"action must have shape (4,), got {action.shape}")
+        action = checked_action(action, np.float64)
         target = np.clip(self.data.mocap_pos[0] + STEP * action[:3], WORKSPACE_LOW, WORKSPACE_HIGH)
         self.data.mocap_pos[0] = target
         if action[3] > 0:

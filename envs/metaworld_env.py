@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium import spaces
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
+from envs.actions import checked_action
 from envs.distractions import Distractions
 from envs.rendering import CAMERAS, EMPTY, MAX_FRAME_SIZE, FastRenderer
 
@@ -179,12 +180,7 @@ class MetaWorldEnv(gym.Env):
         return self._observation(state), {"success": False, "is_success": False}
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float32)
-        if action.shape != (4,):
-            raise ValueError(f"action must have shape (4,), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ValueError(f"action contains NaN or inf: {action}")
-        state, reward, _, _, mw_info = self._mw.step(np.clip(action, -1.0, 1.0))
+        state, reward, _, _, mw_info = self._mw.step(checked_action(action))
         self._step_count += 1
         if self.distractions is not None:
             self.distractions.step()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from envs.actions import checked_action
+
 MAX_EPISODE_STEPS = 30
 SPEED = 0.2  # how far the hand moves per step at full action
 START = (-0.5, -0.5)  # the hand's start, up to +-0.1 per axis
@@ -69,7 +71,7 @@ class PointHoldEnv(gym.Env):
         return frame
 
     def step(self, action):
-        self.hand = move(self.hand, action)
+        self.hand = move(self.hand, checked_action(action))
         distance = float(np.linalg.norm(self.hand - self.goal))
         success = float(distance < 0.15)
         return self._obs(), -max(distance - 0.1, 0.0), False, False, {"success": success, "is_success": bool(success)}

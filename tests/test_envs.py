@@ -21,6 +21,19 @@ def test_every_id_passes_gymnasium_and_sb3_checkers(env_id):
     env.close()
 
 
+@pytest.mark.parametrize("env_id", ["embodied/reach-v3", "embodied/drawer-block-stow-v0", "embodied/point-hold-v0"])
+def test_every_family_refuses_a_nan_action_and_a_wrong_shape(env_id):
+    """Meta-World's refused them; point-hold moved its hand to NaN and drawer-block made MuJoCo unstable."""
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        env.step(np.array([np.nan, 0, 0, 0], np.float32))
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        env.step(np.zeros(2, np.float32))
+    obs, *_ = env.step(np.full(4, 5.0, np.float32))  # out of range is clipped, as before
+    assert np.all(np.isfinite(obs))
+
+
 def test_all_fifty_tasks_in_three_variants():
     assert len(TASKS) == 50
     assert len(envs.metaworld_ids()) == 150
