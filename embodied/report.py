@@ -34,6 +34,7 @@ from embodied.runs import read_metrics
 warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)  # arch, via rliable
 IGNORED_KEYS = {"seed", "run_dir", "run_name", "resume", "threads", "device", "video"}
 BUDGET_KEYS = {"total_steps", "checkpoint_every"}  # may differ within a group (runs compared at --at-step)
+MAX_REPS = 1_000_000  # bootstrap resamples (rliable's studies use 2,000 to 50,000)
 
 
 @dataclass
@@ -651,8 +652,8 @@ def main(argv: list[str]) -> int:
     args = parse_command_args(parser, argv)
     if args is None:
         return 0
-    if args.reps < 100:
-        raise EmbodiedError("--reps must be at least 100")
+    if not 100 <= args.reps <= MAX_REPS:  # each resample is an array of every run's score: 1e9 of them swapped
+        raise EmbodiedError(f"--reps must be from 100 to {MAX_REPS:,}, got {args.reps}")
     if args.at_step is not None and args.at_step <= 0:
         raise EmbodiedError("--at-step must be a positive env step")
     for source in args.dir:

@@ -449,10 +449,12 @@ def test_report_on_one_run_and_bad_input(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path), "--out", str(tmp_path)]) == 2  # a directory: was IsADirectoryError
     assert cli_main(["report", str(tmp_path), "--out", "/proc/no/report.md"]) == 2  # was FileNotFoundError
     assert cli_main(["report", str(tmp_path), "--threshold", "nan"]) == 2  # no step ever reaches NaN
+    assert cli_main(["report", str(tmp_path), "--reps", "1000000000"]) == 2  # a billion resamples: swapped the host
     (tmp_path / "a-s0" / "summary.json").unlink()  # a run still going is left out unless asked for
     assert cli_main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 7 and all(line.startswith("error:") for line in err), err
+    assert len(err) == 8 and all(line.startswith("error:") for line in err), err
+    assert any("--reps must be from 100 to 1,000,000" in line for line in err)
     assert cli_main(["report", str(tmp_path), "--unfinished"]) == 0
 
 
