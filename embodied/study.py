@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tomllib
 from pathlib import Path
 
@@ -44,7 +45,7 @@ from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
 
 STUDY_KEYS = {"agent", "seeds", "grid", "options", "report", "description", "name"}
-TEXT, NUMBER, TEXTS, PAIRS = "a string", "a number", "a list of strings", 'a list of pairs like [["a=1", "a=2"]]'
+TEXT, NUMBER, TEXTS, PAIRS = "a string", "a finite number", "a list of strings", 'a list of pairs like [["a=1", "a=2"]]'
 REPORT_KEYS = {
     "split": TEXT,
     "tasks": TEXT,
@@ -67,8 +68,8 @@ def is_kind(value, kind: str) -> bool:
     texts = lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)  # noqa: E731
     if kind == TEXT:
         return isinstance(value, str)
-    if kind == NUMBER:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == NUMBER:  # TOML has nan and inf, which no threshold is
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if kind == TEXTS:
         return texts(value)
     return isinstance(value, list) and all(texts(v) and len(v) == 2 for v in value)

@@ -662,8 +662,9 @@ def test_a_study_file_of_the_wrong_types_is_one_error_naming_the_key(tmp_path):
         ('seeds = [0]\n[report]\ngroup_by = "method"', "report.group_by must be a list of strings"),
         ('seeds = [0]\n[report]\nkeep = "diag/"', "report.keep must be a list of strings"),
         ('seeds = [0]\n[report]\nmetric = ["a"]', "report.metric must be a string"),
-        ('seeds = [0]\n[report]\nthreshold = "high"', "report.threshold must be a number"),
-        ("seeds = [0]\n[report]\nthreshold = true", "report.threshold must be a number"),
+        ('seeds = [0]\n[report]\nthreshold = "high"', "report.threshold must be a finite number"),
+        ("seeds = [0]\n[report]\nthreshold = true", "report.threshold must be a finite number"),
+        ("seeds = [0]\n[report]\nthreshold = nan", "report.threshold must be a finite number"),  # TOML has nan
         ('seeds = [0]\n[report]\ncompare = ["method=a"]', "report.compare must be a list of pairs"),
         ('seeds = [0]\n[report]\ncompare = [["method=a", "method=b", "method=c"]]', "report.compare"),
     ):
