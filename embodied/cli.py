@@ -149,6 +149,11 @@ def check_max_steps(cfg) -> None:
         raise EmbodiedError(f"--max-steps must be positive, got {cfg.max_steps}")
 
 
+def episode_limit(env, max_steps: int | None) -> int:
+    """The most steps an episode of ``env`` can take here (``--max-steps``, else the env's own limit)."""
+    return max_steps or env.spec.max_episode_steps or 1000
+
+
 def space_bytes(space) -> int:
     """Bytes of one element of a Gymnasium Box (or Dict of Boxes) space."""
     import numpy as np
@@ -163,7 +168,7 @@ def check_collection_fits(env, episodes: int, max_steps: int | None) -> None:
     collection that cannot fit in memory (``--episodes 100000`` of 64x64 frames asked for ~600 GiB)."""
     from embodied.device import memory_bytes
 
-    steps = max_steps or env.spec.max_episode_steps or 1000
+    steps = episode_limit(env, max_steps)
     need = 2 * episodes * (steps + 1) * (space_bytes(env.observation_space) + space_bytes(env.action_space) + 32)
     have = memory_bytes("cpu")
     if need > have:
@@ -243,7 +248,7 @@ def cmd_video(argv: list[str]) -> int:
         cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera, **distraction_options(cfg)
     )
     policy = make_policy(cfg.policy, env)
-    steps = cfg.max_steps or env.spec.max_episode_steps or 1000
+    steps = episode_limit(env, cfg.max_steps)
     held = cfg.episodes * (steps + 1) * size * size * 3  # a grid lays out every episode's frames at once
     if cfg.grid and held > MAX_GRID_BYTES:
         raise EmbodiedError(
@@ -252,23 +257,18 @@ def cmd_video(argv: list[str]) -> int:
             "--size or --max-steps, or no --grid"
         )
 
+    lengths = []
+
     def episodes():
         for i in range(cfg.episodes):
             frames, ret, success = record_episode(env, policy, cfg.seed + i, cfg.max_steps, annotate=cfg.captions)
             print(f"episode {i}: return {ret:.1f} success {success}")
+            lengths.append(len(frames))
             yield frames
 
-    written = 0
-
-    def counted(frames):
-        nonlocal written
-        for frame in frames:
-            written += 1
-            yield frame
-
     frames = tiles(list(episodes())) if cfg.grid else (f for ep in episodes() for f in ep)  # one episode at a time
-    write_mp4(cfg.out, counted(frames), fps=cfg.fps)
-    print(f"wrote {cfg.out}: {written} frames")
+    write_mp4(cfg.out, frames, fps=cfg.fps)
+    print(f"wrote {cfg.out}: {max(lengths) if cfg.grid else sum(lengths)} frames")
     return 0
 
 

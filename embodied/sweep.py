@@ -67,6 +67,7 @@ RESERVED = {"seed", "run_dir", "run_name", "resume", "threads"}  # the sweep set
 SMALL_FILES = ("config.json", "metrics.jsonl", "summary.json")
 FINAL_KEYS = ("final_success_rate", "success_rate", "final_return")
 MAX_TRIALS = 10_000  # trials in one sweep
+BUDGETS = ("total_steps", "iterations", "iql_steps")  # a finished run given more of one of these is continued
 
 
 @dataclasses.dataclass
@@ -209,9 +210,6 @@ def plan(agent: str, seeds: list[int], grid: dict[str, list[str]], passthrough: 
     if len(set(names)) != len(names):
         raise EmbodiedError("two trials would share a run directory name; make grid values distinct")
     return trials
-
-
-BUDGETS = ("total_steps", "iterations", "iql_steps")  # a finished run given more of one of these is continued
 
 
 def trial_state(run_dir: Path, config: Any) -> str:
@@ -559,9 +557,7 @@ def _run_locally(agent: str, trials: list[Trial], out: Path, cpus: int, retries:
     each) and the GPUs (``gpus`` of one each); a trial killed by a signal is resumed up to ``retries`` times."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    total = os.cpu_count() or 1
-    if cpus > total:
-        raise EmbodiedError(f"--cpus-per-trial {cpus} is more than this machine's {total} CPUs")
+    total = os.cpu_count() or 1  # sweep() has refused a cpus over it before --out was made
     slots = total // cpus
     if gpus:
         slots = min(slots, max(1, int(local_gpu_count() / gpus + 1e-9)))
