@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.actions import checked_action
-from envs.rendering import FastRenderer
+from envs.rendering import FastRenderer, state_without_renderers
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "walle" / "drawer_block.xml"
 TASKS = ("stow", "retrieve", "tidy")
@@ -179,6 +179,10 @@ class DrawerBlockEnv(gym.Env):
         if self._renderer is None:
             self._renderer = FastRenderer(self.model, self.render_width, self.render_height, self.camera, flip=False)
         return self._renderer.rgb(self.data)
+
+    def __getstate__(self):
+        """For pickling and ``copy.deepcopy``: everything but the renderer (made again on the next frame)."""
+        return state_without_renderers(self)
 
     def close(self):
         if self._renderer is not None:

@@ -18,7 +18,7 @@ from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
 from envs.actions import checked_action
 from envs.distractions import Distractions
-from envs.rendering import CAMERAS, EMPTY, MAX_FRAME_SIZE, FastRenderer
+from envs.rendering import CAMERAS, EMPTY, MAX_FRAME_SIZE, FastRenderer, state_without_renderers
 
 TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
 OBS_TYPES = ("state", "pixels", "pixels+state")
@@ -205,6 +205,28 @@ class MetaWorldEnv(gym.Env):
                 renderer.close()
         self._obs_renderer = self._video_renderer = None
 
+    def __getstate__(self):
+        """For pickling and ``copy.deepcopy``: the simulator exactly as it is, renderers left out. Meta-World's
+        own pickling rebuilds its model from the XML and restores only qpos and qvel, so a copy lost the mocap
+        target, the controls, the welds' data and what reset and this class wrote into the model (the camera,
+        the goal marker), and moved differently from the original; its ``__dict__`` is carried instead."""
+        state = state_without_renderers(self)
+        inner = self._mw.__dict__.copy()
+        views = _views_of_simulator(inner, self._mw.data)
+        for name in views:
+            inner[name] = None
+        state["_mw"] = (type(self._mw), inner, views)
+        return state
+
+    def __setstate__(self, state):
+        inner_class, inner, views = state.pop("_mw")
+        self.__dict__.update(state)
+        self._mw = inner_class.__new__(inner_class)
+        self._mw.__dict__.update(inner)
+        for name, (field, start, shape) in views.items():
+            flat = getattr(self._mw.data, field).reshape(-1)  # a view: MuJoCo's arrays are contiguous
+            self._mw.__dict__[name] = flat[start : start + int(np.prod(shape))].reshape(shape)
+
     # ----------------------------------------------------------------- internals
     @property
     def unwrapped_metaworld(self):
@@ -257,6 +279,25 @@ class MetaWorldEnv(gym.Env):
             body_ids = renderer.body_ids(self._mw.data, distractions.edit_camera)
             frame = distractions.composite(frame, body_ids, background)
         return frame
+
+
+def _views_of_simulator(attributes: dict, data: mujoco.MjData) -> dict[str, tuple[str, int, tuple[int, ...]]]:
+    """Attributes that are views of the simulator's arrays, as (array, first element, shape): a copy of the env
+    must keep them views. Meta-World's ``get_body_com`` returns a row of ``data.xpos``, and twelve tasks keep one
+    as their "initial" pad positions, which therefore follow the pads and enter the reward; a copy holding a
+    frozen array paid a different reward from the second step on."""
+    fields = {name: getattr(data, name) for name in dir(data) if not name.startswith("_")}
+    fields = {name: array for name, array in fields.items() if isinstance(array, np.ndarray) and array.size}
+    views = {}
+    for name, value in attributes.items():
+        if not isinstance(value, np.ndarray) or not value.flags.c_contiguous:
+            continue
+        for field, array in fields.items():
+            if value.dtype == array.dtype and np.shares_memory(value, array):
+                offset = value.__array_interface__["data"][0] - array.__array_interface__["data"][0]
+                views[name] = (field, offset // array.itemsize, value.shape)
+                break
+    return views
 
 
 def _enlarge_goal_marker(model: mujoco.MjModel) -> None:

@@ -43,6 +43,12 @@ def _close_all() -> None:
         renderer.close()
 
 
+def state_without_renderers(obj) -> dict:
+    """``obj.__dict__`` for pickling and ``copy.deepcopy``, each renderer replaced by None: a GL context cannot be
+    copied, and an env makes its renderers again on the next frame it draws."""
+    return {key: None if isinstance(value, FastRenderer) else value for key, value in obj.__dict__.items()}
+
+
 def make_model_fast(model: mujoco.MjModel) -> None:
     """Turn off the costly render quality settings of ``model`` (in place)."""
     model.vis.quality.shadowsize = 0
