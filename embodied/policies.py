@@ -25,7 +25,11 @@ from embodied.errors import EmbodiedError
 
 Policy = Callable[[object], np.ndarray]
 POLICY_FORMAT = "embodied-policy-v1"
-POLICY_CLASSES = ("agents.parl.sac:TanhGaussianActor", "agents.pearl.iql:IQLPolicy")  # what save_policy writes
+POLICY_CLASSES = (  # what the agents save
+    "agents.parl.sac:TanhGaussianActor",
+    "agents.pearl.iql:IQLPolicy",
+    "agents.repo.policy:RePoPolicy",
+)
 
 
 def save_policy(path: str | os.PathLike, module: torch.nn.Module, kwargs: dict) -> Path:
@@ -105,4 +109,29 @@ def make_policy(spec: str, env: gym.Env) -> Policy:
             raise EmbodiedError(
                 f"{spec} is a policy for {what}s of size {size}; this environment's {what} space has shape {shape}"
             )
-    return module.act
+    frame = getattr(module, "observation_shape", None)
+    if frame is not None and env.observation_space.shape != tuple(frame):
+        raise EmbodiedError(
+            f"{spec} is a policy for observations of shape {tuple(frame)}; this environment's observation space "
+            f"is {env.observation_space}"
+        )
+    return EpisodicPolicy(module) if hasattr(module, "reset") else module.act
+
+
+class EpisodicPolicy:
+    """A policy with memory (RePo's filters its latent state over the frames): ``reset()`` starts an episode."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def __call__(self, obs) -> np.ndarray:
+        return self.module.act(obs)
+
+    def reset(self) -> None:
+        self.module.reset()
+
+
+def start_episode(policy: Policy) -> None:
+    """Call at each episode's start, before the policy's first action: a policy with memory forgets the last."""
+    if isinstance(policy, EpisodicPolicy):
+        policy.reset()

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from embodied.atomic import atomic_path
-from embodied.policies import Policy
+from embodied.policies import Policy, start_episode
 
 _FONTS: dict[int, ImageFont.ImageFont] = {}
 
@@ -53,6 +53,7 @@ def record_episode(
 ) -> tuple[list[np.ndarray], float, bool]:
     """Frames of one episode (``env`` needs ``render_mode="rgb_array"``), its return and success."""
     obs, _ = env.reset(seed=seed)
+    start_episode(policy)
     frames = [env.render()]
     total, success, t, done = 0.0, False, 0, False
     if annotate:

@@ -13,12 +13,16 @@ from agents.repo.adapt import AdaptConfig, adapt_encoder, embed_replay, paired_e
 from agents.repo.agent import RePoAgent, run_episode
 from agents.repo.behavior import BehaviorConfig, lambda_returns
 from agents.repo.networks import preprocess
+from agents.repo.policy import RePoPolicy
 from agents.repo.world_model import WorldModel, WorldModelConfig
 from embodied.checkpoint import load_checkpoint
 from embodied.errors import EmbodiedError
 from embodied.cli import main as cli_main
 from embodied.make import make_env
 from embodied.nets import mixed_precision
+from embodied.policies import load_policy_module, make_policy, save_policy
+from embodied.data.collect import rollout
+from embodied.video import record_episode
 from embodied.replay import SequenceReplay
 from envs.wrappers import ActionRepeat
 
@@ -255,6 +259,33 @@ def test_train_loop_and_resume(tmp_path):
     assert cli_main(args + ["--resume"]) == 0
     state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert state["step"] == 240 and state["updates"] == 3
+    make_policy(str(tmp_path / "r" / "policy.pt"), make_env("embodied/reach-pixels-v3"))  # what eval and video load
+
+
+def test_the_policy_file_acts_on_the_plain_pixel_env_as_the_agent_does_under_action_repeat(tmp_path):
+    """What lets embodied eval, video and collect run a RePo agent: the file holds encoder, RSSM and actor, holds
+    each action for the run's action repeat, and forgets its latent state when an episode starts."""
+    torch.manual_seed(0)
+    agent = RePoAgent(4, WorldModelConfig(deter=32, stoch=8, hidden=32), BehaviorConfig(hidden=32))
+    save_policy(tmp_path / "policy.pt", *RePoPolicy.from_agent(agent, action_repeat=2))
+    env = make_env("embodied/reach-pixels-v3", max_episode_steps=31)  # odd: the last repeat is cut short
+    repeated = ActionRepeat(make_env("embodied/reach-pixels-v3", max_episode_steps=31), 2)
+    video_env = make_env("embodied/reach-pixels-v3", max_episode_steps=31, render_mode="rgb_array", render_width=64)
+    policy = make_policy(str(tmp_path / "policy.pt"), env)
+    for seed in (0, 1, 2):  # the second and third start with the memory of the one before
+        torch.manual_seed(seed)  # the latent state is a sample: the same draws for both
+        _, actions, rewards, _ = run_episode(repeated, agent, seed=seed, explore=False)
+        torch.manual_seed(seed)
+        episode = rollout(env, policy, seed)
+        assert len(episode.actions) == 31 and np.abs(actions).max() > 0
+        np.testing.assert_allclose(episode.actions[::2], actions, atol=1e-6)
+        np.testing.assert_allclose(episode.actions[1::2], actions[: len(episode.actions[1::2])], atol=1e-6)
+        assert episode.rewards.sum() == pytest.approx(float(rewards.sum()), rel=1e-5)
+        torch.manual_seed(seed)
+        _, video_return, _ = record_episode(video_env, policy, seed, annotate=False)
+        assert video_return == pytest.approx(float(rewards.sum()), rel=1e-5)
+    with pytest.raises(EmbodiedError, match=r"observations of shape \(64, 64, 3\)"):
+        make_policy(str(tmp_path / "policy.pt"), make_env("embodied/reach-v3"))
 
 
 def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys):
@@ -328,7 +359,9 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
     assert all(row["eval/ceiling_return"] == summary["ceiling"]["return_mean"] for row in evals)
     assert [row["eval/return_mean"] for row in evals] == [p["return_mean"] for p in curve]
     assert any("adapt/disc_accuracy" in row for row in rows)
-    load_checkpoint(out / "calib0-s0" / "encoder.pt")  # weights only
+    encoder = load_checkpoint(out / "calib0-s0" / "encoder.pt")  # weights only
+    adapted = load_policy_module(out / "calib0-s0" / "policy.pt")  # the adapted agent, for eval and video
+    assert all(torch.equal(adapted.encoder.state_dict()[k], v) for k, v in encoder.items())
 
     study = runpy.run_path(str(Path(__file__).parents[1] / "bench" / "repo_adapt_study.py"))
     stopped = out / "calib0-s1"

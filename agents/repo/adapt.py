@@ -38,6 +38,7 @@ from torch import nn
 from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import frozen
 from agents.repo.networks import normal_kl, preprocess
+from agents.repo.policy import RePoPolicy
 from agents.repo.train import RePoConfig, build_agent, make_pixel_env, variant_label
 from embodied.checkpoint import load_checkpoint, restoring, save_checkpoint, seed_everything
 from embodied.config import (
@@ -52,6 +53,7 @@ from embodied.config import (
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
 from embodied.nets import mlp
+from embodied.policies import save_policy
 from embodied.replay import SequenceReplay
 from embodied.runs import Run, progress, set_threads
 
@@ -377,6 +379,7 @@ def run_adapt(cfg: AdaptConfig) -> dict:
         "curve": curve,
     }
     save_checkpoint(run.path("encoder.pt"), agent.model.encoder.state_dict())  # atomic, loads with weights_only
+    save_policy(run.path("policy.pt"), *RePoPolicy.from_agent(agent, src_cfg.action_repeat))  # the adapted agent
     run.finish(summary)
     return summary
 

@@ -22,6 +22,7 @@ import torch
 from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import BehaviorConfig
 from agents.repo.world_model import MODES, WorldModelConfig
+from agents.repo.policy import RePoPolicy
 from embodied.config import (
     config_to_dict,
     DistractionOptions,
@@ -36,6 +37,7 @@ from embodied.config import (
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
 from embodied.make import make_env
+from embodied.policies import save_policy
 from embodied.replay import SequenceReplay
 from embodied.runs import progress, start_run
 from embodied.video import tile, write_mp4
@@ -245,6 +247,7 @@ def run_repo(cfg: RePoConfig) -> dict:
             run_episode(venv, agent, seed=20_000_000 + i, explore=False, frames=frames)
             episodes.append(frames)
         write_mp4(run.path("videos", "eval.mp4"), tile(episodes), fps=30)
+    save_policy(run.path("policy.pt"), *RePoPolicy.from_agent(agent, cfg.action_repeat))
     summary = {
         "task": cfg.task,
         "variant": cfg.variant,

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from embodied.data.episode import Episode
-from embodied.policies import Policy
+from embodied.policies import Policy, start_episode
 
 
 @dataclass
@@ -63,6 +63,7 @@ def rollout(
     """Run one episode until termination, truncation or ``max_steps``."""
     rng = rng or np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
+    start_episode(policy)
     observations, actions, rewards, terms, truncs, successes = [obs], [], [], [], [], []
     info_keys: dict[str, list] = {}
     done, t = False, 0
