@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import torch
 from torch import nn
+
+from embodied.errors import TrainingDiverged
 
 
 def mlp(inp: int, out: int, hidden: int = 256, layers: int = 3, act=nn.ReLU) -> nn.Sequential:
@@ -45,3 +49,22 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging of target-network parameters toward ``source``."""
     for p, pt in zip(source.parameters(), target.parameters()):
         pt.lerp_(p, tau)
+
+
+def check_finite(what: str, hint: str, named: Iterable[tuple[str, torch.Tensor]]) -> None:
+    """Raise ``TrainingDiverged`` naming the first NaN or infinite tensor of ``named``.
+
+    Called after updates: a diverged update leaves such parameters, and what is computed from them fails far
+    from the cause (an action the env refuses, a distribution that refuses its arguments) or trains on NaN.
+    The common case costs one fused norm and one device sync (~0.1 ms for SAC's networks on a CPU core).
+    """
+    named = list(named)
+    if torch.isfinite(torch.nn.utils.get_total_norm([tensor for _, tensor in named])):
+        return
+    for name, tensor in named:
+        if not torch.isfinite(tensor).all():
+            raise TrainingDiverged(f"{what} diverged: {name} is NaN or infinite after an update; {hint}")
+    name, tensor = max(named, key=lambda item: float(item[1].abs().max()))  # finite, but its norm overflows
+    raise TrainingDiverged(
+        f"{what} diverged: {name} holds {float(tensor.abs().max()):.1e} after an update (its norm overflows); {hint}"
+    )

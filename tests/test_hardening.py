@@ -18,9 +18,10 @@ from embodied.checkpoint import load_arrays, load_checkpoint, save_arrays, save_
 from embodied.cli import main as cli_main
 from embodied.config import RunOptions
 from embodied.data import Dataset, Episode, write_dataset
-from embodied.errors import EmbodiedError
+from embodied.errors import EmbodiedError, TrainingDiverged
 from embodied.runs import Run, read_metrics
 from embodied.make import make_env
+from embodied.nets import check_finite
 
 
 class _Payload:
@@ -644,3 +645,52 @@ def test_outputs_get_the_normal_file_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (path.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_check_finite_names_the_first_nan_infinite_or_overflowing_tensor():
+    good = [("a", torch.ones(3)), ("b", torch.zeros(2, 2))]
+    check_finite("net", "hint", good)  # finite: nothing
+    for bad, message in [
+        (torch.tensor([1.0, float("nan")]), "b is NaN or infinite"),
+        (torch.tensor([float("-inf")]), "b is NaN or infinite"),
+        (torch.tensor([3e38, 3e38]), r"b holds 3.0e\+38 after an update \(its norm overflows\)"),
+    ]:
+        with pytest.raises(TrainingDiverged, match=f"net diverged: {message}.*; hint"):
+            check_finite("net", "hint", [good[0], ("b", bad), good[1]])
+    with pytest.raises(TrainingDiverged, match="b is NaN"):  # the first of several
+        check_finite("net", "hint", [("b", torch.tensor([float("nan")])), ("c", torch.tensor([float("nan")]))])
+
+
+REPO_TINY = "--total-steps 200 --prefill 100 --train-every 100 --train-steps 2 --batch-size 2 --seq-len 8"
+REPO_TINY += " --max-episode-steps 50"
+PEARL_TINY = "--episodes 6 --max-steps 40 --segments 30 --segment-length 10 --source-queries 30 --reward-epochs 2"
+
+
+@pytest.mark.parametrize(
+    "agent, options, what",
+    [
+        (
+            "parl",
+            "--method sac --total-steps 300 --seed-steps 100 --max-episode-steps 50 --sac.critic-lr 1e6 "
+            "--sac.actor-lr 1e6",
+            "SAC diverged: .*--sac.actor-lr",
+        ),
+        (
+            "pearl",
+            f"--source-task reach-v3 --target-task reach-v3 {PEARL_TINY} --iql-steps 50 --iql.lr 1e8",
+            "IQL diverged: .* --iql.lr",
+        ),
+        (
+            "repo",
+            f"{REPO_TINY} --wm.model-lr 1e8 --behavior.actor-lr 1e8 --behavior.critic-lr 1e8",
+            "RePo diverged: .*--wm.model-lr",
+        ),
+    ],
+)
+def test_training_that_diverges_stops_with_one_error_line(tmp_path, capsys, agent, options, what):
+    """A learning rate far too large: a traceback from a distribution's argument check (SAC, IQL) or from the
+    env refusing a NaN action (RePo), after the cause."""
+    args = ["train", agent, *options.split(), "--eval-every", "1000", "--no-video", "--run-dir", str(tmp_path)]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and re.search(f"error: {what}", err) and "Traceback" not in err, err

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embodied.config import check_intervals
-from embodied.nets import TwinQ, mlp, soft_update
+from embodied.nets import TwinQ, check_finite, mlp, soft_update
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -185,6 +185,12 @@ class SAC:
         alpha_loss.backward()
         self.alpha_opt.step()
         soft_update(self.critic_target, self.critic, cfg.tau)
+        check_finite(
+            "SAC",
+            "lower its learning rates (--sac.actor-lr, --sac.critic-lr, --sac.alpha-lr)",
+            [*self.actor.named_parameters("actor"), *self.critic.named_parameters("critic")]
+            + [("log_alpha", self.log_alpha)],
+        )
         return {
             "sac/critic_loss": critic_loss.item(),
             "sac/actor_loss": actor_loss.item(),

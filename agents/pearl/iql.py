@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from embodied.config import check_intervals
-from embodied.nets import TwinQ, mlp, soft_update
+from embodied.nets import TwinQ, check_finite, mlp, soft_update
 
 
 @dataclass
@@ -104,6 +104,11 @@ class IQL:
         self.pi_opt.zero_grad()
         pi_loss.backward()
         self.pi_opt.step()
+        check_finite(
+            "IQL",
+            "lower --iql.lr, --iql-temperature or --iql.max-weight",
+            [*self.q.named_parameters("q"), *self.v.named_parameters("v"), *self.policy.named_parameters("policy")],
+        )
         return {
             "iql/v_loss": v_loss.item(),
             "iql/q_loss": q_loss.item(),

@@ -37,6 +37,7 @@ from embodied.config import (
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
 from embodied.make import make_env
+from embodied.nets import check_finite
 from embodied.policies import save_policy
 from embodied.replay import SequenceReplay
 from embodied.runs import progress, start_run
@@ -205,6 +206,11 @@ def run_repo(cfg: RePoConfig) -> dict:
             start = time.perf_counter()
             burst = [agent.train_step(*replay.sample(cfg.batch_size, cfg.seq_len, rng)) for _ in range(cfg.train_steps)]
             updates += cfg.train_steps
+            check_finite(
+                "RePo",
+                "lower its learning rates (--wm.model-lr, --wm.beta-lr, --behavior.actor-lr, --behavior.critic-lr)",
+                [*agent.model.named_parameters("wm"), *agent.behavior.named_parameters("behavior")],
+            )
             metrics = {k: float(np.mean([m[k] for m in burst])) for k in burst[0]}  # mean over the burst
             metrics["perf/updates_per_second"] = cfg.train_steps / (time.perf_counter() - start)
             run.logger.log(step, metrics)
