@@ -20,16 +20,20 @@ def evaluate(env: gym.Env, policy: Policy, episodes: int, seed: int = 1000, max_
     """
     if episodes <= 0:
         raise ValueError(f"episodes must be positive, got {episodes}")
-    runs = [rollout(env, policy, seed + i, max_steps=max_steps) for i in range(episodes)]
-    returns = np.array([r.episode_return for r in runs])
-    final = [bool(np.asarray(r.infos.get("success", [False]))[-1]) for r in runs]
-    any_step = float(np.mean([r.success for r in runs]))
+    returns, any_step, final, steps = [], [], [], []
+    for i in range(episodes):  # one episode held at a time: many pixel episodes would not fit in memory
+        run = rollout(env, policy, seed + i, max_steps=max_steps)
+        returns.append(run.episode_return)
+        any_step.append(run.success)
+        final.append(bool(np.asarray(run.infos.get("success", [False]))[-1]))
+        steps.append(len(run.actions))
+    returns = np.array(returns)
     return {
-        "success_rate": any_step,
-        "success_any": any_step,
+        "success_rate": float(np.mean(any_step)),
+        "success_any": float(np.mean(any_step)),
         "success_final": float(np.mean(final)),
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
-        "episode_steps": float(np.mean([len(r.actions) for r in runs])),
+        "episode_steps": float(np.mean(steps)),
         "episodes": episodes,
     }

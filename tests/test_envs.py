@@ -374,3 +374,26 @@ def test_success_any_and_final_are_both_reported_and_sticky_success_matches_meta
             if terminated or truncated:
                 break
         assert seen and not info["success"] and info["is_success"] == sticky
+
+
+def test_evaluation_holds_one_episode_at_a_time(monkeypatch):
+    """embodied eval --episodes N kept all N episodes (every frame of a pixel env) until it summed them."""
+    import gc
+    import weakref
+
+    import embodied.evaluation
+    from embodied.data.collect import rollout
+
+    alive: list = []
+
+    def tracked_rollout(*args, **kwargs):
+        gc.collect()
+        assert sum(ref() is not None for ref in alive) <= 1  # the one being summarised, at most
+        episode = rollout(*args, **kwargs)
+        alive.append(weakref.ref(episode))
+        return episode
+
+    monkeypatch.setattr(embodied.evaluation, "rollout", tracked_rollout)
+    env = gym.make("embodied/reach-v3")
+    result = embodied.evaluation.evaluate(env, lambda obs: env.action_space.sample(), 4, max_steps=5)
+    assert result["episodes"] == 4 and result["episode_steps"] == 5.0 and len(alive) == 4

@@ -55,6 +55,7 @@ from agents.parl.sac import SAC, ReplayBuffer, SACConfig
 from embodied.config import RunOptions, check_choice, check_intervals, check_positive, parse_config
 from embodied.evaluation import evaluate
 from embodied.make import check_state_task, make_env, task_name
+from embodied.nets import check_finite
 from embodied.policies import save_policy
 from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
 from embodied.runs import progress, start_run
@@ -614,6 +615,7 @@ def feedback_session(
         )
         epochs.append(len(losses))
     metrics["reward/epochs"] = float(np.mean(epochs))  # fewer than --reward-epochs where the stop rule ended it
+    check_finite("the learned reward", "lower --reward-lr", reward_parameters(reward))  # not SAC's fault later
     if cfg.method == "parl":
         direct = flat(reward.params(), reward.params()).detach() - nu_before
         after_direct = reward(obs_r, act_r)
@@ -631,6 +633,7 @@ def feedback_session(
             direct_move,
             (obs_r, act_r, after_direct),
         )
+        check_finite("the learned reward", "lower --implicit-ratio", reward_parameters(reward))
         metrics.update(implicit)
         metrics["diag/implicit_cos_direct"] = cosine(applied, direct)
         metrics["diag/implicit_to_direct_norm"] = float(applied.norm() / (direct.norm() + 1e-12))
@@ -639,6 +642,11 @@ def feedback_session(
     metrics.update(session_shift(before, reward(obs_r, act_r)))
     metrics.update(reward_agreement(reward, buffer, recent, rng))
     return store, metrics
+
+
+def reward_parameters(reward) -> list[tuple[str, torch.Tensor]]:
+    """The ensemble's parameters by name (``member0.net.0.weight``, ...)."""
+    return [(f"member{i}.{name}", p) for i, m in enumerate(reward.members) for name, p in m.named_parameters()]
 
 
 def main(argv: list[str] | None = None) -> int:
