@@ -149,27 +149,14 @@ def check_max_steps(cfg) -> None:
         raise EmbodiedError(f"--max-steps must be positive, got {cfg.max_steps}")
 
 
-def episode_limit(env, max_steps: int | None) -> int:
-    """The most steps an episode of ``env`` can take here (``--max-steps``, else the env's own limit)."""
-    return max_steps or env.spec.max_episode_steps or 1000
-
-
-def space_bytes(space) -> int:
-    """Bytes of one element of a Gymnasium Box (or Dict of Boxes) space."""
-    import numpy as np
-
-    if hasattr(space, "spaces"):
-        return sum(space_bytes(s) for s in space.spaces.values())
-    return int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
-
-
 def check_collection_fits(env, episodes: int, max_steps: int | None) -> None:
     """``collect`` holds its episodes until it writes them (and copies them then): refuse, before any step, a
     collection that cannot fit in memory (``--episodes 100000`` of 64x64 frames asked for ~600 GiB)."""
+    from embodied.data.collect import collection_bytes, episode_limit
     from embodied.device import memory_bytes
 
     steps = episode_limit(env, max_steps)
-    need = 2 * episodes * (steps + 1) * (space_bytes(env.observation_space) + space_bytes(env.action_space) + 32)
+    need = collection_bytes(env, episodes, max_steps)
     have = memory_bytes("cpu")
     if need > have:
         raise EmbodiedError(
@@ -248,6 +235,8 @@ def cmd_video(argv: list[str]) -> int:
         cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera, **distraction_options(cfg)
     )
     policy = make_policy(cfg.policy, env)
+    from embodied.data.collect import episode_limit
+
     steps = episode_limit(env, cfg.max_steps)
     held = cfg.episodes * (steps + 1) * size * size * 3  # a grid lays out every episode's frames at once
     if cfg.grid and held > MAX_GRID_BYTES:

@@ -39,6 +39,7 @@ from embodied.checkpoint import load_arrays, load_weights, save_arrays, save_che
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
 from embodied.device import memory_bytes, resolve_device
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
+from embodied.data.collect import collection_bytes
 from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
 from embodied.make import check_state_task, make_env
@@ -226,6 +227,7 @@ class PearlConfig(RunOptions):
 def run_pearl(cfg: PearlConfig) -> dict:
     check_transfer_fits(cfg)  # bad input first: what cannot run is refused before the run directory is made
     given = given_episodes(cfg)
+    check_collection_fits(cfg, given)
     shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
     run, device = start_run(
         cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}"
@@ -361,6 +363,22 @@ def check_transfer_fits(cfg: PearlConfig) -> None:
             f"--segments {cfg.segments}: the transfer holds {cfg.segments} x {cfg.segments} matrices, at least "
             f"{need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB of {device.type} memory here; use fewer "
             "segments (the studies use 1000)"
+        )
+
+
+def check_collection_fits(cfg: PearlConfig, given: dict) -> None:
+    """Refuse, before the run directory, collections that cannot fit in memory (``--episodes 100000000`` grew until
+    the machine ran out): the episodes of each task are held until written, and then trained on."""
+    need = sum(
+        collection_bytes(make_env(f"embodied/{task}"), cfg.episodes, cfg.max_steps)
+        for side, task in (("source", cfg.source_task), ("target", cfg.target_task))
+        if side not in given
+    )
+    have = memory_bytes("cpu")
+    if need > have:
+        raise EmbodiedError(
+            f"--episodes {cfg.episodes} of up to {cfg.max_steps} steps per task need about {need / 2**30:.0f} GiB "
+            f"while collected and written, more than the {have / 2**30:.0f} GiB here; use fewer --episodes"
         )
 
 

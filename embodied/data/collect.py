@@ -95,6 +95,25 @@ def rollout(
     )
 
 
+def episode_limit(env: gym.Env, max_steps: int | None) -> int:
+    """The most steps an episode of ``env`` can take here (``max_steps``, else the env's own limit, else 1000)."""
+    return max_steps or (env.spec.max_episode_steps if env.spec else None) or 1000
+
+
+def space_bytes(space: gym.Space) -> int:
+    """Bytes of one element of a Gymnasium Box (or Dict of Boxes) space."""
+    if hasattr(space, "spaces"):
+        return sum(space_bytes(s) for s in space.spaces.values())
+    return int(np.prod(space.shape)) * np.dtype(space.dtype).itemsize
+
+
+def collection_bytes(env: gym.Env, episodes: int, max_steps: int | None) -> int:
+    """About the memory ``collect`` holds for ``episodes`` rollouts of ``env`` at their longest, twice: writing
+    them copies them. Checked before collecting, so a collection that cannot fit is refused, not started."""
+    steps = episode_limit(env, max_steps)
+    return 2 * episodes * (steps + 1) * (space_bytes(env.observation_space) + space_bytes(env.action_space) + 32)
+
+
 def collect(
     env: gym.Env,
     policy: Policy,
