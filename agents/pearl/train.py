@@ -228,6 +228,7 @@ def run_pearl(cfg: PearlConfig) -> dict:
     check_transfer_fits(cfg)  # bad input first: what cannot run is refused before the run directory is made
     given = given_episodes(cfg)
     check_collection_fits(cfg, given)
+    check_pairs_fit(cfg)
     shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
     run, device = start_run(
         cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}"
@@ -363,6 +364,23 @@ def check_transfer_fits(cfg: PearlConfig) -> None:
             f"--segments {cfg.segments}: the transfer holds {cfg.segments} x {cfg.segments} matrices, at least "
             f"{need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB of {device.type} memory here; use fewer "
             "segments (the studies use 1000)"
+        )
+
+
+PAIR_BYTES = 1024  # memory per labelled pair through labelling and reward training: ~630 measured at 3M pairs
+
+
+def check_pairs_fit(cfg: PearlConfig) -> None:
+    """Refuse, before anything runs, more labelled pairs than memory holds (``--target-queries 100000000`` took
+    every byte of the machine while labelling)."""
+    pairs = cfg.source_queries + cfg.target_queries + cfg.few_shot_labels
+    have = memory_bytes("cpu")
+    if pairs * PAIR_BYTES > have:
+        raise EmbodiedError(
+            f"--source-queries {cfg.source_queries}, --target-queries {cfg.target_queries} and --few-shot-labels "
+            f"{cfg.few_shot_labels}: labelling and training on {pairs} pairs holds about "
+            f"{pairs * PAIR_BYTES / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB here; use fewer (the defaults "
+            "are 5000 a side)"
         )
 
 
