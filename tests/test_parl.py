@@ -512,6 +512,21 @@ def test_a_pixel_task_is_refused_naming_its_state_task():
             ParlConfig(task=task)
 
 
+@pytest.mark.parametrize(
+    "option, value, what",
+    [
+        ("--ensemble-size", "100000000", "the reward models"),  # built member by member until memory ran out
+        ("--sac.batch-size", "100000000", "a SAC batch"),  # gathered 31 GiB of transitions per update
+        ("--total-steps", "10000000000", "the replay buffer"),  # preallocated, then copied into each checkpoint
+    ],
+)
+def test_sizes_that_cannot_fit_in_memory_are_refused_before_the_run_directory(tmp_path, capsys, option, value, what):
+    runs = tmp_path / "runs"
+    assert cli_main(["train", "parl", "--task", "reach-v3", option, value, "--run-dir", str(runs)]) == 2
+    assert f"error: {option} {value}: {what} would hold at least" in capsys.readouterr().err
+    assert not runs.exists()
+
+
 def test_pretraining_needs_more_random_states_than_its_k():
     """The k-NN entropy estimate failed at the first update, mid-run, when the random steps were <= k."""
     with pytest.raises(ValueError, match=r"seed_steps \(300\) must exceed unsup_k \(500\)"):

@@ -53,10 +53,12 @@ from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
 from embodied.config import RunOptions, check_choice, check_intervals, check_positive, parse_config
+from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
 from embodied.make import check_state_task, make_env, task_name
 from embodied.nets import check_finite
 from embodied.policies import save_policy
+from embodied.device import memory_bytes, resolve_device
 from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
 from embodied.runs import progress, start_run
 from embodied.teacher import ScriptedTeacher, check_teacher_options
@@ -250,6 +252,7 @@ class ParlConfig(RunOptions):
 
 
 def run_parl(cfg: ParlConfig) -> dict:
+    check_sizes_fit(cfg)  # before the run directory
     run, device = start_run(cfg, f"parl-{cfg.task}-{cfg.method}-s{cfg.seed}")
     env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
     eval_env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
@@ -642,6 +645,33 @@ def feedback_session(
     metrics.update(session_shift(before, reward(obs_r, act_r)))
     metrics.update(reward_agreement(reward, buffer, recent, rng))
     return store, metrics
+
+
+def check_sizes_fit(cfg: ParlConfig) -> None:
+    """Refuse sizes whose arrays cannot fit in memory, before anything runs: the replay buffer (``--total-steps``,
+    preallocated and copied into each checkpoint), the reward ensemble (``--ensemble-size``: members with their
+    gradients and Adam's moments) and a SAC batch with its activations (``--sac.batch-size``). At absurd values
+    each grew until the machine ran out, or failed after minutes."""
+    env = make_env(f"embodied/{cfg.task}")
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    env.close()
+    with torch.device("meta"):  # shapes only
+        member = sum(p.numel() for p in RewardModel(obs_dim, act_dim).parameters())
+    buffer_bytes = 2 * cfg.total_steps * (2 * obs_dim + act_dim + 4) * 4  # float32 arrays, and the checkpoint's copy
+    batch_floats = 2 * obs_dim + act_dim + 2 + 16 * cfg.sac.hidden  # a transition and its networks' activations
+    device = resolve_device(cfg.device)
+    sizes = [
+        ("--total-steps", cfg.total_steps, "the replay buffer", buffer_bytes, "cpu"),
+        ("--ensemble-size", cfg.ensemble_size, "the reward models", cfg.ensemble_size * member * 4 * 4, device),
+        ("--sac.batch-size", cfg.sac.batch_size, "a SAC batch", cfg.sac.batch_size * batch_floats * 4, device),
+    ]
+    for option, value, what, need, where in sizes:
+        have = memory_bytes(where)
+        if need > have:
+            raise EmbodiedError(
+                f"{option} {value}: {what} would hold at least {need / 2**30:.0f} GiB, more than the "
+                f"{have / 2**30:.0f} GiB of {torch.device(where).type} memory here"
+            )
 
 
 def reward_parameters(reward) -> list[tuple[str, torch.Tensor]]:
