@@ -288,6 +288,45 @@ def test_the_policy_file_acts_on_the_plain_pixel_env_as_the_agent_does_under_act
         make_policy(str(tmp_path / "policy.pt"), make_env("embodied/reach-v3"))
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--batch-size", "100000000"], "--batch-size 100000000 x --seq-len 50: a training batch would hold"),
+        (["--max-episode-steps", "100000000"], "--max-episode-steps 100000000: an episode's frames would hold"),
+    ],
+)
+def test_sizes_that_cannot_fit_in_memory_are_refused_before_the_run_directory(tmp_path, capsys, options, message):
+    """Each grew until the machine ran out (a batch of 1e8 sequences, an episode of 1e8 frames)."""
+    runs = tmp_path / "runs"
+    assert cli_main(["train", "repo", *options, "--run-dir", str(runs)]) == 2
+    assert f"error: {message} at least" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_evaluation_holds_one_episode_at_a_time(monkeypatch):
+    """--eval-episodes N kept every frame of all N episodes until it summed their returns."""
+    import gc
+    import weakref
+
+    import agents.repo.agent as repo_agent
+
+    alive: list = []
+    real = repo_agent.run_episode
+
+    def tracked(*args, **kwargs):
+        gc.collect()
+        assert sum(ref() is not None for ref in alive) <= 1
+        episode = real(*args, **kwargs)
+        alive.append(weakref.ref(episode[0]))  # its frames
+        return episode
+
+    monkeypatch.setattr(repo_agent, "run_episode", tracked)
+    env = ActionRepeat(make_env("embodied/reach-pixels-v3", max_episode_steps=6), 2)
+    agent = RePoAgent(4, WorldModelConfig(deter=16, stoch=4, hidden=16), BehaviorConfig(hidden=16))
+    result = repo_agent.evaluate_agent(env, agent, 4, seed=0)
+    assert len(alive) == 4 and set(result) == {"return_mean", "success_rate", "success_final"}
+
+
 def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys):
     """run_adapt end to end on a tiny pixel source: the curve (before, every --eval-every steps, the end)
     is in summary.json and, with the ceiling, in metrics.jsonl; bench/repo_adapt_study.py's report reads

@@ -34,7 +34,7 @@ from embodied.config import (
     distraction_options,
     parse_config,
 )
-from embodied.device import resolve_device
+from embodied.device import memory_bytes, resolve_device
 from embodied.errors import EmbodiedError
 from embodied.make import make_env
 from embodied.nets import check_finite
@@ -148,12 +148,48 @@ class RePoConfig(DistractionOptions, RunOptions):
             )
 
 
+BATCH_FRAME_BYTES = 512 * 2**10  # memory per frame of a training batch, activations included: ~430 KiB measured
+FRAME_BYTES = 64 * 64 * 3
+
+
+def check_sizes_fit(cfg: RePoConfig) -> None:
+    """Refuse, before the run directory, sizes whose arrays cannot fit in memory: a training batch of
+    ``--batch-size`` x ``--seq-len`` frames with the networks' activations, one episode's frames (held until it
+    enters the replay) and the replay itself (copied into each checkpoint). At absurd values each grew until the
+    machine ran out."""
+    device = resolve_device(cfg.device)
+    replay_steps = min(cfg.total_steps // cfg.action_repeat, SequenceReplay().capacity_steps)
+    sizes = [
+        (
+            f"--batch-size {cfg.batch_size} x --seq-len {cfg.seq_len}",
+            "a training batch",
+            device,
+            cfg.batch_size * (cfg.seq_len + 1) * BATCH_FRAME_BYTES,
+        ),
+        (
+            f"--max-episode-steps {cfg.max_episode_steps}",
+            "an episode's frames",
+            "cpu",
+            2 * (cfg.max_episode_steps // cfg.action_repeat + 1) * FRAME_BYTES,
+        ),
+        (f"--total-steps {cfg.total_steps}", "the replay", "cpu", 2 * replay_steps * FRAME_BYTES),
+    ]
+    for option, what, where, need in sizes:
+        have = memory_bytes(where)
+        if need > have:
+            raise EmbodiedError(
+                f"{option}: {what} would hold at least {need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB "
+                f"of {torch.device(where).type} memory here"
+            )
+
+
 def run_repo(cfg: RePoConfig) -> dict:
     if cfg.cuda_graph and (resolved := resolve_device(cfg.device)).type != "cuda":  # before the run directory is made
         raise EmbodiedError(
             f"--cuda-graph needs a CUDA device, but --device {cfg.device} gives {resolved} "
             "(use it on a machine with a CUDA GPU, or leave it out)"
         )
+    check_sizes_fit(cfg)
     run, device = start_run(cfg, f"repo-{cfg.task}-{variant_label(cfg, cfg.variant)}-{cfg.mode}-s{cfg.seed}")
     distractions = distraction_options(cfg)
     env = make_pixel_env(cfg.task, cfg.variant, cfg.max_episode_steps, cfg.action_repeat, **distractions)
