@@ -149,22 +149,23 @@ class RePoConfig(DistractionOptions, RunOptions):
 
 
 BATCH_FRAME_BYTES = 512 * 2**10  # memory per frame of a training batch, activations included: ~430 KiB measured
+IMAGINED_STEP_BYTES = 32 * 2**10  # and per step imagined from it (~23 KiB measured at horizon 60)
 FRAME_BYTES = 64 * 64 * 3
 
 
 def check_sizes_fit(cfg: RePoConfig) -> None:
     """Refuse, before the run directory, sizes whose arrays cannot fit in memory: a training batch of
-    ``--batch-size`` x ``--seq-len`` frames with the networks' activations, one episode's frames (held until it
-    enters the replay) and the replay itself (copied into each checkpoint). At absurd values each grew until the
-    machine ran out."""
+    ``--batch-size`` x ``--seq-len`` frames with the networks' activations and the states imagined from them, one
+    episode's frames (held until it enters the replay) and the replay itself (copied into each checkpoint). At absurd
+    values each grew until the machine ran out."""
     device = resolve_device(cfg.device)
     replay_steps = min(cfg.total_steps // cfg.action_repeat, SequenceReplay().capacity_steps)
     sizes = [
         (
-            f"--batch-size {cfg.batch_size} x --seq-len {cfg.seq_len}",
-            "a training batch",
+            f"--batch-size {cfg.batch_size}, --seq-len {cfg.seq_len} and --behavior.horizon {cfg.behavior.horizon}",
+            "a training batch and the states imagined from it",
             device,
-            cfg.batch_size * (cfg.seq_len + 1) * BATCH_FRAME_BYTES,
+            cfg.batch_size * (cfg.seq_len + 1) * (BATCH_FRAME_BYTES + cfg.behavior.horizon * IMAGINED_STEP_BYTES),
         ),
         (
             f"--max-episode-steps {cfg.max_episode_steps}",
