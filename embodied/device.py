@@ -29,3 +29,16 @@ def memory_bytes(device: torch.device | str = "cpu") -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_fits(sizes: list[tuple[str, str, int, torch.device | str]]) -> None:
+    """Refuse settings whose arrays cannot fit in memory, before a run starts: each entry is (the options, what
+    they size, at least how many bytes it holds, the device that holds it). At absurd values such arrays either
+    failed after minutes of work or grew until the machine ran out, taking other processes with them."""
+    for options, what, need, device in sizes:
+        have = memory_bytes(device)
+        if need > have:
+            raise EmbodiedError(
+                f"{options}: {what} would hold at least {need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB "
+                f"of {torch.device(device).type} memory here"
+            )

@@ -32,6 +32,18 @@ class TwinQ(nn.Module):
         return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
 
 
+def actor_critic_bytes(obs_dim: int, act_dim: int, hidden: int, batch: int) -> tuple[int, int]:
+    """Lower bounds of what an MLP actor-critic of ``mlp`` layers (SAC's, IQL's: an actor, twin Q-networks, their
+    targets and a value network) holds: its parameters with gradients and Adam's two moments, and one batch with
+    the networks' activations (about 16 ``hidden``-wide layers of them a sample)."""
+
+    def net(inp: int, out: int) -> int:
+        return (inp + 1) * hidden + (hidden + 1) * hidden + (hidden + 1) * out
+
+    params = net(obs_dim, 2 * act_dim) + 4 * net(obs_dim + act_dim, 1) + net(obs_dim, 1)
+    return params * 4 * 4, batch * (2 * obs_dim + act_dim + 2 + 16 * hidden) * 4
+
+
 def mixed_precision(module: nn.Module, enabled: bool):
     """bfloat16 autocast on the device of ``module``'s parameters (no loss scaling needed, unlike float16).
 

@@ -381,11 +381,12 @@ def test_frictions_of_a_new_user_are_one_clear_line(tmp_path, capsys):
 
 
 def test_an_allocation_too_large_for_the_machine_is_one_error_line(tmp_path, capsys):
-    """``--sac.hidden 1000000`` asks torch for a 3.7 TiB layer: a RuntimeError traceback before, one line now."""
+    """``--wm.deter 1000000`` asks torch for an 11 TiB layer (a width no check before the run bounds): a RuntimeError
+    traceback before, one line now."""
     from embodied.cli import out_of_memory
 
-    argv = ["train", "parl", "--preset", "point-hold", "--sac.hidden", "1000000", "--total-steps", "50"]
+    argv = ["train", "repo", "--wm.deter", "1000000", "--total-steps", "50"]
     assert main([*argv, "--no-video", "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: out of memory: an allocation of 3725.3 GiB failed"), err
+    assert err[-1].startswith("error: out of memory: an allocation of 11175.9 GiB failed"), err
     assert out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None  # others propagate

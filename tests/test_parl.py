@@ -517,6 +517,7 @@ def test_a_pixel_task_is_refused_naming_its_state_task():
     [
         ("--ensemble-size", "100000000", "the reward models"),  # built member by member until memory ran out
         ("--sac.batch-size", "100000000", "a SAC batch"),  # gathered 31 GiB of transitions per update
+        ("--sac.hidden", "10000000", "SAC's networks"),  # allocated tens of GiB before failing
         ("--total-steps", "10000000000", "the replay buffer"),  # preallocated, then copied into each checkpoint
     ],
 )

@@ -351,9 +351,11 @@ def test_a_dataset_that_cannot_be_used_is_refused_before_the_run_directory(tmp_p
     assert cli_main([*common, "--segments", "1000000"]) == 2  # ~30 TiB of cost matrices: failed deep in cdist
     assert "--segments 1000000: the transfer holds" in capsys.readouterr().err
     assert cli_main([*common, "--episodes", "100000000"]) == 2  # held until written: grew until memory ran out
-    assert "--episodes 100000000 of up to 200 steps per task need about" in capsys.readouterr().err
+    assert "--episodes 100000000 (--max-steps 200): the collected episodes would hold" in capsys.readouterr().err
     assert cli_main([*common, "--target-queries", "100000000"]) == 2  # took every byte of the machine
-    assert "labelling and training on 100005000 pairs holds about" in capsys.readouterr().err
+    assert "100005000 labelled pairs would hold at least" in capsys.readouterr().err
+    assert cli_main([*common, "--iql.batch-size", "100000000"]) == 2  # the kernel killed the process for memory
+    assert "--iql.batch-size 100000000: an IQL batch would hold at least" in capsys.readouterr().err
     argv = [*common, "--source-task", "point-hold-v0", "--source-data", str(data), "--segment-length", "40"]
     assert cli_main([*argv, "--max-steps", "50"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

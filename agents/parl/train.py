@@ -53,12 +53,11 @@ from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
 from embodied.config import RunOptions, check_choice, check_intervals, check_positive, parse_config
-from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
 from embodied.make import check_state_task, make_env, task_name
-from embodied.nets import check_finite
+from embodied.nets import actor_critic_bytes, check_finite
 from embodied.policies import save_policy
-from embodied.device import memory_bytes, resolve_device
+from embodied.device import check_fits, resolve_device
 from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
 from embodied.runs import progress, start_run
 from embodied.teacher import ScriptedTeacher, check_teacher_options
@@ -649,29 +648,24 @@ def feedback_session(
 
 def check_sizes_fit(cfg: ParlConfig) -> None:
     """Refuse sizes whose arrays cannot fit in memory, before anything runs: the replay buffer (``--total-steps``,
-    preallocated and copied into each checkpoint), the reward ensemble (``--ensemble-size``: members with their
-    gradients and Adam's moments) and a SAC batch with its activations (``--sac.batch-size``). At absurd values
-    each grew until the machine ran out, or failed after minutes."""
+    preallocated and copied into each checkpoint), the reward ensemble (``--ensemble-size``), SAC's networks
+    (``--sac.hidden``) and a SAC batch with its activations (``--sac.batch-size``)."""
     env = make_env(f"embodied/{cfg.task}")
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     env.close()
     with torch.device("meta"):  # shapes only
         member = sum(p.numel() for p in RewardModel(obs_dim, act_dim).parameters())
-    buffer_bytes = 2 * cfg.total_steps * (2 * obs_dim + act_dim + 4) * 4  # float32 arrays, and the checkpoint's copy
-    batch_floats = 2 * obs_dim + act_dim + 2 + 16 * cfg.sac.hidden  # a transition and its networks' activations
+    networks, batch = actor_critic_bytes(obs_dim, act_dim, cfg.sac.hidden, cfg.sac.batch_size)
+    buffer = 2 * cfg.total_steps * (2 * obs_dim + act_dim + 4) * 4  # float32 arrays, and each checkpoint's copy
     device = resolve_device(cfg.device)
-    sizes = [
-        ("--total-steps", cfg.total_steps, "the replay buffer", buffer_bytes, "cpu"),
-        ("--ensemble-size", cfg.ensemble_size, "the reward models", cfg.ensemble_size * member * 4 * 4, device),
-        ("--sac.batch-size", cfg.sac.batch_size, "a SAC batch", cfg.sac.batch_size * batch_floats * 4, device),
-    ]
-    for option, value, what, need, where in sizes:
-        have = memory_bytes(where)
-        if need > have:
-            raise EmbodiedError(
-                f"{option} {value}: {what} would hold at least {need / 2**30:.0f} GiB, more than the "
-                f"{have / 2**30:.0f} GiB of {torch.device(where).type} memory here"
-            )
+    check_fits(
+        [
+            (f"--total-steps {cfg.total_steps}", "the replay buffer", buffer, "cpu"),
+            (f"--ensemble-size {cfg.ensemble_size}", "the reward models", cfg.ensemble_size * member * 4 * 4, device),
+            (f"--sac.hidden {cfg.sac.hidden}", "SAC's networks", networks, device),
+            (f"--sac.batch-size {cfg.sac.batch_size}", "a SAC batch", batch, device),
+        ]
+    )
 
 
 def reward_parameters(reward) -> list[tuple[str, torch.Tensor]]:

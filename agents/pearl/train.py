@@ -37,12 +37,13 @@ from embodied.reward_models import (
 )
 from embodied.checkpoint import load_arrays, load_weights, save_arrays, save_checkpoint
 from embodied.config import RunOptions, check_choice, check_positive, parse_config
-from embodied.device import memory_bytes, resolve_device
+from embodied.device import check_fits, memory_bytes, resolve_device
 from embodied.data import NoiseSchedule, collect, load_episodes, sample_segments, write_dataset
 from embodied.data.collect import collection_bytes
 from embodied.errors import EmbodiedError
 from embodied.evaluation import evaluate
 from embodied.make import check_state_task, make_env
+from embodied.nets import actor_critic_bytes
 from embodied.policies import save_policy
 from embodied.runs import Run, Stages, progress, start_run
 from embodied.safe_io import load_json
@@ -227,8 +228,7 @@ class PearlConfig(RunOptions):
 def run_pearl(cfg: PearlConfig) -> dict:
     check_transfer_fits(cfg)  # bad input first: what cannot run is refused before the run directory is made
     given = given_episodes(cfg)
-    check_collection_fits(cfg, given)
-    check_pairs_fit(cfg)
+    check_sizes_fit(cfg, given)
     shots = f"-k{cfg.few_shot_labels}" if cfg.few_shot_labels else ""
     run, device = start_run(
         cfg, f"pearl-{cfg.source_task}-to-{cfg.target_task}-{cfg.labels}{shots}-{cfg.reward_model}-s{cfg.seed}"
@@ -370,34 +370,37 @@ def check_transfer_fits(cfg: PearlConfig) -> None:
 PAIR_BYTES = 1024  # memory per labelled pair through labelling and reward training: ~630 measured at 3M pairs
 
 
-def check_pairs_fit(cfg: PearlConfig) -> None:
-    """Refuse, before anything runs, more labelled pairs than memory holds (``--target-queries 100000000`` took
-    every byte of the machine while labelling)."""
-    pairs = cfg.source_queries + cfg.target_queries + cfg.few_shot_labels
-    have = memory_bytes("cpu")
-    if pairs * PAIR_BYTES > have:
-        raise EmbodiedError(
-            f"--source-queries {cfg.source_queries}, --target-queries {cfg.target_queries} and --few-shot-labels "
-            f"{cfg.few_shot_labels}: labelling and training on {pairs} pairs holds about "
-            f"{pairs * PAIR_BYTES / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB here; use fewer (the defaults "
-            "are 5000 a side)"
-        )
-
-
-def check_collection_fits(cfg: PearlConfig, given: dict) -> None:
-    """Refuse, before the run directory, collections that cannot fit in memory (``--episodes 100000000`` grew until
-    the machine ran out): the episodes of each task are held until written, and then trained on."""
-    need = sum(
-        collection_bytes(make_env(f"embodied/{task}"), cfg.episodes, cfg.max_steps)
+def check_sizes_fit(cfg: PearlConfig, given: dict) -> None:
+    """Refuse, before the run directory, sizes whose arrays cannot fit in memory: the episodes collected of each
+    task (held until written, then trained on), the labelled pairs, IQL's networks and an IQL batch with its
+    activations. At absurd values (``--target-queries 100000000``, ``--iql.batch-size 100000000``) each took every
+    byte of the machine."""
+    envs = {task: make_env(f"embodied/{task}") for task in (cfg.source_task, cfg.target_task)}
+    collected = sum(
+        collection_bytes(envs[task], cfg.episodes, cfg.max_steps)
         for side, task in (("source", cfg.source_task), ("target", cfg.target_task))
         if side not in given
     )
-    have = memory_bytes("cpu")
-    if need > have:
-        raise EmbodiedError(
-            f"--episodes {cfg.episodes} of up to {cfg.max_steps} steps per task need about {need / 2**30:.0f} GiB "
-            f"while collected and written, more than the {have / 2**30:.0f} GiB here; use fewer --episodes"
-        )
+    target = envs[cfg.target_task]
+    networks, batch = actor_critic_bytes(
+        target.observation_space.shape[0], target.action_space.shape[0], cfg.iql.hidden, cfg.iql.batch_size
+    )
+    pairs = cfg.source_queries + cfg.target_queries + cfg.few_shot_labels
+    device = resolve_device(cfg.device)
+    check_fits(
+        [
+            (f"--episodes {cfg.episodes} (--max-steps {cfg.max_steps})", "the collected episodes", collected, "cpu"),
+            (
+                f"--source-queries {cfg.source_queries}, --target-queries {cfg.target_queries} and --few-shot-labels "
+                f"{cfg.few_shot_labels}",
+                f"{pairs} labelled pairs",
+                pairs * PAIR_BYTES,
+                "cpu",
+            ),
+            (f"--iql.hidden {cfg.iql.hidden}", "IQL's networks", networks, device),
+            (f"--iql.batch-size {cfg.iql.batch_size}", "an IQL batch", batch, device),
+        ]
+    )
 
 
 def given_episodes(cfg: PearlConfig) -> dict[str, list]:

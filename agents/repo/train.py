@@ -34,7 +34,7 @@ from embodied.config import (
     distraction_options,
     parse_config,
 )
-from embodied.device import memory_bytes, resolve_device
+from embodied.device import check_fits, resolve_device
 from embodied.errors import EmbodiedError
 from embodied.make import make_env
 from embodied.nets import check_finite
@@ -164,24 +164,18 @@ def check_sizes_fit(cfg: RePoConfig) -> None:
         (
             f"--batch-size {cfg.batch_size}, --seq-len {cfg.seq_len} and --behavior.horizon {cfg.behavior.horizon}",
             "a training batch and the states imagined from it",
-            device,
             cfg.batch_size * (cfg.seq_len + 1) * (BATCH_FRAME_BYTES + cfg.behavior.horizon * IMAGINED_STEP_BYTES),
+            device,
         ),
         (
             f"--max-episode-steps {cfg.max_episode_steps}",
             "an episode's frames",
-            "cpu",
             2 * (cfg.max_episode_steps // cfg.action_repeat + 1) * FRAME_BYTES,
+            "cpu",
         ),
-        (f"--total-steps {cfg.total_steps}", "the replay", "cpu", 2 * replay_steps * FRAME_BYTES),
+        (f"--total-steps {cfg.total_steps}", "the replay", 2 * replay_steps * FRAME_BYTES, "cpu"),
     ]
-    for option, what, where, need in sizes:
-        have = memory_bytes(where)
-        if need > have:
-            raise EmbodiedError(
-                f"{option}: {what} would hold at least {need / 2**30:.0f} GiB, more than the {have / 2**30:.0f} GiB "
-                f"of {torch.device(where).type} memory here"
-            )
+    check_fits(sizes)
 
 
 def run_repo(cfg: RePoConfig) -> dict:
