@@ -419,6 +419,16 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
     source = str(tmp_path / "source")
     assert cli_main(["adapt", "--source-run", source, "--seq-len", "21", "--run-dir", str(refused)]) == 2
     assert "exceeds" in capsys.readouterr().err and not refused.exists()
+    for option, message in [  # grew until the machine ran out
+        ("--collect-episodes", "--collect-episodes 100000000: the collected target episodes"),
+        ("--batch-size", "--batch-size 100000000 and --seq-len 8: an adaptation batch"),
+    ]:
+        argv = ["adapt", "--source-run", source, "--seq-len", "8", option, "100000000", "--run-dir", str(refused)]
+        assert cli_main(argv) == 2
+        assert f"error: {message}" in capsys.readouterr().err and not refused.exists()
+    small = ["--collect-episodes", "1", "--steps", "3", "--batch-size", "2", "--seq-len", "8", "--eval-episodes", "1"]
+    assert cli_main(["adapt", "--source-run", source, *small, "--encoder-lr", "1e9", "--run-dir", str(refused)]) == 2
+    assert "error: the adaptation diverged: " in capsys.readouterr().err  # a NaN action's traceback before
 
 
 def test_adaptation_report_pairs_the_arms_seed_by_seed(tmp_path, capsys):

@@ -39,7 +39,14 @@ from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import frozen
 from agents.repo.networks import normal_kl, preprocess
 from agents.repo.policy import RePoPolicy
-from agents.repo.train import RePoConfig, build_agent, make_pixel_env, variant_label
+from agents.repo.train import (
+    BATCH_FRAME_BYTES,
+    FRAME_BYTES,
+    RePoConfig,
+    build_agent,
+    make_pixel_env,
+    variant_label,
+)
 from embodied.checkpoint import load_checkpoint, restoring, save_checkpoint, seed_everything
 from embodied.config import (
     DistractionOptions,
@@ -50,9 +57,9 @@ from embodied.config import (
     distraction_options,
     parse_config,
 )
-from embodied.device import resolve_device
+from embodied.device import check_fits, resolve_device
 from embodied.errors import EmbodiedError
-from embodied.nets import mlp
+from embodied.nets import check_finite, mlp
 from embodied.policies import save_policy
 from embodied.replay import SequenceReplay
 from embodied.runs import Run, progress, set_threads
@@ -252,6 +259,11 @@ def adapt_encoder(
         enc_opt.zero_grad()
         loss.backward()
         enc_opt.step()
+        check_finite(
+            "the adaptation",
+            "lower --encoder-lr or --disc-lr",
+            [*model.encoder.named_parameters("encoder"), *aligner.named_parameters("aligner")],
+        )
         metrics.update({"adapt/align_loss": align_loss.item(), "adapt/kl": kl.item()})
         if log is not None and step % 50 == 0:
             log(step, metrics)
@@ -291,6 +303,22 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     episode = src_cfg.max_episode_steps // src_cfg.action_repeat
     if cfg.seq_len > episode:  # before the run directory: sampling would fail after collecting
         raise EmbodiedError(f"--seq-len {cfg.seq_len} exceeds {cfg.source_run}'s episodes ({episode} agent steps)")
+    check_fits(
+        [
+            (
+                f"--collect-episodes {cfg.collect_episodes}",
+                "the collected target episodes (their frames, and each without its distractors)",
+                3 * cfg.collect_episodes * (episode + 1) * FRAME_BYTES,
+                "cpu",
+            ),
+            (
+                f"--batch-size {cfg.batch_size} and --seq-len {cfg.seq_len}",
+                "an adaptation batch",
+                cfg.batch_size * (cfg.seq_len + 1) * BATCH_FRAME_BYTES,
+                device,
+            ),
+        ]
+    )
     name = cfg.run_name or f"adapt-{Path(cfg.source_run).name}-to-{variant_label(cfg, cfg.target_variant)}"
     run = Run(cfg.run_dir, name, config=cfg, resume=True)
     env = make_pixel_env(
