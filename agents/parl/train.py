@@ -53,11 +53,11 @@ from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
 from embodied.config import RunOptions, check_choice, check_intervals, check_positive, parse_config
+from embodied.device import check_fits, resolve_device
 from embodied.evaluation import evaluate
 from embodied.make import check_state_task, make_env, task_name
 from embodied.nets import actor_critic_bytes, check_finite
 from embodied.policies import save_policy
-from embodied.device import check_fits, resolve_device
 from embodied.reward_models import RewardModel, RewardTrainConfig, train_reward_model
 from embodied.runs import progress, start_run
 from embodied.teacher import ScriptedTeacher, check_teacher_options

@@ -375,16 +375,18 @@ def check_sizes_fit(cfg: PearlConfig, given: dict) -> None:
     task (held until written, then trained on), the labelled pairs, IQL's networks and an IQL batch with its
     activations. At absurd values (``--target-queries 100000000``, ``--iql.batch-size 100000000``) each took every
     byte of the machine."""
-    envs = {task: make_env(f"embodied/{task}") for task in (cfg.source_task, cfg.target_task)}
+    task_envs = {task: make_env(f"embodied/{task}") for task in (cfg.source_task, cfg.target_task)}
     collected = sum(
-        collection_bytes(envs[task], cfg.episodes, cfg.max_steps)
+        collection_bytes(task_envs[task], cfg.episodes, cfg.max_steps)
         for side, task in (("source", cfg.source_task), ("target", cfg.target_task))
         if side not in given
     )
-    target = envs[cfg.target_task]
+    target = task_envs[cfg.target_task]
     networks, batch = actor_critic_bytes(
         target.observation_space.shape[0], target.action_space.shape[0], cfg.iql.hidden, cfg.iql.batch_size
     )
+    for env in task_envs.values():
+        env.close()
     pairs = cfg.source_queries + cfg.target_queries + cfg.few_shot_labels
     device = resolve_device(cfg.device)
     check_fits(

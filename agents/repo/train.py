@@ -21,8 +21,8 @@ import torch
 
 from agents.repo.agent import RePoAgent, evaluate_agent, run_episode
 from agents.repo.behavior import BehaviorConfig
-from agents.repo.world_model import MODES, WorldModelConfig
 from agents.repo.policy import RePoPolicy
+from agents.repo.world_model import MODES, WorldModelConfig
 from embodied.config import (
     config_to_dict,
     DistractionOptions,
