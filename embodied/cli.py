@@ -371,24 +371,28 @@ def main(argv: list[str] | None = None) -> int:
             text = f"error: unknown command {argv[0]!r}\n" + text
         print(text, file=sys.stdout if helped else sys.stderr)
         return 0 if helped else 2
-    from embodied.runs import RunInterrupted
+    from embodied.runs import RunInterrupted, close_progress_bars
+
+    def say(text: str) -> None:  # on a line of its own, not after a progress bar's
+        close_progress_bars()
+        print(text, file=sys.stderr)
 
     try:
         return COMMANDS[argv[0]](argv[1:])
     except EmbodiedError as err:
-        print(f"error: {err}", file=sys.stderr)
+        say(f"error: {err}")
         return 2
     except RunInterrupted as err:
-        print(str(err), file=sys.stderr)
+        say(str(err))
         return 130
     except (RecursionError, MemoryError) as err:  # a hostile input that got past the caps: still one line
         what = "nested too deeply" if isinstance(err, RecursionError) else "needed more memory than there is"
-        print(f"error: the input {what} ({type(err).__name__})", file=sys.stderr)
+        say(f"error: the input {what} ({type(err).__name__})")
         return 2
     except RuntimeError as err:
         if (said := out_of_memory(err)) is None:
             raise
-        print(f"error: {said}", file=sys.stderr)
+        say(f"error: {said}")
         return 2
     except BrokenPipeError:  # `embodied envs | head`
         sys.stderr.close()

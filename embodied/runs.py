@@ -29,6 +29,7 @@ import os
 import signal
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -333,9 +334,20 @@ def parse_metric_lines(lines: Iterable[str], path: str | Path = "metrics.jsonl")
     return rows
 
 
+_BARS: "weakref.WeakSet[tqdm]" = weakref.WeakSet()
+
+
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", initial: int = 0) -> Iterator:
     """A progress bar with rate and ETA (tqdm), on stderr."""
-    return tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True, mininterval=1.0)
+    bar = tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True, mininterval=1.0)
+    _BARS.add(bar)
+    return bar
+
+
+def close_progress_bars() -> None:
+    """End the open progress bars' lines, so that a message printed next (an error) starts a line of its own."""
+    for bar in list(_BARS):
+        bar.close()
 
 
 class Stages:

@@ -699,4 +699,5 @@ def test_training_that_diverges_stops_with_one_error_line(tmp_path, capsys, agen
     args = ["train", agent, *options.split(), "--eval-every", "1000", "--no-video", "--run-dir", str(tmp_path)]
     assert cli_main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("error:") == 1 and re.search(f"error: {what}", err) and "Traceback" not in err, err
+    errors = [line for line in err.split("\n") if "error:" in line]  # on a line of its own, not after a bar's
+    assert len(errors) == 1 and re.match(f"error: {what}", errors[0]) and "Traceback" not in err, err
