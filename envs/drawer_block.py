@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from envs.actions import checked_action
+from envs.actions import check_reset, checked_action
 from envs.rendering import FastRenderer, state_without_renderers
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "walle" / "drawer_block.xml"
@@ -118,6 +118,7 @@ class DrawerBlockEnv(gym.Env):
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options=None):
         super().reset(seed=seed)
+        self._was_reset = True
         mujoco.mj_resetData(self.model, self.data)
         for eq in self._eq.values():
             self.data.eq_active[eq] = 0
@@ -139,6 +140,7 @@ class DrawerBlockEnv(gym.Env):
         return self._obs(), {"success": self.solved()}
 
     def step(self, action):
+        check_reset(self)
         action = checked_action(action, np.float64)
         target = np.clip(self.data.mocap_pos[0] + STEP * action[:3], WORKSPACE_LOW, WORKSPACE_HIGH)
         self.data.mocap_pos[0] = target

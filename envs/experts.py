@@ -77,6 +77,7 @@ def scripted_plan(env: gym.Env) -> Callable[[object], np.ndarray]:
 
     def plan() -> None:
         shadow.data = copy.copy(base.data)  # MjData's copy is mj_copyData: the complete simulator state
+        shadow._was_reset = True  # its state is the live env's, which was reset
         recorded: list[tuple[np.ndarray, np.ndarray]] = []
         step = shadow.step
 

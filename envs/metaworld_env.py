@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
-from envs.actions import checked_action
+from envs.actions import check_reset, checked_action
 from envs.distractions import Distractions
 from envs.rendering import CAMERAS, EMPTY, MAX_FRAME_SIZE, FastRenderer, state_without_renderers
 
@@ -165,6 +165,7 @@ class MetaWorldEnv(gym.Env):
     # ----------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        self._was_reset = True
         self._mw.np_random = self.np_random  # object/goal sampling follows our seed
         state, _ = self._mw.reset()
         if self.obs_type != "state":
@@ -180,6 +181,7 @@ class MetaWorldEnv(gym.Env):
         return self._observation(state), {"success": False, "is_success": False}
 
     def step(self, action):
+        check_reset(self)
         state, reward, _, _, mw_info = self._mw.step(checked_action(action))
         self._step_count += 1
         if self.distractions is not None:

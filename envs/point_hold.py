@@ -13,7 +13,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from envs.actions import checked_action
+from envs.actions import check_reset, checked_action
 
 MAX_EPISODE_STEPS = 30
 SPEED = 0.2  # how far the hand moves per step at full action
@@ -56,6 +56,7 @@ class PointHoldEnv(gym.Env):
 
     def reset(self, seed=None, options=None):
         super().reset(seed=seed)
+        self._was_reset = True
         self.hand = (np.array(START) + self.np_random.uniform(-0.1, 0.1, 2)).astype(np.float32)
         self.features = self.np_random.uniform(-1, 1, self.nuisance).astype(np.float32)
         return self._obs(), {"success": 0.0, "is_success": False}
@@ -71,6 +72,7 @@ class PointHoldEnv(gym.Env):
         return frame
 
     def step(self, action):
+        check_reset(self)
         self.hand = move(self.hand, checked_action(action))
         distance = float(np.linalg.norm(self.hand - self.goal))
         success = float(distance < 0.15)
