@@ -215,6 +215,7 @@ MAX_GRID_BYTES = 4 * 2**30  # frames a --grid video holds in memory (episodes si
 
 
 def cmd_video(argv: list[str]) -> int:
+    from embodied.data.collect import episode_limit
     from embodied.make import make_env
     from embodied.policies import make_policy
     from embodied.video import record_episode, tiles, write_mp4
@@ -235,8 +236,6 @@ def cmd_video(argv: list[str]) -> int:
         cfg.env, render_mode="rgb_array", render_width=size, render_height=size, **camera, **distraction_options(cfg)
     )
     policy = make_policy(cfg.policy, env)
-    from embodied.data.collect import episode_limit
-
     steps = episode_limit(env, cfg.max_steps)
     held = cfg.episodes * (steps + 1) * size * size * 3  # a grid lays out every episode's frames at once
     if cfg.grid and held > MAX_GRID_BYTES:

@@ -251,12 +251,12 @@ class ParlConfig(RunOptions):
 
 
 def run_parl(cfg: ParlConfig) -> dict:
-    check_sizes_fit(cfg)  # before the run directory
-    run, device = start_run(cfg, f"parl-{cfg.task}-{cfg.method}-s{cfg.seed}")
     env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    check_sizes_fit(cfg, obs_dim, act_dim)  # before the run directory
+    run, device = start_run(cfg, f"parl-{cfg.task}-{cfg.method}-s{cfg.seed}")
     eval_env = make_env(f"embodied/{cfg.task}", max_episode_steps=cfg.max_episode_steps)
     env.action_space.seed(cfg.seed)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     sac = SAC(obs_dim, act_dim, cfg.sac, device)
     reward = LearnedReward(obs_dim, act_dim, cfg.ensemble_size, device, use_action=cfg.reward_input == "state-action")
     buffer = ReplayBuffer(obs_dim, act_dim, cfg.total_steps)
@@ -646,13 +646,10 @@ def feedback_session(
     return store, metrics
 
 
-def check_sizes_fit(cfg: ParlConfig) -> None:
+def check_sizes_fit(cfg: ParlConfig, obs_dim: int, act_dim: int) -> None:
     """Refuse sizes whose arrays cannot fit in memory, before anything runs: the replay buffer (``--total-steps``,
     preallocated and copied into each checkpoint), the reward ensemble (``--ensemble-size``), SAC's networks
     (``--sac.hidden``) and a SAC batch with its activations (``--sac.batch-size``)."""
-    env = make_env(f"embodied/{cfg.task}")
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    env.close()
     with torch.device("meta"):  # shapes only
         member = sum(p.numel() for p in RewardModel(obs_dim, act_dim).parameters())
     networks, batch = actor_critic_bytes(obs_dim, act_dim, cfg.sac.hidden, cfg.sac.batch_size)
