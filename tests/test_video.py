@@ -28,16 +28,21 @@ def test_caption_draws_text():
     assert (out[20:] == 128).all(), "only the top band changes"
 
 
-def test_write_mp4_encodes_a_generator_as_it_yields(tmp_path):
+def test_write_mp4_encodes_a_generator_as_it_yields(tmp_path, monkeypatch):
     """A long video is never held: frames are encoded as they come (the CLI streams episode after episode)."""
-    made = []
+    import embodied.video
+
+    made, made_when_encoded = [], []
 
     def frames():
         for i in range(5):
             made.append(i)
             yield np.full((16, 16, 3), 40 * i, np.uint8)
 
+    pad = embodied.video.pad_to_16
+    monkeypatch.setattr(embodied.video, "pad_to_16", lambda frame: made_when_encoded.append(len(made)) or pad(frame))
     assert iio.imread(write_mp4(tmp_path / "g.mp4", frames(), fps=10)).shape == (5, 16, 16, 3) and len(made) == 5
+    assert made_when_encoded == [1, 2, 3, 4, 5]  # each frame encoded before the next is made (a list: all 5 first)
 
 
 def test_write_mp4_bad_input_leaves_nothing(tmp_path):
