@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             text = f"error: unknown command {argv[0]!r}\n" + text
         print(text, file=sys.stdout if helped else sys.stderr)
         return 0 if helped else 2
-    from embodied.runs import RunInterrupted, close_progress_bars
+    from embodied.runs import RunInterrupted, close_open_runs, close_progress_bars
 
     def say(text: str) -> None:  # on a line of its own, not after a progress bar's
         close_progress_bars()
@@ -396,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `embodied envs | head`
         sys.stderr.close()
         return 0
+    finally:
+        close_open_runs()  # a run that ended in an error (a finished one closed itself)
 
 
 if __name__ == "__main__":

@@ -94,6 +94,8 @@ class Run:
             raise
         self._stop = threading.Event()
         self._previous_handler = None
+        _OPEN_RUNS.add(self)
+        self._resumed_rngs: dict | None = None  # the global RNG states of the checkpoint load() read
 
     def _saved_config(self) -> dict:
         path = self.dir / "config.json"
@@ -126,11 +128,22 @@ class Run:
             meta = state.pop("_run", None)
             if meta is not None:
                 set_rng_state(meta["rng"])
+                self._resumed_rngs = meta["rng"]
                 rows = int(meta["metrics_rows"])
                 if rows < 0:
                     raise ValueError(f"it counts {rows} metric rows")
                 self.logger.truncate(rows)
         return state
+
+    def restore_rngs(self) -> None:
+        """Set the global RNGs again as the loaded checkpoint saved them (no checkpoint: nothing).
+
+        ``load()`` sets them already; a run whose code between ``load()`` and the point it continues from draws
+        random numbers (a network built, an evaluation redone) calls this at that point, so what follows draws as
+        the uninterrupted run did."""
+        if self._resumed_rngs is not None:
+            with self.restoring():
+                set_rng_state(self._resumed_rngs)
 
     def restoring(self, path: Path | None = None):
         """``embodied.checkpoint.restoring`` for this run's checkpoint (or another file of the run)."""
@@ -182,11 +195,22 @@ class Run:
         if not self.logger.closed:
             self.logger.close()
         self._release()
+        _OPEN_RUNS.discard(self)
 
     def _release(self) -> None:
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
+
+
+_OPEN_RUNS: "weakref.WeakSet[Run]" = weakref.WeakSet()
+
+
+def close_open_runs() -> None:
+    """Close the runs an error left open (lock, metric file, Ctrl-C handler), so that the same process can
+    ``--resume`` them: a run that stopped with an error still held its directory's lock for the process's life."""
+    for run in list(_OPEN_RUNS):
+        run.close()
 
 
 def lock_run_dir(directory: Path) -> int:
@@ -357,13 +381,17 @@ class Stages:
     ``Run.restoring``, so a file that does not fit is one clear error) when a resumed run finished the stage and
     its file is there, else made by ``make`` and written by ``save``. ``finish(name, metrics)`` then logs the
     stage's metrics at step 0 (once: a resumed run logged them already) and checkpoints it as finished. A stage
-    cut off between the two is redone.
+    cut off between the two is redone. A run resumed from the checkpoint a ``finish`` wrote gets the global RNGs
+    back at that ``finish``: what it redid on the way (models built, evaluations) drew random numbers the
+    uninterrupted run drew before saving them. A stage that checkpoints inside itself adds its own keys to the
+    checkpoint and calls ``run.restore_rngs()`` where it continues.
     """
 
     def __init__(self, run: Run, resumed: dict):
         self.run = run
         with run.restoring():
             self.finished = [str(name) for name in resumed.get("stages", [])]
+        self._resumed_at_finish = bool(self.finished) and set(resumed) == {"stages"}
 
     def __contains__(self, name: str) -> bool:
         return name in self.finished
@@ -378,6 +406,8 @@ class Stages:
 
     def finish(self, name: str, metrics: Mapping[str, float] | None = None) -> None:
         if name in self.finished:
+            if self._resumed_at_finish and name == self.finished[-1]:
+                self.run.restore_rngs()
             return
         if metrics:
             self.run.logger.log(0, dict(metrics))

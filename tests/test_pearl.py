@@ -25,6 +25,7 @@ from embodied.reward_models import (
 )
 from embodied.cli import main as cli_main
 from embodied.data import NoiseSchedule, collect, sample_segments
+from embodied.errors import EmbodiedError
 from embodied.make import make_env
 from embodied.policies import load_policy_module
 from embodied.teacher import Preferences, ScriptedTeacher, sample_pairs
@@ -200,7 +201,7 @@ TOY = [
 ]
 
 
-def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path):
+def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
     assert (
         cli_main(
             [
@@ -291,6 +292,21 @@ def test_pipeline_end_to_end_and_resume_matches_uninterrupted(tmp_path):
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["success_curve"] == curve  # evaluations survive
     a = load_policy_module(run / "policy.pt").state_dict()
     b = load_policy_module(tmp_path / "cut" / "policy.pt").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+    # stopped right after the reward stage's checkpoint: the resumed run builds its reward model and redoes the
+    # held-out check, which draw random numbers; the IQL it then starts must still be the uninterrupted run's
+    def stop(*args, **kwargs):
+        raise EmbodiedError("stopped after the reward stage")
+
+    full_args = ["train", "pearl", *TOY, "--iql-steps", "100", "--eval-every", "25", "--run-dir", str(tmp_path)]
+    monkeypatch.setattr("agents.pearl.train.train_iql", stop)
+    assert cli_main([*full_args, "--run-name", "at-reward"]) != 0
+    monkeypatch.undo()
+    assert cli_main([*full_args, "--run-name", "at-reward", "--resume"]) == 0
+    assert json.loads((tmp_path / "at-reward" / "summary.json").read_text())["success_curve"] == curve
+    b = load_policy_module(tmp_path / "at-reward" / "policy.pt").state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key])
 

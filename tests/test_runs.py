@@ -243,6 +243,41 @@ def test_stages_reuse_a_finished_output_redo_an_unfinished_one_and_log_once(tmp_
         pipeline(finish_second=True)
 
 
+def test_a_run_resumed_at_a_stage_boundary_draws_after_it_as_the_uninterrupted_run(tmp_path):
+    """What a resumed pipeline redoes before the boundary (a model built, a check) draws random numbers; the draws
+    after the boundary, and after a stage's own checkpoint, must be the uninterrupted run's."""
+
+    def pipeline(name: str, stop: str | None = None) -> list[float]:
+        run = Run(tmp_path, name, config=Cfg(), resume=(tmp_path / name).exists())
+        resumed = run.load() or {}
+        stages = Stages(run, resumed)
+        if not resumed:
+            torch.manual_seed(0)
+        stages.output("a", run.path("a.json"), lambda: torch.rand(2).tolist(), write_json, read_json)
+        torch.rand(3)  # redone on resume, as PEARL's held-out check is
+        stages.finish("a")
+        if stop == "a":
+            return run.close() or []
+        torch.rand(5)  # a network built before its state is loaded
+        draws, step = [], int(resumed.get("step", 0))
+        if step:
+            run.restore_rngs()
+        while step < 4:
+            draws.append(torch.rand(()).item())
+            step += 1
+            if step == 2:
+                run.save({"stages": stages.finished, "step": step})
+                if stop == "b":
+                    return run.close() or []
+        run.close()
+        return draws
+
+    full = pipeline("full")
+    for stop, continues_at in (("a", 0), ("b", 2)):
+        pipeline(stop, stop)
+        assert pipeline(stop) == full[continues_at:]
+
+
 def write_json(path, value):
     path.write_text(json.dumps(value))
 

@@ -683,6 +683,7 @@ def train_iql(
         agent.load_state_dict(state["iql"])
         gen.set_state(state["generator"])
         step, evals = state["step"], [tuple(e) for e in state.get("evals", [])]
+        run.restore_rngs()  # the IQL built above drew from them
         print(f"resuming IQL from step {step}")
     env = make_env(f"embodied/{cfg.target_task}")
     policy = agent.policy
