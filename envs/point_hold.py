@@ -61,8 +61,11 @@ class PointHoldEnv(gym.Env):
         self.features = self.np_random.uniform(-1, 1, self.nuisance).astype(np.float32)
         return self._obs(), {"success": 0.0, "is_success": False}
 
-    def render(self) -> np.ndarray:
-        """The square [-1, 1]^2 seen from above: ``uint8 (render_height, render_width, 3)``."""
+    def render(self) -> np.ndarray | None:
+        """The square [-1, 1]^2 seen from above: ``uint8 (render_height, render_width, 3)``; None unless made with
+        ``render_mode="rgb_array"`` (Gymnasium's rule, as the other envs)."""
+        if self.render_mode != "rgb_array":
+            return None
         ys, xs = np.mgrid[0 : self.render_height, 0 : self.render_width]
         x = (xs + 0.5) / self.render_width * 2 - 1
         y = 1 - (ys + 0.5) / self.render_height * 2

@@ -106,6 +106,7 @@ def test_point_hold_pays_for_the_goal_and_only_the_first_two_action_dimensions_m
     image = frame.render()  # the hand starts near (-0.5, -0.5): red in the lower-left quarter, none elsewhere
     red = (image[..., 0] > 200) & (image[..., 1] < 100)
     assert image.shape == (40, 40, 3) and red[20:, :20].any() and not red[:20].any() and not red[:, 20:].any()
+    assert env.render() is None  # made without a render mode, as Gymnasium's envs and ours
     # its one view is named like the others' cameras, so `embodied video --camera` says what it has
     assert gym.make("embodied/point-hold-v0", camera="top").unwrapped.camera == "top"
     with pytest.raises(ValueError, match="unknown camera 'corner'; choose one of top"):
