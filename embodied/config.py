@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Iterable, Sequence, TypeVar
 from embodied.errors import EmbodiedError
 
 T = TypeVar("T")
+MAX_SEED = 2**32 - 1  # numpy.random.seed, which seed_everything calls, takes no more
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -249,8 +250,11 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
     for name in TASK_FIELDS:  # checked before anything is created; the printed id is accepted too
         if isinstance(values.get(name), str):
             values[name] = task_name(values[name], "--" + name.replace("_", "-"))
-    if isinstance(values.get("seed"), int) and values["seed"] < 0:
-        raise EmbodiedError(f"--seed must be >= 0, got {values['seed']} (NumPy's seeding takes non-negative integers)")
+    if isinstance(values.get("seed"), int) and not 0 <= values["seed"] <= MAX_SEED:
+        raise EmbodiedError(
+            f"--seed must be in [0, {MAX_SEED}], got {values['seed']} (NumPy's global seeding takes 32-bit "
+            f"non-negative integers)"
+        )
     if isinstance(values.get("threads"), int) and values["threads"] < 0:
         raise EmbodiedError(f"--threads must be >= 0 (0: one per core), got {values['threads']}")
     try:

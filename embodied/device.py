@@ -15,8 +15,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except RuntimeError as err:
         raise EmbodiedError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from err
+    if device.type not in ("cpu", "cuda"):  # torch knows mps, xpu, meta...: nothing here runs or sizes for them
+        raise EmbodiedError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EmbodiedError(f"device {name!r} requested but CUDA is not available; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise EmbodiedError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

@@ -148,9 +148,11 @@ def test_train_help_lists_the_agents(capsys):
     "args, message",
     [
         (["eval", "--episodes", "-3"], "--episodes must be positive"),
-        (["eval", "--seed", "-1"], "--seed must be >= 0"),
-        (["collect", "--seed", "-1", "--episodes", "1"], "--seed must be >= 0"),
-        (["train", "parl", "--seed", "-1"], "--seed must be >= 0"),
+        (["eval", "--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
+        (["collect", "--seed", "-1", "--episodes", "1"], "--seed must be in [0, 4294967295], got -1"),
+        (["train", "parl", "--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
+        (["train", "pearl", "--seed", str(2**32)], "got 4294967296"),  # NumPy's global seeding raised a traceback
+        (["train", "parl", "--device", "mps"], "unsupported device 'mps'"),  # torch's own error, with a traceback
         (["collect", "--max-steps", "0", "--episodes", "1"], "--max-steps must be positive"),
         (["video", "--max-steps", "-1"], "--max-steps must be positive"),
         (["video", "--size", "100000"], "at most 4096"),  # used to fail inside the EGL driver with a traceback

@@ -169,6 +169,9 @@ def test_device_auto_and_errors():
             resolve_device("cuda")
     with pytest.raises(EmbodiedError, match="unknown device"):
         resolve_device("tpu9")
+    for name in ("mps", "meta", "xpu"):  # devices torch names that nothing here runs or sizes for
+        with pytest.raises(EmbodiedError, match=f"unsupported device '{name}'"):
+            resolve_device(name)
 
 
 def test_keep_freed_memory_applies_on_glibc_and_is_idempotent():
