@@ -164,10 +164,11 @@ def field_comments(cls: type) -> dict[str, str]:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, unless its help already says what the default means."""
+    """Shows each option's default, unless its help already says what the default means or the option is
+    required (it has none)."""
 
     def _get_help_string(self, action):
-        if "default:" in (action.help or "") or "None:" in (action.help or ""):
+        if "default:" in (action.help or "") or "None:" in (action.help or "") or action.required:
             return action.help
         return super()._get_help_string(action)
 
@@ -329,10 +330,10 @@ class DistractionOptions:
         },
     )
     difficulty: float | None = dataclasses.field(
-        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default 1)"}
+        default=None, metadata={"help": "distractor envs: how strong, in [0, 1] (default: 1)"}
     )
     background: str | None = dataclasses.field(
-        default=None, metadata={"help": "distractor envs: noise or shapes (default noise)"}
+        default=None, metadata={"help": "distractor envs: noise or shapes (default: noise)"}
     )
 
 

@@ -15,7 +15,6 @@ bootstrap draws use a fixed random state so a report is reproducible.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import warnings
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from embodied.atomic import atomic_path, ensure_writable_dir
-from embodied.config import CommandParser, finite_float, flatten, parse_command_args
+from embodied.config import CommandParser, HelpFormatter, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import load_json
 from embodied.runs import read_metrics
@@ -576,7 +575,7 @@ def main(argv: list[str]) -> int:
         prog="embodied report",
         allow_abbrev=False,
         description="Tables and curves with confidence intervals from run directories (rliable).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "dir",

@@ -33,14 +33,13 @@ that ``embodied report bench/results/<study>/records.jsonl`` recomputes every ta
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import tomllib
 from pathlib import Path
 
 from embodied.atomic import atomic_path, ensure_writable_dir
-from embodied.config import CommandParser, finite_float, flatten, parse_command_args
+from embodied.config import CommandParser, HelpFormatter, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
 
@@ -279,7 +278,7 @@ def main(argv: list[str]) -> int:
         prog="embodied study",
         description="Run a study file (agent, seeds, grid, shared "
         "options, report) with embodied sweep, then embodied report.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         allow_abbrev=False,
     )
     parser.add_argument("file", type=Path, help="the study's .toml file (bench/studies/)")

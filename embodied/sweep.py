@@ -27,7 +27,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import dataclasses
@@ -52,6 +51,7 @@ from embodied.cli import AGENTS
 from embodied.config import flag as option_flag
 from embodied.config import (
     CommandParser,
+    HelpFormatter,
     RunOptions,
     describe_differences,
     differing_options,
@@ -603,7 +603,7 @@ def main(argv: list[str]) -> int:
         prog="embodied sweep",
         allow_abbrev=False,
         description="Run seeds x grid values of one agent as Ray tasks.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="Options after -- go to every trial (embodied train AGENT --help lists them).",
     )
     parser.add_argument("--agent", required=True, help=f"one of {', '.join(sorted(AGENTS))}")

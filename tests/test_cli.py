@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -134,6 +135,9 @@ def test_every_help_page_prints_every_option(capsys, argv):
     if argv[0] == "train":
         assert all(flag(name) in out for name in option_types(config_class(argv[1])))
     assert "Traceback" not in out and "usage:" in out
+    options = [" ".join(o.split()) for o in re.split(r"\n  (?=-)", out)[1:]]  # one entry per option
+    twice = [o.split()[0] for o in options if len(re.findall(r"\(default[: ]", o)) > 1]
+    assert not twice, f"options whose help gives a default twice: {twice}"
 
 
 def test_train_help_lists_the_agents(capsys):
