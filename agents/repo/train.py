@@ -153,31 +153,6 @@ IMAGINED_STEP_BYTES = 32 * 2**10  # and per step imagined from it (~23 KiB measu
 FRAME_BYTES = 64 * 64 * 3
 
 
-def check_sizes_fit(cfg: RePoConfig) -> None:
-    """Refuse, before the run directory, sizes whose arrays cannot fit in memory: a training batch of
-    ``--batch-size`` x ``--seq-len`` frames with the networks' activations and the states imagined from them, one
-    episode's frames (held until it enters the replay) and the replay itself (copied into each checkpoint). At absurd
-    values each grew until the machine ran out."""
-    device = resolve_device(cfg.device)
-    replay_steps = min(cfg.total_steps // cfg.action_repeat, SequenceReplay().capacity_steps)
-    sizes = [
-        (
-            f"--batch-size {cfg.batch_size}, --seq-len {cfg.seq_len} and --behavior.horizon {cfg.behavior.horizon}",
-            "a training batch and the states imagined from it",
-            cfg.batch_size * (cfg.seq_len + 1) * (BATCH_FRAME_BYTES + cfg.behavior.horizon * IMAGINED_STEP_BYTES),
-            device,
-        ),
-        (
-            f"--max-episode-steps {cfg.max_episode_steps}",
-            "an episode's frames",
-            2 * (cfg.max_episode_steps // cfg.action_repeat + 1) * FRAME_BYTES,
-            "cpu",
-        ),
-        (f"--total-steps {cfg.total_steps}", "the replay", 2 * replay_steps * FRAME_BYTES, "cpu"),
-    ]
-    check_fits(sizes)
-
-
 def run_repo(cfg: RePoConfig) -> dict:
     if cfg.cuda_graph and (resolved := resolve_device(cfg.device)).type != "cuda":  # before the run directory is made
         raise EmbodiedError(
@@ -298,6 +273,31 @@ def run_repo(cfg: RePoConfig) -> dict:
     }
     run.finish(summary)
     return summary
+
+
+def check_sizes_fit(cfg: RePoConfig) -> None:
+    """Refuse, before the run directory, sizes whose arrays cannot fit in memory: a training batch of
+    ``--batch-size`` x ``--seq-len`` frames with the networks' activations and the states imagined from them, one
+    episode's frames (held until it enters the replay) and the replay itself (copied into each checkpoint). At absurd
+    values each grew until the machine ran out."""
+    device = resolve_device(cfg.device)
+    replay_steps = min(cfg.total_steps // cfg.action_repeat, SequenceReplay().capacity_steps)
+    sizes = [
+        (
+            f"--batch-size {cfg.batch_size}, --seq-len {cfg.seq_len} and --behavior.horizon {cfg.behavior.horizon}",
+            "a training batch and the states imagined from it",
+            cfg.batch_size * (cfg.seq_len + 1) * (BATCH_FRAME_BYTES + cfg.behavior.horizon * IMAGINED_STEP_BYTES),
+            device,
+        ),
+        (
+            f"--max-episode-steps {cfg.max_episode_steps}",
+            "an episode's frames",
+            2 * (cfg.max_episode_steps // cfg.action_repeat + 1) * FRAME_BYTES,
+            "cpu",
+        ),
+        (f"--total-steps {cfg.total_steps}", "the replay", 2 * replay_steps * FRAME_BYTES, "cpu"),
+    ]
+    check_fits(sizes)
 
 
 def variant_label(cfg, variant: str) -> str:
