@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 import random
 from collections import deque
@@ -132,16 +133,22 @@ def to_plain(obj: Any) -> Any:
 
 
 def from_plain(obj: Any) -> Any:
-    """The inverse of ``to_plain``."""
+    """The inverse of ``to_plain``; a marker whose payload is not what ``to_plain`` writes is a ``ValueError``."""
     if isinstance(obj, dict):
         if set(obj) == {"__ndarray__"}:
+            if not isinstance(obj["__ndarray__"], torch.Tensor):
+                raise ValueError(f"an array entry holds {type(obj['__ndarray__']).__name__}, not a tensor")
             return obj["__ndarray__"].numpy()
         if set(obj) == {"__set__"}:
+            if not isinstance(obj["__set__"], list):
+                raise ValueError(f"a set entry holds {type(obj['__set__']).__name__}, not a list")
             return set(from_plain(v) for v in obj["__set__"])
         if set(obj) == {"__dataclass__", "fields"}:
             name = obj["__dataclass__"]
-            if name not in SAFE_DATACLASSES:
+            if not isinstance(name, str) or name not in SAFE_DATACLASSES:
                 raise EmbodiedError(f"checkpoint names class {name!r}, which is not allowed")
+            if not isinstance(obj["fields"], dict) or not all(isinstance(k, str) for k in obj["fields"]):
+                raise ValueError(f"the fields of {name} are not a dict of names")
             module, _, qualname = name.partition(":")
             return getattr(importlib.import_module(module), qualname)(**from_plain(obj["fields"]))
         return {k: from_plain(v) for k, v in obj.items()}
@@ -214,7 +221,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(plain, dict):
         raise EmbodiedError(f"checkpoint {path} does not hold a dict of state")
     check_loaded(plain, path)
-    return from_plain(plain)
+    try:
+        return from_plain(plain)
+    except (ValueError, TypeError) as err:  # TypeError: a dataclass given fields it does not have
+        raise EmbodiedError(f"checkpoint {path} is malformed: {one_line(err)}") from None
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, Any]:
@@ -310,6 +320,67 @@ def rng_state() -> dict[str, Any]:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+EXECUTION_FLAGS = ("capturable", "foreach", "fused", "differentiable")  # how an optimizer runs, not what it learned
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None:
+    """``optimizer.load_state_dict(state)`` after checking ``state`` against the optimizer the run built from its
+    settings: torch trusts the dict, and a wrong type, shape or negative step in it failed at the first update, far
+    from the file. The groups must hold the same parameters and settings of the same kinds (numbers finite and
+    >= 0); each parameter's state, finite tensors of its shape (and a scalar step >= 0). How the optimizer executes
+    (``EXECUTION_FLAGS``) stays this run's: a file written with CUDA graphs loads on a CPU."""
+    live = optimizer.state_dict()
+    if not isinstance(state, dict) or set(state) != {"state", "param_groups"}:
+        raise ValueError("an optimizer's state is not a dict of 'state' and 'param_groups'")
+    groups = state["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(live["param_groups"]):
+        raise ValueError(f"the optimizer has {len(live['param_groups'])} parameter group(s), the file another count")
+    shapes = {  # the parameters' shapes by the indices the state dict names them with
+        i: p.shape
+        for group, ids in zip(optimizer.param_groups, live["param_groups"])
+        for i, p in zip(ids["params"], group["params"])
+    }
+    for g, (saved, built) in enumerate(zip(groups, live["param_groups"])):
+        if not isinstance(saved, dict) or saved.get("params") != built["params"]:
+            raise ValueError(f"optimizer group {g} does not hold this run's parameters")
+        for key, value in saved.items():
+            if key not in built:
+                raise ValueError(f"optimizer group {g} has an unknown setting {key!r}")
+            if key not in EXECUTION_FLAGS and key != "params" and not same_kind(value, built[key]):
+                raise ValueError(f"optimizer setting {key!r} is {value!r}, not like this run's {built[key]!r}")
+        saved.update({key: built[key] for key in EXECUTION_FLAGS if key in built})
+    entries = state["state"]
+    if not isinstance(entries, dict):
+        raise ValueError("an optimizer's per-parameter state is not a dict")
+    for index, entry in entries.items():
+        if index not in shapes or not isinstance(entry, dict):
+            raise ValueError(f"optimizer state {index!r} names no parameter of this run")
+        for key, value in entry.items():
+            scalar = key == "step"
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point() and not scalar:
+                raise ValueError(f"optimizer state {index}/{key} is not a floating tensor")
+            wrong_shape = value.numel() != 1 if scalar else value.shape != shapes[index]
+            if wrong_shape or not bool(torch.isfinite(value).all()):
+                raise ValueError(f"optimizer state {index}/{key} is not a finite tensor of its parameter's shape")
+            if scalar and float(value) < 0:
+                raise ValueError(f"optimizer state {index}/step is negative")
+    optimizer.load_state_dict(state)
+
+
+def same_kind(value: Any, like: Any) -> bool:
+    """``value`` could be an optimizer setting where this run's is ``like``: a bool for a bool, a finite number
+    >= 0 for a number, a tuple of those for a tuple, a finite scalar tensor for a tensor, None or a bool for None."""
+    if isinstance(like, bool) or like is None:
+        return isinstance(value, bool) or value is None and like is None
+    if isinstance(like, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if isinstance(like, (tuple, list)):
+        return isinstance(value, (tuple, list)) and len(value) == len(like) and all(map(same_kind, value, like))
+    if isinstance(like, torch.Tensor):
+        return isinstance(value, torch.Tensor) and value.numel() == 1 and bool(torch.isfinite(value).all())
+    return type(value) is type(like)
 
 
 @contextmanager

@@ -155,6 +155,87 @@ def test_real_checkpoints_still_load(tmp_path):
     assert np.array_equal(back["arr"], state["arr"]) and torch.equal(back["rng"], state["rng"])
 
 
+def _trained_adam(capturable: bool = False):
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, capturable=capturable)
+    net(torch.ones(2, 3)).sum().backward()
+    if not capturable:
+        opt.step()
+    return net, opt
+
+
+def _set(state: dict, path: tuple, value) -> dict:
+    inner = state
+    for key in path[:-1]:
+        inner = inner[key]
+    inner[path[-1]] = value
+    return state
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [  # each passed torch's load_state_dict and failed at the first update, with a traceback
+        (("param_groups", 0, "weight_decay"), None, "setting 'weight_decay' is None"),
+        (("param_groups", 0, "lr"), "x", "setting 'lr' is 'x'"),
+        (("param_groups", 0, "lr"), float("nan"), "setting 'lr' is nan"),
+        (("param_groups", 0, "betas"), (0.9,), "setting 'betas'"),
+        (("param_groups", 0, "sneaky"), 1, "unknown setting 'sneaky'"),
+        (("param_groups", 0, "params"), [0, 1], "does not hold this run's parameters"),
+        (("state", 0, "exp_avg"), 2**62, "0/exp_avg is not a floating tensor"),
+        (("state", 0, "exp_avg_sq"), torch.zeros(0, 3), "not a finite tensor of its parameter's shape"),
+        (("state", 1, "exp_avg"), torch.full((4,), float("nan")), "not a finite tensor"),
+        (("state", 0, "step"), torch.tensor(-1.0), "0/step is negative"),  # a division by zero at the update
+        (("state", 7), {}, "names no parameter"),
+        (("state",), [], "per-parameter state is not a dict"),
+    ],
+)
+def test_an_optimizer_state_that_torch_would_load_but_not_use_is_refused(path, value, message):
+    from embodied.checkpoint import load_optimizer_state
+
+    _, opt = _trained_adam()
+    state = _set(opt.state_dict(), path, value)
+    _, fresh = _trained_adam()
+    before = fresh.state_dict()
+    with pytest.raises(ValueError, match=message):
+        load_optimizer_state(fresh, state)
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], before["state"][0]["exp_avg"])  # untouched
+
+
+def test_an_optimizer_state_loads_with_this_runs_execution_flags():
+    """A state written with CUDA graphs (capturable) loads into a CPU run, which could not step with it."""
+    from embodied.checkpoint import load_optimizer_state
+
+    net, opt = _trained_adam()
+    state = opt.state_dict()
+    state["param_groups"][0]["capturable"] = True
+    _, fresh = _trained_adam()
+    load_optimizer_state(fresh, state)
+    assert fresh.param_groups[0]["capturable"] is False
+    torch.testing.assert_close(fresh.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    fresh.step()  # torch asserts on a capturable CPU step
+
+
+@pytest.mark.parametrize("payload", [{}, [], 1.5, "x"])
+def test_an_array_marker_that_holds_no_tensor_is_one_error(tmp_path, payload):
+    torch.save({"recent": [{"__ndarray__": payload}]}, tmp_path / "c.pt")
+    with pytest.raises(EmbodiedError, match="is malformed: an array entry holds"):
+        load_checkpoint(tmp_path / "c.pt")
+
+
+def test_a_crafted_optimizer_state_in_a_checkpoint_is_one_error_line_on_resume(tmp_path, capsys):
+    args = ["train", "parl", "--task", "reach-v3", "--total-steps", "150", "--max-episode-steps", "50"]
+    args += ["--seed-steps", "100", "--unsup-steps", "0", "--sac.batch-size", "16", "--sac.hidden", "16"]
+    args += ["--eval-every", "150", "--eval-episodes", "1", "--no-video", "--run-dir", str(tmp_path), "--run-name", "r"]
+    assert cli_main(args) == 0
+    capsys.readouterr()
+    path = tmp_path / "r" / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    state["sac"]["critic_opt"]["state"][0]["exp_avg_sq"] = "x"  # failed at SAC's first update
+    torch.save(state, path)
+    line = one_error_line(capsys, [*args[:4], "--total-steps", "200", *args[6:], "--resume"])
+    assert "does not fit this run (optimizer state 0/exp_avg_sq is not a floating tensor)" in line, line
+
+
 # --- readers with caps -----------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from embodied.checkpoint import load_optimizer_state
 from embodied.config import check_intervals
 from embodied.nets import TwinQ, check_finite, mlp, soft_update
 
@@ -124,7 +125,10 @@ class IQL:
 
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():
-            getattr(self, name).load_state_dict(value)
+            if isinstance(part := getattr(self, name), torch.optim.Optimizer):
+                load_optimizer_state(part, value)
+            else:
+                part.load_state_dict(value)
 
 
 class TransitionBuffer:

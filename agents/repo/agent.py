@@ -9,6 +9,7 @@ from agents.repo.behavior import Behavior, BehaviorConfig
 from agents.repo.networks import preprocess
 from agents.repo.world_model import WorldModel, WorldModelConfig
 from agents.repo.cuda_graph import GraphedUpdate, set_capturable
+from embodied.checkpoint import load_optimizer_state
 
 
 class RePoAgent:
@@ -86,12 +87,12 @@ class RePoAgent:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.behavior.load_state_dict(state["behavior"])
-        self.model.opt.load_state_dict(state["model_opt"])
-        self.model.beta_opt.load_state_dict(state["beta_opt"])
+        load_optimizer_state(self.model.opt, state["model_opt"])
+        load_optimizer_state(self.model.beta_opt, state["beta_opt"])
         if state.get("probe_opt") and self.model.probe_opt:
-            self.model.probe_opt.load_state_dict(state["probe_opt"])
-        self.behavior.actor_opt.load_state_dict(state["actor_opt"])
-        self.behavior.critic_opt.load_state_dict(state["critic_opt"])
+            load_optimizer_state(self.model.probe_opt, state["probe_opt"])
+        load_optimizer_state(self.behavior.actor_opt, state["actor_opt"])
+        load_optimizer_state(self.behavior.critic_opt, state["critic_opt"])
         # a checkpoint from a captured run loads into an eager one and back; new optimizer states: recapture
         set_capturable(self.optimizers(), self.cuda_graph)
         self._graph = None
