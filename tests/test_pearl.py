@@ -503,3 +503,34 @@ def test_reward_ensemble_standardises_its_members_and_survives_a_checkpoint(tmp_
     torch.testing.assert_close(again.mean_reward(obs, act), ensemble.mean_reward(obs, act))
     with pytest.raises(ValueError, match="weight"):
         RewardEnsemble([small, large], [0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "entry, value, message",
+    [
+        ("q_opt", "x", "not a dict of 'state' and 'param_groups'"),  # a traceback from torch's load_state_dict
+        ("step", -5, "it is at IQL step -5"),
+        ("evals", [["x", 1.0]], "invalid literal for int"),  # a traceback when the summary was written
+    ],
+)
+def test_a_crafted_iql_checkpoint_is_one_error_line_on_resume(tmp_path, capsys, entry, value, message):
+    def args(steps: int) -> list[str]:
+        return ["train", "pearl", *TOY, "--iql-steps", str(steps), "--eval-every", "25"] + [
+            "--run-dir",
+            str(tmp_path),
+            "--run-name",
+            "r",
+        ]
+
+    assert cli_main(args(50)) == 0
+    path = tmp_path / "r" / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    if entry == "q_opt":
+        state["iql"]["q_opt"] = value
+    else:
+        state[entry] = value
+    torch.save(state, path)
+    capsys.readouterr()
+    assert cli_main([*args(75), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not fit this run" in err[0] and message in err[0], err

@@ -680,9 +680,12 @@ def train_iql(
     gen = torch.Generator().manual_seed(cfg.seed)
     step, evals = 0, []  # evals: (step, success rate) of every evaluation so far
     if state is not None:
-        agent.load_state_dict(state["iql"])
-        gen.set_state(state["generator"])
-        step, evals = state["step"], [tuple(e) for e in state.get("evals", [])]
+        with run.restoring():  # what does not fit is one error line naming the checkpoint
+            agent.load_state_dict(state["iql"])
+            gen.set_state(state["generator"])
+            step, evals = int(state["step"]), [(int(s), float(rate)) for s, rate in state.get("evals", [])]
+            if step < 0:
+                raise ValueError(f"it is at IQL step {step}")
         run.restore_rngs()  # the IQL built above drew from them
         print(f"resuming IQL from step {step}")
     env = make_env(f"embodied/{cfg.target_task}")
