@@ -180,3 +180,33 @@ def test_resume_after_an_iteration_equals_an_uninterrupted_run(tmp_path):
     assert strip(resumed) == strip(full)
     rows = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert rows == [0, 1, 2]
+
+
+def test_a_checkpoint_whose_knowledge_graph_counts_are_not_counts_is_one_error_on_resume(tmp_path):
+    """The knowledge graph came back from the file unchecked and failed at the next success (``'x' += 1``)."""
+    import pytest
+    import torch
+
+    from embodied.errors import EmbodiedError
+
+    def config(iterations, resume=False):
+        return WalleConfig(
+            tasks=("retrieve",),
+            planner="rules",
+            iterations=iterations,
+            episodes_per_task=1,
+            max_decisions=8,
+            video=False,
+            run_dir=tmp_path,
+            run_name="r",
+            resume=resume,
+        )
+
+    run_walle(config(1), llm=DistractedLLM())
+    path = tmp_path / "r" / "checkpoints" / "last.pt"
+    state = torch.load(path, weights_only=True)
+    skill = next(iter(state["knowledge"]))
+    state["knowledge"][skill] = {"holding_handle": "x"}
+    torch.save(state, path)
+    with pytest.raises(EmbodiedError, match=r"does not fit this run \(the knowledge graph counts 'holding_handle'"):
+        run_walle(config(2, resume=True), llm=DistractedLLM())

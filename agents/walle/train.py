@@ -111,8 +111,7 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
     if state is not None:  # iterations are deterministic: continue after the last finished one
         with run.restoring():
             world_model.rules = [Rule.from_source(r["name"], r["source"], r["description"]) for r in state["rules"]]
-            for skill, effects in state["knowledge"].items():
-                world_model.knowledge.achieves[skill].update(effects)
+            world_model.knowledge.restore(state["knowledge"])
             transitions = [Transition(t["state"], t["action"], t["success"]) for t in state["transitions"]]
             triples = [(t["before"], t["skill"], t["after"]) for t in state["triples"]]
             if cfg.planner == "lookahead" and triples:

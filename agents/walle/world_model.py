@@ -43,6 +43,18 @@ class KnowledgeGraph:
                 if value and not before.get(key, False):
                     self.achieves[skill][key] += 1
 
+    def restore(self, achieves: dict) -> None:
+        """Add counts as ``checkpoint`` wrote them (skill -> predicate -> count), checked: they come from a file."""
+        if not isinstance(achieves, dict):
+            raise ValueError(f"the knowledge graph is {type(achieves).__name__}, not skill -> predicate -> count")
+        for skill, effects in achieves.items():
+            if not isinstance(skill, str) or not isinstance(effects, dict):
+                raise ValueError(f"the knowledge graph's entry {skill!r} is not a skill's effects")
+            for key, count in effects.items():
+                if not isinstance(key, str) or type(count) is not int or count < 0:
+                    raise ValueError(f"the knowledge graph counts {key!r} after {skill!r} as {count!r}")
+            self.achieves[skill].update(effects)
+
     def skills_achieving(self, predicate: str, value: bool = True) -> list[str]:
         """Skills seen to make ``predicate`` true (or, for ``value=False``, to make its negation true)."""
         if value:
