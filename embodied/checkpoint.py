@@ -360,7 +360,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None:
         for key, value in entry.items():
             scalar = key == "step"
             if not isinstance(value, torch.Tensor) or not value.is_floating_point() and not scalar:
-                raise ValueError(f"optimizer state {index}/{key} is not a floating tensor")
+                what = "a floating tensor" if isinstance(value, torch.Tensor) or not scalar else "a tensor"
+                raise ValueError(f"optimizer state {index}/{key} is not {what}")
             wrong_shape = value.numel() != 1 if scalar else value.shape != shapes[index]
             if wrong_shape or not bool(torch.isfinite(value).all()):
                 raise ValueError(f"optimizer state {index}/{key} is not a finite tensor of its parameter's shape")
