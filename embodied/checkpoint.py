@@ -232,18 +232,31 @@ def load_weights(path: str | os.PathLike) -> dict[str, Any]:
     tensor finite, so that a NaN or infinite weight is one error naming it here instead of NaN actions or rewards
     far downstream."""
     state = load_checkpoint(path)
-
-    def first_nonfinite(obj, where: str) -> str | None:
-        if isinstance(obj, torch.Tensor):
-            return where if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
-        if isinstance(obj, dict):
-            return next((w for k, v in obj.items() if (w := first_nonfinite(v, f"{where}/{k}"))), None)
-        return None
-
-    bad = first_nonfinite(state, "")
+    bad = first_nonfinite(state)
     if bad:
         raise EmbodiedError(f"{path}: entry {bad} holds NaN or infinite values; these weights cannot be used")
     return state
+
+
+def first_nonfinite(obj: Any, where: str = "") -> str | None:
+    """The path of the first floating tensor in ``obj`` (nested dicts) holding a NaN or infinity, or None."""
+    if isinstance(obj, torch.Tensor):
+        return where if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    if isinstance(obj, dict):
+        return next((w for k, v in obj.items() if (w := first_nonfinite(v, f"{where}/{k}"))), None)
+    return None
+
+
+def load_module_state(module: torch.nn.Module, state: Any) -> None:
+    """``module.load_state_dict(state)`` (every entry, of its shape) after checking that every floating entry is
+    finite: a run checkpoints weights only after ``embodied.nets.check_finite`` passed them, so a NaN one was put
+    there by someone else, and would fail far from the file (a distribution refusing NaN arguments)."""
+    if not isinstance(state, dict):
+        raise ValueError(f"a network's state is {type(state).__name__}, not a dict of tensors")
+    bad = first_nonfinite(state)
+    if bad:
+        raise ValueError(f"network entry {bad.lstrip('/')} holds NaN or infinite values")
+    module.load_state_dict(state)
 
 
 def save_arrays(path: str | os.PathLike, arrays: dict[str, Any]) -> Path:

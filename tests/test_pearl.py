@@ -511,6 +511,7 @@ def test_reward_ensemble_standardises_its_members_and_survives_a_checkpoint(tmp_
         ("q_opt", "x", "not a dict of 'state' and 'param_groups'"),  # a traceback from torch's load_state_dict
         ("step", -5, "it is at IQL step -5"),
         ("evals", [["x", 1.0]], "invalid literal for int"),  # a traceback when the summary was written
+        ("policy", float("nan"), "network entry net.0.weight holds NaN"),  # a distribution refused NaN arguments
     ],
 )
 def test_a_crafted_iql_checkpoint_is_one_error_line_on_resume(tmp_path, capsys, entry, value, message):
@@ -527,6 +528,8 @@ def test_a_crafted_iql_checkpoint_is_one_error_line_on_resume(tmp_path, capsys, 
     state = torch.load(path, weights_only=True)
     if entry == "q_opt":
         state["iql"]["q_opt"] = value
+    elif entry == "policy":
+        state["iql"]["policy"]["net.0.weight"].fill_(value)
     else:
         state[entry] = value
     torch.save(state, path)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embodied.checkpoint import load_optimizer_state
+from embodied.checkpoint import load_module_state, load_optimizer_state
 from embodied.config import check_intervals
 from embodied.nets import TwinQ, check_finite, mlp, soft_update
 
@@ -216,7 +216,7 @@ class SAC:
             elif isinstance(part := getattr(self, k), torch.optim.Optimizer):
                 load_optimizer_state(part, v)
             else:
-                part.load_state_dict(v)
+                load_module_state(part, v)
 
 
 def train_on_fixed_reward(

@@ -34,6 +34,7 @@ reward by its choice of action instead of by the task (``agents.parl.diagnostics
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 
@@ -52,6 +53,7 @@ from agents.parl.exploration import StateEntropyReward
 from agents.parl.feedback import RecentEpisodes, merge, query
 from agents.parl.hypergrad import SOLVERS, flat, implicit_term
 from agents.parl.sac import SAC, ReplayBuffer, SACConfig
+from embodied.checkpoint import load_module_state
 from embodied.config import RunOptions, check_choice, check_intervals, check_positive, parse_config
 from embodied.device import check_fits, resolve_device
 from embodied.evaluation import evaluate
@@ -450,9 +452,13 @@ class LearnedReward:
         return {"members": [m.state_dict() for m in self.members], "mean": self.mean, "std": self.std}
 
     def load_state_dict(self, state: dict) -> None:
+        if len(state["members"]) != len(self.members):
+            raise ValueError(f"the reward has {len(state['members'])} members, this run's ensemble {len(self.members)}")
         for m, s in zip(self.members, state["members"]):
-            m.load_state_dict(s)
-        self.mean, self.std = state["mean"], state["std"]
+            load_module_state(m, s)
+        self.mean, self.std = float(state["mean"]), float(state["std"])
+        if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
+            raise ValueError(f"the reward's standardisation is mean {self.mean}, std {self.std}")
 
 
 def bt_losses(reward: LearnedReward, obs: torch.Tensor, act: torch.Tensor, prefs) -> torch.Tensor:

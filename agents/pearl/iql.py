@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embodied.checkpoint import load_optimizer_state
+from embodied.checkpoint import load_module_state, load_optimizer_state
 from embodied.config import check_intervals
 from embodied.nets import TwinQ, check_finite, mlp, soft_update
 
@@ -128,7 +128,7 @@ class IQL:
             if isinstance(part := getattr(self, name), torch.optim.Optimizer):
                 load_optimizer_state(part, value)
             else:
-                part.load_state_dict(value)
+                load_module_state(part, value)
 
 
 class TransitionBuffer:

@@ -9,7 +9,7 @@ from agents.repo.behavior import Behavior, BehaviorConfig
 from agents.repo.networks import preprocess
 from agents.repo.world_model import WorldModel, WorldModelConfig
 from agents.repo.cuda_graph import GraphedUpdate, set_capturable
-from embodied.checkpoint import load_optimizer_state
+from embodied.checkpoint import load_module_state, load_optimizer_state
 
 
 class RePoAgent:
@@ -85,8 +85,8 @@ class RePoAgent:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.behavior.load_state_dict(state["behavior"])
+        load_module_state(self.model, state["model"])
+        load_module_state(self.behavior, state["behavior"])
         load_optimizer_state(self.model.opt, state["model_opt"])
         load_optimizer_state(self.model.beta_opt, state["beta_opt"])
         if state.get("probe_opt") and self.model.probe_opt:
