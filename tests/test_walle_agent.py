@@ -159,23 +159,25 @@ def test_llm_ranking_breaks_ties_the_data_cannot():
         assert [r.name for r in chosen] == [expected]
 
 
-def test_resume_after_an_iteration_equals_an_uninterrupted_run(tmp_path):
-    def config(name, iterations, resume=False):
-        return WalleConfig(
-            tasks=("retrieve",),
-            planner="rules",
-            iterations=iterations,
-            episodes_per_task=1,
-            max_decisions=8,
-            video=False,
-            run_dir=tmp_path,
-            run_name=name,
-            resume=resume,
-        )
+def retrieve_run(tmp_path, name: str, iterations: int, resume: bool = False) -> WalleConfig:
+    """A small WALL-E run on the retrieve task (one episode an iteration, rules planner)."""
+    return WalleConfig(
+        tasks=("retrieve",),
+        planner="rules",
+        iterations=iterations,
+        episodes_per_task=1,
+        max_decisions=8,
+        video=False,
+        run_dir=tmp_path,
+        run_name=name,
+        resume=resume,
+    )
 
-    full = run_walle(config("full", 2), llm=DistractedLLM())["results"]
-    run_walle(config("cut", 1), llm=DistractedLLM())
-    resumed = run_walle(config("cut", 2, resume=True), llm=DistractedLLM())["results"]
+
+def test_resume_after_an_iteration_equals_an_uninterrupted_run(tmp_path):
+    full = run_walle(retrieve_run(tmp_path, "full", 2), llm=DistractedLLM())["results"]
+    run_walle(retrieve_run(tmp_path, "cut", 1), llm=DistractedLLM())
+    resumed = run_walle(retrieve_run(tmp_path, "cut", 2, resume=True), llm=DistractedLLM())["results"]
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and "_ms" not in k} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(full)
     rows = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
@@ -189,24 +191,11 @@ def test_a_checkpoint_whose_knowledge_graph_counts_are_not_counts_is_one_error_o
 
     from embodied.errors import EmbodiedError
 
-    def config(iterations, resume=False):
-        return WalleConfig(
-            tasks=("retrieve",),
-            planner="rules",
-            iterations=iterations,
-            episodes_per_task=1,
-            max_decisions=8,
-            video=False,
-            run_dir=tmp_path,
-            run_name="r",
-            resume=resume,
-        )
-
-    run_walle(config(1), llm=DistractedLLM())
+    run_walle(retrieve_run(tmp_path, "r", 1), llm=DistractedLLM())
     path = tmp_path / "r" / "checkpoints" / "last.pt"
     state = torch.load(path, weights_only=True)
     skill = next(iter(state["knowledge"]))
     state["knowledge"][skill] = {"holding_handle": "x"}
     torch.save(state, path)
     with pytest.raises(EmbodiedError, match=r"does not fit this run \(the knowledge graph counts 'holding_handle'"):
-        run_walle(config(2, resume=True), llm=DistractedLLM())
+        run_walle(retrieve_run(tmp_path, "r", 2, resume=True), llm=DistractedLLM())
