@@ -383,6 +383,15 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Any) -> None:
     optimizer.load_state_dict(state)
 
 
+def load_trained_state(part: torch.nn.Module | torch.optim.Optimizer, state: Any) -> None:
+    """A network's or an optimizer's state from a checkpoint, checked: ``load_module_state`` or
+    ``load_optimizer_state``, by what ``part`` is (agents keep both under one dict of names)."""
+    if isinstance(part, torch.optim.Optimizer):
+        load_optimizer_state(part, state)
+    else:
+        load_module_state(part, state)
+
+
 def same_kind(value: Any, like: Any) -> bool:
     """``value`` could be an optimizer setting where this run's is ``like``: a bool for a bool, a finite number
     >= 0 for a number, a tuple of those for a tuple, a finite scalar tensor for a tensor, None or a bool for None."""

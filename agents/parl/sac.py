@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embodied.checkpoint import load_module_state, load_optimizer_state
+from embodied.checkpoint import load_trained_state
 from embodied.config import check_intervals
 from embodied.nets import TwinQ, check_finite, mlp, soft_update
 
@@ -213,10 +213,8 @@ class SAC:
             if k == "log_alpha":
                 with torch.no_grad():
                     self.log_alpha.copy_(v)
-            elif isinstance(part := getattr(self, k), torch.optim.Optimizer):
-                load_optimizer_state(part, v)
             else:
-                load_module_state(part, v)
+                load_trained_state(getattr(self, k), v)
 
 
 def train_on_fixed_reward(

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embodied.checkpoint import load_module_state, load_optimizer_state
+from embodied.checkpoint import load_trained_state
 from embodied.config import check_intervals
 from embodied.nets import TwinQ, check_finite, mlp, soft_update
 
@@ -125,10 +125,7 @@ class IQL:
 
     def load_state_dict(self, state: dict) -> None:
         for name, value in state.items():
-            if isinstance(part := getattr(self, name), torch.optim.Optimizer):
-                load_optimizer_state(part, value)
-            else:
-                load_module_state(part, value)
+            load_trained_state(getattr(self, name), value)
 
 
 class TransitionBuffer:
