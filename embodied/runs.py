@@ -235,9 +235,12 @@ def lock_run_dir(directory: Path) -> int:
 
 def set_threads(threads: int) -> int:
     """Set torch's CPU threads deliberately (0: one per core); oversubscribed cores slow training ~50x."""
+    cpus = os.cpu_count() or 1
     if threads < 0:
         raise EmbodiedError(f"--threads must be >= 0, got {threads}")
-    count = threads or os.cpu_count() or 1
+    if threads > cpus:  # torch starts every thread it is given: --threads 1000000000 exhausted the host
+        raise EmbodiedError(f"--threads {threads} is more than this machine's {cpus} CPUs (0: one per core)")
+    count = threads or cpus
     torch.set_num_threads(count)
     return count
 

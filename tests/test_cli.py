@@ -205,6 +205,7 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
         (["train", "repo", "--prefill", "-1"], "prefill must be in [0, inf)"),
         (["train", "walle", "--replan-limit", "-1"], "replan_limit must be in [0, inf)"),
         (["train", "walle", "--threads", "-1"], "--threads must be >= 0"),
+        (["train", "parl", "--threads", "1000000000"], "more than this machine's"),  # torch started them all
         (["train", "parl", "--seed", "abc"], "argument --seed: invalid int value: 'abc'"),  # argparse's usage first
         (["train", "repo", "--preset"], "--preset: expected one argument"),
         (["train", "pearl", "--source-task", "drawer-block-stow-v0"], "has none"),  # a traceback after the run dir
