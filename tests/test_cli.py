@@ -190,6 +190,8 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
         ),  # a traceback after collecting data
         (["train", "pearl", "--gw.epsilon", "0"], "gw.epsilon must be positive"),  # the entropic plan diverged
         (["train", "pearl", "--teacher-gamma", "-1"], "teacher_gamma must be in (0, 1]"),
+        (["train", "pearl", "--noise", "-1"], "gaussian noise std must be >= 0"),  # a traceback when collecting
+        (["train", "pearl", "--epsilon", ""], "noise levels must not be empty"),
         (["train", "parl", "--run-name", "/abs"], "one directory name under --run-dir"),
         (["train", "repo", "--run-name", "../elsewhere"], "one directory name under --run-dir"),
         (["train", "parl", "--sac.critic-lr", "nan"], "--sac.critic-lr: expected a finite number"),  # a traceback

@@ -187,6 +187,7 @@ class PearlConfig(RunOptions):
                     f"39-d state observations, and --{side}-task {task} has others: use --gw.alpha 1 "
                     "(structure only)"
                 )
+        NoiseSchedule(self.noise, self.epsilon)  # its own checks, before the collection that would meet them
         check_choice("reward_model", self.reward_model, REWARD_MODELS)
         check_choice("few_shot_rule", self.few_shot_rule, SHARE_RULES)
         check_positive(
