@@ -641,7 +641,8 @@ def feedback_session(
             direct_move,
             (obs_r, act_r, after_direct),
         )
-        check_finite("the learned reward", "lower --implicit-ratio", reward_parameters(reward))
+        # the implicit step is sized by the direct one, so a --reward-lr that nearly diverges makes it diverge
+        check_finite("the learned reward", "lower --implicit-ratio or --reward-lr", reward_parameters(reward))
         metrics.update(implicit)
         metrics["diag/implicit_cos_direct"] = cosine(applied, direct)
         metrics["diag/implicit_to_direct_norm"] = float(applied.norm() / (direct.norm() + 1e-12))
