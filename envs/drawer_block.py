@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.actions import check_reset, checked_action
-from envs.rendering import FastRenderer, state_without_renderers
+from envs.rendering import FastRenderer, check_frame_size, state_without_renderers
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "walle" / "drawer_block.xml"
 TASKS = ("stow", "retrieve", "tidy")
@@ -56,6 +56,7 @@ class DrawerBlockEnv(gym.Env):
             raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
         if layout is not None and layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; choose one of {LAYOUTS}")
+        check_frame_size(render_width=render_width, render_height=render_height)  # not first at render()
         self.task = task
         self.layout = layout or TASK_LAYOUTS[task]  # where the block and the drawer start
         self.render_mode, self.render_width, self.render_height, self.camera = (
@@ -65,6 +66,9 @@ class DrawerBlockEnv(gym.Env):
             camera,
         )
         self.model = mujoco.MjModel.from_xml_path(str(ASSET))
+        cameras = [self.model.camera(i).name for i in range(self.model.ncam)]
+        if camera not in cameras:
+            raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(cameras)}")
         self.data = mujoco.MjData(self.model)
         self._eq = {name: self.model.equality(f"hold_{name}").id for name in ("block", "handle")}
         for eq in self._eq.values():

@@ -18,7 +18,7 @@ from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
 from envs.actions import check_reset, checked_action
 from envs.distractions import Distractions
-from envs.rendering import CAMERAS, EMPTY, MAX_FRAME_SIZE, FastRenderer, state_without_renderers
+from envs.rendering import CAMERAS, EMPTY, FastRenderer, check_frame_size, state_without_renderers
 
 TASKS: tuple[str, ...] = tuple(sorted(ALL_V3_ENVIRONMENTS))
 OBS_TYPES = ("state", "pixels", "pixels+state")
@@ -98,14 +98,7 @@ class MetaWorldEnv(gym.Env):
             raise ValueError(f"unknown obs_type {obs_type!r}; choose one of {', '.join(OBS_TYPES)}")
         if camera not in CAMERAS:
             raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(CAMERAS)}")
-        for name, value in (
-            ("width", width),
-            ("height", height),
-            ("render_width", render_width),
-            ("render_height", render_height),
-        ):
-            if int(value) != value or not 0 < value <= MAX_FRAME_SIZE:  # 100000 x 100000 asked numpy for 28 GiB
-                raise ValueError(f"{name} must be an integer in [1, {MAX_FRAME_SIZE}], got {value!r}")
+        check_frame_size(width=width, height=height, render_width=render_width, render_height=render_height)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"unsupported render_mode {render_mode!r}; only 'rgb_array'")
         if distractor and obs_type == "state":

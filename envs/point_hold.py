@@ -14,11 +14,13 @@ import gymnasium as gym
 import numpy as np
 
 from envs.actions import check_reset, checked_action
+from envs.rendering import check_frame_size
 
 MAX_EPISODE_STEPS = 30
 SPEED = 0.2  # how far the hand moves per step at full action
 START = (-0.5, -0.5)  # the hand's start, up to +-0.1 per axis
 VARIANTS = {"point-hold-v0": 10, "point-hold-clean-v0": 0}  # id (without namespace) -> irrelevant features
+MAX_NUISANCE = 10_000  # features: 10**12 asked numpy for 931 GiB building the observation space
 
 
 class PointHoldEnv(gym.Env):
@@ -40,12 +42,15 @@ class PointHoldEnv(gym.Env):
     ):
         if camera not in (None, "top"):  # one view, from above; named so that --camera works as on the other ids
             raise ValueError(f"unknown camera {camera!r}; choose one of top")
-        if nuisance < 0:
-            raise ValueError(f"nuisance must be >= 0, got {nuisance}")
+        if (
+            not isinstance(nuisance, (int, np.integer))
+            or isinstance(nuisance, bool)
+            or not 0 <= nuisance <= MAX_NUISANCE
+        ):
+            raise ValueError(f"nuisance must be an integer in [0, {MAX_NUISANCE}], got {nuisance!r}")
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
-        if not (1 <= render_width <= 4096 and 1 <= render_height <= 4096):
-            raise ValueError(f"render size must be 1 to 4096 pixels a side, got {render_width}x{render_height}")
+        check_frame_size(render_width=render_width, render_height=render_height)
         self.nuisance, self.render_mode, self.camera = nuisance, render_mode, camera or "top"
         self.render_width, self.render_height = int(render_width), int(render_height)
         self.observation_space = gym.spaces.Box(-1, 1, (2 + nuisance,), np.float32)

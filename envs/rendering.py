@@ -8,6 +8,7 @@ Meta-World's cameras are mounted upside down, so every frame is flipped vertical
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import weakref
 
@@ -18,6 +19,15 @@ CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper"
 MAX_FRAME_SIZE = 4096  # pixels a side: 100000 failed inside EGL (an incomplete framebuffer) or asked numpy for 28 GiB
 EMPTY, SITE = -1, -2  # body_ids() at pixels that show no geom: nothing at all, or a site (marker)
 _SLOW_FLAGS = (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX)
+
+
+def check_frame_size(**sides) -> None:
+    """Refuse a frame side that is not a whole number of pixels in [1, MAX_FRAME_SIZE]: a float was truncated
+    (``render_width=2.5`` drew 2 pixels), ``True`` read as 1, and a huge side failed inside EGL or numpy."""
+    for name, value in sides.items():
+        number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and int(value) == value and 0 < value <= MAX_FRAME_SIZE):
+            raise ValueError(f"{name} must be an integer in [1, {MAX_FRAME_SIZE}], got {value!r}")
 
 
 _LIVE: "weakref.WeakSet[FastRenderer]" = weakref.WeakSet()
@@ -66,8 +76,7 @@ class FastRenderer:
         names = [model.camera(i).name for i in range(model.ncam)]
         if camera not in names:
             raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(names)}")
-        if not (0 < width <= MAX_FRAME_SIZE and 0 < height <= MAX_FRAME_SIZE):
-            raise ValueError(f"image size must be in [1, {MAX_FRAME_SIZE}], got width={width} height={height}")
+        check_frame_size(width=width, height=height)
         if _FORKED_AFTER_RENDERING:
             raise RuntimeError(
                 "this process was forked from one that had already rendered with EGL, and a new EGL context would "

@@ -196,11 +196,24 @@ def test_bad_kwargs_name_the_problem(kwargs, message):
         gym.make("embodied/reach-pixels-v3", **kwargs)
 
 
-def test_a_drawer_block_frame_too_large_to_render_is_refused_by_name():
-    env = gym.make("embodied/drawer-block-stow-v0", render_mode="rgb_array", render_width=100_000, render_height=64)
-    env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"image size must be in \[1, 4096\]"):  # was EGL's FatalError
-        env.render()
+@pytest.mark.parametrize(
+    "env_id, kwargs, message",
+    [
+        (
+            "embodied/drawer-block-stow-v0",
+            dict(render_width=100_000),
+            r"render_width must be an integer in \[1, 4096\]",
+        ),
+        ("embodied/drawer-block-stow-v0", dict(camera="ceiling"), "unknown camera 'ceiling'"),  # both at render()
+        ("embodied/point-hold-v0", dict(render_width=2.5), "render_width must be an integer"),  # drew 2 pixels
+        ("embodied/point-hold-v0", dict(nuisance=10**12), r"nuisance must be an integer in \[0, 10000\]"),  # 931 GiB
+        ("embodied/point-hold-v0", dict(nuisance=2.5), "nuisance must be an integer"),  # gymnasium's TypeError
+        ("embodied/reach-pixels-v3", dict(width=True), "width must be an integer"),  # a 1-pixel-wide frame
+    ],
+)
+def test_bad_frame_sizes_cameras_and_feature_counts_are_refused_when_the_env_is_made(env_id, kwargs, message):
+    with pytest.raises(ValueError, match=message):  # the large frame was EGL's FatalError at the first render()
+        gym.make(env_id, render_mode="rgb_array", **kwargs)
 
 
 def test_distractor_moves_changes_per_episode_is_seeded_and_keeps_reward():
