@@ -77,7 +77,7 @@ def test_a_plan_that_failed_is_one_error_line_not_uninformative_labels(rng):
 
     src, tgt = mirror_pair(rng, n=40)
     c_src, c_tgt = cost_matrix(segment_features(src)), cost_matrix(segment_features(tgt))
-    with pytest.warns(UserWarning), pytest.raises(EmbodiedError, match="at epsilon 1e-12; raise it"):
+    with pytest.warns(UserWarning), pytest.raises(EmbodiedError, match="at --gw.epsilon 1e-12; raise it"):
         gw_coupling(c_src, c_tgt, GWConfig(method="entropic", epsilon=1e-12))
     with pytest.raises(GWDiverged):
         fused_gw(factored(c_src, 8), factored(c_tgt, 8), 1e-12)

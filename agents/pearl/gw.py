@@ -23,11 +23,12 @@ from embodied.errors import EmbodiedError
 
 
 class GWDiverged(EmbodiedError, FloatingPointError):
-    """The entropic plan turned NaN, or POT returned an empty one: epsilon is too small for the costs' scale (one
-    error line at the command line, a ``FloatingPointError`` to numeric code)."""
+    """The plan turned NaN, or POT returned an empty one: the entropic regularisation (every solver's, the low-rank
+    one's inner problems included) is too small for the costs' scale (one error line at the command line, a
+    ``FloatingPointError`` to numeric code)."""
 
     def __init__(self, eps: float):
-        super().__init__(f"entropic GW diverged (a NaN or empty plan) at epsilon {eps:g}; raise it (--gw.epsilon)")
+        super().__init__(f"the GW plan diverged (NaN or empty) at --gw.epsilon {eps:g}; raise it")
 
 
 @dataclass
