@@ -294,10 +294,13 @@ def test_the_policy_file_acts_on_the_plain_pixel_env_as_the_agent_does_under_act
         (["--batch-size", "100000000"], "--batch-size 100000000, --seq-len 50 and --behavior.horizon 15: a training"),
         (["--behavior.horizon", "100000000"], "--batch-size 50, --seq-len 50 and --behavior.horizon 100000000: a"),
         (["--max-episode-steps", "100000000"], "--max-episode-steps 100000000: an episode's frames would hold"),
+        (["--wm.hidden", "200000"], "--wm.deter 200, --wm.stoch 30, --wm.hidden 200000 and --behavior.hidden 200: the"),
+        (["--wm.deter", "1000000000"], "--wm.deter 1000000000, --wm.stoch 30"),  # too large for torch to describe
     ],
 )
 def test_sizes_that_cannot_fit_in_memory_are_refused_before_the_run_directory(tmp_path, capsys, options, message):
-    """Each grew until the machine ran out (a batch of 1e8 sequences, an episode of 1e8 frames)."""
+    """Each grew until the machine ran out (a batch of 1e8 sequences, an episode of 1e8 frames), or, for the
+    networks, failed to allocate after the run directory existed."""
     runs = tmp_path / "runs"
     assert cli_main(["train", "repo", *options, "--run-dir", str(runs)]) == 2
     assert f"error: {message}" in capsys.readouterr().err

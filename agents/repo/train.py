@@ -151,6 +151,7 @@ class RePoConfig(DistractionOptions, RunOptions):
 BATCH_FRAME_BYTES = 512 * 2**10  # memory per frame of a training batch, activations included: ~430 KiB measured
 IMAGINED_STEP_BYTES = 32 * 2**10  # and per step imagined from it (~23 KiB measured at horizon 60)
 FRAME_BYTES = 64 * 64 * 3
+META_WORLD_ACT_DIM = 4  # the arm's action, on every task RePo trains
 
 
 def run_repo(cfg: RePoConfig) -> dict:
@@ -278,9 +279,16 @@ def run_repo(cfg: RePoConfig) -> dict:
 def check_sizes_fit(cfg: RePoConfig) -> None:
     """Refuse, before the run directory, sizes whose arrays cannot fit in memory: a training batch of
     ``--batch-size`` x ``--seq-len`` frames with the networks' activations and the states imagined from them, one
-    episode's frames (held until it enters the replay) and the replay itself (copied into each checkpoint). At absurd
-    values each grew until the machine ran out."""
+    episode's frames (held until it enters the replay), the replay itself (copied into each checkpoint) and the
+    networks with their gradients and Adam's two moments. At absurd values each grew until the machine ran out (the
+    networks: an allocation torch could not make, after the run directory existed)."""
     device = resolve_device(cfg.device)
+    try:
+        with torch.device("meta"):  # shapes only
+            agent = RePoAgent(META_WORLD_ACT_DIM, cfg.wm, cfg.behavior, "meta")
+        params = sum(p.numel() for module in (agent.model, agent.behavior) for p in module.parameters())
+    except RuntimeError:  # a layer too large for torch even to describe ("Storage size calculation overflowed")
+        params = 2**62
     replay_steps = min(cfg.total_steps // cfg.action_repeat, SequenceReplay().capacity_steps)
     sizes = [
         (
@@ -296,6 +304,13 @@ def check_sizes_fit(cfg: RePoConfig) -> None:
             "cpu",
         ),
         (f"--total-steps {cfg.total_steps}", "the replay", 2 * replay_steps * FRAME_BYTES, "cpu"),
+        (
+            f"--wm.deter {cfg.wm.deter}, --wm.stoch {cfg.wm.stoch}, --wm.hidden {cfg.wm.hidden} and "
+            f"--behavior.hidden {cfg.behavior.hidden}",
+            "the networks with their gradients and optimizer state",
+            4 * params * 4,
+            device,
+        ),
     ]
     check_fits(sizes)
 
