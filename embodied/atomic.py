@@ -33,6 +33,27 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return parent
 
 
+def check_writable_dir(path: str | os.PathLike) -> None:
+    """Check, creating nothing, that ``path``'s parent directory can be made and written: its nearest existing
+    ancestor is a writable directory. For checks before the work: a command refused later (an unknown env, a
+    policy file that does not load) leaves no empty directory behind; the write itself makes the directory."""
+    try:
+        parent = Path(path).expanduser().absolute().parent.resolve()
+    except (RuntimeError, OSError) as err:  # a loop of links among the parents
+        raise EmbodiedError(f"cannot use the directory of {path}: {err}") from None
+    existing = parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise EmbodiedError(f"cannot create directory {parent}: {existing} is not a directory")
+    try:  # a real probe: os.access says yes to root on a read-only or pseudo file system (/proc)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise EmbodiedError(f"output directory {existing} is not writable: {err.strerror}") from None
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embodied.atomic import ensure_writable_dir
+from embodied.atomic import check_writable_dir
 from embodied.config import DistractionOptions, distraction_options, parse_config
 from embodied.errors import EmbodiedError
 
@@ -189,7 +189,7 @@ def cmd_collect(argv: list[str]) -> int:
         raise EmbodiedError(
             f"{out} already exists; pass --overwrite to replace it, or choose another --out or --dataset-id"
         )
-    ensure_writable_dir(out)  # fail before the work, not after it
+    check_writable_dir(out)  # fail before the work, not after it
     env = make_env(cfg.env, **distraction_options(cfg))
     check_collection_fits(env, cfg.episodes, cfg.max_steps)
     policy = make_policy(cfg.policy, env)
@@ -229,7 +229,7 @@ def cmd_video(argv: list[str]) -> int:
     check_max_steps(cfg)
     if Path(cfg.out).suffix.lower() != ".mp4":  # ffmpeg picks the container from the suffix
         raise EmbodiedError(f"--out {cfg.out}: the video is an H.264 mp4; give a path ending in .mp4")
-    ensure_writable_dir(cfg.out)
+    check_writable_dir(cfg.out)
     size = -(-cfg.size // 16) * 16
     camera = {} if cfg.camera is None else {"camera": cfg.camera}
     env = make_env(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embodied.atomic import atomic_path, ensure_writable_dir
+from embodied.atomic import atomic_path, check_writable_dir
 from embodied.config import CommandParser, HelpFormatter, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import load_json
@@ -666,7 +666,7 @@ def main(argv: list[str]) -> int:
     out = args.out or default_report_path(args.dir[0])
     if out.is_dir():
         raise EmbodiedError(f"--out {out} is a directory; give the markdown file to write")
-    ensure_writable_dir(out)  # before the bootstrap, not after it
+    check_writable_dir(out)  # before the bootstrap, not after it
     plot = out.with_name(out.stem + "_curves.png")
     text = build_report(
         list(args.dir),

@@ -38,7 +38,7 @@ import math
 import tomllib
 from pathlib import Path
 
-from embodied.atomic import atomic_path, ensure_writable_dir
+from embodied.atomic import atomic_path, check_writable_dir
 from embodied.config import CommandParser, HelpFormatter, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import read_text
@@ -334,7 +334,7 @@ def main(argv: list[str]) -> int:
     if not args.report_only and args.cpus_per_trial <= 0:
         raise EmbodiedError("--cpus-per-trial must be positive")
     checked = None if args.report_only else check_trials(study)  # a bad option fails before any directory is made
-    ensure_writable_dir(results / "report.md")
+    check_writable_dir(results / "report.md")
     records = results / "records.jsonl"
     rep = study["report"]
     keys = [rep.get("metric", "eval/success_rate"), *rep.get("curves", [])] + (

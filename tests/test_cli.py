@@ -389,6 +389,29 @@ def test_frictions_of_a_new_user_are_one_clear_line(tmp_path, capsys):
         assert len(err) == 1 and "not writable" in err[0], err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["video", "--env", "embodied/nope-v3", "--out", "{new}/rollout.mp4"],
+        ["video", "--env", "embodied/reach-v3", "--policy", "missing.pt", "--out", "{new}/rollout.mp4"],
+        ["collect", "--env", "embodied/reach-v3", "--policy", "missing.pt", "--out", "{new}/data.hdf5"],
+        ["collect", "--env", "embodied/reach-v3", "--difficulty", "0.5", "--out", "{new}/data.hdf5"],
+        ["report", "{runs}", "--metric", "nope", "--out", "{new}/report.md"],
+    ],
+)
+def test_a_refused_command_leaves_no_output_directory(tmp_path, capsys, argv):
+    """The output's directory was made by the writability check, before the checks that then refused the command."""
+    runs = tmp_path / "runs" / "r"
+    runs.mkdir(parents=True)
+    (runs / "config.json").write_text('{"seed": 0}')
+    (runs / "metrics.jsonl").write_text('{"step": 1, "eval/success_rate": 1.0}\n')
+    (runs / "summary.json").write_text("{}")
+    new = tmp_path / "new" / "deeper"
+    assert main([a.format(new=new, runs=runs) for a in argv]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+
+
 def test_an_allocation_too_large_for_the_machine_is_one_error_line(tmp_path, capsys, monkeypatch):
     """An allocation torch cannot make, where no check before the run bounds it, was a RuntimeError traceback; one
     line now. (``--wm.deter 1000000``, an 11 TiB layer, stands for such a size with RePo's own check switched off.)"""
