@@ -52,6 +52,7 @@ from embodied.config import flag as option_flag
 from embodied.config import (
     CommandParser,
     HelpFormatter,
+    MAX_SEED,
     RunOptions,
     describe_differences,
     differing_options,
@@ -160,18 +161,23 @@ def option_args(key: str, value: str, cls: type) -> list[str]:
 
 
 def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
-    """Seeds as ``0,1,2``, a range ``0-9`` (both ends included), or both mixed (``0-4,7``): distinct, >= 0."""
+    """Seeds as ``0,1,2``, a range ``0-9`` (both ends included), or both mixed (``0-4,7``): distinct, in
+    [0, MAX_SEED], at most ``MAX_TRIALS`` of them (counted before a range is expanded: ``0-1000000000`` took memory
+    until the machine ran out)."""
     seeds = []
     try:
         for part in (p.strip() for p in text.split(",")):
             if not part:
                 continue
             lo, dash, hi = part.partition("-")
-            seeds += list(range(int(lo), int(hi) + 1)) if dash and lo else [int(part)]
+            bounds = (int(lo), int(hi)) if dash and lo else (int(part), int(part))
+            if len(seeds) + bounds[1] - bounds[0] + 1 > MAX_TRIALS:
+                raise EmbodiedError(f"{option} {text!r}: more than {MAX_TRIALS} seeds")
+            seeds += range(bounds[0], bounds[1] + 1)
     except ValueError:
         raise EmbodiedError(f"{option} {text!r}: expected integers like 0,1,2 or a range like 0-9") from None
-    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise EmbodiedError(f"{option} {text!r}: expected distinct non-negative integers")
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds) or len(set(seeds)) != len(seeds):
+        raise EmbodiedError(f"{option} {text!r}: expected distinct integers in [0, {MAX_SEED}]")
     return seeds
 
 

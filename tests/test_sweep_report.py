@@ -72,7 +72,10 @@ def descendants(pid: int) -> set[int]:
         (["--agent", "parl", "--out", "x", "--", "--seed", "3"], "set by the sweep"),
         (["--agent", "parl", "--out", "x", "--", "--seed=3"], "set by the sweep"),
         (["--agent", "parl", "--out", "x", "--gpus-per-trial", "nan"], "finite number"),  # was a traceback
-        (["--agent", "parl", "--out", "x", "--seeds", "0-199999"], "200000 trials"),  # planned for minutes
+        (["--agent", "parl", "--out", "x", "--seeds", "0-5000", "--grid", "method=parl,sac"], "10002 trials"),
+        (["--agent", "parl", "--out", "x", "--seeds", "0-199999"], "more than 10000 seeds"),  # planned for minutes
+        (["--agent", "parl", "--out", "x", "--seeds", "0-1000000000000"], "more than 10000 seeds"),  # took all memory
+        (["--agent", "parl", "--out", "x", "--seeds", str(2**32)], "in [0, 4294967295]"),
         (["--agent", "parl", "--out", "x", "--backend", "local", "--cpus-per-trial", "4096"], "more than this"),
         (["--agent", "parl", "--out", "x", "--grid", "total_steps=10,20", "--", "--total-steps", "5"], "set by --grid"),
         (["--agent", "parl", "--out", "x", "--grid", "video=true,false", "--", "--no-video"], "set by --grid"),
@@ -98,7 +101,7 @@ def test_seeds_are_lists_ranges_or_both():
     assert parse_seeds("0,1,2") == [0, 1, 2]
     assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
     assert parse_seeds("0-2, 7") == [0, 1, 2, 7]
-    for bad in ("", "-1", "1-x", "2,2"):
+    for bad in ("", "-1", "1-x", "2,2", "0-10000", "5000-9999,0-5000", str(2**32)):
         with pytest.raises(EmbodiedError):
             parse_seeds(bad)
 
