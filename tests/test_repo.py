@@ -432,6 +432,10 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
     small = ["--collect-episodes", "1", "--steps", "3", "--batch-size", "2", "--seq-len", "8", "--eval-episodes", "1"]
     assert cli_main(["adapt", "--source-run", source, *small, "--encoder-lr", "1e9", "--run-dir", str(refused)]) == 2
     assert "error: the adaptation diverged: " in capsys.readouterr().err  # a NaN action's traceback before
+    baseline = tmp_path / "baseline"  # --steps 0: the source encoder on the target as it is (was an UnboundLocalError)
+    assert cli_main(["adapt", "--source-run", source, *small, "--steps", "0", "--run-dir", str(baseline)]) == 0
+    summary = json.loads(next(baseline.glob("*/summary.json")).read_text())
+    assert summary["embedding_error_after"] == summary["embedding_error_before"] and summary["disc_accuracy"] is None
 
 
 def test_adaptation_report_pairs_the_arms_seed_by_seed(tmp_path, capsys):

@@ -204,7 +204,7 @@ def adapt_encoder(
     ``source_encoder``: the frozen encoder the source embeddings come from (default: a copy of the
     encoder as it is now). ``evaluate(steps_done)`` is called every ``cfg.eval_every`` steps before the
     last (the caller evaluates the end itself), so one run gives the whole curve over the adaptation
-    budget. Returns the last step's metrics.
+    budget. Returns the last step's metrics (none for ``cfg.steps == 0``).
     """
     device = agent.device
     model = agent.model
@@ -231,6 +231,7 @@ def adapt_encoder(
         [model.decoder] if model.decoder is not None else []
     )
     bar = progress(total=cfg.steps, desc="adapt encoder")
+    metrics: dict[str, float] = {}  # --steps 0: none (the source encoder evaluated on the target as it is)
     for step in range(cfg.steps):
         src_embed = torch.as_tensor(
             source_embeddings.sample(cfg.batch_size, cfg.seq_len, rng)[0], device=device
@@ -387,10 +388,11 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     record(cfg.steps, evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed))
     after, closed = {k: curve[-1][k] for k in before}, curve[-1]["gap_closed"]
     error_before, error_after = curve[0]["embedding_error"], curve[-1]["embedding_error"]
+    disc_accuracy = last.get("adapt/disc_accuracy")  # None after --steps 0
     print(
         f"after adaptation: return {after['return_mean']:.1f} success {after['success_rate']:.2f} "
-        f"(gap to the ceiling closed: {closed:.0%}); paired embedding error {error_before:.3f} -> {error_after:.3f}; "
-        f"discriminator accuracy {last['adapt/disc_accuracy']:.2f}"
+        f"(gap to the ceiling closed: {closed:.0%}); paired embedding error {error_before:.3f} -> {error_after:.3f}"
+        + ("" if disc_accuracy is None else f"; discriminator accuracy {disc_accuracy:.2f}")
     )
     summary = {
         "source_run": str(cfg.source_run),
@@ -403,7 +405,7 @@ def run_adapt(cfg: AdaptConfig) -> dict:
         "calibration_pairs": int(len(calib)),
         "embedding_error_before": error_before,
         "embedding_error_after": error_after,
-        "disc_accuracy": last["adapt/disc_accuracy"],
+        "disc_accuracy": disc_accuracy,
         "curve": curve,
     }
     save_checkpoint(run.path("encoder.pt"), agent.model.encoder.state_dict())  # atomic, loads with weights_only
