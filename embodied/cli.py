@@ -360,6 +360,18 @@ def out_of_memory(err: RuntimeError) -> str | None:
     return f"out of memory: an allocation{size} failed; a size option (a width, batch or count) is too large here"
 
 
+MAX_MESSAGE_CHARS = 2000  # an error line that echoes a value (a 60 KB --tasks) keeps its start and its end
+
+
+def shortened(text: str) -> str:
+    """``text``, or its head and tail around a note of how much was left out when it is longer than a line
+    should be."""
+    if len(text) <= MAX_MESSAGE_CHARS:
+        return text
+    head, tail = MAX_MESSAGE_CHARS * 3 // 4, MAX_MESSAGE_CHARS // 4
+    return f"{text[:head]} ... ({len(text) - head - tail} characters left out) ... {text[-tail:]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -374,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def say(text: str) -> None:  # on a line of its own, not after a progress bar's
         close_progress_bars()
-        print(text, file=sys.stderr)
+        print(shortened(text), file=sys.stderr)
 
     try:
         return COMMANDS[argv[0]](argv[1:])

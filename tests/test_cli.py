@@ -389,6 +389,15 @@ def test_frictions_of_a_new_user_are_one_clear_line(tmp_path, capsys):
         assert len(err) == 1 and "not writable" in err[0], err
 
 
+def test_an_error_that_echoes_a_huge_value_stays_a_readable_line(tmp_path, capsys):
+    """The message named the whole 60 KB value the user passed."""
+    goal = "&".join(["block_in_drawer"] * 4000) + "&bogus"
+    assert main(["train", "walle", "--tasks", f"block-on-table-drawer-closed:{goal}", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and len(err[0]) < 2100 and "characters left out" in err[0], len(err[0])
+    assert err[0].startswith("error: invalid configuration: goal term") and err[0].endswith("block_on_goal")
+
+
 @pytest.mark.parametrize(
     "argv",
     [
