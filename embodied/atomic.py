@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -52,6 +53,10 @@ def check_writable_dir(path: str | os.PathLike) -> None:
         os.unlink(probe)
     except OSError as err:
         raise EmbodiedError(f"output directory {existing} is not writable: {err.strerror}") from None
+
+
+# A write that failed for want of space or permission on the machine (one error line), not for a bug.
+WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 def current_umask() -> int:

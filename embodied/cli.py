@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from embodied.atomic import check_writable_dir
+from embodied.atomic import WRITE_FAILURES, check_writable_dir
 from embodied.config import DistractionOptions, distraction_options, parse_config
 from embodied.errors import EmbodiedError
 
@@ -408,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `embodied envs | head`
         sys.stderr.close()
         return 0
+    except OSError as err:
+        if err.errno not in WRITE_FAILURES:
+            raise
+        where = f" {err.filename}" if err.filename else ""  # a run keeps its last complete checkpoint: --resume
+        say(f"error: could not write{where}: {err.strerror}")
+        return 2
     finally:
         close_open_runs()  # a run that ended in an error (a finished one closed itself)
 

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from embodied.checkpoint import load_weights
+from embodied.checkpoint import load_weights, torch_save
 
 from embodied.atomic import atomic_path
 from embodied.errors import EmbodiedError
@@ -42,7 +42,7 @@ def save_policy(path: str | os.PathLike, module: torch.nn.Module, kwargs: dict) 
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch_save(payload, tmp, path)
     return Path(path)
 
 

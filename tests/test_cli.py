@@ -421,6 +421,32 @@ def test_a_refused_command_leaves_no_output_directory(tmp_path, capsys, argv):
     assert not (tmp_path / "new").exists()
 
 
+def test_a_full_disk_is_one_error_line_and_leaves_no_partial_checkpoint(tmp_path, capsys, monkeypatch):
+    """torch's writer reports a full disk as RuntimeError("unexpected pos"), the OSError only as its context: a
+    traceback at the first checkpoint (seen on a 3 MB tmpfs); now the OSError, named, as one line."""
+    import errno
+
+    import torch
+
+    def save_on_a_full_disk(obj, f):
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    argv = ["train", "parl", "--task", "reach-v3", "--method", "sac", "--total-steps", "200", "--seed-steps", "100"]
+    argv += ["--max-episode-steps", "50", "--checkpoint-every", "100", "--eval-every", "200", "--eval-episodes", "1"]
+    assert main([*argv, "--sac.batch-size", "16", "--no-video", "--run-dir", str(tmp_path), "--run-name", "r"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert (
+        err.strip().splitlines()[-1]
+        == f"error: could not write {tmp_path / 'r/checkpoints/last.pt'}: No space left on device"
+    )
+    assert list((tmp_path / "r" / "checkpoints").iterdir()) == []  # the temp file removed
+
+
 def test_an_allocation_too_large_for_the_machine_is_one_error_line(tmp_path, capsys, monkeypatch):
     """An allocation torch cannot make, where no check before the run bounds it, was a RuntimeError traceback; one
     line now. (``--wm.deter 1000000``, an 11 TiB layer, stands for such a size with RePo's own check switched off.)"""
