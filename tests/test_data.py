@@ -97,6 +97,35 @@ def test_write_is_atomic_and_rejects_bad_episodes(tmp_path):
     assert list(tmp_path.iterdir()) == [], "no partial or temp file is left"
 
 
+def test_a_full_disk_is_one_oserror_naming_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    """libhdf5 met a full disk (a 3 MB tmpfs) with an error at every later call and at garbage collection: dozens
+    of tracebacks, a segfault, the temp file left. The file is now built in memory and written with one plain
+    write, whose OSError is the only failure."""
+    import builtins
+    import errno
+
+    import embodied.data.dataset
+
+    class FullDisk:
+        def __init__(self, real):
+            self.real = real
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.real.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(embodied.data.dataset, "open", lambda *a, **k: FullDisk(builtins.open(*a, **k)), raising=False)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        write_dataset(tmp_path / "x.hdf5", [_episode()], "e", _space(), _space())
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "x.hdf5")
+    assert list(tmp_path.iterdir()) == [], "no partial or temp file is left"
+
+
 def test_segments_are_windows_of_the_episodes(rng):
     eps = [_episode(T=30, seed=0), _episode(T=10, seed=1), _episode(T=3, seed=2)]
     seg = sample_segments(eps, length=5, count=200, rng=rng)

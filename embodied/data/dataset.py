@@ -9,6 +9,7 @@ run code). We write one self-contained file with the dataset metadata as root at
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -65,10 +66,15 @@ def write_dataset(
     action_space: gym.Space,
     metadata: dict | None = None,
 ) -> Path:
-    """Write ``episodes`` to ``path`` atomically (a crash leaves no partial file)."""
+    """Write ``episodes`` to ``path`` atomically (a crash leaves no partial file).
+
+    The file is built in memory and then written with plain writes: libhdf5 met a full disk with an error at every
+    later call and at garbage collection (dozens of tracebacks, a segfault, the temp file left behind); a plain
+    write fails once, with the ``OSError``, and ``atomic_path`` removes the temp file."""
     validate_episodes(episodes)
+    image = io.BytesIO()
     with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(image, "w") as f:
             # strings as fixed-length bytes, kept in the object header: a variable-length string lives in
             # HDF5's global heap, and a damaged heap made libhdf5 loop forever reading it (found by fuzzing)
             def text(value: str) -> np.bytes_:
@@ -90,6 +96,8 @@ def write_dataset(
             f.attrs["metadata"] = text(json.dumps(metadata or {}))
             for i, episode in enumerate(episodes):
                 _write_episode(f.create_group(f"episode_{i}"), i, episode)
+        with open(tmp, "wb") as out:
+            out.write(image.getbuffer())
     return Path(path)
 
 
