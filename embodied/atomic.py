@@ -59,6 +59,17 @@ def check_writable_dir(path: str | os.PathLike) -> None:
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
+def disk_full(directory: Path, margin: int = 1 << 20) -> bool:
+    """Whether ``directory``'s file system has less than ``margin`` bytes left for this user (root may also use
+    the blocks reserved for it): for writers that report a full disk only as their own failure (ffmpeg)."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return False
+    blocks = stat.f_bfree if os.geteuid() == 0 else stat.f_bavail
+    return blocks * stat.f_frsize < margin
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -73,8 +84,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name keeps the suffix, so writers that choose a format by extension (ffmpeg) still work.
     """
     target = Path(path).expanduser()
+    made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]  # deepest first
     parent = ensure_writable_dir(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=parent)
+    except OSError:
+        remove_empty(made)
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; the result gets the usual mode
@@ -85,9 +101,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, target)
     except OSError as err:
         tmp_path.unlink(missing_ok=True)
+        remove_empty(made)
         if err.errno in WRITE_FAILURES and err.filename is None:  # a write() names no file: name the target
             raise OSError(err.errno, err.strerror, str(target)) from err
         raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        remove_empty(made)
         raise
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Remove the directories a failed write made for its file (deepest first), as long as they are empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return

@@ -26,6 +26,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 import torch
 
 from embodied.allocator import keep_freed_memory
-from embodied.atomic import atomic_path
+from embodied.atomic import WRITE_FAILURES, atomic_path, remove_empty
 from embodied.checkpoint import load_checkpoint, restoring, rng_state, save_checkpoint, seed_everything, set_rng_state
 from embodied.config import check_resume, save_config
 from embodied.device import resolve_device
@@ -61,16 +62,34 @@ class Run:
         if not name or name in (".", "..") or "/" in name or "\0" in name:  # '/abs' or '../x' would leave --run-dir
             raise EmbodiedError(f"--run-name {name!r}: one directory name under --run-dir (no '/', not '.' or '..')")
         self.dir = Path(root).expanduser() / name
+        self._tensorboard = tensorboard
         for path in (self.dir.parent, self.dir):  # a link would put the run (and its lock) wherever it points
             if path.is_symlink():
                 raise EmbodiedError(
                     f"{'run directory' if path == self.dir else '--run-dir'} {path} is a symbolic "
                     f"link; refusing to write through it (pass the real directory)"
                 )
+        made = [d for d in [self.dir, *self.dir.parents] if not d.exists()]  # deepest first
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise EmbodiedError(f"cannot create run directory {self.dir}: {err.strerror}") from None
+        self._lock = None
+        try:
+            self._open(config, resume)
+        except OSError as err:  # a full disk: the new directory holds only what was just begun
+            self._release()
+            if made and err.errno in WRITE_FAILURES:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                remove_empty(made[1:])  # --run-dir too, where this run made it
+            raise
+        self._stop = threading.Event()
+        self._previous_handler = None
+        _OPEN_RUNS.add(self)
+        self._resumed_rngs: dict | None = None  # the global RNG states of the checkpoint load() read
+
+    def _open(self, config: Any, resume: bool) -> None:
+        """Lock the directory, check it may be used, save the config and open the metric logs."""
         self._lock = lock_run_dir(self.dir)
         if not resume and any(p.name != ".lock" for p in self.dir.iterdir()):
             self._release()
@@ -88,14 +107,10 @@ class Run:
                     raise
             save_config(config, self.dir / "config.json")
         try:
-            self.logger = MetricLogger(self.dir, tensorboard=tensorboard)
+            self.logger = MetricLogger(self.dir, tensorboard=self._tensorboard)
         except EmbodiedError:  # an unreadable metrics.jsonl on --resume
             self._release()
             raise
-        self._stop = threading.Event()
-        self._previous_handler = None
-        _OPEN_RUNS.add(self)
-        self._resumed_rngs: dict | None = None  # the global RNG states of the checkpoint load() read
 
     def _saved_config(self) -> dict:
         path = self.dir / "config.json"
@@ -228,8 +243,12 @@ def lock_run_dir(directory: Path) -> int:
             f"run directory {directory} is in use by another process"
             f"{f' (pid {holder})' if holder else ''}; wait for it to finish or choose another --run-name"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    except OSError as err:  # a full disk
+        os.close(fd)
+        raise OSError(err.errno, err.strerror, str(directory / ".lock")) from None
     return fd
 
 

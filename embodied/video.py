@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import math
 import os
@@ -13,7 +15,8 @@ import imageio.v2 as imageio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from embodied.atomic import atomic_path
+from embodied.atomic import atomic_path, disk_full
+from embodied.errors import EmbodiedError
 from embodied.policies import Policy, start_episode
 
 _FONTS: dict[int, ImageFont.ImageFont] = {}
@@ -107,6 +110,13 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: int = 
         try:
             for frame in itertools.chain([first], frames):
                 writer.append_data(np.ascontiguousarray(pad_to_16(frame)))
-        finally:
             writer.close()
+        except BaseException as err:
+            with contextlib.suppress(Exception):  # ffmpeg may have died: closing fails again
+                writer.close()
+            if isinstance(err, OSError):  # imageio-ffmpeg reports any end of ffmpeg as a broken pipe
+                if disk_full(tmp.parent):  # while the partial file still holds its space
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+                raise EmbodiedError(f"ffmpeg stopped before {path} was written (its messages are above)") from None
+            raise
     return Path(path)

@@ -152,6 +152,27 @@ def test_run_dir_logs_metrics_and_refuses_to_clobber(tmp_path):
     resumed.close()
 
 
+def test_a_run_that_cannot_start_on_a_full_disk_leaves_no_directory(tmp_path, monkeypatch):
+    """On a full disk (a 3 MB tmpfs) the lock's pid write failed with a traceback naming no file, and the new run
+    directory stayed behind holding only .lock: now the OSError names the file and what the run made is gone;
+    a directory that existed before is left as it was."""
+    import errno
+
+    import embodied.runs
+
+    def save_on_a_full_disk(config, path):  # the first content a new run writes, after its lock
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(embodied.runs, "save_config", save_on_a_full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        Run(tmp_path / "runs", "r", config=Cfg())
+    assert list(tmp_path.iterdir()) == []  # neither the run nor --run-dir, which it made
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(OSError, match="No space left on device"):
+        Run(tmp_path / "kept", "r", config=Cfg())
+    assert list(tmp_path.iterdir()) == [tmp_path / "kept"]
+
+
 def test_finish_writes_the_summary_releases_the_run_and_prints_one_line(tmp_path, capsys):
     run = Run(tmp_path, "r", config=Cfg())
     run.finish({"final": 0.5, "curve": [[1, 0.2], [2, 0.5]], "success": {"stow": 1.0}})

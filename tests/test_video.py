@@ -53,3 +53,32 @@ def test_write_mp4_bad_input_leaves_nothing(tmp_path):
     with pytest.raises(ValueError):
         write_mp4(tmp_path / "v.mp4", [np.zeros((16, 16, 3), np.uint8)], fps=0)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_ffmpeg_stopping_is_one_error_and_leaves_nothing(tmp_path, monkeypatch, full):
+    """imageio-ffmpeg reports any end of ffmpeg (a full disk on a 3 MB tmpfs) as a broken pipe, and closing the
+    writer failed again: a traceback, and the directory made for the video stayed. A full disk is now the OSError
+    naming the video; any other end of ffmpeg one EmbodiedError."""
+    import errno
+
+    import embodied.video
+    from embodied.errors import EmbodiedError
+
+    class DyingWriter:
+        def append_data(self, frame):
+            raise OSError(errno.EPIPE, "Broken pipe")
+
+        def close(self):
+            raise OSError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(embodied.video.imageio, "get_writer", lambda *a, **k: DyingWriter())
+    monkeypatch.setattr(embodied.video, "disk_full", lambda directory: full)
+    out = tmp_path / "new" / "v.mp4"
+    with pytest.raises(OSError if full else EmbodiedError) as caught:
+        write_mp4(out, [np.zeros((16, 16, 3), np.uint8)], fps=10)
+    if full:
+        assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(out)
+    else:
+        assert "ffmpeg stopped before" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # neither the temp file nor the directory made for it
