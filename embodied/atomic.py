@@ -17,20 +17,12 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
     Only the directory is resolved, never ``path`` itself: a file that is a link (or a loop of links) is
     replaced by the rename, not followed to wherever it points."""
-    try:
-        parent = Path(path).expanduser().absolute().parent.resolve()
-    except (RuntimeError, OSError) as err:  # a loop of links among the parents
-        raise EmbodiedError(f"cannot use the directory of {path}: {err}") from None
+    parent = parent_dir(path)
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise EmbodiedError(f"cannot create directory {parent}: {err.strerror}") from err
-    try:  # a real probe: os.access says yes to root on a read-only or pseudo file system (/proc)
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        raise EmbodiedError(f"output directory {parent} is not writable: {err.strerror}") from None
+    probe_writable(parent)
     return parent
 
 
@@ -38,21 +30,30 @@ def check_writable_dir(path: str | os.PathLike) -> None:
     """Check, creating nothing, that ``path``'s parent directory can be made and written: its nearest existing
     ancestor is a writable directory. For checks before the work: a command refused later (an unknown env, a
     policy file that does not load) leaves no empty directory behind; the write itself makes the directory."""
-    try:
-        parent = Path(path).expanduser().absolute().parent.resolve()
-    except (RuntimeError, OSError) as err:  # a loop of links among the parents
-        raise EmbodiedError(f"cannot use the directory of {path}: {err}") from None
+    parent = parent_dir(path)
     existing = parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise EmbodiedError(f"cannot create directory {parent}: {existing} is not a directory")
-    try:  # a real probe: os.access says yes to root on a read-only or pseudo file system (/proc)
-        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=existing)
+    probe_writable(existing)
+
+
+def parent_dir(path: str | os.PathLike) -> Path:
+    try:
+        return Path(path).expanduser().absolute().parent.resolve()
+    except (RuntimeError, OSError) as err:  # a loop of links among the parents
+        raise EmbodiedError(f"cannot use the directory of {path}: {err}") from None
+
+
+def probe_writable(directory: Path) -> None:
+    """A real probe: ``os.access`` says yes to root on a read-only or pseudo file system (/proc)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=directory)
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise EmbodiedError(f"output directory {existing} is not writable: {err.strerror}") from None
+        raise EmbodiedError(f"output directory {directory} is not writable: {err.strerror}") from None
 
 
 # A write that failed for want of space or permission on the machine (one error line), not for a bug.
@@ -85,10 +86,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     target = Path(path).expanduser()
     made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]  # deepest first
-    parent = ensure_writable_dir(target)
     try:
+        parent = ensure_writable_dir(target)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=parent)
-    except OSError:
+    except (OSError, EmbodiedError):
         remove_empty(made)
         raise
     os.close(fd)
