@@ -60,15 +60,20 @@ def probe_writable(directory: Path) -> None:
 WRITE_FAILURES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
+def free_bytes(directory: Path) -> int:
+    """Bytes this user may still write on ``directory``'s file system (root may also use the blocks reserved
+    for it)."""
+    stat = os.statvfs(directory)
+    return (stat.f_bfree if os.geteuid() == 0 else stat.f_bavail) * stat.f_frsize
+
+
 def disk_full(directory: Path, margin: int = 1 << 20) -> bool:
-    """Whether ``directory``'s file system has less than ``margin`` bytes left for this user (root may also use
-    the blocks reserved for it): for writers that report a full disk only as their own failure (ffmpeg)."""
+    """Whether ``directory``'s file system has less than ``margin`` bytes left: for writers that report a full
+    disk only as their own failure (ffmpeg)."""
     try:
-        stat = os.statvfs(directory)
+        return free_bytes(directory) < margin
     except OSError:
         return False
-    blocks = stat.f_bfree if os.geteuid() == 0 else stat.f_bavail
-    return blocks * stat.f_frsize < margin
 
 
 def current_umask() -> int:

@@ -126,6 +126,22 @@ def test_a_full_disk_is_one_oserror_naming_the_file_and_leaves_nothing(tmp_path,
     assert list(tmp_path.iterdir()) == [], "no partial or temp file is left"
 
 
+def test_a_minari_write_its_file_system_cannot_hold_is_refused_before_it_starts(tmp_path, monkeypatch):
+    """Minari writes through libhdf5, which crashed the process on a full disk (a segfault after 120 tracebacks on a
+    3 MB tmpfs, the temp folder left): such a write is refused by the space it needs."""
+    import embodied.data.minari_format
+    from embodied.data.minari_format import write_minari
+
+    env = make_env("embodied/reach-v3")
+    episodes = collect(env, scripted_expert(env), 2, NoiseSchedule(), max_steps=20)
+    monkeypatch.setattr(embodied.data.minari_format, "free_bytes", lambda directory: 1 << 19)
+    with pytest.raises(EmbodiedError, match=r"needs about 1\.\d MiB there, and its file system has 0\.5 MiB free"):
+        write_minari(tmp_path / "ds", episodes, env)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(embodied.data.minari_format, "free_bytes", lambda directory: 1 << 30)
+    assert write_minari(tmp_path / "ds", episodes, env).is_dir()
+
+
 def test_segments_are_windows_of_the_episodes(rng):
     eps = [_episode(T=30, seed=0), _episode(T=10, seed=1), _episode(T=3, seed=2)]
     seg = sample_segments(eps, length=5, count=200, rng=rng)

@@ -24,7 +24,7 @@ from typing import Sequence
 import gymnasium as gym
 import numpy as np
 
-from embodied.atomic import current_umask, ensure_writable_dir
+from embodied.atomic import current_umask, ensure_writable_dir, free_bytes
 from embodied.data.episode import Episode, validate_episodes
 from embodied.errors import EmbodiedError
 from embodied.safe_io import load_json
@@ -87,6 +87,7 @@ def write_minari(
     if target.exists() and not is_minari_dir(target) and (target.is_file() or any(target.iterdir())):
         raise EmbodiedError(f"{target} exists and is not a Minari dataset; refusing to replace it")
     parent = ensure_writable_dir(target)
+    check_space_for(episodes, parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
     try:
         # jpeg_encoding=False: Minari's default stores image observations as JPEG (lossy: a mean error of
@@ -148,6 +149,27 @@ def write_minari(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def check_space_for(episodes: Sequence[Episode], directory: Path) -> None:
+    """Refuse to start a Minari write that its file system cannot hold: Minari writes the arrays raw (1.4x their
+    size), then ``compress_hdf5`` writes a compressed copy beside them. libhdf5 meets a full disk with an error at
+    every later call and at garbage collection, and crashed the process (a segfault that left the temp folder)."""
+    raw = sum(
+        sum(
+            np.asarray(v).nbytes
+            for v in (e.observations.values() if isinstance(e.observations, dict) else [e.observations])
+        )
+        + sum(np.asarray(a).nbytes for a in (e.actions, e.rewards, e.terminations, e.truncations))
+        for e in episodes
+    )
+    need = 2 * int(1.4 * raw) + (1 << 20)
+    free = free_bytes(directory)
+    if need > free:
+        raise EmbodiedError(
+            f"writing {len(episodes)} episodes as a Minari dataset in {directory} needs about {need / 2**20:.1f} MiB "
+            f"there, and its file system has {free / 2**20:.1f} MiB free"
+        )
 
 
 def compress_hdf5(path: Path, min_bytes: int = 1 << 16) -> None:
