@@ -207,10 +207,12 @@ class Run:
         if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, self._previous_handler)
             self._previous_handler = None
-        if not self.logger.closed:
-            self.logger.close()
-        self._release()
-        _OPEN_RUNS.discard(self)
+        try:
+            if not self.logger.closed:
+                self.logger.close()
+        finally:  # a close that failed (a full disk) still releases the directory
+            self._release()
+            _OPEN_RUNS.discard(self)
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -225,7 +227,10 @@ def close_open_runs() -> None:
     """Close the runs an error left open (lock, metric file, Ctrl-C handler), so that the same process can
     ``--resume`` them: a run that stopped with an error still held its directory's lock for the process's life."""
     for run in list(_OPEN_RUNS):
-        run.close()
+        try:
+            run.close()
+        except OSError:  # a full disk failing the close too: the error that ended the run is the one to report
+            pass
 
 
 def lock_run_dir(directory: Path) -> int:
@@ -301,7 +306,10 @@ class MetricLogger:
         clean = {k: float(v) for k, v in metrics.items()}
         record = {"step": int(step), "time": round(time.time() - self._start, 3)}
         record.update({k: (v if math.isfinite(v) else None) for k, v in clean.items()})
-        self._jsonl.write(json.dumps(record) + "\n")
+        try:
+            self._jsonl.write(json.dumps(record) + "\n")
+        except OSError as err:  # a full disk: name the file
+            raise OSError(err.errno, err.strerror, str(self.path)) from err
         self.rows += 1
         if self._tb is not None:
             for key, value in clean.items():

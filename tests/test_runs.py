@@ -173,6 +173,23 @@ def test_a_run_that_cannot_start_on_a_full_disk_leaves_no_directory(tmp_path, mo
     assert list(tmp_path.iterdir()) == [tmp_path / "kept"]
 
 
+def test_a_close_that_fails_on_a_full_disk_still_releases_the_run(tmp_path, monkeypatch):
+    """The CLI closes the runs an error left open; a close failing again (a full disk) kept the lock and raised
+    over the error being reported."""
+    import errno
+
+    from embodied.runs import close_open_runs
+
+    run = Run(tmp_path, "r", config=Cfg())
+
+    def full_disk():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run.logger, "close", full_disk)
+    close_open_runs()  # raises nothing
+    Run(tmp_path, "r", config=Cfg(), resume=True).close()  # the directory is free again
+
+
 def test_finish_writes_the_summary_releases_the_run_and_prints_one_line(tmp_path, capsys):
     run = Run(tmp_path, "r", config=Cfg())
     run.finish({"final": 0.5, "curve": [[1, 0.2], [2, 0.5]], "success": {"stow": 1.0}})
