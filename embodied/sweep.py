@@ -162,8 +162,8 @@ def option_args(key: str, value: str, cls: type) -> list[str]:
 
 def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
     """Seeds as ``0,1,2``, a range ``0-9`` (both ends included), or both mixed (``0-4,7``): distinct, in
-    [0, MAX_SEED], at most ``MAX_TRIALS`` of them (counted before a range is expanded: ``0-1000000000`` took memory
-    until the machine ran out)."""
+    [0, MAX_SEED], at most ``MAX_TRIALS`` of them, counted before a range is expanded (``0-1000000000000`` was a
+    MemoryError, and a range of 1e9 would have filled the memory before failing)."""
     seeds = []
     try:
         for part in (p.strip() for p in text.split(",")):
