@@ -100,6 +100,8 @@ def cmd_envs(argv: list[str]) -> int:
             "with their spaces, policies and cameras."
         )
         return 0
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):  # `embodied envs reach wall` listed 'reach' alone
+        raise EmbodiedError(f"embodied envs takes one PATTERN, got {' '.join(argv)!r} (see embodied envs --help)")
     drawer_cameras = re.findall(r'<camera name="([^"]+)"', Path(ASSET).read_text())
     pattern = argv[0] if argv else ""
     if not any(pattern in env_id for env_id in registered_ids()):  # a typo: say so, and what is close

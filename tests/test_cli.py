@@ -163,6 +163,8 @@ def test_train_help_lists_the_agents(capsys):
         (["video", "--out", "rollout.txt"], "ending in .mp4"),  # ffmpeg refused the suffix with a traceback
         (["eval", "--episodes", "x"], "argument --episodes: invalid int value"),  # argparse printed its usage first
         (["report"], "the following arguments are required: dir"),
+        (["envs", "reach", "wall"], "embodied envs takes one PATTERN"),  # listed 'reach' and ignored 'wall'
+        (["envs", "--pixels"], "embodied envs takes one PATTERN"),  # an unknown option read as a pattern
         (["sweep", "--agent", "parl"], "the following arguments are required: --out"),
         (["study", "x.toml", "--cpus-per-trial", "one"], "argument --cpus-per-trial: invalid int value"),
     ],
