@@ -298,7 +298,7 @@ class RunOptions:
     threads: int = dataclasses.field(
         default=1,
         metadata={
-            "help": "torch CPU threads (1: fastest for these agents "
+            "help": "torch CPU threads, at most this machine's CPUs (1: fastest for these agents "
             "on a CPU shared with other work, measured; 0: one per core); "
             "embodied sweep sets its CPU share"
         },

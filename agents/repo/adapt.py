@@ -85,7 +85,7 @@ class AdaptConfig(DistractionOptions):
     eval_episodes: int = 5  # evaluation episodes for the ceiling, before, and after (the same seeds each time)
     eval_every: int = 0  # also evaluate under the target every N adaptation steps (0: before and after only)
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
-    threads: int = 0  # torch CPU threads (0: one per core; 1 for runs side by side)
+    threads: int = 0  # torch CPU threads, at most this machine's CPUs (0: one per core; 1 for runs side by side)
     seed: int = 0  # seed of collection, sampling and the evaluation episodes
     run_dir: Path = Path("runs")  # directory that holds the run directories
     run_name: str | None = None  # run directory name (None: adapt-<source run>-to-<variant>)
