@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -115,6 +116,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
         remove_empty(made)
         raise
+
+
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp(\.[^.]+)?$")  # atomic_path's: .NAME.XXXXXXXX.tmp[.suffix]
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Remove, under ``directory``, the temp files of atomic writes that a killed process left (a checkpoint's can
+    hold gigabytes of replay). Only for a directory this process owns (a run's, under its lock): another writer's
+    temp file would be removed mid-write. Returns what was removed."""
+    removed = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if TEMP_NAME.match(name):
+                path = Path(root) / name
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def remove_empty(directories: list[Path]) -> None:

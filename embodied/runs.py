@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 import torch
 
 from embodied.allocator import keep_freed_memory
-from embodied.atomic import WRITE_FAILURES, atomic_path, remove_empty
+from embodied.atomic import WRITE_FAILURES, atomic_path, remove_empty, remove_stale_temps
 from embodied.checkpoint import load_checkpoint, restoring, rng_state, save_checkpoint, seed_everything, set_rng_state
 from embodied.config import check_resume, save_config
 from embodied.device import resolve_device
@@ -96,6 +96,8 @@ class Run:
             raise EmbodiedError(
                 f"run directory {self.dir} already exists; pass --resume to continue it or choose another --run-name"
             )
+        if resume:
+            remove_stale_temps(self.dir)  # writes a kill cut short, under the lock this process now holds
         for sub in ("checkpoints", "videos"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         if config is not None:

@@ -190,6 +190,22 @@ def test_a_close_that_fails_on_a_full_disk_still_releases_the_run(tmp_path, monk
     Run(tmp_path, "r", config=Cfg(), resume=True).close()  # the directory is free again
 
 
+def test_resume_removes_the_temp_files_a_killed_write_left(tmp_path):
+    """A run killed while it saved a checkpoint left its temp file (a RePo checkpoint's holds gigabytes of replay)
+    beside the last complete one, and every later kill added another."""
+    run = Run(tmp_path, "r", config=Cfg())
+    run.save({"step": 1})
+    run.close()
+    stale = [run.dir / "checkpoints" / ".last.pt.k3x9q_2a.tmp.pt", run.dir / ".config.json.0a1b2c3d.tmp.json"]
+    kept = [run.dir / "notes.tmp", run.dir / "videos" / "eval.mp4"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    resumed = Run(tmp_path, "r", config=Cfg(), resume=True)
+    assert resumed.load() == {"step": 1}
+    resumed.close()
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in kept)
+
+
 def test_finish_writes_the_summary_releases_the_run_and_prints_one_line(tmp_path, capsys):
     run = Run(tmp_path, "r", config=Cfg())
     run.finish({"final": 0.5, "curve": [[1, 0.2], [2, 0.5]], "success": {"stow": 1.0}})
