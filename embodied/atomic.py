@@ -106,15 +106,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
-    except OSError as err:
+    except BaseException as err:
         tmp_path.unlink(missing_ok=True)
         remove_empty(made)
-        if err.errno in WRITE_FAILURES and err.filename is None:  # a write() names no file: name the target
+        if isinstance(err, OSError) and err.errno in WRITE_FAILURES and err.filename is None:  # write() names none
             raise OSError(err.errno, err.strerror, str(target)) from err
-        raise
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        remove_empty(made)
         raise
 
 

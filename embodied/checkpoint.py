@@ -163,19 +163,20 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """``torch.save`` of the plain form to a temp file, then rename: never half a checkpoint."""
     plain = to_plain(state)
     with atomic_path(path) as tmp:
-        torch_save(plain, tmp, path)
+        torch_save(plain, tmp)
     return Path(path)
 
 
-def torch_save(obj: Any, tmp: Path, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` into ``tmp`` (``path``'s temp file); a write the machine refused (a full disk) is the
-    ``OSError`` it was, naming ``path``: torch's writer reports it as RuntimeError("unexpected pos"), a traceback."""
+def torch_save(obj: Any, tmp: Path) -> None:
+    """``torch.save(obj)`` into an ``atomic_path`` temp file; a write the machine refused (a full disk) is the
+    ``OSError`` it was (``atomic_path`` names the target): torch's writer reports it as RuntimeError("unexpected
+    pos"), a traceback."""
     with open(tmp, "wb", buffering=0) as f:  # unbuffered: nothing left to flush (and fail) on close
         try:
             torch.save(obj, f)
         except RuntimeError as err:
             if isinstance(err.__context__, OSError) and err.__context__.errno is not None:
-                raise OSError(err.__context__.errno, err.__context__.strerror, str(path)) from err
+                raise OSError(err.__context__.errno, err.__context__.strerror) from err
             raise
 
 

@@ -42,7 +42,7 @@ def save_policy(path: str | os.PathLike, module: torch.nn.Module, kwargs: dict) 
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
     with atomic_path(path) as tmp:
-        torch_save(payload, tmp, path)
+        torch_save(payload, tmp)
     return Path(path)
 
 
