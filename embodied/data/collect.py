@@ -109,8 +109,8 @@ def space_bytes(space: gym.Space) -> int:
 
 def collection_bytes(env: gym.Env, episodes: int, max_steps: int | None) -> int:
     """About the memory ``collect`` holds for ``episodes`` rollouts of ``env`` at their longest, three times:
-    writing them copies them, and the file is built in memory before it is written (compressed, at most about the
-    episodes' size). Checked before collecting, so a collection that cannot fit is refused, not started."""
+    writing them copies them, and an ``.hdf5`` file is built in memory before it is written (compressed, at most
+    about the episodes' size). Checked before collecting, so a collection that cannot fit is refused, not started."""
     steps = episode_limit(env, max_steps)
     return 3 * episodes * (steps + 1) * (space_bytes(env.observation_space) + space_bytes(env.action_space) + 32)
 
