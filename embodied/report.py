@@ -465,9 +465,10 @@ def build_report(
             raise EmbodiedError(f"no run under {', '.join(map(str, roots))} has one of the seeds {seeds}")
     found = select(found, list(where))
     root = ", ".join(str(r) for r in roots)
-    names = Counter(run.path.name for run in found)
+    # the same run twice (name and settings): two studies' runs may share a name where a shared option differs
+    names = Counter((run.path.name, json.dumps(run.config, sort_keys=True)) for run in found)
     if len(roots) > 1 and max(names.values()) > 1:
-        twice = sorted(name for name, n in names.items() if n > 1)
+        twice = sorted(name for (name, _), n in names.items() if n > 1)
         raise EmbodiedError(f"{root}: run {twice[0]} is in more than one of them ({len(twice)} runs are)")
     runs = found if unfinished else [r for r in found if r.finished]
     if not runs:

@@ -346,6 +346,7 @@ def main(argv: list[str]) -> int:
         write_records(out, records, keys, study)
     elif not records.exists():
         raise EmbodiedError(f"nothing to report: no runs under {out} and no {records}")
+    print(f"reporting from {records} (bootstrap CIs: this can take minutes)", flush=True)
     for path in write_reports(study, records, results):
         print(f"wrote {path}")
     print(f"records: {records}")

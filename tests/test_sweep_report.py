@@ -474,6 +474,13 @@ def test_a_report_pools_several_sources_and_writes_beside_a_records_file(tmp_pat
     capsys.readouterr()
     assert cli_main(["report", str(tmp_path / "one"), str(tmp_path / "one"), "--out", str(out)]) == 2
     assert "in more than one of them" in capsys.readouterr().err
+    synthetic_runs(tmp_path / "fewer", {"a": [[0.5, 0.6]] * 2})  # run names as in `one`, a shared option differs
+    for config in (tmp_path / "fewer").glob("*/config.json"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "feedback_budget": 100}))
+    fewer = ["report", str(tmp_path / "one"), str(tmp_path / "fewer"), "--group-by", "method", "feedback_budget"]
+    assert cli_main([*fewer, "--out", str(out), "--reps", "200"]) == 0
+    text = out.read_text()
+    assert "| method=a,feedback_budget=100 | 2 | 0.600" in text and "| method=a,feedback_budget=None | 2 | 0.200" in text
 
     results = tmp_path / "study"
     results.mkdir()
