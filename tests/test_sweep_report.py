@@ -480,7 +480,8 @@ def test_a_report_pools_several_sources_and_writes_beside_a_records_file(tmp_pat
     fewer = ["report", str(tmp_path / "one"), str(tmp_path / "fewer"), "--group-by", "method", "feedback_budget"]
     assert cli_main([*fewer, "--out", str(out), "--reps", "200"]) == 0
     text = out.read_text()
-    assert "| method=a,feedback_budget=100 | 2 | 0.600" in text and "| method=a,feedback_budget=None | 2 | 0.200" in text
+    assert "| method=a,feedback_budget=100 | 2 | 0.600" in text
+    assert "| method=a,feedback_budget=None | 2 | 0.200" in text
 
     results = tmp_path / "study"
     results.mkdir()
