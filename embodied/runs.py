@@ -77,9 +77,9 @@ class Run:
         self._lock = None
         try:
             self._open(config, resume)
-        except OSError as err:  # a full disk: the new directory holds only what was just begun
+        except BaseException as err:  # the lock is released whatever stopped the start
             self._release()
-            if made and err.errno in WRITE_FAILURES:
+            if made and isinstance(err, OSError) and err.errno in WRITE_FAILURES:  # a full disk: a new directory
                 shutil.rmtree(self.dir, ignore_errors=True)
                 remove_empty(made[1:])  # --run-dir too, where this run made it
             raise
@@ -89,10 +89,10 @@ class Run:
         self._resumed_rngs: dict | None = None  # the global RNG states of the checkpoint load() read
 
     def _open(self, config: Any, resume: bool) -> None:
-        """Lock the directory, check it may be used, save the config and open the metric logs."""
+        """Lock the directory, check it may be used, save the config and open the metric logs (``__init__``
+        releases the lock if any of it fails)."""
         self._lock = lock_run_dir(self.dir)
         if not resume and any(p.name != ".lock" for p in self.dir.iterdir()):
-            self._release()
             raise EmbodiedError(
                 f"run directory {self.dir} already exists; pass --resume to continue it or choose another --run-name"
             )
@@ -102,17 +102,9 @@ class Run:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         if config is not None:
             if resume and (self.dir / "config.json").exists():
-                try:
-                    check_resume(config, self._saved_config())
-                except EmbodiedError:
-                    self._release()
-                    raise
+                check_resume(config, self._saved_config())
             save_config(config, self.dir / "config.json")
-        try:
-            self.logger = MetricLogger(self.dir, tensorboard=self._tensorboard)
-        except EmbodiedError:  # an unreadable metrics.jsonl on --resume
-            self._release()
-            raise
+        self.logger = MetricLogger(self.dir, tensorboard=self._tensorboard)  # refuses an unreadable metrics.jsonl
 
     def _saved_config(self) -> dict:
         path = self.dir / "config.json"
