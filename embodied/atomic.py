@@ -91,7 +91,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name keeps the suffix, so writers that choose a format by extension (ffmpeg) still work.
     """
     target = Path(path).expanduser()
-    made = [d for d in [target.parent, *target.parent.parents] if not d.exists()]  # deepest first
+    made = missing_dirs(target.parent)
     try:
         parent = ensure_writable_dir(target)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=parent)
@@ -129,6 +129,12 @@ def remove_stale_temps(directory: Path) -> list[Path]:
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
+
+
+def missing_dirs(directory: Path) -> list[Path]:
+    """``directory`` and its ancestors that do not exist yet, deepest first: what ``mkdir(parents=True)`` will make,
+    for ``remove_empty`` to take away if the write they were made for fails."""
+    return [d for d in [directory, *directory.parents] if not d.exists()]
 
 
 def remove_empty(directories: list[Path]) -> None:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 import torch
 
 from embodied.allocator import keep_freed_memory
-from embodied.atomic import WRITE_FAILURES, atomic_path, remove_empty, remove_stale_temps
+from embodied.atomic import WRITE_FAILURES, atomic_path, missing_dirs, remove_empty, remove_stale_temps
 from embodied.checkpoint import load_checkpoint, restoring, rng_state, save_checkpoint, seed_everything, set_rng_state
 from embodied.config import check_resume, save_config
 from embodied.device import resolve_device
@@ -69,7 +69,7 @@ class Run:
                     f"{'run directory' if path == self.dir else '--run-dir'} {path} is a symbolic "
                     f"link; refusing to write through it (pass the real directory)"
                 )
-        made = [d for d in [self.dir, *self.dir.parents] if not d.exists()]  # deepest first
+        made = missing_dirs(self.dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
