@@ -21,7 +21,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.actions import check_reset, checked_action
-from envs.rendering import FastRenderer, check_frame_size, state_without_renderers
+from envs.rendering import FastRenderer, check_camera, check_frame_size, state_without_renderers
 
 ASSET = Path(__file__).resolve().parent.parent / "assets" / "walle" / "drawer_block.xml"
 TASKS = ("stow", "retrieve", "tidy")
@@ -66,9 +66,7 @@ class DrawerBlockEnv(gym.Env):
             camera,
         )
         self.model = mujoco.MjModel.from_xml_path(str(ASSET))
-        cameras = [self.model.camera(i).name for i in range(self.model.ncam)]
-        if camera not in cameras:
-            raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(cameras)}")
+        check_camera(self.model, camera)  # not first at render()
         self.data = mujoco.MjData(self.model)
         self._eq = {name: self.model.equality(f"hold_{name}").id for name in ("block", "handle")}
         for eq in self._eq.values():

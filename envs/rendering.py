@@ -30,6 +30,13 @@ def check_frame_size(**sides) -> None:
             raise ValueError(f"{name} must be an integer in [1, {MAX_FRAME_SIZE}], got {value!r}")
 
 
+def check_camera(model: mujoco.MjModel, camera: str) -> None:
+    """Refuse a camera the model does not have, naming those it has."""
+    names = [model.camera(i).name for i in range(model.ncam)]
+    if camera not in names:
+        raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(names)}")
+
+
 _LIVE: "weakref.WeakSet[FastRenderer]" = weakref.WeakSet()
 _FORKED_AFTER_RENDERING = False  # set in a child forked from a process that had made a context
 
@@ -73,9 +80,7 @@ class FastRenderer:
     """
 
     def __init__(self, model: mujoco.MjModel, width: int, height: int, camera: str, flip: bool = True):
-        names = [model.camera(i).name for i in range(model.ncam)]
-        if camera not in names:
-            raise ValueError(f"unknown camera {camera!r}; choose one of {', '.join(names)}")
+        check_camera(model, camera)
         check_frame_size(width=width, height=height)
         if _FORKED_AFTER_RENDERING:
             raise RuntimeError(
