@@ -528,6 +528,17 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_before_the_run_directory(tm
     assert not runs.exists()
 
 
+def test_the_identity_inverse_needs_a_damping_before_the_run_starts(tmp_path, capsys):
+    """It divided by the damping at PARL's first feedback session: a traceback after the run directory was made."""
+    runs = tmp_path / "runs"
+    argv = ["train", "parl", "--task", "reach-v3", "--hypergrad-solver", "identity", "--hypergrad-damping", "0"]
+    assert cli_main([*argv, "--run-dir", str(runs)]) == 2
+    assert "error: invalid configuration: hypergrad_solver identity" in capsys.readouterr().err
+    assert not runs.exists()
+    ParlConfig(hypergrad_solver="identity", hypergrad_damping=0.1)
+    ParlConfig(hypergrad_solver="cg", hypergrad_damping=0)  # CG on the Fisher matrix needs none
+
+
 def test_pretraining_needs_more_random_states_than_its_k():
     """The k-NN entropy estimate failed at the first update, mid-run, when the random steps were <= k."""
     with pytest.raises(ValueError, match=r"seed_steps \(300\) must exceed unsup_k \(500\)"):

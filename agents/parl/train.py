@@ -211,6 +211,8 @@ class ParlConfig(RunOptions):
         if self.implicit_ratio < 0:
             raise ValueError(f"implicit_ratio must be >= 0, got {self.implicit_ratio}")
         check_intervals(self, hypergrad_damping="[0, inf)")
+        if self.hypergrad_solver == "identity" and self.hypergrad_damping == 0:  # failed at PARL's first session
+            raise ValueError("hypergrad_solver identity takes H^-1 as I / hypergrad_damping: it needs a damping > 0")
         if not 0 <= self.reward_stop_accuracy <= 1:
             raise ValueError(f"reward_stop_accuracy must be in [0, 1] (0: off), got {self.reward_stop_accuracy}")
         if self.query_episodes < 0:
