@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 from embodied.atomic import WRITE_FAILURES, check_writable_dir
 from embodied.config import DistractionOptions, distraction_options, parse_config
 from embodied.errors import EmbodiedError
+from embodied.safe_io import json_text
 
 AGENTS: dict[str, tuple[str, str]] = {  # name -> (training module with main(argv), its config dataclass)
     "pearl": ("agents.pearl.train", "PearlConfig"),
@@ -273,7 +273,7 @@ def cmd_eval(argv: list[str]) -> int:
     check_max_steps(cfg)
     env = make_env(cfg.env, **distraction_options(cfg))
     result = evaluate(env, make_policy(cfg.policy, env), cfg.episodes, seed=cfg.seed, max_steps=cfg.max_steps)
-    print(json.dumps({"env": cfg.env, "policy": cfg.policy, **result}))
+    print(json_text({"env": cfg.env, "policy": cfg.policy, **result}))
     return 0
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import math
 import os
 import shutil
 import signal
@@ -44,7 +43,7 @@ from embodied.checkpoint import load_checkpoint, restoring, rng_state, save_chec
 from embodied.config import check_resume, save_config
 from embodied.device import resolve_device
 from embodied.errors import EmbodiedError
-from embodied.safe_io import MAX_METRIC_LINE, MAX_METRICS_BYTES, file_size, json_depth, load_json
+from embodied.safe_io import MAX_METRIC_LINE, MAX_METRICS_BYTES, file_size, json_depth, json_text, load_json
 
 
 class RunInterrupted(Exception):
@@ -164,7 +163,7 @@ class Run:
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         """``summary.json``, atomically: its presence marks a finished run (``embodied sweep`` skips it)."""
         with atomic_path(self.dir / "summary.json") as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
+            tmp.write_text(json_text(summary, indent=2))
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         """How every run ends: ``summary.json`` (atomically), the logger and lock released, and one JSON line
@@ -172,7 +171,7 @@ class Run:
         self.write_summary(summary)
         self.close()
         shown = {"run": str(self.dir), **{k: v for k, v in summary.items() if not isinstance(v, (list, tuple))}}
-        print(json.dumps(shown))
+        print(json_text(shown))
 
     def catch_interrupts(self) -> None:
         """Make the first Ctrl-C a stop request (answered at ``stop``); a second one stops at once."""
@@ -298,10 +297,9 @@ class MetricLogger:
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
-        record = {"step": int(step), "time": round(time.time() - self._start, 3)}
-        record.update({k: (v if math.isfinite(v) else None) for k, v in clean.items()})
+        record = {"step": int(step), "time": round(time.time() - self._start, 3), **clean}
         try:
-            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.write(json_text(record) + "\n")
         except OSError as err:  # a full disk: name the file
             raise OSError(err.errno, err.strerror, str(self.path)) from err
         self.rows += 1

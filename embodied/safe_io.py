@@ -4,15 +4,16 @@ Every JSON or text file the project reads back (``config.json``, ``summary.json`
 ``metadata.json``, ``metrics.jsonl`` lines, WALL-E's rule and observation files) goes through
 these, so a huge file is refused by its size before it is read, deeply nested JSON is refused by
 a linear scan before the recursive parser sees it, and ``RecursionError`` / ``MemoryError`` become
-one ``EmbodiedError`` line instead of a traceback.
+one ``EmbodiedError`` line instead of a traceback. ``json_text`` writes the JSON they read.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from embodied.errors import EmbodiedError
 
@@ -91,3 +92,19 @@ def load_json(
 ) -> Any:
     """The JSON value in ``path``: size, encoding and nesting checked before parsing."""
     return parse_json(read_text(path, limit, what), f"{what} {path}", max_depth)
+
+
+def json_text(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` whose output every JSON parser reads: a NaN or infinite float (a metric with nothing to
+    measure) is written as null, where Python would write the bare ``NaN`` that JSON does not have."""
+
+    def finite(v: Any) -> Any:
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, Mapping):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(value), allow_nan=False, **kwargs)

@@ -33,7 +33,6 @@ that ``embodied report bench/results/<study>/records.jsonl`` recomputes every ta
 
 from __future__ import annotations
 
-import json
 import math
 import tomllib
 from pathlib import Path
@@ -41,7 +40,7 @@ from pathlib import Path
 from embodied.atomic import atomic_path, check_writable_dir
 from embodied.config import CommandParser, HelpFormatter, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
-from embodied.safe_io import read_text
+from embodied.safe_io import json_text, read_text
 
 STUDY_KEYS = {"agent", "seeds", "grid", "options", "report", "description", "name"}
 TEXT, NUMBER, TEXTS, PAIRS = "a string", "a finite number", "a list of strings", 'a list of pairs like [["a=1", "a=2"]]'
@@ -206,7 +205,7 @@ def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
         rows = [{"step": r["step"], **{k: v for k, v in r.items() if kept(k)}} for r in run.rows if any(map(kept, r))]
         settings = {k: v for k, v in sorted(run.config.items()) if isinstance(v, (str, int, float, bool)) or v is None}
         lines.append(
-            json.dumps(
+            json_text(
                 {"name": run.path.name, "config": settings, "finished": run.finished, "rows": rows},
                 separators=(",", ":"),
             )

@@ -32,7 +32,6 @@ import ctypes
 import dataclasses
 import importlib
 import itertools
-import json
 import math
 import os
 import re
@@ -62,7 +61,7 @@ from embodied.config import (
     parse_config,
 )
 from embodied.errors import EmbodiedError, one_line
-from embodied.safe_io import MAX_METRICS_BYTES, load_json, read_text
+from embodied.safe_io import MAX_METRICS_BYTES, json_text, load_json, read_text
 
 RESERVED = {"seed", "run_dir", "run_name", "resume", "threads"}  # the sweep sets these itself
 SMALL_FILES = ("config.json", "metrics.jsonl", "summary.json")
@@ -407,7 +406,7 @@ def sweep(
     print_table(rows)
     with atomic_path(out / "sweep.json") as tmp:
         tmp.write_text(
-            json.dumps(
+            json_text(
                 {
                     "agent": agent,
                     "seeds": seeds,

@@ -152,6 +152,23 @@ def test_run_dir_logs_metrics_and_refuses_to_clobber(tmp_path):
     resumed.close()
 
 
+def strict_json(text: str):
+    """JSON as the standard has it (jq, JavaScript, Go): no NaN or Infinity."""
+    return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))
+
+
+def test_what_a_run_writes_is_json_with_null_for_a_metric_with_nothing_to_measure(tmp_path, capsys):
+    """PEARL's label accuracy is NaN where no label was transferred: summary.json and the run's last line said
+    NaN, which only Python's parser reads."""
+    run = Run(tmp_path, "r", config=Cfg())
+    run.logger.log(1, {"acc": float("nan"), "loss": 1.0})
+    run.finish({"acc": float("nan"), "loss": float("inf"), "curve": [[1, float("nan")], [2, 0.5]], "name": "x"})
+    summary = strict_json((run.dir / "summary.json").read_text())
+    assert summary == {"acc": None, "loss": None, "curve": [[1, None], [2, 0.5]], "name": "x"}
+    assert strict_json(capsys.readouterr().out.strip().splitlines()[-1])["acc"] is None
+    assert strict_json((run.dir / "metrics.jsonl").read_text())["acc"] is None
+
+
 def test_a_run_that_cannot_start_on_a_full_disk_leaves_no_directory(tmp_path, monkeypatch):
     """On a full disk (a 3 MB tmpfs) the lock's pid write failed with a traceback naming no file, and the new run
     directory stayed behind holding only .lock: now the OSError names the file and what the run made is gone;

@@ -18,7 +18,6 @@ scoring, search and sandbox calls; ``summary.json`` the last iteration's per-tas
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from embodied.llm import make_llm
 from embodied.llm.http import server_url_problem
 from embodied.atomic import atomic_path
 from embodied.runs import progress, start_run
+from embodied.safe_io import json_text
 from embodied.sandbox import SandboxError
 from embodied.video import write_mp4
 from envs.drawer_block import TASKS, DrawerBlockEnv
@@ -203,7 +203,7 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
         if triples and transition_model.rules:
             row["model_accuracy_rules_only"] = transition_model.accuracy(triples, rules_only=True)
         results.append(row)
-        bar.write(json.dumps(row))
+        bar.write(json_text(row))
         run.logger.log(
             iteration,
             {
@@ -229,7 +229,7 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
             run.stop(iteration, lambda: None)  # Ctrl-C: the checkpoint of this iteration is saved
     bar.close()
     with atomic_path(run.path("results.json")) as tmp:
-        tmp.write_text(json.dumps(results, indent=2))
+        tmp.write_text(json_text(results, indent=2))
     last = results[-1]
     run.finish(
         {
