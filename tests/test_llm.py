@@ -89,6 +89,23 @@ def test_unreachable_server_gives_a_clear_error():
         llm.generate(MESSAGES)
 
 
+def test_walle_checks_its_server_before_the_run_directory(server, tmp_path, capsys):
+    """A server that was not there failed at the first decision, after the run directory was made."""
+    from embodied.cli import main as cli_main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    runs = tmp_path / "runs"
+    argv = ["train", "walle", "--tasks", "stow", "--iterations", "0", "--episodes-per-task", "1"]
+    argv += ["--max-decisions", "2", "--no-video", "--run-dir", str(runs)]
+    assert cli_main([*argv, "--llm", f"http://127.0.0.1:{port}"]) == 2
+    assert f"error: LLM server http://127.0.0.1:{port}/v1 unreachable" in capsys.readouterr().err
+    assert not runs.exists()
+    assert cli_main([*argv, "--llm", server]) == 0  # a server that answers: the run goes on as before
+    assert len(list(runs.iterdir())) == 1
+
+
 def test_unknown_backend_is_rejected():
     with pytest.raises(ValueError, match="unknown LLM backend"):
         make_llm("telepathy")

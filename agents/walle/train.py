@@ -100,9 +100,14 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
         if cfg.world_model is not None  # bad input first
         else (TransitionModel(), NeuroSymbolicWorldModel())
     )
+    if llm is None and cfg.llm != "embedded":
+        llm = make_llm(cfg.llm, model=cfg.llm_model)
+        # A server that is not there, a model name it does not serve or no completions endpoint with log-probabilities
+        # (what scoring uses): one error line before the run directory, not at the first decision inside it.
+        llm.score([{"role": "user", "content": "Ready?"}], ["yes"])
     run, _ = start_run(cfg, default_run_name(cfg))  # device, threads, seeds, the run directory: as every agent
     if llm is None:
-        llm = make_llm(cfg.llm, device=cfg.device) if cfg.llm == "embedded" else make_llm(cfg.llm, model=cfg.llm_model)
+        llm = make_llm(cfg.llm, device=cfg.device)
     transitions: list[Transition] = []
     triples: list[tuple[dict, str, dict]] = []
     results: list[dict] = []
