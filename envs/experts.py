@@ -61,7 +61,7 @@ def scripted_plan(env: gym.Env) -> Callable[[object], np.ndarray]:
     private copy of the live simulator state and its low-level actions are replayed one per call.
     MuJoCo is deterministic, so the live env follows the copy; if an observation ever differs from
     the one the copy predicted (a reset, or anything else), the plan is made again from the live
-    state.
+    state. Once the task is solved it holds still, as a policy scored at an episode's last step must.
     """
     import copy
 
@@ -96,10 +96,12 @@ def scripted_plan(env: gym.Env) -> Callable[[object], np.ndarray]:
         queue[:] = recorded
 
     def act(obs) -> np.ndarray:
+        if expected[0] is None and base.solved():  # the plan is done (or nothing was needed): hold still
+            return np.zeros(4, np.float32)
         if expected[0] is None or not np.allclose(obs, expected[0], atol=1e-5):
-            plan()
+            plan()  # a plan that ended unsolved, or one the live env left, is made again
         if not queue:
-            expected[0] = None  # the plan is done: hold still
+            expected[0] = None
             return np.zeros(4, np.float32)
         action, expected[0] = queue.pop(0)
         return action
