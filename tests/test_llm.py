@@ -80,10 +80,15 @@ def test_http_backend_times_out_with_a_clear_error(server):
     assert time.monotonic() - start < 0.8
 
 
-def test_unreachable_server_gives_a_clear_error():
+def unused_port() -> int:
+    """A loopback port that nothing listens on (bound, then closed again)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_gives_a_clear_error():
+    port = unused_port()
     llm = OpenAICompatibleLLM(f"http://127.0.0.1:{port}", timeout=1, retries=1, backoff=0.01)
     with pytest.raises(LLMUnavailable, match=f"127.0.0.1:{port}"):
         llm.generate(MESSAGES)
@@ -93,9 +98,7 @@ def test_walle_checks_its_server_before_the_run_directory(server, tmp_path, caps
     """A server that was not there failed at the first decision, after the run directory was made."""
     from embodied.cli import main as cli_main
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens there
+    port = unused_port()
     runs = tmp_path / "runs"
     argv = ["train", "walle", "--tasks", "stow", "--iterations", "0", "--episodes-per-task", "1"]
     argv += ["--max-decisions", "2", "--no-video", "--run-dir", str(runs)]
