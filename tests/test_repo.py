@@ -388,8 +388,11 @@ def test_adaptation_run_logs_its_curve_and_the_study_reports_it(tmp_path, capsys
             threads=1,
             run_dir=out,
             run_name="calib0-s0",
+            axes="color",
         )
     )
+    said = capsys.readouterr().out  # both variants named with their distractions, not "distractor" alone
+    assert "on pixels (ceiling)" in said and "distractor-color before adaptation" in said
     curve = summary["curve"]
     assert [p["step"] for p in curve] == [0, 2, 4, 5]
     assert curve[0]["return_mean"] == summary["before"]["return_mean"]

@@ -333,8 +333,9 @@ def run_adapt(cfg: AdaptConfig) -> dict:
     ceiling = evaluate_agent(clean_env, agent, cfg.eval_episodes, seed=eval_seed)  # the source's own pixels
     before = evaluate_agent(env, agent, cfg.eval_episodes, seed=eval_seed)
     print(
-        f"on {src_cfg.variant} (ceiling): return {ceiling['return_mean']:.1f} success {ceiling['success_rate']:.2f}; "
-        f"{cfg.target_variant} before adaptation: return {before['return_mean']:.1f} "
+        f"on {variant_label(src_cfg, src_cfg.variant)} (ceiling): return {ceiling['return_mean']:.1f} "
+        f"success {ceiling['success_rate']:.2f}; {variant_label(cfg, cfg.target_variant)} before adaptation: "
+        f"return {before['return_mean']:.1f} "
         f"success {before['success_rate']:.2f}"
     )
     target, distracted, clean = SequenceReplay(), [], []
