@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -142,6 +143,27 @@ def mixed_setting(
 
 def group_label(run: RunRecord, keys: list[str]) -> str:
     return ",".join(f"{k}={run.config.get(k)}" for k in keys) if keys else "all"
+
+
+def resolve_group(name: str, groups: dict[str, list[RunRecord]]) -> str:
+    """The group a ``--compare`` name means: its label, or ``KEY=VALUE[,KEY=VALUE...]`` settings that the runs of
+    exactly one group all have (``method=parl`` where the groups also vary in a setting that goes with the method,
+    such as PARL's and PEBBLE's ``query_episodes`` defaults)."""
+    if name in groups:
+        return name
+    items = [item.partition("=") for item in re.split(r",(?=[\w.]+=)", name)]  # a value may hold a comma
+    if any(not sep or not key for key, sep, _ in items):
+        raise EmbodiedError(f"--compare {name!r}: expected a group label or KEY=VALUE[,KEY=VALUE]")
+    matches = [
+        label
+        for label, members in groups.items()
+        if all(key in r.config and str(r.config[key]) == value for r in members for key, _, value in items)
+    ]
+    if len(matches) > 1:
+        raise EmbodiedError(f"--compare {name!r} matches {len(matches)} groups ({'; '.join(matches)}); name one")
+    if not matches:
+        raise EmbodiedError(f"--compare: no group {name!r}; groups: {'; '.join(groups)}")
+    return matches[0]
 
 
 def group_runs(runs: list[RunRecord], keys: list[str]) -> dict[str, list[RunRecord]]:
@@ -491,6 +513,7 @@ def build_report(
     if unknown:
         raise EmbodiedError(f"--group-by {', '.join(unknown)}: not in any run's config.json")
     groups = group_runs(runs, keys)
+    compare = [(resolve_group(x, groups), resolve_group(y, groups)) for x, y in compare]
     scores = final_scores(groups, metric, tasks)
     n_tasks = len({str(r.config.get(tasks)) for r in runs}) if tasks else 1
     uneven = [g for g, s in scores.items() if s.shape[1] != n_tasks]
@@ -536,7 +559,7 @@ def build_report(
         for x, y in compare:
             missing = [g for g in (x, y) if g not in scores]
             if missing:
-                raise EmbodiedError(f"--compare: no group {missing[0]!r}; groups: {', '.join(scores)}")
+                raise EmbodiedError(f"--compare: group {missing[0]!r} has no final value of {metric}")
             p, low, high = improvement(scores[x], scores[y], reps)
             lines.append(f"| {x} > {y} | {p:.3f} [{low:.3f}, {high:.3f}] |")
     if threshold is not None:
@@ -595,7 +618,8 @@ def main(argv: list[str]) -> int:
         action="append",
         default=[],
         metavar=("X", "Y"),
-        help="report P(X > Y) between two group labels (repeatable)",
+        help="report P(X > Y) between two groups, each named by its label or by settings that only its runs have "
+        "(method=parl); repeatable",
     )
     parser.add_argument(
         "--threshold", type=finite_float, default=None, help="report steps needed to reach this metric value"

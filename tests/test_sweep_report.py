@@ -440,6 +440,30 @@ def test_a_report_over_tasks_resamples_runs_within_each_task(tmp_path):
     assert "as tasks" in written[0].read_text() and "as tasks" not in written[1].read_text()
 
 
+def test_compare_names_a_group_by_the_settings_that_pick_it(tmp_path, capsys):
+    """A sweep over method=parl,pebble groups by query_episodes too (each method's own default), so the group
+    labels are longer than what the sweep named: --compare method=b picks the one group whose runs have it, and
+    a name that fits several groups or none is one error line."""
+    synthetic_runs(tmp_path, {"a": [[0.1, 0.2]] * 2, "b": [[0.8, 0.9]] * 2, "c": [[0.5, 0.5]] * 2})
+    for d in sorted(tmp_path.iterdir()):
+        config = json.loads((d / "config.json").read_text())
+        episodes = {"a": 10, "b": 100, "c": 10}[config["method"]]
+        (d / "config.json").write_text(json.dumps({**config, "query_episodes": episodes, "hidden": [64, 64]}))
+    out = tmp_path / "report.md"
+    assert cli_main(["report", str(tmp_path), "--compare", "method=b", "method=a", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| method=b,query_episodes=100 > method=a,query_episodes=10 | 1.000" in text
+    exact = ["--compare", "method=b,query_episodes=100", "method=a,hidden=[64, 64],query_episodes=10"]
+    assert cli_main(["report", str(tmp_path), *exact, "--out", str(out)]) == 0  # a value with a comma in it
+    assert "| method=b,query_episodes=100 > method=a,query_episodes=10 | 1.000" in out.read_text()
+    capsys.readouterr()
+    for spec in ("query_episodes=10", "method=d", "method=a,query_episodes=100", "method"):
+        assert cli_main(["report", str(tmp_path), "--compare", "method=b", spec, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("error:") for line in err), err
+    assert "matches 2 groups" in err[0] and "no group 'method=d'" in err[1] and "expected a group label" in err[3]
+
+
 def test_report_on_one_run_and_bad_input(tmp_path, capsys):
     synthetic_runs(tmp_path, {"a": [[0.1, 0.5, 0.9]]})
     assert cli_main(["report", str(tmp_path / "a-s0"), "--threshold", "0.5", "--cost-key", "feedback/labels"]) == 0
