@@ -376,8 +376,14 @@ def shortened(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--version"]:
+        from embodied import __version__
+
+        print(f"embodied {__version__}")
+        return 0
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        text = "usage: embodied <command> [options]   (embodied <command> --help for its options)\n\ncommands:\n"
+        text = "usage: embodied <command> [options]   (embodied <command> --help for its options; embodied --version)"
+        text += "\n\ncommands:\n"
         text += "\n".join(f"  {name:8s} {COMMAND_SUMMARIES[name]}" for name in COMMANDS)
         helped = bool(argv) and argv[0] in ("-h", "--help")
         if argv and not helped:

@@ -146,6 +146,9 @@ def test_train_help_lists_the_agents(capsys):
     assert all(f"  {name} " in out for name in AGENTS)
     out = main(["--help"]) == 0 and capsys.readouterr().out
     assert "sweep" in out and "adapt" in out
+    from embodied import __version__
+
+    assert main(["--version"]) == 0 and capsys.readouterr().out == f"embodied {__version__}\n"
 
 
 @pytest.mark.parametrize(
