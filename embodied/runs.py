@@ -3,6 +3,7 @@
 Layout::
 
     <root>/<name>/config.json        resolved config of the run
+    <root>/<name>/system.json        the versions it started with (Python, torch, MuJoCo, ...) and the machine
     <root>/<name>/metrics.jsonl      one JSON object per logged step: {"step": .., "time": .., key: value}
     <root>/<name>/tb/                TensorBoard event files
     <root>/<name>/checkpoints/       last.pt (atomic), used by --resume
@@ -27,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -103,6 +105,7 @@ class Run:
             if resume and (self.dir / "config.json").exists():
                 check_resume(config, self._saved_config())
             save_config(config, self.dir / "config.json")
+            record_system(self.dir / "system.json")
         self.logger = MetricLogger(self.dir, tensorboard=self._tensorboard)  # refuses an unreadable metrics.jsonl
 
     def _saved_config(self) -> dict:
@@ -260,6 +263,47 @@ def set_threads(threads: int) -> int:
     count = threads or cpus
     torch.set_num_threads(count)
     return count
+
+
+SYSTEM_PACKAGES = ("torch", "numpy", "mujoco", "metaworld", "gymnasium", "stable_baselines3", "pot", "minari")
+
+
+def system_info() -> dict[str, Any]:
+    """What a result depends on beyond its config: the versions of the project, Python and the libraries that
+    compute it, and the machine (Stable-Baselines3 keeps the same beside each saved model)."""
+    import platform
+    from importlib import metadata
+
+    import embodied
+
+    versions = {"embodied": embodied.__version__, "python": platform.python_version()}
+    for name in SYSTEM_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]  # 0 without CUDA
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "cuda": torch.version.cuda, "gpus": gpus}
+    return {"versions": versions, "machine": machine}
+
+
+def record_system(path: Path) -> None:
+    """Write ``system.json`` for a new run; a resumed one keeps the versions it started with, and a library
+    that changed since is said on stderr (a resumed run is then not the run it would have been)."""
+    now = system_info()
+    if path.exists():
+        try:
+            started = load_json(path, what="system info")
+        except EmbodiedError:
+            started = None
+        was = started.get("versions") if isinstance(started, dict) else None
+        if isinstance(was, dict):
+            changed = [f"{k} {was.get(k)} -> {v}" for k, v in now["versions"].items() if was.get(k) != v]
+            if changed:
+                print(f"warning: {path.parent} resumes with other versions: {', '.join(changed)}", file=sys.stderr)
+            return
+    with atomic_path(path) as tmp:
+        tmp.write_text(json_text(now, indent=2) + "\n")
 
 
 def start_run(cfg: Any, default_name: str) -> tuple[Run, torch.device]:

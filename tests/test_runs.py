@@ -152,6 +152,26 @@ def test_run_dir_logs_metrics_and_refuses_to_clobber(tmp_path):
     resumed.close()
 
 
+def test_a_run_records_the_versions_it_started_with_and_says_when_a_resume_runs_on_others(tmp_path, capsys):
+    import mujoco
+    import numpy
+
+    run = Run(tmp_path, "r1", config=Cfg())
+    run.close()
+    system = json.loads((run.dir / "system.json").read_text())
+    assert system["versions"]["torch"] == torch.__version__ and system["versions"]["mujoco"] == mujoco.__version__
+    assert system["versions"]["numpy"] == numpy.__version__ and system["machine"]["cpus"] >= 1
+    system["versions"]["torch"] = "1.0.0"  # the run started on another torch
+    (run.dir / "system.json").write_text(json.dumps(system))
+    capsys.readouterr()
+    Run(tmp_path, "r1", config=Cfg(), resume=True).close()
+    assert f"resumes with other versions: torch 1.0.0 -> {torch.__version__}" in capsys.readouterr().err
+    assert json.loads((run.dir / "system.json").read_text())["versions"]["torch"] == "1.0.0"  # what it started with
+    Run(tmp_path, "r2", config=Cfg()).close()
+    Run(tmp_path, "r2", config=Cfg(), resume=True).close()
+    assert capsys.readouterr().err == ""
+
+
 def strict_json(text: str):
     """JSON as the standard has it (jq, JavaScript, Go): no NaN or Infinity."""
     return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} is not JSON"))

@@ -529,6 +529,8 @@ def test_a_study_and_a_report_keep_to_their_seeds_in_a_shared_run_directory(tmp_
     study's records hold its own seeds' runs only, and `embodied report --seeds` pools on named seeds."""
     out, results = tmp_path / "runs", tmp_path / "results"
     synthetic_runs(out, {"parl": [[0.1, 0.2], [0.3, 0.4], [0.9, 1.0]], "sac": [[0.5, 0.6]] * 3})
+    (out / "sac-s0" / "system.json").write_text('{"versions": {"torch": "2.0"}}')
+    (out / "sac-s1" / "system.json").write_text('["not what a run writes"]')
     study = tmp_path / "s.toml"
     study.write_text(
         'agent = "parl"\nseeds = [0, 1]\n[grid]\nmethod = ["parl", "sac"]\n'
@@ -537,6 +539,7 @@ def test_a_study_and_a_report_keep_to_their_seeds_in_a_shared_run_directory(tmp_
     assert cli_main(["study", str(study), "--report-only", "--results", str(results)]) == 0
     records = [json.loads(line) for line in (results / "records.jsonl").read_text().splitlines()]
     assert sorted(r["config"]["seed"] for r in records) == [0, 0, 1, 1]
+    assert [r.get("versions") for r in records if r["config"]["method"] == "sac"] == [{"torch": "2.0"}, None]
     assert "| method=parl | 2 | 0.300" in (results / "report.md").read_text()  # seed 2's 1.0 left out
 
     pooled = tmp_path / "pooled.md"
@@ -797,6 +800,9 @@ def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp
     records = [json.loads(line) for line in (results / "records.jsonl").read_text().splitlines()]
     assert len(records) == 4 and all(r["config"]["task"] == "drawer-close-v3" for r in records)
     assert any("diag/rank_corr_recent" in row for r in records for row in r["rows"])
+    import torch
+
+    assert all(r["versions"]["torch"] == torch.__version__ for r in records)  # from each run's system.json
     import shutil
 
     shutil.rmtree(out)
