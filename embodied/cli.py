@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -374,6 +375,22 @@ def shortened(text: str) -> str:
     return f"{text[:head]} ... ({len(text) - head - tail} characters left out) ... {text[-tail:]}"
 
 
+def quiet_write_failures_in_threads() -> None:
+    """A write the machine refuses in a helper thread (TensorBoard's writer) is not printed as that thread's
+    traceback: the thread keeps the error and the main thread meets it at its next write or at close, where it is
+    the run's one ``error: could not write`` line. Every other exception in a thread is printed as before."""
+    if getattr(threading.excepthook, "quiet_write_failures", False):
+        return
+    default = threading.excepthook
+
+    def hook(args) -> None:
+        if not (isinstance(args.exc_value, OSError) and args.exc_value.errno in WRITE_FAILURES):
+            default(args)
+
+    hook.quiet_write_failures = True
+    threading.excepthook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--version"]:
@@ -391,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         print(text, file=sys.stdout if helped else sys.stderr)
         return 0 if helped else 2
     from embodied.runs import RunInterrupted, close_open_runs, close_progress_bars
+
+    quiet_write_failures_in_threads()
 
     def say(text: str) -> None:  # on a line of its own, not after a progress bar's
         close_progress_bars()

@@ -333,11 +333,19 @@ class MetricLogger:
         if len(lines) > self.rows:
             self.truncate(self.rows, force=True)  # drop a line cut off by a kill
         self._tb = None
+        self._tb_dir = directory / "tb"
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(directory / "tb"))
+            self._tb = self._tensorboard(SummaryWriter, str(self._tb_dir))
         self._start = time.time()
+
+    def _tensorboard(self, call, *args):
+        """``call(*args)``, a write failure of TensorBoard's (which names no file) naming its directory."""
+        try:
+            return call(*args)
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(self._tb_dir)) from err
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
@@ -349,7 +357,7 @@ class MetricLogger:
         self.rows += 1
         if self._tb is not None:
             for key, value in clean.items():
-                self._tb.add_scalar(key, value, step)
+                self._tensorboard(self._tb.add_scalar, key, value, step)
 
     def truncate(self, rows: int, force: bool = False) -> None:
         """Keep only the first ``rows`` rows (those a checkpoint has seen), atomically."""
@@ -367,7 +375,7 @@ class MetricLogger:
         self._jsonl.close()
         self.closed = True
         if self._tb is not None:
-            self._tb.close()
+            self._tensorboard(self._tb.close)
 
 
 def read_metrics(path: str | Path) -> list[dict]:

@@ -210,6 +210,49 @@ def test_a_run_that_cannot_start_on_a_full_disk_leaves_no_directory(tmp_path, mo
     assert list(tmp_path.iterdir()) == [tmp_path / "kept"]
 
 
+def test_a_tensorboard_writer_on_a_full_disk_is_one_line_naming_its_directory(tmp_path, monkeypatch, capsys):
+    """On a full disk TensorBoard's writer failed in its own thread and in the run's: one error line naming no
+    file, then the thread's traceback. Now one line names the tb directory, and the new run directory is gone."""
+    import errno
+    import threading
+
+    import torch.utils.tensorboard
+
+    from embodied.cli import main as cli_main
+
+    class FullDiskWriter:  # as tensorboard's: its writer thread fails, then the constructor's flush
+        def __init__(self, logdir):
+            def flush():
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            thread = threading.Thread(target=flush)
+            thread.start()
+            thread.join()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch.utils.tensorboard, "SummaryWriter", FullDiskWriter)
+    argv = ["train", "parl", "--task", "reach-v3", "--method", "sac", "--run-dir", str(tmp_path / "runs")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    tb = tmp_path / "runs" / "parl-reach-v3-sac-s0" / "tb"
+    assert err == [f"error: could not write {tb}: No space left on device"], err
+    assert not (tmp_path / "runs").exists()
+    from embodied.cli import quiet_write_failures_in_threads
+
+    printed = []  # what the default hook was given: any other exception in a thread is still printed
+    monkeypatch.setattr(threading, "excepthook", lambda args: printed.append(args.exc_type))
+    quiet_write_failures_in_threads()
+
+    def fail(error):
+        raise error
+
+    for error in (OSError(errno.ENOSPC, "No space left on device"), ZeroDivisionError(), OSError(errno.ENOENT, "")):
+        thread = threading.Thread(target=fail, args=(error,))
+        thread.start()
+        thread.join()
+    assert printed == [ZeroDivisionError, FileNotFoundError]
+
+
 def test_a_close_that_fails_on_a_full_disk_still_releases_the_run(tmp_path, monkeypatch):
     """The CLI closes the runs an error left open; a close failing again (a full disk) kept the lock and raised
     over the error being reported."""
