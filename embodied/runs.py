@@ -287,21 +287,30 @@ def system_info() -> dict[str, Any]:
     return {"versions": versions, "machine": machine}
 
 
+def recorded_versions(run_dir: Path) -> dict[str, str | None] | None:
+    """The versions a run started with, from its ``system.json``; None for a run made before runs recorded them,
+    or a file that is not what a run writes."""
+    if not (run_dir / "system.json").exists():
+        return None
+    try:
+        system = load_json(run_dir / "system.json", what="system info")
+    except EmbodiedError:
+        return None
+    versions = system.get("versions") if isinstance(system, dict) else None
+    plain = isinstance(versions, dict) and all(isinstance(v, str) or v is None for v in versions.values())
+    return versions if plain else None
+
+
 def record_system(path: Path) -> None:
     """Write ``system.json`` for a new run; a resumed one keeps the versions it started with, and a library
     that changed since is said on stderr (a resumed run is then not the run it would have been)."""
     now = system_info()
-    if path.exists():
-        try:
-            started = load_json(path, what="system info")
-        except EmbodiedError:
-            started = None
-        was = started.get("versions") if isinstance(started, dict) else None
-        if isinstance(was, dict):
-            changed = [f"{k} {was.get(k)} -> {v}" for k, v in now["versions"].items() if was.get(k) != v]
-            if changed:
-                print(f"warning: {path.parent} resumes with other versions: {', '.join(changed)}", file=sys.stderr)
-            return
+    was = recorded_versions(path.parent)
+    if was is not None:
+        changed = [f"{k} {was.get(k)} -> {v}" for k, v in now["versions"].items() if was.get(k) != v]
+        if changed:
+            print(f"warning: {path.parent} resumes with other versions: {', '.join(changed)}", file=sys.stderr)
+        return
     with atomic_path(path) as tmp:
         tmp.write_text(json_text(now, indent=2) + "\n")
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from embodied.atomic import atomic_path, check_writable_dir
 from embodied.config import CommandParser, HelpFormatter, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
-from embodied.safe_io import json_text, load_json, read_text
+from embodied.safe_io import json_text, read_text
 
 STUDY_KEYS = {"agent", "seeds", "grid", "options", "report", "description", "name"}
 TEXT, NUMBER, TEXTS, PAIRS = "a string", "a finite number", "a list of strings", 'a list of pairs like [["a=1", "a=2"]]'
@@ -197,6 +197,7 @@ def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
     settings, whether it finished, and the rows that logged any of ``keys`` or of a key starting with one of the
     report's ``keep`` prefixes (e.g. ``"diag/"``)."""
     from embodied.report import find_runs, of_seeds
+    from embodied.runs import recorded_versions
 
     prefixes = tuple(study["report"].get("keep", []))
     lines = []
@@ -205,23 +206,11 @@ def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
         rows = [{"step": r["step"], **{k: v for k, v in r.items() if kept(k)}} for r in run.rows if any(map(kept, r))]
         settings = {k: v for k, v in sorted(run.config.items()) if isinstance(v, (str, int, float, bool)) or v is None}
         record = {"name": run.path.name, "config": settings, "finished": run.finished, "rows": rows}
-        record.update(versions_of(run.path))
+        versions = recorded_versions(run.path)  # the library versions it started with, where it recorded them
+        record.update({"versions": versions} if versions is not None else {})
         lines.append(json_text(record, separators=(",", ":")))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
-
-
-def versions_of(run_dir: Path) -> dict:
-    """``{"versions": {...}}`` from the run's ``system.json`` (the library versions it started with), or nothing
-    for a run made before runs recorded them or whose file is not what a run writes."""
-    if not (run_dir / "system.json").exists():
-        return {}
-    try:
-        versions = load_json(run_dir / "system.json", what="system info").get("versions")
-    except (EmbodiedError, AttributeError):
-        return {}
-    plain = isinstance(versions, dict) and all(isinstance(v, str) or v is None for v in versions.values())
-    return {"versions": versions} if plain else {}
 
 
 def write_reports(study: dict, source: Path, results: Path) -> list[Path]:
