@@ -545,3 +545,33 @@ def test_pretraining_needs_more_random_states_than_its_k():
         ParlConfig(seed_steps=300, unsup_k=500)
     ParlConfig(seed_steps=300, unsup_k=500, unsup_steps=0)  # no pre-training: k is not used
     ParlConfig(seed_steps=0, unsup_k=500, method="sac")  # the oracle has no pre-training
+
+
+def test_the_final_reward_ranking_reads_the_runs_reward_and_scores_both_policies_on_the_same_episodes(tmp_path):
+    """bench/parl_final_reward.py on a tiny PEBBLE run: the expert solves reach in every episode, and the run's
+    reward negated (last layer of every member and the standardisation's mean) ranks the two the other way by
+    exactly as much, which holds only if the checkpoint's reward scores the same episodes both times."""
+    import runpy
+    from pathlib import Path
+
+    from embodied.checkpoint import load_checkpoint, save_checkpoint
+
+    argv = ["train", "parl", *TOY, "--method", "pebble", "--no-video", "--run-dir", str(tmp_path), "--run-name", "r"]
+    assert cli_main(argv) == 0
+    state = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    for member in state["reward"]["members"]:
+        last = max({k.rsplit(".", 1)[0] for k in member}, key=lambda layer: int(layer.split(".")[1]))
+        member[f"{last}.weight"], member[f"{last}.bias"] = -member[f"{last}.weight"], -member[f"{last}.bias"]
+    state["reward"]["mean"] = -state["reward"]["mean"]
+    save_checkpoint(tmp_path / "negated.pt", state)
+
+    script = runpy.run_path(str(Path(__file__).parents[1] / "bench" / "parl_final_reward.py"))
+    job = {"task": "reach-v3", "max_steps": 100, "ensemble_size": 3, "use_action": False, "seed": 0, "episodes": 2}
+    job["policy"] = str(tmp_path / "r" / "policy.pt")
+    own = script["score_run"]({**job, "checkpoint": str(tmp_path / "r" / "checkpoints" / "last.pt")})
+    negated = script["score_run"]({**job, "checkpoint": str(tmp_path / "negated.pt")})
+    assert own["expert"]["success"] == 1.0 and own["expert"]["true"] > own["policy"]["true"]
+    gap = own["expert"]["learned"] - own["policy"]["learned"]
+    assert abs(gap) > 1e-3
+    assert negated["expert"]["learned"] - negated["policy"]["learned"] == pytest.approx(-gap, abs=1e-4)
+    assert script["outcome"]({"reached": True, "kept": False}) == "reached, lost"

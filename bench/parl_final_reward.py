@@ -1,0 +1,174 @@
+"""Whom each run's final learned reward ranks higher: the run's final policy or the scripted expert.
+
+    python bench/parl_final_reward.py runs/parl_labels_scarce --group-by method query_episodes --episodes 10 \
+        --workers 2 --out bench/results/parl_final_reward_scarce
+    python bench/parl_final_reward.py bench/results/parl_final_reward_scarce/records.jsonl   # the table again
+
+A learned-reward run that reached the task and lost it, or never reached it, was trained on a reward that is
+fixed after its last feedback session. Two causes look alike in the success curve: the reward pays more for
+what the policy does than for solving the task (the policy did what it was asked; the labels did not pin the
+task down), or the reward does pay more for solving it and SAC did not find or keep that (an optimisation
+failure). Rolling out the final policy and the task's scripted expert on the same seeded episodes and summing
+the final reward over each tells them apart. Every run's ``policy.pt`` and the reward in its last checkpoint
+(read through the project's checked loader) are evaluated in parallel processes of one torch thread each.
+Writes one record per run (``records.jsonl``) and a table (``report.md``): per group and outcome (reached the
+threshold and kept it at the last evaluation, reached and lost it, never reached), how many runs' learned rewards
+rank the expert's episodes above the final policy's (share with its 95 % Wilson interval) and the mean difference
+per step in the reward's standard deviations (as SAC saw it), and the same ranking by the true reward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from embodied.atomic import atomic_path  # noqa: E402
+from embodied.errors import EmbodiedError  # noqa: E402
+from embodied.report import find_runs, group_label, run_measures, select, share_interval  # noqa: E402
+
+EVAL_SEED = 30_000_000  # away from the training evaluations (10_000_000 + seed) and parl_final_policy's
+
+
+def score_run(job: dict) -> dict:
+    """In a worker with one torch thread: the final reward's mean per-step value on the final policy's and the
+    expert's episodes (the same seeds), and each one's success at any step."""
+    import torch
+
+    torch.set_num_threads(1)
+    import envs  # noqa: F401
+    from agents.parl.train import LearnedReward
+    from embodied.checkpoint import load_checkpoint
+    from embodied.data.collect import rollout
+    from embodied.make import make_env
+    from embodied.policies import make_policy
+
+    env = make_env(f"embodied/{job['task']}", max_episode_steps=job["max_steps"])
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    reward = LearnedReward(obs_dim, act_dim, job["ensemble_size"], "cpu", use_action=job["use_action"])
+    reward.load_state_dict(load_checkpoint(job["checkpoint"])["reward"])
+    out = {}
+    for who, spec in (("policy", job["policy"]), ("expert", "scripted")):
+        policy = make_policy(spec, env)
+        learned, true, success = [], [], []
+        for i in range(job["episodes"]):
+            episode = rollout(env, policy, EVAL_SEED + 1000 * job["seed"] + i)
+            obs, act = np.asarray(episode.observations[:-1], np.float32), np.asarray(episode.actions, np.float32)
+            learned.append(float(reward(obs, act).mean()))
+            true.append(float(np.mean(episode.rewards)))
+            success.append(bool(episode.success))
+        out[who] = {"learned": np.mean(learned), "true": np.mean(true), "success": np.mean(success)}
+    return out
+
+
+def outcome(measures: dict) -> str:
+    if not measures["reached"]:
+        return "never reached"
+    return "kept" if measures["kept"] else "reached, lost"
+
+
+def measure(args) -> list[dict]:
+    runs = [r for r in select(find_runs(args.source), args.where) if r.config.get("method") != "sac"]
+    jobs, records = [], []
+    for run in runs:
+        for needed in ("policy.pt", "checkpoints/last.pt"):
+            if not (run.path / needed).exists():
+                raise EmbodiedError(f"{run.path} has no {needed} (unfinished?)")
+        m = run_measures(run, args.metric, args.threshold, None)
+        records.append(
+            {
+                "name": run.path.name,
+                "group": group_label(run, args.group_by),
+                "seed": run.config["seed"],
+                "outcome": outcome(m),
+            }
+        )
+        jobs.append(
+            {
+                "task": run.config["task"],
+                "max_steps": run.config["max_episode_steps"],
+                "policy": str(run.path / "policy.pt"),
+                "checkpoint": str(run.path / "checkpoints" / "last.pt"),
+                "ensemble_size": run.config["ensemble_size"],
+                "use_action": run.config.get("reward_input", "state-action") == "state-action",
+                "seed": run.config["seed"],
+                "episodes": args.episodes,
+            }
+        )
+    with ProcessPoolExecutor(args.workers) as pool:
+        for record, result in zip(records, pool.map(score_run, jobs)):
+            scores = {f"{who}_{key}": float(value) for who, r in result.items() for key, value in r.items()}
+            record.update(episodes=args.episodes, **scores)
+    return records
+
+
+OUTCOMES = ("kept", "reached, lost", "never reached")
+
+
+def table(records: list[dict]) -> str:
+    lines = [
+        f"| group | outcome | runs | final policy's success ({records[0]['episodes']} episodes) | the learned reward "
+        "ranks the expert's episodes higher | share [95% CI] | expert minus final policy, learned reward per step, "
+        "mean [min, max] | the true reward ranks the expert's higher | expert minus final policy, true reward per "
+        "step, mean |",
+        "| --- | --- | ---: | --- | ---: | --- | --- | ---: | --- |",
+    ]
+    for group in sorted({r["group"] for r in records}):
+        for kind in OUTCOMES:
+            rs = [r for r in records if r["group"] == group and r["outcome"] == kind]
+            if not rs:
+                continue
+            gap = np.array([r["expert_learned"] - r["policy_learned"] for r in rs])
+            true_gap = np.array([r["expert_true"] - r["policy_true"] for r in rs])
+            higher = int((gap > 0).sum())
+            lines.append(
+                f"| {group} | {kind} | {len(rs)} | {np.mean([r['policy_success'] for r in rs]):.2f} | "
+                f"{higher}/{len(rs)} | {share_interval(higher, len(rs))} | "
+                f"{gap.mean():+.2f} [{gap.min():+.2f}, {gap.max():+.2f}] | {int((true_gap > 0).sum())}/{len(rs)} | "
+                f"{true_gap.mean():+.2f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("source", type=Path, help="run directories (a study's out), or this script's records.jsonl")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="as embodied report")
+    parser.add_argument("--group-by", nargs="+", default=["method"], help="config keys that name a group")
+    parser.add_argument("--metric", default="eval/success_rate", help="the training evaluations' success key")
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--episodes", type=int, default=10, help="episodes of each of the two policies per run")
+    parser.add_argument("--workers", type=int, default=2, help="parallel runs, one torch thread each")
+    parser.add_argument("--out", type=Path, default=None, help="directory for records.jsonl and report.md")
+    args = parser.parse_args()
+    try:
+        if args.source.suffix == ".jsonl":
+            records = [json.loads(line) for line in args.source.read_text().splitlines() if line.strip()]
+        else:
+            if args.episodes <= 0 or args.workers <= 0:
+                raise EmbodiedError("--episodes and --workers must be positive")
+            records = measure(args)
+        if not records:
+            raise EmbodiedError(f"no learned-reward run in {args.source}")
+    except EmbodiedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    text = table(records)
+    print(text, end="")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.out / "records.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        with atomic_path(args.out / "report.md") as tmp:
+            tmp.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
