@@ -180,8 +180,9 @@ def test_resume_after_an_iteration_equals_an_uninterrupted_run(tmp_path):
     resumed = run_walle(retrieve_run(tmp_path, "cut", 2, resume=True), llm=DistractedLLM())["results"]
     strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k and "_ms" not in k} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(full)
-    rows = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
-    assert rows == [0, 1, 2]
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [0, 1, 2]
+    assert [row["walle/success/retrieve"] for row in rows] == [r["success"]["retrieve"] for r in full]  # per task
 
 
 def test_a_checkpoint_whose_knowledge_graph_counts_are_not_counts_is_one_error_on_resume(tmp_path):

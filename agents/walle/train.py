@@ -213,6 +213,7 @@ def run_walle(cfg: WalleConfig, llm=None) -> dict:
             iteration,
             {
                 "walle/success": float(np.mean(list(row["success"].values()))),
+                **{f"walle/success/{name}": value for name, value in row["success"].items()},  # per task, for reports
                 "walle/rules": row["rules"],
                 "walle/effect_rules": row["effect_rules"],
                 "walle/decision_ms": row["decision_ms_mean"],
