@@ -19,19 +19,18 @@ per step in the reward's standard deviations (as SAC saw it), and the same ranki
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/records.py, also when run through runpy
 
 import numpy as np  # noqa: E402
 
-from embodied.atomic import atomic_path  # noqa: E402
 from embodied.errors import EmbodiedError  # noqa: E402
 from embodied.report import find_runs, group_label, run_measures, select, share_interval  # noqa: E402
+from records import run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
 
 EVAL_SEED = 30_000_000  # away from the training evaluations (10_000_000 + seed) and parl_final_policy's
 
@@ -137,37 +136,9 @@ def table(records: list[dict]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("source", type=Path, help="run directories (a study's out), or this script's records.jsonl")
-    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="as embodied report")
-    parser.add_argument("--group-by", nargs="+", default=["method"], help="config keys that name a group")
-    parser.add_argument("--metric", default="eval/success_rate", help="the training evaluations' success key")
-    parser.add_argument("--threshold", type=float, default=0.8)
-    parser.add_argument("--episodes", type=int, default=10, help="episodes of each of the two policies per run")
-    parser.add_argument("--workers", type=int, default=2, help="parallel runs, one torch thread each")
-    parser.add_argument("--out", type=Path, default=None, help="directory for records.jsonl and report.md")
+    parser = run_dir_parser(__doc__, 10, "episodes of each of the two policies per run")
     args = parser.parse_args()
-    try:
-        if args.source.suffix == ".jsonl":
-            records = [json.loads(line) for line in args.source.read_text().splitlines() if line.strip()]
-        else:
-            if args.episodes <= 0 or args.workers <= 0:
-                raise EmbodiedError("--episodes and --workers must be positive")
-            records = measure(args)
-        if not records:
-            raise EmbodiedError(f"no learned-reward run in {args.source}")
-    except EmbodiedError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    text = table(records)
-    print(text, end="")
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(args.out / "records.jsonl") as tmp:
-            tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
-        with atomic_path(args.out / "report.md") as tmp:
-            tmp.write_text(text)
-    return 0
+    return run_dir_study(args, measure, table)
 
 
 if __name__ == "__main__":

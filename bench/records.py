@@ -78,3 +78,52 @@ def cell(values) -> str:
     """``mean [min, max]`` over seeds (the value alone for one seed)."""
     values = np.asarray(values, float)
     return f"{values.mean():.2f} [{values.min():.2f}, {values.max():.2f}]" if len(values) > 1 else f"{values[0]:.2f}"
+
+
+def run_dir_parser(doc: str, episodes: int, episodes_help: str) -> argparse.ArgumentParser:
+    """The options of a script that measures a study's finished runs again (their exported policies, their last
+    checkpoints): the run directories or the script's own records file, which runs, how they are grouped and
+    counted as reaching the threshold, how many episodes, in how many processes, and where the results go."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], allow_abbrev=False)
+    parser.add_argument("source", type=Path, help="run directories (a study's out), or this script's records.jsonl")
+    parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="as embodied report")
+    parser.add_argument("--group-by", nargs="+", default=["method"], help="config keys that name a group")
+    parser.add_argument("--metric", default="eval/success_rate", help="the training evaluations' success key")
+    parser.add_argument("--threshold", type=float, default=0.8)
+    parser.add_argument("--episodes", type=int, default=episodes, help=episodes_help)
+    parser.add_argument("--workers", type=int, default=2, help="parallel processes, one torch thread each")
+    parser.add_argument("--out", type=Path, default=None, help="directory for records.jsonl and report.md")
+    return parser
+
+
+def run_dir_study(
+    args: argparse.Namespace, measure: Callable[[argparse.Namespace], list[dict]], table: Callable[[list[dict]], str]
+) -> int:
+    """Records read from ``args.source`` (a records file) or measured from its run directories, their table
+    printed and, with ``--out``, both written there; a bad input is one error line (exit status 2)."""
+    import sys
+
+    from embodied.atomic import atomic_path
+    from embodied.errors import EmbodiedError
+
+    try:
+        if args.source.suffix == ".jsonl":
+            records = read_records(args.source)
+        else:
+            if args.episodes <= 0 or args.workers <= 0:
+                raise EmbodiedError("--episodes and --workers must be positive")
+            records = measure(args)
+        if not records:
+            raise EmbodiedError(f"no run to measure in {args.source}")
+    except EmbodiedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    text = table(records)
+    print(text, end="")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.out / "records.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records))
+        with atomic_path(args.out / "report.md") as tmp:
+            tmp.write_text(text)
+    return 0
