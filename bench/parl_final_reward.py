@@ -37,7 +37,7 @@ EVAL_SEED = 30_000_000  # away from the training evaluations (10_000_000 + seed)
 
 def score_run(job: dict) -> dict:
     """In a worker with one torch thread: the final reward's mean per-step value on the final policy's and the
-    expert's episodes (the same seeds), and each one's success at any step."""
+    expert's episodes (the same seeds), and each one's success at any step and at the last step."""
     import torch
 
     torch.set_num_threads(1)
@@ -55,14 +55,20 @@ def score_run(job: dict) -> dict:
     out = {}
     for who, spec in (("policy", job["policy"]), ("expert", "scripted")):
         policy = make_policy(spec, env)
-        learned, true, success = [], [], []
+        learned, true, success, final = [], [], [], []
         for i in range(job["episodes"]):
             episode = rollout(env, policy, EVAL_SEED + 1000 * job["seed"] + i)
             obs, act = np.asarray(episode.observations[:-1], np.float32), np.asarray(episode.actions, np.float32)
             learned.append(float(reward(obs, act).mean()))
             true.append(float(np.mean(episode.rewards)))
             success.append(bool(episode.success))
-        out[who] = {"learned": np.mean(learned), "true": np.mean(true), "success": np.mean(success)}
+            final.append(bool(np.asarray(episode.infos.get("success", [False]))[-1]))  # held at the last step
+        out[who] = {
+            "learned": np.mean(learned),
+            "true": np.mean(true),
+            "success": np.mean(success),
+            "success_final": np.mean(final),
+        }
     return out
 
 
@@ -112,7 +118,8 @@ OUTCOMES = ("kept", "reached, lost", "never reached")
 
 def table(records: list[dict]) -> str:
     lines = [
-        f"| group | outcome | runs | final policy's success ({records[0]['episodes']} episodes) | the learned reward "
+        f"| group | outcome | runs | final policy's success ({records[0]['episodes']} episodes): at any step, at the "
+        "last step | the learned reward "
         "ranks the expert's episodes higher | share [95% CI] | expert minus final policy, learned reward per step, "
         "mean [min, max] | the true reward ranks the expert's higher | expert minus final policy, true reward per "
         "step, mean |",
@@ -127,7 +134,8 @@ def table(records: list[dict]) -> str:
             true_gap = np.array([r["expert_true"] - r["policy_true"] for r in rs])
             higher = int((gap > 0).sum())
             lines.append(
-                f"| {group} | {kind} | {len(rs)} | {np.mean([r['policy_success'] for r in rs]):.2f} | "
+                f"| {group} | {kind} | {len(rs)} | {np.mean([r['policy_success'] for r in rs]):.2f}, "
+                f"{np.mean([r['policy_success_final'] for r in rs]):.2f} | "
                 f"{higher}/{len(rs)} | {share_interval(higher, len(rs))} | "
                 f"{gap.mean():+.2f} [{gap.min():+.2f}, {gap.max():+.2f}] | {int((true_gap > 0).sum())}/{len(rs)} | "
                 f"{true_gap.mean():+.2f} |"

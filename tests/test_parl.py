@@ -570,6 +570,7 @@ def test_the_final_reward_ranking_reads_the_runs_reward_and_scores_both_policies
     job["policy"] = str(tmp_path / "r" / "policy.pt")
     own = script["score_run"]({**job, "checkpoint": str(tmp_path / "r" / "checkpoints" / "last.pt")})
     negated = script["score_run"]({**job, "checkpoint": str(tmp_path / "negated.pt")})
+    assert set(own["expert"]) == {"learned", "true", "success", "success_final"}
     assert own["expert"]["success"] == 1.0 and own["expert"]["true"] > own["policy"]["true"]
     gap = own["expert"]["learned"] - own["policy"]["learned"]
     assert abs(gap) > 1e-3
