@@ -23,6 +23,7 @@ output only when the checkpoint records the stage as finished, and logs its metr
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -330,6 +331,16 @@ def start_run(cfg: Any, default_name: str) -> tuple[Run, torch.device]:
     return run, device
 
 
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An ``OSError`` inside re-raised naming ``path``: a failed ``write()`` (a full disk), and TensorBoard's
+    writer, name no file, and the error line would say only what failed, not where."""
+    try:
+        yield
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from err
+
+
 class MetricLogger:
     """Scalars to TensorBoard and to ``metrics.jsonl`` (machine-readable, appended, flushed each call)."""
 
@@ -346,27 +357,20 @@ class MetricLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = self._tensorboard(SummaryWriter, str(self._tb_dir))
+            with naming(self._tb_dir):
+                self._tb = SummaryWriter(str(self._tb_dir))
         self._start = time.time()
-
-    def _tensorboard(self, call, *args):
-        """``call(*args)``, a write failure of TensorBoard's (which names no file) naming its directory."""
-        try:
-            return call(*args)
-        except OSError as err:
-            raise OSError(err.errno, err.strerror, str(self._tb_dir)) from err
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items()}
         record = {"step": int(step), "time": round(time.time() - self._start, 3), **clean}
-        try:
+        with naming(self.path):  # a full disk
             self._jsonl.write(json_text(record) + "\n")
-        except OSError as err:  # a full disk: name the file
-            raise OSError(err.errno, err.strerror, str(self.path)) from err
         self.rows += 1
         if self._tb is not None:
-            for key, value in clean.items():
-                self._tensorboard(self._tb.add_scalar, key, value, step)
+            with naming(self._tb_dir):
+                for key, value in clean.items():
+                    self._tb.add_scalar(key, value, step)
 
     def truncate(self, rows: int, force: bool = False) -> None:
         """Keep only the first ``rows`` rows (those a checkpoint has seen), atomically."""
@@ -384,7 +388,8 @@ class MetricLogger:
         self._jsonl.close()
         self.closed = True
         if self._tb is not None:
-            self._tensorboard(self._tb.close)
+            with naming(self._tb_dir):
+                self._tb.close()
 
 
 def read_metrics(path: str | Path) -> list[dict]:

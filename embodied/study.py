@@ -207,7 +207,8 @@ def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
         settings = {k: v for k, v in sorted(run.config.items()) if isinstance(v, (str, int, float, bool)) or v is None}
         record = {"name": run.path.name, "config": settings, "finished": run.finished, "rows": rows}
         versions = recorded_versions(run.path)  # the library versions it started with, where it recorded them
-        record.update({"versions": versions} if versions is not None else {})
+        if versions is not None:
+            record["versions"] = versions
         lines.append(json_text(record, separators=(",", ":")))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
