@@ -206,6 +206,9 @@ class ParlConfig(RunOptions):
         check_choice("hypergrad_curvature", self.hypergrad_curvature, ("fisher", "surrogate"))
         check_choice("selection", self.selection, ("uniform", "disagreement"))
         check_choice("reward_input", self.reward_input, ("state", "state-action"))
+        if self.selection == "disagreement" and self.ensemble_size < 2 and self.method != "sac":
+            # one member has no spread: every score was NaN and the pick arbitrary, with a warning per session
+            raise ValueError("selection disagreement needs --ensemble-size of at least 2 (or --selection uniform)")
         check_choice("implicit_measure", self.implicit_measure, ("reward", "parameters"))
         check_choice("implicit_direction", self.implicit_direction, ("hypergradient", "random"))
         if self.implicit_ratio < 0:
