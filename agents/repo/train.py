@@ -140,6 +140,11 @@ class RePoConfig(DistractionOptions, RunOptions):
         if self.cuda_graph and self.compile:
             raise ValueError("choose --cuda-graph or --compile, not both (the graph already removes the launches)")
         check_intervals(self, expl_noise="[0, inf)", prefill="[0, inf)")
+        if self.action_repeat > self.max_episode_steps:
+            raise ValueError(
+                f"action_repeat {self.action_repeat} exceeds max_episode_steps {self.max_episode_steps}: "
+                "an episode would hold no agent step"
+            )
         if self.seq_len > self.max_episode_steps // self.action_repeat:
             raise ValueError(
                 f"seq_len {self.seq_len} exceeds the episode length in agent steps "
