@@ -29,7 +29,7 @@ from embodied.atomic import atomic_path, check_writable_dir
 from embodied.config import CommandParser, HelpFormatter, finite_float, flatten, parse_command_args
 from embodied.errors import EmbodiedError
 from embodied.safe_io import load_json
-from embodied.runs import read_metrics
+from embodied.runs import metric_record, read_metrics
 
 warnings.filterwarnings("ignore", message="random_state is deprecated", category=FutureWarning)  # arch, via rliable
 IGNORED_KEYS = {"seed", "run_dir", "run_name", "resume", "threads", "device", "video"}
@@ -73,16 +73,12 @@ def read_records(path: Path) -> list[RunRecord]:
             continue
         record = parse_json(line, f"{path}, record {number}", max_depth=4)
         rows = record.get("rows") if isinstance(record, dict) else None
+        rows = [metric_record(r) for r in rows] if isinstance(rows, list) else None
         if not (
-            isinstance(rows, list)
+            rows is not None
             and isinstance(record.get("config"), dict)
             and isinstance(record.get("name"), str)
-            and all(
-                isinstance(r, dict)
-                and type(r.get("step")) is int
-                and all(v is None or type(v) in (int, float) for v in r.values())
-                for r in rows
-            )
+            and all(r is not None for r in rows)
         ):
             raise EmbodiedError(f"{path}, record {number}: not a run record (name, config, rows of numbers)")
         runs.append(RunRecord(path / record["name"], record["config"], rows, bool(record.get("finished", True))))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 import signal
@@ -433,17 +434,27 @@ def parse_metric_lines(lines: Iterable[str], path: str | Path = "metrics.jsonl")
                 row = json.loads(line)
             except ValueError:
                 break
-            if not (
-                isinstance(row, dict)
-                and type(row.get("step")) is int
-                and all(v is None or type(v) in (int, float) for v in row.values())
-            ):
+            row = metric_record(row)
+            if row is None:
                 raise EmbodiedError(
                     f"{path}, record {number}: {line.strip()[:100]!r} is not a metric record "
                     f"(an integer step and numbers)"
                 )
             rows.append(row)
     return rows
+
+
+def metric_record(row: Any) -> dict | None:
+    """``row`` as ``MetricLogger.log`` writes it (an integer step, numbers or nulls), or None if it is not one.
+    A NaN or infinite number (Python's json reads the bare ``NaN``, ``Infinity`` and an overflowing ``1e400``) is
+    None, what the logger writes for it: statistics over runs skip it instead of turning NaN or infinite."""
+    if not (
+        isinstance(row, dict)
+        and type(row.get("step")) is int
+        and all(v is None or type(v) in (int, float) for v in row.values())
+    ):
+        return None
+    return {k: None if type(v) is float and not math.isfinite(v) else v for k, v in row.items()}
 
 
 _BARS: "weakref.WeakSet[tqdm]" = weakref.WeakSet()

@@ -19,6 +19,7 @@ from embodied.cli import main as cli_main
 from embodied.config import RunOptions
 from embodied.data import Dataset, Episode, write_dataset
 from embodied.errors import EmbodiedError, TrainingDiverged
+from embodied.report import read_records
 from embodied.runs import Run, read_metrics
 from embodied.make import make_env
 from embodied.nets import check_finite
@@ -371,6 +372,30 @@ def test_metric_files_written_by_something_else_are_one_clear_error(tmp_path, ca
     with pytest.raises(EmbodiedError, match=message):
         Run(tmp_path / "sweep", "s0", resume=True, tensorboard=False)
     assert lock_is_free(tmp_path / "sweep" / "s0")
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400"])
+def test_a_non_finite_number_in_a_metric_record_reads_as_the_null_the_logger_writes(tmp_path, capsys, token):
+    """Python's json reads these tokens as NaN or infinite floats; the report's bootstrap then gave NaN intervals
+    (and an infinite mean) for the whole group. Read as null, the run's last finite value counts, as for a run
+    whose logger wrote null."""
+    for seed in range(3):
+        run = Run(tmp_path / "sweep", f"s{seed}", tensorboard=False)
+        (run.dir / "config.json").write_text(json.dumps({"seed": seed}))
+        for step in (1, 2):
+            run.logger.log(step, {"eval/success_rate": 0.5 + 0.1 * seed})
+        run.write_summary({})
+        run.close()
+    metrics = tmp_path / "sweep" / "s0" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + f'{{"step": 3, "eval/success_rate": {token}}}\n')
+    assert read_metrics(metrics)[-1] == {"step": 3, "eval/success_rate": None}
+    assert cli_main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "report.md")]) == 0
+    row = next(line for line in (tmp_path / "report.md").read_text().splitlines() if line.startswith("| all"))
+    assert "nan" not in row and "inf" not in row and "0.600 [0.500, 0.700]" in row, row
+    assert "Warning" not in capsys.readouterr().err
+    records = tmp_path / "records.jsonl"  # a study's records are read the same way
+    records.write_text(f'{{"name": "s0", "config": {{}}, "rows": [{{"step": 3, "eval/success_rate": {token}}}]}}\n')
+    assert read_records(records)[0].rows == [{"step": 3, "eval/success_rate": None}]
 
 
 @pytest.mark.parametrize("saved", ["[1]", '"x"', "null"])
