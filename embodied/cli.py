@@ -47,7 +47,9 @@ class CollectConfig(DistractionOptions):
         metadata={"help": "Minari's datasets folder (default: $MINARI_DATASETS_PATH, else ~/.minari/datasets)"},
     )
     overwrite: bool = False  # replace a dataset already at --out (else it is refused: collected data is not lost)
-    policy: str = field(default="scripted", metadata={"help": "scripted, random, or a policy file"})
+    policy: str = field(
+        default="scripted", metadata={"help": "scripted, random, or a policy file (or the run directory that holds it)"}
+    )
     noise: tuple[float, ...] = field(
         default=(0.0,), metadata={"help": "Gaussian action-noise stds, cycled over episodes"}
     )
@@ -63,7 +65,9 @@ class VideoConfig(DistractionOptions):
     """Record episodes of a policy to an H.264 mp4."""
 
     env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
-    policy: str = field(default="scripted", metadata={"help": "scripted, random, or a policy file"})
+    policy: str = field(
+        default="scripted", metadata={"help": "scripted, random, or a policy file (or the run directory that holds it)"}
+    )
     episodes: int = 1  # number of episodes
     out: Path = Path("videos/rollout.mp4")  # output file
     size: int = 256  # frame width and height in pixels (rounded up to a multiple of 16)
@@ -80,7 +84,7 @@ class EvalConfig(DistractionOptions):
     """Evaluate a policy: success rate and return over seeded episodes."""
 
     env: str = "embodied/reach-v3"  # environment id (embodied envs lists them)
-    policy: str = "scripted"  # scripted, random, or a policy file saved by an agent
+    policy: str = "scripted"  # scripted, random, or a policy file saved by an agent (or its run directory)
     episodes: int = 10  # number of episodes
     max_steps: int | None = None  # cut episodes at this many steps (default: the env's limit)
     seed: int = 1000  # seed of the first episode (episode i uses seed + i)

@@ -51,6 +51,10 @@ def load_policy_module(path: str | os.PathLike) -> torch.nn.Module:
     path = Path(path)
     if not path.exists():
         raise EmbodiedError(f"policy file not found: {path}")
+    if path.is_dir():  # a run directory: the policy its run saved
+        if not (path / "policy.pt").is_file():
+            raise EmbodiedError(f"{path} is a directory without a policy.pt (a finished run's directory holds one)")
+        path = path / "policy.pt"
     payload = load_weights(path)  # weights_only: a forged pickle is refused before anything runs
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
         raise EmbodiedError(f"{path} is not an embodied policy file (expected format {POLICY_FORMAT})")

@@ -118,6 +118,15 @@ def test_a_policy_for_another_task_is_refused_by_its_sizes(tmp_path, capsys):
     )  # a fitting one runs
 
 
+def test_a_run_directory_stands_for_the_policy_it_saved(tmp_path, capsys):
+    """What a user has after training is the run directory; it was 'checkpoint ... is not a regular file'."""
+    _policy_file(tmp_path / "run" / "policy.pt")
+    assert cli_main(["eval", "--policy", str(tmp_path / "run"), "--episodes", "1"]) == 0
+    (tmp_path / "empty").mkdir()
+    line = _one_error_line(capsys, ["eval", "--policy", str(tmp_path / "empty"), "--episodes", "1"])
+    assert "is a directory without a policy.pt" in line
+
+
 @pytest.mark.parametrize(
     "path, content, message",
     [
