@@ -188,7 +188,6 @@ def test_bad_numbers_and_paths_give_one_line(capsys, args, message):
         (["train", "parl", "--sac.batch-size", "0"], "sac.batch_size must be positive"),
         (["train", "parl", "--teacher-flip-prob", "1.5"], "teacher_flip_prob must be in"),
         (["train", "parl", "--ensemble-size", "1"], "disagreement needs --ensemble-size of at least 2"),  # NaN scores
-        (["train", "repo", "--action-repeat", "1000"], "action_repeat 1000 exceeds max_episode_steps"),  # said seq_len
         (["train", "walle", "--llm", "gpt"], "llm must be 'embedded' or the http"),
         (["train", "walle", "--llm", "http://127.0.0.1:99999"], "is not a URL: Port out of range"),
         (

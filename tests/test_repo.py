@@ -513,7 +513,7 @@ def test_repo_config_rejects_negative_noise_and_zero_reward_scale():
         RePoConfig(expl_noise=-0.1)
     with pytest.raises(ValueError, match="wm.reward_scale"):
         RePoConfig(wm=WorldModelConfig(reward_scale=0.0))
-    with pytest.raises(ValueError, match="max_episode_steps 20 / action_repeat 30"):  # said "(0)" alone
+    with pytest.raises(ValueError, match="action_repeat 30 exceeds max_episode_steps 20"):  # blamed seq_len
         RePoConfig(max_episode_steps=20, action_repeat=30, seq_len=4)
 
 
