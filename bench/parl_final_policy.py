@@ -17,7 +17,6 @@ final policy's mean success with its 95 % bootstrap CI.
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -25,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/records.py, al
 
 import numpy as np  # noqa: E402
 
-from embodied.errors import EmbodiedError  # noqa: E402
-from embodied.report import aggregate, find_runs, group_label, run_measures, select, share_interval  # noqa: E402
-from records import run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
+from embodied.report import aggregate, find_runs, select, share_interval  # noqa: E402
+from records import measure_runs, run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
 
 EVAL_SEED = 20_000_000  # the training evaluations use 10_000_000 + seed onwards
 
@@ -48,34 +46,14 @@ def evaluate_run(job: dict) -> dict:
 
 
 def measure(args) -> list[dict]:
-    runs = select(find_runs(args.source), args.where)
-    jobs, records = [], []
-    for run in runs:
-        if not (run.path / "policy.pt").exists():
-            raise EmbodiedError(f"{run.path} has no policy.pt (unfinished?)")
-        m = run_measures(run, args.metric, args.threshold, None)
-        records.append(
-            {
-                "name": run.path.name,
-                "group": group_label(run, args.group_by),
-                "seed": run.config["seed"],
-                "reached": m["reached"],
-                "kept_last_eval": m["kept"],
-                "last_eval": m["final"],
-            }
-        )
-        jobs.append(
-            {
-                "task": run.config["task"],
-                "max_steps": run.config["max_episode_steps"],
-                "policy": str(run.path / "policy.pt"),
-                "seed": run.config["seed"],
-                "episodes": args.episodes,
-            }
-        )
-    with ProcessPoolExecutor(args.workers) as pool:
-        for record, result in zip(records, pool.map(evaluate_run, jobs)):
-            record.update(episodes=args.episodes, **{f"policy_{k}": v for k, v in result.items()})
+    records, results = measure_runs(
+        args,
+        select(find_runs(args.source), args.where),
+        evaluate_run,
+        lambda m: {"reached": m["reached"], "kept_last_eval": m["kept"], "last_eval": m["final"]},
+    )
+    for record, result in zip(records, results):
+        record.update(episodes=args.episodes, **{f"policy_{k}": v for k, v in result.items()})
     return records
 
 

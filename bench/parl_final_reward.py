@@ -20,7 +20,6 @@ per step in the reward's standard deviations (as SAC saw it), and the same ranki
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,9 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/records.py, al
 
 import numpy as np  # noqa: E402
 
-from embodied.errors import EmbodiedError  # noqa: E402
-from embodied.report import find_runs, group_label, run_measures, select, share_interval  # noqa: E402
-from records import run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
+from embodied.report import find_runs, select, share_interval  # noqa: E402
+from records import measure_runs, run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
 
 EVAL_SEED = 30_000_000  # away from the training evaluations (10_000_000 + seed) and parl_final_policy's
 
@@ -79,37 +77,21 @@ def outcome(measures: dict) -> str:
 
 
 def measure(args) -> list[dict]:
-    runs = [r for r in select(find_runs(args.source), args.where) if r.config.get("method") != "sac"]
-    jobs, records = [], []
-    for run in runs:
-        for needed in ("policy.pt", "checkpoints/last.pt"):
-            if not (run.path / needed).exists():
-                raise EmbodiedError(f"{run.path} has no {needed} (unfinished?)")
-        m = run_measures(run, args.metric, args.threshold, None)
-        records.append(
-            {
-                "name": run.path.name,
-                "group": group_label(run, args.group_by),
-                "seed": run.config["seed"],
-                "outcome": outcome(m),
-            }
-        )
-        jobs.append(
-            {
-                "task": run.config["task"],
-                "max_steps": run.config["max_episode_steps"],
-                "policy": str(run.path / "policy.pt"),
-                "checkpoint": str(run.path / "checkpoints" / "last.pt"),
-                "ensemble_size": run.config["ensemble_size"],
-                "use_action": run.config.get("reward_input", "state-action") == "state-action",
-                "seed": run.config["seed"],
-                "episodes": args.episodes,
-            }
-        )
-    with ProcessPoolExecutor(args.workers) as pool:
-        for record, result in zip(records, pool.map(score_run, jobs)):
-            scores = {f"{who}_{key}": float(value) for who, r in result.items() for key, value in r.items()}
-            record.update(episodes=args.episodes, **scores)
+    records, results = measure_runs(
+        args,
+        [r for r in select(find_runs(args.source), args.where) if r.config.get("method") != "sac"],
+        score_run,
+        lambda m: {"outcome": outcome(m)},
+        lambda run: {
+            "checkpoint": str(run.path / "checkpoints" / "last.pt"),
+            "ensemble_size": run.config["ensemble_size"],
+            "use_action": run.config.get("reward_input", "state-action") == "state-action",
+        },
+        needed=("policy.pt", "checkpoints/last.pt"),
+    )
+    for record, result in zip(records, results):
+        scores = {f"{who}_{key}": float(value) for who, r in result.items() for key, value in r.items()}
+        record.update(episodes=args.episodes, **scores)
     return records
 
 

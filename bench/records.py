@@ -96,6 +96,50 @@ def run_dir_parser(doc: str, episodes: int, episodes_help: str) -> argparse.Argu
     return parser
 
 
+def measure_runs(
+    args: argparse.Namespace,
+    runs: list,
+    worker: Callable[[dict], dict],
+    record_fields: Callable[[dict], dict],
+    job_fields: Callable = lambda run: {},
+    needed: tuple[str, ...] = ("policy.pt",),
+) -> tuple[list[dict], list[dict]]:
+    """Per finished run (each of ``needed`` present): its record (name, group, seed, then ``record_fields`` of its
+    training curve's measures at ``args.threshold``) and ``worker``'s result on its job (task, episode length,
+    policy file, seed, ``args.episodes``, then ``job_fields(run)``), the jobs in ``args.workers`` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from embodied.errors import EmbodiedError
+    from embodied.report import group_label, run_measures
+
+    records, jobs = [], []
+    for run in runs:
+        for name in needed:
+            if not (run.path / name).exists():
+                raise EmbodiedError(f"{run.path} has no {name} (unfinished?)")
+        measures = run_measures(run, args.metric, args.threshold, None)
+        records.append(
+            {
+                "name": run.path.name,
+                "group": group_label(run, args.group_by),
+                "seed": run.config["seed"],
+                **record_fields(measures),
+            }
+        )
+        jobs.append(
+            {
+                "task": run.config["task"],
+                "max_steps": run.config["max_episode_steps"],
+                "policy": str(run.path / "policy.pt"),
+                "seed": run.config["seed"],
+                "episodes": args.episodes,
+                **job_fields(run),
+            }
+        )
+    with ProcessPoolExecutor(args.workers) as pool:
+        return records, list(pool.map(worker, jobs))
+
+
 def run_dir_study(
     args: argparse.Namespace, measure: Callable[[argparse.Namespace], list[dict]], table: Callable[[list[dict]], str]
 ) -> int:
