@@ -209,6 +209,8 @@ def main() -> None:
         return
     if args.pack:
         runs = load_runs(args.out)
+        for run in runs:  # where each run was on this machine: no report reads it, and a committed file names no paths
+            run["config"].pop("run_dir", None)
         args.pack.write_text("".join(json.dumps(run, separators=(",", ":")) + "\n" for run in runs))
         print(f"wrote {len(runs)} runs to {args.pack}")
         return

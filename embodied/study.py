@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from embodied.atomic import atomic_path, check_writable_dir
 from embodied.config import CommandParser, HelpFormatter, finite_float, flatten, parse_command_args
@@ -192,10 +193,22 @@ def run_study(
     )
 
 
+def portable(value: Any) -> Any:
+    """A setting as a committed record keeps it: an absolute path under the current directory relative to it, so
+    that records name no machine's paths."""
+    if isinstance(value, str) and value.startswith("/"):
+        try:
+            return str(Path(value).relative_to(Path.cwd()))
+        except ValueError:
+            return value
+    return value
+
+
 def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
     """One line per run of the study's seeds (a shared run directory may hold other seeds' runs): its name,
     settings, whether it finished, and the rows that logged any of ``keys`` or of a key starting with one of the
-    report's ``keep`` prefixes (e.g. ``"diag/"``)."""
+    report's ``keep`` prefixes (e.g. ``"diag/"``). Not ``run_dir``: where the run was on the machine that ran it
+    (the study's ``out``), which no report reads."""
     from embodied.report import find_runs, of_seeds
     from embodied.runs import recorded_versions
 
@@ -204,7 +217,11 @@ def write_records(out: Path, path: Path, keys: list[str], study: dict) -> None:
     for run in of_seeds(find_runs(out), [int(s) for s in study["seeds"]]):
         kept = lambda key: key in keys or key.startswith(prefixes)  # noqa: E731
         rows = [{"step": r["step"], **{k: v for k, v in r.items() if kept(k)}} for r in run.rows if any(map(kept, r))]
-        settings = {k: v for k, v in sorted(run.config.items()) if isinstance(v, (str, int, float, bool)) or v is None}
+        settings = {
+            k: portable(v)
+            for k, v in sorted(run.config.items())
+            if k != "run_dir" and (isinstance(v, (str, int, float, bool)) or v is None)
+        }
         record = {"name": run.path.name, "config": settings, "finished": run.finished, "rows": rows}
         versions = recorded_versions(run.path)  # the library versions it started with, where it recorded them
         if versions is not None:

@@ -800,6 +800,7 @@ def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp
     records = [json.loads(line) for line in (results / "records.jsonl").read_text().splitlines()]
     assert len(records) == 4 and all(r["config"]["task"] == "drawer-close-v3" for r in records)
     assert any("diag/rank_corr_recent" in row for r in records for row in r["rows"])
+    assert str(tmp_path) not in (results / "records.jsonl").read_text()  # committed records name no machine's paths
     import torch
 
     assert all(r["versions"]["torch"] == torch.__version__ for r in records)  # from each run's system.json
