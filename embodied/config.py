@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import inspect
 import io
 import json
@@ -96,6 +97,12 @@ def option_fields(cls: type) -> list[tuple[str, Any, dataclasses.Field, Any]]:
 def option_types(cls: type) -> dict[str, Any]:
     """``dotted name -> type`` of every option of ``cls`` (what sweeps and studies check their keys against)."""
     return {name: tp for name, tp, _, _ in option_fields(cls)}
+
+
+def did_you_mean(name: str, names: Iterable[str]) -> str:
+    """``"did you mean X, Y?"`` for the names nearest ``name`` (a misspelt option), or ``""``."""
+    close = difflib.get_close_matches(name, list(names), n=3, cutoff=0.6)
+    return f"did you mean {', '.join(close)}?" if close else ""
 
 
 def flag(key: str) -> str:
@@ -242,8 +249,11 @@ def parse_config(cls: type[T], argv: Sequence[str], prog: str | None = None) -> 
             for u in unknown
             if u.startswith("--") and (k := u.split("=")[0][2:].replace("-", "_")) in renamed
         ]
-        hint = f" ({'; '.join(moved)})" if moved else " (see --help)"
-        raise EmbodiedError(f"unknown option(s) for {prog or cls.__name__}: {' '.join(unknown)}{hint}")
+        flags = [o for o in parser._option_string_actions if o.startswith("--")]
+        given = [u.split("=")[0] for u in unknown if u.startswith("--")]
+        typos = [f"{u}: {m}" for u in given if (m := did_you_mean(u.replace("_", "-"), flags))]
+        hint = "; ".join(moved or typos) or "see --help"
+        raise EmbodiedError(f"unknown option(s) for {prog or cls.__name__}: {' '.join(unknown)} ({hint})")
     values = vars(namespace)
     values.pop("preset", None)  # what it set is in the values (and so in config.json)
     from embodied.make import TASK_FIELDS, task_name

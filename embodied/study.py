@@ -149,12 +149,14 @@ def option_text(value) -> str:
 def passthrough(options: dict, cls: type) -> list[str]:
     from embodied.sweep import option_args
 
-    from embodied.config import option_types
+    from embodied.config import did_you_mean, option_types
 
     fields = set(option_types(cls)) | ({"preset"} if getattr(cls, "PRESETS", None) else set())
     unknown = [k for k in options if k not in fields]
     if unknown:
-        raise EmbodiedError(f"[options] {', '.join(unknown)}: not options of this agent (embodied train AGENT --help)")
+        hints = [f"{k}: {m}" for k in unknown if (m := did_you_mean(k.replace("-", "_"), fields))]
+        hints = hints or ["embodied train AGENT --help"]
+        raise EmbodiedError(f"[options] {', '.join(unknown)}: not options of this agent ({'; '.join(hints)})")
     return [a for k, v in options.items() for a in option_args(k, option_text(v), cls)]
 
 

@@ -54,6 +54,7 @@ from embodied.config import (
     MAX_SEED,
     RunOptions,
     describe_differences,
+    did_you_mean,
     differing_options,
     finite_float,
     option_types,
@@ -114,9 +115,8 @@ def check_grid(grid: dict[str, list[str]], cls: type) -> dict[str, list[str]]:
     for key, points in grid.items():
         for k in key.split(":"):
             if k not in fields:
-                raise EmbodiedError(
-                    f"--grid {key}: {k!r} is not an option of this agent (see embodied train AGENT --help)"
-                )
+                hint = did_you_mean(k.replace("-", "_"), fields) or "see embodied train AGENT --help"
+                raise EmbodiedError(f"--grid {key}: {k!r} is not an option of this agent ({hint})")
             if k in RESERVED:
                 raise EmbodiedError(f"--grid {key}: {k} is set by the sweep itself (use --seeds for seeds)")
             if k in named:

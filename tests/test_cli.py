@@ -390,7 +390,11 @@ def test_frictions_of_a_new_user_are_one_clear_line(tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "no such directory" in capsys.readouterr().err and not (tmp_path / "missing").exists()
     assert main(["train", "parl", "--total-step", "10", "--run-dir", str(tmp_path)]) == 2  # no abbreviations
-    assert "unknown option" in capsys.readouterr().err
+    assert "unknown option(s) for embodied train parl: --total-step 10 (--total-step: did you mean --total-steps" in (
+        capsys.readouterr().err
+    )
+    assert main(["train", "pearl", "--source", "window-open-v3", "--run-dir", str(tmp_path)]) == 2
+    assert "(--source: did you mean --source-task, --source-data, --source-queries?)" in capsys.readouterr().err
     for argv in (["video", "--out", "/proc/embodied-v.mp4"], ["collect", "--out", "/proc/embodied-ds"]):
         assert main([*argv, "--env", "embodied/reach-v3", "--episodes", "1"]) == 2  # before any rendering or collecting
         err = capsys.readouterr().err.strip().splitlines()  # os.access says yes to root there; a probe does not

@@ -63,7 +63,8 @@ def descendants(pid: int) -> set[int]:
     "argv, message",
     [
         (["--agent", "nope", "--out", "x"], "unknown agent"),
-        (["--agent", "parl", "--out", "x", "--grid", "bogus=1,2"], "not an option"),
+        (["--agent", "parl", "--out", "x", "--grid", "bogus=1,2"], "not an option of this agent (see embodied train"),
+        (["--agent", "parl", "--out", "x", "--grid", "taks=a"], "not an option of this agent (did you mean task?)"),
         (["--agent", "parl", "--out", "x", "--grid", "method"], "KEY=V1,V2"),
         (["--agent", "parl", "--out", "x", "--grid", "method=parl,telepathy"], "method must be one of"),
         (["--agent", "parl", "--out", "x", "--seeds", "a,b"], "integers"),
@@ -719,11 +720,12 @@ def test_a_study_with_a_bad_option_value_is_one_line_and_makes_no_directory(tmp_
     study = tmp_path / "s.toml"
     study.write_text('agent = "parl"\nseeds = [0]\n[grid]\nmethod = ["sac"]\n[options]\nvideo = false\n')
     out, results = tmp_path / "runs", tmp_path / "results"
-    for bad in ("total_steps=abc", "sac.tau=2"):
+    for bad in ("total_steps=abc", "sac.tau=2", "total-step=10"):
         argv = ["study", str(study), "--set", bad, "--out", str(out), "--results", str(results), "--backend", "local"]
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), err
+    assert "total_step: did you mean total_steps?" in err[0]  # a misspelt option is named with what it meant
     assert not out.exists() and not results.exists()
 
 
