@@ -38,14 +38,16 @@ def check_camera(model: mujoco.MjModel, camera: str) -> None:
 
 
 _LIVE: "weakref.WeakSet[FastRenderer]" = weakref.WeakSet()
+_MADE_A_CONTEXT = False  # this process has made a GL context (closing it does not undo what EGL set up)
 _FORKED_AFTER_RENDERING = False  # set in a child forked from a process that had made a context
 
 
 def _after_fork_in_child() -> None:
     # A process forked after EGL (Mesa) made a context hangs in the next context it makes (its driver threads
-    # are not copied), and the contexts it inherited belong to the parent: forget them, refuse new ones.
+    # are not copied), and the contexts it inherited belong to the parent: forget them, refuse new ones. It hangs
+    # as well when the parent had closed every context before the fork: the display and driver state stay.
     global _FORKED_AFTER_RENDERING
-    if _LIVE and os.environ.get("MUJOCO_GL", "egl") == "egl":
+    if _MADE_A_CONTEXT and os.environ.get("MUJOCO_GL", "egl") == "egl":
         _FORKED_AFTER_RENDERING = True
     _LIVE.clear()
 
@@ -95,6 +97,8 @@ class FastRenderer:
         self.camera = camera
         self.width, self.height = width, height
         self._flip = flip  # Meta-World's cameras are mounted upside down; scenes of ours are not
+        global _MADE_A_CONTEXT
+        _MADE_A_CONTEXT = True  # before the attempt: a context that failed half-made has touched EGL too
         self._renderer = mujoco.Renderer(model, height=height, width=width)
         if not _LIVE:
             atexit.register(_close_all)
