@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import math
 import os
 import shutil
 import signal
@@ -444,17 +443,24 @@ def parse_metric_lines(lines: Iterable[str], path: str | Path = "metrics.jsonl")
     return rows
 
 
+MAX_STEP = 2**53  # a step's magnitude: float64 holds every integer up to it (curves and tables compute in floats)
+MAX_METRIC = 3.4028234663852886e38  # float32's largest finite value: no training metric goes beyond it
+
+
 def metric_record(row: Any) -> dict | None:
     """``row`` as ``MetricLogger.log`` writes it (an integer step, numbers or nulls), or None if it is not one.
     A NaN or infinite number (Python's json reads the bare ``NaN``, ``Infinity`` and an overflowing ``1e400``) is
-    None, what the logger writes for it: statistics over runs skip it instead of turning NaN or infinite."""
+    None, what the logger writes for it: statistics over runs skip it instead of turning NaN or infinite. So is a
+    number beyond float32's range (an integer of 400 digits, ``1e308``): no metric reaches it, and a mean over runs
+    of such values overflows. A step beyond ``MAX_STEP`` makes it no record."""
     if not (
         isinstance(row, dict)
         and type(row.get("step")) is int
+        and abs(row["step"]) <= MAX_STEP
         and all(v is None or type(v) in (int, float) for v in row.values())
     ):
         return None
-    return {k: None if type(v) is float and not math.isfinite(v) else v for k, v in row.items()}
+    return {k: v if k == "step" or v is None or abs(v) <= MAX_METRIC else None for k, v in row.items()}
 
 
 _BARS: "weakref.WeakSet[tqdm]" = weakref.WeakSet()

@@ -360,6 +360,10 @@ def test_resume_drops_metric_rows_logged_after_the_checkpoint(tmp_path):
             "is not a metric record",
         ),
         (lambda f: f.write_text(f.read_text() + '{"step": 1e400, "eval/success_rate": 1}\n'), "is not a metric record"),
+        (
+            lambda f: f.write_text(f.read_text() + f'{{"step": {10**30}, "eval/success_rate": 1}}\n'),
+            "not a metric record",
+        ),
         (lambda f: f.write_bytes(b"\xff\xfe"), "cannot read .*utf-8"),
         (lambda f: (f.unlink(), f.mkdir()), "cannot read .*Is a directory|is not a regular file"),
     ],
@@ -383,11 +387,12 @@ def test_metric_files_written_by_something_else_are_one_clear_error(tmp_path, ca
     assert lock_is_free(tmp_path / "sweep" / "s0")
 
 
-@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e400", "1e308", "-" + "9" * 400])
 def test_a_non_finite_number_in_a_metric_record_reads_as_the_null_the_logger_writes(tmp_path, capsys, token):
-    """Python's json reads these tokens as NaN or infinite floats; the report's bootstrap then gave NaN intervals
-    (and an infinite mean) for the whole group. Read as null, the run's last finite value counts, as for a run
-    whose logger wrote null."""
+    """Python's json reads these tokens as NaN or infinite floats, or as numbers beyond float32 (an integer of 400
+    digits: float() overflowed with a traceback); the report's bootstrap then gave NaN intervals (and an infinite
+    mean) for the whole group. Read as null, the run's last finite value counts, as for a run whose logger wrote
+    null."""
     for seed in range(3):
         run = Run(tmp_path / "sweep", f"s{seed}", tensorboard=False)
         (run.dir / "config.json").write_text(json.dumps({"seed": seed}))
