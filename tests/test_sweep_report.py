@@ -827,6 +827,15 @@ def test_a_study_file_reruns_end_to_end_and_its_records_reproduce_the_report(tmp
     assert (results / "report-drawer-close-v3.md").read_text() == report
 
 
+def test_a_record_keeps_a_path_setting_under_the_working_directory_relative_to_it(tmp_path, monkeypatch):
+    from embodied.study import portable
+
+    monkeypatch.chdir(tmp_path)
+    assert portable(str(tmp_path / "data" / "target.h5")) == "data/target.h5"  # a dataset given by absolute path
+    assert portable("/elsewhere/target.h5") == "/elsewhere/target.h5" and portable("data/t.h5") == "data/t.h5"
+    assert portable(3) == 3 and portable(None) is None
+
+
 def test_a_progress_line_gives_a_finished_trials_seconds_and_a_failed_ones_error(capsys):
     from embodied.sweep import _report_progress
 
