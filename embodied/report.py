@@ -87,12 +87,23 @@ def read_records(path: Path) -> list[RunRecord]:
     return runs
 
 
+def study_records(root: Path) -> Path | None:
+    """The ``records.jsonl`` of a study's results directory (``bench/results/<study>``: no run directories), which
+    stands for its runs; None for anything else."""
+    records = root / "records.jsonl"
+    if root.is_dir() and records.is_file() and next(root.rglob("metrics.jsonl"), None) is None:
+        return records
+    return None
+
+
 def find_runs(root: Path) -> list[RunRecord]:
     root = Path(root).expanduser()
     if root.is_file() and root.suffix == ".jsonl" and root.name != "metrics.jsonl":
         return read_records(root)
     if not root.exists():
         raise EmbodiedError(f"no such directory: {root}")
+    if (records := study_records(root)) is not None:
+        return read_records(records)
     paths = sorted({p.parent for p in root.rglob("metrics.jsonl")})
     if not paths:
         raise EmbodiedError(f"no run directories (with metrics.jsonl) under {root}")
@@ -585,6 +596,7 @@ def build_report(
 def default_report_path(source: Path) -> Path:
     """Where a report goes without ``--out``: inside a directory of runs, or beside a records file under a name of
     its own (a study's committed ``report.md`` beside it is left alone)."""
+    source = study_records(source) or source
     if source.is_file():
         return source.with_name(f"{source.stem}-report.md")
     return source / "report.md"

@@ -520,6 +520,10 @@ def test_a_report_pools_several_sources_and_writes_beside_a_records_file(tmp_pat
     assert cli_main(["report", str(results / "records.jsonl"), "--reps", "200"]) == 0
     assert "| all | 2 | 0.200" in (results / "records-report.md").read_text()
     assert (results / "report.md").read_text() == "the study's report"
+    (results / "records-report.md").unlink()
+    assert cli_main(["report", str(results), "--reps", "200"]) == 0  # the results directory stands for its records
+    assert "| all | 2 | 0.200" in (results / "records-report.md").read_text()
+    assert (results / "report.md").read_text() == "the study's report"
     capsys.readouterr()
     assert cli_main(["report", str(results / "records.jsonl"), "--metric", "eval/return"]) == 2
     assert "one of what they logged: eval/success_rate" in capsys.readouterr().err
