@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/records.py, al
 
 import numpy as np  # noqa: E402
 
-from embodied.report import aggregate, find_runs, select, share_interval  # noqa: E402
-from records import measure_runs, run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
+from embodied.report import aggregate, share_interval  # noqa: E402
+from records import chosen_runs, measure_runs, run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
 
 EVAL_SEED = 20_000_000  # the training evaluations use 10_000_000 + seed onwards
 
@@ -48,7 +48,7 @@ def evaluate_run(job: dict) -> dict:
 def measure(args) -> list[dict]:
     records, results = measure_runs(
         args,
-        select(find_runs(args.source), args.where),
+        chosen_runs(args),
         evaluate_run,
         lambda m: {"reached": m["reached"], "kept_last_eval": m["kept"], "last_eval": m["final"]},
     )

@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/records.py, al
 
 import numpy as np  # noqa: E402
 
-from embodied.report import find_runs, select, share_interval  # noqa: E402
-from records import measure_runs, run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
+from embodied.report import share_interval  # noqa: E402
+from records import chosen_runs, measure_runs, run_dir_parser, run_dir_study  # noqa: E402  (bench/records.py)
 
 EVAL_SEED = 30_000_000  # away from the training evaluations (10_000_000 + seed) and parl_final_policy's
 
@@ -79,7 +79,7 @@ def outcome(measures: dict) -> str:
 def measure(args) -> list[dict]:
     records, results = measure_runs(
         args,
-        [r for r in select(find_runs(args.source), args.where) if r.config.get("method") != "sac"],
+        [r for r in chosen_runs(args) if r.config.get("method") != "sac"],
         score_run,
         lambda m: {"outcome": outcome(m)},
         lambda run: {

@@ -87,6 +87,7 @@ def run_dir_parser(doc: str, episodes: int, episodes_help: str) -> argparse.Argu
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("source", type=Path, help="run directories (a study's out), or this script's records.jsonl")
     parser.add_argument("--where", action="append", default=[], metavar="KEY=VALUE", help="as embodied report")
+    parser.add_argument("--seeds", default=None, help="only runs of these seeds, as embodied report")
     parser.add_argument("--group-by", nargs="+", default=["method"], help="config keys that name a group")
     parser.add_argument("--metric", default="eval/success_rate", help="the training evaluations' success key")
     parser.add_argument("--threshold", type=float, default=0.8)
@@ -94,6 +95,16 @@ def run_dir_parser(doc: str, episodes: int, episodes_help: str) -> argparse.Argu
     parser.add_argument("--workers", type=int, default=2, help="parallel processes, one torch thread each")
     parser.add_argument("--out", type=Path, default=None, help="directory for records.jsonl and report.md")
     return parser
+
+
+def chosen_runs(args: argparse.Namespace) -> list:
+    """The runs under ``args.source`` that ``--where`` and ``--seeds`` keep (a study's run directory may hold other
+    seeds' runs, and ablations)."""
+    from embodied.report import find_runs, of_seeds, select
+    from embodied.sweep import parse_seeds
+
+    runs = select(find_runs(args.source), args.where)
+    return runs if args.seeds is None else of_seeds(runs, parse_seeds(args.seeds))
 
 
 def measure_runs(
