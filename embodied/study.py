@@ -347,8 +347,18 @@ def main(argv: list[str]) -> int:
         if not sep or not key:
             raise EmbodiedError(f"--set {item!r}: expected KEY=VALUE")
         study["options"][key.replace("-", "_")] = value
-    out = args.out or Path(study["report"].get("out") or Path("runs") / study["name"])
-    results = args.results or Path("bench/results") / study["name"]
+    # --seeds and --set make a variant of the study (a small re-run, a trial of other settings): its results go
+    # beside its runs, not over the study's own (committed) results, and --set's runs not among the study's own
+    variant = args.seeds is not None or bool(args.set)
+    if args.out is None and args.set:
+        out = Path("runs") / f"{study['name']}-set"
+    else:
+        out = args.out or Path(study["report"].get("out") or Path("runs") / study["name"])
+    results = args.results or (
+        out.with_name(f"{out.name}-results") if variant else Path("bench/results") / study["name"]
+    )
+    if variant and args.results is None:
+        print(f"--seeds/--set make a variant of the study: its reports go to {results} (--results to choose)")
     if not args.report_only and args.cpus_per_trial <= 0:
         raise EmbodiedError("--cpus-per-trial must be positive")
     checked = None if args.report_only else check_trials(study)  # a bad option fails before any directory is made

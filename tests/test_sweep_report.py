@@ -555,6 +555,24 @@ def test_a_study_and_a_report_keep_to_their_seeds_in_a_shared_run_directory(tmp_
     assert "has one of the seeds [7]" in capsys.readouterr().err
 
 
+def test_a_study_with_other_seeds_or_settings_leaves_the_studys_own_results_alone(tmp_path, capsys, monkeypatch):
+    """``--seeds`` and ``--set`` make a variant of a study (a small re-run): its records and reports went over the
+    study's committed ``bench/results/<study>`` (seed 0's records only), and --set's runs into the study's runs."""
+    monkeypatch.chdir(tmp_path)
+    synthetic_runs(tmp_path / "runs" / "s", {"parl": [[0.1, 0.2], [0.3, 0.4]], "sac": [[0.5, 0.6]] * 2})
+    study = tmp_path / "s.toml"
+    study.write_text('agent = "parl"\nseeds = [0, 1]\n[grid]\nmethod = ["parl", "sac"]\n')
+    assert cli_main(["study", str(study), "--report-only", "--seeds", "0"]) == 0
+    assert "its reports go to runs/s-results" in capsys.readouterr().out
+    assert len((tmp_path / "runs" / "s-results" / "records.jsonl").read_text().splitlines()) == 2
+    assert not (tmp_path / "bench").exists()
+    assert cli_main(["study", str(study), "--report-only"]) == 0  # the study itself: its own results
+    assert len((tmp_path / "bench" / "results" / "s" / "records.jsonl").read_text().splitlines()) == 4
+    capsys.readouterr()
+    assert cli_main(["study", str(study), "--report-only", "--set", "total_steps=300"]) == 2
+    assert "no runs under runs/s-set" in capsys.readouterr().err  # not the study's runs
+
+
 def test_a_run_made_before_an_option_joins_the_group_its_default_names(tmp_path, capsys):
     synthetic_runs(tmp_path, {"parl": [[0.1, 0.2], [0.3, 0.4]], "sac": [[0.5, 0.6]]})
     for d in tmp_path.iterdir():  # the second parl run was made after the option existed and names its value
